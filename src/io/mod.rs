@@ -1,0 +1,30 @@
+//! Small I/O building blocks shared by every output: atomic output files, hashing
+//! writers, and the build timestamp.
+
+mod atomic;
+pub mod cleanup;
+mod hashing;
+
+pub use atomic::AtomicFile;
+pub use hashing::HashingWriter;
+
+/// Buffer size for streaming copies: large enough to keep syscalls and hashing
+/// efficient on multi-hundred-MiB kernels and initramfs images, small enough that
+/// peak memory stays flat.
+pub const BUFFER_SIZE: usize = 256 * 1024;
+
+/// Seconds since the epoch that builds stamp into their outputs: `SOURCE_DATE_EPOCH`
+/// when set (reproducible builds), the wall clock otherwise.
+pub fn build_epoch() -> u64 {
+    source_date_epoch().unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    })
+}
+
+/// `SOURCE_DATE_EPOCH`, if set to a valid number.
+pub fn source_date_epoch() -> Option<u64> {
+    std::env::var("SOURCE_DATE_EPOCH").ok()?.trim().parse().ok()
+}
