@@ -16,7 +16,7 @@ use x509_cert::Certificate;
 use crate::error::{Error, IoContext, Result};
 
 /// RSA private key type used throughout.
-pub type RsaKey = rsa::RsaPrivateKey;
+pub type RsaKey = rsa::PrivateKey;
 
 /// The SecureBoot signer: an RSA key and the X.509 certificate of its public key.
 /// Signs the UKI and systemd-boot (Authenticode) and the enrollment variables.
