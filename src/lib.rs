@@ -9,6 +9,7 @@
 //! the `imager` binary is a thin CLI over it.
 
 pub mod build;
+pub mod cli;
 pub mod cmdline;
 pub mod error;
 pub mod inputs;

@@ -1,9 +1,7 @@
 fn main() {
-    std::process::exit(imager_cli::run());
+    std::process::exit(imager_cli());
 }
 
-mod imager_cli {
-    pub fn run() -> i32 {
-        0
-    }
+fn imager_cli() -> i32 {
+    imager::cli::main()
 }

@@ -1,0 +1,56 @@
+//! Command-line interface: argument types and dispatch. The work lives in the library;
+//! each subcommand is one small function over its parsed arguments.
+
+mod build;
+mod generate;
+mod inspect;
+mod meta;
+
+use clap::{Parser, Subcommand};
+
+/// Builds Talos Linux boot assets (UKI, SecureBoot ISO, disk images, PXE assets,
+/// installer images) from a profile.
+#[derive(Debug, Parser)]
+#[command(name = "imager", version, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(after_help = build::EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    build: build::BuildArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generates SecureBoot keys, certificates and enrollment files.
+    #[command(subcommand)]
+    Gen(generate::GenCommand),
+    /// Shows what is inside a UKI or signed EFI binary and checks it.
+    Inspect(inspect::InspectArgs),
+    /// Reads and writes Talos META partitions.
+    #[command(subcommand)]
+    Meta(meta::MetaCommand),
+    /// Lists the built-in profiles.
+    Profiles,
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Gen(cmd)) => generate::run(cmd),
+        Some(Command::Inspect(args)) => inspect::run(args),
+        Some(Command::Meta(cmd)) => meta::run(cmd),
+        Some(Command::Profiles) => build::list_profiles(),
+        None => build::run(cli.build),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(err) => {
+            crate::io::cleanup::remove_all();
+            eprintln!("error: {err:#}");
+            err.downcast_ref::<crate::Error>().map(crate::Error::exit_code).unwrap_or(1)
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The demo input tree made by `scripts/demo-inputs` (`IMAGER_DEMO_DIR`, default `demo/`).
+pub fn demo_dir() -> PathBuf {
+    let dir = std::env::var_os("IMAGER_DEMO_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("demo"));
+    assert!(
+        dir.join("amd64/vmlinuz").exists(),
+        "demo inputs missing in {}: run scripts/demo-inputs {}",
+        dir.display(),
+        dir.display()
+    );
+    dir
+}
+
+/// Fails the test with a clear message when an oracle tool is not installed.
+pub fn require_tool(name: &str) -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .chain(["/usr/sbin".into(), "/sbin".into(), "/usr/lib/systemd".into()])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file());
+    found.unwrap_or_else(|| panic!("{name} is not installed (the CI script installs it)"))
+}
+
+/// `imager` binary under test.
+pub fn imager() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_imager"))
+}
+
+/// Runs a command, panics with its output unless it succeeds, returns stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
