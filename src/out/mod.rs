@@ -1,1 +1,3 @@
-//! (to be written)
+//! Output kinds: each writes one artifact into the output directory.
+
+pub mod esp;

@@ -1,1 +1,3 @@
-//! (to be written)
+//! Authenticode signing of PE/COFF EFI binaries (the UKI and systemd-boot).
+
+pub mod authenticode;

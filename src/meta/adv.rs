@@ -1,0 +1,1 @@
+//! The on-disk META partition format (Talos ADV).
