@@ -29,17 +29,23 @@ pub struct SignatureInfo {
 /// the headers (data directory 4 and CheckSum). The file is read once.
 pub fn sign_in_place(path: &Path, signer: &Signer) -> Result<()> {
     let _ = (path, signer);
-    Err(Error::unsupported("Authenticode signing is not implemented yet"))
+    Err(Error::unsupported(
+        "Authenticode signing is not implemented yet",
+    ))
 }
 
 /// Authenticode SHA-256 digest of the PE file at `path`.
 pub fn image_digest(path: &Path) -> Result<[u8; 32]> {
     let _ = path;
-    Err(Error::unsupported("Authenticode hashing is not implemented yet"))
+    Err(Error::unsupported(
+        "Authenticode hashing is not implemented yet",
+    ))
 }
 
 /// Lists and checks the signatures embedded in the PE file at `path`.
 pub fn verify(path: &Path) -> Result<Vec<SignatureInfo>> {
     let _ = path;
-    Err(Error::unsupported("Authenticode verification is not implemented yet"))
+    Err(Error::unsupported(
+        "Authenticode verification is not implemented yet",
+    ))
 }
