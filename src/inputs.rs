@@ -1,1 +1,85 @@
-//! (to be written)
+//! The input files a profile names, checked before any work starts, so a missing
+//! or empty file is reported by its role and path.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::keys::{PcrKey, Signer};
+use crate::profile::Profile;
+
+/// Checks that `path` (the profile's `role` input) is a readable, non-empty file.
+pub fn require_file(role: &str, path: &str) -> Result<PathBuf> {
+    if path.is_empty() {
+        return Err(Error::invalid(format!("input {role}: no path given")));
+    }
+    let p = Path::new(path);
+    let meta = std::fs::metadata(p).map_err(|e| Error::invalid(format!("input {role} {path}: {e}")))?;
+    if !meta.is_file() {
+        return Err(Error::invalid(format!("input {role} {path}: not a regular file")));
+    }
+    if meta.len() == 0 {
+        return Err(Error::invalid(format!("input {role} {path}: the file is empty")));
+    }
+    std::fs::File::open(p).map_err(|e| Error::invalid(format!("input {role} {path}: {e}")))?;
+    Ok(p.to_path_buf())
+}
+
+/// The boot inputs of a UKI build.
+#[derive(Debug, Clone)]
+pub struct BootInputs {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub sd_stub: PathBuf,
+    pub sd_boot: PathBuf,
+}
+
+impl BootInputs {
+    /// Checks kernel, initramfs, systemd-stub and systemd-boot.
+    pub fn open(profile: &Profile) -> Result<Self> {
+        let input = &profile.input;
+        let path_of = |a: &Option<crate::profile::FileAsset>| a.as_ref().map(|a| a.path.clone()).unwrap_or_default();
+        Ok(BootInputs {
+            kernel: require_file("kernel", &input.kernel.path)?,
+            initramfs: require_file("initramfs", &input.initramfs.path)?,
+            sd_stub: require_file("sdStub", &path_of(&input.sd_stub))?,
+            sd_boot: require_file("sdBoot", &path_of(&input.sd_boot))?,
+        })
+    }
+}
+
+/// SecureBoot material named by the profile, loaded and cross-checked.
+#[derive(Debug, Clone)]
+pub struct SecureBootInputs {
+    pub signer: Signer,
+    pub pcr_key: PcrKey,
+    /// Pre-built `PK.auth`, `KEK.auth`, `db.auth`, when the profile names them.
+    pub enrollment: Option<[PathBuf; 3]>,
+    pub include_well_known_certs: bool,
+}
+
+impl SecureBootInputs {
+    /// Loads the signer, the PCR key and the optional enrollment files.
+    pub fn load(profile: &Profile) -> Result<Self> {
+        let sb = profile
+            .input
+            .secureboot
+            .as_ref()
+            .ok_or_else(|| Error::invalid("SecureBoot is on but input.secureboot is not set"))?;
+        let signer_cfg = sb.secure_boot_signer.clone().unwrap_or_default();
+        let key = require_file("secureboot signing key", &signer_cfg.key_path)?;
+        let cert = require_file("secureboot signing certificate", &signer_cfg.cert_path)?;
+        let signer = Signer::load(&key, &cert)?;
+        let pcr_path = require_file("PCR signing key", &sb.pcr_signer.clone().unwrap_or_default().key_path)?;
+        let pcr_key = PcrKey::load(&pcr_path)?;
+        let enrollment = if sb.platform_key_path.is_empty() {
+            None
+        } else {
+            Some([
+                require_file("platformKeyPath", &sb.platform_key_path)?,
+                require_file("keyExchangeKeyPath", &sb.key_exchange_key_path)?,
+                require_file("signatureKeyPath", &sb.signature_key_path)?,
+            ])
+        };
+        Ok(SecureBootInputs { signer, pcr_key, enrollment, include_well_known_certs: sb.include_well_known_certs })
+    }
+}

@@ -1,20 +1,209 @@
-//! `imager PROFILE [flags]`: the main build command.
+//! `imager PROFILE|- [flags]`: the main build command.
 
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 use clap::Args;
 
-pub const EXAMPLES: &str = "";
+use crate::build::{self, BuildOptions};
+use crate::meta::MetaValue;
+use crate::profile::builtin;
+use crate::profile::defaults::Roots;
+use crate::profile::resolve::{self, Overrides, Source};
+use crate::profile::{EnrollKeys, OutputKind};
+use crate::report::Stderr;
+
+pub const EXAMPLES: &str = "\
+Examples:
+  # SecureBoot ISO with keys from ./keys, inputs from ./demo/amd64
+  imager secureboot-iso --install-dir demo --secureboot-dir keys --output _out
+
+  # Disk image with a platform network configuration in META key 0x0a
+  imager metal --meta 0x0a=\"$(cat network.yaml)\" --output _out
+
+  # ISO as a gzip'd tar on stdout (Talos docs style)
+  imager iso --arch amd64 --tar-to-stdout --meta 0x0a='{...}' | tar xz
+
+  # PXE assets
+  imager metal --output-kind kernel;  imager metal --output-kind initramfs;  imager metal --output-kind cmdline
+
+  # A full profile on stdin
+  imager - < profile.yaml
+
+  # SecureBoot keys
+  imager gen secureboot uki --common-name 'SecureBoot Key' && imager gen secureboot pcr && imager gen secureboot database";
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Built-in profile name, a profile YAML file, or `-` for YAML on stdin.
-    #[arg(required = true)]
+    /// Built-in profile name (see `imager profiles`), a profile YAML file, or `-` for YAML on stdin.
+    #[arg(required = true, value_name = "PROFILE")]
     pub profile: Option<String>,
+
+    /// Target architecture: amd64 or arm64 (default: the profile's, else this machine's).
+    #[arg(long)]
+    pub arch: Option<String>,
+
+    /// Talos platform (talos.platform=), e.g. metal, aws, nocloud.
+    #[arg(long)]
+    pub platform: Option<String>,
+
+    /// Extra kernel argument (repeatable); `-name` removes a default argument, `-name=value` one value.
+    #[arg(long = "extra-kernel-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub extra_kernel_args: Vec<String>,
+
+    /// META value KEY=VALUE (repeatable); KEY is 0x0a-style hex or decimal.
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+
+    /// Output directory.
+    #[arg(long, default_value = "/out", env = "IMAGER_OUTPUT")]
+    pub output: PathBuf,
+
+    /// Override the output kind: iso, image, installer, kernel, initramfs, uki, cmdline.
+    #[arg(long)]
+    pub output_kind: Option<String>,
+
+    /// Override the output post-processing: raw, .xz, .gz, .zst, .tar.gz.
+    #[arg(long)]
+    pub out_format: Option<String>,
+
+    /// Resolve and validate the profile, print it as YAML on stdout, build nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Write a gzip'd tar of the output directory to stdout (and nothing else).
+    #[arg(long)]
+    pub tar_to_stdout: bool,
+
+    /// Base installer image: a registry reference, oci-archive:PATH, docker-archive:PATH or oci:DIR.
+    #[arg(long)]
+    pub base_installer_image: Option<String>,
+
+    /// Allow plain-HTTP and self-signed registries.
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// System extension image (repeatable; not supported yet, rejected with a clear error).
+    #[arg(long = "system-extension-image")]
+    pub system_extension_images: Vec<String>,
+
+    /// Add the Microsoft UEFI certificates to the generated KEK and db.
+    #[arg(long)]
+    pub secureboot_include_well_known_certs: bool,
+
+    /// systemd-boot secure-boot-enroll policy: if-safe, manual, force, off.
+    #[arg(long)]
+    pub secureboot_enroll_keys: Option<String>,
+
+    /// Machine configuration to embed (not supported yet, rejected with a clear error).
+    #[arg(long)]
+    pub embedded_config_path: Option<PathBuf>,
+
+    /// Root of the default boot inputs (<dir>/<arch>/vmlinuz, initramfs.xz, systemd-stub.efi, systemd-boot.efi).
+    #[arg(long, default_value = "/usr/install", env = "IMAGER_INSTALL_DIR")]
+    pub install_dir: PathBuf,
+
+    /// Directory of the default SecureBoot keys (uki-signing-key.pem, uki-signing-cert.pem, pcr-signing-key.pem).
+    #[arg(long, default_value = "/secureboot", env = "IMAGER_SECUREBOOT_DIR")]
+    pub secureboot_dir: PathBuf,
 }
 
-pub fn run(_args: BuildArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+impl BuildArgs {
+    fn overrides(&self) -> anyhow::Result<Overrides> {
+        let meta = self.meta.iter().map(|m| MetaValue::parse(m)).collect::<Result<Vec<_>, _>>()?;
+        let output_kind = self.output_kind.as_deref().map(str::parse::<OutputKind>).transpose()?;
+        let out_format = self.out_format.as_deref().map(str::parse::<crate::profile::OutFormat>).transpose()?;
+        let enroll_keys = self.secureboot_enroll_keys.as_deref().map(str::parse::<EnrollKeys>).transpose()?;
+        let embedded_config = match &self.embedded_config_path {
+            Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("--embedded-config-path {}", p.display()))?),
+            None => None,
+        };
+        Ok(Overrides {
+            arch: self.arch.clone(),
+            platform: self.platform.clone(),
+            extra_kernel_args: self.extra_kernel_args.clone(),
+            meta,
+            output_kind,
+            out_format,
+            base_installer_image: self.base_installer_image.clone(),
+            insecure: self.insecure,
+            system_extension_images: self.system_extension_images.clone(),
+            include_well_known_certs: self.secureboot_include_well_known_certs,
+            enroll_keys,
+            embedded_config,
+        })
+    }
+}
+
+pub fn run(args: BuildArgs) -> anyhow::Result<()> {
+    let source = Source::parse(args.profile.as_deref().unwrap_or_default());
+    let roots = Roots { install_dir: args.install_dir.clone(), secureboot_dir: args.secureboot_dir.clone() };
+    let profile = resolve::resolve(&source, &args.overrides()?, &roots)?;
+    if args.dry_run {
+        print!("{}", profile.to_yaml());
+        return Ok(());
+    }
+    eprintln!("profile ready:");
+    eprint!("{}", profile.to_yaml());
+
+    // With --tar-to-stdout and no explicit --output, build into a private directory.
+    let explicit_output = std::env::args_os().any(|a| a == "--output" || a.to_string_lossy().starts_with("--output="))
+        || std::env::var_os("IMAGER_OUTPUT").is_some();
+    let (output_dir, scratch) = if args.tar_to_stdout && !explicit_output {
+        let dir = std::env::temp_dir().join(format!("imager-out-{}", std::process::id()));
+        crate::io::cleanup::register_dir(&dir);
+        (dir.clone(), Some(dir))
+    } else {
+        (args.output.clone(), None)
+    };
+    build::check_writable(&output_dir)?;
+    let result = build::build(&profile, &BuildOptions { output_dir: output_dir.clone() }, &Stderr);
+    let result = result.and_then(|_| if args.tar_to_stdout { tar_to_stdout(&output_dir) } else { Ok(()) });
+    if let Some(dir) = scratch {
+        let _ = std::fs::remove_dir_all(&dir);
+        crate::io::cleanup::unregister_dir(&dir);
+    }
+    result?;
+    Ok(())
+}
+
+/// Streams a gzip'd tar of `dir` (regular files, sorted, reproducible headers) to stdout.
+fn tar_to_stdout(dir: &Path) -> crate::Result<()> {
+    use crate::error::IoContext;
+    let stdout = std::io::stdout().lock();
+    let gz = flate2::write::GzEncoder::new(stdout, flate2::Compression::new(6));
+    let mut tar = tar::Builder::new(gz);
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .at(dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+        .map(|e| e.file_name())
+        .filter(|n| !n.to_string_lossy().starts_with('.'))
+        .collect();
+    names.sort();
+    let mtime = crate::io::build_epoch();
+    for name in names {
+        let path = dir.join(&name);
+        let file = std::fs::File::open(&path).at(&path)?;
+        let meta = file.metadata().at(&path)?;
+        let mut header = tar::Header::new_gnu();
+        header.set_size(meta.len());
+        header.set_mode(0o644);
+        header.set_mtime(mtime);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut header, &name, file).at(&path)?;
+    }
+    let gz = tar.into_inner().at("<stdout>")?;
+    let mut stdout = gz.finish().at("<stdout>")?;
+    std::io::Write::flush(&mut stdout).at("<stdout>")?;
+    Ok(())
 }
 
 pub fn list_profiles() -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+    for (name, yaml) in builtin::BUILTINS {
+        println!("{name:<24} {}", builtin::summary(yaml));
+    }
+    Ok(())
 }

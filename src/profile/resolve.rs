@@ -1,0 +1,191 @@
+//! From what the user gave (a built-in name, a YAML file, or `-` for stdin, plus
+//! flags) to the complete profile a build runs with.
+
+use std::io::Read;
+use std::path::Path;
+
+use serde_yaml::Value;
+
+use super::defaults::{self, Roots};
+use super::{builtin, merge, validate, ContainerAsset, EnrollKeys, OutputKind, Profile};
+use crate::error::{Error, IoContext, Result};
+use crate::meta::MetaValue;
+
+/// Where the profile document comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// A built-in profile name.
+    Builtin(String),
+    /// A YAML file.
+    File(std::path::PathBuf),
+    /// YAML on standard input.
+    Stdin,
+}
+
+impl Source {
+    /// `-` is stdin; an existing file (or anything that looks like a path) is a file;
+    /// anything else is a built-in name.
+    pub fn parse(arg: &str) -> Source {
+        if arg == "-" {
+            Source::Stdin
+        } else if builtin::yaml(arg).is_none()
+            && (Path::new(arg).is_file() || arg.contains('/') || arg.ends_with(".yaml") || arg.ends_with(".yml"))
+        {
+            Source::File(arg.into())
+        } else {
+            Source::Builtin(arg.to_string())
+        }
+    }
+}
+
+/// Profile-shaping flags. `None`/empty leaves the profile's value.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub arch: Option<String>,
+    pub platform: Option<String>,
+    pub extra_kernel_args: Vec<String>,
+    pub meta: Vec<MetaValue>,
+    pub output_kind: Option<OutputKind>,
+    pub out_format: Option<super::OutFormat>,
+    pub base_installer_image: Option<String>,
+    pub insecure: bool,
+    pub system_extension_images: Vec<String>,
+    pub include_well_known_certs: bool,
+    pub enroll_keys: Option<EnrollKeys>,
+    pub embedded_config: Option<String>,
+}
+
+/// Reads, merges, overrides, defaults and validates: the profile a build runs with.
+pub fn resolve(source: &Source, overrides: &Overrides, roots: &Roots) -> Result<Profile> {
+    let (value, origin) = match source {
+        Source::Builtin(name) => {
+            builtin::yaml(name).ok_or_else(|| {
+                Error::invalid(format!(
+                    "unknown profile {name:?}: not a built-in profile (see `imager profiles`) and not a file"
+                ))
+            })?;
+            (single("baseProfileName", Value::String(name.clone())), format!("built-in {name}"))
+        }
+        Source::File(path) => {
+            let text = std::fs::read_to_string(path).at(path)?;
+            (parse_yaml(&text, &path.display().to_string())?, path.display().to_string())
+        }
+        Source::Stdin => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).at("<stdin>")?;
+            (parse_yaml(&text, "<stdin>")?, "<stdin>".to_string())
+        }
+    };
+    // Typed once first, so unknown fields are reported against the user's document.
+    let user = Profile::from_value(value.clone(), &origin)?;
+    let merged = if user.base_profile_name.is_empty() {
+        value
+    } else {
+        let base = builtin::yaml(&user.base_profile_name).ok_or_else(|| {
+            Error::invalid(format!("profile {origin}: unknown baseProfileName {:?}", user.base_profile_name))
+        })?;
+        merge::merge(parse_yaml(base, &user.base_profile_name)?, value)
+    };
+    let mut profile = Profile::from_value(merged, &origin)?;
+    profile.base_profile_name.clear();
+    apply(&mut profile, overrides);
+    defaults::fill(&mut profile, roots);
+    validate::validate(&profile)?;
+    Ok(profile)
+}
+
+fn parse_yaml(text: &str, origin: &str) -> Result<Value> {
+    let v: Value = serde_yaml::from_str(text).map_err(|e| Error::invalid(format!("profile {origin}: {e}")))?;
+    Ok(if v.is_null() { Value::Mapping(Default::default()) } else { v })
+}
+
+fn single(key: &str, value: Value) -> Value {
+    let mut m = serde_yaml::Mapping::new();
+    m.insert(Value::String(key.into()), value);
+    Value::Mapping(m)
+}
+
+fn apply(profile: &mut Profile, o: &Overrides) {
+    if let Some(arch) = &o.arch {
+        profile.arch = arch.clone();
+    }
+    if let Some(platform) = o.platform.as_ref().filter(|p| !p.is_empty()) {
+        profile.platform = platform.clone();
+    }
+    profile.customization.extra_kernel_args.extend(o.extra_kernel_args.iter().cloned());
+    profile.customization.meta_contents.extend(o.meta.iter().cloned());
+    if let Some(kind) = o.output_kind.filter(|k| Some(*k) != profile.output.kind) {
+        // A different kind starts from that kind's own defaults: the base profile's
+        // image/ISO options and compression belong to the kind it was made for.
+        profile.output.kind = Some(kind);
+        profile.output.image_options = None;
+        profile.output.iso_options = None;
+        profile.output.out_format = Some(super::OutFormat::Raw);
+    }
+    if let Some(format) = o.out_format {
+        profile.output.out_format = Some(format);
+    }
+    if let Some(image) = &o.base_installer_image {
+        profile.input.base_installer =
+            Some(ContainerAsset { image_ref: image.clone(), force_insecure: o.insecure, ..Default::default() });
+    } else if o.insecure {
+        if let Some(base) = profile.input.base_installer.as_mut() {
+            base.force_insecure = true;
+        }
+    }
+    for image in &o.system_extension_images {
+        profile.input.system_extensions.push(ContainerAsset {
+            image_ref: image.clone(),
+            force_insecure: o.insecure,
+            ..Default::default()
+        });
+    }
+    if o.include_well_known_certs {
+        profile.input.secureboot.get_or_insert_with(Default::default).include_well_known_certs = true;
+    }
+    if let Some(mode) = o.enroll_keys {
+        profile.output.image_options.get_or_insert_with(Default::default).sd_boot_enroll_keys = Some(mode);
+        profile.output.iso_options.get_or_insert_with(Default::default).sd_boot_enroll_keys = mode;
+    }
+    if let Some(config) = &o.embedded_config {
+        profile.customization.embedded_machine_configuration = config.clone();
+    }
+    // The image options created for --secureboot-enroll-keys must not make a
+    // non-image profile look like an image.
+    if profile.output.kind != Some(OutputKind::Image) {
+        if let Some(io) = &profile.output.image_options {
+            if io.disk_size == 0 && io.disk_format.is_none() {
+                profile.output.image_options = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_kinds() {
+        assert_eq!(Source::parse("-"), Source::Stdin);
+        assert_eq!(Source::parse("secureboot-iso"), Source::Builtin("secureboot-iso".into()));
+        assert_eq!(Source::parse("./p.yaml"), Source::File("./p.yaml".into()));
+        assert_eq!(Source::parse("nope"), Source::Builtin("nope".into()));
+    }
+
+    #[test]
+    fn builtin_with_flags() {
+        let o = Overrides {
+            arch: Some("arm64".into()),
+            meta: vec![MetaValue::parse("0x0a=x").unwrap()],
+            output_kind: Some(OutputKind::Cmdline),
+            ..Default::default()
+        };
+        let p = resolve(&Source::Builtin("metal".into()), &o, &Roots::default()).unwrap();
+        assert_eq!(p.arch, "arm64");
+        assert_eq!(p.output.kind, Some(OutputKind::Cmdline));
+        assert_eq!(p.input.kernel.path, "/usr/install/arm64/vmlinuz");
+        assert_eq!(p.version, "v1.9.2");
+        assert!(p.base_profile_name.is_empty());
+    }
+}
