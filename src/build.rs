@@ -58,14 +58,22 @@ impl Drop for WorkDir {
 
 /// `<platform>-<arch>[-secureboot]`, the stem of most artifact names.
 fn stem(profile: &Profile) -> String {
-    let sb = if profile.secureboot() { "-secureboot" } else { "" };
+    let sb = if profile.secureboot() {
+        "-secureboot"
+    } else {
+        ""
+    };
     format!("{}-{}{sb}", profile.platform, profile.arch)
 }
 
 /// The artifact's file name before outFormat post-processing (Talos naming).
 pub fn artifact_name(profile: &Profile) -> Result<String> {
     let p = stem(profile);
-    let sb = if profile.secureboot() { "-secureboot" } else { "" };
+    let sb = if profile.secureboot() {
+        "-secureboot"
+    } else {
+        ""
+    };
     Ok(match profile.kind()? {
         OutputKind::Iso => format!("{p}.iso"),
         OutputKind::Image => {
@@ -95,14 +103,24 @@ pub fn final_name(profile: &Profile) -> Result<String> {
 }
 
 /// Runs the pipeline for a resolved profile.
-pub fn build(profile: &Profile, options: &BuildOptions, progress: &dyn Progress) -> Result<BuildResult> {
+pub fn build(
+    profile: &Profile,
+    options: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<BuildResult> {
     let kind = profile.kind()?;
     let out_dir = &options.output_dir;
     std::fs::create_dir_all(out_dir).at(out_dir)?;
     let work = WorkDir::new(out_dir)?;
 
-    if matches!(kind, OutputKind::Iso | OutputKind::Image | OutputKind::Installer | OutputKind::Initramfs | OutputKind::Uki)
-    {
+    if matches!(
+        kind,
+        OutputKind::Iso
+            | OutputKind::Image
+            | OutputKind::Installer
+            | OutputKind::Initramfs
+            | OutputKind::Uki
+    ) {
         progress.step("skipped initramfs rebuild (no system extensions)");
     }
     let cmdline = cmdline::build(profile).to_string();
@@ -118,7 +136,9 @@ pub fn build(profile: &Profile, options: &BuildOptions, progress: &dyn Progress)
         OutputKind::Kernel => copy_input("kernel", &profile.input.kernel.path, &produced)?,
         OutputKind::Initramfs => copy_input("initramfs", &profile.input.initramfs.path, &produced)?,
         OutputKind::Uki | OutputKind::Iso | OutputKind::Image | OutputKind::Installer => {
-            crate::out::assemble(profile, kind, &cmdline, &work, &produced, progress, &mut facts)?;
+            crate::out::assemble(
+                profile, kind, &cmdline, &work, &produced, progress, &mut facts,
+            )?;
         }
     }
 
@@ -133,12 +153,19 @@ pub fn build(profile: &Profile, options: &BuildOptions, progress: &dyn Progress)
         imager_version: env!("CARGO_PKG_VERSION").to_string(),
         profile: serde_json::to_value(profile).expect("profile serializes"),
         kernel_cmdline: cmdline,
-        outputs: vec![OutputFile { name: final_name.clone(), size, sha256 }],
+        outputs: vec![OutputFile {
+            name: final_name.clone(),
+            size,
+            sha256,
+        }],
         secureboot: facts.secureboot,
         pcr11: facts.pcr11,
     };
     let manifest = manifest.write(out_dir, &final_name)?;
-    Ok(BuildResult { artifact: final_path, manifest })
+    Ok(BuildResult {
+        artifact: final_path,
+        manifest,
+    })
 }
 
 /// Facts about the artifact gathered while building it, for the manifest.
@@ -161,7 +188,12 @@ fn copy_input(role: &str, source: &str, dest: &Path) -> Result<()> {
 }
 
 /// Copies `from` to `to` in [`BUFFER_SIZE`] chunks; returns the byte count.
-pub fn copy_stream(from: &mut impl Read, from_path: &Path, to: &mut impl Write, to_path: &Path) -> Result<u64> {
+pub fn copy_stream(
+    from: &mut impl Read,
+    from_path: &Path,
+    to: &mut impl Write,
+    to_path: &Path,
+) -> Result<u64> {
     let mut buf = vec![0u8; BUFFER_SIZE];
     let mut total = 0u64;
     loop {

@@ -13,12 +13,17 @@ pub fn require_file(role: &str, path: &str) -> Result<PathBuf> {
         return Err(Error::invalid(format!("input {role}: no path given")));
     }
     let p = Path::new(path);
-    let meta = std::fs::metadata(p).map_err(|e| Error::invalid(format!("input {role} {path}: {e}")))?;
+    let meta =
+        std::fs::metadata(p).map_err(|e| Error::invalid(format!("input {role} {path}: {e}")))?;
     if !meta.is_file() {
-        return Err(Error::invalid(format!("input {role} {path}: not a regular file")));
+        return Err(Error::invalid(format!(
+            "input {role} {path}: not a regular file"
+        )));
     }
     if meta.len() == 0 {
-        return Err(Error::invalid(format!("input {role} {path}: the file is empty")));
+        return Err(Error::invalid(format!(
+            "input {role} {path}: the file is empty"
+        )));
     }
     std::fs::File::open(p).map_err(|e| Error::invalid(format!("input {role} {path}: {e}")))?;
     Ok(p.to_path_buf())
@@ -37,7 +42,9 @@ impl BootInputs {
     /// Checks kernel, initramfs, systemd-stub and systemd-boot.
     pub fn open(profile: &Profile) -> Result<Self> {
         let input = &profile.input;
-        let path_of = |a: &Option<crate::profile::FileAsset>| a.as_ref().map(|a| a.path.clone()).unwrap_or_default();
+        let path_of = |a: &Option<crate::profile::FileAsset>| {
+            a.as_ref().map(|a| a.path.clone()).unwrap_or_default()
+        };
         Ok(BootInputs {
             kernel: require_file("kernel", &input.kernel.path)?,
             initramfs: require_file("initramfs", &input.initramfs.path)?,
@@ -60,16 +67,18 @@ pub struct SecureBootInputs {
 impl SecureBootInputs {
     /// Loads the signer, the PCR key and the optional enrollment files.
     pub fn load(profile: &Profile) -> Result<Self> {
-        let sb = profile
-            .input
-            .secureboot
-            .as_ref()
-            .ok_or_else(|| Error::invalid("SecureBoot is on but input.secureboot is not set"))?;
+        let sb =
+            profile.input.secureboot.as_ref().ok_or_else(|| {
+                Error::invalid("SecureBoot is on but input.secureboot is not set")
+            })?;
         let signer_cfg = sb.secure_boot_signer.clone().unwrap_or_default();
         let key = require_file("secureboot signing key", &signer_cfg.key_path)?;
         let cert = require_file("secureboot signing certificate", &signer_cfg.cert_path)?;
         let signer = Signer::load(&key, &cert)?;
-        let pcr_path = require_file("PCR signing key", &sb.pcr_signer.clone().unwrap_or_default().key_path)?;
+        let pcr_path = require_file(
+            "PCR signing key",
+            &sb.pcr_signer.clone().unwrap_or_default().key_path,
+        )?;
         let pcr_key = PcrKey::load(&pcr_path)?;
         let enrollment = if sb.platform_key_path.is_empty() {
             None
@@ -80,6 +89,11 @@ impl SecureBootInputs {
                 require_file("signatureKeyPath", &sb.signature_key_path)?,
             ])
         };
-        Ok(SecureBootInputs { signer, pcr_key, enrollment, include_well_known_certs: sb.include_well_known_certs })
+        Ok(SecureBootInputs {
+            signer,
+            pcr_key,
+            enrollment,
+            include_well_known_certs: sb.include_well_known_certs,
+        })
     }
 }

@@ -48,7 +48,11 @@ pub struct BuildArgs {
     pub platform: Option<String>,
 
     /// Extra kernel argument (repeatable); `-name` removes a default argument, `-name=value` one value.
-    #[arg(long = "extra-kernel-arg", value_name = "ARG", allow_hyphen_values = true)]
+    #[arg(
+        long = "extra-kernel-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true
+    )]
     pub extra_kernel_args: Vec<String>,
 
     /// META value KEY=VALUE (repeatable); KEY is 0x0a-style hex or decimal.
@@ -110,12 +114,31 @@ pub struct BuildArgs {
 
 impl BuildArgs {
     fn overrides(&self) -> anyhow::Result<Overrides> {
-        let meta = self.meta.iter().map(|m| MetaValue::parse(m)).collect::<Result<Vec<_>, _>>()?;
-        let output_kind = self.output_kind.as_deref().map(str::parse::<OutputKind>).transpose()?;
-        let out_format = self.out_format.as_deref().map(str::parse::<crate::profile::OutFormat>).transpose()?;
-        let enroll_keys = self.secureboot_enroll_keys.as_deref().map(str::parse::<EnrollKeys>).transpose()?;
+        let meta = self
+            .meta
+            .iter()
+            .map(|m| MetaValue::parse(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let output_kind = self
+            .output_kind
+            .as_deref()
+            .map(str::parse::<OutputKind>)
+            .transpose()?;
+        let out_format = self
+            .out_format
+            .as_deref()
+            .map(str::parse::<crate::profile::OutFormat>)
+            .transpose()?;
+        let enroll_keys = self
+            .secureboot_enroll_keys
+            .as_deref()
+            .map(str::parse::<EnrollKeys>)
+            .transpose()?;
         let embedded_config = match &self.embedded_config_path {
-            Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("--embedded-config-path {}", p.display()))?),
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("--embedded-config-path {}", p.display()))?,
+            ),
             None => None,
         };
         Ok(Overrides {
@@ -137,7 +160,10 @@ impl BuildArgs {
 
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     let source = Source::parse(args.profile.as_deref().unwrap_or_default());
-    let roots = Roots { install_dir: args.install_dir.clone(), secureboot_dir: args.secureboot_dir.clone() };
+    let roots = Roots {
+        install_dir: args.install_dir.clone(),
+        secureboot_dir: args.secureboot_dir.clone(),
+    };
     let profile = resolve::resolve(&source, &args.overrides()?, &roots)?;
     if args.dry_run {
         print!("{}", profile.to_yaml());
@@ -147,7 +173,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     eprint!("{}", profile.to_yaml());
 
     // With --tar-to-stdout and no explicit --output, build into a private directory.
-    let explicit_output = std::env::args_os().any(|a| a == "--output" || a.to_string_lossy().starts_with("--output="))
+    let explicit_output = std::env::args_os()
+        .any(|a| a == "--output" || a.to_string_lossy().starts_with("--output="))
         || std::env::var_os("IMAGER_OUTPUT").is_some();
     let (output_dir, scratch) = if args.tar_to_stdout && !explicit_output {
         let dir = std::env::temp_dir().join(format!("imager-out-{}", std::process::id()));
@@ -157,8 +184,20 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         (args.output.clone(), None)
     };
     build::check_writable(&output_dir)?;
-    let result = build::build(&profile, &BuildOptions { output_dir: output_dir.clone() }, &Stderr);
-    let result = result.and_then(|_| if args.tar_to_stdout { tar_to_stdout(&output_dir) } else { Ok(()) });
+    let result = build::build(
+        &profile,
+        &BuildOptions {
+            output_dir: output_dir.clone(),
+        },
+        &Stderr,
+    );
+    let result = result.and_then(|_| {
+        if args.tar_to_stdout {
+            tar_to_stdout(&output_dir)
+        } else {
+            Ok(())
+        }
+    });
     if let Some(dir) = scratch {
         let _ = std::fs::remove_dir_all(&dir);
         crate::io::cleanup::unregister_dir(&dir);

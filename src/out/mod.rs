@@ -1,7 +1,7 @@
 //! Output kinds: each writes one artifact into the output directory.
 
-pub mod esp;
 pub mod compress;
+pub mod esp;
 
 use std::path::Path;
 
@@ -21,5 +21,7 @@ pub fn assemble(
     facts: &mut Facts,
 ) -> Result<()> {
     let _ = (profile, cmdline, work, dest, progress, facts);
-    Err(Error::unsupported(format!("the {kind} output is not implemented yet")))
+    Err(Error::unsupported(format!(
+        "the {kind} output is not implemented yet"
+    )))
 }

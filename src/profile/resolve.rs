@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_yaml::Value;
 
 use super::defaults::{self, Roots};
-use super::{builtin, merge, validate, ContainerAsset, EnrollKeys, OutputKind, Profile};
+use super::{ContainerAsset, EnrollKeys, OutputKind, Profile, builtin, merge, validate};
 use crate::error::{Error, IoContext, Result};
 use crate::meta::MetaValue;
 
@@ -29,7 +29,10 @@ impl Source {
         if arg == "-" {
             Source::Stdin
         } else if builtin::yaml(arg).is_none()
-            && (Path::new(arg).is_file() || arg.contains('/') || arg.ends_with(".yaml") || arg.ends_with(".yml"))
+            && (Path::new(arg).is_file()
+                || arg.contains('/')
+                || arg.ends_with(".yaml")
+                || arg.ends_with(".yml"))
         {
             Source::File(arg.into())
         } else {
@@ -64,11 +67,17 @@ pub fn resolve(source: &Source, overrides: &Overrides, roots: &Roots) -> Result<
                     "unknown profile {name:?}: not a built-in profile (see `imager profiles`) and not a file"
                 ))
             })?;
-            (single("baseProfileName", Value::String(name.clone())), format!("built-in {name}"))
+            (
+                single("baseProfileName", Value::String(name.clone())),
+                format!("built-in {name}"),
+            )
         }
         Source::File(path) => {
             let text = std::fs::read_to_string(path).at(path)?;
-            (parse_yaml(&text, &path.display().to_string())?, path.display().to_string())
+            (
+                parse_yaml(&text, &path.display().to_string())?,
+                path.display().to_string(),
+            )
         }
         Source::Stdin => {
             let mut text = String::new();
@@ -82,7 +91,10 @@ pub fn resolve(source: &Source, overrides: &Overrides, roots: &Roots) -> Result<
         value
     } else {
         let base = builtin::yaml(&user.base_profile_name).ok_or_else(|| {
-            Error::invalid(format!("profile {origin}: unknown baseProfileName {:?}", user.base_profile_name))
+            Error::invalid(format!(
+                "profile {origin}: unknown baseProfileName {:?}",
+                user.base_profile_name
+            ))
         })?;
         merge::merge(parse_yaml(base, &user.base_profile_name)?, value)
     };
@@ -95,8 +107,13 @@ pub fn resolve(source: &Source, overrides: &Overrides, roots: &Roots) -> Result<
 }
 
 fn parse_yaml(text: &str, origin: &str) -> Result<Value> {
-    let v: Value = serde_yaml::from_str(text).map_err(|e| Error::invalid(format!("profile {origin}: {e}")))?;
-    Ok(if v.is_null() { Value::Mapping(Default::default()) } else { v })
+    let v: Value =
+        serde_yaml::from_str(text).map_err(|e| Error::invalid(format!("profile {origin}: {e}")))?;
+    Ok(if v.is_null() {
+        Value::Mapping(Default::default())
+    } else {
+        v
+    })
 }
 
 fn single(key: &str, value: Value) -> Value {
@@ -112,8 +129,14 @@ fn apply(profile: &mut Profile, o: &Overrides) {
     if let Some(platform) = o.platform.as_ref().filter(|p| !p.is_empty()) {
         profile.platform = platform.clone();
     }
-    profile.customization.extra_kernel_args.extend(o.extra_kernel_args.iter().cloned());
-    profile.customization.meta_contents.extend(o.meta.iter().cloned());
+    profile
+        .customization
+        .extra_kernel_args
+        .extend(o.extra_kernel_args.iter().cloned());
+    profile
+        .customization
+        .meta_contents
+        .extend(o.meta.iter().cloned());
     if let Some(kind) = o.output_kind.filter(|k| Some(*k) != profile.output.kind) {
         // A different kind starts from that kind's own defaults: the base profile's
         // image/ISO options and compression belong to the kind it was made for.
@@ -126,8 +149,11 @@ fn apply(profile: &mut Profile, o: &Overrides) {
         profile.output.out_format = Some(format);
     }
     if let Some(image) = &o.base_installer_image {
-        profile.input.base_installer =
-            Some(ContainerAsset { image_ref: image.clone(), force_insecure: o.insecure, ..Default::default() });
+        profile.input.base_installer = Some(ContainerAsset {
+            image_ref: image.clone(),
+            force_insecure: o.insecure,
+            ..Default::default()
+        });
     } else if o.insecure {
         if let Some(base) = profile.input.base_installer.as_mut() {
             base.force_insecure = true;
@@ -141,11 +167,23 @@ fn apply(profile: &mut Profile, o: &Overrides) {
         });
     }
     if o.include_well_known_certs {
-        profile.input.secureboot.get_or_insert_with(Default::default).include_well_known_certs = true;
+        profile
+            .input
+            .secureboot
+            .get_or_insert_with(Default::default)
+            .include_well_known_certs = true;
     }
     if let Some(mode) = o.enroll_keys {
-        profile.output.image_options.get_or_insert_with(Default::default).sd_boot_enroll_keys = Some(mode);
-        profile.output.iso_options.get_or_insert_with(Default::default).sd_boot_enroll_keys = mode;
+        profile
+            .output
+            .image_options
+            .get_or_insert_with(Default::default)
+            .sd_boot_enroll_keys = Some(mode);
+        profile
+            .output
+            .iso_options
+            .get_or_insert_with(Default::default)
+            .sd_boot_enroll_keys = mode;
     }
     if let Some(config) = &o.embedded_config {
         profile.customization.embedded_machine_configuration = config.clone();
@@ -168,7 +206,10 @@ mod tests {
     #[test]
     fn source_kinds() {
         assert_eq!(Source::parse("-"), Source::Stdin);
-        assert_eq!(Source::parse("secureboot-iso"), Source::Builtin("secureboot-iso".into()));
+        assert_eq!(
+            Source::parse("secureboot-iso"),
+            Source::Builtin("secureboot-iso".into())
+        );
         assert_eq!(Source::parse("./p.yaml"), Source::File("./p.yaml".into()));
         assert_eq!(Source::parse("nope"), Source::Builtin("nope".into()));
     }
