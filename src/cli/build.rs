@@ -113,7 +113,15 @@ pub struct BuildArgs {
 }
 
 impl BuildArgs {
-    fn overrides(&self) -> anyhow::Result<Overrides> {
+    /// Where default inputs are looked up.
+    pub fn roots(&self) -> Roots {
+        Roots {
+            install_dir: self.install_dir.clone(),
+            secureboot_dir: self.secureboot_dir.clone(),
+        }
+    }
+
+    pub fn overrides(&self) -> anyhow::Result<Overrides> {
         let meta = self
             .meta
             .iter()

@@ -5,6 +5,7 @@ mod build;
 mod generate;
 mod inspect;
 mod meta;
+mod pxe;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +37,8 @@ enum Command {
     /// Reads and writes Talos META partitions.
     #[command(subcommand)]
     Meta(meta::MetaCommand),
+    /// Writes the PXE assets with an iPXE script and a Matchbox profile.
+    Pxe(pxe::PxeArgs),
     /// Lists the built-in profiles.
     Profiles,
 }
@@ -47,6 +50,7 @@ pub fn main() -> i32 {
         Some(Command::Gen(cmd)) => generate::run(cmd),
         Some(Command::Inspect(args)) => inspect::run(args),
         Some(Command::Meta(cmd)) => meta::run(cmd),
+        Some(Command::Pxe(args)) => pxe::run(args),
         Some(Command::Profiles) => build::list_profiles(),
         None => build::run(cli.build),
     };

@@ -2,6 +2,7 @@
 
 pub mod compress;
 pub mod esp;
+pub mod pxe;
 
 use std::path::Path;
 
