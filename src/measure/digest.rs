@@ -47,7 +47,7 @@ impl Bank {
     }
 
     /// Digest size in bytes (= PCR size in this bank).
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         match self {
             Bank::Sha256 => 32,
             Bank::Sha384 => 48,

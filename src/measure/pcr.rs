@@ -48,7 +48,7 @@ pub fn predict(sections: &[Measured]) -> Vec<BankPcr> {
     BANKS
         .iter()
         .map(|&bank| {
-            let mut pcr = vec![0u8; bank.len()];
+            let mut pcr = vec![0u8; bank.digest_len()];
             for s in sections {
                 let mut name = s.name.as_bytes().to_vec();
                 name.push(0);

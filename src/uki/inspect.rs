@@ -291,9 +291,10 @@ fn check_pcrs(
             .collect();
         for n in &names {
             let s = set[n];
-            if !digests.contains_key(&s.pointer_to_raw_data) {
-                let d = hash_section(file, s, path)?;
-                digests.insert(s.pointer_to_raw_data, d);
+            if let std::collections::btree_map::Entry::Vacant(e) =
+                digests.entry(s.pointer_to_raw_data)
+            {
+                e.insert(hash_section(file, s, path)?);
             }
         }
         let measured: Vec<Measured> = names
