@@ -587,9 +587,22 @@ fn bad_inputs_are_refused_naming_the_file() {
     let not_bz = d.join("Image");
     std::fs::write(&not_bz, [b"MZ".as_slice(), &[0u8; 8192]].concat()).unwrap();
     let missing = d.join("missing-initrd");
+    let stub = std::fs::read(stub_257()).unwrap();
+    let patch = |from: &[u8], to: &[u8], name: &str| {
+        let at = stub.windows(from.len()).position(|w| w == from).unwrap();
+        let mut b = stub.clone();
+        b[at..at + to.len()].copy_from_slice(to);
+        let p = d.join(name);
+        std::fs::write(&p, b).unwrap();
+        p
+    };
+    let old = patch(b"systemd-stub 257", b"systemd-stub 251", "old.efi");
+    let no_magic = patch(b".sdmagic", b".sdmagiX", "nomagic.efi");
     let (k, i) = (kernel(), initrd());
 
-    let cases: [(&str, String, &Path); 8] = [
+    let cases: [(&str, String, &Path); 10] = [
+        ("systemd 251 stub", build_err(&old, &k, &i, &[]), &old),
+        ("no .sdmagic", build_err(&no_magic, &k, &i, &[]), &no_magic),
         ("text stub", build_err(&text, &k, &i, &[]), &text),
         ("ELF stub", build_err(&elf, &k, &i, &[]), &elf),
         ("console PE", build_err(&console, &k, &i, &[]), &console),
@@ -625,6 +638,8 @@ fn bad_inputs_are_refused_naming_the_file() {
         ),
     ];
     let expect = [
+        "is too old",
+        "no .sdmagic section",
         "not a PE/EFI image: no MZ header",
         "it is an ELF file",
         "not an EFI application",

@@ -238,7 +238,13 @@ pub fn build(spec: &UkiSpec, out: &mut File) -> Result<UkiReport> {
             let policies = policy::sign_all(&key.key, &values)?;
             let pkfp = policy::fingerprint(&key.key.to_public_key());
             let json = policy::pcrsig_json(&pkfp, &policies);
-            debug_assert_eq!(json.len() as u64, pcrsig_len);
+            if json.len() as u64 != pcrsig_len {
+                // Cannot happen (every field has a fixed width); refuse rather than emit broken JSON.
+                return Err(Error::invalid(format!(
+                    ".pcrsig is {} bytes, {pcrsig_len} were reserved",
+                    json.len()
+                )));
+            }
             let idx = planned
                 .iter()
                 .position(|p| matches!(p.content, Content::PcrSig(i) if i == t))
