@@ -1,1 +1,106 @@
-//! (to be written)
+//! Unified Kernel Images: kernel, initramfs, command line and os-release appended
+//! as PE sections to systemd-stub, with PCR 11 predicted and (for signed builds)
+//! the signed PCR policy embedded.
+//!
+//! [`sections`] is the table of sections the stub knows, [`stub`] loads and checks
+//! the stub, [`pe`] lays out the PE headers, [`kernel`] reads the release for
+//! `.uname`, [`build`] writes the image, and [`inspect`] reads one back and checks it.
+
+mod build;
+pub mod inspect;
+pub mod kernel;
+pub mod pe;
+pub mod sections;
+pub mod stub;
+
+use std::path::Path;
+
+pub use build::build;
+
+use crate::keys::PcrKey;
+
+/// One UKI profile (systemd >= 257): selectable from the boot menu, may override
+/// the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UkiProfile {
+    /// `ID=` of the `.profile` section (e.g. `main`, `reset`).
+    pub id: String,
+    /// `TITLE=` shown in the boot menu.
+    pub title: Option<String>,
+    /// The profile's own `.cmdline`, replacing the base one.
+    pub cmdline: Option<String>,
+}
+
+/// Everything a UKI is made of.
+#[derive(Debug, Clone)]
+pub struct UkiSpec<'a> {
+    /// systemd-stub (`linuxx64.efi.stub`), 252 or later.
+    pub stub: &'a Path,
+    /// Kernel EFI image; on x86 a bzImage (its header gives `.uname`).
+    pub kernel: &'a Path,
+    pub initrd: &'a Path,
+    /// Kernel command line, written as is (no newline added).
+    pub cmdline: &'a str,
+    /// `.osrel` content, see [`os_release`].
+    pub os_release: String,
+    pub splash: Option<&'a Path>,
+    pub dtb: Option<&'a Path>,
+    /// UKI profiles; empty for a single-profile UKI.
+    pub profiles: &'a [UkiProfile],
+    /// Signs the PCR 11 policy (`.pcrsig`) and provides `.pcrpkey`; `None` for unsigned builds.
+    pub pcr_key: Option<&'a PcrKey>,
+    /// PE TimeDateStamp (`SOURCE_DATE_EPOCH` for reproducible builds).
+    pub timestamp: u32,
+}
+
+/// What [`build`] made.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UkiReport {
+    /// systemd-stub version from its `.sdmagic`, e.g. `257.13-1~deb13u1`.
+    pub stub_version: String,
+    /// Every section in file order with its size (VirtualSize, the measured length).
+    pub sections: Vec<(String, u64)>,
+    /// Predicted PCR 11, one entry per bank (per profile, if there are profiles).
+    pub pcr11: Vec<Pcr11>,
+}
+
+/// Predicted PCR 11 of one bank (for one profile).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Pcr11 {
+    /// Profile ID, `None` for a UKI without profiles.
+    pub profile: Option<String>,
+    /// `sha256`, `sha384` or `sha512`.
+    pub bank: &'static str,
+    /// Hex value right after the stub measured the sections.
+    pub after_stub: String,
+    /// Hex value after `enter-initrd`, `leave-initrd`, `enter-machined` (the signed state).
+    pub enter_machined: String,
+    /// Hex PolicyPCR digest signed in `.pcrsig` (signed builds).
+    pub pol: Option<String>,
+}
+
+/// `.osrel` content (Talos' os-release template): every line ends with `\n`.
+pub fn os_release(name: &str, version: &str) -> String {
+    let id = name.to_lowercase().replace(' ', "_");
+    format!(
+        "NAME=\"{name}\"\nID={id}\nVERSION_ID={version}\nPRETTY_NAME=\"{name} ({version})\"\n\
+         HOME_URL=\"https://www.talos.dev/\"\nBUG_REPORT_URL=\"https://github.com/siderolabs/talos/issues\"\n\
+         VENDOR_NAME=\"Sidero Labs\"\nVENDOR_URL=\"https://www.siderolabs.com/\"\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_release_template() {
+        let s = os_release("Talos", "v1.0.0");
+        assert!(s.starts_with(
+            "NAME=\"Talos\"\nID=talos\nVERSION_ID=v1.0.0\nPRETTY_NAME=\"Talos (v1.0.0)\"\n"
+        ));
+        assert!(s.ends_with("VENDOR_URL=\"https://www.siderolabs.com/\"\n"));
+        assert_eq!(s.lines().count(), 8);
+        assert!(os_release("My OS", "1").contains("\nID=my_os\n"));
+    }
+}

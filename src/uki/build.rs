@@ -1,0 +1,295 @@
+//! Assembling a UKI on systemd-stub and predicting its PCR 11 in the same pass.
+//!
+//! Sizes are known up front (files' lengths; `.pcrsig` has a fixed length for a key
+//! size), so the whole layout is fixed first, then the file is written front to back:
+//! kernel and initramfs are streamed from their files and hashed as they go, and the
+//! `.pcrsig` placeholder is filled in last, once every measured byte is known.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use super::pe::MACHINE_X86_64;
+use super::sections::{self, PROFILES_SINCE};
+use super::stub::Stub;
+use super::{Pcr11, UkiReport, UkiSpec, kernel};
+use crate::error::{Error, IoContext, Result};
+use crate::measure::{self, BANKS, BankPcr, Digests, Measured, policy};
+
+/// Where an appended section's bytes come from.
+enum Content<'a> {
+    Bytes(Vec<u8>),
+    File(&'a Path, u64),
+    /// The signed policy of measurement target `usize`, written last.
+    PcrSig(usize),
+}
+
+/// One appended section. `block` 0 is the base; `i + 1` is profile `i`.
+struct Planned<'a> {
+    name: &'static str,
+    content: Content<'a>,
+    block: usize,
+}
+
+impl Planned<'_> {
+    fn len(&self, pcrsig_len: u64) -> u64 {
+        match &self.content {
+            Content::Bytes(b) => b.len() as u64,
+            Content::File(_, len) => *len,
+            Content::PcrSig(_) => pcrsig_len,
+        }
+    }
+}
+
+/// Length of an input file, failing with its name when it is missing.
+fn file_len(path: &Path) -> Result<u64> {
+    let meta = std::fs::metadata(path).at(path)?;
+    if !meta.is_file() {
+        return Err(Error::format(path, "not a regular file"));
+    }
+    Ok(meta.len())
+}
+
+/// Refuses a kernel that is not an EFI-stub image (it would not boot from the stub).
+fn check_efi_kernel(path: &Path) -> Result<()> {
+    let mut magic = [0u8; 2];
+    let mut f = File::open(path).at(path)?;
+    if f.read(&mut magic).at(path)? < 2 || &magic != b"MZ" {
+        return Err(Error::format(
+            path,
+            "not an EFI-stub kernel image (no MZ header)",
+        ));
+    }
+    Ok(())
+}
+
+/// The sections of the build, in file order (spec 1.3).
+fn plan<'a>(spec: &'a UkiSpec<'a>, stub: &Stub) -> Result<Vec<Planned<'a>>> {
+    let x86 = stub.headers.machine() == MACHINE_X86_64;
+    check_efi_kernel(spec.kernel)?;
+    // On x86 the release comes from the bzImage header and a kernel without one is
+    // refused; other architectures have no such header and go without `.uname`.
+    let uname = if x86 {
+        Some(kernel::uname(spec.kernel)?)
+    } else {
+        kernel::uname(spec.kernel).ok()
+    };
+    let mut out = Vec::new();
+    let mut add = |name, content, block| {
+        out.push(Planned {
+            name,
+            content,
+            block,
+        })
+    };
+    add(
+        ".osrel",
+        Content::Bytes(spec.os_release.clone().into_bytes()),
+        0,
+    );
+    add(
+        ".cmdline",
+        Content::Bytes(spec.cmdline.as_bytes().to_vec()),
+        0,
+    );
+    if let Some(u) = uname {
+        add(".uname", Content::Bytes(u.into_bytes()), 0);
+    }
+    if let Some(p) = spec.splash {
+        add(".splash", Content::File(p, file_len(p)?), 0);
+    }
+    if let Some(p) = spec.dtb {
+        add(".dtb", Content::File(p, file_len(p)?), 0);
+    }
+    if let Some(key) = spec.pcr_key {
+        let pem = policy::public_key_pem(&key.key.to_public_key());
+        add(".pcrpkey", Content::Bytes(pem.into_bytes()), 0);
+    }
+    add(
+        ".linux",
+        Content::File(spec.kernel, file_len(spec.kernel)?),
+        0,
+    );
+    add(
+        ".initrd",
+        Content::File(spec.initrd, file_len(spec.initrd)?),
+        0,
+    );
+    for (i, p) in spec.profiles.iter().enumerate() {
+        if p.id.is_empty() || p.id.contains(['\n', '\0']) {
+            return Err(Error::invalid(format!(
+                "UKI profile ID {:?} must be a non-empty single line",
+                p.id
+            )));
+        }
+        let mut text = format!("ID={}", p.id);
+        if let Some(t) = &p.title {
+            text.push_str(&format!("\nTITLE={t}"));
+        }
+        add(".profile", Content::Bytes(text.into_bytes()), i + 1);
+        if let Some(c) = &p.cmdline {
+            add(".cmdline", Content::Bytes(c.as_bytes().to_vec()), i + 1);
+        }
+        if spec.pcr_key.is_some() {
+            add(".pcrsig", Content::PcrSig(i), i + 1);
+        }
+    }
+    if spec.pcr_key.is_some() && spec.profiles.is_empty() {
+        add(".pcrsig", Content::PcrSig(0), 0);
+    }
+    // An absent section is not measured; an empty one would be. Emit only content.
+    out.retain(|p| p.len(1) > 0);
+    Ok(out)
+}
+
+/// Builds the unsigned UKI described by `spec` into `out` (from its start).
+pub fn build(spec: &UkiSpec, out: &mut File) -> Result<UkiReport> {
+    let stub = Stub::load(spec.stub)?;
+    let version = stub.info.major;
+    if !spec.profiles.is_empty() && version < PROFILES_SINCE {
+        return Err(Error::format(
+            spec.stub,
+            format!(
+                "systemd-stub {} does not support UKI profiles (needs {PROFILES_SINCE})",
+                stub.info.version
+            ),
+        ));
+    }
+    let planned = plan(spec, &stub)?;
+    let pcrsig_len = spec
+        .pcr_key
+        .map_or(0, |k| policy::pcrsig_len(&k.key, &BANKS)) as u64;
+    let appended: Vec<(&str, u64)> = planned
+        .iter()
+        .map(|p| (p.name, p.len(pcrsig_len)))
+        .collect();
+    let layout = stub.headers.layout(&appended, spec.timestamp, spec.stub)?;
+    let out_path = Path::new("<UKI output>");
+
+    // Write headers, stub sections, then appended sections, hashing measured content.
+    out.set_len(0).at(out_path)?;
+    out.seek(SeekFrom::Start(0)).at(out_path)?;
+    let mut w = BufWriter::with_capacity(crate::io::BUFFER_SIZE, &mut *out);
+    w.write_all(&layout.headers).at(out_path)?;
+    for s in &stub.headers.sections {
+        w.write_all(stub.raw(s)).at(out_path)?;
+    }
+    let mut digests: Vec<Option<Digests>> = Vec::with_capacity(planned.len());
+    for (p, header) in planned.iter().zip(&layout.sections[layout.stub_sections..]) {
+        let len = p.len(pcrsig_len);
+        let digest = match &p.content {
+            Content::Bytes(b) => {
+                w.write_all(b).at(out_path)?;
+                Some(Digests::of(b))
+            }
+            Content::File(path, len) => {
+                let mut f = File::open(path).at(path)?;
+                Some(measure::copy_hashed(&mut f, &mut w, *len, path, out_path)?)
+            }
+            Content::PcrSig(_) => {
+                write_zeros(&mut w, len, out_path)?;
+                None
+            }
+        };
+        write_zeros(&mut w, header.size_of_raw_data as u64 - len, out_path)?;
+        digests.push(digest);
+    }
+    w.flush().at(out_path)?;
+    drop(w);
+
+    // PCR 11 per measurement target: the base alone, or base + each profile.
+    let sbat = stub.sbat().map(|b| Digests::of(&b));
+    let targets: Vec<usize> = if spec.profiles.is_empty() {
+        vec![0]
+    } else {
+        (1..=spec.profiles.len()).collect()
+    };
+    let mut pcr11 = Vec::new();
+    for (t, &block) in targets.iter().enumerate() {
+        let mut set: BTreeMap<&str, &Digests> = BTreeMap::new();
+        if let Some(d) = &sbat {
+            set.insert(".sbat", d);
+        }
+        for b in [0, block] {
+            let mut seen_in_block = Vec::new();
+            for (p, d) in planned.iter().zip(&digests) {
+                if p.block == b
+                    && let Some(d) = d
+                    && !seen_in_block.contains(&p.name)
+                {
+                    seen_in_block.push(p.name);
+                    set.insert(p.name, d);
+                }
+            }
+        }
+        let measured: Vec<Measured> = sections::measured_in(version)
+            .filter_map(|name| set.get(name).map(|content| Measured { name, content }))
+            .collect();
+        let banks = measure::predict(&measured);
+        let profile = spec
+            .profiles
+            .get(t)
+            .filter(|_| block > 0)
+            .map(|p| p.id.clone());
+        let mut pols = vec![None; banks.len()];
+        if let Some(key) = spec.pcr_key {
+            let values: Vec<_> = banks.iter().map(|b| (b.bank, b.signed())).collect();
+            let policies = policy::sign_all(&key.key, &values)?;
+            let pkfp = policy::fingerprint(&key.key.to_public_key());
+            let json = policy::pcrsig_json(&pkfp, &policies);
+            if json.len() as u64 != pcrsig_len {
+                // Cannot happen (every field has a fixed width); refuse rather than emit broken JSON.
+                return Err(Error::invalid(format!(
+                    ".pcrsig is {} bytes, {pcrsig_len} were reserved",
+                    json.len()
+                )));
+            }
+            let idx = planned
+                .iter()
+                .position(|p| matches!(p.content, Content::PcrSig(i) if i == t))
+                .expect("every target has a .pcrsig");
+            let at = layout.sections[layout.stub_sections + idx].pointer_to_raw_data as u64;
+            out.seek(SeekFrom::Start(at)).at(out_path)?;
+            out.write_all(json.as_bytes()).at(out_path)?;
+            pols = policies.iter().map(|p| Some(hex::encode(p.pol))).collect();
+        }
+        pcr11.extend(
+            banks
+                .iter()
+                .zip(pols)
+                .map(|(b, pol)| report_entry(&profile, b, pol)),
+        );
+    }
+    out.flush().at(out_path)?;
+
+    Ok(UkiReport {
+        stub_version: stub.info.version.clone(),
+        sections: layout
+            .sections
+            .iter()
+            .map(|s| (s.name.clone(), s.virtual_size as u64))
+            .collect(),
+        pcr11,
+    })
+}
+
+fn report_entry(profile: &Option<String>, b: &BankPcr, pol: Option<String>) -> Pcr11 {
+    Pcr11 {
+        profile: profile.clone(),
+        bank: b.bank.name(),
+        after_stub: hex::encode(&b.after_stub),
+        enter_machined: hex::encode(b.signed()),
+        pol,
+    }
+}
+
+fn write_zeros(w: &mut impl Write, mut n: u64, path: &Path) -> Result<()> {
+    const ZEROS: [u8; 4096] = [0; 4096];
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64) as usize;
+        w.write_all(&ZEROS[..k]).at(path)?;
+        n -= k as u64;
+    }
+    Ok(())
+}
