@@ -35,12 +35,13 @@ pub struct BootInputs {
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
     pub sd_stub: PathBuf,
-    pub sd_boot: PathBuf,
+    /// systemd-boot; `None` when the output does not need it (a bare UKI).
+    pub sd_boot: Option<PathBuf>,
 }
 
 impl BootInputs {
-    /// Checks kernel, initramfs, systemd-stub and systemd-boot.
-    pub fn open(profile: &Profile) -> Result<Self> {
+    /// Checks kernel, initramfs, systemd-stub and, if `with_sd_boot`, systemd-boot.
+    pub fn open(profile: &Profile, with_sd_boot: bool) -> Result<Self> {
         let input = &profile.input;
         let path_of = |a: &Option<crate::profile::FileAsset>| {
             a.as_ref().map(|a| a.path.clone()).unwrap_or_default()
@@ -49,7 +50,10 @@ impl BootInputs {
             kernel: require_file("kernel", &input.kernel.path)?,
             initramfs: require_file("initramfs", &input.initramfs.path)?,
             sd_stub: require_file("sdStub", &path_of(&input.sd_stub))?,
-            sd_boot: require_file("sdBoot", &path_of(&input.sd_boot))?,
+            sd_boot: match with_sd_boot {
+                true => Some(require_file("sdBoot", &path_of(&input.sd_boot))?),
+                false => None,
+            },
         })
     }
 }

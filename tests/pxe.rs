@@ -16,9 +16,22 @@ fn pxe_boot(tftp_dir: &Path, bootfile: &str, marker: &str, timeout: Duration) ->
     let qemu = require_tool("qemu-system-x86_64");
     let log = tftp_dir.join("serial.log");
     let mut child = Command::new(qemu)
-        .args(["-accel", "tcg", "-m", "1024", "-display", "none", "-no-reboot", "-boot", "n"])
+        .args([
+            "-accel",
+            "tcg",
+            "-m",
+            "1024",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-boot",
+            "n",
+        ])
         .arg("-netdev")
-        .arg(format!("user,id=n0,tftp={},bootfile={bootfile}", tftp_dir.display()))
+        .arg(format!(
+            "user,id=n0,tftp={},bootfile={bootfile}",
+            tftp_dir.display()
+        ))
         .args(["-device", "virtio-net-pci,netdev=n0"])
         .arg("-serial")
         .arg(format!("file:{}", log.display()))
@@ -49,19 +62,38 @@ fn pxe_boot(tftp_dir: &Path, bootfile: &str, marker: &str, timeout: Duration) ->
 fn pxe_recipes_reference_the_assets() {
     let demo = demo_dir();
     let out = tempfile::tempdir().unwrap();
-    run_ok(imager()
-        .args(["pxe", "metal", "--arch", "amd64", "--install-dir"])
-        .arg(&demo)
-        .args(["--config-url", "http://172.16.0.1/talos/config?mac=${mac}", "--base-url", "http://172.16.0.1/assets/"])
-        .arg("--output")
-        .arg(out.path()));
+    run_ok(
+        imager()
+            .args(["pxe", "metal", "--arch", "amd64", "--install-dir"])
+            .arg(&demo)
+            .args([
+                "--config-url",
+                "http://172.16.0.1/talos/config?mac=${mac}",
+                "--base-url",
+                "http://172.16.0.1/assets/",
+            ])
+            .arg("--output")
+            .arg(out.path()),
+    );
     let dir = out.path();
-    for f in ["kernel-amd64", "initramfs-metal-amd64.xz", "cmdline-metal-amd64", "metal-amd64.ipxe", "matchbox-metal-amd64.json"] {
+    for f in [
+        "kernel-amd64",
+        "initramfs-metal-amd64.xz",
+        "cmdline-metal-amd64",
+        "metal-amd64.ipxe",
+        "matchbox-metal-amd64.json",
+    ] {
         assert!(dir.join(f).is_file(), "{f} written");
     }
-    assert_eq!(std::fs::read(dir.join("kernel-amd64")).unwrap(), std::fs::read(demo.join("amd64/vmlinuz")).unwrap());
+    assert_eq!(
+        std::fs::read(dir.join("kernel-amd64")).unwrap(),
+        std::fs::read(demo.join("amd64/vmlinuz")).unwrap()
+    );
     let cmdline = std::fs::read_to_string(dir.join("cmdline-metal-amd64")).unwrap();
-    assert!(cmdline.ends_with("talos.config=http://172.16.0.1/talos/config?mac=${mac}"), "{cmdline}");
+    assert!(
+        cmdline.ends_with("talos.config=http://172.16.0.1/talos/config?mac=${mac}"),
+        "{cmdline}"
+    );
     let script = std::fs::read_to_string(dir.join("metal-amd64.ipxe")).unwrap();
     assert_eq!(
         script,
@@ -72,19 +104,43 @@ fn pxe_recipes_reference_the_assets() {
 
     // Matchbox profile fields (matchbox storagepb.Profile): id, name, boot{kernel, initrd[], args[]},
     // optional cloud_id/ignition_id/generic_id/metadata.
-    let profile: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("matchbox-metal-amd64.json")).unwrap()).unwrap();
-    let known = ["id", "name", "boot", "cloud_id", "ignition_id", "generic_id", "metadata"];
+    let profile: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("matchbox-metal-amd64.json")).unwrap())
+            .unwrap();
+    let known = [
+        "id",
+        "name",
+        "boot",
+        "cloud_id",
+        "ignition_id",
+        "generic_id",
+        "metadata",
+    ];
     for key in profile.as_object().unwrap().keys() {
-        assert!(known.contains(&key.as_str()), "unknown Matchbox profile field {key}");
+        assert!(
+            known.contains(&key.as_str()),
+            "unknown Matchbox profile field {key}"
+        );
     }
     assert!(profile["id"].is_string() && profile["name"].is_string());
     let boot = profile["boot"].as_object().unwrap();
     for key in boot.keys() {
-        assert!(["kernel", "initrd", "args", "cmdline"].contains(&key.as_str()), "unknown boot field {key}");
+        assert!(
+            ["kernel", "initrd", "args", "cmdline"].contains(&key.as_str()),
+            "unknown boot field {key}"
+        );
     }
     assert_eq!(boot["kernel"], "/assets/kernel-amd64");
-    assert_eq!(boot["initrd"], serde_json::json!(["/assets/initramfs-metal-amd64.xz"]));
-    let args: Vec<&str> = boot["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(
+        boot["initrd"],
+        serde_json::json!(["/assets/initramfs-metal-amd64.xz"])
+    );
+    let args: Vec<&str> = boot["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
     assert_eq!(args[0], "initrd=initramfs-metal-amd64.xz");
     assert_eq!(args[1..].join(" "), cmdline);
 }
@@ -93,13 +149,34 @@ fn pxe_recipes_reference_the_assets() {
 fn ipxe_script_boots_the_demo_kernel_over_tftp() {
     let demo = demo_dir();
     let out = tempfile::tempdir().unwrap();
-    run_ok(imager()
-        .args(["pxe", "metal", "--arch", "amd64", "--extra-kernel-arg", "console=ttyS0", "--install-dir"])
-        .arg(&demo)
-        .arg("--output")
-        .arg(out.path()));
-    let log = pxe_boot(out.path(), "metal-amd64.ipxe", "IMAGER-BOOT-OK", Duration::from_secs(240));
-    assert!(log.contains("IMAGER-BOOT-OK"), "the iPXE script booted the demo initramfs:\n{log}");
+    run_ok(
+        imager()
+            .args([
+                "pxe",
+                "metal",
+                "--arch",
+                "amd64",
+                "--extra-kernel-arg",
+                "console=ttyS0",
+                "--install-dir",
+            ])
+            .arg(&demo)
+            .arg("--output")
+            .arg(out.path()),
+    );
+    let log = pxe_boot(
+        out.path(),
+        "metal-amd64.ipxe",
+        "IMAGER-BOOT-OK",
+        Duration::from_secs(240),
+    );
+    assert!(
+        log.contains("IMAGER-BOOT-OK"),
+        "the iPXE script booted the demo initramfs:\n{log}"
+    );
     let cmdline = std::fs::read_to_string(out.path().join("cmdline-metal-amd64")).unwrap();
-    assert!(log.contains("talos.platform=metal"), "the kernel got the command line {cmdline}:\n{log}");
+    assert!(
+        log.contains("talos.platform=metal"),
+        "the kernel got the command line {cmdline}:\n{log}"
+    );
 }

@@ -1,15 +1,32 @@
-//! Output kinds: each writes one artifact into the output directory.
+//! Output kinds: each writes one artifact. [`assemble`] builds the boot assets the
+//! UKI-based kinds share (the measured, signed UKI and systemd-boot) and hands them to
+//! the kind's writer.
 
 pub mod compress;
 pub mod esp;
 pub mod pxe;
 
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 
 use crate::build::{Facts, WorkDir};
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
+use crate::inputs::{BootInputs, SecureBootInputs};
+use crate::io::AtomicFile;
 use crate::profile::{OutputKind, Profile};
-use crate::report::Progress;
+use crate::report::{Pcr11Bank, Progress, SecureBootFacts};
+use crate::uki::{self, UkiProfile, UkiReport, UkiSpec};
+
+/// The signed (or unsigned) boot binaries of a build.
+pub struct BootAssets {
+    pub inputs: BootInputs,
+    /// The UKI, signed when SecureBoot is on.
+    pub uki: PathBuf,
+    /// systemd-boot, signed when SecureBoot is on (`None` for a bare UKI).
+    pub sd_boot: Option<PathBuf>,
+    pub report: UkiReport,
+    pub secureboot: Option<SecureBootInputs>,
+}
 
 /// Builds the UKI-based kinds (`uki`, `iso`, `image`, `installer`) into `dest`.
 pub fn assemble(
@@ -21,8 +38,110 @@ pub fn assemble(
     progress: &dyn Progress,
     facts: &mut Facts,
 ) -> Result<()> {
-    let _ = (profile, cmdline, work, dest, progress, facts);
-    Err(Error::unsupported(format!(
-        "the {kind} output is not implemented yet"
-    )))
+    let boot = boot_assets(profile, kind, cmdline, work, progress, facts)?;
+    match kind {
+        OutputKind::Uki => std::fs::rename(&boot.uki, dest).at(dest),
+        other => Err(Error::unsupported(format!(
+            "the {other} output is not implemented yet"
+        ))),
+    }
+}
+
+/// UKI profiles for the target version and kind (Talos >= 1.10 adds a reset entry).
+fn uki_profiles(profile: &Profile, kind: OutputKind, cmdline: &str) -> Vec<UkiProfile> {
+    if !profile.quirks().uki_profiles() {
+        return Vec::new();
+    }
+    let main = UkiProfile {
+        id: "main".into(),
+        title: None,
+        cmdline: None,
+    };
+    let reset = match kind {
+        OutputKind::Iso => UkiProfile {
+            id: "reset".into(),
+            title: Some("Reset system disk".into()),
+            cmdline: Some(format!("{cmdline} talos.experimental.wipe=system")),
+        },
+        OutputKind::Image | OutputKind::Installer => UkiProfile {
+            id: "reset-maintenance".into(),
+            title: Some("Reset to maintenance mode".into()),
+            cmdline: Some(format!(
+                "{cmdline} talos.experimental.wipe=system:EPHEMERAL,STATE"
+            )),
+        },
+        _ => return vec![main],
+    };
+    vec![main, reset]
+}
+
+/// Loads keys, builds the UKI (measured, PCR policy signed), signs it and systemd-boot.
+fn boot_assets(
+    profile: &Profile,
+    kind: OutputKind,
+    cmdline: &str,
+    work: &WorkDir,
+    progress: &dyn Progress,
+    facts: &mut Facts,
+) -> Result<BootAssets> {
+    let secureboot = if profile.secureboot() {
+        Some(SecureBootInputs::load(profile)?)
+    } else {
+        None
+    };
+    let inputs = BootInputs::open(profile, kind != OutputKind::Uki)?;
+    let profiles = uki_profiles(profile, kind, cmdline);
+    let uki_path = work.file("vmlinuz.efi");
+    let spec = UkiSpec {
+        stub: &inputs.sd_stub,
+        kernel: &inputs.kernel,
+        initrd: &inputs.initramfs,
+        cmdline,
+        os_release: uki::os_release(&profile.name, &profile.version),
+        splash: None,
+        dtb: None,
+        profiles: &profiles,
+        pcr_key: secureboot.as_ref().map(|sb| &sb.pcr_key),
+        timestamp: crate::io::build_epoch() as u32,
+    };
+    let mut file = File::create(&uki_path).at(&uki_path)?;
+    let report = uki::build(&spec, &mut file)?;
+    drop(file);
+
+    let mut sd_boot = inputs.sd_boot.clone();
+    if let Some(sb) = &secureboot {
+        crate::sign::authenticode::sign_in_place(&uki_path, &sb.signer)?;
+        if let Some(src) = &inputs.sd_boot {
+            let signed = work.file("systemd-boot.efi.signed");
+            let mut out = AtomicFile::create(&signed)?;
+            crate::sign::authenticode::sign_to(src, out.file(), &sb.signer)?;
+            out.commit()?;
+            sd_boot = Some(signed);
+        }
+        facts.secureboot = Some(SecureBootFacts {
+            signer_cert_sha256: sb.signer.cert_fingerprint(),
+            signer_subject: sb.signer.cert.tbs_certificate().subject().to_string(),
+            pcr_key_fingerprint: crate::measure::policy::fingerprint(
+                &sb.pcr_key.key.to_public_key(),
+            ),
+        });
+    }
+    facts.pcr11 = report
+        .pcr11
+        .iter()
+        .filter(|p| p.profile.as_deref().is_none_or(|id| id == "main"))
+        .map(|p| Pcr11Bank {
+            bank: p.bank.to_string(),
+            after_stub: p.after_stub.clone(),
+            enter_machined: p.enter_machined.clone(),
+        })
+        .collect();
+    progress.step("UKI ready");
+    Ok(BootAssets {
+        inputs,
+        uki: uki_path,
+        sd_boot,
+        report,
+        secureboot,
+    })
 }

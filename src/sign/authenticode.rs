@@ -49,3 +49,11 @@ pub fn verify(path: &Path) -> Result<Vec<SignatureInfo>> {
         "Authenticode verification is not implemented yet",
     ))
 }
+
+/// Writes a signed copy of the PE file `input` to `output`.
+pub fn sign_to(input: &Path, output: &mut std::fs::File, signer: &Signer) -> Result<()> {
+    let _ = (input, output, signer);
+    Err(Error::unsupported(
+        "Authenticode signing is not implemented yet",
+    ))
+}
