@@ -1,0 +1,149 @@
+//! Boots test media in QEMU through `tests/boot/qemu-boot` and reads what the demo initramfs
+//! reported on the serial console (see `scripts/demo-inputs` for its `/init`).
+//!
+//! Boots are slow (15-40 s each under TCG), so tests that boot carry `boot` in their name: the
+//! nextest `boot` group runs them one at a time.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::require_tool;
+
+/// What the guest boots from.
+#[derive(Debug, Clone)]
+pub enum Media {
+    /// An ISO attached as a CD-ROM.
+    Cdrom(PathBuf),
+    /// A raw disk image attached as a virtio disk (writes go to a throwaway overlay).
+    Disk(PathBuf),
+    /// A directory copied into a FAT disk, e.g. holding `EFI/BOOT/BOOTX64.EFI`.
+    EspDir(PathBuf),
+}
+
+/// Firmware and SecureBoot state of the machine.
+#[derive(Debug, Clone)]
+pub enum SecureBoot {
+    /// OVMF without keys: SecureBoot not enforced.
+    Off,
+    /// SecureBoot-capable OVMF with an empty key store (setup mode); resets are allowed, so
+    /// systemd-boot can enrol its keys and reset once.
+    Setup,
+    /// This PEM certificate enrolled as PK, KEK and db; SecureBoot enforced.
+    Enrolled(PathBuf),
+    /// Legacy BIOS (SeaBIOS): no UEFI at all.
+    Bios,
+}
+
+/// The serial console of one boot and what the test `/init` reported in it.
+#[derive(Debug, Clone)]
+pub struct BootLog {
+    /// The whole serial log (firmware, bootloader, kernel, `/init`), `\r` removed.
+    pub text: String,
+    /// `IMAGER-BOOT-OK` appeared: the kernel ran the demo initramfs' `/init`.
+    pub marker: bool,
+    /// PCR 11 (SHA-256 bank) as `/init` read it, lower-case hex; needs a TPM.
+    pub pcr11_sha256: Option<String>,
+    /// Last byte of the `SecureBoot` EFI variable: 1 when enforced.
+    pub secureboot: Option<u8>,
+    /// The kernel command line (`/proc/cmdline`).
+    pub cmdline: Option<String>,
+    /// Where the log is kept (under the cargo target directory) for a look after a failure.
+    pub path: PathBuf,
+}
+
+impl BootLog {
+    /// Reads the `/init` report out of a serial log.
+    pub fn parse(text: &str, path: PathBuf) -> BootLog {
+        let text = text.replace('\r', "");
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|line| line.trim_start().strip_prefix(key))
+                .map(|v| v.trim().to_owned())
+        };
+        BootLog {
+            marker: text.lines().any(|l| l.trim() == "IMAGER-BOOT-OK"),
+            pcr11_sha256: value("pcr11-sha256: ").map(|v| v.to_ascii_lowercase()),
+            secureboot: value("secureboot: ").and_then(|v| v.parse().ok()),
+            cmdline: value("cmdline: "),
+            path,
+            text,
+        }
+    }
+
+    /// Does the log contain `needle`?
+    pub fn contains(&self, needle: &str) -> bool {
+        self.text.contains(needle)
+    }
+}
+
+/// The harness script.
+pub fn harness() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/boot/qemu-boot")
+}
+
+/// Boots `media` and waits until the guest powers off, gets stuck or `timeout` seconds pass.
+/// Panics only when the harness cannot run the machine (missing tools, bad paths).
+pub fn boot(media: Media, sb: SecureBoot, tpm: bool, timeout: u64) -> BootLog {
+    require_tool("qemu-system-x86_64");
+    if tpm {
+        require_tool("swtpm");
+    }
+    let mut cmd = Command::new(harness());
+    let (kind, path) = match &media {
+        Media::Cdrom(p) => ("cdrom", p),
+        Media::Disk(p) => ("disk", p),
+        Media::EspDir(p) => {
+            require_tool("mkfs.fat");
+            require_tool("mcopy");
+            ("esp-dir", p)
+        }
+    };
+    cmd.arg("--media").arg(kind).arg(path);
+    match &sb {
+        SecureBoot::Off => cmd.args(["--secureboot", "off"]),
+        SecureBoot::Setup => cmd.args(["--secureboot", "setup"]),
+        SecureBoot::Enrolled(cert) => {
+            // The harness finds virt-fw-vars itself (PATH or /opt/virt-firmware) or says so.
+            let mut mode = std::ffi::OsString::from("enrolled:");
+            mode.push(cert);
+            cmd.arg("--secureboot").arg(mode)
+        }
+        SecureBoot::Bios => cmd.arg("--bios"),
+    };
+    if tpm {
+        cmd.arg("--tpm");
+    }
+    let log = log_path(path);
+    cmd.arg("--timeout")
+        .arg(timeout.to_string())
+        .arg("--log")
+        .arg(&log);
+
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    // 0: marker seen, 1: boot ran without it, anything else: the harness could not boot.
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read(&log).unwrap_or_else(|e| panic!("cannot read {}: {e}", log.display()));
+    BootLog::parse(&String::from_utf8_lossy(&text), log)
+}
+
+/// A fresh log file name under the target directory, named after the medium.
+fn log_path(media: &Path) -> PathBuf {
+    static COUNT: AtomicU32 = AtomicU32::new(0);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("boot-logs");
+    std::fs::create_dir_all(&dir).expect("create boot log directory");
+    let name = media.file_name().unwrap_or_default().to_string_lossy();
+    dir.join(format!(
+        "{name}-{}-{}.log",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    ))
+}
