@@ -45,6 +45,12 @@ enum Command {
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
+    // Ctrl-C / SIGTERM: remove unfinished outputs, then exit like a shell would.
+    let _ = ctrlc::set_handler(|| {
+        crate::io::cleanup::remove_all();
+        eprintln!("error: interrupted; unfinished outputs removed");
+        std::process::exit(130);
+    });
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Gen(cmd)) => generate::run(cmd),
