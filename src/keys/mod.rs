@@ -32,7 +32,9 @@ pub struct Signer {
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer").field("cert_path", &self.cert_path).finish_non_exhaustive()
+        f.debug_struct("Signer")
+            .field("cert_path", &self.cert_path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -42,12 +44,20 @@ impl Signer {
     pub fn load(key_path: &Path, cert_path: &Path) -> Result<Self> {
         let key = load_rsa_key(key_path)?;
         let (cert, cert_der) = load_certificate(cert_path)?;
-        let cert_spki = cert.tbs_certificate().subject_public_key_info().to_der().map_err(|e| {
-            Error::format(cert_path, format!("cannot encode the certificate's public key: {e}"))
-        })?;
-        let key_spki = key.to_public_key().to_public_key_der().map_err(|e| {
-            Error::format(key_path, format!("cannot encode the public key: {e}"))
-        })?;
+        let cert_spki = cert
+            .tbs_certificate()
+            .subject_public_key_info()
+            .to_der()
+            .map_err(|e| {
+                Error::format(
+                    cert_path,
+                    format!("cannot encode the certificate's public key: {e}"),
+                )
+            })?;
+        let key_spki = key
+            .to_public_key()
+            .to_public_key_der()
+            .map_err(|e| Error::format(key_path, format!("cannot encode the public key: {e}")))?;
         if cert_spki != key_spki.as_bytes() {
             return Err(Error::invalid(format!(
                 "the certificate {} does not match the signing key {}",
@@ -55,7 +65,47 @@ impl Signer {
                 key_path.display()
             )));
         }
-        Ok(Signer { key, cert, cert_der, key_path: key_path.into(), cert_path: cert_path.into() })
+        Ok(Signer {
+            key,
+            cert,
+            cert_der,
+            key_path: key_path.into(),
+            cert_path: cert_path.into(),
+        })
+    }
+
+    /// A signer from a key and certificate already in memory (freshly generated ones).
+    /// The paths are empty.
+    pub fn from_parts(key: RsaKey, cert: Certificate) -> Result<Self> {
+        let cert_der = cert
+            .to_der()
+            .map_err(|e| Error::invalid(format!("cannot encode the certificate: {e}")))?;
+        Ok(Signer {
+            key,
+            cert,
+            cert_der,
+            key_path: PathBuf::new(),
+            cert_path: PathBuf::new(),
+        })
+    }
+
+    /// RSA PKCS#1 v1.5 signature of a SHA-256 digest: the only operation Authenticode
+    /// and authenticated variables need from the key, so a remote or KMS-backed
+    /// signer would only have to provide this.
+    pub fn sign_sha256_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>> {
+        use rsa::pkcs1v15::Pkcs1v15Sign;
+        self.key
+            .sign_with_rng(
+                &mut getrandom::SysRng,
+                Pkcs1v15Sign::new::<sha2::Sha256>(),
+                digest,
+            )
+            .map_err(|e| {
+                Error::invalid(format!(
+                    "RSA signing with {} failed: {e}",
+                    self.key_path.display()
+                ))
+            })
     }
 
     /// The certificate as PEM text.
@@ -79,14 +129,19 @@ pub struct PcrKey {
 
 impl std::fmt::Debug for PcrKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PcrKey").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("PcrKey")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
 impl PcrKey {
     /// Loads a PEM RSA private key.
     pub fn load(path: &Path) -> Result<Self> {
-        Ok(PcrKey { key: load_rsa_key(path)?, path: path.into() })
+        Ok(PcrKey {
+            key: load_rsa_key(path)?,
+            path: path.into(),
+        })
     }
 
     /// Modulus size in bytes (the size of every signature).
@@ -103,19 +158,29 @@ pub fn load_rsa_key(path: &Path) -> Result<RsaKey> {
             .map_err(|e| Error::format(path, format!("not a valid PKCS#1 RSA private key: {e}")))
     } else if text.contains("-----BEGIN PRIVATE KEY-----") {
         RsaKey::from_pkcs8_pem(&text).map_err(|e| {
-            Error::format(path, format!("not an RSA private key (only RSA keys are supported): {e}"))
+            Error::format(
+                path,
+                format!("not an RSA private key (only RSA keys are supported): {e}"),
+            )
         })
     } else if text.contains("-----BEGIN EC PRIVATE KEY-----") {
-        Err(Error::format(path, "an EC key; only RSA keys are supported"))
+        Err(Error::format(
+            path,
+            "an EC key; only RSA keys are supported",
+        ))
     } else {
-        Err(Error::format(path, "no PEM private key found (expected RSA PRIVATE KEY or PRIVATE KEY)"))
+        Err(Error::format(
+            path,
+            "no PEM private key found (expected RSA PRIVATE KEY or PRIVATE KEY)",
+        ))
     }
 }
 
 /// Reads an X.509 certificate, PEM or DER; returns it with its DER bytes.
 pub fn load_certificate(path: &Path) -> Result<(Certificate, Vec<u8>)> {
     let bytes = std::fs::read(path).at(path)?;
-    let cert = if bytes.starts_with(b"-----BEGIN") || bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+    let cert = if bytes.starts_with(b"-----BEGIN") || bytes.windows(11).any(|w| w == b"-----BEGIN ")
+    {
         let text = String::from_utf8_lossy(&bytes);
         Certificate::from_pem(text.as_bytes())
             .map_err(|e| Error::format(path, format!("not a valid PEM certificate: {e}")))?
@@ -123,7 +188,9 @@ pub fn load_certificate(path: &Path) -> Result<(Certificate, Vec<u8>)> {
         Certificate::from_der(&bytes)
             .map_err(|e| Error::format(path, format!("not a valid DER certificate: {e}")))?
     };
-    let der = cert.to_der().map_err(|e| Error::format(path, format!("cannot re-encode certificate: {e}")))?;
+    let der = cert
+        .to_der()
+        .map_err(|e| Error::format(path, format!("cannot re-encode certificate: {e}")))?;
     Ok((cert, der))
 }
 
