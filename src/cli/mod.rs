@@ -11,7 +11,12 @@ use clap::{Parser, Subcommand};
 /// Builds Talos Linux boot assets (UKI, SecureBoot ISO, disk images, PXE assets,
 /// installer images) from a profile.
 #[derive(Debug, Parser)]
-#[command(name = "imager", version, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(
+    name = "imager",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 #[command(after_help = build::EXAMPLES)]
 pub struct Cli {
     #[command(subcommand)]
@@ -50,7 +55,9 @@ pub fn main() -> i32 {
         Err(err) => {
             crate::io::cleanup::remove_all();
             eprintln!("error: {err:#}");
-            err.downcast_ref::<crate::Error>().map(crate::Error::exit_code).unwrap_or(1)
+            err.downcast_ref::<crate::Error>()
+                .map(crate::Error::exit_code)
+                .unwrap_or(1)
         }
     }
 }

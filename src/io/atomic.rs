@@ -19,7 +19,10 @@ impl AtomicFile {
     /// Creates `.<name>.partial` beside `dest`.
     pub fn create(dest: impl AsRef<Path>) -> Result<Self> {
         let dest = dest.as_ref().to_path_buf();
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = dest.with_file_name(format!(".{name}.partial"));
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -29,7 +32,11 @@ impl AtomicFile {
             .open(&tmp)
             .at(&tmp)?;
         crate::io::cleanup::register(&tmp);
-        Ok(AtomicFile { file: Some(file), tmp, dest })
+        Ok(AtomicFile {
+            file: Some(file),
+            tmp,
+            dest,
+        })
     }
 
     /// The open temporary file.

@@ -34,7 +34,13 @@ pub struct EspOptions {
 }
 
 /// Writes a FAT file system of `size` bytes holding `entries` into `dev` at byte `offset`.
-pub fn write(entries: &[EspEntry], options: &EspOptions, dev: &File, offset: u64, size: u64) -> Result<()> {
+pub fn write(
+    entries: &[EspEntry],
+    options: &EspOptions,
+    dev: &File,
+    offset: u64,
+    size: u64,
+) -> Result<()> {
     let _ = (entries, options, dev, offset, size);
     Err(Error::unsupported("ESP writing is not implemented yet"))
 }

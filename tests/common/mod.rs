@@ -23,7 +23,11 @@ pub fn require_tool(name: &str) -> PathBuf {
     let found = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .chain(["/usr/sbin".into(), "/sbin".into(), "/usr/lib/systemd".into()])
+        .chain([
+            "/usr/sbin".into(),
+            "/sbin".into(),
+            "/usr/lib/systemd".into(),
+        ])
         .map(|d| d.join(name))
         .find(|p| p.is_file());
     found.unwrap_or_else(|| panic!("{name} is not installed (the CI script installs it)"))
@@ -36,7 +40,9 @@ pub fn imager() -> Command {
 
 /// Runs a command, panics with its output unless it succeeds, returns stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
