@@ -1,13 +1,151 @@
-//! `imager gen secureboot uki|pcr|database`.
+//! `imager gen secureboot uki|pcr|database`: the `talosctl gen secureboot` equivalents.
 
-use clap::Subcommand;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use crate::keys::{self, Signer, efivar, generate};
 
 #[derive(Debug, Subcommand)]
 pub enum GenCommand {
-    /// (placeholder)
-    Secureboot,
+    /// Generates SecureBoot signing keys and enrollment files.
+    #[command(subcommand)]
+    Secureboot(SecurebootCommand),
 }
 
-pub fn run(_cmd: GenCommand) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+#[derive(Debug, Subcommand)]
+pub enum SecurebootCommand {
+    /// RSA 4096 UKI signing key and self-signed certificate
+    /// (uki-signing-key.pem, uki-signing-cert.pem, uki-signing-cert.der).
+    Uki {
+        /// Subject of the certificate (written as its organization, like talosctl).
+        #[arg(long, default_value = generate::DEFAULT_COMMON_NAME)]
+        common_name: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// RSA 2048 PCR policy signing key (pcr-signing-key.pem).
+    Pcr {
+        #[command(flatten)]
+        out: Output,
+    },
+    /// PK.auth, KEK.auth and db.auth for systemd-boot's automatic enrollment.
+    Database {
+        /// Certificate to enroll in PK, KEK and db [default: OUTPUT/uki-signing-cert.pem].
+        #[arg(long, value_name = "FILE")]
+        enrolled_certificate: Option<PathBuf>,
+        /// Certificate of the signing key [default: OUTPUT/uki-signing-cert.pem].
+        #[arg(long, alias = "signing-cert", value_name = "FILE")]
+        signing_certificate: Option<PathBuf>,
+        /// Key that signs the three files [default: OUTPUT/uki-signing-key.pem].
+        #[arg(long, value_name = "FILE")]
+        signing_key: Option<PathBuf>,
+        /// Also enroll Microsoft's KEK and third-party UEFI CAs (keeps option ROMs loadable).
+        #[arg(long)]
+        include_well_known_uefi_certs: bool,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Output {
+    /// Output directory.
+    #[arg(short, long, default_value = "_out", value_name = "DIR")]
+    output: PathBuf,
+    /// Overwrite existing files.
+    #[arg(long)]
+    force: bool,
+}
+
+impl Output {
+    fn write(&self, files: &[generate::OutputFile]) -> anyhow::Result<()> {
+        generate::write_files(&self.output, files, self.force, |p| {
+            eprintln!("writing {}", p.display())
+        })?;
+        Ok(())
+    }
+}
+
+pub fn run(cmd: GenCommand) -> anyhow::Result<()> {
+    let GenCommand::Secureboot(cmd) = cmd;
+    match cmd {
+        SecurebootCommand::Uki { common_name, out } => {
+            refuse_existing(
+                &out,
+                &[
+                    generate::UKI_SIGNING_CERT_PEM,
+                    generate::UKI_SIGNING_CERT_DER,
+                    generate::UKI_SIGNING_KEY,
+                ],
+            )?;
+            eprintln!(
+                "generating an RSA {} key (this can take a few seconds)",
+                generate::UKI_KEY_BITS
+            );
+            let signer = generate::signer(&common_name, generate::UKI_KEY_BITS)?;
+            out.write(&generate::uki_signing_files(&signer)?)
+        }
+        SecurebootCommand::Pcr { out } => {
+            refuse_existing(&out, &[generate::PCR_SIGNING_KEY])?;
+            eprintln!("generating an RSA {} key", generate::PCR_KEY_BITS);
+            out.write(&generate::pcr_signing_files(&generate::rsa_key(
+                generate::PCR_KEY_BITS,
+            )?)?)
+        }
+        SecurebootCommand::Database {
+            enrolled_certificate,
+            signing_certificate,
+            signing_key,
+            include_well_known_uefi_certs,
+            out,
+        } => {
+            let default = |name: &str| out.output.join(name);
+            let (cert_path, key_path) = match (signing_certificate, signing_key) {
+                (Some(c), Some(k)) => (c, k),
+                (None, None) => (
+                    default(generate::UKI_SIGNING_CERT_PEM),
+                    default(generate::UKI_SIGNING_KEY),
+                ),
+                (Some(_), None) => anyhow::bail!(
+                    "--signing-certificate needs --signing-key (the key of that certificate)"
+                ),
+                (None, Some(_)) => anyhow::bail!(
+                    "--signing-key needs --signing-certificate (the certificate of that key)"
+                ),
+            };
+            let signer = Signer::load(&key_path, &cert_path)?;
+            let enrolled =
+                enrolled_certificate.unwrap_or_else(|| default(generate::UKI_SIGNING_CERT_PEM));
+            let (_, enrolled_der) = keys::load_certificate(&enrolled).with_context(|| {
+                format!("reading the enrolled certificate {}", enrolled.display())
+            })?;
+            let db = efivar::enrollment_db_for(
+                &enrolled_der,
+                &signer,
+                include_well_known_uefi_certs,
+                crate::io::build_epoch(),
+            )?;
+            out.write(&generate::enrollment_files(&db))
+        }
+    }
+}
+
+/// Fails early, before the slow key generation, if an output exists and `--force` is off.
+/// ([`generate::write_files`] checks again right before writing.)
+fn refuse_existing(out: &Output, names: &[&str]) -> anyhow::Result<()> {
+    if !out.force {
+        if let Some(p) = names
+            .iter()
+            .map(|n| out.output.join(n))
+            .find(|p| Path::exists(p))
+        {
+            anyhow::bail!(
+                "{} already exists (use --force to overwrite it)",
+                p.display()
+            );
+        }
+    }
+    Ok(())
 }

@@ -74,6 +74,40 @@ impl Signer {
         })
     }
 
+    /// A signer from a key and certificate already in memory (freshly generated ones).
+    /// The paths are empty.
+    pub fn from_parts(key: RsaKey, cert: Certificate) -> Result<Self> {
+        let cert_der = cert
+            .to_der()
+            .map_err(|e| Error::invalid(format!("cannot encode the certificate: {e}")))?;
+        Ok(Signer {
+            key,
+            cert,
+            cert_der,
+            key_path: PathBuf::new(),
+            cert_path: PathBuf::new(),
+        })
+    }
+
+    /// RSA PKCS#1 v1.5 signature of a SHA-256 digest: the only operation Authenticode
+    /// and authenticated variables need from the key, so a remote or KMS-backed
+    /// signer would only have to provide this.
+    pub fn sign_sha256_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>> {
+        use rsa::pkcs1v15::Pkcs1v15Sign;
+        self.key
+            .sign_with_rng(
+                &mut getrandom::SysRng,
+                Pkcs1v15Sign::new::<sha2::Sha256>(),
+                digest,
+            )
+            .map_err(|e| {
+                Error::invalid(format!(
+                    "RSA signing with {} failed: {e}",
+                    self.key_path.display()
+                ))
+            })
+    }
+
     /// The certificate as PEM text.
     pub fn cert_pem(&self) -> String {
         der_to_pem("CERTIFICATE", &self.cert_der)

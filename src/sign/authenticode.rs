@@ -1,9 +1,26 @@
 //! Authenticode: PE image hash, PKCS#7 SignedData over SpcIndirectDataContent,
 //! WIN_CERTIFICATE table, PE checksum.
+//!
+//! The file is read once, front to back, in [`crate::io::BUFFER_SIZE`] chunks: the
+//! same pass feeds the Authenticode hash, the PE checksum and (for [`sign_to`]) the
+//! copy, so a UKI of hundreds of MiB costs one read and constant memory. The
+//! headers (a few KiB) are read on their own first to learn the layout.
+//!
+//! Already-signed input: the new signature is *appended* to the existing
+//! certificate table, as go-uefi (and so Talos) does. A vendor signature (e.g.
+//! Microsoft's on a distribution's systemd-boot) therefore stays valid next to ours,
+//! and firmware accepts the image if any one signature is trusted. The hash excludes
+//! the existing table, so both signatures cover the same image digest.
 
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use sha2::{Digest, Sha256};
+
+use super::pkcs7::{self, oid};
+use super::tlv::{self, Reader, tag};
+use crate::error::{Error, IoContext, Result};
 use crate::keys::Signer;
 
 /// One embedded signature, as found and checked by [`verify`].
@@ -21,39 +38,746 @@ pub struct SignatureInfo {
     pub image_digest: Vec<u8>,
     /// `signed_digest == image_digest`.
     pub digest_matches: bool,
-    /// The RSA signature over the signed attributes verifies with the signer certificate.
+    /// The RSA signature over the signed attributes verifies with the signer
+    /// certificate, and the messageDigest attribute matches the signed content.
     pub signature_valid: bool,
 }
 
 /// Signs the PE file at `path` in place: appends the certificate table and patches
-/// the headers (data directory 4 and CheckSum). The file is read once.
+/// the headers (data directory 4 and CheckSum). The file is read once. If writing
+/// fails, the file is restored to its previous length and header bytes.
 pub fn sign_in_place(path: &Path, signer: &Signer) -> Result<()> {
-    let _ = (path, signer);
-    Err(Error::unsupported(
-        "Authenticode signing is not implemented yet",
-    ))
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .at(path)?;
+    let layout = Layout::read(&mut file, path)?;
+    let scan = scan(&mut file, path, &layout, None)?;
+    let patch = Patch::new(&layout, scan, signer)?;
+    let original_header = read_at(&mut file, path, 0, layout.header_patch_end())?;
+    let result = patch.write(&mut file, path, layout.file_size);
+    if result.is_err() {
+        let _ = file.set_len(layout.file_size);
+        let _ = file
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| file.write_all(&original_header));
+    }
+    result
+}
+
+/// Writes a signed copy of the PE file `input` to `output` (from offset 0; the file is
+/// truncated first). `input` is read once; the copy is written as it is read.
+pub fn sign_to(input: &Path, output: &mut File, signer: &Signer) -> Result<()> {
+    let mut file = File::open(input).at(input)?;
+    let layout = Layout::read(&mut file, input)?;
+    let out_name = Path::new("<signed output>");
+    output.set_len(0).at(out_name)?;
+    output.seek(SeekFrom::Start(0)).at(out_name)?;
+    let scan = scan(&mut file, input, &layout, Some(output))?;
+    Patch::new(&layout, scan, signer)?.write(output, out_name, layout.file_size)
 }
 
 /// Authenticode SHA-256 digest of the PE file at `path`.
 pub fn image_digest(path: &Path) -> Result<[u8; 32]> {
-    let _ = path;
-    Err(Error::unsupported(
-        "Authenticode hashing is not implemented yet",
-    ))
+    let mut file = File::open(path).at(path)?;
+    let layout = Layout::read(&mut file, path)?;
+    Ok(scan(&mut file, path, &layout, None)?.digest)
 }
 
-/// Lists and checks the signatures embedded in the PE file at `path`.
+/// Lists and checks the signatures embedded in the PE file at `path`. An unsigned
+/// file gives an empty list. Only SHA-256 signatures can match the recomputed digest.
 pub fn verify(path: &Path) -> Result<Vec<SignatureInfo>> {
-    let _ = path;
-    Err(Error::unsupported(
-        "Authenticode verification is not implemented yet",
-    ))
+    let mut file = File::open(path).at(path)?;
+    let layout = Layout::read(&mut file, path)?;
+    let Some(table) = layout.cert_table else {
+        return Ok(Vec::new());
+    };
+    let image = scan(&mut file, path, &layout, None)?.digest;
+    let bytes = read_at(&mut file, path, table.offset, table.size)?;
+    let mut signatures = Vec::new();
+    for entry in WinCertificates::new(&bytes) {
+        let (cert_type, blob) = entry.map_err(|msg| Error::format(path, msg))?;
+        if cert_type == WIN_CERT_TYPE_PKCS_SIGNED_DATA {
+            let info = check_signature(blob, &image).map_err(|e| {
+                Error::format(path, format!("unreadable Authenticode signature: {e}"))
+            })?;
+            signatures.push(info);
+        }
+    }
+    Ok(signatures)
 }
 
-/// Writes a signed copy of the PE file `input` to `output`.
-pub fn sign_to(input: &Path, output: &mut std::fs::File, signer: &Signer) -> Result<()> {
-    let _ = (input, output, signer);
-    Err(Error::unsupported(
-        "Authenticode signing is not implemented yet",
-    ))
+const WIN_CERT_REVISION_2_0: u16 = 0x0200;
+const WIN_CERT_TYPE_PKCS_SIGNED_DATA: u16 = 0x0002;
+
+/// Header fields are never this far into a PE file; a larger claim means a corrupt file.
+const MAX_HEADER_BYTES: u64 = 16 << 20;
+
+fn align8(n: u64) -> u64 {
+    n.div_ceil(8) * 8
+}
+
+/// A byte range `[start, end)` of the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u64,
+    end: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CertTable {
+    offset: u64,
+    size: u64,
+}
+
+/// Where the fields Authenticode cares about are (spec 1.1), read from the headers.
+#[derive(Debug)]
+struct Layout {
+    file_size: u64,
+    checksum_offset: u64,
+    cert_dir_offset: u64,
+    /// Ranges hashed, in hashing order (spec 1.2 steps 1-8).
+    hashed: Vec<Span>,
+    /// Zero bytes hashed after them (step 9).
+    zero_pad: u64,
+    cert_table: Option<CertTable>,
+}
+
+impl Layout {
+    fn read(file: &mut File, path: &Path) -> Result<Self> {
+        let bad = |msg: String| Error::format(path, msg);
+        let file_size = file.metadata().at(path)?.len();
+        let head = read_at(file, path, 0, file_size.min(4096))?;
+        if head.len() < 0x40 || &head[..2] != b"MZ" {
+            return Err(bad("not a PE image (no MZ header)".into()));
+        }
+        let pe = u32_at(&head, 0x3C) as u64;
+        let opt = pe + 24;
+        if pe + 24 > file_size {
+            return Err(bad(format!(
+                "truncated: PE header at {pe:#x} is past the end of the file"
+            )));
+        }
+        let head = read_at(file, path, 0, (opt + 240).min(file_size))?;
+        if head.len() < (opt + 2) as usize || &head[pe as usize..pe as usize + 4] != b"PE\0\0" {
+            return Err(bad(format!("not a PE image (no PE signature at {pe:#x})")));
+        }
+        let sections = u16_at(&head, pe as usize + 6) as u64;
+        let opt_size = u16_at(&head, pe as usize + 20) as u64;
+        let dir_base = match u16_at(&head, opt as usize) {
+            0x20B => opt + 112,
+            0x10B => opt + 96,
+            magic => return Err(bad(format!("unknown optional header magic {magic:#x}"))),
+        };
+        let cert_dir_offset = dir_base + 4 * 8;
+        let table_start = opt + opt_size;
+        let table_end = table_start + 40 * sections;
+        if cert_dir_offset + 8 > table_start || table_end > MAX_HEADER_BYTES.min(file_size) {
+            return Err(bad(
+                "truncated or corrupt PE headers (data directories or section table)".into(),
+            ));
+        }
+        let head = read_at(file, path, 0, table_end)?;
+        let size_of_headers = u32_at(&head, opt as usize + 60) as u64;
+        let checksum_offset = opt + 64;
+        if size_of_headers < table_end || size_of_headers > file_size {
+            return Err(bad(format!(
+                "SizeOfHeaders {size_of_headers:#x} does not cover the section table"
+            )));
+        }
+        let cert_table = match (
+            u32_at(&head, cert_dir_offset as usize),
+            u32_at(&head, cert_dir_offset as usize + 4),
+        ) {
+            (_, 0) => None,
+            (offset, size) => {
+                let (offset, size) = (offset as u64, size as u64);
+                if offset + size != file_size || offset < size_of_headers {
+                    return Err(bad(format!(
+                        "the certificate table ({offset:#x}+{size:#x}) is not at the end of the file ({file_size:#x})"
+                    )));
+                }
+                Some(CertTable { offset, size })
+            }
+        };
+        let image_end = cert_table.map_or(file_size, |t| t.offset);
+
+        let mut hashed = vec![
+            Span {
+                start: 0,
+                end: checksum_offset,
+            },
+            Span {
+                start: checksum_offset + 4,
+                end: cert_dir_offset,
+            },
+            Span {
+                start: cert_dir_offset + 8,
+                end: size_of_headers,
+            },
+        ];
+        let mut raw: Vec<Span> = (0..sections as usize)
+            .map(|i| {
+                let s = table_start as usize + 40 * i;
+                let (size, ptr) = (u32_at(&head, s + 16) as u64, u32_at(&head, s + 20) as u64);
+                Span {
+                    start: ptr,
+                    end: ptr + size,
+                }
+            })
+            .filter(|s| s.end > s.start)
+            .collect();
+        raw.sort_by_key(|s| s.start);
+        let mut sum = size_of_headers;
+        for s in &raw {
+            if s.end > image_end {
+                return Err(bad(format!(
+                    "truncated: a section's raw data ({:#x}..{:#x}) extends past the image end ({image_end:#x})",
+                    s.start, s.end
+                )));
+            }
+            sum += s.end - s.start;
+        }
+        hashed.extend(raw);
+        if image_end > sum {
+            hashed.push(Span {
+                start: sum,
+                end: image_end,
+            });
+        }
+        Ok(Layout {
+            file_size,
+            checksum_offset,
+            cert_dir_offset,
+            hashed,
+            zero_pad: align8(image_end) - image_end,
+            cert_table,
+        })
+    }
+
+    /// End of the header bytes that signing patches.
+    fn header_patch_end(&self) -> u64 {
+        self.checksum_offset.max(self.cert_dir_offset) + 8
+    }
+
+    /// True if the hashed ranges come in file order without overlap, so one
+    /// sequential pass can hash them.
+    fn hashed_in_file_order(&self) -> bool {
+        self.hashed.windows(2).all(|w| w[0].end <= w[1].start)
+    }
+}
+
+/// What one pass over the input yields.
+struct Scan {
+    digest: [u8; 32],
+    /// Checksum state over the whole input, with CheckSum and the certificate
+    /// directory entry counted as zero.
+    checksum: PeChecksum,
+}
+
+/// Reads `file` once, front to back: hashes the Authenticode ranges, sums the PE
+/// checksum and copies every byte to `copy` if given.
+fn scan(
+    file: &mut File,
+    path: &Path,
+    layout: &Layout,
+    mut copy: Option<&mut File>,
+) -> Result<Scan> {
+    let in_order = layout.hashed_in_file_order();
+    let mut hasher = Sha256::new();
+    let mut next_span = 0;
+    let mut checksum = PeChecksum::default();
+    let zeroed = [
+        Span {
+            start: layout.checksum_offset,
+            end: layout.checksum_offset + 4,
+        },
+        Span {
+            start: layout.cert_dir_offset,
+            end: layout.cert_dir_offset + 8,
+        },
+    ];
+    let mut buf = vec![0u8; crate::io::BUFFER_SIZE];
+    let mut offset = 0u64;
+    file.seek(SeekFrom::Start(0)).at(path)?;
+    while offset < layout.file_size {
+        let want = (layout.file_size - offset).min(buf.len() as u64) as usize;
+        let chunk = &mut buf[..want];
+        file.read_exact(chunk)
+            .map_err(|e| Error::format(path, format!("read failed at {offset:#x}: {e}")))?;
+        if let Some(out) = copy.as_deref_mut() {
+            out.write_all(chunk).at("<signed output>")?;
+        }
+        let chunk_end = offset + want as u64;
+        while in_order && next_span < layout.hashed.len() {
+            let span = layout.hashed[next_span];
+            let (start, end) = (span.start.max(offset), span.end.min(chunk_end));
+            if start < end {
+                hasher.update(&chunk[(start - offset) as usize..(end - offset) as usize]);
+            }
+            if span.end > chunk_end {
+                break;
+            }
+            next_span += 1;
+        }
+        for z in zeroed {
+            let (start, end) = (z.start.max(offset), z.end.min(chunk_end));
+            if start < end {
+                chunk[(start - offset) as usize..(end - offset) as usize].fill(0);
+            }
+        }
+        checksum.add(offset, chunk);
+        offset = chunk_end;
+    }
+    if !in_order {
+        // Sections overlap, or leave gaps before the trailing data: hash span by span.
+        hash_spans(file, path, &layout.hashed, &mut hasher, &mut buf)?;
+    }
+    hasher.update(&[0u8; 8][..layout.zero_pad as usize]);
+    Ok(Scan {
+        digest: hasher.finalize().into(),
+        checksum,
+    })
+}
+
+/// Hashes `spans` in order, seeking to each (the fallback for unusual layouts).
+fn hash_spans(
+    file: &mut File,
+    path: &Path,
+    spans: &[Span],
+    hasher: &mut Sha256,
+    buf: &mut [u8],
+) -> Result<()> {
+    for span in spans {
+        let mut at = span.start;
+        file.seek(SeekFrom::Start(at)).at(path)?;
+        while at < span.end {
+            let n = (span.end - at).min(buf.len() as u64) as usize;
+            file.read_exact(&mut buf[..n]).at(path)?;
+            hasher.update(&buf[..n]);
+            at += n as u64;
+        }
+    }
+    Ok(())
+}
+
+/// The bytes signing appends and patches.
+struct Patch {
+    /// Appended at the current end of the file: zero padding, then the new WIN_CERTIFICATE.
+    appended: Vec<u8>,
+    cert_dir_offset: u64,
+    cert_dir: [u8; 8],
+    checksum_offset: u64,
+    checksum: u32,
+}
+
+impl Patch {
+    fn new(layout: &Layout, scan: Scan, signer: &Signer) -> Result<Self> {
+        let entry = win_certificate(&signature_blob(&scan.digest, signer)?);
+        let (table_offset, table_used) = match layout.cert_table {
+            Some(t) => (t.offset, t.size),
+            None => (align8(layout.file_size), 0),
+        };
+        let entry_offset = table_offset + align8(table_used);
+        let mut appended = vec![0u8; (entry_offset - layout.file_size) as usize];
+        appended.extend_from_slice(&entry);
+        let table_size = entry_offset + entry.len() as u64 - table_offset;
+        let too_big = |what: &str| {
+            Error::invalid(format!(
+                "the signed image is too large for PE ({what} over 4 GiB)"
+            ))
+        };
+        let mut cert_dir = [0u8; 8];
+        cert_dir[..4].copy_from_slice(
+            &u32::try_from(table_offset)
+                .map_err(|_| too_big("table offset"))?
+                .to_le_bytes(),
+        );
+        cert_dir[4..].copy_from_slice(
+            &u32::try_from(table_size)
+                .map_err(|_| too_big("table size"))?
+                .to_le_bytes(),
+        );
+
+        let mut checksum = scan.checksum;
+        checksum.add(layout.file_size, &appended);
+        checksum.add(layout.cert_dir_offset, &cert_dir);
+        let total = layout.file_size + appended.len() as u64;
+        Ok(Patch {
+            appended,
+            cert_dir_offset: layout.cert_dir_offset,
+            cert_dir,
+            checksum_offset: layout.checksum_offset,
+            checksum: checksum.finish(total),
+        })
+    }
+
+    fn write(&self, out: &mut File, name: &Path, file_size: u64) -> Result<()> {
+        out.seek(SeekFrom::Start(file_size)).at(name)?;
+        out.write_all(&self.appended).at(name)?;
+        out.seek(SeekFrom::Start(self.cert_dir_offset)).at(name)?;
+        out.write_all(&self.cert_dir).at(name)?;
+        out.seek(SeekFrom::Start(self.checksum_offset)).at(name)?;
+        out.write_all(&self.checksum.to_le_bytes()).at(name)?;
+        out.flush().at(name)
+    }
+}
+
+/// WIN_CERTIFICATE (revision 2.0, PKCS#7) around `blob`, zero-padded to 8 bytes.
+/// dwLength counts the unpadded entry, like sbsign and go-uefi.
+fn win_certificate(blob: &[u8]) -> Vec<u8> {
+    let len = 8 + blob.len();
+    let mut entry = Vec::with_capacity(align8(len as u64) as usize);
+    entry.extend_from_slice(&(len as u32).to_le_bytes());
+    entry.extend_from_slice(&WIN_CERT_REVISION_2_0.to_le_bytes());
+    entry.extend_from_slice(&WIN_CERT_TYPE_PKCS_SIGNED_DATA.to_le_bytes());
+    entry.extend_from_slice(blob);
+    entry.resize(align8(len as u64) as usize, 0);
+    entry
+}
+
+/// Steps through a certificate table: `(wCertificateType, bCertificate)` per entry.
+struct WinCertificates<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> WinCertificates<'a> {
+    fn new(table: &'a [u8]) -> Self {
+        WinCertificates { rest: table }
+    }
+}
+
+impl<'a> Iterator for WinCertificates<'a> {
+    type Item = std::result::Result<(u16, &'a [u8]), String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // Trailing zero padding (osslsigncode pads the table) ends the walk.
+        if self.rest.len() < 8 || self.rest.iter().all(|b| *b == 0) {
+            return None;
+        }
+        let len = u32_at(self.rest, 0) as usize;
+        if len < 8 || len > self.rest.len() {
+            self.rest = &[];
+            return Some(Err(format!(
+                "corrupt certificate table entry (dwLength {len})"
+            )));
+        }
+        let item = (u16_at(self.rest, 6), &self.rest[8..len]);
+        self.rest = &self.rest[(align8(len as u64) as usize).min(self.rest.len())..];
+        Some(Ok(item))
+    }
+}
+
+/// DER ContentInfo(SignedData) over the SpcIndirectDataContent for `digest`.
+fn signature_blob(digest: &[u8; 32], signer: &Signer) -> Result<Vec<u8>> {
+    let spc = spc_indirect_data_content(digest);
+    // messageDigest covers the value octets of the content (RFC 5652 5.4).
+    let value = Reader::new(&spc).any().expect("encoded just above").content;
+    let content = pkcs7::Content {
+        content_type: oid::SPC_INDIRECT_DATA,
+        content: Some(
+            der::Decode::from_der(&spc)
+                .map_err(|e| Error::invalid(format!("SpcIndirectDataContent: {e}")))?,
+        ),
+        digest: Sha256::digest(value).into(),
+    };
+    let signed = pkcs7::signed_data(signer, content, crate::io::build_epoch())?;
+    pkcs7::content_info_der(&signed)
+}
+
+/// SpcIndirectDataContent { SpcAttributeTypeAndOptionalValue { SPC_PE_IMAGE_DATAOBJ,
+/// SpcPeImageData { flags '', file [0] { [2] { [0] "<<<Obsolete>>>" } } } },
+/// DigestInfo { sha256, digest } } — the form sbsign, osslsigncode and go-uefi share.
+fn spc_indirect_data_content(digest: &[u8; 32]) -> Vec<u8> {
+    let obsolete: Vec<u8> = "<<<Obsolete>>>"
+        .encode_utf16()
+        .flat_map(u16::to_be_bytes)
+        .collect();
+    let link = tlv::encode(
+        tag::CONTEXT_0,
+        &tlv::encode(
+            tag::CONTEXT_2,
+            &tlv::encode(tag::CONTEXT_0_PRIMITIVE, &obsolete),
+        ),
+    );
+    let pe_image_data =
+        tlv::encode_all(tag::SEQUENCE, &[&tlv::encode(tag::BIT_STRING, &[0]), &link]);
+    let data = tlv::encode_all(
+        tag::SEQUENCE,
+        &[
+            &tlv::encode(tag::OID, oid::SPC_PE_IMAGE_DATA.as_bytes()),
+            &pe_image_data,
+        ],
+    );
+    let sha256 = tlv::encode_all(
+        tag::SEQUENCE,
+        &[
+            &tlv::encode(tag::OID, oid::SHA256.as_bytes()),
+            &tlv::encode(tag::NULL, &[]),
+        ],
+    );
+    let digest_info = tlv::encode_all(
+        tag::SEQUENCE,
+        &[&sha256, &tlv::encode(tag::OCTET_STRING, digest)],
+    );
+    tlv::encode_all(tag::SEQUENCE, &[&data, &digest_info])
+}
+
+/// Checks one PKCS#7 signature blob against the recomputed image digest.
+fn check_signature(blob: &[u8], image: &[u8; 32]) -> std::result::Result<SignatureInfo, String> {
+    use der::{Decode, Encode};
+    let e = |e: tlv::DerError| e.to_string();
+    let info = Reader::new(blob)
+        .expect(tag::SEQUENCE, "ContentInfo")
+        .map_err(e)?;
+    let mut info = info.children();
+    info.expect(tag::OID, "contentType").map_err(e)?;
+    let signed = info
+        .expect(tag::CONTEXT_0, "[0] content")
+        .map_err(e)?
+        .children()
+        .expect(tag::SEQUENCE, "SignedData")
+        .map_err(e)?;
+    let mut signed = signed.children();
+    signed.expect(tag::INTEGER, "version").map_err(e)?;
+    signed.expect(tag::SET, "digestAlgorithms").map_err(e)?;
+    let mut encap = signed
+        .expect(tag::SEQUENCE, "contentInfo")
+        .map_err(e)?
+        .children();
+    encap.expect(tag::OID, "contentType").map_err(e)?;
+    let spc = encap
+        .expect(tag::CONTEXT_0, "content")
+        .map_err(e)?
+        .children()
+        .expect(tag::SEQUENCE, "SpcIndirectDataContent")
+        .map_err(e)?;
+    let mut spc_fields = spc.children();
+    spc_fields
+        .expect(tag::SEQUENCE, "SpcAttributeTypeAndOptionalValue")
+        .map_err(e)?;
+    let mut digest_info = spc_fields
+        .expect(tag::SEQUENCE, "DigestInfo")
+        .map_err(e)?
+        .children();
+    digest_info
+        .expect(tag::SEQUENCE, "digestAlgorithm")
+        .map_err(e)?;
+    let signed_digest = digest_info
+        .expect(tag::OCTET_STRING, "digest")
+        .map_err(e)?
+        .content
+        .to_vec();
+
+    let certs: Vec<x509_cert::Certificate> = match signed.optional(tag::CONTEXT_0).map_err(e)? {
+        Some(set) => {
+            let mut r = set.children();
+            let mut v = Vec::new();
+            while !r.is_empty() {
+                let raw = r.any().map_err(e)?.raw;
+                v.push(
+                    x509_cert::Certificate::from_der(raw)
+                        .map_err(|err| format!("embedded certificate: {err}"))?,
+                );
+            }
+            v
+        }
+        None => Vec::new(),
+    };
+    signed.optional(tag::CONTEXT_1).map_err(e)?;
+    let signer_info = signed
+        .expect(tag::SET, "signerInfos")
+        .map_err(e)?
+        .children()
+        .expect(tag::SEQUENCE, "SignerInfo")
+        .map_err(e)?;
+    let mut si = signer_info.children();
+    si.expect(tag::INTEGER, "version").map_err(e)?;
+    let sid = si
+        .expect(tag::SEQUENCE, "issuerAndSerialNumber")
+        .map_err(e)?;
+    si.expect(tag::SEQUENCE, "digestAlgorithm").map_err(e)?;
+    let attrs = si.expect(tag::CONTEXT_0, "signed attributes").map_err(e)?;
+    si.expect(tag::SEQUENCE, "signatureAlgorithm").map_err(e)?;
+    let signature = si
+        .expect(tag::OCTET_STRING, "signature")
+        .map_err(e)?
+        .content;
+
+    let cert = certs
+        .iter()
+        .find(|c| {
+            let tbs = c.tbs_certificate();
+            let id = [
+                tbs.issuer().to_der().unwrap_or_default(),
+                tbs.serial_number().to_der().unwrap_or_default(),
+            ]
+            .concat();
+            id == sid.content
+        })
+        .ok_or("the signer's certificate is not embedded")?;
+
+    let message_digest = attribute(attrs.content, oid::MESSAGE_DIGEST).map_err(e)?;
+    let content_digest: [u8; 32] = Sha256::digest(spc.content).into();
+    let attrs_set = tlv::encode(tag::SET, attrs.content);
+    let signature_valid = message_digest.as_deref() == Some(&content_digest[..])
+        && verify_rsa(cert, &Sha256::digest(&attrs_set).into(), signature);
+
+    let tbs = cert.tbs_certificate();
+    Ok(SignatureInfo {
+        signer_subject: tbs.subject().to_string(),
+        signer_issuer: tbs.issuer().to_string(),
+        signer_fingerprint: hex::encode(Sha256::digest(cert.to_der().unwrap_or_default())),
+        digest_matches: signed_digest == image,
+        signed_digest,
+        image_digest: image.to_vec(),
+        signature_valid,
+    })
+}
+
+/// The OCTET STRING value of the signed attribute `wanted`, if present.
+fn attribute(
+    attrs: &[u8],
+    wanted: const_oid::ObjectIdentifier,
+) -> std::result::Result<Option<Vec<u8>>, tlv::DerError> {
+    let mut r = Reader::new(attrs);
+    while !r.is_empty() {
+        let mut attr = r.expect(tag::SEQUENCE, "Attribute")?.children();
+        let oid = attr.expect(tag::OID, "attribute type")?;
+        if oid.content == wanted.as_bytes() {
+            let value = attr
+                .expect(tag::SET, "attribute values")?
+                .children()
+                .expect(tag::OCTET_STRING, "messageDigest")?;
+            return Ok(Some(value.content.to_vec()));
+        }
+    }
+    Ok(None)
+}
+
+/// RSA PKCS#1 v1.5 check of `signature` over a SHA-256 `digest` with `cert`'s key.
+pub(crate) fn verify_rsa(
+    cert: &x509_cert::Certificate,
+    digest: &[u8; 32],
+    signature: &[u8],
+) -> bool {
+    use der::Encode;
+    use rsa::pkcs8::DecodePublicKey;
+    let Ok(spki) = cert.tbs_certificate().subject_public_key_info().to_der() else {
+        return false;
+    };
+    let Ok(key) = rsa::PublicKey::from_public_key_der(&spki) else {
+        return false;
+    };
+    key.verify(
+        rsa::pkcs1v15::Pkcs1v15Sign::new::<Sha256>(),
+        digest,
+        signature,
+    )
+    .is_ok()
+}
+
+/// Running PE checksum (spec 1.4): a 16-bit one's-complement sum of little-endian
+/// words, fed with byte offsets so chunks may start at odd positions and bytes can be
+/// added out of order (the sum is commutative).
+#[derive(Debug, Default, Clone, Copy)]
+struct PeChecksum {
+    sum: u64,
+}
+
+impl PeChecksum {
+    fn add(&mut self, offset: u64, bytes: &[u8]) {
+        let mut bytes = bytes;
+        if offset % 2 == 1 && !bytes.is_empty() {
+            self.sum += (bytes[0] as u64) << 8;
+            bytes = &bytes[1..];
+        }
+        let mut words = bytes.chunks_exact(2);
+        for w in &mut words {
+            self.sum += u16::from_le_bytes([w[0], w[1]]) as u64;
+        }
+        if let [last] = words.remainder() {
+            self.sum += *last as u64;
+        }
+    }
+
+    fn finish(self, file_len: u64) -> u32 {
+        let mut sum = self.sum;
+        while sum >> 16 != 0 {
+            sum = (sum & 0xFFFF) + (sum >> 16);
+        }
+        (sum as u32).wrapping_add(file_len as u32)
+    }
+}
+
+fn read_at(file: &mut File, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len as usize];
+    file.seek(SeekFrom::Start(offset)).at(path)?;
+    file.read_exact(&mut buf).map_err(|e| {
+        Error::format(
+            path,
+            format!("truncated: cannot read {len} bytes at {offset:#x}: {e}"),
+        )
+    })?;
+    Ok(buf)
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequential_pass_and_span_by_span_hashing_agree() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/amd64-252/systemd-boot.efi");
+        let mut file = File::open(&path).expect("demo inputs (scripts/demo-inputs)");
+        let layout = Layout::read(&mut file, &path).unwrap();
+        assert!(layout.hashed_in_file_order());
+        let streamed = scan(&mut file, &path, &layout, None).unwrap().digest;
+        let mut hasher = Sha256::new();
+        hash_spans(
+            &mut file,
+            &path,
+            &layout.hashed,
+            &mut hasher,
+            &mut [0u8; 4096],
+        )
+        .unwrap();
+        hasher.update(&[0u8; 8][..layout.zero_pad as usize]);
+        assert_eq!(streamed, <[u8; 32]>::from(hasher.finalize()));
+    }
+
+    #[test]
+    fn checksum_is_order_and_chunking_independent() {
+        let data: Vec<u8> = (0..1001u32).map(|i| (i * 7 + 3) as u8).collect();
+        let mut whole = PeChecksum::default();
+        whole.add(0, &data);
+        let mut parts = PeChecksum::default();
+        parts.add(500, &data[500..]);
+        parts.add(0, &data[..333]);
+        parts.add(333, &data[333..500]);
+        assert_eq!(whole.finish(1001), parts.finish(1001));
+    }
+
+    #[test]
+    fn spc_link_matches_the_bytes_every_tool_writes() {
+        let spc = spc_indirect_data_content(&[0; 32]);
+        let pattern = [0xA0, 0x20, 0xA2, 0x1E, 0x80, 0x1C, 0x00, b'<'];
+        assert!(spc.windows(pattern.len()).any(|w| w == pattern));
+    }
+
+    #[test]
+    fn win_certificate_is_padded_but_length_is_not() {
+        let entry = win_certificate(&[1, 2, 3]);
+        assert_eq!(entry.len(), 16);
+        assert_eq!(&entry[..8], &[11, 0, 0, 0, 0x00, 0x02, 0x02, 0x00]);
+    }
 }
