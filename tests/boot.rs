@@ -151,3 +151,101 @@ fn boot_unsigned_uki_on_the_252_stub() {
     );
     assert_booted(&log, &predicted_sha256(&manifest), 0);
 }
+
+/// Throwaway SecureBoot keys made by `imager gen secureboot`.
+fn keys(dir: &Path) -> PathBuf {
+    let keys = dir.join("keys");
+    run_ok(
+        imager()
+            .args([
+                "gen",
+                "secureboot",
+                "uki",
+                "--common-name",
+                "imager boot test",
+                "--output",
+            ])
+            .arg(&keys),
+    );
+    run_ok(
+        imager()
+            .args(["gen", "secureboot", "pcr", "--output"])
+            .arg(&keys),
+    );
+    keys
+}
+
+/// Offset of `.linux`'s data, from `imager inspect --json`.
+fn linux_offset(uki: &Path) -> u64 {
+    let out = imager()
+        .arg("inspect")
+        .arg("--json")
+        .arg(uki)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("inspect --json");
+    let linux = v["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == ".linux")
+        .expect(".linux");
+    linux["offset"].as_u64().expect("offset")
+}
+
+#[test]
+fn boot_signed_uki_under_enforced_secureboot() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys(dir.path());
+    let (uki, manifest) = build(
+        "secureboot-metal-uki",
+        &dir.path().join("out"),
+        Some(&keys),
+        &[],
+    );
+    assert!(manifest["secureboot"]["signerCertSha256"].is_string());
+    let log = boot(
+        Media::EspDir(esp_with(&uki, dir.path())),
+        SecureBoot::Enrolled(keys.join("uki-signing-cert.pem")),
+        true,
+        180,
+    );
+    assert_booted(&log, &predicted_sha256(&manifest), 1);
+    assert!(
+        log.contains("lockdown=confidentiality"),
+        "the sealed SecureBoot command line"
+    );
+}
+
+#[test]
+fn boot_tampered_signed_uki_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys(dir.path());
+    let (uki, _) = build(
+        "secureboot-metal-uki",
+        &dir.path().join("out"),
+        Some(&keys),
+        &[],
+    );
+    let mut bytes = std::fs::read(&uki).unwrap();
+    let at = linux_offset(&uki) as usize + 4096;
+    bytes[at] ^= 0x01;
+    let tampered = dir.path().join("tampered.efi");
+    std::fs::write(&tampered, bytes).unwrap();
+    let log = boot(
+        Media::EspDir(esp_with(&tampered, dir.path())),
+        SecureBoot::Enrolled(keys.join("uki-signing-cert.pem")),
+        false,
+        120,
+    );
+    assert!(
+        !log.marker,
+        "a tampered UKI must not boot; log {}",
+        log.path.display()
+    );
+    assert!(
+        log.contains("Access Denied") || log.contains("Security Violation"),
+        "the firmware refuses it; log {}",
+        log.path.display()
+    );
+}
