@@ -13,6 +13,8 @@ use crate::build::{Facts, WorkDir};
 use crate::error::{Error, IoContext, Result};
 use crate::inputs::{BootInputs, SecureBootInputs};
 use crate::io::AtomicFile;
+use crate::out::esp::{EspEntry, EspSource};
+use crate::profile::EnrollKeys;
 use crate::profile::{OutputKind, Profile};
 use crate::report::{Pcr11Bank, Progress, SecureBootFacts};
 use crate::uki::{self, UkiProfile, UkiReport, UkiSpec};
@@ -144,4 +146,120 @@ fn boot_assets(
         report,
         secureboot,
     })
+}
+
+/// Where the ESP is going: the ISO's (random-seed, certificate copy) or a disk's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EspFlavor {
+    Iso,
+    Disk,
+}
+
+/// The enrollment files for a SecureBoot build: the profile's pre-built ones, or
+/// generated from the signing certificate.
+pub fn enrollment_files(
+    profile: &Profile,
+    sb: &SecureBootInputs,
+) -> Result<crate::keys::efivar::EnrollmentDb> {
+    match &sb.enrollment {
+        Some([pk, kek, db]) => Ok(crate::keys::efivar::EnrollmentDb {
+            pk: std::fs::read(pk).at(pk)?,
+            kek: std::fs::read(kek).at(kek)?,
+            db: std::fs::read(db).at(db)?,
+        }),
+        None => {
+            let _ = profile;
+            crate::keys::efivar::enrollment_db(
+                &sb.signer,
+                sb.include_well_known_certs,
+                crate::io::build_epoch(),
+            )
+        }
+    }
+}
+
+/// systemd-boot's `secure-boot-enroll` for this build (non-SecureBoot builds: off).
+fn enroll_mode(profile: &Profile, flavor: EspFlavor) -> EnrollKeys {
+    if !profile.secureboot() {
+        return EnrollKeys::Off;
+    }
+    match flavor {
+        EspFlavor::Iso => profile
+            .output
+            .iso_options
+            .as_ref()
+            .map(|o| o.sd_boot_enroll_keys)
+            .unwrap_or_default(),
+        EspFlavor::Disk => profile
+            .output
+            .image_options
+            .as_ref()
+            .and_then(|o| o.sd_boot_enroll_keys)
+            .unwrap_or_default(),
+    }
+}
+
+/// The files of the EFI system partition, as Talos lays them out.
+pub fn esp_entries(
+    profile: &Profile,
+    boot: &BootAssets,
+    flavor: EspFlavor,
+) -> Result<Vec<EspEntry>> {
+    let sd_boot = boot
+        .sd_boot
+        .clone()
+        .ok_or_else(|| Error::invalid("input sdBoot is required"))?;
+    let (efi_dir, loader_name) = match (flavor, profile.arch.as_str()) {
+        (EspFlavor::Iso, "arm64") => ("EFI/BOOT", "BOOTAA64.EFI"),
+        (EspFlavor::Iso, _) => ("EFI/BOOT", "BOOTX64.EFI"),
+        (EspFlavor::Disk, "arm64") => ("EFI/boot", "BOOTAA64.efi"),
+        (EspFlavor::Disk, _) => ("EFI/boot", "BOOTX64.efi"),
+    };
+    let mode = enroll_mode(profile, flavor);
+    let file = |path: String, src: &Path| EspEntry {
+        path,
+        source: EspSource::File(src.to_path_buf()),
+        read_only: false,
+    };
+    let bytes = |path: &str, data: Vec<u8>, read_only: bool| EspEntry {
+        path: path.into(),
+        source: EspSource::Bytes(data),
+        read_only,
+    };
+    let mut entries = vec![
+        file(format!("{efi_dir}/{loader_name}"), &sd_boot),
+        file(
+            format!("EFI/Linux/{}-{}.efi", profile.name, profile.version),
+            &boot.uki,
+        ),
+    ];
+    let loader_conf = match (flavor, profile.secureboot()) {
+        (EspFlavor::Disk, false) => "timeout 10\n".to_string(),
+        _ => format!("timeout 10\nsecure-boot-enroll {mode}\n"),
+    };
+    entries.push(bytes("loader/loader.conf", loader_conf.into_bytes(), false));
+    if flavor == EspFlavor::Iso {
+        // Read-only so systemd-boot does not try to update the seed on read-only media.
+        entries.push(bytes("loader/random-seed", vec![0; 32], true));
+    }
+    if let Some(sb) = &boot.secureboot {
+        if flavor == EspFlavor::Iso {
+            entries.push(bytes(
+                "EFI/keys/uki-signing-cert.der",
+                sb.signer.cert_der.clone(),
+                false,
+            ));
+        }
+        if mode != EnrollKeys::Off || flavor == EspFlavor::Iso {
+            let db = enrollment_files(profile, sb)?;
+            for (name, data) in db.files() {
+                entries.push(bytes(
+                    &format!("loader/keys/auto/{name}"),
+                    data.to_vec(),
+                    false,
+                ));
+            }
+        }
+    }
+    Ok(entries)
 }
