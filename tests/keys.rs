@@ -510,7 +510,7 @@ fn wait_for(
 
 /// The real judge: OVMF in setup mode lets systemd-boot enroll our PK/KEK/db, resets,
 /// and then, with SecureBoot enforced, runs our signed systemd-boot, which loads the
-/// kernel we signed (next to Debian's signature) and an unsigned one is refused.
+/// kernel we signed (next to Debian's signature); a kernel without our signature is refused.
 #[test]
 fn ovmf_enrolls_the_keys_and_boots_our_signed_binaries() {
     require_tool("qemu-system-x86_64");
@@ -556,50 +556,52 @@ fn ovmf_enrolls_the_keys_and_boots_our_signed_binaries() {
     .unwrap();
     let vars = work.path().join("vars.fd");
     std::fs::copy(vars_template, &vars).unwrap();
-    let log = work.path().join("serial.log");
+    let boot = |needle: &str, log_name: &str| {
+        let log = work.path().join(log_name);
+        let mut qemu = Command::new("qemu-system-x86_64")
+            .args([
+                "-machine",
+                "q35,smm=on",
+                "-accel",
+                "tcg",
+                "-m",
+                "1024",
+                "-display",
+                "none",
+            ])
+            .args(["-no-user-config", "-nodefaults"])
+            .args(["-global", "driver=cfi.pflash01,property=secure,value=on"])
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                code.display()
+            ))
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                vars.display()
+            ))
+            .arg("-drive")
+            .arg(format!(
+                "file=fat:rw:{},format=raw,if=virtio",
+                esp.display()
+            ))
+            .arg("-serial")
+            .arg(format!("file:{}", log.display()))
+            .spawn()
+            .unwrap();
+        let text = wait_for(&mut qemu, &log, needle, std::time::Duration::from_secs(400));
+        let _ = qemu.kill();
+        let _ = qemu.wait();
+        std::fs::copy(
+            &log,
+            std::env::temp_dir().join(format!("imager-{log_name}")),
+        )
+        .ok();
+        text
+    };
 
-    let mut qemu = Command::new("qemu-system-x86_64")
-        .args([
-            "-machine",
-            "q35,smm=on",
-            "-accel",
-            "tcg",
-            "-m",
-            "1024",
-            "-display",
-            "none",
-            "-no-user-config",
-            "-nodefaults",
-        ])
-        .args(["-global", "driver=cfi.pflash01,property=secure,value=on"])
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,unit=0,readonly=on,file={}",
-            code.display()
-        ))
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,unit=1,file={}",
-            vars.display()
-        ))
-        .arg("-drive")
-        .arg(format!(
-            "file=fat:rw:{},format=raw,if=virtio",
-            esp.display()
-        ))
-        .arg("-serial")
-        .arg(format!("file:{}", log.display()))
-        .spawn()
-        .unwrap();
-    let text = wait_for(
-        &mut qemu,
-        &log,
-        "IMAGER-BOOT-OK",
-        std::time::Duration::from_secs(400),
-    );
-    let _ = qemu.kill();
-    let _ = qemu.wait();
-    std::fs::copy(&log, std::env::temp_dir().join("imager-ovmf-enroll.log")).ok();
+    let text = boot("IMAGER-BOOT-OK", "ovmf-enroll.log");
     assert!(
         text.contains("Enrolling secure boot keys"),
         "systemd-boot did not enroll:\n{text}"
@@ -611,5 +613,14 @@ fn ovmf_enrolls_the_keys_and_boots_our_signed_binaries() {
     assert!(
         text.contains("Secure boot enabled"),
         "SecureBoot not enforced after enrollment:\n{text}"
+    );
+
+    // Same firmware state, now enforcing: a kernel signed only by Debian is refused.
+    std::fs::copy(demo.join("amd64/vmlinuz"), esp.join("vmlinuz")).unwrap();
+    std::fs::remove_dir_all(esp.join("loader/keys")).unwrap();
+    let text = boot("Error loading", "ovmf-refuse.log");
+    assert!(
+        text.contains("Error loading \\vmlinuz: Access denied") && !text.contains("IMAGER-BOOT-OK"),
+        "a kernel without our signature was not refused:\n{text}"
     );
 }

@@ -164,14 +164,8 @@ pub fn write_files(
     mut on_write: impl FnMut(&Path),
 ) -> Result<Vec<PathBuf>> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if !force {
-        if let Some(existing) = files.iter().map(|f| dir.join(f.name)).find(|p| p.exists()) {
-            return Err(Error::invalid(format!(
-                "{} already exists (use --force to overwrite it)",
-                existing.display()
-            )));
-        }
-    }
+    let names: Vec<&str> = files.iter().map(|f| f.name).collect();
+    refuse_existing(dir, &names, force)?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -191,6 +185,21 @@ pub fn write_files(
         written.push(out.commit()?);
     }
     Ok(written)
+}
+
+/// Unless `force`, fails naming the first of `names` that already exists in `dir`.
+pub fn refuse_existing(dir: &Path, names: &[&str], force: bool) -> Result<()> {
+    match names
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| !force && p.exists())
+    {
+        Some(existing) => Err(Error::invalid(format!(
+            "{} already exists (use --force to overwrite it)",
+            existing.display()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// `O=<name>`, built as DER so any character in the name is taken literally (a
