@@ -84,7 +84,7 @@ fn uki_key_and_certificate_have_the_talos_profile() {
         "Public-Key: (4096 bit)",
         "X509v3 Basic Constraints: critical\n                CA:TRUE\n",
         "X509v3 Key Usage: critical\n                Digital Signature, Certificate Sign\n",
-        "TLS Web Server Authentication, TLS Web Client Authentication",
+        "X509v3 Extended Key Usage: \n                Code Signing\n",
         "X509v3 Subject Key Identifier",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
@@ -133,6 +133,41 @@ fn uki_key_and_certificate_have_the_talos_profile() {
     assert_eq!(mode(&key), 0o600);
     assert_eq!(mode(&cert), 0o644);
     assert_eq!(mode(&dir), 0o700, "a new output directory is private");
+}
+
+#[test]
+fn authenticode_verifiers_accept_the_generated_certificate() {
+    let keys = uki_keys();
+    let (cert, key) = (
+        keys.path().join("uki-signing-cert.pem"),
+        keys.path().join("uki-signing-key.pem"),
+    );
+    let signer = imager::keys::Signer::load(&key, &cert).unwrap();
+    let signed = keys.path().join("systemd-boot.signed.efi");
+    let mut out = std::fs::File::create(&signed).unwrap();
+    imager::sign::authenticode::sign_to(
+        &demo_dir().join("amd64/systemd-boot.efi"),
+        &mut out,
+        &signer,
+    )
+    .unwrap();
+    require_tool("sbverify");
+    run_ok(
+        Command::new("sbverify")
+            .arg("--cert")
+            .arg(&cert)
+            .arg(&signed),
+    );
+    require_tool("osslsigncode");
+    let text = run_ok(
+        Command::new("osslsigncode")
+            .arg("verify")
+            .arg("-CAfile")
+            .arg(&cert)
+            .arg("-in")
+            .arg(&signed),
+    );
+    assert!(text.contains("Signature verification: ok"), "{text}");
 }
 
 #[test]

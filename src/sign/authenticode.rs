@@ -54,7 +54,7 @@ pub fn sign_in_place(path: &Path, signer: &Signer) -> Result<()> {
         .at(path)?;
     let layout = Layout::read(&mut file, path)?;
     let scan = scan(&mut file, path, &layout, None)?;
-    let patch = Patch::new(&layout, scan, signer)?;
+    let patch = Patch::new(&layout, scan, signer, crate::io::build_epoch())?;
     let original_header = read_at(&mut file, path, 0, layout.header_patch_end())?;
     let result = patch.write(&mut file, path, layout.file_size);
     if result.is_err() {
@@ -75,7 +75,11 @@ pub fn sign_to(input: &Path, output: &mut File, signer: &Signer) -> Result<()> {
     output.set_len(0).at(out_name)?;
     output.seek(SeekFrom::Start(0)).at(out_name)?;
     let scan = scan(&mut file, input, &layout, Some(output))?;
-    Patch::new(&layout, scan, signer)?.write(output, out_name, layout.file_size)
+    Patch::new(&layout, scan, signer, crate::io::build_epoch())?.write(
+        output,
+        out_name,
+        layout.file_size,
+    )
 }
 
 /// Authenticode SHA-256 digest of the PE file at `path`.
@@ -373,8 +377,8 @@ struct Patch {
 }
 
 impl Patch {
-    fn new(layout: &Layout, scan: Scan, signer: &Signer) -> Result<Self> {
-        let entry = win_certificate(&signature_blob(&scan.digest, signer)?);
+    fn new(layout: &Layout, scan: Scan, signer: &Signer, signing_time: u64) -> Result<Self> {
+        let entry = win_certificate(&signature_blob(&scan.digest, signer, signing_time)?);
         let (table_offset, table_used) = match layout.cert_table {
             Some(t) => (t.offset, t.size),
             None => (align8(layout.file_size), 0),
@@ -470,7 +474,8 @@ impl<'a> Iterator for WinCertificates<'a> {
 }
 
 /// DER ContentInfo(SignedData) over the SpcIndirectDataContent for `digest`.
-fn signature_blob(digest: &[u8; 32], signer: &Signer) -> Result<Vec<u8>> {
+/// Deterministic for a given signing time (RSA PKCS#1 v1.5 has no randomness).
+fn signature_blob(digest: &[u8; 32], signer: &Signer, signing_time: u64) -> Result<Vec<u8>> {
     let spc = spc_indirect_data_content(digest);
     // messageDigest covers the value octets of the content (RFC 5652 5.4).
     let value = Reader::new(&spc).any().expect("encoded just above").content;
@@ -482,7 +487,7 @@ fn signature_blob(digest: &[u8; 32], signer: &Signer) -> Result<Vec<u8>> {
         ),
         digest: Sha256::digest(value).into(),
     };
-    let signed = pkcs7::signed_data(signer, content, crate::io::build_epoch())?;
+    let signed = pkcs7::signed_data(signer, content, signing_time)?;
     pkcs7::content_info_der(&signed)
 }
 
@@ -753,6 +758,24 @@ mod tests {
         .unwrap();
         hasher.update(&[0u8; 8][..layout.zero_pad as usize]);
         assert_eq!(streamed, <[u8; 32]>::from(hasher.finalize()));
+    }
+
+    #[test]
+    fn signatures_depend_only_on_inputs_and_signing_time() {
+        let signer = crate::keys::generate::signer("reproducible", 2048).unwrap();
+        let digest = [7u8; 32];
+        let a = signature_blob(&digest, &signer, 1_700_000_000).unwrap();
+        assert_eq!(a, signature_blob(&digest, &signer, 1_700_000_000).unwrap());
+        assert_ne!(a, signature_blob(&digest, &signer, 1_700_000_001).unwrap());
+        let info = check_signature(&a, &digest).unwrap();
+        assert!(info.digest_matches && info.signature_valid);
+        // SignedData version 1, like sbsign and go-uefi (the cms builder would say 3).
+        let version = [0x02, 0x01, 0x01, 0x31];
+        assert!(
+            a[..40].windows(4).any(|w| w == version),
+            "{:02x?}",
+            &a[..40]
+        );
     }
 
     #[test]
