@@ -440,6 +440,27 @@ fn enrollment_files_parse_verify_and_reproduce() {
         let view = virt_firmware_view(var, &file);
         assert!(view.starts_with("2023-11-14T22:13:20+00:00\n"), "{view}");
         assert!(view.contains(&hex::encode(&cert_der)), "{var}: {view:.200}");
+        // efitools builds the same signature list from the certificate and that owner.
+        let owner = view
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        let reference = work.path().join(format!("{var}.reference.esl"));
+        require_tool("cert-to-efi-sig-list");
+        run_ok(
+            Command::new("cert-to-efi-sig-list")
+                .args(["-g", owner])
+                .arg(&cert)
+                .arg(&reference),
+        );
+        assert_eq!(
+            payload,
+            std::fs::read(&reference).unwrap(),
+            "{var}: ESL differs from efitools'"
+        );
 
         // openssl verifies the detached PKCS#7 over name ‖ vendor ‖ attributes ‖ time ‖ payload.
         let signed: Vec<u8> = [

@@ -14,7 +14,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -71,7 +71,8 @@ pub fn sign_in_place(path: &Path, signer: &Signer) -> Result<()> {
 pub fn sign_to(input: &Path, output: &mut File, signer: &Signer) -> Result<()> {
     let mut file = File::open(input).at(input)?;
     let layout = Layout::read(&mut file, input)?;
-    let out_name = Path::new("<signed output>");
+    let out_name = PathBuf::from(format!("{} (signed copy)", input.display()));
+    let out_name = out_name.as_path();
     output.set_len(0).at(out_name)?;
     output.seek(SeekFrom::Start(0)).at(out_name)?;
     let scan = scan(&mut file, input, &layout, Some(output))?;
@@ -311,7 +312,8 @@ fn scan(
         file.read_exact(chunk)
             .map_err(|e| Error::format(path, format!("read failed at {offset:#x}: {e}")))?;
         if let Some(out) = copy.as_deref_mut() {
-            out.write_all(chunk).at("<signed output>")?;
+            out.write_all(chunk)
+                .map_err(|e| Error::io(format!("{} (signed copy)", path.display()), e))?;
         }
         let chunk_end = offset + want as u64;
         while in_order && next_span < layout.hashed.len() {
