@@ -184,6 +184,13 @@ impl Layout {
             ));
         }
         let head = read_at(file, path, 0, table_end)?;
+        // NumberOfRvaAndSizes sits just before the data directories.
+        let directories = u32_at(&head, dir_base as usize - 4);
+        if directories < 5 {
+            return Err(bad(format!(
+                "no certificate table entry ({directories} data directories)"
+            )));
+        }
         let size_of_headers = u32_at(&head, opt as usize + 60) as u64;
         let checksum_offset = opt + 64;
         if size_of_headers < table_end || size_of_headers > file_size {
