@@ -55,7 +55,7 @@ fn uki_keys() -> tempfile::TempDir {
 }
 
 #[test]
-fn uki_key_and_certificate_have_the_talos_profile() {
+fn uki_key_and_certificate_have_the_signing_profile() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("new/keys");
     let stderr = gen_ok(&["uki", "--common-name", "Imager Test Signing"], &dir);

@@ -98,6 +98,15 @@ pub fn verify(path: &Path) -> Result<Vec<SignatureInfo>> {
     let Some(table) = layout.cert_table else {
         return Ok(Vec::new());
     };
+    if table.size > MAX_HEADER_BYTES {
+        return Err(Error::format(
+            path,
+            format!(
+                "certificate table of {} bytes is implausibly large",
+                table.size
+            ),
+        ));
+    }
     let image = scan(&mut file, path, &layout, None)?.digest;
     let bytes = read_at(&mut file, path, table.offset, table.size)?;
     let mut signatures = Vec::new();
@@ -116,7 +125,7 @@ pub fn verify(path: &Path) -> Result<Vec<SignatureInfo>> {
 const WIN_CERT_REVISION_2_0: u16 = 0x0200;
 const WIN_CERT_TYPE_PKCS_SIGNED_DATA: u16 = 0x0002;
 
-/// Header fields are never this far into a PE file; a larger claim means a corrupt file.
+/// Headers and certificate tables are never this large; a larger claim means a corrupt file.
 const MAX_HEADER_BYTES: u64 = 16 << 20;
 
 fn align8(n: u64) -> u64 {
