@@ -55,7 +55,7 @@ fn uki_keys() -> tempfile::TempDir {
 }
 
 #[test]
-fn uki_key_and_certificate_have_the_talos_profile() {
+fn uki_key_and_certificate_have_the_signing_profile() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("new/keys");
     let stderr = gen_ok(&["uki", "--common-name", "Imager Test Signing"], &dir);
@@ -84,7 +84,7 @@ fn uki_key_and_certificate_have_the_talos_profile() {
         "Public-Key: (4096 bit)",
         "X509v3 Basic Constraints: critical\n                CA:TRUE\n",
         "X509v3 Key Usage: critical\n                Digital Signature, Certificate Sign\n",
-        "TLS Web Server Authentication, TLS Web Client Authentication",
+        "X509v3 Extended Key Usage: \n                Code Signing\n",
         "X509v3 Subject Key Identifier",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
@@ -133,6 +133,41 @@ fn uki_key_and_certificate_have_the_talos_profile() {
     assert_eq!(mode(&key), 0o600);
     assert_eq!(mode(&cert), 0o644);
     assert_eq!(mode(&dir), 0o700, "a new output directory is private");
+}
+
+#[test]
+fn authenticode_verifiers_accept_the_generated_certificate() {
+    let keys = uki_keys();
+    let (cert, key) = (
+        keys.path().join("uki-signing-cert.pem"),
+        keys.path().join("uki-signing-key.pem"),
+    );
+    let signer = imager::keys::Signer::load(&key, &cert).unwrap();
+    let signed = keys.path().join("systemd-boot.signed.efi");
+    let mut out = std::fs::File::create(&signed).unwrap();
+    imager::sign::authenticode::sign_to(
+        &demo_dir().join("amd64/systemd-boot.efi"),
+        &mut out,
+        &signer,
+    )
+    .unwrap();
+    require_tool("sbverify");
+    run_ok(
+        Command::new("sbverify")
+            .arg("--cert")
+            .arg(&cert)
+            .arg(&signed),
+    );
+    require_tool("osslsigncode");
+    let text = run_ok(
+        Command::new("osslsigncode")
+            .arg("verify")
+            .arg("-CAfile")
+            .arg(&cert)
+            .arg("-in")
+            .arg(&signed),
+    );
+    assert!(text.contains("Signature verification: ok"), "{text}");
 }
 
 #[test]
@@ -405,6 +440,27 @@ fn enrollment_files_parse_verify_and_reproduce() {
         let view = virt_firmware_view(var, &file);
         assert!(view.starts_with("2023-11-14T22:13:20+00:00\n"), "{view}");
         assert!(view.contains(&hex::encode(&cert_der)), "{var}: {view:.200}");
+        // efitools builds the same signature list from the certificate and that owner.
+        let owner = view
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        let reference = work.path().join(format!("{var}.reference.esl"));
+        require_tool("cert-to-efi-sig-list");
+        run_ok(
+            Command::new("cert-to-efi-sig-list")
+                .args(["-g", owner])
+                .arg(&cert)
+                .arg(&reference),
+        );
+        assert_eq!(
+            payload,
+            std::fs::read(&reference).unwrap(),
+            "{var}: ESL differs from efitools'"
+        );
 
         // openssl verifies the detached PKCS#7 over name ‖ vendor ‖ attributes ‖ time ‖ payload.
         let signed: Vec<u8> = [
@@ -510,7 +566,7 @@ fn wait_for(
 
 /// The real judge: OVMF in setup mode lets systemd-boot enroll our PK/KEK/db, resets,
 /// and then, with SecureBoot enforced, runs our signed systemd-boot, which loads the
-/// kernel we signed (next to Debian's signature) and an unsigned one is refused.
+/// kernel we signed (next to Debian's signature); a kernel without our signature is refused.
 #[test]
 fn ovmf_enrolls_the_keys_and_boots_our_signed_binaries() {
     require_tool("qemu-system-x86_64");
@@ -556,50 +612,52 @@ fn ovmf_enrolls_the_keys_and_boots_our_signed_binaries() {
     .unwrap();
     let vars = work.path().join("vars.fd");
     std::fs::copy(vars_template, &vars).unwrap();
-    let log = work.path().join("serial.log");
+    let boot = |needle: &str, log_name: &str| {
+        let log = work.path().join(log_name);
+        let mut qemu = Command::new("qemu-system-x86_64")
+            .args([
+                "-machine",
+                "q35,smm=on",
+                "-accel",
+                "tcg",
+                "-m",
+                "1024",
+                "-display",
+                "none",
+            ])
+            .args(["-no-user-config", "-nodefaults"])
+            .args(["-global", "driver=cfi.pflash01,property=secure,value=on"])
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                code.display()
+            ))
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                vars.display()
+            ))
+            .arg("-drive")
+            .arg(format!(
+                "file=fat:rw:{},format=raw,if=virtio",
+                esp.display()
+            ))
+            .arg("-serial")
+            .arg(format!("file:{}", log.display()))
+            .spawn()
+            .unwrap();
+        let text = wait_for(&mut qemu, &log, needle, std::time::Duration::from_secs(400));
+        let _ = qemu.kill();
+        let _ = qemu.wait();
+        std::fs::copy(
+            &log,
+            std::env::temp_dir().join(format!("imager-{log_name}")),
+        )
+        .ok();
+        text
+    };
 
-    let mut qemu = Command::new("qemu-system-x86_64")
-        .args([
-            "-machine",
-            "q35,smm=on",
-            "-accel",
-            "tcg",
-            "-m",
-            "1024",
-            "-display",
-            "none",
-            "-no-user-config",
-            "-nodefaults",
-        ])
-        .args(["-global", "driver=cfi.pflash01,property=secure,value=on"])
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,unit=0,readonly=on,file={}",
-            code.display()
-        ))
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,unit=1,file={}",
-            vars.display()
-        ))
-        .arg("-drive")
-        .arg(format!(
-            "file=fat:rw:{},format=raw,if=virtio",
-            esp.display()
-        ))
-        .arg("-serial")
-        .arg(format!("file:{}", log.display()))
-        .spawn()
-        .unwrap();
-    let text = wait_for(
-        &mut qemu,
-        &log,
-        "IMAGER-BOOT-OK",
-        std::time::Duration::from_secs(400),
-    );
-    let _ = qemu.kill();
-    let _ = qemu.wait();
-    std::fs::copy(&log, std::env::temp_dir().join("imager-ovmf-enroll.log")).ok();
+    let text = boot("IMAGER-BOOT-OK", "ovmf-enroll.log");
     assert!(
         text.contains("Enrolling secure boot keys"),
         "systemd-boot did not enroll:\n{text}"
@@ -611,5 +669,14 @@ fn ovmf_enrolls_the_keys_and_boots_our_signed_binaries() {
     assert!(
         text.contains("Secure boot enabled"),
         "SecureBoot not enforced after enrollment:\n{text}"
+    );
+
+    // Same firmware state, now enforcing: a kernel signed only by Debian is refused.
+    std::fs::copy(demo.join("amd64/vmlinuz"), esp.join("vmlinuz")).unwrap();
+    std::fs::remove_dir_all(esp.join("loader/keys")).unwrap();
+    let text = boot("Error loading", "ovmf-refuse.log");
+    assert!(
+        text.contains("Error loading \\vmlinuz: Access denied") && !text.contains("IMAGER-BOOT-OK"),
+        "a kernel without our signature was not refused:\n{text}"
     );
 }

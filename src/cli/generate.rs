@@ -1,6 +1,6 @@
 //! `imager gen secureboot uki|pcr|database`: the `talosctl gen secureboot` equivalents.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -135,17 +135,5 @@ pub fn run(cmd: GenCommand) -> anyhow::Result<()> {
 /// Fails early, before the slow key generation, if an output exists and `--force` is off.
 /// ([`generate::write_files`] checks again right before writing.)
 fn refuse_existing(out: &Output, names: &[&str]) -> anyhow::Result<()> {
-    if !out.force {
-        if let Some(p) = names
-            .iter()
-            .map(|n| out.output.join(n))
-            .find(|p| Path::exists(p))
-        {
-            anyhow::bail!(
-                "{} already exists (use --force to overwrite it)",
-                p.display()
-            );
-        }
-    }
-    Ok(())
+    Ok(generate::refuse_existing(&out.output, names, out.force)?)
 }

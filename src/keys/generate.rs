@@ -62,7 +62,14 @@ pub fn key_pem(key: &RsaKey) -> Result<String> {
 /// `NewSelfSignedCertificateAuthority`: subject and issuer `O=<name>` only, random
 /// serial below 2^128, sha512WithRSAEncryption, valid from `not_before` for ten
 /// years, BasicConstraints CA (critical), KeyUsage digitalSignature + keyCertSign
-/// (critical), EKU serverAuth + clientAuth, random 20-byte subject key identifier.
+/// (critical), EKU codeSigning, random 20-byte subject key identifier.
+///
+/// One deliberate difference from Talos: its EKU is serverAuth + clientAuth. Firmware
+/// ignores EKU, but with that EKU sbverify and osslsigncode reject every Authenticode
+/// signature made with the certificate (osslsigncode: "Unsupported Signer's
+/// certificate purpose"; sbverify accepts an EKU only if it is codeSigning alone or
+/// includes emailProtection), so nobody could check a signed UKI with the standard
+/// tools. codeSigning alone satisfies both.
 pub fn self_signed_certificate(
     key: &RsaKey,
     name: &str,
@@ -164,14 +171,8 @@ pub fn write_files(
     mut on_write: impl FnMut(&Path),
 ) -> Result<Vec<PathBuf>> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if !force {
-        if let Some(existing) = files.iter().map(|f| dir.join(f.name)).find(|p| p.exists()) {
-            return Err(Error::invalid(format!(
-                "{} already exists (use --force to overwrite it)",
-                existing.display()
-            )));
-        }
-    }
+    let names: Vec<&str> = files.iter().map(|f| f.name).collect();
+    refuse_existing(dir, &names, force)?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -191,6 +192,21 @@ pub fn write_files(
         written.push(out.commit()?);
     }
     Ok(written)
+}
+
+/// Unless `force`, fails naming the first of `names` that already exists in `dir`.
+pub fn refuse_existing(dir: &Path, names: &[&str], force: bool) -> Result<()> {
+    match names
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| !force && p.exists())
+    {
+        Some(existing) => Err(Error::invalid(format!(
+            "{} already exists (use --force to overwrite it)",
+            existing.display()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// `O=<name>`, built as DER so any character in the name is taken literally (a
@@ -232,7 +248,7 @@ impl BuilderProfile for CaProfile {
         _tbs: &TbsCertificate,
     ) -> x509_cert::builder::Result<Vec<Extension>> {
         use const_oid::AssociatedOid;
-        use const_oid::db::rfc5280::{ID_KP_CLIENT_AUTH, ID_KP_SERVER_AUTH};
+        use const_oid::db::rfc5280::ID_KP_CODE_SIGNING;
         fn ext<T: Encode + AssociatedOid>(critical: bool, value: &T) -> der::Result<Extension> {
             Ok(Extension {
                 extn_id: T::OID,
@@ -245,10 +261,7 @@ impl BuilderProfile for CaProfile {
                 true,
                 &KeyUsage(KeyUsages::DigitalSignature | KeyUsages::KeyCertSign),
             )?,
-            ext(
-                false,
-                &ExtendedKeyUsage(vec![ID_KP_SERVER_AUTH, ID_KP_CLIENT_AUTH]),
-            )?,
+            ext(false, &ExtendedKeyUsage(vec![ID_KP_CODE_SIGNING]))?,
             ext(
                 true,
                 &BasicConstraints {

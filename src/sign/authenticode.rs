@@ -14,7 +14,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -54,7 +54,7 @@ pub fn sign_in_place(path: &Path, signer: &Signer) -> Result<()> {
         .at(path)?;
     let layout = Layout::read(&mut file, path)?;
     let scan = scan(&mut file, path, &layout, None)?;
-    let patch = Patch::new(&layout, scan, signer)?;
+    let patch = Patch::new(&layout, scan, signer, crate::io::build_epoch())?;
     let original_header = read_at(&mut file, path, 0, layout.header_patch_end())?;
     let result = patch.write(&mut file, path, layout.file_size);
     if result.is_err() {
@@ -71,11 +71,16 @@ pub fn sign_in_place(path: &Path, signer: &Signer) -> Result<()> {
 pub fn sign_to(input: &Path, output: &mut File, signer: &Signer) -> Result<()> {
     let mut file = File::open(input).at(input)?;
     let layout = Layout::read(&mut file, input)?;
-    let out_name = Path::new("<signed output>");
+    let out_name = PathBuf::from(format!("{} (signed copy)", input.display()));
+    let out_name = out_name.as_path();
     output.set_len(0).at(out_name)?;
     output.seek(SeekFrom::Start(0)).at(out_name)?;
     let scan = scan(&mut file, input, &layout, Some(output))?;
-    Patch::new(&layout, scan, signer)?.write(output, out_name, layout.file_size)
+    Patch::new(&layout, scan, signer, crate::io::build_epoch())?.write(
+        output,
+        out_name,
+        layout.file_size,
+    )
 }
 
 /// Authenticode SHA-256 digest of the PE file at `path`.
@@ -93,6 +98,15 @@ pub fn verify(path: &Path) -> Result<Vec<SignatureInfo>> {
     let Some(table) = layout.cert_table else {
         return Ok(Vec::new());
     };
+    if table.size > MAX_HEADER_BYTES {
+        return Err(Error::format(
+            path,
+            format!(
+                "certificate table of {} bytes is implausibly large",
+                table.size
+            ),
+        ));
+    }
     let image = scan(&mut file, path, &layout, None)?.digest;
     let bytes = read_at(&mut file, path, table.offset, table.size)?;
     let mut signatures = Vec::new();
@@ -111,7 +125,7 @@ pub fn verify(path: &Path) -> Result<Vec<SignatureInfo>> {
 const WIN_CERT_REVISION_2_0: u16 = 0x0200;
 const WIN_CERT_TYPE_PKCS_SIGNED_DATA: u16 = 0x0002;
 
-/// Header fields are never this far into a PE file; a larger claim means a corrupt file.
+/// Headers and certificate tables are never this large; a larger claim means a corrupt file.
 const MAX_HEADER_BYTES: u64 = 16 << 20;
 
 fn align8(n: u64) -> u64 {
@@ -179,6 +193,13 @@ impl Layout {
             ));
         }
         let head = read_at(file, path, 0, table_end)?;
+        // NumberOfRvaAndSizes sits just before the data directories.
+        let directories = u32_at(&head, dir_base as usize - 4);
+        if directories < 5 {
+            return Err(bad(format!(
+                "no certificate table entry ({directories} data directories)"
+            )));
+        }
         let size_of_headers = u32_at(&head, opt as usize + 60) as u64;
         let checksum_offset = opt + 64;
         if size_of_headers < table_end || size_of_headers > file_size {
@@ -307,7 +328,8 @@ fn scan(
         file.read_exact(chunk)
             .map_err(|e| Error::format(path, format!("read failed at {offset:#x}: {e}")))?;
         if let Some(out) = copy.as_deref_mut() {
-            out.write_all(chunk).at("<signed output>")?;
+            out.write_all(chunk)
+                .map_err(|e| Error::io(format!("{} (signed copy)", path.display()), e))?;
         }
         let chunk_end = offset + want as u64;
         while in_order && next_span < layout.hashed.len() {
@@ -373,8 +395,8 @@ struct Patch {
 }
 
 impl Patch {
-    fn new(layout: &Layout, scan: Scan, signer: &Signer) -> Result<Self> {
-        let entry = win_certificate(&signature_blob(&scan.digest, signer)?);
+    fn new(layout: &Layout, scan: Scan, signer: &Signer, signing_time: u64) -> Result<Self> {
+        let entry = win_certificate(&signature_blob(&scan.digest, signer, signing_time)?);
         let (table_offset, table_used) = match layout.cert_table {
             Some(t) => (t.offset, t.size),
             None => (align8(layout.file_size), 0),
@@ -470,7 +492,8 @@ impl<'a> Iterator for WinCertificates<'a> {
 }
 
 /// DER ContentInfo(SignedData) over the SpcIndirectDataContent for `digest`.
-fn signature_blob(digest: &[u8; 32], signer: &Signer) -> Result<Vec<u8>> {
+/// Deterministic for a given signing time (RSA PKCS#1 v1.5 has no randomness).
+fn signature_blob(digest: &[u8; 32], signer: &Signer, signing_time: u64) -> Result<Vec<u8>> {
     let spc = spc_indirect_data_content(digest);
     // messageDigest covers the value octets of the content (RFC 5652 5.4).
     let value = Reader::new(&spc).any().expect("encoded just above").content;
@@ -482,7 +505,7 @@ fn signature_blob(digest: &[u8; 32], signer: &Signer) -> Result<Vec<u8>> {
         ),
         digest: Sha256::digest(value).into(),
     };
-    let signed = pkcs7::signed_data(signer, content, crate::io::build_epoch())?;
+    let signed = pkcs7::signed_data(signer, content, signing_time)?;
     pkcs7::content_info_der(&signed)
 }
 
@@ -681,24 +704,32 @@ pub(crate) fn verify_rsa(
 /// Running PE checksum (spec 1.4): a 16-bit one's-complement sum of little-endian
 /// words, fed with byte offsets so chunks may start at odd positions and bytes can be
 /// added out of order (the sum is commutative).
+///
+/// Since 2^16 = 1 modulo 0xFFFF, adding 64-bit little-endian words (four 16-bit words
+/// at once) into a wide accumulator and folding at the end gives the same result as
+/// adding 16-bit words with end-around carry, at a quarter of the additions.
 #[derive(Debug, Default, Clone, Copy)]
 struct PeChecksum {
-    sum: u64,
+    sum: u128,
 }
 
 impl PeChecksum {
     fn add(&mut self, offset: u64, bytes: &[u8]) {
         let mut bytes = bytes;
         if offset % 2 == 1 && !bytes.is_empty() {
-            self.sum += (bytes[0] as u64) << 8;
+            self.sum += (bytes[0] as u128) << 8;
             bytes = &bytes[1..];
         }
-        let mut words = bytes.chunks_exact(2);
+        let mut quads = bytes.chunks_exact(8);
+        for q in &mut quads {
+            self.sum += u64::from_le_bytes(q.try_into().expect("8 bytes")) as u128;
+        }
+        let mut words = quads.remainder().chunks_exact(2);
         for w in &mut words {
-            self.sum += u16::from_le_bytes([w[0], w[1]]) as u64;
+            self.sum += u16::from_le_bytes([w[0], w[1]]) as u128;
         }
         if let [last] = words.remainder() {
-            self.sum += *last as u64;
+            self.sum += *last as u128;
         }
     }
 
@@ -756,6 +787,24 @@ mod tests {
     }
 
     #[test]
+    fn signatures_depend_only_on_inputs_and_signing_time() {
+        let signer = crate::keys::generate::signer("reproducible", 2048).unwrap();
+        let digest = [7u8; 32];
+        let a = signature_blob(&digest, &signer, 1_700_000_000).unwrap();
+        assert_eq!(a, signature_blob(&digest, &signer, 1_700_000_000).unwrap());
+        assert_ne!(a, signature_blob(&digest, &signer, 1_700_000_001).unwrap());
+        let info = check_signature(&a, &digest).unwrap();
+        assert!(info.digest_matches && info.signature_valid);
+        // SignedData version 1, like sbsign and go-uefi (the cms builder would say 3).
+        let version = [0x02, 0x01, 0x01, 0x31];
+        assert!(
+            a[..40].windows(4).any(|w| w == version),
+            "{:02x?}",
+            &a[..40]
+        );
+    }
+
+    #[test]
     fn checksum_is_order_and_chunking_independent() {
         let data: Vec<u8> = (0..1001u32).map(|i| (i * 7 + 3) as u8).collect();
         let mut whole = PeChecksum::default();
@@ -765,6 +814,13 @@ mod tests {
         parts.add(0, &data[..333]);
         parts.add(333, &data[333..500]);
         assert_eq!(whole.finish(1001), parts.finish(1001));
+        // The plain definition: 16-bit words, end-around carry after each addition.
+        let mut sum = 0u32;
+        for w in data.chunks(2) {
+            sum += u16::from_le_bytes([w[0], *w.get(1).unwrap_or(&0)]) as u32;
+            sum = (sum & 0xFFFF) + (sum >> 16);
+        }
+        assert_eq!(whole.finish(1001), sum + 1001);
     }
 
     #[test]
