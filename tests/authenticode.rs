@@ -100,8 +100,7 @@ fn osslsigncode_digests(text: &str) -> (String, String) {
 
 /// (stored CheckSum, pefile's generate_checksum()).
 fn pefile_checksums(file: &Path) -> (u32, u32) {
-    require_tool("python3");
-    let out = run_ok(Command::new("python3").arg("-c").arg(
+    let out = run_ok(common::python().arg("-c").arg(
         "import pefile,sys; pe=pefile.PE(sys.argv[1]); print(pe.OPTIONAL_HEADER.CheckSum, pe.generate_checksum())",
     ).arg(file));
     let v: Vec<u32> = out.split_whitespace().map(|s| s.parse().unwrap()).collect();

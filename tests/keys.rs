@@ -330,7 +330,7 @@ fn esl_certs(payload: &[u8], dir: &Path, name: &str) -> Vec<Vec<u8>> {
 fn virt_firmware_view(name: &str, auth: &Path) -> String {
     require_tool("virt-fw-vars");
     run_ok(
-        Command::new("python3")
+        common::python()
             .arg("-c")
             .arg(
                 "import sys\nfrom virt.firmware.efi import efivar\n\

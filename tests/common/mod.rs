@@ -54,3 +54,14 @@ pub fn run_ok(cmd: &mut Command) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A Python with `pefile` (Debian's python3-pefile) and `virt.firmware` (PyPI virt-firmware):
+/// the venv `.ci/run` makes at /opt/virt-firmware (it sees Debian's packages), else Debian's python3.
+pub fn python() -> Command {
+    let venv = Path::new("/opt/virt-firmware/bin/python3");
+    Command::new(if venv.is_file() {
+        venv
+    } else {
+        Path::new("/usr/bin/python3")
+    })
+}
