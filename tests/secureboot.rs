@@ -1,0 +1,282 @@
+//! SecureBoot builds end to end: the signed UKI judged by sbverify and osslsigncode,
+//! its PCR prediction cross-checked by `imager inspect`, reproducibility, bad keys.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{demo_dir, imager, require_tool, run_ok};
+
+fn keys(dir: &Path) -> PathBuf {
+    let keys = dir.join("keys");
+    run_ok(
+        imager()
+            .args(["gen", "secureboot", "uki", "--output"])
+            .arg(&keys),
+    );
+    run_ok(
+        imager()
+            .args(["gen", "secureboot", "pcr", "--output"])
+            .arg(&keys),
+    );
+    keys
+}
+
+fn build_uki(keys: &Path, out: &Path) -> Output {
+    imager()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["secureboot-metal-uki", "--arch", "amd64", "--install-dir"])
+        .arg(demo_dir())
+        .arg("--secureboot-dir")
+        .arg(keys)
+        .arg("--output")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
+fn judges_accept(file: &Path, cert: &Path) -> (bool, bool) {
+    let sbverify = Command::new(require_tool("sbverify"))
+        .arg("--cert")
+        .arg(cert)
+        .arg(file)
+        .output()
+        .unwrap();
+    let ossl = Command::new(require_tool("osslsigncode"))
+        .args(["verify", "-CAfile"])
+        .arg(cert)
+        .arg("-in")
+        .arg(file)
+        .output()
+        .unwrap();
+    (sbverify.status.success(), ossl.status.success())
+}
+
+#[test]
+fn signed_uki_is_accepted_by_sbverify_and_osslsigncode_and_tampering_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys(dir.path());
+    let out = dir.path().join("out");
+    let o = build_uki(&keys, &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let uki = out.join("metal-amd64-secureboot-uki.efi");
+    let cert = keys.join("uki-signing-cert.pem");
+    assert_eq!(
+        judges_accept(&uki, &cert),
+        (true, true),
+        "both judges accept the UKI"
+    );
+
+    // inspect: every check passes and its PCR 11 equals the manifest's.
+    let json = run_ok(imager().arg("inspect").arg("--json").arg(&uki));
+    let inspection: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("metal-amd64-secureboot-uki.efi.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    for bank in manifest["pcr11"].as_array().unwrap() {
+        let name = bank["bank"].as_str().unwrap();
+        let after = bank["afterStub"].as_str().unwrap();
+        assert!(
+            json.contains(after),
+            "inspect shows the manifest's {name} PCR 11 {after}"
+        );
+        assert!(json.contains(bank["enterMachined"].as_str().unwrap()));
+    }
+    assert!(inspection.is_object());
+
+    // One flipped byte inside .linux: both judges and inspect refuse.
+    let linux = inspection["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == ".linux")
+        .unwrap();
+    let at = linux["offset"].as_u64().unwrap() as usize + 1000;
+    let mut bytes = std::fs::read(&uki).unwrap();
+    bytes[at] ^= 0x80;
+    let tampered = dir.path().join("tampered.efi");
+    std::fs::write(&tampered, bytes).unwrap();
+    assert_eq!(
+        judges_accept(&tampered, &cert),
+        (false, false),
+        "both judges reject the tampered UKI"
+    );
+    assert!(
+        !imager()
+            .arg("inspect")
+            .arg(&tampered)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn secureboot_builds_are_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys(dir.path());
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    assert!(build_uki(&keys, &a).status.success());
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(build_uki(&keys, &b).status.success());
+    let name = "metal-amd64-secureboot-uki.efi";
+    assert!(
+        std::fs::read(a.join(name)).unwrap() == std::fs::read(b.join(name)).unwrap(),
+        "identical bytes"
+    );
+}
+
+#[test]
+fn bad_keys_fail_clearly_and_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys(dir.path());
+    let other = dir.path().join("other");
+    run_ok(
+        imager()
+            .args(["gen", "secureboot", "pcr", "--output"])
+            .arg(&other),
+    );
+    let openssl = require_tool("openssl");
+
+    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+        (
+            "certificate of another key",
+            Box::new(|k: &Path| {
+                std::fs::copy(
+                    other.join("pcr-signing-key.pem"),
+                    k.join("uki-signing-key.pem"),
+                )
+                .map(|_| ())
+                .unwrap()
+            }),
+            "does not match",
+        ),
+        (
+            "missing PCR key",
+            Box::new(|k: &Path| std::fs::remove_file(k.join("pcr-signing-key.pem")).unwrap()),
+            "pcr-signing-key.pem",
+        ),
+        (
+            "EC PCR key",
+            Box::new(move |k: &Path| {
+                run_ok(
+                    Command::new(&openssl)
+                        .args([
+                            "ecparam",
+                            "-name",
+                            "prime256v1",
+                            "-genkey",
+                            "-noout",
+                            "-out",
+                        ])
+                        .arg(k.join("pcr-signing-key.pem")),
+                );
+            }),
+            "pcr-signing-key.pem",
+        ),
+        (
+            "empty certificate",
+            Box::new(|k: &Path| std::fs::write(k.join("uki-signing-cert.pem"), b"").unwrap()),
+            "uki-signing-cert.pem",
+        ),
+        (
+            "garbage certificate",
+            Box::new(|k: &Path| {
+                std::fs::write(
+                    k.join("uki-signing-cert.pem"),
+                    b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                )
+                .unwrap()
+            }),
+            "uki-signing-cert.pem",
+        ),
+    ];
+    for (i, (what, spoil, needle)) in cases.iter().enumerate() {
+        let k = dir.path().join(format!("keys{i}"));
+        std::fs::create_dir_all(&k).unwrap();
+        for f in [
+            "uki-signing-key.pem",
+            "uki-signing-cert.pem",
+            "pcr-signing-key.pem",
+        ] {
+            std::fs::copy(keys.join(f), k.join(f)).unwrap();
+        }
+        spoil(&k);
+        let out = dir.path().join(format!("out{i}"));
+        let o = build_uki(&k, &out);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{what}: must fail");
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or_else(|| panic!("{what}: no error line:\n{err}"));
+        assert!(
+            line.contains(needle),
+            "{what}: error names {needle}: {line}"
+        );
+        assert!(!err.contains("panicked"), "{what}: no panic");
+        let left: Vec<_> = std::fs::read_dir(&out)
+            .map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "{what}: nothing left in the output dir: {left:?}"
+        );
+    }
+}
+
+#[test]
+fn bad_stub_and_kernel_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = demo_dir();
+    let cases: &[(&str, &str, &[u8], &str)] = &[
+        (
+            "stub is not a PE",
+            "systemd-stub.efi",
+            b"#!/bin/sh\necho not a PE\n",
+            "systemd-stub.efi",
+        ),
+        (
+            "kernel is not a bzImage",
+            "vmlinuz",
+            b"MZ this is not a kernel at all",
+            "vmlinuz",
+        ),
+    ];
+    for (i, (what, file, content, needle)) in cases.iter().enumerate() {
+        let install = dir.path().join(format!("i{i}/amd64"));
+        std::fs::create_dir_all(&install).unwrap();
+        for f in [
+            "vmlinuz",
+            "initramfs.xz",
+            "systemd-stub.efi",
+            "systemd-boot.efi",
+        ] {
+            std::fs::copy(demo.join("amd64").join(f), install.join(f)).unwrap();
+        }
+        std::fs::write(install.join(file), content).unwrap();
+        let out = dir.path().join(format!("out{i}"));
+        let o = imager()
+            .args(["metal-uki", "--arch", "amd64", "--install-dir"])
+            .arg(install.parent().unwrap())
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{what}: must fail");
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or_else(|| panic!("{what}:\n{err}"));
+        assert!(line.contains(needle), "{what}: {line}");
+        assert!(
+            std::fs::read_dir(&out).map(|r| r.count()).unwrap_or(0) == 0,
+            "{what}: nothing left"
+        );
+    }
+}
