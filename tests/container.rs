@@ -1,0 +1,193 @@
+//! The container image: built offline with buildah by scripts/build-container, then
+//! used the way users do (`docker run ... imager secureboot-iso`), through `buildah run`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{demo_dir, require_tool, run_ok};
+
+fn buildah() -> Command {
+    let mut c = Command::new(require_tool("buildah"));
+    c.env("BUILDAH_ISOLATION", "chroot")
+        .env("STORAGE_DRIVER", "vfs");
+    c
+}
+
+/// Builds the image once per test process; returns the OCI archive.
+fn image() -> PathBuf {
+    static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = root.join("target/container-test");
+        let stdout = run_ok(
+            Command::new(root.join("scripts/build-container"))
+                .arg(demo_dir())
+                .arg(&out),
+        );
+        let archive = PathBuf::from(stdout.trim());
+        eprintln!(
+            "image size: {} bytes ({})",
+            std::fs::metadata(&archive).unwrap().len(),
+            archive.display()
+        );
+        archive
+    })
+    .clone()
+}
+
+/// A working container from the image, removed on drop.
+struct Container(String);
+
+impl Container {
+    fn new() -> Self {
+        let archive = image();
+        let name = run_ok(
+            buildah()
+                .arg("from")
+                .arg("--pull=never")
+                .arg(format!("oci-archive:{}", archive.display())),
+        );
+        Container(name.trim().to_string())
+    }
+
+    fn run(&self, volumes: &[(&Path, &str)], args: &[&str]) -> std::process::Output {
+        let mut c = buildah();
+        c.arg("run");
+        for (host, guest) in volumes {
+            c.arg("-v").arg(format!("{}:{guest}", host.display()));
+        }
+        c.arg(&self.0).arg("--").arg("/usr/bin/imager").args(args);
+        c.stdin(Stdio::null()).output().unwrap()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = buildah().arg("rm").arg(&self.0).output();
+    }
+}
+
+fn image_metadata_and_static_binary() {
+    let archive = image();
+    let skopeo = require_tool("skopeo");
+    let config = run_ok(
+        Command::new(&skopeo)
+            .args(["inspect", "--config"])
+            .arg(format!("oci-archive:{}", archive.display())),
+    );
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        serde_json::json!(["/usr/bin/imager"])
+    );
+    assert_eq!(
+        config["config"]["Labels"]["org.opencontainers.image.title"],
+        "imager"
+    );
+    assert!(
+        config["config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "IMAGER_OUTPUT=/out")
+    );
+    let inspect = run_ok(
+        Command::new(&skopeo)
+            .arg("inspect")
+            .arg(format!("oci-archive:{}", archive.display())),
+    );
+    let inspect: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(inspect["Architecture"], "amd64");
+
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/x86_64-unknown-linux-gnu/release/imager");
+    let ldd = Command::new("ldd").arg(&bin).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&ldd.stdout).to_string() + &String::from_utf8_lossy(&ldd.stderr);
+    assert!(
+        text.contains("statically linked") || text.contains("not a dynamic executable"),
+        "ldd: {text}"
+    );
+
+    // The default inputs sit at the Talos paths.
+    let c = Container::new();
+    let o = c.run(
+        &[],
+        &["metal", "--output-kind", "kernel", "--output", "/tmp/k"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("output asset path: /tmp/k/kernel-amd64"));
+}
+
+fn secureboot_uki_and_keys_inside_the_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&keys).unwrap();
+    let c = Container::new();
+    for what in ["uki", "pcr"] {
+        let o = c.run(
+            &[(&keys, "/keys")],
+            &["gen", "secureboot", what, "--output", "/keys"],
+        );
+        assert!(
+            o.status.success(),
+            "gen {what}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let o = c.run(
+        &[(&out, "/out"), (&keys, "/secureboot")],
+        &["secureboot-metal-uki"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let uki = out.join("metal-amd64-secureboot-uki.efi");
+    run_ok(
+        Command::new(require_tool("sbverify"))
+            .arg("--cert")
+            .arg(keys.join("uki-signing-cert.pem"))
+            .arg(&uki),
+    );
+    assert!(
+        out.join("metal-amd64-secureboot-uki.efi.manifest.json")
+            .is_file()
+    );
+}
+
+fn tar_to_stdout_from_the_container() {
+    let c = Container::new();
+    let o = c.run(
+        &[],
+        &[
+            "metal",
+            "--output-kind",
+            "cmdline",
+            "--tar-to-stdout",
+            "--meta",
+            "0x0a={}",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let mut tar = Command::new("tar")
+        .args(["xzf", "-", "-C"])
+        .arg(dir.path())
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(tar.stdin.as_mut().unwrap(), &o.stdout).unwrap();
+    assert!(tar.wait().unwrap().success());
+    let cmdline = std::fs::read_to_string(dir.path().join("cmdline-metal-amd64")).unwrap();
+    assert!(cmdline.contains("INSTALLER_META_BASE64="));
+}
+
+/// One test, so the image is built once (nextest runs each test in its own process).
+#[test]
+fn container_image_works_like_docker_run() {
+    image_metadata_and_static_binary();
+    secureboot_uki_and_keys_inside_the_container();
+    tar_to_stdout_from_the_container();
+}
