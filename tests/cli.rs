@@ -455,3 +455,101 @@ fn unwritable_output_dir_fails_clearly() {
         .arg(blocker.join("out")));
     assert_clear_failure(&out, "file/out");
 }
+
+#[test]
+fn out_formats_compress_and_decompress_to_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let install = dir.path().join("install/amd64");
+    std::fs::create_dir_all(&install).unwrap();
+    // Some data, then a long hole: the way disk images look.
+    let kernel = dir.path().join("install/amd64/vmlinuz");
+    {
+        let f = std::fs::File::create(&kernel).unwrap();
+        std::io::Write::write_all(
+            &mut &f,
+            &(0..200_000u32).map(|i| (i % 13) as u8).collect::<Vec<u8>>(),
+        )
+        .unwrap();
+        f.set_len(32 << 20).unwrap();
+    }
+    let original = std::fs::read(&kernel).unwrap();
+    let cases: &[(&str, &[&str])] = &[
+        (".xz", &["xz", "-dc"]),
+        (".zst", &["zstd", "-dc"]),
+        (".gz", &["gzip", "-dc"]),
+    ];
+    for (format, decompress) in cases {
+        let out = dir.path().join(format!("out{format}"));
+        for _ in 0..2 {
+            let o = run(imager()
+                .env("SOURCE_DATE_EPOCH", "1700000000")
+                .args([
+                    "metal",
+                    "--arch",
+                    "amd64",
+                    "--output-kind",
+                    "kernel",
+                    "--out-format",
+                    format,
+                    "--install-dir",
+                ])
+                .arg(dir.path().join("install"))
+                .arg("--output")
+                .arg(&out));
+            assert!(o.status.success(), "{format}: {}", stderr(&o));
+            let name = out.join(format!("kernel-amd64{format}"));
+            let copy = out.join(format!("first{format}"));
+            if copy.exists() {
+                assert!(
+                    std::fs::read(&name).unwrap() == std::fs::read(&copy).unwrap(),
+                    "{format} is reproducible"
+                );
+            } else {
+                std::fs::copy(&name, &copy).unwrap();
+            }
+        }
+        let name = out.join(format!("kernel-amd64{format}"));
+        let test = Command::new(decompress[0])
+            .arg("-t")
+            .arg(&name)
+            .output()
+            .unwrap();
+        assert!(test.status.success(), "{} -t {format}", decompress[0]);
+        let plain = Command::new(decompress[0])
+            .args(&decompress[1..])
+            .arg(&name)
+            .output()
+            .unwrap();
+        assert!(
+            plain.stdout == original,
+            "{format} decompresses to the input"
+        );
+    }
+    // .tar.gz: one member disk.raw holding the artifact.
+    let out = dir.path().join("targz");
+    let o = run(imager()
+        .args([
+            "metal",
+            "--arch",
+            "amd64",
+            "--output-kind",
+            "kernel",
+            "--out-format",
+            ".tar.gz",
+            "--install-dir",
+        ])
+        .arg(dir.path().join("install"))
+        .arg("--output")
+        .arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let list = Command::new("tar")
+        .arg("-tzvf")
+        .arg(out.join("kernel-amd64.tar.gz"))
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.contains("disk.raw") && list.contains("33554432"),
+        "{list}"
+    );
+}

@@ -4,6 +4,7 @@
 mod atomic;
 pub mod cleanup;
 mod hashing;
+pub mod sparse;
 
 pub use atomic::AtomicFile;
 pub use hashing::HashingWriter;

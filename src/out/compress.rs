@@ -1,14 +1,102 @@
-//! Streaming compression of finished artifacts (outFormat).
+//! outFormat post-processing: streaming compression of a finished artifact.
+//!
+//! The artifact is read once through [`SparseReader`] (a disk image's holes cost no
+//! I/O) straight into the compressor. Outputs are reproducible: no timestamps or
+//! names in headers, fixed block sizes for the multi-threaded codecs.
 
 use std::fs::File;
+use std::io::{self, Read, Write};
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
+use crate::io::BUFFER_SIZE;
+use crate::io::sparse::SparseReader;
+
+/// xz preset: Talos uses `xz -0`: fast, and disk images are mostly zeros.
+const XZ_PRESET: u32 = 0;
+/// xz block size for multi-threaded compression; fixed so output does not depend on the
+/// number of cores.
+const XZ_BLOCK_SIZE: u64 = 8 << 20;
+/// zstd level. Talos uses `-18`, which runs at a few MB/s on kernel and initramfs
+/// bytes; level 9 is within a few percent of its ratio on these images at many times the speed.
+const ZSTD_LEVEL: i32 = 9;
+/// gzip level, as Talos's `pigz -6`.
+const GZIP_LEVEL: u32 = 6;
 
 /// Compresses `src` into `dest` in `format` (`.xz`, `.zst`, `.gz`, `.tar.gz`).
 pub fn compress(src: &Path, format: &str, dest: &mut File) -> Result<()> {
-    let _ = (src, dest);
-    Err(Error::unsupported(format!(
-        "outFormat {format} is not implemented yet"
-    )))
+    let file = File::open(src).at(src)?;
+    let mut input = SparseReader::new(file).at(src)?;
+    let dest_name = Path::new("<compressed output>");
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    match format {
+        ".xz" => {
+            let stream = xz2::stream::MtStreamBuilder::new()
+                .threads(threads)
+                .block_size(XZ_BLOCK_SIZE)
+                .preset(XZ_PRESET)
+                .check(xz2::stream::Check::Crc64)
+                .encoder()
+                .map_err(|e| Error::io(dest_name, io::Error::other(e)))?;
+            let mut enc = xz2::write::XzEncoder::new_stream(dest, stream);
+            pump(&mut input, src, &mut enc)?;
+            enc.finish().at(dest_name)?;
+        }
+        ".zst" => {
+            let mut enc = zstd::stream::write::Encoder::new(dest, ZSTD_LEVEL).at(dest_name)?;
+            enc.multithread(threads).at(dest_name)?;
+            enc.include_checksum(true).at(dest_name)?;
+            pump(&mut input, src, &mut enc)?;
+            enc.finish().at(dest_name)?;
+        }
+        ".gz" => {
+            let mut enc = gzip(dest);
+            pump(&mut input, src, &mut enc)?;
+            enc.finish().at(dest_name)?;
+        }
+        ".tar.gz" => {
+            // GCE import format: one member `disk.raw`.
+            let len = input.len();
+            let mut tar = tar::Builder::new(gzip(dest));
+            let mut header = tar::Header::new_gnu();
+            header.set_size(len);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(crate::io::build_epoch());
+            header.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut header, "disk.raw", &mut input)
+                .at(src)?;
+            tar.into_inner().at(dest_name)?.finish().at(dest_name)?;
+        }
+        "raw" => {
+            pump(&mut input, src, dest)?;
+        }
+        other => {
+            return Err(Error::invalid(format!(
+                "unknown outFormat {other:?} (raw, .xz, .gz, .zst, .tar.gz)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn gzip<W: Write>(w: W) -> flate2::write::GzEncoder<W> {
+    // No name and mtime 0 in the header, for reproducible bytes.
+    flate2::GzBuilder::new()
+        .mtime(0)
+        .write(w, flate2::Compression::new(GZIP_LEVEL))
+}
+
+fn pump(input: &mut impl Read, src: &Path, out: &mut impl Write) -> Result<()> {
+    let mut buf = vec![0u8; BUFFER_SIZE];
+    loop {
+        let n = input.read(&mut buf).at(src)?;
+        if n == 0 {
+            return Ok(());
+        }
+        out.write_all(&buf[..n]).at("<compressed output>")?;
+    }
 }
