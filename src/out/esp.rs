@@ -1,10 +1,21 @@
 //! The EFI system partition: a FAT image holding systemd-boot, the UKI, loader.conf
 //! and the SecureBoot enrollment files. Shared by the ISO and the disk image.
+//!
+//! Written with hadris-fat (fsck.fat-clean, reproducible, streams host files);
+//! fatfs 0.3.6 writes directories fsck.fat rejects. The FAT goes straight into its
+//! place on the target device through a [`hadris_storage::Partition`] window.
 
 use std::fs::File;
 use std::path::PathBuf;
 
-use crate::error::{Error, Result};
+use hadris_fat::{FatKind, FatOptions, VolumeLabel};
+use hadris_fs::{Attributes, Content, DateTime, Node, SetAttr, Tree};
+use hadris_storage::Partition;
+use hadris_storage::host::FileDevice;
+
+use crate::error::{Error, IoContext, Result};
+
+const MIB: u64 = 1024 * 1024;
 
 /// Where a file's bytes come from.
 #[derive(Debug, Clone)]
@@ -24,6 +35,15 @@ pub struct EspEntry {
     pub read_only: bool,
 }
 
+impl EspEntry {
+    fn len(&self) -> Result<u64> {
+        Ok(match &self.source {
+            EspSource::File(p) => std::fs::metadata(p).at(p)?.len(),
+            EspSource::Bytes(b) => b.len() as u64,
+        })
+    }
+}
+
 /// Options of the FAT file system.
 #[derive(Debug, Clone)]
 pub struct EspOptions {
@@ -31,6 +51,32 @@ pub struct EspOptions {
     pub label: String,
     /// Timestamp of every entry and the source of the volume serial (seconds since epoch).
     pub epoch: u64,
+}
+
+/// ESP size for an ISO, as Talos sizes it: 10 MiB plus each file rounded up to MiB.
+pub fn iso_esp_size(entries: &[EspEntry]) -> Result<u64> {
+    let mut size = 10 * MIB;
+    for e in entries {
+        size += e.len()?.div_ceil(MIB) * MIB;
+    }
+    Ok(size)
+}
+
+/// The FAT variant for a file system of `size` bytes: FAT32 needs 65525 clusters
+/// (with 512-byte clusters, about 33 MiB); smaller ESPs are FAT16.
+fn kind_for(size: u64) -> FatKind {
+    if size >= 64 * MIB {
+        FatKind::Fat32
+    } else {
+        FatKind::Fat16
+    }
+}
+
+fn fat_error(what: &str, e: impl std::fmt::Debug) -> Error {
+    Error::io(
+        "<EFI system partition>",
+        std::io::Error::other(format!("{what}: {e:?}")),
+    )
 }
 
 /// Writes a FAT file system of `size` bytes holding `entries` into `dev` at byte `offset`.
@@ -41,6 +87,63 @@ pub fn write(
     offset: u64,
     size: u64,
 ) -> Result<()> {
-    let _ = (entries, options, dev, offset, size);
-    Err(Error::unsupported("ESP writing is not implemented yet"))
+    let time = DateTime::new(options.epoch as i64, 0).map_err(|e| fat_error("timestamp", e))?;
+    let mut tree = Tree::new();
+    for entry in entries {
+        let content = match &entry.source {
+            EspSource::File(p) => {
+                crate::inputs::require_file(&entry.path, &p.to_string_lossy())?;
+                hadris_fs::host::file(p).map_err(|e| fat_error(&p.display().to_string(), e))?
+            }
+            EspSource::Bytes(b) => Content::bytes(b.clone()),
+        };
+        let mut attrs = SetAttr::new()
+            .with_modified(time)
+            .with_created(time)
+            .with_accessed(time);
+        if entry.read_only {
+            attrs = attrs.with_attributes(Attributes::READ_ONLY);
+        }
+        tree.insert(entry.path.as_bytes(), Node::file(content).with_attrs(attrs))
+            .map_err(|e| fat_error(&entry.path, e))?;
+    }
+    let label = VolumeLabel::new(&options.label).map_err(|e| fat_error("volume label", e))?;
+    let fat = FatOptions::new()
+        .with_kind(kind_for(size))
+        .with_size(size)
+        .with_label(label)
+        .with_time(time)
+        .with_seed(options.epoch)
+        .with_partition_offset(offset);
+    let file = dev.try_clone().at("<EFI system partition>")?;
+    let device = FileDevice::new(file).at("<EFI system partition>")?;
+    let window = Partition::new(device, offset, size);
+    hadris_fat::sync::write(window, &tree, &fat).map_err(|e| {
+        Error::invalid(format!(
+            "cannot write the EFI system partition ({size} bytes): {e:?}"
+        ))
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_size_rounds_each_file_up() {
+        let entries = vec![
+            EspEntry {
+                path: "a".into(),
+                source: EspSource::Bytes(vec![0; 1]),
+                read_only: false,
+            },
+            EspEntry {
+                path: "b".into(),
+                source: EspSource::Bytes(vec![0; (MIB + 1) as usize]),
+                read_only: false,
+            },
+        ];
+        assert_eq!(iso_esp_size(&entries).unwrap(), 13 * MIB);
+    }
 }
