@@ -21,12 +21,8 @@ pub enum Error {
     #[error("{}: {msg}", path.display())]
     Format { path: PathBuf, msg: String },
     /// Reading or writing a file failed.
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
     /// Something outside this program failed (a registry, a base image).
     #[error("dependency: {0}")]
     Dependency(String),
@@ -55,7 +51,7 @@ impl Error {
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().to_path_buf(),
-            source,
+            err: source,
         }
     }
 

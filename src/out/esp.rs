@@ -51,6 +51,8 @@ pub struct EspOptions {
     pub label: String,
     /// Timestamp of every entry and the source of the volume serial (seconds since epoch).
     pub epoch: u64,
+    /// Logical sector size of the file system (512, or 4096 on 4K-sector disks).
+    pub sector_size: u32,
 }
 
 /// ESP size for an ISO, as Talos sizes it: 10 MiB plus each file rounded up to MiB.
@@ -114,6 +116,11 @@ pub fn write(
         .with_label(label)
         .with_time(time)
         .with_seed(options.epoch)
+        .with_sector_size(if options.sector_size == 0 {
+            512
+        } else {
+            options.sector_size
+        })
         .with_partition_offset(offset);
     let file = dev.try_clone().at("<EFI system partition>")?;
     let device = FileDevice::new(file).at("<EFI system partition>")?;

@@ -3,6 +3,7 @@
 //! the kind's writer.
 
 pub mod compress;
+pub mod disk;
 pub mod esp;
 pub mod pxe;
 
@@ -40,11 +41,99 @@ pub fn assemble(
     progress: &dyn Progress,
     facts: &mut Facts,
 ) -> Result<()> {
+    let disk = match kind {
+        OutputKind::Image => Some(disk_spec(profile)?),
+        _ => None,
+    };
     let boot = boot_assets(profile, kind, cmdline, work, progress, facts)?;
     match kind {
         OutputKind::Uki => std::fs::rename(&boot.uki, dest).at(dest),
+        OutputKind::Image => {
+            let mut spec = disk.expect("disk spec for images");
+            spec.esp_entries = esp_entries(profile, &boot, EspFlavor::Disk)?;
+            write_disk_image(profile, &spec, work, dest)?;
+            progress.step("disk image ready");
+            Ok(())
+        }
         other => Err(Error::unsupported(format!(
             "the {other} output is not implemented yet"
+        ))),
+    }
+}
+
+/// The disk layout for an image profile, checked (size, META) before any work.
+fn disk_spec(profile: &Profile) -> Result<disk::DiskSpec> {
+    let image = profile
+        .output
+        .image_options
+        .as_ref()
+        .ok_or_else(|| Error::invalid("output.imageOptions is required for the image kind"))?;
+    let mib = 1024 * 1024;
+    let sector_size = if image.disk_sector_size == 0 {
+        512
+    } else {
+        image.disk_sector_size
+    };
+    let spec = disk::DiskSpec {
+        size: image.disk_size,
+        sector_size,
+        efi_size: if profile.quirks().large_boot_partition() {
+            2101 * mib
+        } else {
+            1101 * mib
+        },
+        esp_entries: Vec::new(),
+        esp_options: esp::EspOptions {
+            label: "EFI".into(),
+            epoch: crate::io::build_epoch(),
+            sector_size,
+        },
+        meta: profile.customization.meta_contents.clone(),
+    };
+    if spec.size < spec.minimum_size() {
+        return Err(Error::invalid(format!(
+            "output.imageOptions.diskSize {} is too small: the partitions need at least {} bytes",
+            spec.size,
+            spec.minimum_size()
+        )));
+    }
+    crate::meta::adv::encode(&spec.meta)?;
+    Ok(spec)
+}
+
+/// Writes the raw image, then converts it to the profile's disk format.
+fn write_disk_image(
+    profile: &Profile,
+    spec: &disk::DiskSpec,
+    work: &WorkDir,
+    dest: &Path,
+) -> Result<()> {
+    use crate::profile::DiskFormat;
+    let format = profile
+        .output
+        .image_options
+        .as_ref()
+        .and_then(|o| o.disk_format)
+        .unwrap_or(DiskFormat::Raw);
+    let raw = if format == DiskFormat::Raw {
+        dest.to_path_buf()
+    } else {
+        work.file("disk.raw")
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&raw)
+        .at(&raw)?;
+    disk::write_raw(spec, &file)?;
+    file.sync_all().at(&raw)?;
+    drop(file);
+    match format {
+        DiskFormat::Raw => Ok(()),
+        other => Err(Error::unsupported(format!(
+            "diskFormat {other} is not implemented yet"
         ))),
     }
 }
