@@ -1,0 +1,431 @@
+//! Disk images judged by sgdisk, fsck.fat, mtools, an independent META parser, the
+//! decompressors, and a real boot.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::boot::{Media, SecureBoot, boot};
+use common::{demo_dir, imager, require_tool, run_ok};
+
+const MIB: u64 = 1024 * 1024;
+
+fn build(profile: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+    imager()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args([
+            profile,
+            "--arch",
+            "amd64",
+            "--extra-kernel-arg",
+            "console=ttyS0",
+            "--install-dir",
+        ])
+        .arg(demo_dir())
+        .arg("--output")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn build_ok(profile: &str, out: &Path, extra: &[&str]) -> PathBuf {
+    let o = build(profile, out, extra);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{profile}: {err}");
+    PathBuf::from(
+        err.lines()
+            .find_map(|l| l.strip_prefix("output asset path: "))
+            .unwrap(),
+    )
+}
+
+/// META values read straight from the partition bytes, following the spec (not imager's code):
+/// copy at offset 0, magic 0x5a4b3c2d, big-endian tag/len records until tag 0,
+/// SHA-256 over the copy with its checksum zeroed at [len-36, len-4), magic 0xa5b4c3d2 last.
+fn parse_meta(part: &[u8]) -> Vec<(u32, String)> {
+    use sha2::{Digest, Sha256};
+    let copy = &part[..256 * 1024];
+    let be = |at: usize| u32::from_be_bytes(copy[at..at + 4].try_into().unwrap());
+    assert_eq!(be(0), 0x5a4b3c2d, "magic1");
+    assert_eq!(be(copy.len() - 4), 0xa5b4c3d2, "magic2");
+    let mut zeroed = copy.to_vec();
+    zeroed[copy.len() - 36..copy.len() - 4].fill(0);
+    assert_eq!(
+        &Sha256::digest(&zeroed)[..],
+        &copy[copy.len() - 36..copy.len() - 4],
+        "checksum"
+    );
+    assert_eq!(copy, &part[256 * 1024..512 * 1024], "second copy identical");
+    let mut out = Vec::new();
+    let mut at = 4;
+    while be(at) != 0 {
+        let len = be(at + 4) as usize;
+        out.push((
+            be(at),
+            String::from_utf8(copy[at + 8..at + 8 + len].to_vec()).unwrap(),
+        ));
+        at += 8 + len;
+    }
+    out
+}
+
+/// (start byte, size) of partition `n` per `sgdisk -i`.
+fn partition(image: &Path, n: u32, sector: u64) -> (u64, u64, String) {
+    let info = run_ok(
+        Command::new(require_tool("sgdisk"))
+            .arg("-i")
+            .arg(n.to_string())
+            .arg(image),
+    );
+    let num = |key: &str| -> u64 {
+        let line = info
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("{key} in {info}"));
+        line.split(':')
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let first = num("First sector");
+    let last = num("Last sector");
+    (first * sector, (last - first + 1) * sector, info)
+}
+
+#[test]
+fn metal_raw_image_layout_esp_and_meta() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = r#"{"addresses":[{"address":"10.5.0.2/24","linkName":"eth0"}]}"#;
+    let image = build_ok(
+        "metal",
+        &dir.path().join("out"),
+        &[
+            "--out-format",
+            "raw",
+            "--meta",
+            &format!("0x0a={net}"),
+            "--meta",
+            "12=user",
+        ],
+    );
+    assert_eq!(image.file_name().unwrap(), "metal-amd64.raw");
+    assert_eq!(
+        std::fs::metadata(&image).unwrap().len(),
+        1306525696,
+        "diskSize of the metal profile (v1.9.2)"
+    );
+
+    let sgdisk = require_tool("sgdisk");
+    let verify = run_ok(Command::new(&sgdisk).arg("-v").arg(&image));
+    assert!(verify.contains("No problems found"), "{verify}");
+    let print = run_ok(Command::new(&sgdisk).arg("-p").arg(&image));
+    assert!(
+        print.contains("EF00  EFI") && print.contains("8300  META"),
+        "{print}"
+    );
+
+    let (efi_at, efi_len, efi_info) = partition(&image, 1, 512);
+    assert_eq!(efi_at, MIB, "1 MiB aligned");
+    assert_eq!(efi_len, 1101 * MIB, "EFI-UKI size before 1.11");
+    assert!(efi_info.contains("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"));
+    let (meta_at, meta_len, meta_info) = partition(&image, 2, 512);
+    assert_eq!(meta_at % MIB, 0);
+    assert_eq!(meta_len, MIB);
+    assert!(meta_info.contains("0FC63DAF-8483-4772-8E79-3D69D8477DE4"));
+
+    let bytes = std::fs::read(&image).unwrap();
+    let meta = parse_meta(&bytes[meta_at as usize..(meta_at + meta_len) as usize]);
+    assert_eq!(
+        meta,
+        vec![(0x0a, net.to_string()), (12, "user".to_string())]
+    );
+    let dump = run_ok(imager().args(["meta", "dump"]).arg(&image));
+    assert_eq!(dump, format!("0x0a={net}\n0x0c=user\n"));
+
+    let esp = dir.path().join("esp.img");
+    std::fs::write(&esp, &bytes[efi_at as usize..(efi_at + efi_len) as usize]).unwrap();
+    let fsck = Command::new(require_tool("fsck.fat"))
+        .arg("-n")
+        .arg(&esp)
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    let listing = run_ok(
+        Command::new(require_tool("mdir"))
+            .arg("-i")
+            .arg(&esp)
+            .args(["-/", "-b", "::/"]),
+    );
+    for f in [
+        "::/EFI/boot/BOOTX64.efi",
+        "::/EFI/Linux/Talos-v1.9.2.efi",
+        "::/loader/loader.conf",
+    ] {
+        assert!(listing.lines().any(|l| l == f), "{f} in\n{listing}");
+    }
+    let conf = run_ok(
+        Command::new(require_tool("mtype"))
+            .arg("-i")
+            .arg(&esp)
+            .arg("::/loader/loader.conf"),
+    );
+    assert_eq!(conf, "timeout 10\n");
+
+    // Sparse: the unused space is not written.
+    use std::os::unix::fs::MetadataExt;
+    let allocated = std::fs::metadata(&image).unwrap().blocks() * 512;
+    assert!(
+        allocated < 64 * MIB,
+        "allocated {allocated} bytes of a 1.2 GiB image"
+    );
+
+    // A corrupt first META copy: imager meta dump falls back to the second.
+    let mut spoiled = bytes.clone();
+    spoiled[meta_at as usize + 100] ^= 0xff;
+    let spoiled_path = dir.path().join("spoiled.raw");
+    std::fs::write(&spoiled_path, &spoiled).unwrap();
+    let o = imager()
+        .args(["meta", "dump"])
+        .arg(&spoiled_path)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        format!("0x0a={net}\n0x0c=user\n")
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("copy 1 is corrupt"));
+}
+
+#[test]
+fn compressed_images_decompress_to_the_raw_image_and_are_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = build_ok("metal", &dir.path().join("raw"), &["--out-format", "raw"]);
+    let zst = build_ok("metal", &dir.path().join("zst"), &[]);
+    assert_eq!(
+        zst.file_name().unwrap(),
+        "metal-amd64.raw.zst",
+        "the metal profile's default outFormat"
+    );
+    let zst2 = build_ok("metal", &dir.path().join("zst2"), &[]);
+    assert!(
+        std::fs::read(&zst).unwrap() == std::fs::read(&zst2).unwrap(),
+        "reproducible .zst"
+    );
+    let xz = build_ok("metal", &dir.path().join("xz"), &["--out-format", ".xz"]);
+    let raw_bytes = std::fs::read(&raw).unwrap();
+    for (file, tool) in [(&zst, "zstd"), (&xz, "xz")] {
+        let t = Command::new(require_tool(tool))
+            .arg("-t")
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(t.status.success(), "{tool} -t");
+        let d = Command::new(require_tool(tool))
+            .arg("-dc")
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(d.stdout == raw_bytes, "{tool} -dc equals the raw image");
+    }
+    let raw2 = build_ok("metal", &dir.path().join("raw2"), &["--out-format", "raw"]);
+    assert!(
+        std::fs::read(&raw2).unwrap() == raw_bytes,
+        "reproducible raw image"
+    );
+}
+
+#[test]
+fn bad_disk_options_fail_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small.yaml");
+    std::fs::write(
+        &small,
+        "baseProfileName: metal\noutput:\n  imageOptions:\n    diskSize: 104857600\n",
+    )
+    .unwrap();
+    let huge = dir.path().join("huge.yaml");
+    let value = "x".repeat(300 * 1024);
+    std::fs::write(&huge, format!("baseProfileName: metal\ncustomization:\n  metaContents:\n    - key: 10\n      value: {value}\n")).unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec![small.display().to_string()], "too small"),
+        (vec![huge.display().to_string()], "META"),
+    ];
+    for (args, needle) in cases {
+        let out = dir.path().join(format!("out-{needle}").replace(' ', "-"));
+        let o = imager()
+            .args(&args)
+            .args(["--arch", "amd64", "--install-dir"])
+            .arg(demo_dir())
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or_default();
+        assert!(line.contains(needle), "{needle}: {line}");
+        assert_eq!(
+            std::fs::read_dir(&out).map(|r| r.count()).unwrap_or(0),
+            0,
+            "nothing left"
+        );
+    }
+}
+
+#[test]
+fn metal_4k_image_has_4096_byte_sectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = build_ok(
+        "metal-4k",
+        &dir.path().join("out"),
+        &["--out-format", "raw"],
+    );
+    let bytes = std::fs::read(&image).unwrap();
+    assert_eq!(
+        &bytes[4096..4104],
+        b"EFI PART",
+        "GPT header at LBA 1 of 4096-byte sectors"
+    );
+    assert_ne!(&bytes[512..520], b"EFI PART");
+    // sgdisk on a loop device with 4096-byte logical sectors.
+    let losetup = require_tool("losetup");
+    let out = Command::new(&losetup)
+        .args(["--sector-size", "4096", "-f", "--show"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let verify = Command::new(require_tool("sgdisk"))
+            .arg("-v")
+            .arg(&dev)
+            .output()
+            .unwrap();
+        let print = Command::new(require_tool("sgdisk"))
+            .arg("-p")
+            .arg(&dev)
+            .output()
+            .unwrap();
+        let _ = Command::new(&losetup).arg("-d").arg(&dev).status();
+        let verify = String::from_utf8_lossy(&verify.stdout);
+        assert!(verify.contains("No problems found"), "{verify}");
+        let print = String::from_utf8_lossy(&print.stdout);
+        assert!(
+            print.contains("Sector size (logical/physical): 4096"),
+            "{print}"
+        );
+        assert!(print.contains("EFI") && print.contains("META"), "{print}");
+    } else {
+        // No loop devices in this sandbox: parse the GPT by hand.
+        let entries_lba = u64::from_le_bytes(bytes[4096 + 72..4096 + 80].try_into().unwrap());
+        let entry = &bytes[(entries_lba * 4096) as usize..];
+        let first = u64::from_le_bytes(entry[32..40].try_into().unwrap());
+        assert_eq!(first * 4096, MIB, "EFI starts at 1 MiB in 4096-byte LBAs");
+    }
+    let meta = run_ok(imager().args(["meta", "dump"]).arg(&image));
+    assert_eq!(meta, "");
+}
+
+#[test]
+fn boot_metal_disk_image_measures_the_predicted_pcr11() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let image = build_ok("metal", &out, &["--out-format", "raw"]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metal-amd64.raw.manifest.json")).unwrap())
+            .unwrap();
+    let predicted = manifest["pcr11"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["bank"] == "sha256")
+        .unwrap()["afterStub"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let log = boot(Media::Disk(image), SecureBoot::Off, true, 240);
+    assert!(
+        log.marker,
+        "boots to the marker; log {}",
+        log.path.display()
+    );
+    assert_eq!(
+        log.pcr11_sha256.as_deref(),
+        Some(predicted.as_str()),
+        "log {}",
+        log.path.display()
+    );
+}
+
+#[test]
+fn boot_secureboot_metal_disk_image_under_enforced_secureboot() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    run_ok(
+        imager()
+            .args(["gen", "secureboot", "uki", "--output"])
+            .arg(&keys),
+    );
+    run_ok(
+        imager()
+            .args(["gen", "secureboot", "pcr", "--output"])
+            .arg(&keys),
+    );
+    let out = dir.path().join("out");
+    let image = build_ok(
+        "secureboot-metal",
+        &out,
+        &[
+            "--out-format",
+            "raw",
+            "--secureboot-dir",
+            keys.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(image.file_name().unwrap(), "metal-amd64-secureboot.raw");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("metal-amd64-secureboot.raw.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let predicted = manifest["pcr11"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["bank"] == "sha256")
+        .unwrap()["afterStub"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let log = boot(
+        Media::Disk(image),
+        SecureBoot::Enrolled(keys.join("uki-signing-cert.pem")),
+        true,
+        240,
+    );
+    assert!(
+        log.marker,
+        "boots to the marker; log {}",
+        log.path.display()
+    );
+    assert_eq!(log.secureboot, Some(1), "log {}", log.path.display());
+    assert_eq!(
+        log.pcr11_sha256.as_deref(),
+        Some(predicted.as_str()),
+        "log {}",
+        log.path.display()
+    );
+}
