@@ -5,6 +5,7 @@
 pub mod compress;
 pub mod disk;
 pub mod esp;
+pub mod iso;
 pub mod pxe;
 
 use std::fs::File;
@@ -53,6 +54,25 @@ pub fn assemble(
             spec.esp_entries = esp_entries(profile, &boot, EspFlavor::Disk)?;
             write_disk_image(profile, &spec, work, dest)?;
             progress.step("disk image ready");
+            Ok(())
+        }
+        OutputKind::Iso => {
+            let bios = (!profile.secureboot() && profile.arch == "amd64").then(|| iso::BiosBoot {
+                kernel: boot.inputs.kernel.clone(),
+                initramfs: boot.inputs.initramfs.clone(),
+                cmdline: cmdline.to_string(),
+            });
+            let spec = iso::IsoSpec {
+                esp_entries: esp_entries(profile, &boot, EspFlavor::Iso)?,
+                esp_image: work.file("efiboot.img"),
+                label: format!("{}-{}", profile.name, profile.version),
+                epoch: crate::io::build_epoch(),
+                bios,
+            };
+            let file = iso::rw_file(dest)?;
+            iso::write(&spec, &file)?;
+            file.sync_all().at(dest)?;
+            progress.step("ISO ready");
             Ok(())
         }
         other => Err(Error::unsupported(format!(
