@@ -1,0 +1,406 @@
+//! ISO outputs judged by xorriso, isoinfo, fsck.fat and mtools, and booted for real:
+//! the SecureBoot ISO enrolls its keys from setup mode and boots enforced, as a CD and
+//! as a USB disk; the plain ISO boots on UEFI and on legacy BIOS.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::boot::{Media, SecureBoot, boot};
+use common::{demo_dir, imager, require_tool, run_ok};
+
+fn keys(dir: &Path) -> PathBuf {
+    let keys = dir.join("keys");
+    run_ok(
+        imager()
+            .args(["gen", "secureboot", "uki", "--output"])
+            .arg(&keys),
+    );
+    run_ok(
+        imager()
+            .args(["gen", "secureboot", "pcr", "--output"])
+            .arg(&keys),
+    );
+    keys
+}
+
+fn build(
+    profile: &str,
+    out: &Path,
+    keys: Option<&Path>,
+    epoch: &str,
+) -> (PathBuf, serde_json::Value) {
+    let mut cmd = imager();
+    cmd.env("SOURCE_DATE_EPOCH", epoch)
+        .args([
+            profile,
+            "--arch",
+            "amd64",
+            "--extra-kernel-arg",
+            "console=ttyS0",
+            "--install-dir",
+        ])
+        .arg(demo_dir())
+        .arg("--output")
+        .arg(out);
+    if let Some(k) = keys {
+        cmd.arg("--secureboot-dir").arg(k);
+    }
+    let o = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{profile}: {err}");
+    assert!(err.contains("ISO ready"));
+    let path = PathBuf::from(
+        err.lines()
+            .find_map(|l| l.strip_prefix("output asset path: "))
+            .unwrap(),
+    );
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    let manifest =
+        serde_json::from_slice(&std::fs::read(out.join(format!("{name}.manifest.json"))).unwrap())
+            .unwrap();
+    (path, manifest)
+}
+
+fn predicted(manifest: &serde_json::Value) -> String {
+    manifest["pcr11"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["bank"] == "sha256")
+        .unwrap()["afterStub"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The appended ESP, cut out of the ISO by its MBR entry (type 0xEF).
+fn extract_esp(iso: &Path, dir: &Path) -> PathBuf {
+    let bytes = std::fs::read(iso).unwrap();
+    let esp = (0..4)
+        .map(|i| &bytes[446 + 16 * i..462 + 16 * i])
+        .find(|e| e[4] == 0xef)
+        .expect("an MBR partition of type 0xEF");
+    let start = u32::from_le_bytes(esp[8..12].try_into().unwrap()) as usize * 512;
+    let count = u32::from_le_bytes(esp[12..16].try_into().unwrap()) as usize * 512;
+    let out = dir.join("esp.img");
+    std::fs::write(&out, &bytes[start..start + count]).unwrap();
+    out
+}
+
+#[test]
+fn secureboot_iso_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys(dir.path());
+    let (iso, manifest) = build(
+        "secureboot-iso",
+        &dir.path().join("out"),
+        Some(&keys),
+        "1700000000",
+    );
+    assert_eq!(iso.file_name().unwrap(), "metal-amd64-secureboot.iso");
+
+    let report = run_ok(
+        Command::new(require_tool("xorriso"))
+            .arg("-indev")
+            .arg(&iso)
+            .args(["-report_el_torito", "plain", "-report_system_area", "plain"]),
+    );
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("El Torito boot img :   1  UEFI")),
+        "UEFI El Torito entry:\n{report}"
+    );
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("MBR partition") && l.contains("0xef")),
+        "EF partition:\n{report}"
+    );
+    assert!(
+        report.contains("EFI System Partition"),
+        "GPT ESP:\n{report}"
+    );
+    let pvd = run_ok(
+        Command::new(require_tool("isoinfo"))
+            .arg("-d")
+            .arg("-i")
+            .arg(&iso),
+    );
+    assert!(
+        pvd.contains("Volume id: TALOS_V1_9_2") && pvd.contains("Volume set id: Talos-v1.9.2"),
+        "{pvd}"
+    );
+
+    let listing = run_ok(
+        Command::new(require_tool("isoinfo"))
+            .arg("-R")
+            .arg("-f")
+            .arg("-i")
+            .arg(&iso),
+    );
+    for f in [
+        "/EFI/BOOT/BOOTX64.EFI",
+        "/EFI/Linux/Talos-v1.9.2.efi",
+        "/loader/loader.conf",
+        "/loader/keys/auto/PK.auth",
+        "/EFI/keys/uki-signing-cert.der",
+    ] {
+        assert!(
+            listing.lines().any(|l| l == f),
+            "{f} in the ISO 9660 tree:\n{listing}"
+        );
+    }
+
+    let esp = extract_esp(&iso, dir.path());
+    let fsck = Command::new(require_tool("fsck.fat"))
+        .arg("-n")
+        .arg(&esp)
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    let files = run_ok(
+        Command::new(require_tool("mdir"))
+            .arg("-i")
+            .arg(&esp)
+            .args(["-/", "-b", "::/"]),
+    );
+    for f in [
+        "::/EFI/BOOT/BOOTX64.EFI",
+        "::/EFI/Linux/Talos-v1.9.2.efi",
+        "::/loader/loader.conf",
+        "::/loader/random-seed",
+        "::/EFI/keys/uki-signing-cert.der",
+        "::/loader/keys/auto/PK.auth",
+        "::/loader/keys/auto/KEK.auth",
+        "::/loader/keys/auto/db.auth",
+    ] {
+        assert!(files.lines().any(|l| l == f), "{f} in the ESP:\n{files}");
+    }
+    let conf = run_ok(
+        Command::new(require_tool("mtype"))
+            .arg("-i")
+            .arg(&esp)
+            .arg("::/loader/loader.conf"),
+    );
+    assert_eq!(conf, "timeout 10\nsecure-boot-enroll if-safe\n");
+    let cert = dir.path().join("cert.der");
+    run_ok(
+        Command::new(require_tool("mcopy"))
+            .arg("-i")
+            .arg(&esp)
+            .arg("::/EFI/keys/uki-signing-cert.der")
+            .arg(&cert),
+    );
+    let pem = run_ok(
+        Command::new(require_tool("openssl"))
+            .args(["x509", "-inform", "DER", "-in"])
+            .arg(&cert),
+    );
+    assert_eq!(
+        pem,
+        std::fs::read_to_string(keys.join("uki-signing-cert.pem")).unwrap()
+    );
+    for (name, judge) in [
+        ("BOOTX64.EFI", "::/EFI/BOOT/BOOTX64.EFI"),
+        ("uki.efi", "::/EFI/Linux/Talos-v1.9.2.efi"),
+    ] {
+        let f = dir.path().join(name);
+        run_ok(
+            Command::new(require_tool("mcopy"))
+                .arg("-i")
+                .arg(&esp)
+                .arg(judge)
+                .arg(&f),
+        );
+        run_ok(
+            Command::new(require_tool("sbverify"))
+                .arg("--cert")
+                .arg(keys.join("uki-signing-cert.pem"))
+                .arg(&f),
+        );
+    }
+    assert!(manifest["secureboot"]["signerCertSha256"].is_string());
+
+    // Reproducible: a second build, later, into another directory.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (again, _) = build(
+        "secureboot-iso",
+        &dir.path().join("again"),
+        Some(&keys),
+        "1700000000",
+    );
+    assert!(
+        std::fs::read(&iso).unwrap() == std::fs::read(&again).unwrap(),
+        "identical bytes"
+    );
+}
+
+#[test]
+fn plain_iso_has_bios_and_uefi_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (iso, _) = build("iso", &dir.path().join("out"), None, "1700000000");
+    assert_eq!(iso.file_name().unwrap(), "metal-amd64.iso");
+    let report = run_ok(
+        Command::new(require_tool("xorriso"))
+            .arg("-indev")
+            .arg(&iso)
+            .args(["-report_el_torito", "plain"]),
+    );
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("El Torito boot img :   1  BIOS")),
+        "{report}"
+    );
+    assert!(report.lines().any(|l| l.contains("UEFI")), "{report}");
+    let listing = run_ok(
+        Command::new(require_tool("isoinfo"))
+            .arg("-R")
+            .arg("-f")
+            .arg("-i")
+            .arg(&iso),
+    );
+    for f in [
+        "/isolinux/isolinux.bin",
+        "/isolinux/isolinux.cfg",
+        "/boot/vmlinuz",
+        "/boot/initramfs.xz",
+        "/EFI/BOOT/BOOTX64.EFI",
+    ] {
+        assert!(listing.lines().any(|l| l == f), "{f}:\n{listing}");
+    }
+    let esp = extract_esp(&iso, dir.path());
+    let conf = run_ok(
+        Command::new(require_tool("mtype"))
+            .arg("-i")
+            .arg(&esp)
+            .arg("::/loader/loader.conf"),
+    );
+    assert_eq!(conf, "timeout 10\nsecure-boot-enroll off\n");
+}
+
+#[test]
+fn boot_secureboot_iso_as_cdrom_enrolls_keys_and_boots_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys(dir.path());
+    let (iso, manifest) = build(
+        "secureboot-iso",
+        &dir.path().join("out"),
+        Some(&keys),
+        "1700000000",
+    );
+    let log = boot(Media::Cdrom(iso), SecureBoot::Setup, true, 300);
+    assert!(
+        log.contains("Enrolling secure boot keys"),
+        "systemd-boot enrolls; log {}",
+        log.path.display()
+    );
+    assert!(
+        log.marker,
+        "boots to the marker; log {}",
+        log.path.display()
+    );
+    assert_eq!(
+        log.secureboot,
+        Some(1),
+        "SecureBoot enforced; log {}",
+        log.path.display()
+    );
+    assert_eq!(
+        log.pcr11_sha256.as_deref(),
+        Some(predicted(&manifest).as_str()),
+        "log {}",
+        log.path.display()
+    );
+    assert!(
+        log.contains("talos.halt_if_installed=1"),
+        "the ISO command line"
+    );
+}
+
+#[test]
+fn boot_secureboot_iso_as_usb_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys(dir.path());
+    let (iso, manifest) = build(
+        "secureboot-iso",
+        &dir.path().join("out"),
+        Some(&keys),
+        "1700000000",
+    );
+    let log = boot(Media::Disk(iso), SecureBoot::Setup, true, 300);
+    assert!(
+        log.marker,
+        "boots to the marker; log {}",
+        log.path.display()
+    );
+    assert_eq!(log.secureboot, Some(1), "log {}", log.path.display());
+    assert_eq!(
+        log.pcr11_sha256.as_deref(),
+        Some(predicted(&manifest).as_str()),
+        "log {}",
+        log.path.display()
+    );
+}
+
+#[test]
+fn boot_tampered_secureboot_iso_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys(dir.path());
+    let (iso, _) = build(
+        "secureboot-iso",
+        &dir.path().join("out"),
+        Some(&keys),
+        "1700000000",
+    );
+    // Flip one byte inside the UKI's .linux in the ESP copy (the one firmware boots).
+    let uki = std::fs::read(demo_dir().join("amd64/vmlinuz")).unwrap();
+    let mut bytes = std::fs::read(&iso).unwrap();
+    let needle = &uki[4096..4096 + 64];
+    let hits: Vec<usize> = bytes
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!hits.is_empty(), "the kernel bytes are in the ISO");
+    for at in hits {
+        bytes[at + 10] ^= 0x01;
+    }
+    let tampered = dir.path().join("tampered.iso");
+    std::fs::write(&tampered, bytes).unwrap();
+    let log = boot(
+        Media::Cdrom(tampered),
+        SecureBoot::Enrolled(keys.join("uki-signing-cert.pem")),
+        false,
+        150,
+    );
+    assert!(
+        !log.marker,
+        "a tampered UKI must not boot; log {}",
+        log.path.display()
+    );
+}
+
+#[test]
+fn boot_plain_iso_on_uefi_and_bios() {
+    let dir = tempfile::tempdir().unwrap();
+    let (iso, _) = build("iso", &dir.path().join("out"), None, "1700000000");
+    let uefi = boot(Media::Cdrom(iso.clone()), SecureBoot::Off, false, 200);
+    assert!(uefi.marker, "UEFI boot; log {}", uefi.path.display());
+    assert_eq!(uefi.secureboot, Some(0));
+    let bios = boot(Media::Cdrom(iso), SecureBoot::Bios, false, 200);
+    assert!(bios.marker, "BIOS boot; log {}", bios.path.display());
+    let cmdline = bios.cmdline.unwrap_or_default();
+    assert!(
+        cmdline.contains("talos.platform=metal") && cmdline.contains("talos.halt_if_installed=1"),
+        "{cmdline}"
+    );
+}
