@@ -429,3 +429,64 @@ fn boot_secureboot_metal_disk_image_under_enforced_secureboot() {
         log.path.display()
     );
 }
+
+#[test]
+fn qcow2_and_vhd_convert_back_to_the_raw_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let qemu_img = require_tool("qemu-img");
+    let mut outputs = Vec::new();
+    for format in ["raw", "qcow2", "vhd"] {
+        let profile = dir.path().join(format!("{format}.yaml"));
+        std::fs::write(
+            &profile,
+            format!("baseProfileName: nocloud\noutput:\n  imageOptions:\n    diskFormat: {format}\n  outFormat: raw\n"),
+        )
+        .unwrap();
+        let out = dir.path().join(format);
+        let o = imager()
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .arg(&profile)
+            .args(["--arch", "amd64", "--install-dir"])
+            .arg(demo_dir())
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{format}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        outputs.push(out.join(format!("nocloud-amd64.{format}")));
+    }
+    let raw = std::fs::read(&outputs[0]).unwrap();
+    let check = run_ok(Command::new(&qemu_img).arg("check").arg(&outputs[1]));
+    assert!(check.contains("No errors were found"), "{check}");
+    for (path, fmt) in [(&outputs[1], "qcow2"), (&outputs[2], "vpc")] {
+        let info = run_ok(
+            Command::new(&qemu_img)
+                .args(["info", "--output=json", "-f", fmt])
+                .arg(path),
+        );
+        let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+        assert_eq!(info["format"], fmt);
+        assert_eq!(
+            info["virtual-size"].as_u64().unwrap(),
+            raw.len() as u64,
+            "{fmt} virtual size"
+        );
+        let back = dir.path().join(format!("{fmt}.back"));
+        run_ok(
+            Command::new(&qemu_img)
+                .args(["convert", "-f", fmt, "-O", "raw"])
+                .arg(path)
+                .arg(&back),
+        );
+        assert!(
+            std::fs::read(&back).unwrap() == raw,
+            "{fmt} converts back to our raw image"
+        );
+    }
+    // The qcow2 stores only the written clusters.
+    assert!(std::fs::metadata(&outputs[1]).unwrap().len() < 64 * MIB);
+}

@@ -7,6 +7,8 @@ pub mod disk;
 pub mod esp;
 pub mod iso;
 pub mod pxe;
+pub mod qcow2;
+pub mod vhd;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -152,9 +154,17 @@ fn write_disk_image(
     drop(file);
     match format {
         DiskFormat::Raw => Ok(()),
-        other => Err(Error::unsupported(format!(
-            "diskFormat {other} is not implemented yet"
-        ))),
+        DiskFormat::Qcow2 => {
+            let mut out = File::create(dest).at(dest)?;
+            qcow2::convert(&raw, &mut out)?;
+            out.sync_all().at(dest)
+        }
+        DiskFormat::Vhd => {
+            let mut out = File::create(dest).at(dest)?;
+            vhd::convert(&raw, &mut out, spec.esp_options.epoch)?;
+            out.sync_all().at(dest)
+        }
+        DiskFormat::Ova => Err(Error::unsupported("diskFormat ova is not supported")),
     }
 }
 
@@ -371,4 +381,31 @@ pub fn esp_entries(
         }
     }
     Ok(entries)
+}
+
+/// Copies `len` bytes of a sparse source into `dest`, leaving holes where the source
+/// has zero blocks (seeking over them), so a mostly empty disk image stays sparse.
+pub fn copy_sparse(
+    input: &mut impl std::io::Read,
+    src: &Path,
+    dest: &mut File,
+    len: u64,
+) -> Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut buf = vec![0u8; crate::io::BUFFER_SIZE];
+    let start = dest.stream_position().at("<output>")?;
+    let mut done = 0u64;
+    while done < len {
+        let want = buf.len().min((len - done) as usize);
+        input.read_exact(&mut buf[..want]).at(src)?;
+        if buf[..want].iter().all(|&b| b == 0) {
+            dest.seek(SeekFrom::Current(want as i64)).at("<output>")?;
+        } else {
+            dest.write_all(&buf[..want]).at("<output>")?;
+        }
+        done += want as u64;
+    }
+    dest.set_len(start + len).at("<output>")?;
+    dest.seek(SeekFrom::Start(start + len)).at("<output>")?;
+    Ok(())
 }
