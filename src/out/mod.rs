@@ -5,6 +5,7 @@
 pub mod compress;
 pub mod disk;
 pub mod esp;
+pub mod installer;
 pub mod iso;
 pub mod pxe;
 pub mod qcow2;
@@ -48,6 +49,22 @@ pub fn assemble(
         OutputKind::Image => Some(disk_spec(profile)?),
         _ => None,
     };
+    if kind == OutputKind::Installer
+        && !profile.secureboot()
+        && !profile.quirks().sd_boot_for_uefi()
+    {
+        // Talos < 1.10 without SecureBoot installs GRUB with kernel + initramfs: no UKI.
+        let inputs = BootInputs::open(profile, false)?;
+        let arch = &profile.arch;
+        let files = vec![
+            installer_file(format!("usr/install/{arch}/vmlinuz"), &inputs.kernel),
+            installer_file(
+                format!("usr/install/{arch}/initramfs.xz"),
+                &inputs.initramfs,
+            ),
+        ];
+        return write_installer(profile, files, work, dest, progress);
+    }
     let boot = boot_assets(profile, kind, cmdline, work, progress, facts)?;
     match kind {
         OutputKind::Uki => std::fs::rename(&boot.uki, dest).at(dest),
@@ -57,6 +74,24 @@ pub fn assemble(
             write_disk_image(profile, &spec, work, dest)?;
             progress.step("disk image ready");
             Ok(())
+        }
+        OutputKind::Installer => {
+            let arch = &profile.arch;
+            let sd_boot = boot
+                .sd_boot
+                .clone()
+                .ok_or_else(|| Error::invalid("input sdBoot is required"))?;
+            // Talos names the signed UKI `vmlinuz.efi.signed` for SecureBoot before 1.10.
+            let uki_name = if profile.secureboot() && !profile.quirks().sd_boot_for_uefi() {
+                "vmlinuz.efi.signed"
+            } else {
+                "vmlinuz.efi"
+            };
+            let files = vec![
+                installer_file(format!("usr/install/{arch}/systemd-boot.efi"), &sd_boot),
+                installer_file(format!("usr/install/{arch}/{uki_name}"), &boot.uki),
+            ];
+            write_installer(profile, files, work, dest, progress)
         }
         OutputKind::Iso => {
             let bios = (!profile.secureboot() && profile.arch == "amd64").then(|| iso::BiosBoot {
@@ -407,5 +442,50 @@ pub fn copy_sparse(
     }
     dest.set_len(start + len).at("<output>")?;
     dest.seek(SeekFrom::Start(start + len)).at("<output>")?;
+    Ok(())
+}
+
+fn installer_file(path: String, source: &Path) -> installer::InstallerFile {
+    installer::InstallerFile {
+        path,
+        source: source.to_path_buf(),
+        mode: 0o644,
+    }
+}
+
+/// Opens the base installer image and writes the installer tarball.
+fn write_installer(
+    profile: &Profile,
+    files: Vec<installer::InstallerFile>,
+    work: &WorkDir,
+    dest: &Path,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let base = profile.input.base_installer.clone().unwrap_or_default();
+    let reference = if !base.oci_path.is_empty() {
+        format!("oci:{}", base.oci_path)
+    } else {
+        base.image_ref.clone()
+    };
+    let local = ["oci:", "oci-archive:", "docker-archive:"]
+        .iter()
+        .any(|p| reference.starts_with(p));
+    let image = crate::oci::BaseImage::open_local(&reference, &profile.arch)?;
+    let tag = if local {
+        format!("ghcr.io/siderolabs/installer:{}", profile.version)
+    } else {
+        reference.clone()
+    };
+    let spec = installer::InstallerSpec {
+        base: image,
+        arch: profile.arch.clone(),
+        files,
+        epoch: crate::io::build_epoch(),
+        tag,
+    };
+    let mut out = File::create(dest).at(dest)?;
+    installer::write(&spec, &work.file("assets-layer.tar.gz"), &mut out)?;
+    out.sync_all().at(dest)?;
+    progress.step("installer container image ready");
     Ok(())
 }

@@ -1,0 +1,298 @@
+//! The installer image: the base image's layers, untouched, plus one layer with the
+//! boot assets under `usr/install/<arch>/`, an updated config and manifest. Written as
+//! one tar that is both an OCI image layout (`oci-layout`, `index.json`, `blobs/`) and
+//! a docker archive (`manifest.json`), as current Docker saves images, so `docker load`,
+//! `podman load` and skopeo's `docker-archive:` and `oci-archive:` transports all read it.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, IoContext, Result};
+use crate::io::HashingWriter;
+use crate::oci::BaseImage;
+
+/// One file of the new layer.
+#[derive(Debug, Clone)]
+pub struct InstallerFile {
+    /// Path in the image, without a leading `/`: `usr/install/amd64/vmlinuz.efi`.
+    pub path: String,
+    pub source: PathBuf,
+    pub mode: u32,
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct InstallerSpec {
+    pub base: BaseImage,
+    pub arch: String,
+    pub files: Vec<InstallerFile>,
+    pub epoch: u64,
+    /// Image name with tag for `manifest.json`'s RepoTags, e.g. `ghcr.io/siderolabs/installer:v1.9.2`.
+    pub tag: String,
+}
+
+const OUT: &str = "<installer image>";
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn rfc3339(epoch: u64) -> String {
+    let days = (epoch / 86_400) as i64;
+    let secs = epoch % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Writes the assets layer (gzip'd tar) to `path`; returns (digest, diff_id, size).
+fn write_layer(spec: &InstallerSpec, path: &Path) -> Result<(String, String, u64)> {
+    let file = File::create(path).at(path)?;
+    let compressed = HashingWriter::new(file);
+    let gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(compressed, flate2::Compression::new(6));
+    let uncompressed = HashingWriter::new(gz);
+    let mut tar = tar::Builder::new(uncompressed);
+    let mut files = spec.files.clone();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut dirs: Vec<String> = Vec::new();
+    for f in &files {
+        let mut prefix = String::new();
+        for part in f
+            .path
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map(|(_, d)| d.to_vec())
+            .unwrap_or_default()
+        {
+            prefix.push_str(part);
+            prefix.push('/');
+            if !dirs.contains(&prefix) {
+                dirs.push(prefix.clone());
+                let mut h = header(0, 0o755, spec.epoch, tar::EntryType::Directory);
+                tar.append_data(&mut h, &prefix, std::io::empty())
+                    .at(path)?;
+            }
+        }
+        let src = File::open(&f.source).at(&f.source)?;
+        let len = src.metadata().at(&f.source)?.len();
+        let mut h = header(len, f.mode, spec.epoch, tar::EntryType::Regular);
+        tar.append_data(&mut h, &f.path, src).at(&f.source)?;
+    }
+    let uncompressed = tar.into_inner().at(path)?;
+    let (gz, diff_id, _) = uncompressed.finish();
+    let compressed = gz.finish().at(path)?;
+    let (mut file, digest, size) = compressed.finish();
+    file.flush().at(path)?;
+    Ok((
+        format!("sha256:{}", hex::encode(digest)),
+        format!("sha256:{}", hex::encode(diff_id)),
+        size,
+    ))
+}
+
+fn header(size: u64, mode: u32, mtime: u64, kind: tar::EntryType) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_mtime(mtime);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_entry_type(kind);
+    h
+}
+
+/// A reader that hashes what it reads.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Builds the installer image tarball into `out`; `scratch` is a temporary file path for
+/// the new layer (its size must be known before its tar header is written).
+pub fn write(spec: &InstallerSpec, scratch: &Path, out: &mut File) -> Result<()> {
+    let (layer_digest, diff_id, layer_size) = write_layer(spec, scratch)?;
+
+    // Talos keeps only the first layer of a two-layer base (the second held old boot assets).
+    let mut base_layers = spec.base.layers.clone();
+    let mut config = spec.base.config.clone();
+    let mut diff_ids: Vec<Value> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut history: Vec<Value> = config["history"].as_array().cloned().unwrap_or_default();
+    if base_layers.len() == 2 {
+        base_layers.truncate(1);
+        diff_ids.truncate(1);
+        history.clear();
+    }
+    if diff_ids.len() != base_layers.len() {
+        return Err(Error::invalid(format!(
+            "base image {}: its config lists {} layers, its manifest {}",
+            spec.base.reference,
+            diff_ids.len(),
+            base_layers.len()
+        )));
+    }
+    let created = rfc3339(spec.epoch);
+    diff_ids.push(json!(diff_id));
+    if history.is_empty() {
+        for _ in &base_layers {
+            history.push(json!({"created": created, "created_by": "base image layer"}));
+        }
+    }
+    history.push(json!({"created": created, "created_by": "imager: boot assets in /usr/install", "comment": "imager"}));
+    config["rootfs"] = json!({"type": "layers", "diff_ids": diff_ids});
+    config["history"] = json!(history);
+    config["architecture"] = json!(spec.arch);
+    config["os"] = json!("linux");
+    config["created"] = json!(created);
+    let config_bytes = serde_json::to_vec(&config).expect("config serializes");
+    let config_digest = sha256_hex(&config_bytes);
+
+    let mut layer_descs: Vec<Value> = Vec::new();
+    let mut layer_digests = Vec::new();
+    for l in &base_layers {
+        let digest = match &l.digest {
+            Some(d) => d.clone(),
+            None => {
+                let mut h = HashingReader {
+                    inner: l.open()?,
+                    hasher: Sha256::new(),
+                };
+                std::io::copy(&mut h, &mut std::io::sink()).at(&l.file)?;
+                format!("sha256:{}", hex::encode(h.hasher.finalize()))
+            }
+        };
+        layer_descs.push(json!({"mediaType": l.media_type, "digest": digest, "size": l.size}));
+        layer_digests.push(digest);
+    }
+    layer_descs.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer_size}));
+    layer_digests.push(layer_digest.clone());
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_bytes.len()},
+        "layers": layer_descs,
+    });
+    let manifest_bytes = serde_json::to_vec(&manifest).expect("manifest serializes");
+    let manifest_digest = sha256_hex(&manifest_bytes);
+    let ref_name = spec
+        .tag
+        .rsplit_once(':')
+        .map(|(_, t)| t)
+        .unwrap_or("latest");
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest_bytes.len(),
+            "annotations": {"io.containerd.image.name": spec.tag, "org.opencontainers.image.ref.name": ref_name},
+        }],
+    });
+    let blob_path = |d: &str| format!("blobs/{}", d.replacen(':', "/", 1));
+    let docker = json!([{
+        "Config": blob_path(&config_digest),
+        "RepoTags": [spec.tag],
+        "Layers": layer_digests.iter().map(|d| blob_path(d)).collect::<Vec<_>>(),
+    }]);
+
+    out.set_len(0).at(OUT)?;
+    let mut tar = tar::Builder::new(&mut *out);
+    let small = |tar: &mut tar::Builder<&mut File>, name: &str, bytes: &[u8]| -> Result<()> {
+        let mut h = header(
+            bytes.len() as u64,
+            0o644,
+            spec.epoch,
+            tar::EntryType::Regular,
+        );
+        tar.append_data(&mut h, name, bytes).at(OUT)
+    };
+    for dir in ["blobs/", "blobs/sha256/"] {
+        let mut h = header(0, 0o755, spec.epoch, tar::EntryType::Directory);
+        tar.append_data(&mut h, dir, std::io::empty()).at(OUT)?;
+    }
+    small(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let mut written: Vec<String> = Vec::new();
+    for (l, digest) in base_layers.iter().zip(&layer_digests) {
+        if written.contains(digest) {
+            continue;
+        }
+        let mut reader = HashingReader {
+            inner: l.open()?,
+            hasher: Sha256::new(),
+        };
+        let mut h = header(l.size, 0o644, spec.epoch, tar::EntryType::Regular);
+        tar.append_data(&mut h, blob_path(digest), &mut reader)
+            .map_err(|e| Error::format(&l.file, format!("reading layer {digest}: {e}")))?;
+        let actual = format!("sha256:{}", hex::encode(reader.hasher.finalize()));
+        if &actual != digest {
+            return Err(Error::format(
+                &l.file,
+                format!("base image layer {digest} has digest {actual}"),
+            ));
+        }
+        written.push(digest.clone());
+    }
+    {
+        let layer = File::open(scratch).at(scratch)?;
+        let mut h = header(layer_size, 0o644, spec.epoch, tar::EntryType::Regular);
+        tar.append_data(&mut h, blob_path(&layer_digest), layer)
+            .at(scratch)?;
+    }
+    small(&mut tar, &blob_path(&config_digest), &config_bytes)?;
+    small(&mut tar, &blob_path(&manifest_digest), &manifest_bytes)?;
+    small(
+        &mut tar,
+        "index.json",
+        &serde_json::to_vec(&index).expect("index serializes"),
+    )?;
+    small(
+        &mut tar,
+        "manifest.json",
+        &serde_json::to_vec(&docker).expect("manifest serializes"),
+    )?;
+    tar.finish().at(OUT)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}
