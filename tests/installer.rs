@@ -236,6 +236,58 @@ fn secureboot_installer_image_is_read_by_skopeo_umoci_and_a_registry() {
         "{pushed}"
     );
 
+    // The base pulled from the registry (plain HTTP with --insecure), cached by digest.
+    run_ok(
+        Command::new(&skopeo)
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(&base_ref)
+            .arg(format!(
+                "docker://127.0.0.1:{}/siderolabs/installer-base:v1.9.2",
+                reg.1
+            )),
+    );
+    let cache = dir.path().join("cache");
+    let pulled = dir.path().join("pulled");
+    let o = imager()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("XDG_CACHE_HOME", &cache)
+        .args([
+            "secureboot-installer",
+            "--arch",
+            "amd64",
+            "--insecure",
+            "--install-dir",
+        ])
+        .arg(demo_dir())
+        .arg("--secureboot-dir")
+        .arg(&keys)
+        .arg("--base-installer-image")
+        .arg(format!(
+            "127.0.0.1:{}/siderolabs/installer-base:v1.9.2",
+            reg.1
+        ))
+        .arg("--output")
+        .arg(&pulled)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "pull: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let pulled_tar = pulled.join("installer-amd64-secureboot.tar");
+    let v: serde_json::Value = serde_json::from_str(&run_ok(
+        Command::new(&skopeo)
+            .arg("inspect")
+            .arg(format!("oci-archive:{}", pulled_tar.display())),
+    ))
+    .unwrap();
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 2);
+    let cached: Vec<_> = std::fs::read_dir(cache.join("imager/blobs/sha256"))
+        .unwrap()
+        .collect();
+    assert!(!cached.is_empty(), "layers cached by digest");
+
     // Reproducible; the same from an OCI archive of the base.
     let archive = dir.path().join("base.tar");
     run_ok(

@@ -6,6 +6,7 @@
 //! JSON documents are handled as `serde_json::Value` so that fields this program does
 //! not know (labels, history, annotations of the base) pass through unchanged.
 
+pub mod registry;
 pub mod source;
 
 pub use source::{BaseImage, Blob};

@@ -470,7 +470,11 @@ fn write_installer(
     let local = ["oci:", "oci-archive:", "docker-archive:"]
         .iter()
         .any(|p| reference.starts_with(p));
-    let image = crate::oci::BaseImage::open_local(&reference, &profile.arch)?;
+    let image = if local {
+        crate::oci::BaseImage::open_local(&reference, &profile.arch)?
+    } else {
+        crate::oci::registry::pull(&reference, &profile.arch, base.force_insecure)?
+    };
     let tag = if local {
         format!("ghcr.io/siderolabs/installer:{}", profile.version)
     } else {
