@@ -184,10 +184,71 @@ fn tar_to_stdout_from_the_container() {
     assert!(cmdline.contains("INSTALLER_META_BASE64="));
 }
 
-/// One test, so the image is built once (nextest runs each test in its own process).
+/// `docker run -v $PWD/_out:/out -v $PWD/keys:/secureboot:ro imager secureboot-iso`, then
+/// the ISO boots: keys enrolled from setup mode, SecureBoot enforced, PCR 11 as predicted.
+fn secureboot_iso_from_the_container_boots() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&keys).unwrap();
+    let c = Container::new();
+    for what in ["uki", "pcr"] {
+        let o = c.run(
+            &[(&keys, "/keys")],
+            &["gen", "secureboot", what, "--output", "/keys"],
+        );
+        assert!(
+            o.status.success(),
+            "gen {what}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let o = c.run(
+        &[(&out, "/out"), (&keys, "/secureboot:ro")],
+        &["secureboot-iso", "--extra-kernel-arg", "console=ttyS0"],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("output asset path: /out/metal-amd64-secureboot.iso"),
+        "{err}"
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("metal-amd64-secureboot.iso.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let predicted = manifest["pcr11"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["bank"] == "sha256")
+        .unwrap()["afterStub"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let log = common::boot::boot(
+        common::boot::Media::Cdrom(out.join("metal-amd64-secureboot.iso")),
+        common::boot::SecureBoot::Setup,
+        true,
+        300,
+    );
+    assert!(log.marker, "boots; log {}", log.path.display());
+    assert_eq!(log.secureboot, Some(1), "log {}", log.path.display());
+    assert_eq!(
+        log.pcr11_sha256.as_deref(),
+        Some(predicted.as_str()),
+        "log {}",
+        log.path.display()
+    );
+}
+
+/// One test, so the image is built once (nextest runs each test in its own process);
+/// named `boot` so it runs with the other boot tests, one at a time.
 #[test]
-fn container_image_works_like_docker_run() {
+fn container_image_works_like_docker_run_and_its_iso_boots() {
     image_metadata_and_static_binary();
     secureboot_uki_and_keys_inside_the_container();
     tar_to_stdout_from_the_container();
+    secureboot_iso_from_the_container_boots();
 }
