@@ -52,6 +52,7 @@ fn write_esp(dir: &Path, name: &str, offset: u64, size: u64) -> std::path::PathB
         &EspOptions {
             label: "EFI".into(),
             epoch: 1_700_000_000,
+            sector_size: 512,
         },
         &file,
         offset,
