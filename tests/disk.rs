@@ -179,7 +179,7 @@ fn metal_raw_image_layout_esp_and_meta() {
             .arg(&esp)
             .arg("::/loader/loader.conf"),
     );
-    assert_eq!(conf, "timeout 10\n");
+    assert_eq!(conf, "# systemd-boot configuration\n\ntimeout 10\n");
 
     // Sparse: the unused space is not written.
     use std::os::unix::fs::MetadataExt;

@@ -189,7 +189,10 @@ fn secureboot_iso_layout() {
             .arg(&esp)
             .arg("::/loader/loader.conf"),
     );
-    assert_eq!(conf, "timeout 10\nsecure-boot-enroll if-safe\n");
+    assert_eq!(
+        conf,
+        "# systemd-boot configuration\n\ntimeout 10\n\nsecure-boot-enroll if-safe\n"
+    );
     let cert = dir.path().join("cert.der");
     run_ok(
         Command::new(require_tool("mcopy"))
@@ -283,7 +286,10 @@ fn plain_iso_has_bios_and_uefi_entries() {
             .arg(&esp)
             .arg("::/loader/loader.conf"),
     );
-    assert_eq!(conf, "timeout 10\nsecure-boot-enroll off\n");
+    assert_eq!(
+        conf,
+        "# systemd-boot configuration\n\ntimeout 10\n\nsecure-boot-enroll off\n"
+    );
 }
 
 #[test]
@@ -396,6 +402,12 @@ fn boot_plain_iso_on_uefi_and_bios() {
     let uefi = boot(Media::Cdrom(iso.clone()), SecureBoot::Off, false, 200);
     assert!(uefi.marker, "UEFI boot; log {}", uefi.path.display());
     assert_eq!(uefi.secureboot, Some(0));
+    let bios_disk = boot(Media::Disk(iso.clone()), SecureBoot::Bios, false, 200);
+    assert!(
+        bios_disk.marker,
+        "BIOS boot as a USB disk (isohybrid MBR); log {}",
+        bios_disk.path.display()
+    );
     let bios = boot(Media::Cdrom(iso), SecureBoot::Bios, false, 200);
     assert!(bios.marker, "BIOS boot; log {}", bios.path.display());
     let cmdline = bios.cmdline.unwrap_or_default();

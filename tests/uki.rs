@@ -432,9 +432,9 @@ fn stub_257_signed_with_profiles() {
         .find(|p| p.profile.as_deref() == Some("reset"))
         .unwrap();
     assert_ne!(main.enter_machined, reset.enter_machined);
-    // The human-readable form says the signature is unavailable but does not fail.
+    // Not Authenticode-signed: the human-readable form says so and does not fail.
     let text = run_ok(imager().arg("inspect").arg(&out));
-    assert!(text.contains("not signed / cannot verify"), "{text}");
+    assert!(text.contains("Authenticode:\n  not signed\n"), "{text}");
 
     // Without profiles: recompute PCR 11 here from binutils' view of the sections
     // (objcopy's dumps, not our reader), with the extend rule written out again.

@@ -17,6 +17,8 @@ use crate::error::{Error, IoContext, Result};
 
 const ISOLINUX_BIN: &[u8] = include_bytes!("../../assets/isolinux/isolinux.bin");
 const LDLINUX_C32: &[u8] = include_bytes!("../../assets/isolinux/ldlinux.c32");
+/// isohybrid MBR boot code: BIOS machines booting the ISO as a USB disk start ISOLINUX through it.
+const ISOHDPFX_BIN: &[u8] = include_bytes!("../../assets/isolinux/isohdpfx.bin");
 
 /// Legacy BIOS boot through ISOLINUX: kernel and initramfs in `/boot`.
 #[derive(Debug, Clone)]
@@ -101,6 +103,7 @@ pub fn write(spec: &IsoSpec, dest: &File) -> Result<()> {
         add(&e.path, content(&e.source)?)?;
     }
     let mut el_torito = ElTorito::new();
+    let mut hybrid = Hybrid::gpt_hybrid_mbr();
     if let Some(bios) = &spec.bios {
         add("isolinux/isolinux.bin", Content::bytes(ISOLINUX_BIN))?;
         add("isolinux/ldlinux.c32", Content::bytes(LDLINUX_C32))?;
@@ -122,6 +125,8 @@ pub fn write(spec: &IsoSpec, dest: &File) -> Result<()> {
                 .with_load_size(4)
                 .with_boot_info(BootInfo::Table),
         );
+        el_torito = el_torito.with_catalog_path("isolinux/boot.cat");
+        hybrid = hybrid.with_bootstrap(ISOHDPFX_BIN);
     }
     // El Torito counts 512-byte sectors in 16 bits; for a larger ESP a count of 1
     // makes firmware use the partition to the end (hadris would write 65535, which
@@ -143,7 +148,7 @@ pub fn write(spec: &IsoSpec, dest: &File) -> Result<()> {
         .with_time(time)
         .with_seed(spec.epoch)
         .with_el_torito(el_torito)
-        .with_hybrid(Hybrid::gpt_hybrid_mbr().with_appended(AppendedPartition::esp(esp_content)));
+        .with_hybrid(hybrid.with_appended(AppendedPartition::esp(esp_content)));
     let file = dest.try_clone().at("<ISO image>")?;
     file.set_len(0).at("<ISO image>")?;
     let device = FileDevice::new(file).at("<ISO image>")?;

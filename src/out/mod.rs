@@ -388,8 +388,9 @@ pub fn esp_entries(
         ),
     ];
     let loader_conf = match (flavor, profile.secureboot()) {
-        (EspFlavor::Disk, false) => "timeout 10\n".to_string(),
-        _ => format!("timeout 10\nsecure-boot-enroll {mode}\n"),
+        // The template Talos writes.
+        (EspFlavor::Disk, false) => "# systemd-boot configuration\n\ntimeout 10\n".to_string(),
+        _ => format!("# systemd-boot configuration\n\ntimeout 10\n\nsecure-boot-enroll {mode}\n"),
     };
     entries.push(bytes("loader/loader.conf", loader_conf.into_bytes(), false));
     if flavor == EspFlavor::Iso {

@@ -1,0 +1,364 @@
+//! Every class of bad input, one table: the binary must exit non-zero with one clear
+//! `error:` line naming the offending input, leave nothing in the output directory, and
+//! never panic.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{demo_dir, imager, require_tool, run_ok};
+
+/// A private copy of the demo inputs and keys that one row may spoil.
+struct Inputs {
+    install: PathBuf,
+    keys: PathBuf,
+}
+
+fn inputs(dir: &Path, keys: &Path) -> Inputs {
+    let install = dir.join("install");
+    std::fs::create_dir_all(install.join("amd64")).unwrap();
+    for f in [
+        "vmlinuz",
+        "initramfs.xz",
+        "systemd-stub.efi",
+        "systemd-boot.efi",
+    ] {
+        std::fs::copy(
+            demo_dir().join("amd64").join(f),
+            install.join("amd64").join(f),
+        )
+        .unwrap();
+    }
+    let k = dir.join("keys");
+    std::fs::create_dir_all(&k).unwrap();
+    for f in [
+        "uki-signing-key.pem",
+        "uki-signing-cert.pem",
+        "pcr-signing-key.pem",
+    ] {
+        std::fs::copy(keys.join(f), k.join(f)).unwrap();
+    }
+    Inputs { install, keys: k }
+}
+
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+type Spoil = fn(&Inputs, &Path) -> Vec<String>;
+
+#[test]
+fn bad_input_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("master-keys");
+    run_ok(
+        imager()
+            .args(["gen", "secureboot", "uki", "--output"])
+            .arg(&keys),
+    );
+    run_ok(
+        imager()
+            .args(["gen", "secureboot", "pcr", "--output"])
+            .arg(&keys),
+    );
+
+    let sb = |i: &Inputs| -> Vec<String> {
+        vec![
+            "secureboot-metal-uki".into(),
+            "--install-dir".into(),
+            i.install.display().to_string(),
+            "--secureboot-dir".into(),
+            i.keys.display().to_string(),
+        ]
+    };
+    let rows: Vec<(&str, Box<dyn Fn(&Inputs, &Path) -> Vec<String>>, &str)> = vec![
+        (
+            "missing file",
+            Box::new(|i, _| {
+                std::fs::remove_file(i.install.join("amd64/initramfs.xz")).unwrap();
+                sb(i)
+            }),
+            "initramfs.xz",
+        ),
+        (
+            "empty file",
+            Box::new(|i, _| {
+                std::fs::write(i.install.join("amd64/vmlinuz"), b"").unwrap();
+                sb(i)
+            }),
+            "vmlinuz",
+        ),
+        (
+            "truncated PE",
+            Box::new(|i, _| {
+                let p = i.install.join("amd64/systemd-stub.efi");
+                let b = std::fs::read(&p).unwrap();
+                std::fs::write(&p, &b[..600]).unwrap();
+                sb(i)
+            }),
+            "systemd-stub.efi",
+        ),
+        (
+            "PE that is not EFI",
+            Box::new(|i, _| {
+                let p = i.install.join("amd64/systemd-stub.efi");
+                let mut b = std::fs::read(&p).unwrap();
+                let pe = u32::from_le_bytes(b[0x3c..0x40].try_into().unwrap()) as usize;
+                b[pe + 24 + 68] = 3; // Subsystem: Windows console
+                std::fs::write(&p, b).unwrap();
+                sb(i)
+            }),
+            "systemd-stub.efi",
+        ),
+        (
+            "kernel that is not a bzImage",
+            Box::new(|i, _| {
+                let mut b = std::fs::read(i.install.join("amd64/vmlinuz")).unwrap();
+                b[0x202..0x206].copy_from_slice(b"XXXX");
+                std::fs::write(i.install.join("amd64/vmlinuz"), b).unwrap();
+                sb(i)
+            }),
+            "vmlinuz",
+        ),
+        (
+            "certificate of another key",
+            Box::new(|i, _| {
+                std::fs::copy(
+                    i.keys.join("pcr-signing-key.pem"),
+                    i.keys.join("uki-signing-key.pem"),
+                )
+                .unwrap();
+                sb(i)
+            }),
+            "does not match",
+        ),
+        (
+            "wrong key type",
+            Box::new(|i, _| {
+                run_ok(
+                    Command::new(require_tool("openssl"))
+                        .args([
+                            "ecparam",
+                            "-name",
+                            "prime256v1",
+                            "-genkey",
+                            "-noout",
+                            "-out",
+                        ])
+                        .arg(i.keys.join("pcr-signing-key.pem")),
+                );
+                sb(i)
+            }),
+            "pcr-signing-key.pem",
+        ),
+        (
+            "unknown profile field",
+            Box::new(|_, d| {
+                let p = d.join("p.yaml");
+                std::fs::write(
+                    &p,
+                    "baseProfileName: metal\noutput:\n  imageOptions:\n    diskSise: 1\n",
+                )
+                .unwrap();
+                vec![p.display().to_string()]
+            }),
+            "diskSise",
+        ),
+        (
+            "wrong field type",
+            Box::new(|_, d| {
+                let p = d.join("p.yaml");
+                std::fs::write(
+                    &p,
+                    "baseProfileName: metal\noutput:\n  imageOptions:\n    diskSize: big\n",
+                )
+                .unwrap();
+                vec![p.display().to_string()]
+            }),
+            "diskSize",
+        ),
+        (
+            "META key out of range",
+            Box::new(|i, _| {
+                vec![
+                    "metal".into(),
+                    "--meta".into(),
+                    "256=x".into(),
+                    "--install-dir".into(),
+                    i.install.display().to_string(),
+                ]
+            }),
+            "256",
+        ),
+        (
+            "disk size too small",
+            Box::new(|i, d| {
+                let p = d.join("p.yaml");
+                std::fs::write(
+                    &p,
+                    "baseProfileName: metal\noutput:\n  imageOptions:\n    diskSize: 1048576\n",
+                )
+                .unwrap();
+                vec![
+                    p.display().to_string(),
+                    "--install-dir".into(),
+                    i.install.display().to_string(),
+                ]
+            }),
+            "too small",
+        ),
+    ];
+    for (i, (what, spoil, needle)) in rows.iter().enumerate() {
+        let case = dir.path().join(format!("case{i}"));
+        std::fs::create_dir_all(&case).unwrap();
+        let ins = inputs(&case, &keys);
+        let args = spoil(&ins, &case);
+        let out = case.join("out");
+        let o = imager()
+            .args(&args)
+            .args(["--arch", "amd64", "--output"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{what}: must fail:\n{err}");
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{what}: one error line:\n{err}");
+        assert!(
+            errors[0].contains(needle),
+            "{what}: the error names {needle}: {}",
+            errors[0]
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("stack backtrace"),
+            "{what}: no panic:\n{err}"
+        );
+        assert!(
+            leftovers(&out).is_empty(),
+            "{what}: nothing left: {:?}",
+            leftovers(&out)
+        );
+    }
+}
+
+/// Mounts a tmpfs (size `size`, read-only if asked) at `dir`; unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, options: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        run_ok(
+            Command::new(require_tool("mount"))
+                .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+                .arg(dir),
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn read_only_and_full_output_dirs_and_interrupts() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    run_ok(
+        imager()
+            .args(["gen", "secureboot", "uki", "--output"])
+            .arg(&keys),
+    );
+    run_ok(
+        imager()
+            .args(["gen", "secureboot", "pcr", "--output"])
+            .arg(&keys),
+    );
+    let ins = inputs(dir.path(), &keys);
+    let build = |out: &Path| {
+        let mut c = imager();
+        c.args(["secureboot-iso", "--arch", "amd64", "--install-dir"])
+            .arg(&ins.install)
+            .arg("--secureboot-dir")
+            .arg(&ins.keys)
+            .arg("--output")
+            .arg(out);
+        c
+    };
+
+    // Read-only output directory.
+    let ro = Tmpfs::mount(&dir.path().join("ro"), "ro,size=64m");
+    let o = build(&ro.0).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("error:") && l.contains("ro") && l.contains("Read-only")),
+        "{err}"
+    );
+
+    // Output disk full: a 4 MiB tmpfs cannot hold the ISO.
+    let full = Tmpfs::mount(&dir.path().join("full"), "size=4m");
+    let o = build(&full.0).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("error:") && l.contains("No space left")),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        leftovers(&full.0).is_empty(),
+        "nothing left on the full disk: {:?}",
+        leftovers(&full.0)
+    );
+
+    // SIGINT in the middle of a large build (a 256 MiB initramfs).
+    let big = dir.path().join("big");
+    std::fs::create_dir_all(big.join("amd64")).unwrap();
+    for f in ["vmlinuz", "systemd-stub.efi", "systemd-boot.efi"] {
+        std::fs::copy(ins.install.join("amd64").join(f), big.join("amd64").join(f)).unwrap();
+    }
+    run_ok(
+        Command::new("head")
+            .args(["-c", "268435456", "/dev/urandom"])
+            .stdout(std::fs::File::create(big.join("amd64/initramfs.xz")).unwrap()),
+    );
+    let out = dir.path().join("interrupted");
+    let mut child = imager()
+        .args(["secureboot-iso", "--arch", "amd64", "--install-dir"])
+        .arg(&big)
+        .arg("--secureboot-dir")
+        .arg(&ins.keys)
+        .arg("--output")
+        .arg(&out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until work has started (the output directory holds the scratch directory).
+    for _ in 0..200 {
+        if !leftovers(&out).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    run_ok(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "interrupted build fails:\n{err}");
+    assert!(
+        leftovers(&out).is_empty(),
+        "nothing left after SIGINT: {:?}\n{err}",
+        leftovers(&out)
+    );
+}
