@@ -272,7 +272,7 @@ impl Drop for Tmpfs {
 #[test]
 fn read_only_and_full_output_dirs_and_interrupts() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys");
+    let keys = dir.path().join("master-keys");
     run_ok(
         imager()
             .args(["gen", "secureboot", "uki", "--output"])
