@@ -52,8 +52,6 @@ fn leftovers(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-type Spoil = fn(&Inputs, &Path) -> Vec<String>;
-
 #[test]
 fn bad_input_matrix() {
     let dir = tempfile::tempdir().unwrap();
@@ -335,7 +333,7 @@ fn read_only_and_full_output_dirs_and_interrupts() {
             .stdout(std::fs::File::create(big.join("amd64/initramfs.xz")).unwrap()),
     );
     let out = dir.path().join("interrupted");
-    let mut child = imager()
+    let child = imager()
         .args(["secureboot-iso", "--arch", "amd64", "--install-dir"])
         .arg(&big)
         .arg("--secureboot-dir")

@@ -298,6 +298,13 @@ fn kernel_and_initramfs_outputs_are_byte_identical() {
         hex::encode(sha2::Sha256::digest(&kernel))
     );
     assert_eq!(manifest["outputs"][0]["size"], kernel.len());
+    let sha256sum = run(Command::new("sha256sum").arg(outdir.join("kernel-amd64")));
+    let judged = String::from_utf8_lossy(&sha256sum.stdout);
+    assert_eq!(
+        manifest["outputs"][0]["sha256"].as_str().unwrap(),
+        judged.split_whitespace().next().unwrap(),
+        "sha256sum agrees"
+    );
 }
 
 #[test]

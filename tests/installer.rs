@@ -288,6 +288,35 @@ fn secureboot_installer_image_is_read_by_skopeo_umoci_and_a_registry() {
         .collect();
     assert!(!cached.is_empty(), "layers cached by digest");
 
+    // --tar-to-stdout: the tarball itself on stdout (for `| docker load`), nothing else.
+    let o = imager()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args([
+            "secureboot-installer",
+            "--arch",
+            "amd64",
+            "--tar-to-stdout",
+            "--install-dir",
+        ])
+        .arg(demo_dir())
+        .arg("--secureboot-dir")
+        .arg(&keys)
+        .args(["--base-installer-image", &base_ref])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let streamed = dir.path().join("streamed.tar");
+    std::fs::write(&streamed, &o.stdout).unwrap();
+    assert!(
+        o.stdout == std::fs::read(&tarball).unwrap(),
+        "stdout carries exactly the installer tarball"
+    );
+    run_ok(
+        Command::new(&skopeo)
+            .arg("inspect")
+            .arg(format!("docker-archive:{}", streamed.display())),
+    );
+
     // Reproducible; the same from an OCI archive of the base.
     let archive = dir.path().join("base.tar");
     run_ok(

@@ -199,18 +199,30 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         },
         &Stderr,
     );
-    let result = result.and_then(|_| {
-        if args.tar_to_stdout {
-            tar_to_stdout(&output_dir)
-        } else {
-            Ok(())
+    let result = result.and_then(|built| match args.tar_to_stdout {
+        // An installer image is already a tarball: it goes to stdout as it is, so
+        // `imager secureboot-installer --tar-to-stdout | docker load` works.
+        true if profile.output.kind == Some(OutputKind::Installer) => {
+            artifact_to_stdout(&built.artifact)
         }
+        true => tar_to_stdout(&output_dir),
+        false => Ok(()),
     });
     if let Some(dir) = scratch {
         let _ = std::fs::remove_dir_all(&dir);
         crate::io::cleanup::unregister_dir(&dir);
     }
     result?;
+    Ok(())
+}
+
+/// Copies one file to stdout.
+fn artifact_to_stdout(path: &Path) -> crate::Result<()> {
+    use crate::error::IoContext;
+    let mut file = std::fs::File::open(path).at(path)?;
+    let mut stdout = std::io::stdout().lock();
+    std::io::copy(&mut file, &mut stdout).at("<stdout>")?;
+    std::io::Write::flush(&mut stdout).at("<stdout>")?;
     Ok(())
 }
 
