@@ -331,7 +331,7 @@ fn tar_to_stdout_carries_only_the_tarball() {
     assert!(tar.wait().unwrap().success(), "stdout is a gzip'd tar");
     let text = std::fs::read_to_string(dir.path().join("cmdline-metal-amd64")).unwrap();
     assert!(
-        text.contains("talos.halt_if_installed=1") == false,
+        !text.contains("talos.halt_if_installed=1"),
         "cmdline kind is not an ISO"
     );
     assert!(text.contains("INSTALLER_META_BASE64="));
