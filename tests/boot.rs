@@ -52,19 +52,6 @@ fn build(
     (path, serde_json::from_slice(&manifest).unwrap())
 }
 
-/// The sha256 PCR 11 the manifest predicts right after the stub.
-fn predicted_sha256(manifest: &serde_json::Value) -> String {
-    manifest["pcr11"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["bank"] == "sha256")
-        .expect("sha256 prediction")["afterStub"]
-        .as_str()
-        .unwrap()
-        .to_lowercase()
-}
-
 /// An ESP directory with `efi` as the fallback boot loader.
 fn esp_with(efi: &Path, dir: &Path) -> PathBuf {
     let esp = dir.join("esp");
@@ -98,7 +85,7 @@ fn assert_booted(log: &BootLog, predicted: &str, secureboot: u8) {
 fn boot_unsigned_uki_measures_the_predicted_pcr11() {
     let dir = tempfile::tempdir().unwrap();
     let (uki, manifest) = build("metal-uki", &dir.path().join("out"), None, &[]);
-    let predicted = predicted_sha256(&manifest);
+    let predicted = common::predicted_pcr11(&manifest);
     let log = boot(
         Media::EspDir(esp_with(&uki, dir.path())),
         SecureBoot::Off,
@@ -149,30 +136,7 @@ fn boot_unsigned_uki_on_the_252_stub() {
         true,
         180,
     );
-    assert_booted(&log, &predicted_sha256(&manifest), 0);
-}
-
-/// Throwaway SecureBoot keys made by `imager gen secureboot`.
-fn keys(dir: &Path) -> PathBuf {
-    let keys = dir.join("keys");
-    run_ok(
-        imager()
-            .args([
-                "gen",
-                "secureboot",
-                "uki",
-                "--common-name",
-                "imager boot test",
-                "--output",
-            ])
-            .arg(&keys),
-    );
-    run_ok(
-        imager()
-            .args(["gen", "secureboot", "pcr", "--output"])
-            .arg(&keys),
-    );
-    keys
+    assert_booted(&log, &common::predicted_pcr11(&manifest), 0);
 }
 
 /// Offset of `.linux`'s data, from `imager inspect --json`.
@@ -196,7 +160,7 @@ fn linux_offset(uki: &Path) -> u64 {
 #[test]
 fn boot_signed_uki_under_enforced_secureboot() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = keys(dir.path());
+    let keys = common::gen_keys(dir.path());
     let (uki, manifest) = build(
         "secureboot-metal-uki",
         &dir.path().join("out"),
@@ -210,7 +174,7 @@ fn boot_signed_uki_under_enforced_secureboot() {
         true,
         180,
     );
-    assert_booted(&log, &predicted_sha256(&manifest), 1);
+    assert_booted(&log, &common::predicted_pcr11(&manifest), 1);
     assert!(
         log.contains("lockdown=confidentiality"),
         "the sealed SecureBoot command line"
@@ -220,7 +184,7 @@ fn boot_signed_uki_under_enforced_secureboot() {
 #[test]
 fn boot_tampered_signed_uki_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = keys(dir.path());
+    let keys = common::gen_keys(dir.path());
     let (uki, _) = build(
         "secureboot-metal-uki",
         &dir.path().join("out"),

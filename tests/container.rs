@@ -218,15 +218,7 @@ fn secureboot_iso_from_the_container_boots() {
         &std::fs::read(out.join("metal-amd64-secureboot.iso.manifest.json")).unwrap(),
     )
     .unwrap();
-    let predicted = manifest["pcr11"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["bank"] == "sha256")
-        .unwrap()["afterStub"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let predicted = common::predicted_pcr11(&manifest);
     let log = common::boot::boot(
         common::boot::Media::Cdrom(out.join("metal-amd64-secureboot.iso")),
         common::boot::SecureBoot::Setup,

@@ -348,15 +348,7 @@ fn boot_metal_disk_image_measures_the_predicted_pcr11() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("metal-amd64.raw.manifest.json")).unwrap())
             .unwrap();
-    let predicted = manifest["pcr11"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["bank"] == "sha256")
-        .unwrap()["afterStub"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let predicted = common::predicted_pcr11(&manifest);
     let log = boot(Media::Disk(image), SecureBoot::Off, true, 240);
     assert!(
         log.marker,
@@ -374,17 +366,7 @@ fn boot_metal_disk_image_measures_the_predicted_pcr11() {
 #[test]
 fn boot_secureboot_metal_disk_image_under_enforced_secureboot() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys");
-    run_ok(
-        imager()
-            .args(["gen", "secureboot", "uki", "--output"])
-            .arg(&keys),
-    );
-    run_ok(
-        imager()
-            .args(["gen", "secureboot", "pcr", "--output"])
-            .arg(&keys),
-    );
+    let keys = common::gen_keys(dir.path());
     let out = dir.path().join("out");
     let image = build_ok(
         "secureboot-metal",
@@ -401,15 +383,7 @@ fn boot_secureboot_metal_disk_image_under_enforced_secureboot() {
         &std::fs::read(out.join("metal-amd64-secureboot.raw.manifest.json")).unwrap(),
     )
     .unwrap();
-    let predicted = manifest["pcr11"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["bank"] == "sha256")
-        .unwrap()["afterStub"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let predicted = common::predicted_pcr11(&manifest);
     let log = boot(
         Media::Disk(image),
         SecureBoot::Enrolled(keys.join("uki-signing-cert.pem")),

@@ -56,21 +56,6 @@ fn base_image(dir: &Path, arch: &str) -> PathBuf {
     layout
 }
 
-fn keys(dir: &Path) -> PathBuf {
-    let keys = dir.join("keys");
-    run_ok(
-        imager()
-            .args(["gen", "secureboot", "uki", "--output"])
-            .arg(&keys),
-    );
-    run_ok(
-        imager()
-            .args(["gen", "secureboot", "pcr", "--output"])
-            .arg(&keys),
-    );
-    keys
-}
-
 fn build(base: &str, out: &Path, keys: &Path) -> std::process::Output {
     imager()
         .env("SOURCE_DATE_EPOCH", "1700000000")
@@ -129,7 +114,7 @@ fn registry(dir: &Path) -> Registry {
 fn secureboot_installer_image_is_read_by_skopeo_umoci_and_a_registry() {
     let dir = tempfile::tempdir().unwrap();
     let layout = base_image(dir.path(), "amd64");
-    let keys = keys(dir.path());
+    let keys = common::gen_keys(dir.path());
     let skopeo = require_tool("skopeo");
     let base_ref = format!("oci:{}:v1.9.2", layout.display());
     let base: serde_json::Value =
@@ -338,7 +323,7 @@ fn secureboot_installer_image_is_read_by_skopeo_umoci_and_a_registry() {
 #[test]
 fn bad_base_images_fail_clearly_and_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = keys(dir.path());
+    let keys = common::gen_keys(dir.path());
     let arm = base_image(dir.path(), "arm64");
     let amd = base_image(dir.path(), "amd64");
     // Tamper with the layer blob of a copy of the amd64 layout.

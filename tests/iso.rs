@@ -10,21 +10,6 @@ use std::process::Command;
 use common::boot::{Media, SecureBoot, boot};
 use common::{demo_dir, imager, require_tool, run_ok};
 
-fn keys(dir: &Path) -> PathBuf {
-    let keys = dir.join("keys");
-    run_ok(
-        imager()
-            .args(["gen", "secureboot", "uki", "--output"])
-            .arg(&keys),
-    );
-    run_ok(
-        imager()
-            .args(["gen", "secureboot", "pcr", "--output"])
-            .arg(&keys),
-    );
-    keys
-}
-
 fn build(
     profile: &str,
     out: &Path,
@@ -63,18 +48,6 @@ fn build(
     (path, manifest)
 }
 
-fn predicted(manifest: &serde_json::Value) -> String {
-    manifest["pcr11"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["bank"] == "sha256")
-        .unwrap()["afterStub"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 /// The appended ESP, cut out of the ISO by its MBR entry (type 0xEF).
 fn extract_esp(iso: &Path, dir: &Path) -> PathBuf {
     let bytes = std::fs::read(iso).unwrap();
@@ -92,7 +65,7 @@ fn extract_esp(iso: &Path, dir: &Path) -> PathBuf {
 #[test]
 fn secureboot_iso_layout() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = keys(dir.path());
+    let keys = common::gen_keys(dir.path());
     let (iso, manifest) = build(
         "secureboot-iso",
         &dir.path().join("out"),
@@ -295,7 +268,7 @@ fn plain_iso_has_bios_and_uefi_entries() {
 #[test]
 fn boot_secureboot_iso_as_cdrom_enrolls_keys_and_boots_enforced() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = keys(dir.path());
+    let keys = common::gen_keys(dir.path());
     let (iso, manifest) = build(
         "secureboot-iso",
         &dir.path().join("out"),
@@ -321,7 +294,7 @@ fn boot_secureboot_iso_as_cdrom_enrolls_keys_and_boots_enforced() {
     );
     assert_eq!(
         log.pcr11_sha256.as_deref(),
-        Some(predicted(&manifest).as_str()),
+        Some(common::predicted_pcr11(&manifest).as_str()),
         "log {}",
         log.path.display()
     );
@@ -334,7 +307,7 @@ fn boot_secureboot_iso_as_cdrom_enrolls_keys_and_boots_enforced() {
 #[test]
 fn boot_secureboot_iso_as_usb_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = keys(dir.path());
+    let keys = common::gen_keys(dir.path());
     let (iso, manifest) = build(
         "secureboot-iso",
         &dir.path().join("out"),
@@ -350,7 +323,7 @@ fn boot_secureboot_iso_as_usb_disk() {
     assert_eq!(log.secureboot, Some(1), "log {}", log.path.display());
     assert_eq!(
         log.pcr11_sha256.as_deref(),
-        Some(predicted(&manifest).as_str()),
+        Some(common::predicted_pcr11(&manifest).as_str()),
         "log {}",
         log.path.display()
     );
@@ -359,7 +332,7 @@ fn boot_secureboot_iso_as_usb_disk() {
 #[test]
 fn boot_tampered_secureboot_iso_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = keys(dir.path());
+    let keys = common::gen_keys(dir.path());
     let (iso, _) = build(
         "secureboot-iso",
         &dir.path().join("out"),

@@ -3,25 +3,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use common::{demo_dir, imager, require_tool, run_ok};
-
-fn keys(dir: &Path) -> PathBuf {
-    let keys = dir.join("keys");
-    run_ok(
-        imager()
-            .args(["gen", "secureboot", "uki", "--output"])
-            .arg(&keys),
-    );
-    run_ok(
-        imager()
-            .args(["gen", "secureboot", "pcr", "--output"])
-            .arg(&keys),
-    );
-    keys
-}
 
 fn build_uki(keys: &Path, out: &Path) -> Output {
     imager()
@@ -56,7 +41,7 @@ fn judges_accept(file: &Path, cert: &Path) -> (bool, bool) {
 #[test]
 fn signed_uki_is_accepted_by_sbverify_and_osslsigncode_and_tampering_is_caught() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = keys(dir.path());
+    let keys = common::gen_keys(dir.path());
     let out = dir.path().join("out");
     let o = build_uki(&keys, &out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -117,7 +102,7 @@ fn signed_uki_is_accepted_by_sbverify_and_osslsigncode_and_tampering_is_caught()
 #[test]
 fn secureboot_builds_are_reproducible() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = keys(dir.path());
+    let keys = common::gen_keys(dir.path());
     let a = dir.path().join("a");
     let b = dir.path().join("b");
     assert!(build_uki(&keys, &a).status.success());
@@ -133,7 +118,7 @@ fn secureboot_builds_are_reproducible() {
 #[test]
 fn bad_keys_fail_clearly_and_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = keys(dir.path());
+    let keys = common::gen_keys(dir.path());
     let other = dir.path().join("other");
     run_ok(
         imager()

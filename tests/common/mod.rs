@@ -65,3 +65,32 @@ pub fn python() -> Command {
         Path::new("/usr/bin/python3")
     })
 }
+
+/// Throwaway SecureBoot keys made by `imager gen secureboot uki` and `pcr` in `dir/keys`.
+pub fn gen_keys(dir: &Path) -> PathBuf {
+    let keys = dir.join("keys");
+    run_ok(
+        imager()
+            .args(["gen", "secureboot", "uki", "--output"])
+            .arg(&keys),
+    );
+    run_ok(
+        imager()
+            .args(["gen", "secureboot", "pcr", "--output"])
+            .arg(&keys),
+    );
+    keys
+}
+
+/// The sha256 PCR 11 a build manifest predicts right after systemd-stub (lower-case hex).
+pub fn predicted_pcr11(manifest: &serde_json::Value) -> String {
+    manifest["pcr11"]
+        .as_array()
+        .expect("pcr11 in the manifest")
+        .iter()
+        .find(|b| b["bank"] == "sha256")
+        .expect("sha256 prediction")["afterStub"]
+        .as_str()
+        .unwrap()
+        .to_lowercase()
+}
