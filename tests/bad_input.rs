@@ -350,7 +350,8 @@ fn read_only_and_full_output_dirs_and_interrupts() {
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    run_ok(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    // SAFETY: signalling a child process this test started.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "interrupted build fails:\n{err}");
