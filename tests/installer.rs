@@ -166,6 +166,18 @@ fn secureboot_installer_image_is_read_by_skopeo_umoci_and_a_registry() {
         serde_json::json!(["/bin/installer"])
     );
 
+    // podman loads it as an image tagged with the base reference.
+    let loaded = run_ok(
+        Command::new(require_tool("podman"))
+            .args(["--storage-driver", "vfs", "--root"])
+            .arg(dir.path().join("podman-root"))
+            .args(["--runroot"])
+            .arg(dir.path().join("podman-run"))
+            .args(["load", "-i"])
+            .arg(&tarball),
+    );
+    assert!(loaded.contains("Loaded image"), "{loaded}");
+
     // umoci unpacks a root file system with the base's files and our assets.
     let copy = dir.path().join("copy");
     run_ok(
