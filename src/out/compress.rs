@@ -9,7 +9,6 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
-use crate::io::BUFFER_SIZE;
 use crate::io::sparse::SparseReader;
 
 /// xz preset: Talos uses `xz -0`: fast, and disk images are mostly zeros.
@@ -91,12 +90,5 @@ fn gzip<W: Write>(w: W) -> flate2::write::GzEncoder<W> {
 }
 
 fn pump(input: &mut impl Read, src: &Path, out: &mut impl Write) -> Result<()> {
-    let mut buf = vec![0u8; BUFFER_SIZE];
-    loop {
-        let n = input.read(&mut buf).at(src)?;
-        if n == 0 {
-            return Ok(());
-        }
-        out.write_all(&buf[..n]).at("<compressed output>")?;
-    }
+    crate::build::copy_stream(input, src, out, Path::new("<compressed output>")).map(|_| ())
 }
