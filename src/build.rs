@@ -210,10 +210,7 @@ pub fn copy_stream(
 /// appears at `dest` atomically.
 fn post_process(profile: &Profile, produced: &Path, dest: &Path) -> Result<()> {
     match profile.output.out_format.unwrap_or(OutFormat::Raw) {
-        OutFormat::Raw => {
-            File::open(produced).at(produced)?.sync_all().at(produced)?;
-            std::fs::rename(produced, dest).at(dest)
-        }
+        OutFormat::Raw => std::fs::rename(produced, dest).at(dest),
         format => {
             let mut out = AtomicFile::create(dest)?;
             crate::out::compress::compress(produced, format.as_str(), out.file())?;

@@ -62,6 +62,70 @@ fn extract_esp(iso: &Path, dir: &Path) -> PathBuf {
     out
 }
 
+/// The UKI as the ISO 9660 tree shows it (Rock Ridge through xorriso, Joliet and the
+/// plain primary tree through isoinfo) is the ESP's file, and its data lies inside
+/// the ESP partition: the image holds it once.
+fn uki_is_stored_once(iso: &Path, dir: &Path, esp: &Path) {
+    let from_esp = dir.join("uki-esp.efi");
+    run_ok(
+        Command::new(require_tool("mcopy"))
+            .arg("-i")
+            .arg(esp)
+            .arg("::/EFI/Linux/Talos-v1.9.2.efi")
+            .arg(&from_esp),
+    );
+    let from_esp = std::fs::read(&from_esp).unwrap();
+    let rock_ridge = dir.join("uki-rr.efi");
+    run_ok(
+        Command::new(require_tool("xorriso"))
+            .args(["-osirrox", "on", "-indev"])
+            .arg(iso)
+            .args(["-extract", "/EFI/Linux/Talos-v1.9.2.efi"])
+            .arg(&rock_ridge),
+    );
+    assert!(std::fs::read(&rock_ridge).unwrap() == from_esp, "Rock Ridge view");
+    for (flag, name) in [("-J", "/EFI/Linux/Talos-v1.9.2.efi"), ("", "/EFI/LINUX/TALOS_V1_9_2.EFI;1")] {
+        let mut cmd = Command::new(require_tool("isoinfo"));
+        cmd.arg("-i").arg(iso).args(["-x", name]);
+        if !flag.is_empty() {
+            cmd.arg(flag);
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success() && o.stdout == from_esp, "{name} through isoinfo {flag}");
+    }
+
+    let lba = run_ok(
+        Command::new(require_tool("xorriso"))
+            .arg("-indev")
+            .arg(iso)
+            .args(["-find", "/EFI/Linux", "-type", "f", "-exec", "report_lba"]),
+    );
+    let start: u64 = lba
+        .lines()
+        .find(|l| l.contains("Talos-v1.9.2.efi"))
+        .and_then(|l| l.split(',').nth(1))
+        .map(|s| s.trim().parse().unwrap())
+        .unwrap_or_else(|| panic!("report_lba:\n{lba}"));
+    let bytes = std::fs::read(iso).unwrap();
+    let part = (0..4)
+        .map(|i| &bytes[446 + 16 * i..462 + 16 * i])
+        .find(|e| e[4] == 0xef)
+        .unwrap();
+    let first = u64::from(u32::from_le_bytes(part[8..12].try_into().unwrap())) * 512;
+    let len = u64::from(u32::from_le_bytes(part[12..16].try_into().unwrap())) * 512;
+    assert!(
+        (first..first + len).contains(&(start * 2048)),
+        "UKI data at byte {} lies in the ESP [{first}, {})",
+        start * 2048,
+        first + len
+    );
+    // Nothing else in the image spells the UKI out again (its headers and section
+    // table are its own; the plain ISO's /boot holds the kernel and initramfs too).
+    let needle = &from_esp[..4096];
+    let copies = bytes.windows(needle.len()).filter(|w| w == &needle).count();
+    assert_eq!(copies, 1, "copies of the UKI's middle 4 KiB in the ISO");
+}
+
 #[test]
 fn secureboot_iso_layout() {
     let dir = tempfile::tempdir().unwrap();
@@ -203,6 +267,7 @@ fn secureboot_iso_layout() {
         );
     }
     assert!(manifest["secureboot"]["signerCertSha256"].is_string());
+    uki_is_stored_once(&iso, dir.path(), &esp);
 
     // Reproducible: a second build, later, into another directory.
     std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -263,6 +328,7 @@ fn plain_iso_has_bios_and_uefi_entries() {
         conf,
         "# systemd-boot configuration\n\ntimeout 10\n\nsecure-boot-enroll off\n"
     );
+    uki_is_stored_once(&iso, dir.path(), &esp);
 }
 
 #[test]

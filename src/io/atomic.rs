@@ -54,10 +54,24 @@ impl AtomicFile {
         &self.dest
     }
 
-    /// Flushes to disk and renames to the final name.
-    pub fn commit(mut self) -> Result<PathBuf> {
+    /// Renames the file to its final name. The data is not forced to disk: artifacts
+    /// are hundreds of MiB and their consumers (uploads, `dd`) read them right away;
+    /// run `sync` before cutting power.
+    pub fn commit(self) -> Result<PathBuf> {
+        self.rename(false)
+    }
+
+    /// Writes the file to stable storage, then renames it: for small files that
+    /// must survive a crash (private keys).
+    pub fn commit_durable(self) -> Result<PathBuf> {
+        self.rename(true)
+    }
+
+    fn rename(mut self, durable: bool) -> Result<PathBuf> {
         let file = self.file.take().expect("file is open until commit");
-        file.sync_all().at(&self.tmp)?;
+        if durable {
+            file.sync_all().at(&self.tmp)?;
+        }
         drop(file);
         std::fs::rename(&self.tmp, &self.dest).at(&self.dest)?;
         crate::io::cleanup::unregister(&self.tmp);

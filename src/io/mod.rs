@@ -3,10 +3,12 @@
 
 mod atomic;
 pub mod cleanup;
+mod device;
 mod hashing;
 pub mod sparse;
 
 pub use atomic::AtomicFile;
+pub use device::HostDevice;
 pub use hashing::HashingWriter;
 
 /// Buffer size for streaming copies: large enough to keep syscalls and hashing

@@ -189,7 +189,7 @@ pub fn write_files(
             .set_permissions(std::fs::Permissions::from_mode(mode))
             .at(&tmp)?;
         out.file().write_all(&f.contents).at(&tmp)?;
-        written.push(out.commit()?);
+        written.push(out.commit_durable()?);
     }
     Ok(written)
 }

@@ -3,8 +3,8 @@
 //! The stub extends PCR 11 with `H(section)` in every active bank, so each measured
 //! blob is hashed once per bank. Large sections (kernel, initramfs) are hashed while
 //! they are copied into the UKI: [`copy_hashed`] writes and hashes SHA-256 on the
-//! calling thread and hands the same buffers to a second thread for SHA-384/512, so
-//! the three hashes use both cores and the file is read once.
+//! calling thread and hands the same buffers to one thread for SHA-384 and one for
+//! SHA-512, so the three hashes spread over the cores and the file is read once.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -89,13 +89,6 @@ impl Digests {
     }
 }
 
-/// SHA-384 and SHA-512 side by side (the work of the helper thread).
-#[derive(Default)]
-struct WideHashers {
-    sha384: Sha384,
-    sha512: Sha512,
-}
-
 /// Copies exactly `len` bytes from `reader` (the file at `path`) to `writer` and
 /// returns their digests in every bank. Fails, naming `path`, if the file is
 /// shorter than `len` (it changed while the build ran).
@@ -106,16 +99,20 @@ pub fn copy_hashed(
     path: &Path,
     out_path: &Path,
 ) -> Result<Digests> {
-    let (tx, rx) = sync_channel::<Arc<Vec<u8>>>(4);
+    let (tx384, rx384) = sync_channel::<Arc<Vec<u8>>>(4);
+    let (tx512, rx512) = sync_channel::<Arc<Vec<u8>>>(4);
     std::thread::scope(|scope| {
-        let wide = scope.spawn(move || {
-            let mut h = WideHashers::default();
-            for chunk in rx {
-                h.sha384.update(&chunk[..]);
-                h.sha512.update(&chunk[..]);
-            }
-            h
-        });
+        let wide = |rx: std::sync::mpsc::Receiver<Arc<Vec<u8>>>, alg| {
+            scope.spawn(move || {
+                let mut h = ring::digest::Context::new(alg);
+                for chunk in rx {
+                    h.update(&chunk[..]);
+                }
+                h.finish().as_ref().to_vec()
+            })
+        };
+        let sha384 = wide(rx384, &ring::digest::SHA384);
+        let sha512 = wide(rx512, &ring::digest::SHA512);
         let mut sha256 = Sha256::new();
         let mut left = len;
         let copied: Result<()> = (|| {
@@ -139,19 +136,21 @@ pub fn copy_hashed(
                 writer.write_all(&buf).at(out_path)?;
                 sha256.update(&buf);
                 left -= want as u64;
-                if tx.send(Arc::new(buf)).is_err() {
+                let buf = Arc::new(buf);
+                if tx384.send(buf.clone()).is_err() || tx512.send(buf).is_err() {
                     break;
                 }
             }
             Ok(())
         })();
-        drop(tx);
-        let wide = wide.join().expect("hash thread does not panic");
+        drop((tx384, tx512));
+        let sha384 = sha384.join().expect("hash thread does not panic");
+        let sha512 = sha512.join().expect("hash thread does not panic");
         copied?;
         Ok(Digests([
             sha256.finalize().to_vec(),
-            wide.sha384.finalize().to_vec(),
-            wide.sha512.finalize().to_vec(),
+            sha384,
+            sha512,
         ]))
     })
 }

@@ -9,11 +9,11 @@ use std::fs::File;
 use std::path::PathBuf;
 
 use hadris_fat::{FatKind, FatOptions, VolumeLabel};
-use hadris_fs::{Attributes, Content, DateTime, Node, SetAttr, Tree};
+use hadris_fs::{Attributes, Content, DateTime, Node, Report, SetAttr, Tree};
 use hadris_storage::Partition;
-use hadris_storage::host::FileDevice;
 
 use crate::error::{Error, IoContext, Result};
+use crate::io::HostDevice;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -36,7 +36,8 @@ pub struct EspEntry {
 }
 
 impl EspEntry {
-    fn len(&self) -> Result<u64> {
+    /// The file's length in bytes.
+    pub fn size(&self) -> Result<u64> {
         Ok(match &self.source {
             EspSource::File(p) => std::fs::metadata(p).at(p)?.len(),
             EspSource::Bytes(b) => b.len() as u64,
@@ -59,7 +60,7 @@ pub struct EspOptions {
 pub fn iso_esp_size(entries: &[EspEntry]) -> Result<u64> {
     let mut size = 10 * MIB;
     for e in entries {
-        size += e.len()?.div_ceil(MIB) * MIB;
+        size += e.size()?.div_ceil(MIB) * MIB;
     }
     Ok(size)
 }
@@ -81,14 +82,16 @@ fn fat_error(what: &str, e: impl std::fmt::Debug) -> Error {
     )
 }
 
-/// Writes a FAT file system of `size` bytes holding `entries` into `dev` at byte `offset`.
+/// Writes a FAT file system of `size` bytes holding `entries` into `dev` at byte
+/// `offset`. The data region starts 4 KiB-aligned. Returns where each file's bytes
+/// went (offsets from the start of the file system).
 pub fn write(
     entries: &[EspEntry],
     options: &EspOptions,
     dev: &File,
     offset: u64,
     size: u64,
-) -> Result<()> {
+) -> Result<Report> {
     let time = DateTime::new(options.epoch as i64, 0).map_err(|e| fat_error("timestamp", e))?;
     let mut tree = Tree::new();
     for entry in entries {
@@ -121,16 +124,43 @@ pub fn write(
         } else {
             options.sector_size
         })
+        .with_alignment(4096)
         .with_partition_offset(offset);
     let file = dev.try_clone().at("<EFI system partition>")?;
-    let device = FileDevice::new(file).at("<EFI system partition>")?;
+    let device = HostDevice::new(file, 512, offset + size).at("<EFI system partition>")?;
     let window = Partition::new(device, offset, size);
     hadris_fat::sync::write(window, &tree, &fat).map_err(|e| {
         Error::invalid(format!(
             "cannot write the EFI system partition ({size} bytes): {e:?}"
         ))
-    })?;
-    Ok(())
+    })
+}
+
+/// Where the bytes of the file at `path` lie in the FAT file system at byte `offset`
+/// of `dev`: runs of `(offset from the file system's start, length)`, in file order.
+pub fn file_extents(dev: &File, offset: u64, size: u64, path: &str) -> Result<Vec<(u64, u64)>> {
+    use hadris_fs::{Extent, MountOptions, Resolve};
+    let file = dev.try_clone().at("<EFI system partition>")?;
+    let device = HostDevice::new(file, 512, offset + size).at("<EFI system partition>")?;
+    let window = Partition::new(device, offset, size);
+    let mut fs = hadris_fat::sync::FatFs::mount(window, MountOptions::new().read_only())
+        .map_err(|e| fat_error("mounting the written ESP", e.into_error()))?;
+    let node = fs
+        .resolve(path.as_bytes(), Resolve::Lexical)
+        .map_err(|e| fat_error(path, e))?;
+    let mut runs = Vec::new();
+    let mut from = 0u64;
+    loop {
+        let mut out = [Extent::new(0, 0); 16];
+        let n = fs.extents(node, from, &mut out).map_err(|e| fat_error(path, e))?;
+        if n == 0 {
+            return Ok(runs);
+        }
+        for x in &out[..n] {
+            runs.push((x.offset(), x.len()));
+            from += x.len();
+        }
+    }
 }
 
 #[cfg(test)]

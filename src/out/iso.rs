@@ -10,10 +10,13 @@ use hadris_fs::{Content, DateTime, Node, Tree};
 use hadris_iso::{
     AppendedPartition, BootEntry, BootInfo, ElTorito, Hybrid, IsoId, IsoLevel, IsoOptions,
 };
-use hadris_storage::host::FileDevice;
 
 use super::esp::{self, EspEntry, EspOptions, EspSource};
 use crate::error::{Error, IoContext, Result};
+use crate::io::HostDevice;
+
+/// ISO 9660 logical sector size.
+const SECTOR: u64 = 2048;
 
 const ISOLINUX_BIN: &[u8] = include_bytes!("../../assets/isolinux/isolinux.bin");
 const LDLINUX_C32: &[u8] = include_bytes!("../../assets/isolinux/ldlinux.c32");
@@ -72,27 +75,36 @@ fn content(source: &EspSource) -> Result<Content> {
 }
 
 /// Writes the ISO described by `spec` into `dest`.
+///
+/// The ESP is written in place inside the ISO (no scratch image), and the largest ESP
+/// file (the UKI) is stored once: its ISO 9660 directory records point at its bytes
+/// inside the ESP, which are contiguous and 2 KiB-aligned there.
 pub fn write(spec: &IsoSpec, dest: &File) -> Result<()> {
-    let time = DateTime::new(spec.epoch as i64, 0).map_err(|e| iso_error("timestamp", e))?;
-
-    // The ESP, written once into a scratch file that the ISO then appends.
-    let esp_size = esp::iso_esp_size(&spec.esp_entries)?;
+    let shared = spec
+        .esp_entries
+        .iter()
+        .map(|e| e.size().map(|len| (len, e)))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|(len, e)| *len >= SHARE_MIN && matches!(e.source, EspSource::File(_)))
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, e)| e.path.clone());
+    if let Some(path) = &shared
+        && write_image(spec, dest, Some(path))?
     {
-        let f = rw_file(&spec.esp_image)?;
-        f.set_len(esp_size).at(&spec.esp_image)?;
-        esp::write(
-            &spec.esp_entries,
-            &EspOptions {
-                label: "EFI".into(),
-                epoch: spec.epoch,
-                sector_size: 512,
-            },
-            &f,
-            0,
-            esp_size,
-        )?;
-        f.sync_all().at(&spec.esp_image)?;
+        return Ok(());
     }
+    // The FAT did not lay the file out so the ISO can share it: store it twice.
+    write_image(spec, dest, None).map(|_| ())
+}
+
+/// Files smaller than this are simply stored twice.
+const SHARE_MIN: u64 = 1024 * 1024;
+
+/// One attempt at the ISO; `Ok(false)` when `shared` could not be shared.
+fn write_image(spec: &IsoSpec, dest: &File, shared: Option<&str>) -> Result<bool> {
+    let time = DateTime::new(spec.epoch as i64, 0).map_err(|e| iso_error("timestamp", e))?;
+    let esp_size = esp::iso_esp_size(&spec.esp_entries)?;
 
     let mut tree = Tree::new();
     let mut add = |path: &str, c: Content| {
@@ -100,7 +112,12 @@ pub fn write(spec: &IsoSpec, dest: &File) -> Result<()> {
             .map_err(|e| iso_error(path, e))
     };
     for e in &spec.esp_entries {
-        add(&e.path, content(&e.source)?)?;
+        if shared == Some(e.path.as_str()) {
+            // A one-byte stand-in whose directory records are pointed at the ESP copy.
+            add(&e.path, Content::bytes([0u8]))?;
+        } else {
+            add(&e.path, content(&e.source)?)?;
+        }
     }
     let mut el_torito = ElTorito::new();
     let mut hybrid = Hybrid::gpt_hybrid_mbr();
@@ -136,8 +153,9 @@ pub fn write(spec: &IsoSpec, dest: &File) -> Result<()> {
         efi = efi.with_load_size(1);
     }
     el_torito = el_torito.with_entry(efi);
-    let esp_content =
-        hadris_fs::host::file(&spec.esp_image).map_err(|e| iso_error("ESP image", e))?;
+    // The appended partition's content at this stage: a hole of the ESP's size,
+    // which the device leaves unwritten; the FAT goes into its place afterwards.
+    let (_hole, esp_hole) = hole(&spec.esp_image, esp_size)?;
     let options = IsoOptions::default()
         .with_id(IsoId::Volume, &volume_id(&spec.label))
         .with_id(IsoId::VolumeSet, &spec.label)
@@ -148,13 +166,157 @@ pub fn write(spec: &IsoSpec, dest: &File) -> Result<()> {
         .with_time(time)
         .with_seed(spec.epoch)
         .with_el_torito(el_torito)
-        .with_hybrid(hybrid.with_appended(AppendedPartition::esp(esp_content)));
+        .with_hybrid(hybrid.with_appended(AppendedPartition::esp(esp_hole)));
     let file = dest.try_clone().at("<ISO image>")?;
     file.set_len(0).at("<ISO image>")?;
-    let device = FileDevice::new(file).at("<ISO image>")?;
-    hadris_iso::sync::write(device, &tree, &options)
+    let mut device = HostDevice::new(file, 2048, u64::MAX).at("<ISO image>")?;
+    let report = hadris_iso::sync::write(&mut device, &tree, &options)
         .map_err(|e| iso_error("writing the ISO", e))?;
-    Ok(())
+    device.finish().at("<ISO image>")?;
+
+    let esp_offset = esp_partition_offset(dest)?;
+    esp::write(
+        &spec.esp_entries,
+        &EspOptions {
+            label: "EFI".into(),
+            epoch: spec.epoch,
+            sector_size: 512,
+        },
+        dest,
+        esp_offset,
+        esp_size,
+    )?;
+    let Some(path) = shared else {
+        return Ok(true);
+    };
+    let stand_in = report
+        .extents(path)
+        .and_then(|x| x.first())
+        .map(|x| x.offset())
+        .ok_or_else(|| iso_error(path, "no extent for the stand-in"))?;
+    let target = match esp::file_extents(dest, esp_offset, esp_size, path)?[..] {
+        [(at, len)] if (esp_offset + at) % SECTOR == 0 && len < 1 << 32 => (esp_offset + at, len),
+        _ => return Ok(false),
+    };
+    let patched = point_records(dest, stand_in / SECTOR, target.0 / SECTOR, target.1)?;
+    if patched == 0 {
+        return Err(iso_error(path, "no directory record found for the shared file"));
+    }
+    Ok(true)
+}
+/// Content of `len` zero bytes for hadris, backed by a hole: an anonymous memory file
+/// (its holes read from the shared zero page), or a sparse file at `fallback`. The
+/// returned guard keeps the memory file open or removes the sparse file.
+fn hole(fallback: &std::path::Path, len: u64) -> Result<(Hole, Content)> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: memfd_create takes a NUL-terminated name and returns a new descriptor
+    // (or -1), which the File then owns.
+    let fd = unsafe { libc::memfd_create(c"imager-esp".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd >= 0 {
+        let file = unsafe { File::from_raw_fd(fd) };
+        let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        if file.set_len(len).is_ok()
+            && let Ok(content) = hadris_fs::host::file(&path)
+            && content.len() == len
+        {
+            return Ok((Hole::Memory(file), content));
+        }
+    }
+    rw_file(fallback)?.set_len(len).at(fallback)?;
+    let content = hadris_fs::host::file(fallback).map_err(|e| iso_error("ESP image", e))?;
+    Ok((Hole::File(fallback.to_path_buf()), content))
+}
+
+/// Keeps the backing of [`hole`] alive until dropped.
+enum Hole {
+    Memory(#[allow(dead_code)] File),
+    File(PathBuf),
+}
+
+impl Drop for Hole {
+    fn drop(&mut self) {
+        if let Hole::File(path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Byte offset of the EFI system partition (MBR type 0xEF) in the ISO at `iso`.
+fn esp_partition_offset(iso: &File) -> Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut mbr = [0u8; 512];
+    iso.read_exact_at(&mut mbr, 0).at("<ISO image>")?;
+    (0..4)
+        .map(|i| &mbr[446 + 16 * i..462 + 16 * i])
+        .find(|e| e[4] == 0xEF)
+        .map(|e| u64::from(u32::from_le_bytes(e[8..12].try_into().expect("4 bytes"))) * 512)
+        .ok_or_else(|| iso_error("hybrid MBR", "no EFI system partition entry"))
+}
+
+/// Points every file record (primary and Joliet trees) whose extent starts at sector
+/// `from` at `len` bytes from sector `to`; returns how many records changed.
+///
+/// Written here because hadris-iso's image writer places every file's data itself;
+/// a record pointing into the appended ESP is valid ISO 9660 (the volume space
+/// includes the partition) and lets the two file systems share the UKI's bytes.
+fn point_records(iso: &File, from: u64, to: u64, len: u64) -> Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let read = |sector: u64, len: usize| -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        iso.read_exact_at(&mut buf, sector * SECTOR).at("<ISO image>")?;
+        Ok(buf)
+    };
+    let both = |v: u32| [v.to_le_bytes(), v.to_be_bytes()].concat();
+    let le = |b: &[u8]| u32::from_le_bytes(b[..4].try_into().expect("4 bytes"));
+    let mut patched = 0;
+    let mut pending = Vec::new();
+    // Volume descriptors from sector 16 to the set terminator: primary (1) and
+    // supplementary (2, Joliet) ones each hold a root directory record at byte 156.
+    for sector in 16..64 {
+        let d = read(sector, SECTOR as usize)?;
+        match d[0] {
+            1 | 2 => pending.push((le(&d[158..]), le(&d[166..]))),
+            255 => break,
+            _ => {}
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some((dir, size)) = pending.pop() {
+        if !seen.insert(dir) || size > 64 << 20 {
+            continue;
+        }
+        let mut data = read(u64::from(dir), size as usize)?;
+        let mut at = 0usize;
+        let mut changed = false;
+        while at < data.len() {
+            let rec_len = data[at] as usize;
+            if rec_len == 0 {
+                at = (at / SECTOR as usize + 1) * SECTOR as usize;
+                continue;
+            }
+            if rec_len < 34 || at + rec_len > data.len() {
+                return Err(iso_error("directory record", "malformed"));
+            }
+            let rec = &mut data[at..at + rec_len];
+            let (extent, length, flags, name_len) = (le(&rec[2..]), le(&rec[10..]), rec[25], rec[32]);
+            let dot = name_len == 1 && rec[33] <= 1;
+            if flags & 2 != 0 {
+                if !dot {
+                    pending.push((extent, length));
+                }
+            } else if u64::from(extent) == from {
+                rec[2..10].copy_from_slice(&both(to as u32));
+                rec[10..18].copy_from_slice(&both(len as u32));
+                patched += 1;
+                changed = true;
+            }
+            at += rec_len;
+        }
+        if changed {
+            iso.write_all_at(&data, u64::from(dir) * SECTOR).at("<ISO image>")?;
+        }
+    }
+    Ok(patched)
 }
 
 #[cfg(test)]

@@ -108,7 +108,6 @@ pub fn assemble(
             };
             let file = iso::rw_file(dest)?;
             iso::write(&spec, &file)?;
-            file.sync_all().at(dest)?;
             progress.step("ISO ready");
             Ok(())
         }
@@ -185,19 +184,16 @@ fn write_disk_image(
         .open(&raw)
         .at(&raw)?;
     disk::write_raw(spec, &file)?;
-    file.sync_all().at(&raw)?;
     drop(file);
     match format {
         DiskFormat::Raw => Ok(()),
         DiskFormat::Qcow2 => {
             let mut out = File::create(dest).at(dest)?;
-            qcow2::convert(&raw, &mut out)?;
-            out.sync_all().at(dest)
+            qcow2::convert(&raw, &mut out)
         }
         DiskFormat::Vhd => {
             let mut out = File::create(dest).at(dest)?;
-            vhd::convert(&raw, &mut out, spec.esp_options.epoch)?;
-            out.sync_all().at(dest)
+            vhd::convert(&raw, &mut out, spec.esp_options.epoch)
         }
         DiskFormat::Ova => Err(Error::unsupported("diskFormat ova is not supported")),
     }
@@ -260,13 +256,21 @@ fn boot_assets(
         pcr_key: secureboot.as_ref().map(|sb| &sb.pcr_key),
         timestamp: crate::io::build_epoch() as u32,
     };
-    let mut file = File::create(&uki_path).at(&uki_path)?;
-    let report = uki::build(&spec, &mut file)?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&uki_path)
+        .at(&uki_path)?;
+    let report = match &secureboot {
+        Some(sb) => uki::build_signed(&spec, &mut file, &sb.signer)?,
+        None => uki::build(&spec, &mut file)?,
+    };
     drop(file);
 
     let mut sd_boot = inputs.sd_boot.clone();
     if let Some(sb) = &secureboot {
-        crate::sign::authenticode::sign_in_place(&uki_path, &sb.signer)?;
         if let Some(src) = &inputs.sd_boot {
             let signed = work.file("systemd-boot.efi.signed");
             let mut out = AtomicFile::create(&signed)?;
@@ -490,7 +494,6 @@ fn write_installer(
     };
     let mut out = File::create(dest).at(dest)?;
     installer::write(&spec, &work.file("assets-layer.tar.gz"), &mut out)?;
-    out.sync_all().at(dest)?;
     progress.step("installer container image ready");
     Ok(())
 }

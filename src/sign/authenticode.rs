@@ -52,11 +52,18 @@ pub fn sign_in_place(path: &Path, signer: &Signer) -> Result<()> {
         .write(true)
         .open(path)
         .at(path)?;
-    let layout = Layout::read(&mut file, path)?;
-    let scan = scan(&mut file, path, &layout, None)?;
+    sign_file(&mut file, path, signer)
+}
+
+/// Signs the PE image in the open `file` (named `path` in errors) in place, as
+/// [`sign_in_place`] does.
+pub fn sign_file(file: &mut File, path: &Path, signer: &Signer) -> Result<()> {
+    let file = &mut *file;
+    let layout = Layout::read(file, path)?;
+    let scan = scan(file, path, &layout, None)?;
     let patch = Patch::new(&layout, scan, signer, crate::io::build_epoch())?;
-    let original_header = read_at(&mut file, path, 0, layout.header_patch_end())?;
-    let result = patch.write(&mut file, path, layout.file_size);
+    let original_header = read_at(file, path, 0, layout.header_patch_end())?;
+    let result = patch.write(file, path, layout.file_size);
     if result.is_err() {
         let _ = file.set_len(layout.file_size);
         let _ = file
@@ -160,8 +167,14 @@ struct Layout {
 
 impl Layout {
     fn read(file: &mut File, path: &Path) -> Result<Self> {
-        let bad = |msg: String| Error::format(path, msg);
         let file_size = file.metadata().at(path)?.len();
+        Self::read_sized(file, path, file_size)
+    }
+
+    /// The layout of the image in `file` taken to be `file_size` bytes long (it may
+    /// still be being written; only its headers are read).
+    fn read_sized(file: &mut File, path: &Path, file_size: u64) -> Result<Self> {
+        let bad = |msg: String| Error::format(path, msg);
         let head = read_at(file, path, 0, file_size.min(4096))?;
         if head.len() < 0x40 || &head[..2] != b"MZ" {
             return Err(bad("not a PE image (no MZ header)".into()));
@@ -297,6 +310,77 @@ struct Scan {
     checksum: PeChecksum,
 }
 
+/// The Authenticode hash and PE checksum of an image fed front to back.
+struct Scanner {
+    hasher: Sha256,
+    checksum: PeChecksum,
+    next_span: usize,
+    offset: u64,
+    /// The two header fields the checksum counts as zero.
+    zeroed: [Span; 2],
+}
+
+impl Scanner {
+    fn new(layout: &Layout) -> Self {
+        Scanner {
+            hasher: Sha256::new(),
+            checksum: PeChecksum::default(),
+            next_span: 0,
+            offset: 0,
+            zeroed: [
+                Span {
+                    start: layout.checksum_offset,
+                    end: layout.checksum_offset + 4,
+                },
+                Span {
+                    start: layout.cert_dir_offset,
+                    end: layout.cert_dir_offset + 8,
+                },
+            ],
+        }
+    }
+
+    /// Feeds the next bytes of the image. `hash` is false when the hashed ranges are
+    /// not in file order (they are then hashed separately).
+    fn update(&mut self, layout: &Layout, chunk: &[u8], hash: bool) {
+        let offset = self.offset;
+        let chunk_end = offset + chunk.len() as u64;
+        while hash && self.next_span < layout.hashed.len() {
+            let span = layout.hashed[self.next_span];
+            let (start, end) = (span.start.max(offset), span.end.min(chunk_end));
+            if start < end {
+                self.hasher
+                    .update(&chunk[(start - offset) as usize..(end - offset) as usize]);
+            }
+            if span.end > chunk_end {
+                break;
+            }
+            self.next_span += 1;
+        }
+        let overlaps = |z: &Span| z.start < chunk_end && offset < z.end;
+        if self.zeroed.iter().any(overlaps) {
+            // Only the header chunk: count it with the two fields zeroed.
+            let mut copy = chunk.to_vec();
+            for z in self.zeroed.iter().filter(|z| overlaps(z)) {
+                let (start, end) = (z.start.max(offset), z.end.min(chunk_end));
+                copy[(start - offset) as usize..(end - offset) as usize].fill(0);
+            }
+            self.checksum.add(offset, &copy);
+        } else {
+            self.checksum.add(offset, chunk);
+        }
+        self.offset = chunk_end;
+    }
+
+    fn finish(mut self, layout: &Layout) -> Scan {
+        self.hasher.update(&[0u8; 8][..layout.zero_pad as usize]);
+        Scan {
+            digest: self.hasher.finalize().into(),
+            checksum: self.checksum,
+        }
+    }
+}
+
 /// Reads `file` once, front to back: hashes the Authenticode ranges, sums the PE
 /// checksum and copies every byte to `copy` if given.
 fn scan(
@@ -306,19 +390,7 @@ fn scan(
     mut copy: Option<&mut File>,
 ) -> Result<Scan> {
     let in_order = layout.hashed_in_file_order();
-    let mut hasher = Sha256::new();
-    let mut next_span = 0;
-    let mut checksum = PeChecksum::default();
-    let zeroed = [
-        Span {
-            start: layout.checksum_offset,
-            end: layout.checksum_offset + 4,
-        },
-        Span {
-            start: layout.cert_dir_offset,
-            end: layout.cert_dir_offset + 8,
-        },
-    ];
+    let mut scanner = Scanner::new(layout);
     let mut buf = vec![0u8; crate::io::BUFFER_SIZE];
     let mut offset = 0u64;
     file.seek(SeekFrom::Start(0)).at(path)?;
@@ -331,36 +403,64 @@ fn scan(
             out.write_all(chunk)
                 .map_err(|e| Error::io(format!("{} (signed copy)", path.display()), e))?;
         }
-        let chunk_end = offset + want as u64;
-        while in_order && next_span < layout.hashed.len() {
-            let span = layout.hashed[next_span];
-            let (start, end) = (span.start.max(offset), span.end.min(chunk_end));
-            if start < end {
-                hasher.update(&chunk[(start - offset) as usize..(end - offset) as usize]);
-            }
-            if span.end > chunk_end {
-                break;
-            }
-            next_span += 1;
-        }
-        for z in zeroed {
-            let (start, end) = (z.start.max(offset), z.end.min(chunk_end));
-            if start < end {
-                chunk[(start - offset) as usize..(end - offset) as usize].fill(0);
-            }
-        }
-        checksum.add(offset, chunk);
-        offset = chunk_end;
+        scanner.update(layout, chunk, in_order);
+        offset += want as u64;
     }
     if !in_order {
         // Sections overlap, or leave gaps before the trailing data: hash span by span.
-        hash_spans(file, path, &layout.hashed, &mut hasher, &mut buf)?;
+        hash_spans(file, path, &layout.hashed, &mut scanner.hasher, &mut buf)?;
     }
-    hasher.update(&[0u8; 8][..layout.zero_pad as usize]);
-    Ok(Scan {
-        digest: hasher.finalize().into(),
-        checksum,
-    })
+    Ok(scanner.finish(layout))
+}
+
+/// Signing folded into writing: a PE image fed to [`ImageScan::update`] front to
+/// back while it is written, then signed by [`ImageScan::sign`] without reading it
+/// again. For writers that know the image's headers and final size up front.
+pub struct ImageScan {
+    layout: Layout,
+    scanner: Scanner,
+}
+
+impl ImageScan {
+    /// Starts a scan of the image whose headers are the first bytes of `file` (already
+    /// written) and whose unsigned size will be `size`. `None` when the image's
+    /// hashed ranges are not in file order (sign it with [`sign_in_place`] instead).
+    pub fn start(file: &mut File, path: &Path, size: u64) -> Result<Option<Self>> {
+        let layout = Layout::read_sized(file, path, size)?;
+        if layout.cert_table.is_some() || !layout.hashed_in_file_order() {
+            return Ok(None);
+        }
+        let scanner = Scanner::new(&layout);
+        Ok(Some(ImageScan { layout, scanner }))
+    }
+
+    /// Feeds the next bytes of the image, in file order from byte 0.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.scanner.update(&self.layout, bytes, true);
+    }
+
+    /// Bytes fed so far.
+    pub fn position(&self) -> u64 {
+        self.scanner.offset
+    }
+
+    /// Signs the image in `file` (fed whole) as [`sign_in_place`] does.
+    pub fn sign(self, file: &mut File, path: &Path, signer: &Signer) -> Result<()> {
+        if self.scanner.offset != self.layout.file_size {
+            return Err(Error::invalid(format!(
+                "{}: {} of {} bytes were hashed for signing",
+                path.display(),
+                self.scanner.offset,
+                self.layout.file_size
+            )));
+        }
+        let scan = self.scanner.finish(&self.layout);
+        Patch::new(&self.layout, scan, signer, crate::io::build_epoch())?.write(
+            file,
+            path,
+            self.layout.file_size,
+        )
+    }
 }
 
 /// Hashes `spans` in order, seeking to each (the fallback for unusual layouts).

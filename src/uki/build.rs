@@ -9,13 +9,17 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 use super::pe::MACHINE_X86_64;
 use super::sections::{self, PROFILES_SINCE};
 use super::stub::Stub;
 use super::{Pcr11, UkiReport, UkiSpec, kernel};
 use crate::error::{Error, IoContext, Result};
+use crate::keys::Signer;
 use crate::measure::{self, BANKS, BankPcr, Digests, Measured, policy};
+use crate::sign::authenticode::ImageScan;
 
 /// Where an appended section's bytes come from.
 enum Content<'a> {
@@ -145,6 +149,17 @@ fn plan<'a>(spec: &'a UkiSpec<'a>, stub: &Stub) -> Result<Vec<Planned<'a>>> {
 
 /// Builds the unsigned UKI described by `spec` into `out` (from its start).
 pub fn build(spec: &UkiSpec, out: &mut File) -> Result<UkiReport> {
+    build_with(spec, out, None)
+}
+
+/// Builds the UKI described by `spec` into `out` and Authenticode-signs it with
+/// `signer`: the signing hash and PE checksum are computed on another thread while
+/// the file is written, so signing costs no second read.
+pub fn build_signed(spec: &UkiSpec, out: &mut File, signer: &Signer) -> Result<UkiReport> {
+    build_with(spec, out, Some(signer))
+}
+
+fn build_with(spec: &UkiSpec, out: &mut File, signer: Option<&Signer>) -> Result<UkiReport> {
     let stub = Stub::load(spec.stub)?;
     let version = stub.info.major;
     if !spec.profiles.is_empty() && version < PROFILES_SINCE {
@@ -167,7 +182,10 @@ pub fn build(spec: &UkiSpec, out: &mut File) -> Result<UkiReport> {
     let layout = stub.headers.layout(&appended, spec.timestamp, spec.stub)?;
     let out_path = Path::new("<UKI output>");
 
-    // Write headers, stub sections, then appended sections, hashing measured content.
+    // Write headers and stub sections, then the appended sections, hashing measured
+    // content as it streams by. With a signer, every byte written before the first
+    // `.pcrsig` also goes to the Authenticode scan; the rest (a few KiB, known only
+    // once PCR 11 is) is read back at the end.
     out.set_len(0).at(out_path)?;
     out.seek(SeekFrom::Start(0)).at(out_path)?;
     let mut w = BufWriter::with_capacity(crate::io::BUFFER_SIZE, &mut *out);
@@ -175,28 +193,58 @@ pub fn build(spec: &UkiSpec, out: &mut File) -> Result<UkiReport> {
     for s in &stub.headers.sections {
         w.write_all(stub.raw(s)).at(out_path)?;
     }
-    let mut digests: Vec<Option<Digests>> = Vec::with_capacity(planned.len());
-    for (p, header) in planned.iter().zip(&layout.sections[layout.stub_sections..]) {
-        let len = p.len(pcrsig_len);
-        let digest = match &p.content {
-            Content::Bytes(b) => {
-                w.write_all(b).at(out_path)?;
-                Some(Digests::of(b))
-            }
-            Content::File(path, len) => {
-                let mut f = File::open(path).at(path)?;
-                Some(measure::copy_hashed(&mut f, &mut w, *len, path, out_path)?)
-            }
-            Content::PcrSig(_) => {
-                write_zeros(&mut w, len, out_path)?;
-                None
-            }
-        };
-        write_zeros(&mut w, header.size_of_raw_data as u64 - len, out_path)?;
-        digests.push(digest);
-    }
     w.flush().at(out_path)?;
     drop(w);
+    let written = out.stream_position().at(out_path)?;
+    let appended_sections = &layout.sections[layout.stub_sections..];
+    let size = layout
+        .sections
+        .iter()
+        .map(|s| u64::from(s.pointer_to_raw_data) + u64::from(s.size_of_raw_data))
+        .max()
+        .unwrap_or(layout.headers.len() as u64);
+    let scan_stop = planned
+        .iter()
+        .zip(appended_sections)
+        .find(|(p, _)| matches!(p.content, Content::PcrSig(_)))
+        .map_or(size, |(_, h)| u64::from(h.pointer_to_raw_data));
+    let mut scan = match signer {
+        Some(_) => ImageScan::start(out, out_path, size)?,
+        None => None,
+    };
+    out.seek(SeekFrom::Start(written)).at(out_path)?;
+    if let Some(scan) = &mut scan {
+        scan.update(&layout.headers);
+        for s in &stub.headers.sections {
+            scan.update(stub.raw(s));
+        }
+        debug_assert_eq!(scan.position(), written);
+    }
+    let (tx, rx) = sync_channel::<Arc<Vec<u8>>>(8);
+    let (digests, scan) = std::thread::scope(|scope| -> Result<_> {
+        let scanner = scan.map(|mut scan| {
+            scope.spawn(move || {
+                for chunk in rx {
+                    scan.update(&chunk);
+                }
+                scan
+            })
+        });
+        let tee = ScanTee {
+            file: &mut *out,
+            tx: scanner.is_some().then_some(tx),
+            at: written,
+            stop: scan_stop,
+        };
+        let mut w = BufWriter::with_capacity(crate::io::BUFFER_SIZE, tee);
+        let digests = write_sections(&mut w, &planned, appended_sections, pcrsig_len, out_path);
+        let flushed = w.flush().at(out_path);
+        drop(w);
+        let scan = scanner.map(|t| t.join().expect("the signing scan does not panic"));
+        let digests = digests?;
+        flushed?;
+        Ok((digests, scan))
+    })?;
 
     // PCR 11 per measurement target: the base alone, or base + each profile.
     let sbat = stub.sbat().map(|b| Digests::of(&b));
@@ -262,6 +310,17 @@ pub fn build(spec: &UkiSpec, out: &mut File) -> Result<UkiReport> {
         );
     }
     out.flush().at(out_path)?;
+    if let (Some(mut scan), Some(signer)) = (scan, signer) {
+        let mut tail = Vec::new();
+        out.seek(SeekFrom::Start(scan_stop)).at(out_path)?;
+        out.read_to_end(&mut tail).at(out_path)?;
+        scan.update(&tail);
+        scan.sign(out, out_path, signer)?;
+    } else if let Some(signer) = signer {
+        // A stub whose layout one pass cannot hash: sign the written file.
+        out.flush().at(out_path)?;
+        crate::sign::authenticode::sign_file(out, out_path, signer)?;
+    }
 
     Ok(UkiReport {
         stub_version: stub.info.version.clone(),
@@ -281,6 +340,65 @@ fn report_entry(profile: &Option<String>, b: &BankPcr, pol: Option<String>) -> P
         after_stub: hex::encode(&b.after_stub),
         enter_machined: hex::encode(b.signed()),
         pol,
+    }
+}
+
+/// Writes the appended sections (zero-padded to their raw size) and returns the
+/// digests of each measured one.
+fn write_sections(
+    w: &mut impl Write,
+    planned: &[Planned],
+    headers: &[super::pe::SectionHeader],
+    pcrsig_len: u64,
+    out_path: &Path,
+) -> Result<Vec<Option<Digests>>> {
+    let mut digests = Vec::with_capacity(planned.len());
+    for (p, header) in planned.iter().zip(headers) {
+        let len = p.len(pcrsig_len);
+        let digest = match &p.content {
+            Content::Bytes(b) => {
+                w.write_all(b).at(out_path)?;
+                Some(Digests::of(b))
+            }
+            Content::File(path, len) => {
+                let mut f = File::open(path).at(path)?;
+                Some(measure::copy_hashed(&mut f, w, *len, path, out_path)?)
+            }
+            Content::PcrSig(_) => {
+                write_zeros(w, len, out_path)?;
+                None
+            }
+        };
+        write_zeros(w, header.size_of_raw_data as u64 - len, out_path)?;
+        digests.push(digest);
+    }
+    Ok(digests)
+}
+
+/// The UKI file, with every byte written before `stop` also sent to the signing scan.
+struct ScanTee<'a> {
+    file: &'a mut File,
+    tx: Option<SyncSender<Arc<Vec<u8>>>>,
+    at: u64,
+    stop: u64,
+}
+
+impl Write for ScanTee<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        let wanted = self.stop.saturating_sub(self.at).min(n as u64) as usize;
+        if wanted > 0
+            && let Some(tx) = &self.tx
+            && tx.send(Arc::new(buf[..wanted].to_vec())).is_err()
+        {
+            return Err(std::io::Error::other("the signing scan stopped"));
+        }
+        self.at += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
     }
 }
 

@@ -15,7 +15,7 @@ pub mod stub;
 
 use std::path::Path;
 
-pub use build::build;
+pub use build::{build, build_signed};
 
 use crate::keys::PcrKey;
 
