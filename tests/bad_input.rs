@@ -76,7 +76,9 @@ fn bad_input_matrix() {
             i.keys.display().to_string(),
         ]
     };
-    let rows: Vec<(&str, Box<dyn Fn(&Inputs, &Path) -> Vec<String>>, &str)> = vec![
+    /// Arguments for one run, from the inputs and the output directory.
+    type Args<'a> = Box<dyn Fn(&Inputs, &Path) -> Vec<String> + 'a>;
+    let rows: Vec<(&str, Args, &str)> = vec![
         (
             "missing file",
             Box::new(|i, _| {

@@ -83,15 +83,24 @@ fn uki_is_stored_once(iso: &Path, dir: &Path, esp: &Path) {
             .args(["-extract", "/EFI/Linux/Talos-v1.9.2.efi"])
             .arg(&rock_ridge),
     );
-    assert!(std::fs::read(&rock_ridge).unwrap() == from_esp, "Rock Ridge view");
-    for (flag, name) in [("-J", "/EFI/Linux/Talos-v1.9.2.efi"), ("", "/EFI/LINUX/TALOS_V1_9_2.EFI;1")] {
+    assert!(
+        std::fs::read(&rock_ridge).unwrap() == from_esp,
+        "Rock Ridge view"
+    );
+    for (flag, name) in [
+        ("-J", "/EFI/Linux/Talos-v1.9.2.efi"),
+        ("", "/EFI/LINUX/TALOS_V1_9_2.EFI;1"),
+    ] {
         let mut cmd = Command::new(require_tool("isoinfo"));
         cmd.arg("-i").arg(iso).args(["-x", name]);
         if !flag.is_empty() {
             cmd.arg(flag);
         }
         let o = cmd.output().unwrap();
-        assert!(o.status.success() && o.stdout == from_esp, "{name} through isoinfo {flag}");
+        assert!(
+            o.status.success() && o.stdout == from_esp,
+            "{name} through isoinfo {flag}"
+        );
     }
 
     let lba = run_ok(

@@ -127,7 +127,9 @@ fn bad_keys_fail_clearly_and_leave_nothing() {
     );
     let openssl = require_tool("openssl");
 
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+    /// (what is wrong, how to break the key directory, expected message)
+    type Case<'a> = (&'a str, Box<dyn Fn(&Path) + 'a>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "certificate of another key",
             Box::new(|k: &Path| {

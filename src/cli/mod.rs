@@ -38,7 +38,7 @@ enum Command {
     #[command(subcommand)]
     Meta(meta::MetaCommand),
     /// Writes the PXE assets with an iPXE script and a Matchbox profile.
-    Pxe(pxe::PxeArgs),
+    Pxe(Box<pxe::PxeArgs>),
     /// Lists the built-in profiles.
     Profiles,
 }
@@ -56,7 +56,7 @@ pub fn main() -> i32 {
         Some(Command::Gen(cmd)) => generate::run(cmd),
         Some(Command::Inspect(args)) => inspect::run(args),
         Some(Command::Meta(cmd)) => meta::run(cmd),
-        Some(Command::Pxe(args)) => pxe::run(args),
+        Some(Command::Pxe(args)) => pxe::run(*args),
         Some(Command::Profiles) => build::list_profiles(),
         None => build::run(cli.build),
     };

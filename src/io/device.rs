@@ -49,7 +49,12 @@ impl HostDevice {
         Ok(self.file)
     }
 
-    fn check(&self, first: BlockIndex, len: usize, limit: u64) -> Result<u64, Error<std::io::Error>> {
+    fn check(
+        &self,
+        first: BlockIndex,
+        len: usize,
+        limit: u64,
+    ) -> Result<u64, Error<std::io::Error>> {
         let size = u64::from(self.block_size.get());
         let offset = first.get().checked_mul(size);
         match offset {
@@ -83,7 +88,11 @@ impl BlockDevice for HostDevice {
         true
     }
 
-    fn read_blocks(&mut self, first: BlockIndex, buf: &mut [u8]) -> Result<(), Error<std::io::Error>> {
+    fn read_blocks(
+        &mut self,
+        first: BlockIndex,
+        buf: &mut [u8],
+    ) -> Result<(), Error<std::io::Error>> {
         let offset = self.check(first, buf.len(), self.len)?;
         // Bytes past the written end are zeros whether or not the file reaches them.
         let stored = self.written.saturating_sub(offset).min(buf.len() as u64) as usize;
@@ -117,7 +126,10 @@ impl BlockDevice for HostDevice {
 /// Whether `buf` holds only zeros; OR-folds 64-byte blocks so the check vectorizes.
 fn is_zero(buf: &[u8]) -> bool {
     let (blocks, rest) = buf.as_chunks::<64>();
-    blocks.iter().all(|b| b.iter().fold(0u8, |acc, &x| acc | x) == 0) && rest.iter().all(|&b| b == 0)
+    blocks
+        .iter()
+        .all(|b| b.iter().fold(0u8, |acc, &x| acc | x) == 0)
+        && rest.iter().all(|&b| b == 0)
 }
 
 #[cfg(test)]

@@ -147,11 +147,7 @@ pub fn copy_hashed(
         let sha384 = sha384.join().expect("hash thread does not panic");
         let sha512 = sha512.join().expect("hash thread does not panic");
         copied?;
-        Ok(Digests([
-            sha256.finalize().to_vec(),
-            sha384,
-            sha512,
-        ]))
+        Ok(Digests([sha256.finalize().to_vec(), sha384, sha512]))
     })
 }
 

@@ -107,6 +107,54 @@ pub fn decode_cmdline_payload(payload: &str) -> Result<Vec<MetaValue>> {
         .collect()
 }
 
+/// Reads the META values of a disk image (the GPT partition named `META`, 512- or
+/// 4096-byte sectors) or of a bare META partition image.
+pub fn read(path: &std::path::Path) -> Result<adv::Decoded> {
+    use crate::error::IoContext;
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).at(path)?;
+    let offset = find_meta_partition(&mut file).at(path)?.unwrap_or(0);
+    let mut buf = vec![0u8; 2 * adv::COPY_LEN];
+    file.seek(SeekFrom::Start(offset)).at(path)?;
+    file.read_exact(&mut buf)
+        .map_err(|_| Error::format(path, "too short for a META partition"))?;
+    adv::decode(&buf).map_err(|e| Error::format(path, e))
+}
+
+/// Byte offset of the GPT partition named `META`, if `file` has a GPT.
+fn find_meta_partition(file: &mut std::fs::File) -> std::io::Result<Option<u64>> {
+    use std::io::{Read, Seek, SeekFrom};
+    for sector in [512u64, 4096] {
+        let mut header = [0u8; 92];
+        file.seek(SeekFrom::Start(sector))?;
+        if file.read_exact(&mut header).is_err() || &header[..8] != b"EFI PART" {
+            continue;
+        }
+        let le64 = |b: &[u8]| u64::from_le_bytes(b[..8].try_into().unwrap());
+        let le32 = |b: &[u8]| u32::from_le_bytes(b[..4].try_into().unwrap());
+        let entries_lba = le64(&header[72..]);
+        let count = le32(&header[80..]).min(1024) as usize;
+        let size = le32(&header[84..]) as usize;
+        if size < 128 {
+            continue;
+        }
+        let mut table = vec![0u8; count * size];
+        file.seek(SeekFrom::Start(entries_lba * sector))?;
+        file.read_exact(&mut table)?;
+        for entry in table.chunks(size) {
+            let name: Vec<u16> = entry[56..128]
+                .chunks(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .take_while(|&c| c != 0)
+                .collect();
+            if String::from_utf16_lossy(&name) == "META" {
+                return Ok(Some(le64(&entry[32..]) * sector));
+            }
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,52 +227,4 @@ mod tests {
                 .starts_with(&[0x1f, 0x8b])
         );
     }
-}
-
-/// Reads the META values of a disk image (the GPT partition named `META`, 512- or
-/// 4096-byte sectors) or of a bare META partition image.
-pub fn read(path: &std::path::Path) -> Result<adv::Decoded> {
-    use crate::error::IoContext;
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(path).at(path)?;
-    let offset = find_meta_partition(&mut file).at(path)?.unwrap_or(0);
-    let mut buf = vec![0u8; 2 * adv::COPY_LEN];
-    file.seek(SeekFrom::Start(offset)).at(path)?;
-    file.read_exact(&mut buf)
-        .map_err(|_| Error::format(path, "too short for a META partition"))?;
-    adv::decode(&buf).map_err(|e| Error::format(path, e))
-}
-
-/// Byte offset of the GPT partition named `META`, if `file` has a GPT.
-fn find_meta_partition(file: &mut std::fs::File) -> std::io::Result<Option<u64>> {
-    use std::io::{Read, Seek, SeekFrom};
-    for sector in [512u64, 4096] {
-        let mut header = [0u8; 92];
-        file.seek(SeekFrom::Start(sector))?;
-        if file.read_exact(&mut header).is_err() || &header[..8] != b"EFI PART" {
-            continue;
-        }
-        let le64 = |b: &[u8]| u64::from_le_bytes(b[..8].try_into().unwrap());
-        let le32 = |b: &[u8]| u32::from_le_bytes(b[..4].try_into().unwrap());
-        let entries_lba = le64(&header[72..]);
-        let count = le32(&header[80..]).min(1024) as usize;
-        let size = le32(&header[84..]) as usize;
-        if size < 128 {
-            continue;
-        }
-        let mut table = vec![0u8; count * size];
-        file.seek(SeekFrom::Start(entries_lba * sector))?;
-        file.read_exact(&mut table)?;
-        for entry in table.chunks(size) {
-            let name: Vec<u16> = entry[56..128]
-                .chunks(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                .take_while(|&c| c != 0)
-                .collect();
-            if String::from_utf16_lossy(&name) == "META" {
-                return Ok(Some(le64(&entry[32..]) * sector));
-            }
-        }
-    }
-    Ok(None)
 }

@@ -144,13 +144,13 @@ impl Client {
             .read_to_end(&mut bytes)
             .map_err(|e| Error::Dependency(format!("{}: {e}", self.what)))?;
         let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-        if let Some(d) = digest.filter(|d| d.starts_with("sha256:")) {
-            if actual != d {
-                return Err(Error::Dependency(format!(
-                    "{}: {path} has digest {actual}, expected {d}",
-                    self.what
-                )));
-            }
+        if let Some(d) = digest.filter(|d| d.starts_with("sha256:"))
+            && actual != d
+        {
+            return Err(Error::Dependency(format!(
+                "{}: {path} has digest {actual}, expected {d}",
+                self.what
+            )));
         }
         let v = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Dependency(format!("{}: {path}: {e}", self.what)))?;

@@ -59,13 +59,13 @@ fn tar_index(path: &Path) -> Result<Vec<(String, u64, u64)>> {
         out.push((name, entry.raw_file_position(), entry.size()));
     }
     let total = std::fs::metadata(path).at(path)?.len();
-    if let Some((name, off, size)) = out.iter().max_by_key(|(_, o, s)| o + s) {
-        if off + size > total {
-            return Err(Error::format(
-                path,
-                format!("truncated archive: {name} runs past the end"),
-            ));
-        }
+    if let Some((name, off, size)) = out.iter().max_by_key(|(_, o, s)| o + s)
+        && off + size > total
+    {
+        return Err(Error::format(
+            path,
+            format!("truncated archive: {name} runs past the end"),
+        ));
     }
     Ok(out)
 }

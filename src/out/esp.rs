@@ -152,7 +152,9 @@ pub fn file_extents(dev: &File, offset: u64, size: u64, path: &str) -> Result<Ve
     let mut from = 0u64;
     loop {
         let mut out = [Extent::new(0, 0); 16];
-        let n = fs.extents(node, from, &mut out).map_err(|e| fat_error(path, e))?;
+        let n = fs
+            .extents(node, from, &mut out)
+            .map_err(|e| fat_error(path, e))?;
         if n == 0 {
             return Ok(runs);
         }

@@ -200,7 +200,10 @@ fn write_image(spec: &IsoSpec, dest: &File, shared: Option<&str>) -> Result<bool
     };
     let patched = point_records(dest, stand_in / SECTOR, target.0 / SECTOR, target.1)?;
     if patched == 0 {
-        return Err(iso_error(path, "no directory record found for the shared file"));
+        return Err(iso_error(
+            path,
+            "no directory record found for the shared file",
+        ));
     }
     Ok(true)
 }
@@ -263,7 +266,8 @@ fn point_records(iso: &File, from: u64, to: u64, len: u64) -> Result<usize> {
     use std::os::unix::fs::FileExt;
     let read = |sector: u64, len: usize| -> Result<Vec<u8>> {
         let mut buf = vec![0u8; len];
-        iso.read_exact_at(&mut buf, sector * SECTOR).at("<ISO image>")?;
+        iso.read_exact_at(&mut buf, sector * SECTOR)
+            .at("<ISO image>")?;
         Ok(buf)
     };
     let both = |v: u32| [v.to_le_bytes(), v.to_be_bytes()].concat();
@@ -298,7 +302,8 @@ fn point_records(iso: &File, from: u64, to: u64, len: u64) -> Result<usize> {
                 return Err(iso_error("directory record", "malformed"));
             }
             let rec = &mut data[at..at + rec_len];
-            let (extent, length, flags, name_len) = (le(&rec[2..]), le(&rec[10..]), rec[25], rec[32]);
+            let (extent, length, flags, name_len) =
+                (le(&rec[2..]), le(&rec[10..]), rec[25], rec[32]);
             let dot = name_len == 1 && rec[33] <= 1;
             if flags & 2 != 0 {
                 if !dot {
@@ -313,10 +318,22 @@ fn point_records(iso: &File, from: u64, to: u64, len: u64) -> Result<usize> {
             at += rec_len;
         }
         if changed {
-            iso.write_all_at(&data, u64::from(dir) * SECTOR).at("<ISO image>")?;
+            iso.write_all_at(&data, u64::from(dir) * SECTOR)
+                .at("<ISO image>")?;
         }
     }
     Ok(patched)
+}
+
+/// Opens `path` for reading and writing, created empty: the writers read back what they wrote.
+pub fn rw_file(path: &std::path::Path) -> Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .at(path)
 }
 
 #[cfg(test)]
@@ -331,15 +348,4 @@ mod tests {
             "TALOS_V1_15_0_ALPHA_1X"
         );
     }
-}
-
-/// Opens `path` for reading and writing, created empty: the writers read back what they wrote.
-pub fn rw_file(path: &std::path::Path) -> Result<File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .at(path)
 }

@@ -136,14 +136,14 @@ fn fill_output(profile: &mut Profile) {
             iso.bootloader = Some(Bootloader::SdBoot);
         }
     }
-    if kind == Some(OutputKind::Image) {
-        if let Some(image) = profile.output.image_options.as_mut() {
-            if image.bootloader.is_none() || secureboot {
-                image.bootloader = Some(Bootloader::SdBoot);
-            }
-            if image.disk_size != 0 {
-                image.disk_size = adjusted_disk_size(image.disk_size, &quirks);
-            }
+    if kind == Some(OutputKind::Image)
+        && let Some(image) = profile.output.image_options.as_mut()
+    {
+        if image.bootloader.is_none() || secureboot {
+            image.bootloader = Some(Bootloader::SdBoot);
+        }
+        if image.disk_size != 0 {
+            image.disk_size = adjusted_disk_size(image.disk_size, &quirks);
         }
     }
 }

@@ -395,6 +395,8 @@ string_enum!(
     }
 );
 
+// string_enum! cannot mark a default variant.
+#[allow(clippy::derivable_impls)]
 impl Default for EnrollKeys {
     fn default() -> Self {
         EnrollKeys::IfSafe

@@ -154,10 +154,10 @@ fn apply(profile: &mut Profile, o: &Overrides) {
             force_insecure: o.insecure,
             ..Default::default()
         });
-    } else if o.insecure {
-        if let Some(base) = profile.input.base_installer.as_mut() {
-            base.force_insecure = true;
-        }
+    } else if o.insecure
+        && let Some(base) = profile.input.base_installer.as_mut()
+    {
+        base.force_insecure = true;
     }
     for image in &o.system_extension_images {
         profile.input.system_extensions.push(ContainerAsset {
@@ -190,12 +190,12 @@ fn apply(profile: &mut Profile, o: &Overrides) {
     }
     // The image options created for --secureboot-enroll-keys must not make a
     // non-image profile look like an image.
-    if profile.output.kind != Some(OutputKind::Image) {
-        if let Some(io) = &profile.output.image_options {
-            if io.disk_size == 0 && io.disk_format.is_none() {
-                profile.output.image_options = None;
-            }
-        }
+    if profile.output.kind != Some(OutputKind::Image)
+        && let Some(io) = &profile.output.image_options
+        && io.disk_size == 0
+        && io.disk_format.is_none()
+    {
+        profile.output.image_options = None;
     }
 }
 

@@ -152,19 +152,19 @@ fn validate_secureboot(profile: &Profile) -> Result<()> {
     if !profile.secureboot() {
         return Ok(());
     }
-    if let Some(signer) = &sb.secure_boot_signer {
-        if signer.key_path.is_empty() || signer.cert_path.is_empty() {
-            return Err(Error::unsupported(
-                "SecureBoot signer: only keyPath + certPath (PEM files) are supported; remote, Azure and AWS signers are not",
-            ));
-        }
+    if let Some(signer) = &sb.secure_boot_signer
+        && (signer.key_path.is_empty() || signer.cert_path.is_empty())
+    {
+        return Err(Error::unsupported(
+            "SecureBoot signer: only keyPath + certPath (PEM files) are supported; remote, Azure and AWS signers are not",
+        ));
     }
-    if let Some(pcr) = &sb.pcr_signer {
-        if pcr.key_path.is_empty() {
-            return Err(Error::unsupported(
-                "PCR signer: only keyPath (a PEM file) is supported",
-            ));
-        }
+    if let Some(pcr) = &sb.pcr_signer
+        && pcr.key_path.is_empty()
+    {
+        return Err(Error::unsupported(
+            "PCR signer: only keyPath (a PEM file) is supported",
+        ));
     }
     let dbs = [
         ("platformKeyPath", &sb.platform_key_path),
