@@ -2,9 +2,9 @@
 //!
 //! hadris-storage's `FileDevice` syncs the file on every flush; an image written in
 //! several passes (ISO, then its ESP) would reach the disk several times. This device
-//! never syncs (the caller syncs the finished artifact once) and leaves blocks of zeros
-//! beyond the written end as holes, so padding, free space and placeholder content
-//! cost neither writes nor disk space.
+//! never syncs and leaves blocks of zeros as holes where the file is known to hold
+//! zeros (beyond the written end, or in a range declared fresh), so padding, free
+//! space and placeholder content cost neither writes nor disk space.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -24,6 +24,10 @@ pub struct HostDevice {
     written: u64,
     /// The largest length the device accepts.
     max_len: u64,
+    /// A range known to hold zeros, except where `dirty` says it was written.
+    fresh: std::ops::Range<u64>,
+    /// Written parts of `fresh`: start → end, disjoint and not touching.
+    dirty: std::collections::BTreeMap<u64, u64>,
 }
 
 impl HostDevice {
@@ -38,7 +42,48 @@ impl HostDevice {
             len,
             written: len,
             max_len,
+            fresh: 0..0,
+            dirty: Default::default(),
         })
+    }
+
+    /// Declares that `range` of the file holds zeros (a hole nothing wrote yet), so
+    /// zero blocks written there before anything else can be left out.
+    pub fn with_fresh(mut self, range: std::ops::Range<u64>) -> Self {
+        self.fresh = range;
+        self
+    }
+
+    /// Whether `[start, end)` lies in the fresh range and no write touched it yet.
+    fn untouched(&self, start: u64, end: u64) -> bool {
+        self.fresh.start <= start
+            && end <= self.fresh.end
+            && self
+                .dirty
+                .range(..end)
+                .next_back()
+                .is_none_or(|(_, &e)| e <= start)
+    }
+
+    /// Records `[start, end)` of the fresh range as written.
+    fn mark(&mut self, mut start: u64, mut end: u64) {
+        if end <= self.fresh.start || self.fresh.end <= start {
+            return;
+        }
+        // Merge with every run that overlaps or touches.
+        let touching: Vec<(u64, u64)> = self
+            .dirty
+            .range(..=end)
+            .rev()
+            .take_while(|(_, e)| **e >= start)
+            .map(|(s, e)| (*s, *e))
+            .collect();
+        for (s, e) in touching {
+            self.dirty.remove(&s);
+            start = start.min(s);
+            end = end.max(e);
+        }
+        self.dirty.insert(start, end);
     }
 
     /// Extends the file to its logical length (trailing zeros become a hole).
@@ -107,9 +152,10 @@ impl BlockDevice for HostDevice {
         let offset = self.check(first, buf.len(), self.max_len)?;
         let end = offset + buf.len() as u64;
         self.len = self.len.max(end);
-        if offset >= self.written && is_zero(buf) {
+        if (offset >= self.written || self.untouched(offset, end)) && is_zero(buf) {
             return Ok(());
         }
+        self.mark(offset, end);
         self.file.write_all_at(buf, offset).map_err(|e| {
             let kind = if e.raw_os_error() == Some(28) {
                 ErrorKind::NoSpace
@@ -177,6 +223,32 @@ mod tests {
             assert!(!is_zero(&buf), "byte {i}");
             buf[i] = 0;
         }
+    }
+
+    #[test]
+    fn fresh_range_skips_zeros_until_written() {
+        let (_dir, dev) = device(8192);
+        let mut dev = dev.with_fresh(1024..8192);
+        dev.write_blocks(BlockIndex::new(4), &[9; 1024]).unwrap();
+        // Zeros over written bytes (also partly) are written; elsewhere they are not.
+        dev.write_blocks(BlockIndex::new(5), &[0; 1024]).unwrap();
+        dev.write_blocks(BlockIndex::new(10), &[0; 512]).unwrap();
+        let mut buf = vec![1u8; 1536];
+        dev.read_blocks(BlockIndex::new(4), &mut buf).unwrap();
+        assert!(buf[..512].iter().all(|&b| b == 9));
+        assert!(buf[512..].iter().all(|&b| b == 0));
+        assert_eq!(dev.dirty.len(), 1, "{:?}", dev.dirty);
+        assert!(dev.untouched(3 * 512, 4 * 512));
+        assert!(!dev.untouched(3 * 512, 5 * 512));
+        assert!(dev.untouched(7 * 512, 16 * 512));
+        assert!(!dev.untouched(0, 512), "outside the fresh range");
+        let allocated = dev.finish().unwrap().metadata().unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert!(
+            allocated.blocks() * 512 <= 4096,
+            "{} blocks",
+            allocated.blocks()
+        );
     }
 
     #[test]

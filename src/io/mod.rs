@@ -5,11 +5,13 @@ mod atomic;
 pub mod cleanup;
 mod device;
 mod hashing;
+mod region;
 pub mod sparse;
 
 pub use atomic::AtomicFile;
 pub use device::HostDevice;
 pub use hashing::HashingWriter;
+pub use region::{FileRegion, Output};
 
 /// Buffer size for streaming copies: large enough to keep syscalls and hashing
 /// efficient on multi-hundred-MiB kernels and initramfs images, small enough that

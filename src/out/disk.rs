@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
 
 use gpt::disk::LogicalBlockSize;
 use gpt::partition_types::{OperatingSystem, Type};
@@ -12,7 +13,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
 use crate::meta::{MetaValue, adv};
-use crate::out::esp::{self, EspEntry, EspOptions};
+use crate::out::esp::{self, EspEntry, EspOptions, EspSource};
+use crate::out::iso::Fill;
 
 const MIB: u64 = 1024 * 1024;
 /// Partitions start on 1 MiB boundaries, as sgdisk and Talos place them.
@@ -85,7 +87,10 @@ fn gpt_error(e: impl std::fmt::Display) -> Error {
 }
 
 /// Writes the disk image into `file` (which it sizes).
-pub fn write_raw(spec: &DiskSpec, file: &File) -> Result<()> {
+///
+/// A reserved ESP file (the UKI) is written in place by `fill`, into its clusters;
+/// were they not contiguous, it is built in `scratch` and the ESP written again.
+pub fn write_raw(spec: &DiskSpec, file: &File, scratch: &Path, fill: Fill) -> Result<()> {
     if spec.sector_size != 512 && spec.sector_size != 4096 {
         return Err(Error::invalid(format!(
             "disk sector size {} is not supported: use 512 or 4096",
@@ -150,13 +155,33 @@ pub fn write_raw(spec: &DiskSpec, file: &File) -> Result<()> {
     disk.write().map_err(gpt_error)?;
 
     let (efi_offset, efi_size) = offsets[0];
-    esp::write(
+    esp::write_into_hole(
         &spec.esp_entries,
         &spec.esp_options,
         file,
         efi_offset,
         efi_size,
     )?;
+    for entry in &spec.esp_entries {
+        if !matches!(entry.source, EspSource::Reserved(_)) {
+            continue;
+        }
+        if let Some(mut region) = esp::region(file, efi_offset, efi_size, &entry.path)? {
+            fill(&mut region)?;
+            continue;
+        }
+        let mut out = crate::out::iso::rw_file(scratch)?;
+        fill(&mut out)?;
+        let mut entries = spec.esp_entries.clone();
+        for e in &mut entries {
+            if e.path == entry.path {
+                e.source = EspSource::File(scratch.to_path_buf());
+            }
+        }
+        let written = esp::write(&entries, &spec.esp_options, file, efi_offset, efi_size);
+        let _ = std::fs::remove_file(scratch);
+        written?;
+    }
     let (meta_offset, _) = offsets[1];
     let mut f = file.try_clone().at("<disk image>")?;
     f.seek(SeekFrom::Start(meta_offset)).at("<disk image>")?;

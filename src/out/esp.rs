@@ -9,11 +9,11 @@ use std::fs::File;
 use std::path::PathBuf;
 
 use hadris_fat::{FatKind, FatOptions, VolumeLabel};
-use hadris_fs::{Attributes, Content, DateTime, Node, Report, SetAttr, Tree};
+use hadris_fs::{Attributes, Content, DateTime, Node, SetAttr, Tree};
 use hadris_storage::Partition;
 
 use crate::error::{Error, IoContext, Result};
-use crate::io::HostDevice;
+use crate::io::{FileRegion, HostDevice};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -24,6 +24,9 @@ pub enum EspSource {
     File(PathBuf),
     /// Small generated content.
     Bytes(Vec<u8>),
+    /// Room for a file of this many bytes, written in place afterwards (see
+    /// [`region`]); the FAT is written with zeros there, which cost nothing in a hole.
+    Reserved(u64),
 }
 
 /// One file of the ESP.
@@ -41,6 +44,7 @@ impl EspEntry {
         Ok(match &self.source {
             EspSource::File(p) => std::fs::metadata(p).at(p)?.len(),
             EspSource::Bytes(b) => b.len() as u64,
+            EspSource::Reserved(len) => *len,
         })
     }
 }
@@ -83,17 +87,40 @@ fn fat_error(what: &str, e: impl std::fmt::Debug) -> Error {
 }
 
 /// Writes a FAT file system of `size` bytes holding `entries` into `dev` at byte
-/// `offset`. The data region starts 4 KiB-aligned. Returns where each file's bytes
-/// went (offsets from the start of the file system).
+/// `offset`. The data region starts 4 KiB-aligned.
 pub fn write(
     entries: &[EspEntry],
     options: &EspOptions,
     dev: &File,
     offset: u64,
     size: u64,
-) -> Result<Report> {
+) -> Result<()> {
+    write_fat(entries, options, dev, offset, size, false)
+}
+
+/// [`write`] into a range of `dev` that is a hole (never written): zeros, such as
+/// the content of reserved files and free clusters, are left unwritten.
+pub fn write_into_hole(
+    entries: &[EspEntry],
+    options: &EspOptions,
+    dev: &File,
+    offset: u64,
+    size: u64,
+) -> Result<()> {
+    write_fat(entries, options, dev, offset, size, true)
+}
+
+fn write_fat(
+    entries: &[EspEntry],
+    options: &EspOptions,
+    dev: &File,
+    offset: u64,
+    size: u64,
+    fresh: bool,
+) -> Result<()> {
     let time = DateTime::new(options.epoch as i64, 0).map_err(|e| fat_error("timestamp", e))?;
     let mut tree = Tree::new();
+    let mut holes = Vec::new();
     for entry in entries {
         let content = match &entry.source {
             EspSource::File(p) => {
@@ -101,6 +128,11 @@ pub fn write(
                 hadris_fs::host::file(p).map_err(|e| fat_error(&p.display().to_string(), e))?
             }
             EspSource::Bytes(b) => Content::bytes(b.clone()),
+            EspSource::Reserved(len) => {
+                let (hole, content) = zeros(*len)?;
+                holes.push(hole);
+                content
+            }
         };
         let mut attrs = SetAttr::new()
             .with_modified(time)
@@ -127,13 +159,73 @@ pub fn write(
         .with_alignment(4096)
         .with_partition_offset(offset);
     let file = dev.try_clone().at("<EFI system partition>")?;
-    let device = HostDevice::new(file, 512, offset + size).at("<EFI system partition>")?;
+    let mut device = HostDevice::new(file, 512, offset + size).at("<EFI system partition>")?;
+    if fresh {
+        device = device.with_fresh(offset..offset + size);
+    }
     let window = Partition::new(device, offset, size);
     hadris_fat::sync::write(window, &tree, &fat).map_err(|e| {
         Error::invalid(format!(
             "cannot write the EFI system partition ({size} bytes): {e:?}"
         ))
+    })?;
+    Ok(())
+}
+
+/// Where the file at `path` of the FAT at byte `offset` of `dev` lies, as a region of
+/// `dev` to write it in place; `None` when its clusters are not contiguous.
+pub fn region(dev: &File, offset: u64, size: u64, path: &str) -> Result<Option<FileRegion>> {
+    Ok(match file_extents(dev, offset, size, path)?[..] {
+        [(at, len)] => Some(FileRegion::new(
+            dev.try_clone().at("<EFI system partition>")?,
+            offset + at,
+            len,
+        )),
+        _ => None,
     })
+}
+
+/// Content of `len` zero bytes for hadris, backed by a hole: an anonymous memory file
+/// (holes read from the shared zero page, no disk), or else a sparse temporary file.
+/// The returned guard keeps the memory file open or removes the temporary file.
+pub fn zeros(len: u64) -> Result<(Zeros, Content)> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: memfd_create takes a NUL-terminated name and returns a new descriptor
+    // (or -1), which the File then owns.
+    let fd = unsafe { libc::memfd_create(c"imager-zeros".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd >= 0 {
+        let file = unsafe { File::from_raw_fd(fd) };
+        let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        if file.set_len(len).is_ok()
+            && let Ok(content) = hadris_fs::host::file(&path)
+            && content.len() == len
+        {
+            return Ok((Zeros::Memory(file), content));
+        }
+    }
+    static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!(".imager-zeros-{}-{n}", std::process::id()));
+    crate::io::cleanup::register(&path);
+    let guard = Zeros::File(path.clone());
+    File::create(&path).at(&path)?.set_len(len).at(&path)?;
+    let content = hadris_fs::host::file(&path).map_err(|e| fat_error("zeros", e))?;
+    Ok((guard, content))
+}
+
+/// Keeps the backing of [`zeros`] alive until dropped.
+pub enum Zeros {
+    Memory(#[allow(dead_code)] File),
+    File(PathBuf),
+}
+
+impl Drop for Zeros {
+    fn drop(&mut self) {
+        if let Zeros::File(path) = self {
+            let _ = std::fs::remove_file(&*path);
+            crate::io::cleanup::unregister(path);
+        }
+    }
 }
 
 /// Where the bytes of the file at `path` lie in the FAT file system at byte `offset`

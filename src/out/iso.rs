@@ -13,7 +13,7 @@ use hadris_iso::{
 
 use super::esp::{self, EspEntry, EspOptions, EspSource};
 use crate::error::{Error, IoContext, Result};
-use crate::io::HostDevice;
+use crate::io::{HostDevice, Output};
 
 /// ISO 9660 logical sector size.
 const SECTOR: u64 = 2048;
@@ -36,8 +36,9 @@ pub struct BiosBoot {
 pub struct IsoSpec {
     /// Files of the ESP; also placed in the ISO 9660 tree, as Talos does.
     pub esp_entries: Vec<EspEntry>,
-    /// Scratch path for the ESP image (next to the output, removed by the caller).
-    pub esp_image: PathBuf,
+    /// Scratch path (next to the output), used only if the reserved file cannot be
+    /// written in place.
+    pub scratch: PathBuf,
     /// Volume label, e.g. `Talos-v1.9.2`; the volume id is derived from it.
     pub label: String,
     pub epoch: u64,
@@ -71,38 +72,51 @@ fn content(source: &EspSource) -> Result<Content> {
             hadris_fs::host::file(p).map_err(|e| iso_error(&p.display().to_string(), e))
         }
         EspSource::Bytes(b) => Ok(Content::bytes(b.clone())),
+        EspSource::Reserved(_) => Err(iso_error("ISO tree", "a reserved file is only shared")),
     }
 }
 
-/// Writes the ISO described by `spec` into `dest`.
+/// Writes a reserved ESP file (the UKI) into the room made for it.
+pub type Fill<'a> = &'a mut dyn FnMut(&mut dyn Output) -> Result<()>;
+
+/// Writes the ISO described by `spec` into `dest`; `fill` writes the reserved ESP
+/// file, if there is one.
 ///
-/// The ESP is written in place inside the ISO (no scratch image), and the largest ESP
-/// file (the UKI) is stored once: its ISO 9660 directory records point at its bytes
-/// inside the ESP, which are contiguous and 2 KiB-aligned there.
-pub fn write(spec: &IsoSpec, dest: &File) -> Result<()> {
-    let shared = spec
+/// The ESP is written in place inside the ISO, and the reserved file (the UKI) is
+/// written once, into its clusters there: the ISO 9660 directory records point at the
+/// same bytes (the FAT lays a fresh file out contiguously, 2 KiB-aligned as the data
+/// region is). If the FAT ever laid it out otherwise, the file is built in a scratch
+/// file and stored twice instead.
+pub fn write(spec: &IsoSpec, dest: &File, fill: Fill) -> Result<()> {
+    let reserved = spec
         .esp_entries
         .iter()
-        .map(|e| e.size().map(|len| (len, e)))
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .filter(|(len, e)| *len >= SHARE_MIN && matches!(e.source, EspSource::File(_)))
-        .max_by_key(|(len, _)| *len)
-        .map(|(_, e)| e.path.clone());
-    if let Some(path) = &shared
-        && write_image(spec, dest, Some(path))?
-    {
+        .find(|e| matches!(e.source, EspSource::Reserved(_)))
+        .map(|e| e.path.clone());
+    let Some(path) = reserved else {
+        write_image(spec, dest, None, fill)?;
+        return Ok(());
+    };
+    if write_image(spec, dest, Some(&path), fill)? {
         return Ok(());
     }
-    // The FAT did not lay the file out so the ISO can share it: store it twice.
-    write_image(spec, dest, None).map(|_| ())
+    {
+        let mut scratch = rw_file(&spec.scratch)?;
+        fill(&mut scratch)?;
+    }
+    let mut copy = spec.clone();
+    for e in &mut copy.esp_entries {
+        if e.path == path {
+            e.source = EspSource::File(spec.scratch.clone());
+        }
+    }
+    let written = write_image(&copy, dest, None, fill);
+    let _ = std::fs::remove_file(&spec.scratch);
+    written.map(|_| ())
 }
 
-/// Files smaller than this are simply stored twice.
-const SHARE_MIN: u64 = 1024 * 1024;
-
 /// One attempt at the ISO; `Ok(false)` when `shared` could not be shared.
-fn write_image(spec: &IsoSpec, dest: &File, shared: Option<&str>) -> Result<bool> {
+fn write_image(spec: &IsoSpec, dest: &File, shared: Option<&str>, fill: Fill) -> Result<bool> {
     let time = DateTime::new(spec.epoch as i64, 0).map_err(|e| iso_error("timestamp", e))?;
     let esp_size = esp::iso_esp_size(&spec.esp_entries)?;
 
@@ -155,7 +169,7 @@ fn write_image(spec: &IsoSpec, dest: &File, shared: Option<&str>) -> Result<bool
     el_torito = el_torito.with_entry(efi);
     // The appended partition's content at this stage: a hole of the ESP's size,
     // which the device leaves unwritten; the FAT goes into its place afterwards.
-    let (_hole, esp_hole) = hole(&spec.esp_image, esp_size)?;
+    let (_zeros, esp_hole) = esp::zeros(esp_size)?;
     let options = IsoOptions::default()
         .with_id(IsoId::Volume, &volume_id(&spec.label))
         .with_id(IsoId::VolumeSet, &spec.label)
@@ -175,7 +189,7 @@ fn write_image(spec: &IsoSpec, dest: &File, shared: Option<&str>) -> Result<bool
     device.finish().at("<ISO image>")?;
 
     let esp_offset = esp_partition_offset(dest)?;
-    esp::write(
+    esp::write_into_hole(
         &spec.esp_entries,
         &EspOptions {
             label: "EFI".into(),
@@ -194,10 +208,12 @@ fn write_image(spec: &IsoSpec, dest: &File, shared: Option<&str>) -> Result<bool
         .and_then(|x| x.first())
         .map(|x| x.offset())
         .ok_or_else(|| iso_error(path, "no extent for the stand-in"))?;
-    let target = match esp::file_extents(dest, esp_offset, esp_size, path)?[..] {
-        [(at, len)] if (esp_offset + at) % SECTOR == 0 && len < 1 << 32 => (esp_offset + at, len),
+    let mut region = match esp::region(dest, esp_offset, esp_size, path)? {
+        Some(r) if r.start() % SECTOR == 0 && r.len() < 1 << 32 => r,
         _ => return Ok(false),
     };
+    let target = (region.start(), region.len());
+    fill(&mut region)?;
     let patched = point_records(dest, stand_in / SECTOR, target.0 / SECTOR, target.1)?;
     if patched == 0 {
         return Err(iso_error(
@@ -207,43 +223,6 @@ fn write_image(spec: &IsoSpec, dest: &File, shared: Option<&str>) -> Result<bool
     }
     Ok(true)
 }
-/// Content of `len` zero bytes for hadris, backed by a hole: an anonymous memory file
-/// (its holes read from the shared zero page), or a sparse file at `fallback`. The
-/// returned guard keeps the memory file open or removes the sparse file.
-fn hole(fallback: &std::path::Path, len: u64) -> Result<(Hole, Content)> {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    // SAFETY: memfd_create takes a NUL-terminated name and returns a new descriptor
-    // (or -1), which the File then owns.
-    let fd = unsafe { libc::memfd_create(c"imager-esp".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd >= 0 {
-        let file = unsafe { File::from_raw_fd(fd) };
-        let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-        if file.set_len(len).is_ok()
-            && let Ok(content) = hadris_fs::host::file(&path)
-            && content.len() == len
-        {
-            return Ok((Hole::Memory(file), content));
-        }
-    }
-    rw_file(fallback)?.set_len(len).at(fallback)?;
-    let content = hadris_fs::host::file(fallback).map_err(|e| iso_error("ESP image", e))?;
-    Ok((Hole::File(fallback.to_path_buf()), content))
-}
-
-/// Keeps the backing of [`hole`] alive until dropped.
-enum Hole {
-    Memory(#[allow(dead_code)] File),
-    File(PathBuf),
-}
-
-impl Drop for Hole {
-    fn drop(&mut self) {
-        if let Hole::File(path) = self {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
 /// Byte offset of the EFI system partition (MBR type 0xEF) in the ISO at `iso`.
 fn esp_partition_offset(iso: &File) -> Result<u64> {
     use std::os::unix::fs::FileExt;

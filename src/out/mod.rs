@@ -17,22 +17,32 @@ use std::path::{Path, PathBuf};
 use crate::build::{Facts, WorkDir};
 use crate::error::{Error, IoContext, Result};
 use crate::inputs::{BootInputs, SecureBootInputs};
-use crate::io::AtomicFile;
+use crate::io::{AtomicFile, Output};
 use crate::out::esp::{EspEntry, EspSource};
 use crate::profile::EnrollKeys;
 use crate::profile::{OutputKind, Profile};
 use crate::report::{Pcr11Bank, Progress, SecureBootFacts};
 use crate::uki::{self, UkiProfile, UkiReport, UkiSpec};
 
-/// The signed (or unsigned) boot binaries of a build.
+/// The boot binaries of a build: systemd-boot (signed when SecureBoot is on) and the
+/// UKI, built or ready to be built.
 pub struct BootAssets {
     pub inputs: BootInputs,
-    /// The UKI, signed when SecureBoot is on.
-    pub uki: PathBuf,
+    pub uki: Uki,
     /// systemd-boot, signed when SecureBoot is on (`None` for a bare UKI).
     pub sd_boot: Option<PathBuf>,
-    pub report: UkiReport,
     pub secureboot: Option<SecureBootInputs>,
+    profiles: Vec<UkiProfile>,
+    cmdline: String,
+    os_release: String,
+}
+
+/// Where the UKI is.
+pub enum Uki {
+    /// Built (and signed) into this file.
+    File(PathBuf),
+    /// To be built into the output, in `size` bytes reserved for it.
+    InPlace { size: u64 },
 }
 
 /// Builds the UKI-based kinds (`uki`, `iso`, `image`, `installer`) into `dest`.
@@ -65,13 +75,22 @@ pub fn assemble(
         ];
         return write_installer(profile, files, work, dest, progress);
     }
-    let boot = boot_assets(profile, kind, cmdline, work, progress, facts)?;
+    let in_place = matches!(kind, OutputKind::Iso | OutputKind::Image);
+    let boot = boot_assets(profile, kind, cmdline, work, facts, in_place)?;
+    if let Uki::File(_) = boot.uki {
+        progress.step("UKI ready");
+    }
+    let mut fill = |out: &mut dyn Output| -> Result<()> {
+        boot.build_uki(out, facts)?;
+        progress.step("UKI ready");
+        Ok(())
+    };
     match kind {
-        OutputKind::Uki => std::fs::rename(&boot.uki, dest).at(dest),
+        OutputKind::Uki => std::fs::rename(boot.uki_path()?, dest).at(dest),
         OutputKind::Image => {
             let mut spec = disk.expect("disk spec for images");
             spec.esp_entries = esp_entries(profile, &boot, EspFlavor::Disk)?;
-            write_disk_image(profile, &spec, work, dest)?;
+            write_disk_image(profile, &spec, work, dest, &mut fill)?;
             progress.step("disk image ready");
             Ok(())
         }
@@ -89,7 +108,7 @@ pub fn assemble(
             };
             let files = vec![
                 installer_file(format!("usr/install/{arch}/systemd-boot.efi"), &sd_boot),
-                installer_file(format!("usr/install/{arch}/{uki_name}"), &boot.uki),
+                installer_file(format!("usr/install/{arch}/{uki_name}"), boot.uki_path()?),
             ];
             write_installer(profile, files, work, dest, progress)
         }
@@ -101,13 +120,13 @@ pub fn assemble(
             });
             let spec = iso::IsoSpec {
                 esp_entries: esp_entries(profile, &boot, EspFlavor::Iso)?,
-                esp_image: work.file("efiboot.img"),
+                scratch: work.file("vmlinuz.efi"),
                 label: format!("{}-{}", profile.name, profile.version),
                 epoch: crate::io::build_epoch(),
                 bios,
             };
             let file = iso::rw_file(dest)?;
-            iso::write(&spec, &file)?;
+            iso::write(&spec, &file, &mut fill)?;
             progress.step("ISO ready");
             Ok(())
         }
@@ -163,6 +182,7 @@ fn write_disk_image(
     spec: &disk::DiskSpec,
     work: &WorkDir,
     dest: &Path,
+    fill: iso::Fill,
 ) -> Result<()> {
     use crate::profile::DiskFormat;
     let format = profile
@@ -183,7 +203,7 @@ fn write_disk_image(
         .truncate(true)
         .open(&raw)
         .at(&raw)?;
-    disk::write_raw(spec, &file)?;
+    disk::write_raw(spec, &file, &work.file("vmlinuz.efi"), fill)?;
     drop(file);
     match format {
         DiskFormat::Raw => Ok(()),
@@ -227,14 +247,16 @@ fn uki_profiles(profile: &Profile, kind: OutputKind, cmdline: &str) -> Vec<UkiPr
     vec![main, reset]
 }
 
-/// Loads keys, builds the UKI (measured, PCR policy signed), signs it and systemd-boot.
+/// Loads keys and inputs, signs systemd-boot and builds the UKI (measured, PCR
+/// policy signed, Authenticode-signed) into the work directory, or, with `in_place`,
+/// only sizes it: the output writer then builds it straight into its place.
 fn boot_assets(
     profile: &Profile,
     kind: OutputKind,
     cmdline: &str,
     work: &WorkDir,
-    progress: &dyn Progress,
     facts: &mut Facts,
+    in_place: bool,
 ) -> Result<BootAssets> {
     let secureboot = if profile.secureboot() {
         Some(SecureBootInputs::load(profile)?)
@@ -242,33 +264,6 @@ fn boot_assets(
         None
     };
     let inputs = BootInputs::open(profile, kind != OutputKind::Uki)?;
-    let profiles = uki_profiles(profile, kind, cmdline);
-    let uki_path = work.file("vmlinuz.efi");
-    let spec = UkiSpec {
-        stub: &inputs.sd_stub,
-        kernel: &inputs.kernel,
-        initrd: &inputs.initramfs,
-        cmdline,
-        os_release: uki::os_release(&profile.name, &profile.version),
-        splash: None,
-        dtb: None,
-        profiles: &profiles,
-        pcr_key: secureboot.as_ref().map(|sb| &sb.pcr_key),
-        timestamp: crate::io::build_epoch() as u32,
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&uki_path)
-        .at(&uki_path)?;
-    let report = match &secureboot {
-        Some(sb) => uki::build_signed(&spec, &mut file, &sb.signer)?,
-        None => uki::build(&spec, &mut file)?,
-    };
-    drop(file);
-
     let mut sd_boot = inputs.sd_boot.clone();
     if let Some(sb) = &secureboot {
         if let Some(src) = &inputs.sd_boot {
@@ -286,24 +281,86 @@ fn boot_assets(
             ),
         });
     }
-    facts.pcr11 = report
-        .pcr11
-        .iter()
-        .filter(|p| p.profile.as_deref().is_none_or(|id| id == "main"))
-        .map(|p| Pcr11Bank {
-            bank: p.bank.to_string(),
-            after_stub: p.after_stub.clone(),
-            enter_machined: p.enter_machined.clone(),
-        })
-        .collect();
-    progress.step("UKI ready");
-    Ok(BootAssets {
+    let mut boot = BootAssets {
         inputs,
-        uki: uki_path,
+        uki: Uki::InPlace { size: 0 },
         sd_boot,
-        report,
         secureboot,
-    })
+        profiles: uki_profiles(profile, kind, cmdline),
+        cmdline: cmdline.to_string(),
+        os_release: uki::os_release(&profile.name, &profile.version),
+    };
+    if in_place {
+        let signer = boot.secureboot.as_ref().map(|sb| &sb.signer);
+        let size = uki::planned_size(&boot.uki_spec(), signer)?;
+        boot.uki = Uki::InPlace { size };
+    } else {
+        let path = work.file("vmlinuz.efi");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .at(&path)?;
+        boot.uki = Uki::File(path);
+        boot.build_uki(&mut file, facts)?;
+    }
+    Ok(boot)
+}
+
+impl BootAssets {
+    /// The built UKI's file (for outputs that copy it).
+    fn uki_path(&self) -> Result<&Path> {
+        match &self.uki {
+            Uki::File(path) => Ok(path),
+            Uki::InPlace { .. } => Err(Error::invalid("the UKI is built in place for this output")),
+        }
+    }
+
+    fn uki_spec(&self) -> UkiSpec<'_> {
+        UkiSpec {
+            stub: &self.inputs.sd_stub,
+            kernel: &self.inputs.kernel,
+            initrd: &self.inputs.initramfs,
+            cmdline: &self.cmdline,
+            os_release: self.os_release.clone(),
+            splash: None,
+            dtb: None,
+            profiles: &self.profiles,
+            pcr_key: self.secureboot.as_ref().map(|sb| &sb.pcr_key),
+            timestamp: crate::io::build_epoch() as u32,
+        }
+    }
+
+    /// Builds the UKI into `out` (signed when SecureBoot is on) and records its PCR 11
+    /// prediction in `facts`.
+    fn build_uki(&self, out: &mut dyn Output, facts: &mut Facts) -> Result<UkiReport> {
+        let spec = self.uki_spec();
+        let report = match &self.secureboot {
+            Some(sb) => uki::build_signed(&spec, &mut &mut *out, &sb.signer)?,
+            None => uki::build(&spec, &mut &mut *out)?,
+        };
+        if let Uki::InPlace { size } = self.uki
+            && report.size != size
+        {
+            return Err(Error::invalid(format!(
+                "the UKI came out {} bytes long, {size} were reserved for it",
+                report.size
+            )));
+        }
+        facts.pcr11 = report
+            .pcr11
+            .iter()
+            .filter(|p| p.profile.as_deref().is_none_or(|id| id == "main"))
+            .map(|p| Pcr11Bank {
+                bank: p.bank.to_string(),
+                after_stub: p.after_stub.clone(),
+                enter_machined: p.enter_machined.clone(),
+            })
+            .collect();
+        Ok(report)
+    }
 }
 
 /// Where the ESP is going: the ISO's (random-seed, certificate copy) or a disk's.
@@ -384,13 +441,15 @@ pub fn esp_entries(
         source: EspSource::Bytes(data),
         read_only,
     };
-    let mut entries = vec![
-        file(format!("{efi_dir}/{loader_name}"), &sd_boot),
-        file(
-            format!("EFI/Linux/{}-{}.efi", profile.name, profile.version),
-            &boot.uki,
-        ),
-    ];
+    let uki = EspEntry {
+        path: format!("EFI/Linux/{}-{}.efi", profile.name, profile.version),
+        source: match &boot.uki {
+            Uki::File(path) => EspSource::File(path.clone()),
+            Uki::InPlace { size } => EspSource::Reserved(*size),
+        },
+        read_only: false,
+    };
+    let mut entries = vec![file(format!("{efi_dir}/{loader_name}"), &sd_boot), uki];
     let loader_conf = match (flavor, profile.secureboot()) {
         // The template Talos writes.
         (EspFlavor::Disk, false) => "# systemd-boot configuration\n\ntimeout 10\n".to_string(),

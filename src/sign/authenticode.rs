@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use super::pkcs7::{self, oid};
 use super::tlv::{self, Reader, tag};
 use crate::error::{Error, IoContext, Result};
+use crate::io::Output;
 use crate::keys::Signer;
 
 /// One embedded signature, as found and checked by [`verify`].
@@ -52,14 +53,15 @@ pub fn sign_in_place(path: &Path, signer: &Signer) -> Result<()> {
         .write(true)
         .open(path)
         .at(path)?;
-    sign_file(&mut file, path, signer)
+    let size = file.metadata().at(path)?.len();
+    sign_file(&mut file, path, size, signer).map(|_| ())
 }
 
-/// Signs the PE image in the open `file` (named `path` in errors) in place, as
-/// [`sign_in_place`] does.
-pub fn sign_file(file: &mut File, path: &Path, signer: &Signer) -> Result<()> {
+/// Signs the `size`-byte PE image at the start of the open `file` (named `path` in
+/// errors) in place, as [`sign_in_place`] does; returns the signed length.
+pub fn sign_file(file: &mut impl Output, path: &Path, size: u64, signer: &Signer) -> Result<u64> {
     let file = &mut *file;
-    let layout = Layout::read(file, path)?;
+    let layout = Layout::read_sized(file, path, size)?;
     let scan = scan(file, path, &layout, None)?;
     let patch = Patch::new(&layout, scan, signer, crate::io::build_epoch())?;
     let original_header = read_at(file, path, 0, layout.header_patch_end())?;
@@ -70,7 +72,7 @@ pub fn sign_file(file: &mut File, path: &Path, signer: &Signer) -> Result<()> {
             .seek(SeekFrom::Start(0))
             .and_then(|_| file.write_all(&original_header));
     }
-    result
+    result.map(|_| layout.file_size + patch.appended.len() as u64)
 }
 
 /// Writes a signed copy of the PE file `input` to `output` (from offset 0; the file is
@@ -166,14 +168,14 @@ struct Layout {
 }
 
 impl Layout {
-    fn read(file: &mut File, path: &Path) -> Result<Self> {
-        let file_size = file.metadata().at(path)?.len();
+    fn read(file: &mut (impl Read + Seek), path: &Path) -> Result<Self> {
+        let file_size = file.seek(SeekFrom::End(0)).at(path)?;
         Self::read_sized(file, path, file_size)
     }
 
     /// The layout of the image in `file` taken to be `file_size` bytes long (it may
     /// still be being written; only its headers are read).
-    fn read_sized(file: &mut File, path: &Path, file_size: u64) -> Result<Self> {
+    fn read_sized(file: &mut (impl Read + Seek), path: &Path, file_size: u64) -> Result<Self> {
         let bad = |msg: String| Error::format(path, msg);
         let head = read_at(file, path, 0, file_size.min(4096))?;
         if head.len() < 0x40 || &head[..2] != b"MZ" {
@@ -384,7 +386,7 @@ impl Scanner {
 /// Reads `file` once, front to back: hashes the Authenticode ranges, sums the PE
 /// checksum and copies every byte to `copy` if given.
 fn scan(
-    file: &mut File,
+    file: &mut (impl Read + Seek),
     path: &Path,
     layout: &Layout,
     mut copy: Option<&mut File>,
@@ -425,7 +427,7 @@ impl ImageScan {
     /// Starts a scan of the image whose headers are the first bytes of `file` (already
     /// written) and whose unsigned size will be `size`. `None` when the image's
     /// hashed ranges are not in file order (sign it with [`sign_in_place`] instead).
-    pub fn start(file: &mut File, path: &Path, size: u64) -> Result<Option<Self>> {
+    pub fn start(file: &mut (impl Read + Seek), path: &Path, size: u64) -> Result<Option<Self>> {
         let layout = Layout::read_sized(file, path, size)?;
         if layout.cert_table.is_some() || !layout.hashed_in_file_order() {
             return Ok(None);
@@ -444,8 +446,9 @@ impl ImageScan {
         self.scanner.offset
     }
 
-    /// Signs the image in `file` (fed whole) as [`sign_in_place`] does.
-    pub fn sign(self, file: &mut File, path: &Path, signer: &Signer) -> Result<()> {
+    /// Signs the image in `file` (fed whole) as [`sign_in_place`] does; returns the
+    /// signed length.
+    pub fn sign(self, file: &mut (impl Write + Seek), path: &Path, signer: &Signer) -> Result<u64> {
         if self.scanner.offset != self.layout.file_size {
             return Err(Error::invalid(format!(
                 "{}: {} of {} bytes were hashed for signing",
@@ -455,17 +458,15 @@ impl ImageScan {
             )));
         }
         let scan = self.scanner.finish(&self.layout);
-        Patch::new(&self.layout, scan, signer, crate::io::build_epoch())?.write(
-            file,
-            path,
-            self.layout.file_size,
-        )
+        let patch = Patch::new(&self.layout, scan, signer, crate::io::build_epoch())?;
+        patch.write(file, path, self.layout.file_size)?;
+        Ok(self.layout.file_size + patch.appended.len() as u64)
     }
 }
 
 /// Hashes `spans` in order, seeking to each (the fallback for unusual layouts).
 fn hash_spans(
-    file: &mut File,
+    file: &mut (impl Read + Seek),
     path: &Path,
     spans: &[Span],
     hasher: &mut Sha256,
@@ -535,7 +536,7 @@ impl Patch {
         })
     }
 
-    fn write(&self, out: &mut File, name: &Path, file_size: u64) -> Result<()> {
+    fn write(&self, out: &mut (impl Write + Seek), name: &Path, file_size: u64) -> Result<()> {
         out.seek(SeekFrom::Start(file_size)).at(name)?;
         out.write_all(&self.appended).at(name)?;
         out.seek(SeekFrom::Start(self.cert_dir_offset)).at(name)?;
@@ -544,6 +545,14 @@ impl Patch {
         out.write_all(&self.checksum.to_le_bytes()).at(name)?;
         out.flush().at(name)
     }
+}
+
+/// Bytes that signing appends to an unsigned image whose length is a multiple of 8
+/// (every UKI): the certificate table. Fixed for a signer: the RSA signature has the
+/// modulus's length and every other field has a fixed width.
+pub fn signature_len(signer: &Signer) -> Result<u64> {
+    let blob = signature_blob(&[0; 32], signer, crate::io::build_epoch())?;
+    Ok(win_certificate(&blob).len() as u64)
 }
 
 /// WIN_CERTIFICATE (revision 2.0, PKCS#7) around `blob`, zero-padded to 8 bytes.
@@ -842,7 +851,7 @@ impl PeChecksum {
     }
 }
 
-fn read_at(file: &mut File, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
+fn read_at(file: &mut (impl Read + Seek), path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; len as usize];
     file.seek(SeekFrom::Start(offset)).at(path)?;
     file.read_exact(&mut buf).map_err(|e| {

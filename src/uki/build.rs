@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Read, SeekFrom, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, sync_channel};
@@ -17,6 +17,7 @@ use super::sections::{self, PROFILES_SINCE};
 use super::stub::Stub;
 use super::{Pcr11, UkiReport, UkiSpec, kernel};
 use crate::error::{Error, IoContext, Result};
+use crate::io::Output;
 use crate::keys::Signer;
 use crate::measure::{self, BANKS, BankPcr, Digests, Measured, policy};
 use crate::sign::authenticode::ImageScan;
@@ -148,18 +149,48 @@ fn plan<'a>(spec: &'a UkiSpec<'a>, stub: &Stub) -> Result<Vec<Planned<'a>>> {
 }
 
 /// Builds the unsigned UKI described by `spec` into `out` (from its start).
-pub fn build(spec: &UkiSpec, out: &mut File) -> Result<UkiReport> {
+pub fn build(spec: &UkiSpec, out: &mut impl Output) -> Result<UkiReport> {
     build_with(spec, out, None)
 }
 
 /// Builds the UKI described by `spec` into `out` and Authenticode-signs it with
 /// `signer`: the signing hash and PE checksum are computed on another thread while
 /// the file is written, so signing costs no second read.
-pub fn build_signed(spec: &UkiSpec, out: &mut File, signer: &Signer) -> Result<UkiReport> {
+pub fn build_signed(spec: &UkiSpec, out: &mut impl Output, signer: &Signer) -> Result<UkiReport> {
     build_with(spec, out, Some(signer))
 }
 
-fn build_with(spec: &UkiSpec, out: &mut File, signer: Option<&Signer>) -> Result<UkiReport> {
+/// The length of the UKI that [`build`] (no `signer`) or [`build_signed`] writes for
+/// `spec`, known before any of it is written.
+pub fn planned_size(spec: &UkiSpec, signer: Option<&Signer>) -> Result<u64> {
+    let stub = Stub::load(spec.stub)?;
+    let planned = plan(spec, &stub)?;
+    let pcrsig_len = spec
+        .pcr_key
+        .map_or(0, |k| policy::pcrsig_len(&k.key, &BANKS)) as u64;
+    let appended: Vec<(&str, u64)> = planned
+        .iter()
+        .map(|p| (p.name, p.len(pcrsig_len)))
+        .collect();
+    let layout = stub.headers.layout(&appended, spec.timestamp, spec.stub)?;
+    let signature = match signer {
+        Some(s) => crate::sign::authenticode::signature_len(s)?,
+        None => 0,
+    };
+    Ok(image_size(&layout) + signature)
+}
+
+/// The end of the last section: the unsigned image's length.
+fn image_size(layout: &super::pe::Layout) -> u64 {
+    layout
+        .sections
+        .iter()
+        .map(|s| u64::from(s.pointer_to_raw_data) + u64::from(s.size_of_raw_data))
+        .max()
+        .unwrap_or(layout.headers.len() as u64)
+}
+
+fn build_with(spec: &UkiSpec, out: &mut impl Output, signer: Option<&Signer>) -> Result<UkiReport> {
     let stub = Stub::load(spec.stub)?;
     let version = stub.info.major;
     if !spec.profiles.is_empty() && version < PROFILES_SINCE {
@@ -197,12 +228,7 @@ fn build_with(spec: &UkiSpec, out: &mut File, signer: Option<&Signer>) -> Result
     drop(w);
     let written = out.stream_position().at(out_path)?;
     let appended_sections = &layout.sections[layout.stub_sections..];
-    let size = layout
-        .sections
-        .iter()
-        .map(|s| u64::from(s.pointer_to_raw_data) + u64::from(s.size_of_raw_data))
-        .max()
-        .unwrap_or(layout.headers.len() as u64);
+    let size = image_size(&layout);
     let scan_stop = planned
         .iter()
         .zip(appended_sections)
@@ -310,17 +336,19 @@ fn build_with(spec: &UkiSpec, out: &mut File, signer: Option<&Signer>) -> Result
         );
     }
     out.flush().at(out_path)?;
-    if let (Some(mut scan), Some(signer)) = (scan, signer) {
-        let mut tail = Vec::new();
+    let size = if let (Some(mut scan), Some(signer)) = (scan, signer) {
+        let mut tail = vec![0u8; (size - scan_stop) as usize];
         out.seek(SeekFrom::Start(scan_stop)).at(out_path)?;
-        out.read_to_end(&mut tail).at(out_path)?;
+        out.read_exact(&mut tail).at(out_path)?;
         scan.update(&tail);
-        scan.sign(out, out_path, signer)?;
+        scan.sign(out, out_path, signer)?
     } else if let Some(signer) = signer {
         // A stub whose layout one pass cannot hash: sign the written file.
         out.flush().at(out_path)?;
-        crate::sign::authenticode::sign_file(out, out_path, signer)?;
-    }
+        crate::sign::authenticode::sign_file(out, out_path, size, signer)?
+    } else {
+        size
+    };
 
     Ok(UkiReport {
         stub_version: stub.info.version.clone(),
@@ -330,6 +358,7 @@ fn build_with(spec: &UkiSpec, out: &mut File, signer: Option<&Signer>) -> Result
             .map(|s| (s.name.clone(), s.virtual_size as u64))
             .collect(),
         pcr11,
+        size,
     })
 }
 
@@ -376,14 +405,14 @@ fn write_sections(
 }
 
 /// The UKI file, with every byte written before `stop` also sent to the signing scan.
-struct ScanTee<'a> {
-    file: &'a mut File,
+struct ScanTee<'a, W> {
+    file: &'a mut W,
     tx: Option<SyncSender<Arc<Vec<u8>>>>,
     at: u64,
     stop: u64,
 }
 
-impl Write for ScanTee<'_> {
+impl<W: Write> Write for ScanTee<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.file.write(buf)?;
         let wanted = self.stop.saturating_sub(self.at).min(n as u64) as usize;

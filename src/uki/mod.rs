@@ -15,7 +15,7 @@ pub mod stub;
 
 use std::path::Path;
 
-pub use build::{build, build_signed};
+pub use build::{build, build_signed, planned_size};
 
 use crate::keys::PcrKey;
 
@@ -62,6 +62,8 @@ pub struct UkiReport {
     pub sections: Vec<(String, u64)>,
     /// Predicted PCR 11, one entry per bank (per profile, if there are profiles).
     pub pcr11: Vec<Pcr11>,
+    /// Length of the file, signature included.
+    pub size: u64,
 }
 
 /// Predicted PCR 11 of one bank (for one profile).
