@@ -82,11 +82,8 @@ pub fn compress(src: &Path, format: &str, dest: &mut File) -> Result<()> {
     Ok(())
 }
 
-fn gzip<W: Write>(w: W) -> flate2::write::GzEncoder<W> {
-    // No name and mtime 0 in the header, for reproducible bytes.
-    flate2::GzBuilder::new()
-        .mtime(0)
-        .write(w, flate2::Compression::new(GZIP_LEVEL))
+fn gzip<W: Write>(w: W) -> crate::io::pgzip::ParallelGzEncoder<W> {
+    crate::io::pgzip::ParallelGzEncoder::new(w, GZIP_LEVEL)
 }
 
 fn pump(input: &mut impl Read, src: &Path, out: &mut impl Write) -> Result<()> {
