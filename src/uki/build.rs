@@ -164,7 +164,20 @@ pub fn build_signed(spec: &UkiSpec, out: &mut impl Output, signer: &Signer) -> R
 /// `spec`, known before any of it is written.
 pub fn planned_size(spec: &UkiSpec, signer: Option<&Signer>) -> Result<u64> {
     let stub = Stub::load(spec.stub)?;
-    let planned = plan(spec, &stub)?;
+    let (_, _, layout) = lay_out(spec, &stub)?;
+    let signature = match signer {
+        Some(s) => crate::sign::authenticode::signature_len(s)?,
+        None => 0,
+    };
+    Ok(image_size(&layout) + signature)
+}
+
+/// The sections of the build, the length of each `.pcrsig`, and the PE layout.
+fn lay_out<'a>(
+    spec: &'a UkiSpec<'a>,
+    stub: &Stub,
+) -> Result<(Vec<Planned<'a>>, u64, super::pe::Layout)> {
+    let planned = plan(spec, stub)?;
     let pcrsig_len = spec
         .pcr_key
         .map_or(0, |k| policy::pcrsig_len(&k.key, &BANKS)) as u64;
@@ -173,11 +186,7 @@ pub fn planned_size(spec: &UkiSpec, signer: Option<&Signer>) -> Result<u64> {
         .map(|p| (p.name, p.len(pcrsig_len)))
         .collect();
     let layout = stub.headers.layout(&appended, spec.timestamp, spec.stub)?;
-    let signature = match signer {
-        Some(s) => crate::sign::authenticode::signature_len(s)?,
-        None => 0,
-    };
-    Ok(image_size(&layout) + signature)
+    Ok((planned, pcrsig_len, layout))
 }
 
 /// The end of the last section: the unsigned image's length.
@@ -202,15 +211,7 @@ fn build_with(spec: &UkiSpec, out: &mut impl Output, signer: Option<&Signer>) ->
             ),
         ));
     }
-    let planned = plan(spec, &stub)?;
-    let pcrsig_len = spec
-        .pcr_key
-        .map_or(0, |k| policy::pcrsig_len(&k.key, &BANKS)) as u64;
-    let appended: Vec<(&str, u64)> = planned
-        .iter()
-        .map(|p| (p.name, p.len(pcrsig_len)))
-        .collect();
-    let layout = stub.headers.layout(&appended, spec.timestamp, spec.stub)?;
+    let (planned, pcrsig_len, layout) = lay_out(spec, &stub)?;
     let out_path = Path::new("<UKI output>");
 
     // Write headers and stub sections, then the appended sections, hashing measured
