@@ -30,16 +30,15 @@ fn inputs(dir: &Path, keys: &Path) -> Inputs {
         )
         .unwrap();
     }
-    let k = dir.join("keys");
-    std::fs::create_dir_all(&k).unwrap();
-    for f in [
-        "uki-signing-key.pem",
-        "uki-signing-cert.pem",
-        "pcr-signing-key.pem",
-    ] {
-        std::fs::copy(keys.join(f), k.join(f)).unwrap();
-    }
-    Inputs { install, keys: k }
+    let keys = common::copy_keys(keys, &dir.join("keys"));
+    Inputs { install, keys }
+}
+
+/// A profile YAML file in `dir`.
+fn profile_file(dir: &Path, yaml: &str) -> PathBuf {
+    let p = dir.join("p.yaml");
+    std::fs::write(&p, yaml).unwrap();
+    p
 }
 
 fn leftovers(dir: &Path) -> Vec<String> {
@@ -55,17 +54,7 @@ fn leftovers(dir: &Path) -> Vec<String> {
 #[test]
 fn bad_input_matrix() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("master-keys");
-    run_ok(
-        imager()
-            .args(["gen", "secureboot", "uki", "--output"])
-            .arg(&keys),
-    );
-    run_ok(
-        imager()
-            .args(["gen", "secureboot", "pcr", "--output"])
-            .arg(&keys),
-    );
+    let keys = common::gen_keys(&dir.path().join("master"));
 
     let sb = |i: &Inputs| -> Vec<String> {
         vec![
@@ -161,12 +150,10 @@ fn bad_input_matrix() {
         (
             "unknown profile field",
             Box::new(|_, d| {
-                let p = d.join("p.yaml");
-                std::fs::write(
-                    &p,
+                let p = profile_file(
+                    d,
                     "baseProfileName: metal\noutput:\n  imageOptions:\n    diskSise: 1\n",
-                )
-                .unwrap();
+                );
                 vec![p.display().to_string()]
             }),
             "diskSise",
@@ -174,12 +161,10 @@ fn bad_input_matrix() {
         (
             "wrong field type",
             Box::new(|_, d| {
-                let p = d.join("p.yaml");
-                std::fs::write(
-                    &p,
+                let p = profile_file(
+                    d,
                     "baseProfileName: metal\noutput:\n  imageOptions:\n    diskSize: big\n",
-                )
-                .unwrap();
+                );
                 vec![p.display().to_string()]
             }),
             "diskSize",
@@ -200,12 +185,10 @@ fn bad_input_matrix() {
         (
             "disk size too small",
             Box::new(|i, d| {
-                let p = d.join("p.yaml");
-                std::fs::write(
-                    &p,
+                let p = profile_file(
+                    d,
                     "baseProfileName: metal\noutput:\n  imageOptions:\n    diskSize: 1048576\n",
-                )
-                .unwrap();
+                );
                 vec![
                     p.display().to_string(),
                     "--install-dir".into(),
@@ -272,17 +255,7 @@ impl Drop for Tmpfs {
 #[test]
 fn read_only_and_full_output_dirs_and_interrupts() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("master-keys");
-    run_ok(
-        imager()
-            .args(["gen", "secureboot", "uki", "--output"])
-            .arg(&keys),
-    );
-    run_ok(
-        imager()
-            .args(["gen", "secureboot", "pcr", "--output"])
-            .arg(&keys),
-    );
+    let keys = common::gen_keys(&dir.path().join("master"));
     let ins = inputs(dir.path(), &keys);
     let build = |out: &Path| {
         let mut c = imager();

@@ -183,15 +183,7 @@ fn bad_keys_fail_clearly_and_leave_nothing() {
         ),
     ];
     for (i, (what, spoil, needle)) in cases.iter().enumerate() {
-        let k = dir.path().join(format!("keys{i}"));
-        std::fs::create_dir_all(&k).unwrap();
-        for f in [
-            "uki-signing-key.pem",
-            "uki-signing-cert.pem",
-            "pcr-signing-key.pem",
-        ] {
-            std::fs::copy(keys.join(f), k.join(f)).unwrap();
-        }
+        let k = common::copy_keys(&keys, &dir.path().join(format!("keys{i}")));
         spoil(&k);
         let out = dir.path().join(format!("out{i}"));
         let o = build_uki(&k, &out);

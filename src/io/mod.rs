@@ -19,6 +19,19 @@ pub use region::{FileRegion, Output};
 /// peak memory stays flat.
 pub const BUFFER_SIZE: usize = 256 * 1024;
 
+/// Opens `path` for reading and writing, created empty: writers that read back what
+/// they wrote (signing, the ISO's directory records, the ESP in an image).
+pub fn create_rw(path: &std::path::Path) -> crate::error::Result<std::fs::File> {
+    use crate::error::IoContext;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .at(path)
+}
+
 /// Seconds since the epoch that builds stamp into their outputs: `SOURCE_DATE_EPOCH`
 /// when set (reproducible builds), the wall clock otherwise.
 pub fn build_epoch() -> u64 {

@@ -170,7 +170,7 @@ pub fn write_raw(spec: &DiskSpec, file: &File, scratch: &Path, fill: Fill) -> Re
             fill(&mut region)?;
             continue;
         }
-        let mut out = crate::out::iso::rw_file(scratch)?;
+        let mut out = crate::io::create_rw(scratch)?;
         fill(&mut out)?;
         let mut entries = spec.esp_entries.clone();
         for e in &mut entries {

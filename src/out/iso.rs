@@ -101,7 +101,7 @@ pub fn write(spec: &IsoSpec, dest: &File, fill: Fill) -> Result<()> {
         return Ok(());
     }
     {
-        let mut scratch = rw_file(&spec.scratch)?;
+        let mut scratch = crate::io::create_rw(&spec.scratch)?;
         fill(&mut scratch)?;
     }
     let mut copy = spec.clone();
@@ -302,17 +302,6 @@ fn point_records(iso: &File, from: u64, to: u64, len: u64) -> Result<usize> {
         }
     }
     Ok(patched)
-}
-
-/// Opens `path` for reading and writing, created empty: the writers read back what they wrote.
-pub fn rw_file(path: &std::path::Path) -> Result<File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .at(path)
 }
 
 #[cfg(test)]

@@ -125,7 +125,7 @@ pub fn assemble(
                 epoch: crate::io::build_epoch(),
                 bios,
             };
-            let file = iso::rw_file(dest)?;
+            let file = crate::io::create_rw(dest)?;
             iso::write(&spec, &file, &mut fill)?;
             progress.step("ISO ready");
             Ok(())
@@ -196,13 +196,7 @@ fn write_disk_image(
     } else {
         work.file("disk.raw")
     };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&raw)
-        .at(&raw)?;
+    let file = crate::io::create_rw(&raw)?;
     disk::write_raw(spec, &file, &work.file("vmlinuz.efi"), fill)?;
     drop(file);
     match format {
@@ -296,13 +290,7 @@ fn boot_assets(
         boot.uki = Uki::InPlace { size };
     } else {
         let path = work.file("vmlinuz.efi");
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .at(&path)?;
+        let mut file = crate::io::create_rw(&path)?;
         boot.uki = Uki::File(path);
         boot.build_uki(&mut file, facts)?;
     }

@@ -82,6 +82,19 @@ pub fn gen_keys(dir: &Path) -> PathBuf {
     keys
 }
 
+/// A copy of the three key files of `from` in a new directory `to` (for a test that spoils one).
+pub fn copy_keys(from: &Path, to: &Path) -> PathBuf {
+    std::fs::create_dir_all(to).unwrap();
+    for f in [
+        "uki-signing-key.pem",
+        "uki-signing-cert.pem",
+        "pcr-signing-key.pem",
+    ] {
+        std::fs::copy(from.join(f), to.join(f)).unwrap();
+    }
+    to.to_path_buf()
+}
+
 /// The sha256 PCR 11 a build manifest predicts right after systemd-stub (lower-case hex).
 pub fn predicted_pcr11(manifest: &serde_json::Value) -> String {
     manifest["pcr11"]
