@@ -8,17 +8,16 @@
 //! ISO, disk image, META, installer image, PXE assets). [`build`] runs the pipeline;
 //! the `imager` binary is a thin CLI over it.
 
-pub mod build;
-pub mod cli;
-pub mod cmdline;
 pub mod error;
+pub mod formats;
 pub mod inputs;
 pub mod io;
+pub mod kernel_cmdline;
 pub mod keys;
 pub mod measure;
 pub mod meta;
 pub mod oci;
-pub mod out;
+pub mod pipeline;
 pub mod profile;
 pub mod report;
 pub mod sign;

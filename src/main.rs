@@ -1,7 +1,5 @@
-fn main() {
-    std::process::exit(imager_cli());
-}
+mod cli;
 
-fn imager_cli() -> i32 {
-    imager::cli::main()
+fn main() {
+    std::process::exit(cli::main());
 }

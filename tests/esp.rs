@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{demo_dir, require_tool, run_ok};
-use imager::out::esp::{self, EspEntry, EspOptions, EspSource};
+use imager::formats::fat_esp::{self as esp, EspEntry, EspOptions, EspSource};
 
 const MIB: u64 = 1024 * 1024;
 

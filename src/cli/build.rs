@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 
-use crate::build::{self, BuildOptions};
-use crate::meta::MetaValue;
-use crate::profile::builtin;
-use crate::profile::defaults::Roots;
-use crate::profile::resolve::{self, Overrides, Source};
-use crate::profile::{EnrollKeys, OutputKind};
-use crate::report::Stderr;
+use imager::meta::MetaValue;
+use imager::pipeline::{self as build, BuildOptions};
+use imager::profile::builtin;
+use imager::profile::defaults::Roots;
+use imager::profile::resolve::{self, Overrides, Source};
+use imager::profile::{EnrollKeys, OutputKind};
+use imager::report::Stderr;
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -135,7 +135,7 @@ impl BuildArgs {
         let out_format = self
             .out_format
             .as_deref()
-            .map(str::parse::<crate::profile::OutFormat>)
+            .map(str::parse::<imager::profile::OutFormat>)
             .transpose()?;
         let enroll_keys = self
             .secureboot_enroll_keys
@@ -186,7 +186,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         || std::env::var_os("IMAGER_OUTPUT").is_some();
     let (output_dir, scratch) = if args.tar_to_stdout && !explicit_output {
         let dir = std::env::temp_dir().join(format!("imager-out-{}", std::process::id()));
-        crate::io::cleanup::register_dir(&dir);
+        imager::io::cleanup::register_dir(&dir);
         (dir.clone(), Some(dir))
     } else {
         (args.output.clone(), None)
@@ -210,15 +210,15 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     });
     if let Some(dir) = scratch {
         let _ = std::fs::remove_dir_all(&dir);
-        crate::io::cleanup::unregister_dir(&dir);
+        imager::io::cleanup::unregister_dir(&dir);
     }
     result?;
     Ok(())
 }
 
 /// Copies one file to stdout.
-fn artifact_to_stdout(path: &Path) -> crate::Result<()> {
-    use crate::error::IoContext;
+fn artifact_to_stdout(path: &Path) -> imager::Result<()> {
+    use imager::error::IoContext;
     let mut file = std::fs::File::open(path).at(path)?;
     let mut stdout = std::io::stdout().lock();
     std::io::copy(&mut file, &mut stdout).at("<stdout>")?;
@@ -227,8 +227,8 @@ fn artifact_to_stdout(path: &Path) -> crate::Result<()> {
 }
 
 /// Streams a gzip'd tar of `dir` (regular files, sorted, reproducible headers) to stdout.
-fn tar_to_stdout(dir: &Path) -> crate::Result<()> {
-    use crate::error::IoContext;
+fn tar_to_stdout(dir: &Path) -> imager::Result<()> {
+    use imager::error::IoContext;
     let stdout = std::io::stdout().lock();
     let gz = flate2::write::GzEncoder::new(stdout, flate2::Compression::new(6));
     let mut tar = tar::Builder::new(gz);
@@ -240,7 +240,7 @@ fn tar_to_stdout(dir: &Path) -> crate::Result<()> {
         .filter(|n| !n.to_string_lossy().starts_with('.'))
         .collect();
     names.sort();
-    let mtime = crate::io::build_epoch();
+    let mtime = imager::io::build_epoch();
     for name in names {
         let path = dir.join(&name);
         let file = std::fs::File::open(&path).at(&path)?;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::keys::{self, Signer, efivar, generate};
+use imager::keys::{self, Signer, efivar, generate};
 
 #[derive(Debug, Subcommand)]
 pub enum GenCommand {
@@ -125,7 +125,7 @@ pub fn run(cmd: GenCommand) -> anyhow::Result<()> {
                 &enrolled_der,
                 &signer,
                 include_well_known_uefi_certs,
-                crate::io::build_epoch(),
+                imager::io::build_epoch(),
             )?;
             out.write(&generate::enrollment_files(&db))
         }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use clap::Args;
 
-use crate::uki::inspect::{Authenticode, Inspection, inspect};
+use imager::uki::inspect::{Authenticode, Inspection, inspect};
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {

@@ -16,7 +16,7 @@ pub enum MetaCommand {
 pub fn run(cmd: MetaCommand) -> anyhow::Result<()> {
     match cmd {
         MetaCommand::Dump { path, json } => {
-            let decoded = crate::meta::read(&path)?;
+            let decoded = imager::meta::read(&path)?;
             for copy in &decoded.corrupt_copies {
                 eprintln!(
                     "warning: {}: META copy {copy} is corrupt (bad magic or checksum)",

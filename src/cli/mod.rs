@@ -47,7 +47,7 @@ enum Command {
 pub fn main() -> i32 {
     // Ctrl-C / SIGTERM: remove unfinished outputs, then exit like a shell would.
     let _ = ctrlc::set_handler(|| {
-        crate::io::cleanup::remove_all();
+        imager::io::cleanup::remove_all();
         eprintln!("error: interrupted; unfinished outputs removed");
         std::process::exit(130);
     });
@@ -63,10 +63,10 @@ pub fn main() -> i32 {
     match result {
         Ok(()) => 0,
         Err(err) => {
-            crate::io::cleanup::remove_all();
+            imager::io::cleanup::remove_all();
             eprintln!("error: {err:#}");
-            err.downcast_ref::<crate::Error>()
-                .map(crate::Error::exit_code)
+            err.downcast_ref::<imager::Error>()
+                .map(imager::Error::exit_code)
                 .unwrap_or(1)
         }
     }

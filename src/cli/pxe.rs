@@ -5,12 +5,12 @@ use anyhow::Context;
 use clap::Args;
 
 use super::build::BuildArgs;
-use crate::build::{self, BuildOptions};
-use crate::error::IoContext;
-use crate::out::pxe::{self, PxeAssets};
-use crate::profile::OutputKind;
-use crate::profile::resolve::{self, Source};
-use crate::report::Stderr;
+use imager::error::IoContext;
+use imager::formats::pxe_recipes::{self as pxe, PxeAssets};
+use imager::pipeline::{self as build, BuildOptions};
+use imager::profile::OutputKind;
+use imager::profile::resolve::{self, Source};
+use imager::report::Stderr;
 
 #[derive(Debug, Args)]
 pub struct PxeArgs {
@@ -57,7 +57,7 @@ pub fn run(mut args: PxeArgs) -> anyhow::Result<()> {
         }
         let profile = resolve::resolve(&source, &o, &roots)?;
         if kind == OutputKind::Cmdline {
-            cmdline = crate::cmdline::build(&profile).to_string();
+            cmdline = imager::kernel_cmdline::build(&profile).to_string();
             eprintln!("profile ready:");
             eprint!("{}", profile.to_yaml());
         }
@@ -96,8 +96,8 @@ pub fn run(mut args: PxeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> crate::Result<()> {
-    let mut f = crate::io::AtomicFile::create(path)?;
+fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> imager::Result<()> {
+    let mut f = imager::io::AtomicFile::create(path)?;
     std::io::Write::write_all(f.file(), bytes).at(path)?;
     f.commit()?;
     Ok(())

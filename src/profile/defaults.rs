@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::version::{DEFAULT_VERSION, Quirks};
+use super::quirks::{DEFAULT_VERSION, Quirks};
 use super::{
     Bootloader, ContainerAsset, FileAsset, OutputKind, Profile, SecureBootAssets, SigningKey,
     SigningKeyAndCertificate,

@@ -8,9 +8,9 @@
 pub mod builtin;
 pub mod defaults;
 pub mod merge;
+pub mod quirks;
 pub mod resolve;
 pub mod validate;
-pub mod version;
 
 use serde::{Deserialize, Serialize};
 
@@ -444,8 +444,8 @@ impl Profile {
     }
 
     /// Version quirks of the target version.
-    pub fn quirks(&self) -> version::Quirks {
-        version::Quirks::new(&self.version)
+    pub fn quirks(&self) -> quirks::Quirks {
+        quirks::Quirks::new(&self.version)
     }
 }
 

@@ -4,7 +4,7 @@ use super::{Bootloader, DiskFormat, OutputKind, Profile};
 use crate::error::{Error, Result};
 
 /// Platforms with a known kernel argument set (see `cmdline`).
-pub use crate::cmdline::known_platform;
+pub use crate::kernel_cmdline::known_platform;
 
 /// Checks `profile` (after defaults). The first violated rule is the error.
 pub fn validate(profile: &Profile) -> Result<()> {

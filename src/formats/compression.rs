@@ -87,5 +87,5 @@ fn gzip<W: Write>(w: W) -> crate::io::pgzip::ParallelGzEncoder<W> {
 }
 
 fn pump(input: &mut impl Read, src: &Path, out: &mut impl Write) -> Result<()> {
-    crate::build::copy_stream(input, src, out, Path::new("<compressed output>")).map(|_| ())
+    crate::pipeline::copy_stream(input, src, out, Path::new("<compressed output>")).map(|_| ())
 }

@@ -5,11 +5,13 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+pub mod boot;
+
 use sha2::{Digest, Sha256};
 
-use crate::cmdline;
 use crate::error::{Error, IoContext, Result};
 use crate::io::{AtomicFile, BUFFER_SIZE};
+use crate::kernel_cmdline;
 use crate::profile::{OutFormat, OutputKind, Profile};
 use crate::report::{Manifest, OutputFile, Pcr11Bank, Progress, SecureBootFacts};
 
@@ -123,7 +125,7 @@ pub fn build(
     ) {
         progress.step("skipped initramfs rebuild (no system extensions)");
     }
-    let cmdline = cmdline::build(profile).to_string();
+    let cmdline = kernel_cmdline::build(profile).to_string();
     if kind != OutputKind::Kernel && kind != OutputKind::Initramfs {
         progress.step(&format!("kernel command line: {cmdline}"));
     }
@@ -136,7 +138,7 @@ pub fn build(
         OutputKind::Kernel => copy_input("kernel", &profile.input.kernel.path, &produced)?,
         OutputKind::Initramfs => copy_input("initramfs", &profile.input.initramfs.path, &produced)?,
         OutputKind::Uki | OutputKind::Iso | OutputKind::Image | OutputKind::Installer => {
-            crate::out::assemble(
+            boot::assemble(
                 profile, kind, &cmdline, &work, &produced, progress, &mut facts,
             )?;
         }
@@ -213,7 +215,7 @@ fn post_process(profile: &Profile, produced: &Path, dest: &Path) -> Result<()> {
         OutFormat::Raw => std::fs::rename(produced, dest).at(dest),
         format => {
             let mut out = AtomicFile::create(dest)?;
-            crate::out::compress::compress(produced, format.as_str(), out.file())?;
+            crate::formats::compression::compress(produced, format.as_str(), out.file())?;
             out.commit()?;
             std::fs::remove_file(produced).at(produced)
         }

@@ -74,7 +74,7 @@ pub fn footer(size: u64, epoch: u64) -> [u8; 512] {
 pub fn convert(raw: &Path, dest: &mut File, epoch: u64) -> Result<()> {
     let size = std::fs::metadata(raw).at(raw)?.len();
     let mut input = crate::io::sparse::SparseReader::new(File::open(raw).at(raw)?).at(raw)?;
-    crate::out::copy_sparse(&mut input, raw, dest, size)?;
+    crate::pipeline::boot::copy_sparse(&mut input, raw, dest, size)?;
     dest.write_all(&footer(size, epoch)).at("<VHD image>")?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Bootable ISO images: ISO 9660 (Rock Ridge, Joliet) with the ESP as an El Torito
 //! EFI boot image that is also an appended GPT/MBR partition, so one file boots as
 //! a CD and written to a USB stick. The plain ISO also boots legacy BIOS through
-//! ISOLINUX. Written with hadris-iso; the ESP with [`super::esp`].
+//! ISOLINUX. Written with hadris-iso; the ESP with [`super::fat_esp`].
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use hadris_iso::{
     AppendedPartition, BootEntry, BootInfo, ElTorito, Hybrid, IsoId, IsoLevel, IsoOptions,
 };
 
-use super::esp::{self, EspEntry, EspOptions, EspSource};
+use super::fat_esp::{self as esp, EspEntry, EspOptions, EspSource};
 use crate::error::{Error, IoContext, Result};
 use crate::io::{HostDevice, Output};
 

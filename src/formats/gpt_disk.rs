@@ -12,9 +12,9 @@ use gpt::partition_types::{OperatingSystem, Type};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
+use crate::formats::fat_esp::{self as esp, EspEntry, EspOptions, EspSource};
+use crate::formats::iso9660::Fill;
 use crate::meta::{MetaValue, adv};
-use crate::out::esp::{self, EspEntry, EspOptions, EspSource};
-use crate::out::iso::Fill;
 
 const MIB: u64 = 1024 * 1024;
 /// Partitions start on 1 MiB boundaries, as sgdisk and Talos place them.

@@ -2,23 +2,17 @@
 //! UKI-based kinds share (the measured, signed UKI and systemd-boot) and hands them to
 //! the kind's writer.
 
-pub mod compress;
-pub mod disk;
-pub mod esp;
-pub mod installer;
-pub mod iso;
-pub mod pxe;
-pub mod qcow2;
-pub mod vhd;
-
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use crate::build::{Facts, WorkDir};
+use super::{Facts, WorkDir};
 use crate::error::{Error, IoContext, Result};
+use crate::formats::fat_esp::{EspEntry, EspSource};
+use crate::formats::{
+    fat_esp as esp, gpt_disk as disk, iso9660 as iso, oci_image as installer, qcow2, vhd,
+};
 use crate::inputs::{BootInputs, SecureBootInputs};
 use crate::io::{AtomicFile, Output};
-use crate::out::esp::{EspEntry, EspSource};
 use crate::profile::EnrollKeys;
 use crate::profile::{OutputKind, Profile};
 use crate::report::{Pcr11Bank, Progress, SecureBootFacts};
