@@ -20,9 +20,15 @@ pub enum Error {
     /// An input file does not have the expected format.
     #[error("{}: {msg}", path.display())]
     Format { path: PathBuf, msg: String },
-    /// Reading or writing a file failed.
-    #[error("{}: {err}", path.display())]
-    Io { path: PathBuf, err: std::io::Error },
+    /// Reading or writing a file failed: what was being done, to which file (when
+    /// there is one), and the system's reason.
+    #[error("{}", io_message(op, path.as_deref(), source))]
+    Io {
+        /// What was being done, e.g. `writing`; empty when the path says enough.
+        op: &'static str,
+        path: Option<PathBuf>,
+        source: std::io::Error,
+    },
     /// Something outside this program failed (a registry, a base image).
     #[error("dependency: {0}")]
     Dependency(String),
@@ -49,9 +55,24 @@ impl Error {
 
     /// A failed read or write of `path`.
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::io_op("", path, source)
+    }
+
+    /// `op` (`reading`, `writing`, ...) on `path` failed.
+    pub fn io_op(op: &'static str, path: impl AsRef<Path>, source: std::io::Error) -> Self {
         Error::Io {
-            path: path.as_ref().to_path_buf(),
-            err: source,
+            op,
+            path: Some(path.as_ref().to_path_buf()),
+            source,
+        }
+    }
+
+    /// `op` failed on something that is not a file (a pipe, a thread).
+    pub fn io_during(op: &'static str, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: None,
+            source,
         }
     }
 
@@ -66,14 +87,69 @@ impl Error {
     }
 }
 
-/// Attaches a path to `std::io::Result`s: `file.read(..).at(&path)?`.
+fn io_message(op: &str, path: Option<&Path>, source: &std::io::Error) -> String {
+    match (op, path) {
+        ("", Some(path)) => format!("{}: {source}", path.display()),
+        (op, Some(path)) => format!("{op} {}: {source}", path.display()),
+        ("", None) => source.to_string(),
+        (op, None) => format!("{op}: {source}"),
+    }
+}
+
+/// Attaches the operation and path to `std::io::Result`s:
+/// `file.write_all(..).writing(&path)?` fails as `writing PATH: No space left on device`.
 pub trait IoContext<T> {
-    /// Turns an I/O error into [`Error::Io`] naming `path`.
+    /// Turns an I/O error into [`Error::Io`] naming `path` (for opens and metadata,
+    /// where the path alone says what failed).
     fn at(self, path: impl AsRef<Path>) -> Result<T>;
+    /// ... naming the operation too.
+    fn op(self, op: &'static str, path: impl AsRef<Path>) -> Result<T>;
+    /// `reading PATH: ...`
+    fn reading(self, path: impl AsRef<Path>) -> Result<T>;
+    /// `writing PATH: ...`
+    fn writing(self, path: impl AsRef<Path>) -> Result<T>;
+    /// `OP: ...`, for I/O that has no path (stdout, a worker thread).
+    fn during(self, op: &'static str) -> Result<T>;
 }
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl AsRef<Path>) -> Result<T> {
         self.map_err(|e| Error::io(path, e))
+    }
+    fn op(self, op: &'static str, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|e| Error::io_op(op, path, e))
+    }
+    fn reading(self, path: impl AsRef<Path>) -> Result<T> {
+        self.op("reading", path)
+    }
+    fn writing(self, path: impl AsRef<Path>) -> Result<T> {
+        self.op("writing", path)
+    }
+    fn during(self, op: &'static str) -> Result<T> {
+        self.map_err(|e| Error::io_during(op, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_name_operation_and_path() {
+        let full = || std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let e = Err::<(), _>(full())
+            .writing("_out/metal-amd64.raw")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("writing _out/metal-amd64.raw: {}", full())
+        );
+        assert_eq!(e.exit_code(), 4);
+        let e = Err::<(), _>(full())
+            .during("writing to stdout")
+            .unwrap_err();
+        assert_eq!(e.to_string(), format!("writing to stdout: {}", full()));
+        let e = Err::<(), _>(full()).at("x").unwrap_err();
+        assert_eq!(e.to_string(), format!("x: {}", full()));
     }
 }
