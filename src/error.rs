@@ -76,6 +76,23 @@ impl Error {
         }
     }
 
+    /// Names `path` in an I/O error that names no file: a writer handed an open file
+    /// reports what it was doing, and the caller, who knows the file, adds its path.
+    pub fn at_output(self, output: &Path) -> Self {
+        match self {
+            Error::Io {
+                op,
+                path: None,
+                source,
+            } => Error::Io {
+                op,
+                path: Some(output.to_path_buf()),
+                source,
+            },
+            other => other,
+        }
+    }
+
     /// Process exit code for this category.
     pub fn exit_code(&self) -> i32 {
         match self {

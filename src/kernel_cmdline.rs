@@ -3,86 +3,8 @@
 //! META transport, then the user's extra arguments with their override rules.
 
 use crate::meta::{self, MetaValue};
+use crate::profile::platforms::PLATFORM_ARGS;
 use crate::profile::{OutputKind, Profile};
-
-/// Kernel arguments of each platform, by architecture (`None` = both).
-const PLATFORM_ARGS: &[(&str, Option<&str>, &str)] = &[
-    ("metal", Some("amd64"), "console=tty0"),
-    ("metal", Some("arm64"), "console=ttyAMA0 console=tty0"),
-    ("aws", None, "console=tty1 console=ttyS0 net.ifnames=0"),
-    (
-        "azure",
-        None,
-        "console=ttyS0,115200n8 earlyprintk=ttyS0,115200 rootdelay=300 net.ifnames=0 talos.dashboard.disabled=1 sysctl.kernel.kexec_load_disabled=1",
-    ),
-    (
-        "gcp",
-        None,
-        "console=ttyS0 net.ifnames=0 talos.dashboard.disabled=1 sysctl.kernel.kexec_load_disabled=1",
-    ),
-    (
-        "akamai",
-        None,
-        "console=ttyS0 console=tty0 console=tty1 net.ifnames=0",
-    ),
-    (
-        "digital-ocean",
-        None,
-        "console=ttyS0 console=tty0 console=tty1 net.ifnames=0",
-    ),
-    (
-        "alibabacloud",
-        None,
-        "console=tty1 console=ttyS0 net.ifnames=0",
-    ),
-    (
-        "cloudstack",
-        None,
-        "console=tty1 console=ttyS0 net.ifnames=0",
-    ),
-    ("exoscale", None, "console=tty1 console=ttyS0 net.ifnames=0"),
-    ("hcloud", None, "console=tty1 console=ttyS0 net.ifnames=0"),
-    ("nocloud", None, "console=tty1 console=ttyS0 net.ifnames=0"),
-    (
-        "opennebula",
-        None,
-        "console=tty1 console=ttyS0 net.ifnames=0",
-    ),
-    (
-        "openstack",
-        None,
-        "console=tty1 console=ttyS0 net.ifnames=0",
-    ),
-    (
-        "oracle",
-        None,
-        "console=tty1 console=ttyS0 net.ifnames=0 talos.dashboard.disabled=1",
-    ),
-    (
-        "scaleway",
-        None,
-        "console=tty1 console=ttyS0 net.ifnames=0 talos.dashboard.disabled=1",
-    ),
-    ("upcloud", None, "net.ifnames=0"),
-    ("vultr", None, "net.ifnames=0"),
-    (
-        "vmware",
-        Some("amd64"),
-        "talos.config=guestinfo console=tty0 console=ttyS0 earlyprintk=ttyS0,115200 net.ifnames=0",
-    ),
-    (
-        "vmware",
-        Some("arm64"),
-        "talos.config=guestinfo console=tty0 console=ttyAMA0 net.ifnames=0",
-    ),
-    ("equinixMetal", Some("amd64"), "console=ttyS1,115200n8"),
-    ("equinixMetal", Some("arm64"), "console=ttyAMA0,115200"),
-];
-
-/// Whether `platform` is one Talos knows.
-pub fn known_platform(platform: &str) -> bool {
-    PLATFORM_ARGS.iter().any(|(p, _, _)| *p == platform)
-}
 
 fn platform_args(platform: &str, arch: &str, profile: &Profile) -> String {
     if platform == "metal" && arch == "amd64" && !profile.quirks().metal_without_serial_console() {
@@ -219,14 +141,13 @@ impl std::fmt::Display for Cmdline {
     }
 }
 
-/// The kernel command line for a (defaulted, validated) profile.
-pub fn build(profile: &Profile) -> Cmdline {
+/// The kernel command line for a (defaulted, validated) profile building `kind`.
+pub fn build(profile: &Profile, kind: OutputKind) -> Cmdline {
     let quirks = profile.quirks();
-    let kind = profile.output.kind;
     let mut c = Cmdline::default();
     c.set(&format!("talos.platform={}", profile.platform));
     c.set_all(&platform_args(&profile.platform, &profile.arch, profile));
-    if quirks.halt_if_installed() && kind == Some(OutputKind::Iso) {
+    if quirks.halt_if_installed() && kind == OutputKind::Iso {
         c.set("talos.halt_if_installed=1");
     }
     let legacy = quirks.legacy_hardening_args();
@@ -255,7 +176,7 @@ pub fn build(profile: &Profile) -> Cmdline {
         c.append("lockdown=confidentiality");
     }
     let meta_values: &[MetaValue] = &profile.customization.meta_contents;
-    if !meta_values.is_empty() && kind != Some(OutputKind::Image) {
+    if !meta_values.is_empty() && kind != OutputKind::Image {
         let payload = meta::cmdline_payload(meta_values, quirks.gzip_meta_payload());
         c.append(&format!(
             "talos.environment=INSTALLER_META_BASE64={payload}"
@@ -281,7 +202,7 @@ mod tests {
             "arch: amd64\nplatform: metal\nsecureboot: true\nversion: v1.9.2\noutput: {kind: cmdline, outFormat: raw}",
         );
         assert_eq!(
-            build(&p).to_string(),
+            build(&p, p.output.kind.unwrap_or(OutputKind::Iso)).to_string(),
             "talos.platform=metal console=tty0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on ima_template=ima-ng ima_appraise=fix ima_hash=sha512 lockdown=confidentiality"
         );
     }
@@ -292,15 +213,19 @@ mod tests {
             "arch: amd64\nplatform: metal\nversion: v1.15.0\noutput: {kind: image, outFormat: raw, imageOptions: {diskSize: 1}}",
         );
         assert_eq!(
-            build(&p).to_string(),
+            build(&p, p.output.kind.unwrap_or(OutputKind::Iso)).to_string(),
             "talos.platform=metal console=tty0 slab_nomerge pti=on consoleblank=0 printk.devkmsg=on selinux=1 module.sig_enforce=1 proc_mem.force_override=never"
         );
         let p = profile(
             "arch: amd64\nplatform: metal\nversion: v1.15.0\noutput: {kind: iso, outFormat: raw}",
         );
-        assert!(build(&p).to_string().starts_with(
-            "talos.platform=metal console=tty0 talos.halt_if_installed=1 slab_nomerge"
-        ));
+        assert!(
+            build(&p, p.output.kind.unwrap_or(OutputKind::Iso))
+                .to_string()
+                .starts_with(
+                    "talos.platform=metal console=tty0 talos.halt_if_installed=1 slab_nomerge"
+                )
+        );
     }
 
     #[test]
@@ -329,7 +254,7 @@ mod tests {
             "arch: arm64\nplatform: metal\nversion: v1.9.2\noutput: {kind: cmdline, outFormat: raw}",
         );
         assert!(
-            build(&p)
+            build(&p, p.output.kind.unwrap_or(OutputKind::Iso))
                 .to_string()
                 .starts_with("talos.platform=metal console=ttyAMA0 console=tty0 init_on_alloc=1")
         );
@@ -337,7 +262,7 @@ mod tests {
             "arch: amd64\nplatform: metal\nversion: v1.7.0\noutput: {kind: cmdline, outFormat: raw}",
         );
         assert!(
-            build(&p)
+            build(&p, p.output.kind.unwrap_or(OutputKind::Iso))
                 .to_string()
                 .starts_with("talos.platform=metal console=ttyS0 console=tty0 init_on_alloc=1")
         );
@@ -349,13 +274,17 @@ mod tests {
             "arch: amd64\nplatform: metal\noutput: {kind: iso, outFormat: raw}\ncustomization: {metaContents: [{key: 10, value: '{}'}]}",
         );
         assert!(
-            build(&p)
+            build(&p, p.output.kind.unwrap_or(OutputKind::Iso))
                 .to_string()
                 .ends_with("talos.environment=INSTALLER_META_BASE64=MHgwYT17fQ==")
         );
         let p = profile(
             "arch: amd64\nplatform: metal\noutput: {kind: image, outFormat: raw, imageOptions: {diskSize: 1}}\ncustomization: {metaContents: [{key: 10, value: '{}'}]}",
         );
-        assert!(!build(&p).to_string().contains("talos.environment"));
+        assert!(
+            !build(&p, p.output.kind.unwrap_or(OutputKind::Iso))
+                .to_string()
+                .contains("talos.environment")
+        );
     }
 }

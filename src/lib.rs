@@ -18,6 +18,7 @@ pub mod measure;
 pub mod meta;
 pub mod oci;
 pub mod pipeline;
+pub mod plan;
 pub mod profile;
 pub mod report;
 pub mod sign;

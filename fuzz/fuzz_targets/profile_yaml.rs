@@ -8,7 +8,7 @@ fuzz_target!(|data: &[u8]| {
             let mut p = p;
             imager::profile::defaults::fill(&mut p, &Default::default());
             if imager::profile::validate::validate(&p).is_ok() {
-                let _ = imager::kernel_cmdline::build(&p).to_string();
+                let _ = imager::plan::Plan::new(&p, 0);
             }
         }
     }

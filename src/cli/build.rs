@@ -7,6 +7,7 @@ use clap::Args;
 
 use imager::meta::MetaValue;
 use imager::pipeline::{self as build, BuildOptions};
+use imager::plan::{KindPlan, Plan};
 use imager::profile::builtin;
 use imager::profile::defaults::Roots;
 use imager::profile::resolve::{self, Overrides, Source};
@@ -166,13 +167,10 @@ impl BuildArgs {
     }
 }
 
-pub fn run(args: BuildArgs) -> anyhow::Result<()> {
+pub fn run(args: BuildArgs, output_given: bool) -> anyhow::Result<()> {
     let source = Source::parse(args.profile.as_deref().unwrap_or_default());
-    let roots = Roots {
-        install_dir: args.install_dir.clone(),
-        secureboot_dir: args.secureboot_dir.clone(),
-    };
-    let profile = resolve::resolve(&source, &args.overrides()?, &roots)?;
+    let profile = resolve::resolve(&source, &args.overrides()?, &args.roots())?;
+    let plan = Plan::new(&profile, imager::plan::epoch_from_env())?;
     if args.dry_run {
         print!("{}", profile.to_yaml());
         return Ok(());
@@ -181,10 +179,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     eprint!("{}", profile.to_yaml());
 
     // With --tar-to-stdout and no explicit --output, build into a private directory.
-    let explicit_output = std::env::args_os()
-        .any(|a| a == "--output" || a.to_string_lossy().starts_with("--output="))
-        || std::env::var_os("IMAGER_OUTPUT").is_some();
-    let (output_dir, scratch) = if args.tar_to_stdout && !explicit_output {
+    let (output_dir, scratch) = if args.tar_to_stdout && !output_given {
         let dir = std::env::temp_dir().join(format!("imager-out-{}", std::process::id()));
         imager::io::cleanup::register_dir(&dir);
         (dir.clone(), Some(dir))
@@ -193,7 +188,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     };
     build::check_writable(&output_dir)?;
     let result = build::build(
-        &profile,
+        &plan,
         &BuildOptions {
             output_dir: output_dir.clone(),
         },
@@ -202,10 +197,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     let result = result.and_then(|built| match args.tar_to_stdout {
         // An installer image is already a tarball: it goes to stdout as it is, so
         // `imager secureboot-installer --tar-to-stdout | docker load` works.
-        true if profile.output.kind == Some(OutputKind::Installer) => {
-            artifact_to_stdout(&built.artifact)
-        }
-        true => tar_to_stdout(&output_dir),
+        true if matches!(plan.kind, KindPlan::Installer(_)) => artifact_to_stdout(&built.artifact),
+        true => tar_to_stdout(&output_dir, plan.epoch),
         false => Ok(()),
     });
     if let Some(dir) = scratch {
@@ -227,7 +220,7 @@ fn artifact_to_stdout(path: &Path) -> imager::Result<()> {
 }
 
 /// Streams a gzip'd tar of `dir` (regular files, sorted, reproducible headers) to stdout.
-fn tar_to_stdout(dir: &Path) -> imager::Result<()> {
+fn tar_to_stdout(dir: &Path, mtime: u64) -> imager::Result<()> {
     use imager::error::IoContext;
     let stdout = std::io::stdout().lock();
     let gz = flate2::write::GzEncoder::new(stdout, flate2::Compression::new(6));
@@ -240,7 +233,6 @@ fn tar_to_stdout(dir: &Path) -> imager::Result<()> {
         .filter(|n| !n.to_string_lossy().starts_with('.'))
         .collect();
     names.sort();
-    let mtime = imager::io::build_epoch();
     for name in names {
         let path = dir.join(&name);
         let file = std::fs::File::open(&path).at(&path)?;

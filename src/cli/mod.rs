@@ -7,7 +7,8 @@ mod inspect;
 mod meta;
 mod pxe;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Builds Talos Linux boot assets (UKI, SecureBoot ISO, disk images, PXE assets,
 /// installer images) from a profile.
@@ -51,14 +52,19 @@ pub fn main() -> i32 {
         eprintln!("error: interrupted; unfinished outputs removed");
         std::process::exit(130);
     });
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    // --output from the command line or IMAGER_OUTPUT, not clap's default.
+    let output_given = matches
+        .value_source("output")
+        .is_some_and(|s| s != ValueSource::DefaultValue);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Some(Command::Gen(cmd)) => generate::run(cmd),
         Some(Command::Inspect(args)) => inspect::run(args),
         Some(Command::Meta(cmd)) => meta::run(cmd),
         Some(Command::Pxe(args)) => pxe::run(*args),
         Some(Command::Profiles) => build::list_profiles(),
-        None => build::run(cli.build),
+        None => build::run(cli.build, output_given),
     };
     match result {
         Ok(()) => 0,

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
 use crate::io::sparse::SparseReader;
+use crate::profile::OutFormat;
 
 /// xz preset: Talos uses `xz -0`: fast, and disk images are mostly zeros.
 const XZ_PRESET: u32 = 0;
@@ -23,8 +24,8 @@ const ZSTD_LEVEL: i32 = 3;
 /// gzip level, as Talos's `pigz -6`.
 const GZIP_LEVEL: u32 = 6;
 
-/// Compresses `src` into `dest` in `format` (`.xz`, `.zst`, `.gz`, `.tar.gz`).
-pub fn compress(src: &Path, format: &str, dest: &mut File) -> Result<()> {
+/// Compresses `src` into `dest` in `format`; `.tar.gz` entries are stamped `epoch`.
+pub fn compress(src: &Path, format: OutFormat, dest: &mut File, epoch: u64) -> Result<()> {
     let file = File::open(src).at(src)?;
     let mut input = SparseReader::new(file).at(src)?;
     let dest_name = Path::new("<compressed output>");
@@ -32,7 +33,7 @@ pub fn compress(src: &Path, format: &str, dest: &mut File) -> Result<()> {
         .map(|n| n.get() as u32)
         .unwrap_or(1);
     match format {
-        ".xz" => {
+        OutFormat::Xz => {
             let stream = xz2::stream::MtStreamBuilder::new()
                 .threads(threads)
                 .block_size(XZ_BLOCK_SIZE)
@@ -44,18 +45,18 @@ pub fn compress(src: &Path, format: &str, dest: &mut File) -> Result<()> {
             pump(&mut input, src, &mut enc)?;
             enc.finish().at(dest_name)?;
         }
-        ".zst" => {
+        OutFormat::Zst => {
             let mut enc = zstd::stream::write::Encoder::new(dest, ZSTD_LEVEL).at(dest_name)?;
             enc.include_checksum(true).at(dest_name)?;
             pump(&mut input, src, &mut enc)?;
             enc.finish().at(dest_name)?;
         }
-        ".gz" => {
+        OutFormat::Gz => {
             let mut enc = gzip(dest);
             pump(&mut input, src, &mut enc)?;
             enc.finish().at(dest_name)?;
         }
-        ".tar.gz" => {
+        OutFormat::TarGz => {
             // GCE import format: one member `disk.raw`.
             let len = input.len();
             let mut tar = tar::Builder::new(gzip(dest));
@@ -64,19 +65,14 @@ pub fn compress(src: &Path, format: &str, dest: &mut File) -> Result<()> {
             header.set_mode(0o644);
             header.set_uid(0);
             header.set_gid(0);
-            header.set_mtime(crate::io::build_epoch());
+            header.set_mtime(epoch);
             header.set_entry_type(tar::EntryType::Regular);
             tar.append_data(&mut header, "disk.raw", &mut input)
                 .at(src)?;
             tar.into_inner().at(dest_name)?.finish().at(dest_name)?;
         }
-        "raw" => {
+        OutFormat::Raw => {
             pump(&mut input, src, dest)?;
-        }
-        other => {
-            return Err(Error::invalid(format!(
-                "unknown outFormat {other:?} (raw, .xz, .gz, .zst, .tar.gz)"
-            )));
         }
     }
     Ok(())

@@ -13,7 +13,7 @@ use hadris_fs::{Attributes, Content, DateTime, Node, SetAttr, Tree};
 use hadris_storage::Partition;
 
 use crate::error::{Error, IoContext, Result};
-use crate::io::{FileRegion, HostDevice};
+use crate::io::{FileRegion, HostDevice, Output};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -170,6 +170,81 @@ fn write_fat(
         ))
     })?;
     Ok(())
+}
+
+/// Writes the reserved ESP file (the UKI) into the room made for it.
+pub type Fill<'a> = &'a mut dyn FnMut(&mut dyn Output) -> Result<()>;
+
+/// Where the reserved file of [`write_filled`] ended up.
+pub enum Placed {
+    /// There was no reserved file.
+    Nothing,
+    /// Written in place, into its clusters at this region of the device.
+    InPlace { start: u64, len: u64 },
+    /// Its clusters were not usable in place: it was built in this scratch file
+    /// (removed when dropped) and the ESP written again with it as a plain file.
+    Copied(Scratch),
+}
+
+/// A scratch file removed when dropped.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Writes the FAT file system holding `entries` into the hole at `offset..offset +
+/// size` of `dev`, then the reserved entry, if there is one, with `fill`: straight
+/// into its clusters when they are contiguous and `usable(start, len)` accepts their
+/// place on the device (a fresh FAT lays a file out contiguously, so this is the
+/// path builds take). Otherwise the file is built in `scratch` and the ESP written
+/// again with it as a plain file.
+pub fn write_filled(
+    entries: &[EspEntry],
+    options: &EspOptions,
+    dev: &File,
+    offset: u64,
+    size: u64,
+    scratch: &std::path::Path,
+    fill: Fill,
+    usable: impl Fn(u64, u64) -> bool,
+) -> Result<Placed> {
+    write_into_hole(entries, options, dev, offset, size)?;
+    let Some(reserved) = entries
+        .iter()
+        .find(|e| matches!(e.source, EspSource::Reserved(_)))
+    else {
+        return Ok(Placed::Nothing);
+    };
+    if let Some(mut region) = region(dev, offset, size, &reserved.path)?
+        && usable(region.start(), region.len())
+    {
+        let (start, len) = (region.start(), region.len());
+        fill(&mut region)?;
+        return Ok(Placed::InPlace { start, len });
+    }
+    let copy = Scratch(scratch.to_path_buf());
+    fill(&mut crate::io::create_rw(copy.path())?)?;
+    let entries: Vec<EspEntry> = entries
+        .iter()
+        .map(|e| match e.source {
+            EspSource::Reserved(_) => EspEntry {
+                source: EspSource::File(copy.path().to_path_buf()),
+                ..e.clone()
+            },
+            _ => e.clone(),
+        })
+        .collect();
+    write(&entries, options, dev, offset, size)?;
+    Ok(Placed::Copied(copy))
 }
 
 /// Where the file at `path` of the FAT at byte `offset` of `dev` lies, as a region of

@@ -12,8 +12,7 @@ use gpt::partition_types::{OperatingSystem, Type};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
-use crate::formats::fat_esp::{self as esp, EspEntry, EspOptions, EspSource};
-use crate::formats::iso9660::Fill;
+use crate::formats::fat_esp::{self as esp, EspEntry, EspOptions, Fill};
 use crate::meta::{MetaValue, adv};
 
 const MIB: u64 = 1024 * 1024;
@@ -34,22 +33,20 @@ struct PartitionSpec {
     size: u64,
 }
 
-/// A disk image to write.
-#[derive(Debug, Clone)]
-pub struct DiskSpec {
+/// The disk's geometry: size, sector size and the partition sizes that depend on
+/// the target version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
     /// Total size in bytes.
     pub size: u64,
     /// Logical sector size: 512 or 4096.
     pub sector_size: u32,
     /// Size of the EFI system partition (Talos: 1101 MiB before 1.11, 2101 MiB from 1.11).
     pub efi_size: u64,
-    pub esp_entries: Vec<EspEntry>,
-    pub esp_options: EspOptions,
-    pub meta: Vec<MetaValue>,
 }
 
-impl DiskSpec {
-    fn layout(&self) -> [PartitionSpec; 2] {
+impl Layout {
+    fn partitions(&self) -> [PartitionSpec; 2] {
         [
             PartitionSpec {
                 label: "EFI",
@@ -64,10 +61,19 @@ impl DiskSpec {
         ]
     }
 
-    /// The smallest disk the layout fits on.
+    /// The smallest disk the partitions fit on.
     pub fn minimum_size(&self) -> u64 {
-        ALIGN + self.layout().iter().map(|p| p.size).sum::<u64>() + TAIL
+        ALIGN + self.partitions().iter().map(|p| p.size).sum::<u64>() + TAIL
     }
+}
+
+/// A disk image to write.
+#[derive(Debug, Clone)]
+pub struct DiskSpec {
+    pub layout: Layout,
+    pub esp_entries: Vec<EspEntry>,
+    pub esp_options: EspOptions,
+    pub meta: Vec<MetaValue>,
 }
 
 /// Talos's deterministic GUIDs: a name-based UUID (version 8) from SHA-256 over the
@@ -91,25 +97,17 @@ fn gpt_error(e: impl std::fmt::Display) -> Error {
 /// A reserved ESP file (the UKI) is written in place by `fill`, into its clusters;
 /// were they not contiguous, it is built in `scratch` and the ESP written again.
 pub fn write_raw(spec: &DiskSpec, file: &File, scratch: &Path, fill: Fill) -> Result<()> {
-    if spec.sector_size != 512 && spec.sector_size != 4096 {
-        return Err(Error::invalid(format!(
-            "disk sector size {} is not supported: use 512 or 4096",
-            spec.sector_size
-        )));
-    }
-    let minimum = spec.minimum_size();
-    if spec.size < minimum {
-        return Err(Error::invalid(format!(
-            "diskSize {} is too small for the partitions: at least {minimum} bytes ({} MiB) are needed",
-            spec.size,
-            minimum.div_ceil(MIB)
-        )));
-    }
+    let layout = &spec.layout;
+    // The plan checks both; a caller of this writer gets the same guarantee.
+    assert!(
+        matches!(layout.sector_size, 512 | 4096) && layout.size >= layout.minimum_size(),
+        "disk layout {layout:?} was not checked"
+    );
     // Validate META before anything is written.
     let meta = adv::encode(&spec.meta)?;
-    let sector = u64::from(spec.sector_size);
+    let sector = u64::from(layout.sector_size);
     file.set_len(0).at("<disk image>")?;
-    file.set_len(spec.size).at("<disk image>")?;
+    file.set_len(layout.size).at("<disk image>")?;
 
     let mut dev = file.try_clone().at("<disk image>")?;
     let lb = if sector == 4096 {
@@ -117,7 +115,7 @@ pub fn write_raw(spec: &DiskSpec, file: &File, scratch: &Path, fill: Fill) -> Re
     } else {
         LogicalBlockSize::Lb512
     };
-    let total_lbas = spec.size / sector;
+    let total_lbas = layout.size / sector;
     gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(total_lbas - 1).unwrap_or(u32::MAX))
         .overwrite_lba0(&mut dev)
         .map_err(gpt_error)?;
@@ -128,7 +126,7 @@ pub fn write_raw(spec: &DiskSpec, file: &File, scratch: &Path, fill: Fill) -> Re
         .map_err(gpt_error)?;
     let mut offsets = Vec::new();
     let mut next = ALIGN;
-    for (i, p) in spec.layout().iter().enumerate() {
+    for (i, p) in layout.partitions().iter().enumerate() {
         let guid = uuid::Uuid::parse_str(p.type_guid).expect("type GUID");
         let kind = Type {
             guid,
@@ -155,33 +153,16 @@ pub fn write_raw(spec: &DiskSpec, file: &File, scratch: &Path, fill: Fill) -> Re
     disk.write().map_err(gpt_error)?;
 
     let (efi_offset, efi_size) = offsets[0];
-    esp::write_into_hole(
+    esp::write_filled(
         &spec.esp_entries,
         &spec.esp_options,
         file,
         efi_offset,
         efi_size,
+        scratch,
+        fill,
+        |_, _| true,
     )?;
-    for entry in &spec.esp_entries {
-        if !matches!(entry.source, EspSource::Reserved(_)) {
-            continue;
-        }
-        if let Some(mut region) = esp::region(file, efi_offset, efi_size, &entry.path)? {
-            fill(&mut region)?;
-            continue;
-        }
-        let mut out = crate::io::create_rw(scratch)?;
-        fill(&mut out)?;
-        let mut entries = spec.esp_entries.clone();
-        for e in &mut entries {
-            if e.path == entry.path {
-                e.source = EspSource::File(scratch.to_path_buf());
-            }
-        }
-        let written = esp::write(&entries, &spec.esp_options, file, efi_offset, efi_size);
-        let _ = std::fs::remove_file(scratch);
-        written?;
-    }
     let (meta_offset, _) = offsets[1];
     let mut f = file.try_clone().at("<disk image>")?;
     f.seek(SeekFrom::Start(meta_offset)).at("<disk image>")?;

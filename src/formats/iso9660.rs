@@ -11,9 +11,9 @@ use hadris_iso::{
     AppendedPartition, BootEntry, BootInfo, ElTorito, Hybrid, IsoId, IsoLevel, IsoOptions,
 };
 
-use super::fat_esp::{self as esp, EspEntry, EspOptions, EspSource};
+use super::fat_esp::{self as esp, EspEntry, EspOptions, EspSource, Fill, Placed};
 use crate::error::{Error, IoContext, Result};
-use crate::io::{HostDevice, Output};
+use crate::io::HostDevice;
 
 /// ISO 9660 logical sector size.
 const SECTOR: u64 = 2048;
@@ -76,47 +76,38 @@ fn content(source: &EspSource) -> Result<Content> {
     }
 }
 
-/// Writes a reserved ESP file (the UKI) into the room made for it.
-pub type Fill<'a> = &'a mut dyn FnMut(&mut dyn Output) -> Result<()>;
-
 /// Writes the ISO described by `spec` into `dest`; `fill` writes the reserved ESP
 /// file, if there is one.
 ///
 /// The ESP is written in place inside the ISO, and the reserved file (the UKI) is
 /// written once, into its clusters there: the ISO 9660 directory records point at the
 /// same bytes (the FAT lays a fresh file out contiguously, 2 KiB-aligned as the data
-/// region is). If the FAT ever laid it out otherwise, the file is built in a scratch
-/// file and stored twice instead.
+/// region is). If the FAT ever laid it out otherwise, the ESP writer builds it in a
+/// scratch file, and the ISO is written again storing it twice.
 pub fn write(spec: &IsoSpec, dest: &File, fill: Fill) -> Result<()> {
-    let reserved = spec
+    let Placed::Copied(copy) = write_image(spec, dest, fill)? else {
+        return Ok(());
+    };
+    let mut spec = spec.clone();
+    for e in &mut spec.esp_entries {
+        if matches!(e.source, EspSource::Reserved(_)) {
+            e.source = EspSource::File(copy.path().to_path_buf());
+        }
+    }
+    write_image(&spec, dest, &mut |_| {
+        unreachable!("no reserved file is left")
+    })?;
+    Ok(())
+}
+
+/// One pass: the ISO 9660 tree, then the ESP in its place, the reserved file (shared
+/// by both trees) filled in place when the ESP writer could.
+fn write_image(spec: &IsoSpec, dest: &File, fill: Fill) -> Result<Placed> {
+    let shared = spec
         .esp_entries
         .iter()
         .find(|e| matches!(e.source, EspSource::Reserved(_)))
-        .map(|e| e.path.clone());
-    let Some(path) = reserved else {
-        write_image(spec, dest, None, fill)?;
-        return Ok(());
-    };
-    if write_image(spec, dest, Some(&path), fill)? {
-        return Ok(());
-    }
-    {
-        let mut scratch = crate::io::create_rw(&spec.scratch)?;
-        fill(&mut scratch)?;
-    }
-    let mut copy = spec.clone();
-    for e in &mut copy.esp_entries {
-        if e.path == path {
-            e.source = EspSource::File(spec.scratch.clone());
-        }
-    }
-    let written = write_image(&copy, dest, None, fill);
-    let _ = std::fs::remove_file(&spec.scratch);
-    written.map(|_| ())
-}
-
-/// One attempt at the ISO; `Ok(false)` when `shared` could not be shared.
-fn write_image(spec: &IsoSpec, dest: &File, shared: Option<&str>, fill: Fill) -> Result<bool> {
+        .map(|e| e.path.as_str());
     let time = DateTime::new(spec.epoch as i64, 0).map_err(|e| iso_error("timestamp", e))?;
     let esp_size = esp::iso_esp_size(&spec.esp_entries)?;
 
@@ -189,7 +180,7 @@ fn write_image(spec: &IsoSpec, dest: &File, shared: Option<&str>, fill: Fill) ->
     device.finish().at("<ISO image>")?;
 
     let esp_offset = esp_partition_offset(dest)?;
-    esp::write_into_hole(
+    let placed = esp::write_filled(
         &spec.esp_entries,
         &EspOptions {
             label: "EFI".into(),
@@ -199,30 +190,27 @@ fn write_image(spec: &IsoSpec, dest: &File, shared: Option<&str>, fill: Fill) ->
         dest,
         esp_offset,
         esp_size,
+        &spec.scratch,
+        fill,
+        |start, len| start % SECTOR == 0 && len < 1 << 32,
     )?;
-    let Some(path) = shared else {
-        return Ok(true);
-    };
-    let stand_in = report
-        .extents(path)
-        .and_then(|x| x.first())
-        .map(|x| x.offset())
-        .ok_or_else(|| iso_error(path, "no extent for the stand-in"))?;
-    let mut region = match esp::region(dest, esp_offset, esp_size, path)? {
-        Some(r) if r.start() % SECTOR == 0 && r.len() < 1 << 32 => r,
-        _ => return Ok(false),
-    };
-    let target = (region.start(), region.len());
-    fill(&mut region)?;
-    let patched = point_records(dest, stand_in / SECTOR, target.0 / SECTOR, target.1)?;
-    if patched == 0 {
-        return Err(iso_error(
-            path,
-            "no directory record found for the shared file",
-        ));
+    if let (Placed::InPlace { start, len }, Some(path)) = (&placed, shared) {
+        let stand_in = report
+            .extents(path)
+            .and_then(|x| x.first())
+            .map(|x| x.offset())
+            .ok_or_else(|| iso_error(path, "no extent for the stand-in"))?;
+        let patched = point_records(dest, stand_in / SECTOR, start / SECTOR, *len)?;
+        if patched == 0 {
+            return Err(iso_error(
+                path,
+                "no directory record found for the shared file",
+            ));
+        }
     }
-    Ok(true)
+    Ok(placed)
 }
+
 /// Byte offset of the EFI system partition (MBR type 0xEF) in the ISO at `iso`.
 fn esp_partition_offset(iso: &File) -> Result<u64> {
     use std::os::unix::fs::FileExt;

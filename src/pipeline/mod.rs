@@ -1,21 +1,32 @@
-//! The build pipeline: profile → inputs → command line → UKI (measured, signed) →
-//! the output kind's artifact → outFormat → manifest. One function per output kind.
-
-use std::fs::File;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+//! The build pipeline, in the order it runs:
+//!
+//! 1. a scratch directory beside the outputs,
+//! 2. the inputs (the initramfs rebuild for system extensions goes here),
+//! 3. the kernel command line,
+//! 4. the kind's artifact: the one `match` on the kind, each arm a short call into
+//!    [`boot`] (keys, signed systemd-boot, the UKI), [`esp_layout`] and a format writer,
+//! 5. outFormat and the manifest ([`post`]).
+//!
+//! [`build`] takes a [`Plan`]; stages return what they learned (SecureBoot facts,
+//! PCR 11) instead of filling an out-parameter. [`pxe`] builds the PXE kind on top.
 
 pub mod boot;
+pub mod esp_layout;
+pub mod post;
+pub mod pxe;
 
-use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::io::{AtomicFile, BUFFER_SIZE};
-use crate::kernel_cmdline;
-use crate::profile::{OutFormat, OutputKind, Profile};
-use crate::report::{Manifest, OutputFile, Pcr11Bank, Progress, SecureBootFacts};
+use crate::formats::{gpt_disk, iso9660, oci_image, qcow2, vhd};
+use crate::plan::{DiskPlan, InstallerContents, InstallerPlan, IsoPlan, KindPlan, Plan};
+use crate::profile::DiskFormat;
+use crate::report::{Pcr11Bank, Progress, SecureBootFacts};
+use boot::Boot;
+use esp_layout::EspFlavor;
 
-/// Where and how to build.
+/// Where to build.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     /// Output directory (created if missing).
@@ -31,6 +42,13 @@ pub struct BuildResult {
     pub manifest: PathBuf,
 }
 
+/// What building the artifact established, for the manifest.
+#[derive(Debug, Default)]
+pub struct Facts {
+    pub secureboot: Option<SecureBootFacts>,
+    pub pcr11: Vec<Pcr11Bank>,
+}
+
 /// A scratch directory inside the output directory (same file system, so results
 /// can be renamed into place); removed when dropped and on interrupt.
 pub struct WorkDir {
@@ -40,7 +58,7 @@ pub struct WorkDir {
 impl WorkDir {
     fn new(output_dir: &Path) -> Result<Self> {
         let path = output_dir.join(format!(".imager-work-{}", std::process::id()));
-        std::fs::create_dir_all(&path).at(&path)?;
+        std::fs::create_dir_all(&path).op("creating", &path)?;
         crate::io::cleanup::register_dir(&path);
         Ok(WorkDir { path })
     }
@@ -58,193 +76,233 @@ impl Drop for WorkDir {
     }
 }
 
-/// `<platform>-<arch>[-secureboot]`, the stem of most artifact names.
-fn stem(profile: &Profile) -> String {
-    let sb = if profile.secureboot() {
-        "-secureboot"
-    } else {
-        ""
-    };
-    format!("{}-{}{sb}", profile.platform, profile.arch)
-}
-
-/// The artifact's file name before outFormat post-processing (Talos naming).
-pub fn artifact_name(profile: &Profile) -> Result<String> {
-    let p = stem(profile);
-    let sb = if profile.secureboot() {
-        "-secureboot"
-    } else {
-        ""
-    };
-    Ok(match profile.kind()? {
-        OutputKind::Iso => format!("{p}.iso"),
-        OutputKind::Image => {
-            let format = profile
-                .output
-                .image_options
-                .as_ref()
-                .and_then(|o| o.disk_format)
-                .unwrap_or(crate::profile::DiskFormat::Raw);
-            format!("{p}.{format}")
-        }
-        OutputKind::Installer => format!("installer-{}{sb}.tar", profile.arch),
-        OutputKind::Kernel => format!("kernel-{}", profile.arch),
-        OutputKind::Initramfs => format!("initramfs-{p}.xz"),
-        OutputKind::Uki => format!("{p}-uki.efi"),
-        OutputKind::Cmdline => format!("cmdline-{p}"),
-    })
-}
-
-/// The final file name after outFormat.
-pub fn final_name(profile: &Profile) -> Result<String> {
-    let name = artifact_name(profile)?;
-    Ok(match profile.output.out_format.unwrap_or(OutFormat::Raw) {
-        OutFormat::Raw => name,
-        f => format!("{name}{}", f.as_str()),
-    })
-}
-
-/// Runs the pipeline for a resolved profile.
-pub fn build(
-    profile: &Profile,
-    options: &BuildOptions,
-    progress: &dyn Progress,
-) -> Result<BuildResult> {
-    let kind = profile.kind()?;
+/// Runs the pipeline for a plan.
+pub fn build(plan: &Plan, options: &BuildOptions, progress: &dyn Progress) -> Result<BuildResult> {
+    // 1. Scratch space beside the outputs.
     let out_dir = &options.output_dir;
-    std::fs::create_dir_all(out_dir).at(out_dir)?;
+    std::fs::create_dir_all(out_dir).op("creating", out_dir)?;
     let work = WorkDir::new(out_dir)?;
 
-    if matches!(
-        kind,
-        OutputKind::Iso
-            | OutputKind::Image
-            | OutputKind::Installer
-            | OutputKind::Initramfs
-            | OutputKind::Uki
-    ) {
+    // 2. Inputs.
+    if !matches!(plan.kind, KindPlan::Kernel | KindPlan::Cmdline) {
         progress.step("skipped initramfs rebuild (no system extensions)");
     }
-    let cmdline = kernel_cmdline::build(profile).to_string();
-    if kind != OutputKind::Kernel && kind != OutputKind::Initramfs {
-        progress.step(&format!("kernel command line: {cmdline}"));
+
+    // 3. The kernel command line.
+    if !matches!(plan.kind, KindPlan::Kernel | KindPlan::Initramfs) {
+        progress.step(&format!("kernel command line: {}", plan.cmdline));
     }
 
-    let name = artifact_name(profile)?;
-    let produced = work.file(&name);
-    let mut facts = Facts::default();
-    match kind {
-        OutputKind::Cmdline => write_bytes(&produced, cmdline.as_bytes())?,
-        OutputKind::Kernel => copy_input("kernel", &profile.input.kernel.path, &produced)?,
-        OutputKind::Initramfs => copy_input("initramfs", &profile.input.initramfs.path, &produced)?,
-        OutputKind::Uki | OutputKind::Iso | OutputKind::Image | OutputKind::Installer => {
-            boot::assemble(
-                profile, kind, &cmdline, &work, &produced, progress, &mut facts,
-            )?;
+    // 4. The artifact.
+    let produced = work.file(&plan.artifact);
+    let input = &plan.profile.input;
+    let facts = match &plan.kind {
+        KindPlan::Cmdline => {
+            std::fs::write(&produced, plan.cmdline.as_bytes()).writing(&produced)?;
+            Facts::default()
         }
-    }
-
-    let final_name = final_name(profile)?;
-    let final_path = out_dir.join(&final_name);
-    post_process(profile, &produced, &final_path)?;
-    progress.step(&format!("output asset path: {}", final_path.display()));
-
-    let (size, sha256) = sha256_file(&final_path)?;
-    let manifest = Manifest {
-        manifest_version: 1,
-        imager_version: env!("CARGO_PKG_VERSION").to_string(),
-        profile: serde_json::to_value(profile).expect("profile serializes"),
-        kernel_cmdline: cmdline,
-        outputs: vec![OutputFile {
-            name: final_name.clone(),
-            size,
-            sha256,
-        }],
-        secureboot: facts.secureboot,
-        pcr11: facts.pcr11,
+        KindPlan::Kernel => copy_input("kernel", &input.kernel.path, &produced)?,
+        KindPlan::Initramfs => copy_input("initramfs", &input.initramfs.path, &produced)?,
+        KindPlan::Uki(boot_plan) => {
+            let boot = Boot::prepare(plan, boot_plan, &work, false)?;
+            progress.step("UKI ready");
+            std::fs::rename(boot.uki_file()?, &produced).op("renaming into", &produced)?;
+            boot.facts
+        }
+        KindPlan::Iso(iso) => write_iso(plan, iso, &work, &produced, progress)?,
+        KindPlan::Disk(disk) => write_disk(plan, disk, &work, &produced, progress)?,
+        KindPlan::Installer(installer) => {
+            write_installer(plan, installer, &work, &produced, progress)?
+        }
     };
-    let manifest = manifest.write(out_dir, &final_name)?;
-    Ok(BuildResult {
-        artifact: final_path,
-        manifest,
-    })
+
+    // 5. outFormat, hash, manifest.
+    let artifact = out_dir.join(&plan.file_name);
+    post::finish(plan.out_format, &produced, &artifact, plan.epoch)?;
+    progress.step(&format!("output asset path: {}", artifact.display()));
+    let manifest = post::manifest(plan, &artifact, facts)?;
+    Ok(BuildResult { artifact, manifest })
 }
 
-/// Facts about the artifact gathered while building it, for the manifest.
-#[derive(Debug, Default)]
-pub struct Facts {
-    pub secureboot: Option<SecureBootFacts>,
-    pub pcr11: Vec<Pcr11Bank>,
-}
-
-fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).at(path)
-}
-
-fn copy_input(role: &str, source: &str, dest: &Path) -> Result<()> {
+/// Copies an input file as the artifact (the kernel and initramfs kinds).
+fn copy_input(role: &str, source: &str, dest: &Path) -> Result<Facts> {
     let source = crate::inputs::require_file(role, source)?;
     let mut from = File::open(&source).at(&source)?;
-    let mut to = File::create(dest).at(dest)?;
+    let mut to = File::create(dest).op("creating", dest)?;
     copy_stream(&mut from, &source, &mut to, dest)?;
-    Ok(())
+    Ok(Facts::default())
 }
 
-/// Copies `from` to `to` in [`BUFFER_SIZE`] chunks; returns the byte count.
+/// Copies `from` to `to` in [`crate::io::BUFFER_SIZE`] chunks; returns the byte count.
 pub fn copy_stream(
-    from: &mut impl Read,
+    from: &mut impl std::io::Read,
     from_path: &Path,
-    to: &mut impl Write,
+    to: &mut impl std::io::Write,
     to_path: &Path,
 ) -> Result<u64> {
-    let mut buf = vec![0u8; BUFFER_SIZE];
+    let mut buf = vec![0u8; crate::io::BUFFER_SIZE];
     let mut total = 0u64;
     loop {
-        let n = from.read(&mut buf).at(from_path)?;
+        let n = from.read(&mut buf).reading(from_path)?;
         if n == 0 {
             return Ok(total);
         }
-        to.write_all(&buf[..n]).at(to_path)?;
+        to.write_all(&buf[..n]).writing(to_path)?;
         total += n as u64;
     }
 }
 
-/// Applies `outFormat`: rename for raw, streaming compression otherwise. The result
-/// appears at `dest` atomically.
-fn post_process(profile: &Profile, produced: &Path, dest: &Path) -> Result<()> {
-    match profile.output.out_format.unwrap_or(OutFormat::Raw) {
-        OutFormat::Raw => std::fs::rename(produced, dest).at(dest),
-        format => {
-            let mut out = AtomicFile::create(dest)?;
-            crate::formats::compression::compress(produced, format.as_str(), out.file())?;
-            out.commit()?;
-            std::fs::remove_file(produced).at(produced)
-        }
-    }
+/// The ISO: ESP and ISO 9660 tree, the UKI built straight into its ESP clusters.
+fn write_iso(
+    plan: &Plan,
+    iso: &IsoPlan,
+    work: &WorkDir,
+    dest: &Path,
+    progress: &dyn Progress,
+) -> Result<Facts> {
+    let mut boot = Boot::prepare(plan, &iso.boot, work, true)?;
+    let bios = iso.bios.then(|| iso9660::BiosBoot {
+        kernel: boot.inputs.kernel.clone(),
+        initramfs: boot.inputs.initramfs.clone(),
+        cmdline: plan.cmdline.clone(),
+    });
+    let spec = iso9660::IsoSpec {
+        esp_entries: esp_layout::entries(plan, &boot, EspFlavor::Iso(iso.enroll))?,
+        scratch: work.file("vmlinuz.efi"),
+        label: plan.label.clone(),
+        epoch: plan.epoch,
+        bios,
+    };
+    let file = crate::io::create_rw(dest)?;
+    iso9660::write(&spec, &file, &mut |out| boot.write_uki(out, progress))
+        .map_err(|e| e.at_output(dest))?;
+    progress.step("ISO ready");
+    Ok(boot.take_facts())
 }
 
-/// Size and SHA-256 (hex) of a file, streamed; holes of sparse disk images are
-/// hashed as zeros without being read.
-pub fn sha256_file(path: &Path) -> Result<(u64, String)> {
-    let mut file = crate::io::sparse::SparseReader::new(File::open(path).at(path)?).at(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; BUFFER_SIZE];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf).at(path)?;
-        if n == 0 {
-            break;
+/// The disk image: GPT with the ESP (UKI built in place) and META, then its disk format.
+fn write_disk(
+    plan: &Plan,
+    disk: &DiskPlan,
+    work: &WorkDir,
+    dest: &Path,
+    progress: &dyn Progress,
+) -> Result<Facts> {
+    let mut boot = Boot::prepare(plan, &disk.boot, work, true)?;
+    let spec = gpt_disk::DiskSpec {
+        layout: disk.layout.clone(),
+        esp_entries: esp_layout::entries(plan, &boot, EspFlavor::Disk(disk.enroll))?,
+        esp_options: crate::formats::fat_esp::EspOptions {
+            label: "EFI".into(),
+            epoch: plan.epoch,
+            sector_size: disk.layout.sector_size,
+        },
+        meta: disk.meta.clone(),
+    };
+    let raw = match disk.format {
+        DiskFormat::Raw => dest.to_path_buf(),
+        _ => work.file("disk.raw"),
+    };
+    let file = crate::io::create_rw(&raw)?;
+    gpt_disk::write_raw(&spec, &file, &work.file("vmlinuz.efi"), &mut |out| {
+        boot.write_uki(out, progress)
+    })
+    .map_err(|e| e.at_output(&raw))?;
+    drop(file);
+    match disk.format {
+        DiskFormat::Raw => {}
+        DiskFormat::Qcow2 => {
+            let mut out = File::create(dest).op("creating", dest)?;
+            qcow2::convert(&raw, &mut out).map_err(|e| e.at_output(dest))?;
         }
-        hasher.update(&buf[..n]);
-        size += n as u64;
+        DiskFormat::Vhd => {
+            let mut out = File::create(dest).op("creating", dest)?;
+            vhd::convert(&raw, &mut out, plan.epoch).map_err(|e| e.at_output(dest))?;
+        }
+        DiskFormat::Ova => unreachable!("the plan refuses ova"),
     }
-    Ok((size, hex::encode(hasher.finalize())))
+    progress.step("disk image ready");
+    Ok(boot.take_facts())
+}
+
+/// The installer image: the base image plus a layer with the boot assets.
+fn write_installer(
+    plan: &Plan,
+    installer: &InstallerPlan,
+    work: &WorkDir,
+    dest: &Path,
+    progress: &dyn Progress,
+) -> Result<Facts> {
+    let arch = plan.arch;
+    let file = |path: String, source: &Path| oci_image::InstallerFile {
+        path,
+        source: source.to_path_buf(),
+        mode: 0o644,
+    };
+    let (files, facts) = match &installer.contents {
+        InstallerContents::KernelAndInitramfs => {
+            let inputs = crate::inputs::BootInputs::open(&plan.profile, false)?;
+            let files = vec![
+                file(format!("usr/install/{arch}/vmlinuz"), &inputs.kernel),
+                file(
+                    format!("usr/install/{arch}/initramfs.xz"),
+                    &inputs.initramfs,
+                ),
+            ];
+            (files, Facts::default())
+        }
+        InstallerContents::Uki { boot, uki_name } => {
+            let boot = Boot::prepare(plan, boot, work, false)?;
+            progress.step("UKI ready");
+            let sd_boot = boot.sd_boot()?;
+            let files = vec![
+                file(format!("usr/install/{arch}/systemd-boot.efi"), sd_boot),
+                file(format!("usr/install/{arch}/{uki_name}"), boot.uki_file()?),
+            ];
+            (files, boot.facts)
+        }
+    };
+    let (base, tag) = open_base(plan, installer)?;
+    let spec = oci_image::InstallerSpec {
+        base,
+        arch: arch.to_string(),
+        files,
+        epoch: plan.epoch,
+        tag,
+    };
+    let mut out = File::create(dest).op("creating", dest)?;
+    oci_image::write(&spec, &work.file("assets-layer.tar.gz"), &mut out)
+        .map_err(|e| e.at_output(dest))?;
+    progress.step("installer container image ready");
+    Ok(facts)
+}
+
+/// Opens the installer's base image, local or from a registry, and the tag the new
+/// image is written with.
+fn open_base(plan: &Plan, installer: &InstallerPlan) -> Result<(crate::oci::BaseImage, String)> {
+    let reference = &installer.base;
+    let arch = plan.arch.as_str();
+    let local = ["oci:", "oci-archive:", "docker-archive:"]
+        .iter()
+        .any(|p| reference.starts_with(p));
+    Ok(if local {
+        (
+            crate::oci::BaseImage::open_local(reference, arch)?,
+            format!("ghcr.io/siderolabs/installer:{}", plan.profile.version),
+        )
+    } else {
+        (
+            crate::oci::registry::pull(reference, arch, installer.insecure)?,
+            reference.clone(),
+        )
+    })
 }
 
 /// Refuses to run when `dir` cannot be written, before any work.
 pub fn check_writable(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).at(dir)?;
+    std::fs::create_dir_all(dir).op("creating", dir)?;
     let probe = dir.join(format!(".imager-probe-{}", std::process::id()));
-    File::create(&probe).map_err(|e| Error::io(dir, e))?;
+    File::create(&probe).map_err(|e| Error::io_op("writing into", dir, e))?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }

@@ -8,6 +8,7 @@
 pub mod builtin;
 pub mod defaults;
 pub mod merge;
+pub mod platforms;
 pub mod quirks;
 pub mod resolve;
 pub mod validate;

@@ -1,0 +1,496 @@
+//! From a resolved profile to what the pipeline does: [`Plan::new`] decodes the
+//! profile's output section once (kind, outFormat, disk and ISO options), checks every
+//! option rule there with one message per rule, names the artifact, assembles the
+//! kernel command line and fixes the build epoch. It is the only reader of
+//! `profile.output`; the pipeline and the format writers take typed plans.
+//!
+//! The rules follow the Talos imager (`pkg/imager/profile`: `Validate`, `OutputPath`,
+//! `FillDefaults`); where this implementation does less than Talos, the message says so.
+
+use crate::error::{Error, Result};
+use crate::formats::gpt_disk;
+use crate::kernel_cmdline;
+use crate::meta::{MetaValue, adv};
+use crate::profile::{
+    Bootloader, ContainerAsset, DiskFormat, EnrollKeys, OutFormat, OutputKind, Profile,
+};
+use crate::uki::UkiProfile;
+
+const MIB: u64 = 1024 * 1024;
+
+/// Target architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Amd64,
+    Arm64,
+}
+
+impl Arch {
+    /// Talos spelling (`amd64`, `arm64`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
+    /// The UEFI removable-media loader name suffix (`X64`, `AA64`).
+    pub fn efi_suffix(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "X64",
+            Arch::Arm64 => "AA64",
+        }
+    }
+}
+
+impl std::str::FromStr for Arch {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "amd64" => Ok(Arch::Amd64),
+            "arm64" => Ok(Arch::Arm64),
+            other => Err(Error::invalid(format!(
+                "arch {other:?} is not supported: use amd64 or arm64"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Seconds since the epoch that a build stamps into its outputs: `SOURCE_DATE_EPOCH`
+/// when set to a number (reproducible builds), the wall clock otherwise. Read once,
+/// by whoever drives the pipeline, and carried in the [`Plan`].
+pub fn epoch_from_env() -> u64 {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        })
+}
+
+/// Everything a build needs to know, decided before any input is read.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The effective profile (printed before a build, recorded in the manifest).
+    pub profile: Profile,
+    pub arch: Arch,
+    pub secureboot: bool,
+    /// Timestamp of every file system entry, signature and archive header.
+    pub epoch: u64,
+    /// The kernel command line.
+    pub cmdline: String,
+    /// The artifact's file name before outFormat (Talos naming).
+    pub artifact: String,
+    /// The file name after outFormat.
+    pub file_name: String,
+    pub out_format: OutFormat,
+    /// `<name>-<version>`: the UKI's file name on the ESP and the ISO's volume label.
+    pub label: String,
+    pub kind: KindPlan,
+}
+
+/// What the kind builds.
+#[derive(Debug, Clone)]
+pub enum KindPlan {
+    /// The kernel command line as a file.
+    Cmdline,
+    /// The kernel, copied.
+    Kernel,
+    /// The initramfs, copied.
+    Initramfs,
+    /// A bare UKI (signed when SecureBoot is on).
+    Uki(BootPlan),
+    Iso(IsoPlan),
+    Disk(DiskPlan),
+    Installer(InstallerPlan),
+}
+
+/// The UKI and systemd-boot of a UKI-based kind.
+#[derive(Debug, Clone)]
+pub struct BootPlan {
+    /// UKI profiles (Talos >= 1.10 adds a reset entry); empty for a single-profile UKI.
+    pub uki_profiles: Vec<UkiProfile>,
+    /// Whether the kind ships systemd-boot (everything but the bare UKI).
+    pub sd_boot: bool,
+}
+
+/// A bootable ISO.
+#[derive(Debug, Clone)]
+pub struct IsoPlan {
+    pub boot: BootPlan,
+    /// systemd-boot's `secure-boot-enroll` (off without SecureBoot).
+    pub enroll: EnrollKeys,
+    /// Legacy BIOS boot through ISOLINUX (plain amd64 ISOs).
+    pub bios: bool,
+}
+
+/// A disk image.
+#[derive(Debug, Clone)]
+pub struct DiskPlan {
+    pub boot: BootPlan,
+    pub layout: gpt_disk::Layout,
+    pub format: DiskFormat,
+    /// systemd-boot's `secure-boot-enroll` (off without SecureBoot).
+    pub enroll: EnrollKeys,
+    /// Values for the META partition.
+    pub meta: Vec<MetaValue>,
+}
+
+/// An installer container image.
+#[derive(Debug, Clone)]
+pub struct InstallerPlan {
+    pub contents: InstallerContents,
+    /// The base image: a registry reference or `oci:DIR`, `oci-archive:PATH`, `docker-archive:PATH`.
+    pub base: String,
+    /// Pull the base over plain HTTP.
+    pub insecure: bool,
+}
+
+/// What the installer carries in `/usr/install/<arch>/`.
+#[derive(Debug, Clone)]
+pub enum InstallerContents {
+    /// systemd-boot and the UKI, stored as `uki_name`.
+    Uki {
+        boot: BootPlan,
+        uki_name: &'static str,
+    },
+    /// Kernel and initramfs for GRUB (Talos < 1.10 without SecureBoot).
+    KernelAndInitramfs,
+}
+
+impl Plan {
+    /// Plans the build of a resolved (defaulted, validated) profile, stamped `epoch`.
+    pub fn new(profile: &Profile, epoch: u64) -> Result<Plan> {
+        let arch: Arch = profile.arch.parse()?;
+        let output_kind = profile.output.kind.ok_or_else(|| {
+            Error::invalid(
+                "output.kind is not set (iso, image, installer, kernel, initramfs, uki, cmdline)",
+            )
+        })?;
+        let out_format = profile.output.out_format.ok_or_else(|| {
+            Error::invalid("output.outFormat is not set (raw, .xz, .gz, .zst, .tar.gz)")
+        })?;
+        let kind = kind_plan(profile, output_kind, arch)?;
+        let artifact = artifact_name(profile, &kind);
+        let file_name = match out_format {
+            OutFormat::Raw => artifact.clone(),
+            f => format!("{artifact}{}", f.as_str()),
+        };
+        Ok(Plan {
+            cmdline: kernel_cmdline::build(profile, output_kind).to_string(),
+            profile: profile.clone(),
+            arch,
+            secureboot: profile.secureboot(),
+            epoch,
+            artifact,
+            file_name,
+            out_format,
+            label: format!("{}-{}", profile.name, profile.version),
+            kind,
+        })
+    }
+
+    /// The output kind as the profile spells it.
+    pub fn output_kind(&self) -> OutputKind {
+        match self.kind {
+            KindPlan::Cmdline => OutputKind::Cmdline,
+            KindPlan::Kernel => OutputKind::Kernel,
+            KindPlan::Initramfs => OutputKind::Initramfs,
+            KindPlan::Uki(_) => OutputKind::Uki,
+            KindPlan::Iso(_) => OutputKind::Iso,
+            KindPlan::Disk(_) => OutputKind::Image,
+            KindPlan::Installer(_) => OutputKind::Installer,
+        }
+    }
+
+    /// `<platform>-<arch>[-secureboot]`, the stem of most artifact names.
+    pub fn stem(&self) -> String {
+        stem(&self.profile)
+    }
+}
+
+fn stem(profile: &Profile) -> String {
+    let sb = if profile.secureboot() {
+        "-secureboot"
+    } else {
+        ""
+    };
+    format!("{}-{}{sb}", profile.platform, profile.arch)
+}
+
+/// The artifact's file name before outFormat, as Talos names it.
+fn artifact_name(profile: &Profile, kind: &KindPlan) -> String {
+    let p = stem(profile);
+    let arch = &profile.arch;
+    let sb = if profile.secureboot() {
+        "-secureboot"
+    } else {
+        ""
+    };
+    match kind {
+        KindPlan::Iso(_) => format!("{p}.iso"),
+        KindPlan::Disk(disk) => format!("{p}.{}", disk.format),
+        KindPlan::Installer(_) => format!("installer-{arch}{sb}.tar"),
+        KindPlan::Kernel => format!("kernel-{arch}"),
+        KindPlan::Initramfs => format!("initramfs-{p}.xz"),
+        KindPlan::Uki(_) => format!("{p}-uki.efi"),
+        KindPlan::Cmdline => format!("cmdline-{p}"),
+    }
+}
+
+/// The kind's plan, with the rules of its options.
+fn kind_plan(profile: &Profile, kind: OutputKind, arch: Arch) -> Result<KindPlan> {
+    let quirks = profile.quirks();
+    let secureboot = profile.secureboot();
+    let meta = !profile.customization.meta_contents.is_empty();
+    let args = !profile.customization.extra_kernel_args.is_empty();
+    let boot = |sd_boot| BootPlan {
+        uki_profiles: uki_profiles(profile, kind),
+        sd_boot,
+    };
+    Ok(match kind {
+        OutputKind::Cmdline => KindPlan::Cmdline,
+        OutputKind::Kernel | OutputKind::Initramfs => {
+            if secureboot {
+                return Err(Error::invalid(format!(
+                    "SecureBoot does not apply to the {kind} output"
+                )));
+            }
+            if args {
+                return Err(Error::invalid(format!(
+                    "extra kernel arguments do not apply to the {kind} output"
+                )));
+            }
+            if meta {
+                return Err(Error::invalid(format!(
+                    "META values do not apply to the {kind} output"
+                )));
+            }
+            match kind {
+                OutputKind::Kernel => KindPlan::Kernel,
+                _ => KindPlan::Initramfs,
+            }
+        }
+        OutputKind::Uki => {
+            if !quirks.supports_uki() {
+                return Err(Error::unsupported(format!(
+                    "UKI needs Talos >= 1.5 (version {})",
+                    profile.version
+                )));
+            }
+            KindPlan::Uki(boot(false))
+        }
+        OutputKind::Iso => {
+            let options = profile.output.iso_options.clone().unwrap_or_default();
+            if let Some(Bootloader::Grub | Bootloader::DualBoot) = options.bootloader {
+                return Err(Error::unsupported(
+                    "ISO bootloader grub/dual-boot: this imager builds systemd-boot ISOs (with ISOLINUX for BIOS); use sd-boot",
+                ));
+            }
+            KindPlan::Iso(IsoPlan {
+                boot: boot(true),
+                enroll: if secureboot {
+                    options.sd_boot_enroll_keys
+                } else {
+                    EnrollKeys::Off
+                },
+                bios: !secureboot && arch == Arch::Amd64,
+            })
+        }
+        OutputKind::Image => KindPlan::Disk(disk_plan(profile, arch, boot(true))?),
+        OutputKind::Installer => {
+            if meta {
+                return Err(Error::unsupported(
+                    "META values (--meta, customization.metaContents) are not supported for the installer: pass them to the ISO, disk image, UKI or cmdline instead",
+                ));
+            }
+            let contents = if !secureboot && !quirks.sd_boot_for_uefi() {
+                InstallerContents::KernelAndInitramfs
+            } else {
+                InstallerContents::Uki {
+                    boot: boot(true),
+                    // Talos names the signed UKI `vmlinuz.efi.signed` for SecureBoot before 1.10.
+                    uki_name: if secureboot && !quirks.sd_boot_for_uefi() {
+                        "vmlinuz.efi.signed"
+                    } else {
+                        "vmlinuz.efi"
+                    },
+                }
+            };
+            let base = profile.input.base_installer.clone().unwrap_or_default();
+            KindPlan::Installer(InstallerPlan {
+                contents,
+                base: base_reference(&base),
+                insecure: base.force_insecure,
+            })
+        }
+    })
+}
+
+/// `input.baseInstaller` as one reference: `ociPath` wins over `imageRef`.
+fn base_reference(base: &ContainerAsset) -> String {
+    if !base.oci_path.is_empty() {
+        format!("oci:{}", base.oci_path)
+    } else {
+        base.image_ref.clone()
+    }
+}
+
+fn disk_plan(profile: &Profile, arch: Arch, boot: BootPlan) -> Result<DiskPlan> {
+    let image = profile
+        .output
+        .image_options
+        .as_ref()
+        .ok_or_else(|| Error::invalid("output.imageOptions is required for the image kind"))?;
+    if image.disk_size == 0 {
+        return Err(Error::invalid(
+            "output.imageOptions.diskSize must be set for the image kind",
+        ));
+    }
+    let sector_size = match image.disk_sector_size {
+        0 | 512 => 512,
+        4096 => 4096,
+        other => {
+            return Err(Error::invalid(format!(
+                "output.imageOptions.diskSectorSize {other} is not supported: use 512 or 4096"
+            )));
+        }
+    };
+    let format = image.disk_format.unwrap_or(DiskFormat::Raw);
+    if format == DiskFormat::Ova {
+        return Err(Error::unsupported(
+            "diskFormat ova is not supported: use raw, qcow2 or vhd",
+        ));
+    }
+    if let Some(b @ (Bootloader::Grub | Bootloader::DualBoot)) = image.bootloader {
+        return Err(Error::unsupported(format!(
+            "bootloader {b}: this imager writes systemd-boot disk images; use sd-boot"
+        )));
+    }
+    if arch == Arch::Arm64 && image.bootloader == Some(Bootloader::DualBoot) {
+        return Err(Error::invalid("dual-boot is not supported on arm64"));
+    }
+    let layout = gpt_disk::Layout {
+        size: image.disk_size,
+        sector_size,
+        efi_size: if profile.quirks().large_boot_partition() {
+            2101 * MIB
+        } else {
+            1101 * MIB
+        },
+    };
+    if layout.size < layout.minimum_size() {
+        return Err(Error::invalid(format!(
+            "output.imageOptions.diskSize {} is too small: the partitions need at least {} bytes",
+            layout.size,
+            layout.minimum_size()
+        )));
+    }
+    let meta = profile.customization.meta_contents.clone();
+    adv::encode(&meta)?;
+    Ok(DiskPlan {
+        boot,
+        layout,
+        format,
+        enroll: if profile.secureboot() {
+            image.sd_boot_enroll_keys.unwrap_or_default()
+        } else {
+            EnrollKeys::Off
+        },
+        meta,
+    })
+}
+
+/// UKI profiles for the target version and kind (Talos >= 1.10 adds a reset entry).
+fn uki_profiles(profile: &Profile, kind: OutputKind) -> Vec<UkiProfile> {
+    if !profile.quirks().uki_profiles() {
+        return Vec::new();
+    }
+    let cmdline = kernel_cmdline::build(profile, kind).to_string();
+    let main = UkiProfile {
+        id: "main".into(),
+        title: None,
+        cmdline: None,
+    };
+    let reset = match kind {
+        OutputKind::Iso => UkiProfile {
+            id: "reset".into(),
+            title: Some("Reset system disk".into()),
+            cmdline: Some(format!("{cmdline} talos.experimental.wipe=system")),
+        },
+        OutputKind::Image | OutputKind::Installer => UkiProfile {
+            id: "reset-maintenance".into(),
+            title: Some("Reset to maintenance mode".into()),
+            cmdline: Some(format!(
+                "{cmdline} talos.experimental.wipe=system:EPHEMERAL,STATE"
+            )),
+        },
+        _ => return vec![main],
+    };
+    vec![main, reset]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::resolve::{Overrides, Source, resolve};
+
+    fn plan(name: &str, edit: impl FnOnce(&mut Profile)) -> Result<Plan> {
+        let mut p = resolve(
+            &Source::Builtin(name.into()),
+            &Overrides::default(),
+            &Default::default(),
+        )
+        .unwrap();
+        edit(&mut p);
+        Plan::new(&p, 0)
+    }
+
+    #[test]
+    fn names_follow_talos() {
+        let name = |n: &str| plan(n, |_| {}).unwrap().file_name;
+        assert_eq!(name("secureboot-iso"), "metal-amd64-secureboot.iso");
+        assert_eq!(name("metal"), "metal-amd64.raw.zst");
+        assert_eq!(
+            name("secureboot-installer"),
+            "installer-amd64-secureboot.tar"
+        );
+        assert_eq!(name("metal-uki"), "metal-amd64-uki.efi");
+    }
+
+    #[test]
+    fn one_message_per_disk_rule() {
+        let err = |edit: fn(&mut Profile)| plan("metal", edit).unwrap_err().to_string();
+        assert!(
+            err(|p| p.output.image_options.as_mut().unwrap().disk_size = 1).contains("too small")
+        );
+        assert!(
+            err(|p| p.output.image_options.as_mut().unwrap().disk_sector_size = 1024)
+                .contains("diskSectorSize 1024")
+        );
+        assert!(
+            err(|p| p.output.image_options.as_mut().unwrap().disk_format = Some(DiskFormat::Ova))
+                .contains("ova")
+        );
+        assert!(err(|p| p.output.out_format = None).contains("outFormat is not set"));
+    }
+
+    #[test]
+    fn the_iso_boots_bios_only_without_secureboot() {
+        let bios = |n: &str| match plan(n, |_| {}).unwrap().kind {
+            KindPlan::Iso(iso) => iso.bios,
+            _ => unreachable!(),
+        };
+        assert!(bios("iso"));
+        assert!(!bios("secureboot-iso"));
+    }
+}
