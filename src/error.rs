@@ -37,19 +37,19 @@ pub enum Error {
 impl Error {
     /// An invalid-input error.
     pub fn invalid(msg: impl Into<String>) -> Self {
-        Error::Invalid(msg.into())
+        Error::Invalid(one_line(msg.into()))
     }
 
     /// An unsupported-feature error.
     pub fn unsupported(msg: impl Into<String>) -> Self {
-        Error::Unsupported(msg.into())
+        Error::Unsupported(one_line(msg.into()))
     }
 
     /// A file whose content is not what it should be.
     pub fn format(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
         Error::Format {
             path: path.as_ref().to_path_buf(),
-            msg: msg.into(),
+            msg: one_line(msg.into()),
         }
     }
 
@@ -102,6 +102,27 @@ impl Error {
             Error::Dependency(_) => 5,
         }
     }
+}
+
+/// The longest message an error carries: a message quotes the offending input, and a
+/// profile of one 200 KB line must not come back whole.
+const MAX_MESSAGE: usize = 400;
+
+/// `msg` on one line (line breaks shown as `\n`), cut to [`MAX_MESSAGE`] bytes.
+fn one_line(msg: String) -> String {
+    let msg = if msg.contains(['\n', '\r']) {
+        msg.replace('\r', "").replace('\n', "\\n")
+    } else {
+        msg
+    };
+    if msg.len() <= MAX_MESSAGE {
+        return msg;
+    }
+    let mut cut = MAX_MESSAGE;
+    while !msg.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}... ({} bytes in all)", &msg[..cut], msg.len())
 }
 
 fn io_message(op: &str, path: Option<&Path>, source: &std::io::Error) -> String {
@@ -168,5 +189,20 @@ mod tests {
         assert_eq!(e.to_string(), format!("writing to stdout: {}", full()));
         let e = Err::<(), _>(full()).at("x").unwrap_err();
         assert_eq!(e.to_string(), format!("x: {}", full()));
+    }
+
+    #[test]
+    fn messages_quote_at_most_a_line_of_input() {
+        let e = Error::invalid(format!("unknown platform {:?}", "y".repeat(200_000)));
+        let text = e.to_string();
+        assert!(text.len() < 500, "{}", text.len());
+        assert!(text.ends_with("bytes in all)"));
+        let e = Error::invalid("profile p.yaml: line 1\nline 2");
+        assert_eq!(
+            e.to_string(),
+            "invalid input: profile p.yaml: line 1\\nline 2"
+        );
+        let e = Error::invalid("é".repeat(300));
+        assert!(e.to_string().len() < 500);
     }
 }

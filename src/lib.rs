@@ -1,12 +1,17 @@
 //! `imager`: builds Talos Linux boot assets.
 //!
-//! The modules follow the pipeline: a [`profile`] fixes what to build, [`inputs`]
-//! opens the files it names, [`cmdline`] assembles the kernel command line, [`uki`]
-//! puts kernel, initramfs and command line on systemd-stub, [`measure`] predicts
-//! PCR 11 and signs the policy, [`sign`] Authenticode-signs PE images, [`keys`]
-//! loads and makes SecureBoot material, and [`out`] writes each output kind (ESP,
-//! ISO, disk image, META, installer image, PXE assets). [`build`] runs the pipeline;
-//! the `imager` binary is a thin CLI over it.
+//! The modules follow the pipeline. A [`profile`] says what to build (Talos schema,
+//! built-ins, defaults, version quirks); [`plan`] turns it into a typed plan once
+//! (architecture, epoch, artifact names, one plan per output kind); [`inputs`] opens
+//! the files it names; [`kernel_cmdline`] assembles the kernel command line; [`uki`]
+//! puts kernel, initramfs and command line on systemd-stub, laid out with the [`pe`]
+//! model; [`measure`] predicts PCR 11 and signs the policy; [`sign`] Authenticode-signs
+//! PE images; [`keys`] loads and makes SecureBoot material; [`meta`] encodes Talos
+//! META; [`formats`] writes each file format (FAT ESP, ISO 9660, GPT disk, qcow2, VHD,
+//! compression, OCI installer image, PXE recipes) and [`oci`] reads base images.
+//! [`pipeline`] runs the stages for a plan; [`io`] holds the streaming adapters and
+//! [`report`] the progress lines and the build manifest. The `imager` binary is a thin
+//! CLI over [`pipeline::build`].
 
 pub mod error;
 pub mod formats;

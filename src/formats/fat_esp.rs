@@ -79,12 +79,12 @@ fn kind_for(size: u64) -> FatKind {
     }
 }
 
-fn fat_error(what: &str, e: impl std::fmt::Debug) -> Error {
-    Error::io(
-        "<EFI system partition>",
-        std::io::Error::other(format!("{what}: {e:?}")),
-    )
+/// An error about the ESP's content (a name, a label, a timestamp).
+fn content_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::invalid(format!("EFI system partition: {what}: {e}"))
 }
+
+const WRITING: &str = "writing the EFI system partition";
 
 /// Writes a FAT file system of `size` bytes holding `entries` into `dev` at byte
 /// `offset`. The data region starts 4 KiB-aligned.
@@ -118,14 +118,16 @@ fn write_fat(
     size: u64,
     fresh: bool,
 ) -> Result<()> {
-    let time = DateTime::new(options.epoch as i64, 0).map_err(|e| fat_error("timestamp", e))?;
+    let time = DateTime::new(options.epoch as i64, 0).map_err(|e| content_error("timestamp", e))?;
     let mut tree = Tree::new();
     let mut holes = Vec::new();
     for entry in entries {
         let content = match &entry.source {
             EspSource::File(p) => {
                 crate::inputs::require_file(&entry.path, &p.to_string_lossy())?;
-                hadris_fs::host::file(p).map_err(|e| fat_error(&p.display().to_string(), e))?
+                hadris_fs::host::file(p).map_err(|e| {
+                    crate::formats::hadris_error("reading an ESP file", e.with_host_path(p))
+                })?
             }
             EspSource::Bytes(b) => Content::bytes(b.clone()),
             EspSource::Reserved(len) => {
@@ -142,9 +144,9 @@ fn write_fat(
             attrs = attrs.with_attributes(Attributes::READ_ONLY);
         }
         tree.insert(entry.path.as_bytes(), Node::file(content).with_attrs(attrs))
-            .map_err(|e| fat_error(&entry.path, e))?;
+            .map_err(|e| content_error(&entry.path, e))?;
     }
-    let label = VolumeLabel::new(&options.label).map_err(|e| fat_error("volume label", e))?;
+    let label = VolumeLabel::new(&options.label).map_err(|e| content_error("volume label", e))?;
     let fat = FatOptions::new()
         .with_kind(kind_for(size))
         .with_size(size)
@@ -158,16 +160,17 @@ fn write_fat(
         })
         .with_alignment(4096)
         .with_partition_offset(offset);
-    let file = dev.try_clone().at("<EFI system partition>")?;
-    let mut device = HostDevice::new(file, 512, offset + size).at("<EFI system partition>")?;
+    let file = dev.try_clone().during(WRITING)?;
+    let mut device = HostDevice::new(file, 512, offset + size).during(WRITING)?;
     if fresh {
         device = device.with_fresh(offset..offset + size);
     }
     let window = Partition::new(device, offset, size);
-    hadris_fat::sync::write(window, &tree, &fat).map_err(|e| {
-        Error::invalid(format!(
-            "cannot write the EFI system partition ({size} bytes): {e:?}"
-        ))
+    hadris_fat::sync::write(window, &tree, &fat).map_err(|e| match e.kind() {
+        hadris_io::ErrorKind::Io => crate::formats::hadris_error(WRITING, e),
+        _ => Error::invalid(format!(
+            "cannot write the EFI system partition ({size} bytes): {e}"
+        )),
     })?;
     Ok(())
 }
@@ -252,7 +255,7 @@ pub fn write_filled(
 pub fn region(dev: &File, offset: u64, size: u64, path: &str) -> Result<Option<FileRegion>> {
     Ok(match file_extents(dev, offset, size, path)?[..] {
         [(at, len)] => Some(FileRegion::new(
-            dev.try_clone().at("<EFI system partition>")?,
+            dev.try_clone().during(WRITING)?,
             offset + at,
             len,
         )),
@@ -284,7 +287,8 @@ pub fn zeros(len: u64) -> Result<(Zeros, Content)> {
     crate::io::cleanup::register(&path);
     let guard = Zeros::File(path.clone());
     File::create(&path).at(&path)?.set_len(len).at(&path)?;
-    let content = hadris_fs::host::file(&path).map_err(|e| fat_error("zeros", e))?;
+    let content = hadris_fs::host::file(&path)
+        .map_err(|e| crate::formats::hadris_error("reading", e.with_host_path(&path)))?;
     Ok((guard, content))
 }
 
@@ -307,21 +311,21 @@ impl Drop for Zeros {
 /// of `dev`: runs of `(offset from the file system's start, length)`, in file order.
 pub fn file_extents(dev: &File, offset: u64, size: u64, path: &str) -> Result<Vec<(u64, u64)>> {
     use hadris_fs::{Extent, MountOptions, Resolve};
-    let file = dev.try_clone().at("<EFI system partition>")?;
-    let device = HostDevice::new(file, 512, offset + size).at("<EFI system partition>")?;
+    let file = dev.try_clone().during(WRITING)?;
+    let device = HostDevice::new(file, 512, offset + size).during(WRITING)?;
     let window = Partition::new(device, offset, size);
     let mut fs = hadris_fat::sync::FatFs::mount(window, MountOptions::new().read_only())
-        .map_err(|e| fat_error("mounting the written ESP", e.into_error()))?;
+        .map_err(|e| crate::formats::hadris_error("mounting the written ESP", e))?;
     let node = fs
         .resolve(path.as_bytes(), Resolve::Lexical)
-        .map_err(|e| fat_error(path, e))?;
+        .map_err(|e| crate::formats::hadris_error("locating a file in the ESP", e))?;
     let mut runs = Vec::new();
     let mut from = 0u64;
     loop {
         let mut out = [Extent::new(0, 0); 16];
         let n = fs
             .extents(node, from, &mut out)
-            .map_err(|e| fat_error(path, e))?;
+            .map_err(|e| crate::formats::hadris_error("locating a file in the ESP", e))?;
         if n == 0 {
             return Ok(runs);
         }

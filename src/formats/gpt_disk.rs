@@ -88,8 +88,14 @@ pub fn label_guid(label: &str) -> uuid::Uuid {
     uuid::Uuid::from_bytes(b)
 }
 
-fn gpt_error(e: impl std::fmt::Display) -> Error {
-    Error::io("<disk image>", std::io::Error::other(format!("GPT: {e}")))
+const WRITING: &str = "writing the disk image";
+
+/// The gpt crate's errors: I/O on the image, or a layout it refused.
+fn gpt_error(e: gpt::GptError) -> Error {
+    match e {
+        gpt::GptError::Io(e) => Error::io_during(WRITING, e),
+        other => Error::invalid(format!("GPT: {other}")),
+    }
 }
 
 /// Writes the disk image into `file` (which it sizes).
@@ -106,10 +112,10 @@ pub fn write_raw(spec: &DiskSpec, file: &File, scratch: &Path, fill: Fill) -> Re
     // Validate META before anything is written.
     let meta = adv::encode(&spec.meta)?;
     let sector = u64::from(layout.sector_size);
-    file.set_len(0).at("<disk image>")?;
-    file.set_len(layout.size).at("<disk image>")?;
+    file.set_len(0).during(WRITING)?;
+    file.set_len(layout.size).during(WRITING)?;
 
-    let mut dev = file.try_clone().at("<disk image>")?;
+    let mut dev = file.try_clone().during(WRITING)?;
     let lb = if sector == 4096 {
         LogicalBlockSize::Lb4096
     } else {
@@ -118,7 +124,10 @@ pub fn write_raw(spec: &DiskSpec, file: &File, scratch: &Path, fill: Fill) -> Re
     let total_lbas = layout.size / sector;
     gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(total_lbas - 1).unwrap_or(u32::MAX))
         .overwrite_lba0(&mut dev)
-        .map_err(gpt_error)?;
+        .map_err(|e| match e {
+            gpt::mbr::MBRError::Io(e) => Error::io_during(WRITING, e),
+            other => Error::invalid(format!("protective MBR: {other}")),
+        })?;
     let mut disk = gpt::GptConfig::new()
         .writable(true)
         .logical_block_size(lb)
@@ -164,11 +173,11 @@ pub fn write_raw(spec: &DiskSpec, file: &File, scratch: &Path, fill: Fill) -> Re
         |_, _| true,
     )?;
     let (meta_offset, _) = offsets[1];
-    let mut f = file.try_clone().at("<disk image>")?;
-    f.seek(SeekFrom::Start(meta_offset)).at("<disk image>")?;
+    let mut f = file.try_clone().during(WRITING)?;
+    f.seek(SeekFrom::Start(meta_offset)).during(WRITING)?;
     // Only the two ADV copies carry data; the rest of META stays a hole.
-    f.write_all(&meta[..2 * adv::COPY_LEN]).at("<disk image>")?;
-    f.flush().at("<disk image>")?;
+    f.write_all(&meta[..2 * adv::COPY_LEN]).during(WRITING)?;
+    f.flush().during(WRITING)?;
     Ok(())
 }
 

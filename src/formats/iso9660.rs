@@ -59,18 +59,17 @@ pub fn volume_id(label: &str) -> String {
         .collect()
 }
 
-fn iso_error(what: &str, e: impl std::fmt::Debug) -> Error {
-    Error::io(
-        "<ISO image>",
-        std::io::Error::other(format!("{what}: {e:?}")),
-    )
+/// An error about the ISO's content (a name, a timestamp) or its own structure.
+fn iso_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::invalid(format!("ISO image: {what}: {e}"))
 }
+
+const WRITING: &str = "writing the ISO image";
 
 fn content(source: &EspSource) -> Result<Content> {
     match source {
-        EspSource::File(p) => {
-            hadris_fs::host::file(p).map_err(|e| iso_error(&p.display().to_string(), e))
-        }
+        EspSource::File(p) => hadris_fs::host::file(p)
+            .map_err(|e| crate::formats::hadris_error("reading", e.with_host_path(p))),
         EspSource::Bytes(b) => Ok(Content::bytes(b.clone())),
         EspSource::Reserved(_) => Err(iso_error("ISO tree", "a reserved file is only shared")),
     }
@@ -172,12 +171,12 @@ fn write_image(spec: &IsoSpec, dest: &File, fill: Fill) -> Result<Placed> {
         .with_seed(spec.epoch)
         .with_el_torito(el_torito)
         .with_hybrid(hybrid.with_appended(AppendedPartition::esp(esp_hole)));
-    let file = dest.try_clone().at("<ISO image>")?;
-    file.set_len(0).at("<ISO image>")?;
-    let mut device = HostDevice::new(file, 2048, u64::MAX).at("<ISO image>")?;
+    let file = dest.try_clone().during(WRITING)?;
+    file.set_len(0).during(WRITING)?;
+    let mut device = HostDevice::new(file, 2048, u64::MAX).during(WRITING)?;
     let report = hadris_iso::sync::write(&mut device, &tree, &options)
-        .map_err(|e| iso_error("writing the ISO", e))?;
-    device.finish().at("<ISO image>")?;
+        .map_err(|e| crate::formats::hadris_error(WRITING, e))?;
+    device.finish().during(WRITING)?;
 
     let esp_offset = esp_partition_offset(dest)?;
     let placed = esp::write_filled(
@@ -215,7 +214,7 @@ fn write_image(spec: &IsoSpec, dest: &File, fill: Fill) -> Result<Placed> {
 fn esp_partition_offset(iso: &File) -> Result<u64> {
     use std::os::unix::fs::FileExt;
     let mut mbr = [0u8; 512];
-    iso.read_exact_at(&mut mbr, 0).at("<ISO image>")?;
+    iso.read_exact_at(&mut mbr, 0).during(WRITING)?;
     (0..4)
         .map(|i| &mbr[446 + 16 * i..462 + 16 * i])
         .find(|e| e[4] == 0xEF)
@@ -234,7 +233,7 @@ fn point_records(iso: &File, from: u64, to: u64, len: u64) -> Result<usize> {
     let read = |sector: u64, len: usize| -> Result<Vec<u8>> {
         let mut buf = vec![0u8; len];
         iso.read_exact_at(&mut buf, sector * SECTOR)
-            .at("<ISO image>")?;
+            .during(WRITING)?;
         Ok(buf)
     };
     let both = |v: u32| [v.to_le_bytes(), v.to_be_bytes()].concat();
@@ -286,7 +285,7 @@ fn point_records(iso: &File, from: u64, to: u64, len: u64) -> Result<usize> {
         }
         if changed {
             iso.write_all_at(&data, u64::from(dir) * SECTOR)
-                .at("<ISO image>")?;
+                .during(WRITING)?;
         }
     }
     Ok(patched)

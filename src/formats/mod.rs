@@ -10,3 +10,18 @@ pub mod oci_image;
 pub mod pxe_recipes;
 pub mod qcow2;
 pub mod vhd;
+
+use crate::error::Error;
+
+/// A file-system writer's error as ours: when the device (the output file) failed,
+/// an I/O error of `op` (the caller names the file); otherwise the content did not
+/// fit the format (files larger than the partition, a name it cannot hold), which is
+/// about the inputs.
+pub(crate) fn hadris_error(op: &'static str, e: impl Into<hadris_fs::PathError>) -> Error {
+    let e: hadris_fs::PathError = e.into();
+    if e.kind() == hadris_io::ErrorKind::Io {
+        Error::io_during(op, std::io::Error::from(e))
+    } else {
+        Error::invalid(format!("{op}: {e}"))
+    }
+}

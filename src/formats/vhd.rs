@@ -75,7 +75,8 @@ pub fn convert(raw: &Path, dest: &mut File, epoch: u64) -> Result<()> {
     let size = std::fs::metadata(raw).at(raw)?.len();
     let mut input = crate::io::sparse::SparseReader::new(File::open(raw).at(raw)?).at(raw)?;
     copy_sparse(&mut input, raw, dest, size)?;
-    dest.write_all(&footer(size, epoch)).at("<VHD image>")?;
+    dest.write_all(&footer(size, epoch))
+        .during("writing the VHD image")?;
     Ok(())
 }
 
@@ -89,20 +90,23 @@ fn copy_sparse(
 ) -> Result<()> {
     use std::io::{Seek, SeekFrom, Write};
     let mut buf = vec![0u8; crate::io::BUFFER_SIZE];
-    let start = dest.stream_position().at("<output>")?;
+    let start = dest.stream_position().during("writing the VHD image")?;
     let mut done = 0u64;
     while done < len {
         let want = buf.len().min((len - done) as usize);
         input.read_exact(&mut buf[..want]).at(src)?;
         if buf[..want].iter().all(|&b| b == 0) {
-            dest.seek(SeekFrom::Current(want as i64)).at("<output>")?;
+            dest.seek(SeekFrom::Current(want as i64))
+                .during("writing the VHD image")?;
         } else {
-            dest.write_all(&buf[..want]).at("<output>")?;
+            dest.write_all(&buf[..want])
+                .during("writing the VHD image")?;
         }
         done += want as u64;
     }
-    dest.set_len(start + len).at("<output>")?;
-    dest.seek(SeekFrom::Start(start + len)).at("<output>")?;
+    dest.set_len(start + len).during("writing the VHD image")?;
+    dest.seek(SeekFrom::Start(start + len))
+        .during("writing the VHD image")?;
     Ok(())
 }
 

@@ -437,13 +437,6 @@ impl Profile {
         self.secureboot.unwrap_or(false)
     }
 
-    /// The output kind (validated profiles always have one).
-    pub fn kind(&self) -> Result<OutputKind> {
-        self.output
-            .kind
-            .ok_or_else(|| Error::invalid("output.kind is not set"))
-    }
-
     /// Version quirks of the target version.
     pub fn quirks(&self) -> quirks::Quirks {
         quirks::Quirks::new(&self.version)
