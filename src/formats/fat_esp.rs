@@ -98,18 +98,8 @@ pub fn write(
     write_fat(entries, options, dev, offset, size, false)
 }
 
-/// [`write`] into a range of `dev` that is a hole (never written): zeros, such as
-/// the content of reserved files and free clusters, are left unwritten.
-pub fn write_into_hole(
-    entries: &[EspEntry],
-    options: &EspOptions,
-    dev: &File,
-    offset: u64,
-    size: u64,
-) -> Result<()> {
-    write_fat(entries, options, dev, offset, size, true)
-}
-
+/// [`write`]; with `fresh`, the range of `dev` is a hole (never written), so zeros,
+/// such as the content of reserved files and free clusters, are left unwritten.
 fn write_fat(
     entries: &[EspEntry],
     options: &EspOptions,
@@ -205,7 +195,7 @@ impl Drop for Scratch {
 }
 
 /// Writes the FAT file system holding `entries` into the hole at `offset..offset +
-/// size` of `dev`, then the reserved entry, if there is one, with `fill`: straight
+/// size` of `dev` (the triple `(dev, offset, size)`), then the reserved entry, if there is one, with `fill`: straight
 /// into its clusters when they are contiguous and `usable(start, len)` accepts their
 /// place on the device (a fresh FAT lays a file out contiguously, so this is the
 /// path builds take). Otherwise the file is built in `scratch` and the ESP written
@@ -213,14 +203,12 @@ impl Drop for Scratch {
 pub fn write_filled(
     entries: &[EspEntry],
     options: &EspOptions,
-    dev: &File,
-    offset: u64,
-    size: u64,
+    (dev, offset, size): (&File, u64, u64),
     scratch: &std::path::Path,
     fill: Fill,
     usable: impl Fn(u64, u64) -> bool,
 ) -> Result<Placed> {
-    write_into_hole(entries, options, dev, offset, size)?;
+    write_fat(entries, options, dev, offset, size, true)?;
     let Some(reserved) = entries
         .iter()
         .find(|e| matches!(e.source, EspSource::Reserved(_)))

@@ -165,9 +165,7 @@ pub fn write_raw(spec: &DiskSpec, file: &File, scratch: &Path, fill: Fill) -> Re
     esp::write_filled(
         &spec.esp_entries,
         &spec.esp_options,
-        file,
-        efi_offset,
-        efi_size,
+        (file, efi_offset, efi_size),
         scratch,
         fill,
         |_, _| true,

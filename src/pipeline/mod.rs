@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 use crate::formats::{gpt_disk, iso9660, oci_image, qcow2, vhd};
-use crate::plan::{DiskPlan, InstallerContents, InstallerPlan, IsoPlan, KindPlan, Plan};
+use crate::plan::{BootPlan, DiskPlan, InstallerContents, InstallerPlan, IsoPlan, KindPlan, Plan};
 use crate::profile::DiskFormat;
 use crate::report::{Pcr11Bank, Progress, SecureBootFacts};
 use boot::Boot;
@@ -76,6 +76,13 @@ impl Drop for WorkDir {
     }
 }
 
+/// What every stage of one build works with.
+struct Stage<'a> {
+    plan: &'a Plan,
+    work: &'a WorkDir,
+    progress: &'a dyn Progress,
+}
+
 /// Runs the pipeline for a plan.
 pub fn build(plan: &Plan, options: &BuildOptions, progress: &dyn Progress) -> Result<BuildResult> {
     // 1. Scratch space beside the outputs.
@@ -96,6 +103,11 @@ pub fn build(plan: &Plan, options: &BuildOptions, progress: &dyn Progress) -> Re
     // 4. The artifact.
     let produced = work.file(&plan.artifact);
     let input = &plan.profile.input;
+    let stage = Stage {
+        plan,
+        work: &work,
+        progress,
+    };
     let facts = match &plan.kind {
         KindPlan::Cmdline => {
             std::fs::write(&produced, plan.cmdline.as_bytes()).writing(&produced)?;
@@ -103,17 +115,10 @@ pub fn build(plan: &Plan, options: &BuildOptions, progress: &dyn Progress) -> Re
         }
         KindPlan::Kernel => copy_input("kernel", &input.kernel.path, &produced)?,
         KindPlan::Initramfs => copy_input("initramfs", &input.initramfs.path, &produced)?,
-        KindPlan::Uki(boot_plan) => {
-            let boot = Boot::prepare(plan, boot_plan, &work, false)?;
-            progress.step("UKI ready");
-            std::fs::rename(boot.uki_file()?, &produced).op("renaming into", &produced)?;
-            boot.facts
-        }
-        KindPlan::Iso(iso) => write_iso(plan, iso, &work, &produced, progress)?,
-        KindPlan::Disk(disk) => write_disk(plan, disk, &work, &produced, progress)?,
-        KindPlan::Installer(installer) => {
-            write_installer(plan, installer, &work, &produced, progress)?
-        }
+        KindPlan::Uki(boot) => stage.uki(boot, &produced)?,
+        KindPlan::Iso(iso) => stage.iso(iso, &produced)?,
+        KindPlan::Disk(disk) => stage.disk(disk, &produced)?,
+        KindPlan::Installer(installer) => stage.installer(installer, &produced)?,
     };
 
     // 5. outFormat, hash, manifest.
@@ -152,129 +157,124 @@ pub fn copy_stream(
     }
 }
 
-/// The ISO: ESP and ISO 9660 tree, the UKI built straight into its ESP clusters.
-fn write_iso(
-    plan: &Plan,
-    iso: &IsoPlan,
-    work: &WorkDir,
-    dest: &Path,
-    progress: &dyn Progress,
-) -> Result<Facts> {
-    let mut boot = Boot::prepare(plan, &iso.boot, work, true)?;
-    let bios = iso.bios.then(|| iso9660::BiosBoot {
-        kernel: boot.inputs.kernel.clone(),
-        initramfs: boot.inputs.initramfs.clone(),
-        cmdline: plan.cmdline.clone(),
-    });
-    let spec = iso9660::IsoSpec {
-        esp_entries: esp_layout::entries(plan, &boot, EspFlavor::Iso(iso.enroll))?,
-        scratch: work.file("vmlinuz.efi"),
-        label: plan.label.clone(),
-        epoch: plan.epoch,
-        bios,
-    };
-    let file = crate::io::create_rw(dest)?;
-    iso9660::write(&spec, &file, &mut |out| boot.write_uki(out, progress))
-        .map_err(|e| e.at_output(dest))?;
-    progress.step("ISO ready");
-    Ok(boot.take_facts())
-}
-
-/// The disk image: GPT with the ESP (UKI built in place) and META, then its disk format.
-fn write_disk(
-    plan: &Plan,
-    disk: &DiskPlan,
-    work: &WorkDir,
-    dest: &Path,
-    progress: &dyn Progress,
-) -> Result<Facts> {
-    let mut boot = Boot::prepare(plan, &disk.boot, work, true)?;
-    let spec = gpt_disk::DiskSpec {
-        layout: disk.layout.clone(),
-        esp_entries: esp_layout::entries(plan, &boot, EspFlavor::Disk(disk.enroll))?,
-        esp_options: crate::formats::fat_esp::EspOptions {
-            label: "EFI".into(),
-            epoch: plan.epoch,
-            sector_size: disk.layout.sector_size,
-        },
-        meta: disk.meta.clone(),
-    };
-    let raw = match disk.format {
-        DiskFormat::Raw => dest.to_path_buf(),
-        _ => work.file("disk.raw"),
-    };
-    let file = crate::io::create_rw(&raw)?;
-    gpt_disk::write_raw(&spec, &file, &work.file("vmlinuz.efi"), &mut |out| {
-        boot.write_uki(out, progress)
-    })
-    .map_err(|e| e.at_output(&raw))?;
-    drop(file);
-    match disk.format {
-        DiskFormat::Raw => {}
-        DiskFormat::Qcow2 => {
-            let mut out = File::create(dest).op("creating", dest)?;
-            qcow2::convert(&raw, &mut out).map_err(|e| e.at_output(dest))?;
-        }
-        DiskFormat::Vhd => {
-            let mut out = File::create(dest).op("creating", dest)?;
-            vhd::convert(&raw, &mut out, plan.epoch).map_err(|e| e.at_output(dest))?;
-        }
-        DiskFormat::Ova => unreachable!("the plan refuses ova"),
+impl Stage<'_> {
+    /// The bare UKI, built in the scratch directory and renamed.
+    fn uki(&self, boot: &BootPlan, dest: &Path) -> Result<Facts> {
+        let boot = Boot::prepare(self.plan, boot, self.work, false)?;
+        self.progress.step("UKI ready");
+        std::fs::rename(boot.uki_file()?, dest).op("renaming into", dest)?;
+        Ok(boot.facts)
     }
-    progress.step("disk image ready");
-    Ok(boot.take_facts())
-}
 
-/// The installer image: the base image plus a layer with the boot assets.
-fn write_installer(
-    plan: &Plan,
-    installer: &InstallerPlan,
-    work: &WorkDir,
-    dest: &Path,
-    progress: &dyn Progress,
-) -> Result<Facts> {
-    let arch = plan.arch;
-    let file = |path: String, source: &Path| oci_image::InstallerFile {
-        path,
-        source: source.to_path_buf(),
-        mode: 0o644,
-    };
-    let (files, facts) = match &installer.contents {
-        InstallerContents::KernelAndInitramfs => {
-            let inputs = crate::inputs::BootInputs::open(&plan.profile, false)?;
-            let files = vec![
-                file(format!("usr/install/{arch}/vmlinuz"), &inputs.kernel),
-                file(
-                    format!("usr/install/{arch}/initramfs.xz"),
-                    &inputs.initramfs,
-                ),
-            ];
-            (files, Facts::default())
+    /// The ISO: ESP and ISO 9660 tree, the UKI built straight into its ESP clusters.
+    fn iso(&self, iso: &IsoPlan, dest: &Path) -> Result<Facts> {
+        let (plan, work, progress) = (self.plan, self.work, self.progress);
+        let mut boot = Boot::prepare(plan, &iso.boot, work, true)?;
+        let bios = iso.bios.then(|| iso9660::BiosBoot {
+            kernel: boot.inputs.kernel.clone(),
+            initramfs: boot.inputs.initramfs.clone(),
+            cmdline: plan.cmdline.clone(),
+        });
+        let spec = iso9660::IsoSpec {
+            esp_entries: esp_layout::entries(plan, &boot, EspFlavor::Iso(iso.enroll))?,
+            scratch: work.file("vmlinuz.efi"),
+            label: plan.label.clone(),
+            epoch: plan.epoch,
+            bios,
+        };
+        let file = crate::io::create_rw(dest)?;
+        iso9660::write(&spec, &file, &mut |out| boot.write_uki(out, progress))
+            .map_err(|e| e.at_output(dest))?;
+        progress.step("ISO ready");
+        Ok(boot.take_facts())
+    }
+
+    /// The disk image: GPT with the ESP (UKI built in place) and META, then its disk format.
+    fn disk(&self, disk: &DiskPlan, dest: &Path) -> Result<Facts> {
+        let (plan, work, progress) = (self.plan, self.work, self.progress);
+        let mut boot = Boot::prepare(plan, &disk.boot, work, true)?;
+        let spec = gpt_disk::DiskSpec {
+            layout: disk.layout.clone(),
+            esp_entries: esp_layout::entries(plan, &boot, EspFlavor::Disk(disk.enroll))?,
+            esp_options: crate::formats::fat_esp::EspOptions {
+                label: "EFI".into(),
+                epoch: plan.epoch,
+                sector_size: disk.layout.sector_size,
+            },
+            meta: disk.meta.clone(),
+        };
+        let raw = match disk.format {
+            DiskFormat::Raw => dest.to_path_buf(),
+            _ => work.file("disk.raw"),
+        };
+        let file = crate::io::create_rw(&raw)?;
+        gpt_disk::write_raw(&spec, &file, &work.file("vmlinuz.efi"), &mut |out| {
+            boot.write_uki(out, progress)
+        })
+        .map_err(|e| e.at_output(&raw))?;
+        drop(file);
+        match disk.format {
+            DiskFormat::Raw => {}
+            DiskFormat::Qcow2 => {
+                let mut out = File::create(dest).op("creating", dest)?;
+                qcow2::convert(&raw, &mut out).map_err(|e| e.at_output(dest))?;
+            }
+            DiskFormat::Vhd => {
+                let mut out = File::create(dest).op("creating", dest)?;
+                vhd::convert(&raw, &mut out, plan.epoch).map_err(|e| e.at_output(dest))?;
+            }
+            DiskFormat::Ova => unreachable!("the plan refuses ova"),
         }
-        InstallerContents::Uki { boot, uki_name } => {
-            let boot = Boot::prepare(plan, boot, work, false)?;
-            progress.step("UKI ready");
-            let sd_boot = boot.sd_boot()?;
-            let files = vec![
-                file(format!("usr/install/{arch}/systemd-boot.efi"), sd_boot),
-                file(format!("usr/install/{arch}/{uki_name}"), boot.uki_file()?),
-            ];
-            (files, boot.facts)
-        }
-    };
-    let (base, tag) = open_base(plan, installer)?;
-    let spec = oci_image::InstallerSpec {
-        base,
-        arch: arch.to_string(),
-        files,
-        epoch: plan.epoch,
-        tag,
-    };
-    let mut out = File::create(dest).op("creating", dest)?;
-    oci_image::write(&spec, &work.file("assets-layer.tar.gz"), &mut out)
-        .map_err(|e| e.at_output(dest))?;
-    progress.step("installer container image ready");
-    Ok(facts)
+        progress.step("disk image ready");
+        Ok(boot.take_facts())
+    }
+
+    /// The installer image: the base image plus a layer with the boot assets.
+    fn installer(&self, installer: &InstallerPlan, dest: &Path) -> Result<Facts> {
+        let (plan, work, progress) = (self.plan, self.work, self.progress);
+        let arch = plan.arch;
+        let file = |path: String, source: &Path| oci_image::InstallerFile {
+            path,
+            source: source.to_path_buf(),
+            mode: 0o644,
+        };
+        let (files, facts) = match &installer.contents {
+            InstallerContents::KernelAndInitramfs => {
+                let inputs = crate::inputs::BootInputs::open(&plan.profile, false)?;
+                let files = vec![
+                    file(format!("usr/install/{arch}/vmlinuz"), &inputs.kernel),
+                    file(
+                        format!("usr/install/{arch}/initramfs.xz"),
+                        &inputs.initramfs,
+                    ),
+                ];
+                (files, Facts::default())
+            }
+            InstallerContents::Uki { boot, uki_name } => {
+                let boot = Boot::prepare(plan, boot, work, false)?;
+                progress.step("UKI ready");
+                let sd_boot = boot.sd_boot()?;
+                let files = vec![
+                    file(format!("usr/install/{arch}/systemd-boot.efi"), sd_boot),
+                    file(format!("usr/install/{arch}/{uki_name}"), boot.uki_file()?),
+                ];
+                (files, boot.facts)
+            }
+        };
+        let (base, tag) = open_base(plan, installer)?;
+        let spec = oci_image::InstallerSpec {
+            base,
+            arch: arch.to_string(),
+            files,
+            epoch: plan.epoch,
+            tag,
+        };
+        let mut out = File::create(dest).op("creating", dest)?;
+        oci_image::write(&spec, &work.file("assets-layer.tar.gz"), &mut out)
+            .map_err(|e| e.at_output(dest))?;
+        progress.step("installer container image ready");
+        Ok(facts)
+    }
 }
 
 /// Opens the installer's base image, local or from a registry, and the tag the new
