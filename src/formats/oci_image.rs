@@ -284,6 +284,82 @@ pub fn write_to(
 mod tests {
     use super::*;
 
+    /// Entries of a tar in memory: name → bytes.
+    fn entries(tar_bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+        use std::io::Read;
+        let mut a = tar::Archive::new(tar_bytes);
+        a.entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let name = e.path().unwrap().to_string_lossy().into_owned();
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                (name, data)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn base_config_fields_survive_and_documents_are_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        let asset = dir.path().join("vmlinuz");
+        std::fs::write(&asset, b"kernel").unwrap();
+        let config = json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "container_config": {"Cmd": ["/bin/sh"]},
+            "docker_version": "24.0.0",
+            "config": {"Labels": {"b": "2", "a": "1"}},
+            "rootfs": {"type": "layers", "diff_ids": []},
+        });
+        let spec = InstallerSpec {
+            base: BaseImage {
+                reference: "oci:base".into(),
+                config,
+                layers: Vec::new(),
+            },
+            arch: "amd64".into(),
+            files: vec![InstallerFile {
+                path: "usr/install/amd64/vmlinuz".into(),
+                source: asset,
+                mode: 0o644,
+            }],
+            epoch: 0,
+            tag: "ghcr.io/siderolabs/installer:v1.9.2".into(),
+        };
+        let out_path = dir.path().join("installer.tar");
+        let mut out = crate::io::create_rw(&out_path).unwrap();
+        write_to(&spec, &dir.path().join("layer"), &mut out, &out_path).unwrap();
+        drop(out);
+        let entries = entries(&std::fs::read(&out_path).unwrap());
+        let get = |name: &str| -> Value {
+            let (_, data) = entries.iter().find(|(n, _)| n == name).unwrap();
+            let text = std::str::from_utf8(data).unwrap();
+            // Stored compact with sorted keys: parsing and re-serializing changes nothing.
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(serde_json::to_string(&v).unwrap(), text, "{name}");
+            v
+        };
+        let index = get("index.json");
+        assert_eq!(
+            index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+            "v1.9.2"
+        );
+        let blob = |d: &Value| format!("blobs/{}", d.as_str().unwrap().replacen(':', "/", 1));
+        let manifest = get(&blob(&index["manifests"][0]["digest"]));
+        assert_eq!(manifest["layers"].as_array().unwrap().len(), 1);
+        let config = get(&blob(&manifest["config"]["digest"]));
+        assert_eq!(config["container_config"], json!({"Cmd": ["/bin/sh"]}));
+        assert_eq!(config["docker_version"], "24.0.0");
+        assert_eq!(config["config"]["Labels"]["a"], "1");
+        assert_eq!(config["created"], "1970-01-01T00:00:00Z");
+        assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 1);
+        let docker = get("manifest.json");
+        assert_eq!(docker[0]["RepoTags"][0], spec.tag);
+        assert_eq!(docker[0]["Config"], blob(&manifest["config"]["digest"]));
+    }
+
     #[test]
     fn rfc3339_dates() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
