@@ -11,9 +11,7 @@ use crate::error::{Error, Result};
 use crate::formats::gpt_disk;
 use crate::kernel_cmdline;
 use crate::meta::{MetaValue, adv};
-use crate::profile::{
-    Bootloader, ContainerAsset, DiskFormat, EnrollKeys, OutFormat, OutputKind, Profile,
-};
+use crate::profile::{Bootloader, DiskFormat, EnrollKeys, OutFormat, OutputKind, Profile};
 use crate::uki::UkiProfile;
 
 const MIB: u64 = 1024 * 1024;
@@ -149,8 +147,8 @@ pub struct DiskPlan {
 #[derive(Debug, Clone)]
 pub struct InstallerPlan {
     pub contents: InstallerContents,
-    /// The base image: a registry reference or `oci:DIR`, `oci-archive:PATH`, `docker-archive:PATH`.
-    pub base: String,
+    /// The base image: in a registry, or `oci:DIR`, `oci-archive:PATH`, `docker-archive:PATH`.
+    pub base: crate::oci::Reference,
     /// Pull the base over plain HTTP.
     pub insecure: bool,
 }
@@ -329,20 +327,11 @@ fn kind_plan(profile: &Profile, kind: OutputKind, arch: Arch) -> Result<KindPlan
             let base = profile.input.base_installer.clone().unwrap_or_default();
             KindPlan::Installer(InstallerPlan {
                 contents,
-                base: base_reference(&base),
+                base: crate::oci::Reference::from_profile(&base.image_ref, &base.oci_path)?,
                 insecure: base.force_insecure,
             })
         }
     })
-}
-
-/// `input.baseInstaller` as one reference: `ociPath` wins over `imageRef`.
-fn base_reference(base: &ContainerAsset) -> String {
-    if !base.oci_path.is_empty() {
-        format!("oci:{}", base.oci_path)
-    } else {
-        base.image_ref.clone()
-    }
 }
 
 fn disk_plan(profile: &Profile, arch: Arch, boot: BootPlan) -> Result<DiskPlan> {

@@ -209,13 +209,16 @@ pub fn run(args: BuildArgs, output_given: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What failed when stdout could not take the output (a closed pipe, a full disk).
+const STDOUT: &str = "writing to stdout";
+
 /// Copies one file to stdout.
 fn artifact_to_stdout(path: &Path) -> imager::Result<()> {
     use imager::error::IoContext;
     let mut file = std::fs::File::open(path).at(path)?;
     let mut stdout = std::io::stdout().lock();
-    std::io::copy(&mut file, &mut stdout).at("<stdout>")?;
-    std::io::Write::flush(&mut stdout).at("<stdout>")?;
+    imager::io::copy_during(&mut file, path, &mut stdout, STDOUT)?;
+    std::io::Write::flush(&mut stdout).during(STDOUT)?;
     Ok(())
 }
 
@@ -237,18 +240,14 @@ fn tar_to_stdout(dir: &Path, mtime: u64) -> imager::Result<()> {
         let path = dir.join(&name);
         let file = std::fs::File::open(&path).at(&path)?;
         let meta = file.metadata().at(&path)?;
-        let mut header = tar::Header::new_gnu();
-        header.set_size(meta.len());
-        header.set_mode(0o644);
-        header.set_mtime(mtime);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut header, &name, file).at(&path)?;
+        let mut header = imager::io::tar::file_header(meta.len(), 0o644, mtime);
+        // Reads `path`, writes stdout: the error can be either side.
+        tar.append_data(&mut header, &name, file)
+            .op("archiving", &path)?;
     }
-    let gz = tar.into_inner().at("<stdout>")?;
-    let mut stdout = gz.finish().at("<stdout>")?;
-    std::io::Write::flush(&mut stdout).at("<stdout>")?;
+    let gz = tar.into_inner().during(STDOUT)?;
+    let mut stdout = gz.finish().during(STDOUT)?;
+    std::io::Write::flush(&mut stdout).during(STDOUT)?;
     Ok(())
 }
 

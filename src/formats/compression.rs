@@ -24,11 +24,17 @@ const ZSTD_LEVEL: i32 = 3;
 /// gzip level, as Talos's `pigz -6`.
 const GZIP_LEVEL: u32 = 6;
 
-/// Compresses `src` into `dest` in `format`; `.tar.gz` entries are stamped `epoch`.
-pub fn compress(src: &Path, format: OutFormat, dest: &mut File, epoch: u64) -> Result<()> {
+/// Compresses `src` into `dest`, the file at `dest_name`, in `format`; `.tar.gz`
+/// entries are stamped `epoch`.
+pub fn compress(
+    src: &Path,
+    format: OutFormat,
+    dest: &mut File,
+    dest_name: &Path,
+    epoch: u64,
+) -> Result<()> {
     let file = File::open(src).at(src)?;
     let mut input = SparseReader::new(file).at(src)?;
-    let dest_name = Path::new("<compressed output>");
     let threads = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1);
@@ -42,37 +48,31 @@ pub fn compress(src: &Path, format: OutFormat, dest: &mut File, epoch: u64) -> R
                 .encoder()
                 .map_err(|e| Error::io(dest_name, io::Error::other(e)))?;
             let mut enc = xz2::write::XzEncoder::new_stream(dest, stream);
-            pump(&mut input, src, &mut enc)?;
+            pump(&mut input, src, &mut enc, dest_name)?;
             enc.finish().at(dest_name)?;
         }
         OutFormat::Zst => {
             let mut enc = zstd::stream::write::Encoder::new(dest, ZSTD_LEVEL).at(dest_name)?;
             enc.include_checksum(true).at(dest_name)?;
-            pump(&mut input, src, &mut enc)?;
+            pump(&mut input, src, &mut enc, dest_name)?;
             enc.finish().at(dest_name)?;
         }
         OutFormat::Gz => {
             let mut enc = gzip(dest);
-            pump(&mut input, src, &mut enc)?;
+            pump(&mut input, src, &mut enc, dest_name)?;
             enc.finish().at(dest_name)?;
         }
         OutFormat::TarGz => {
             // GCE import format: one member `disk.raw`.
             let len = input.len();
             let mut tar = tar::Builder::new(gzip(dest));
-            let mut header = tar::Header::new_gnu();
-            header.set_size(len);
-            header.set_mode(0o644);
-            header.set_uid(0);
-            header.set_gid(0);
-            header.set_mtime(epoch);
-            header.set_entry_type(tar::EntryType::Regular);
+            let mut header = crate::io::tar::file_header(len, 0o644, epoch);
             tar.append_data(&mut header, "disk.raw", &mut input)
                 .at(src)?;
             tar.into_inner().at(dest_name)?.finish().at(dest_name)?;
         }
         OutFormat::Raw => {
-            pump(&mut input, src, dest)?;
+            pump(&mut input, src, dest, dest_name)?;
         }
     }
     Ok(())
@@ -82,6 +82,6 @@ fn gzip<W: Write>(w: W) -> crate::io::pgzip::ParallelGzEncoder<W> {
     crate::io::pgzip::ParallelGzEncoder::new(w, GZIP_LEVEL)
 }
 
-fn pump(input: &mut impl Read, src: &Path, out: &mut impl Write) -> Result<()> {
-    crate::pipeline::copy_stream(input, src, out, Path::new("<compressed output>")).map(|_| ())
+fn pump(input: &mut impl Read, src: &Path, out: &mut impl Write, dest_name: &Path) -> Result<()> {
+    crate::io::copy(input, src, out, dest_name).map(|_| ())
 }

@@ -121,7 +121,7 @@ fn write_fat(
             }
             EspSource::Bytes(b) => Content::bytes(b.clone()),
             EspSource::Reserved(len) => {
-                let (hole, content) = zeros(*len)?;
+                let (hole, content) = crate::io::zeros(*len)?;
                 holes.push(hole);
                 content
             }
@@ -249,50 +249,6 @@ pub fn region(dev: &File, offset: u64, size: u64, path: &str) -> Result<Option<F
         )),
         _ => None,
     })
-}
-
-/// Content of `len` zero bytes for hadris, backed by a hole: an anonymous memory file
-/// (holes read from the shared zero page, no disk), or else a sparse temporary file.
-/// The returned guard keeps the memory file open or removes the temporary file.
-pub fn zeros(len: u64) -> Result<(Zeros, Content)> {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    // SAFETY: memfd_create takes a NUL-terminated name and returns a new descriptor
-    // (or -1), which the File then owns.
-    let fd = unsafe { libc::memfd_create(c"imager-zeros".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd >= 0 {
-        let file = unsafe { File::from_raw_fd(fd) };
-        let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-        if file.set_len(len).is_ok()
-            && let Ok(content) = hadris_fs::host::file(&path)
-            && content.len() == len
-        {
-            return Ok((Zeros::Memory(file), content));
-        }
-    }
-    static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = std::env::temp_dir().join(format!(".imager-zeros-{}-{n}", std::process::id()));
-    crate::io::cleanup::register(&path);
-    let guard = Zeros::File(path.clone());
-    File::create(&path).at(&path)?.set_len(len).at(&path)?;
-    let content = hadris_fs::host::file(&path)
-        .map_err(|e| crate::formats::hadris_error("reading", e.with_host_path(&path)))?;
-    Ok((guard, content))
-}
-
-/// Keeps the backing of [`zeros`] alive until dropped.
-pub enum Zeros {
-    Memory(#[allow(dead_code)] File),
-    File(PathBuf),
-}
-
-impl Drop for Zeros {
-    fn drop(&mut self) {
-        if let Zeros::File(path) = self {
-            let _ = std::fs::remove_file(&*path);
-            crate::io::cleanup::unregister(path);
-        }
-    }
 }
 
 /// Where the bytes of the file at `path` lie in the FAT file system at byte `offset`

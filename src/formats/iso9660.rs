@@ -159,7 +159,7 @@ fn write_image(spec: &IsoSpec, dest: &File, fill: Fill) -> Result<Placed> {
     el_torito = el_torito.with_entry(efi);
     // The appended partition's content at this stage: a hole of the ESP's size,
     // which the device leaves unwritten; the FAT goes into its place afterwards.
-    let (_zeros, esp_hole) = esp::zeros(esp_size)?;
+    let (_zeros, esp_hole) = crate::io::zeros(esp_size)?;
     let options = IsoOptions::default()
         .with_id(IsoId::Volume, &volume_id(&spec.label))
         .with_id(IsoId::VolumeSet, &spec.label)

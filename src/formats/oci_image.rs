@@ -4,16 +4,21 @@
 //! a docker archive (`manifest.json`), as current Docker saves images, so `docker load`,
 //! `podman load` and skopeo's `docker-archive:` and `oci-archive:` transports all read it.
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use oci_spec::image::{
+    ANNOTATION_REF_NAME, Descriptor, Digest, ImageIndexBuilder, ImageManifestBuilder, MediaType,
+};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
-use crate::io::HashingWriter;
-use crate::oci::BaseImage;
+use crate::io::tar::{dir_header, file_header};
+use crate::io::{HashingReader, HashingWriter, digest_string, sha256_digest};
+use crate::oci::source::DockerArchiveEntry;
+use crate::oci::{BaseImage, document_bytes};
 
 /// One file of the new layer.
 #[derive(Debug, Clone)]
@@ -35,10 +40,13 @@ pub struct InstallerSpec {
     pub tag: String,
 }
 
-const OUT: &str = "<installer image>";
+/// Annotation containerd (and `docker load` of an OCI layout) names the image by.
+const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+/// A descriptor of content this program computed the digest of.
+fn descriptor(media_type: MediaType, size: u64, digest: &str) -> Descriptor {
+    let digest: Digest = digest.parse().expect("a sha256 digest computed here");
+    Descriptor::new(media_type, size, digest)
 }
 
 fn rfc3339(epoch: u64) -> String {
@@ -91,56 +99,28 @@ fn write_layer(spec: &InstallerSpec, path: &Path) -> Result<(String, String, u64
             prefix.push('/');
             if !dirs.contains(&prefix) {
                 dirs.push(prefix.clone());
-                let mut h = header(0, 0o755, spec.epoch, tar::EntryType::Directory);
+                let mut h = dir_header(0o755, spec.epoch);
                 tar.append_data(&mut h, &prefix, std::io::empty())
-                    .at(path)?;
+                    .writing(path)?;
             }
         }
         let src = File::open(&f.source).at(&f.source)?;
         let len = src.metadata().at(&f.source)?.len();
-        let mut h = header(len, f.mode, spec.epoch, tar::EntryType::Regular);
+        let mut h = file_header(len, f.mode, spec.epoch);
         tar.append_data(&mut h, &f.path, src).at(&f.source)?;
     }
-    let uncompressed = tar.into_inner().at(path)?;
+    let uncompressed = tar.into_inner().writing(path)?;
     let (gz, diff_id, _) = uncompressed.finish();
-    let compressed = gz.finish().at(path)?;
+    let compressed = gz.finish().writing(path)?;
     let (mut file, digest, size) = compressed.finish();
-    file.flush().at(path)?;
-    Ok((
-        format!("sha256:{}", hex::encode(digest)),
-        format!("sha256:{}", hex::encode(diff_id)),
-        size,
-    ))
+    file.flush().writing(path)?;
+    Ok((digest_string(digest), digest_string(diff_id), size))
 }
 
-fn header(size: u64, mode: u32, mtime: u64, kind: tar::EntryType) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_size(size);
-    h.set_mode(mode);
-    h.set_mtime(mtime);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_entry_type(kind);
-    h
-}
-
-/// A reader that hashes what it reads.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-/// Builds the installer image tarball into `out`; `scratch` is a temporary file path for
-/// the new layer (its size must be known before its tar header is written).
-pub fn write(spec: &InstallerSpec, scratch: &Path, out: &mut File) -> Result<()> {
+/// Builds the installer image tarball into `out`, the file at `out_path`; `scratch` is
+/// a temporary file path for the new layer (its size must be known before its tar
+/// header is written).
+pub fn write(spec: &InstallerSpec, scratch: &Path, out: &mut File, out_path: &Path) -> Result<()> {
     let (layer_digest, diff_id, layer_size) = write_layer(spec, scratch)?;
 
     // Talos keeps only the first layer of a two-layer base (the second held old boot assets).
@@ -177,72 +157,84 @@ pub fn write(spec: &InstallerSpec, scratch: &Path, out: &mut File) -> Result<()>
     config["architecture"] = json!(spec.arch);
     config["os"] = json!("linux");
     config["created"] = json!(created);
+    // The config stays the base's JSON with these fields replaced (see `crate::oci`).
     let config_bytes = serde_json::to_vec(&config).expect("config serializes");
-    let config_digest = sha256_hex(&config_bytes);
+    let config_digest = sha256_digest(&config_bytes);
 
-    let mut layer_descs: Vec<Value> = Vec::new();
+    let mut layer_descs = Vec::new();
     let mut layer_digests = Vec::new();
     for l in &base_layers {
         let digest = match &l.digest {
             Some(d) => d.clone(),
             None => {
-                let mut h = HashingReader {
-                    inner: l.open()?,
-                    hasher: Sha256::new(),
-                };
-                std::io::copy(&mut h, &mut std::io::sink()).at(&l.file)?;
-                format!("sha256:{}", hex::encode(h.hasher.finalize()))
+                let mut h = HashingReader::new(l.open()?);
+                crate::io::copy_during(&mut h, &l.file, &mut std::io::sink(), "hashing")?;
+                digest_string(h.finish().1)
             }
         };
-        layer_descs.push(json!({"mediaType": l.media_type, "digest": digest, "size": l.size}));
+        layer_descs.push(descriptor(
+            MediaType::from(l.media_type.as_str()),
+            l.size,
+            &digest,
+        ));
         layer_digests.push(digest);
     }
-    layer_descs.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer_size}));
+    layer_descs.push(descriptor(
+        MediaType::ImageLayerGzip,
+        layer_size,
+        &layer_digest,
+    ));
     layer_digests.push(layer_digest.clone());
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_bytes.len()},
-        "layers": layer_descs,
-    });
-    let manifest_bytes = serde_json::to_vec(&manifest).expect("manifest serializes");
-    let manifest_digest = sha256_hex(&manifest_bytes);
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(descriptor(
+            MediaType::ImageConfig,
+            config_bytes.len() as u64,
+            &config_digest,
+        ))
+        .layers(layer_descs)
+        .build()
+        .expect("all manifest fields are set");
+    let manifest_bytes = document_bytes(&manifest);
+    let manifest_digest = sha256_digest(&manifest_bytes);
     let ref_name = spec
         .tag
         .rsplit_once(':')
         .map(|(_, t)| t)
         .unwrap_or("latest");
-    let index = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest,
-            "size": manifest_bytes.len(),
-            "annotations": {"io.containerd.image.name": spec.tag, "org.opencontainers.image.ref.name": ref_name},
-        }],
-    });
+    let mut manifest_desc = descriptor(
+        MediaType::ImageManifest,
+        manifest_bytes.len() as u64,
+        &manifest_digest,
+    );
+    manifest_desc.set_annotations(Some(HashMap::from([
+        (ANNOTATION_CONTAINERD_NAME.to_string(), spec.tag.clone()),
+        (ANNOTATION_REF_NAME.to_string(), ref_name.to_string()),
+    ])));
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(vec![manifest_desc])
+        .build()
+        .expect("all index fields are set");
     let blob_path = |d: &str| format!("blobs/{}", d.replacen(':', "/", 1));
-    let docker = json!([{
-        "Config": blob_path(&config_digest),
-        "RepoTags": [spec.tag],
-        "Layers": layer_digests.iter().map(|d| blob_path(d)).collect::<Vec<_>>(),
-    }]);
+    let docker = [DockerArchiveEntry {
+        config: blob_path(&config_digest),
+        repo_tags: Some(vec![spec.tag.clone()]),
+        layers: layer_digests.iter().map(|d| blob_path(d)).collect(),
+    }];
 
-    out.set_len(0).at(OUT)?;
+    out.set_len(0).writing(out_path)?;
     let mut tar = tar::Builder::new(&mut *out);
     let small = |tar: &mut tar::Builder<&mut File>, name: &str, bytes: &[u8]| -> Result<()> {
-        let mut h = header(
-            bytes.len() as u64,
-            0o644,
-            spec.epoch,
-            tar::EntryType::Regular,
-        );
-        tar.append_data(&mut h, name, bytes).at(OUT)
+        let mut h = file_header(bytes.len() as u64, 0o644, spec.epoch);
+        tar.append_data(&mut h, name, bytes).writing(out_path)
     };
     for dir in ["blobs/", "blobs/sha256/"] {
-        let mut h = header(0, 0o755, spec.epoch, tar::EntryType::Directory);
-        tar.append_data(&mut h, dir, std::io::empty()).at(OUT)?;
+        let mut h = dir_header(0o755, spec.epoch);
+        tar.append_data(&mut h, dir, std::io::empty())
+            .writing(out_path)?;
     }
     small(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     let mut written: Vec<String> = Vec::new();
@@ -250,14 +242,11 @@ pub fn write(spec: &InstallerSpec, scratch: &Path, out: &mut File) -> Result<()>
         if written.contains(digest) {
             continue;
         }
-        let mut reader = HashingReader {
-            inner: l.open()?,
-            hasher: Sha256::new(),
-        };
-        let mut h = header(l.size, 0o644, spec.epoch, tar::EntryType::Regular);
+        let mut reader = HashingReader::new(l.open()?);
+        let mut h = file_header(l.size, 0o644, spec.epoch);
         tar.append_data(&mut h, blob_path(digest), &mut reader)
             .map_err(|e| Error::format(&l.file, format!("reading layer {digest}: {e}")))?;
-        let actual = format!("sha256:{}", hex::encode(reader.hasher.finalize()));
+        let actual = digest_string(reader.finish().1);
         if &actual != digest {
             return Err(Error::format(
                 &l.file,
@@ -268,29 +257,97 @@ pub fn write(spec: &InstallerSpec, scratch: &Path, out: &mut File) -> Result<()>
     }
     {
         let layer = File::open(scratch).at(scratch)?;
-        let mut h = header(layer_size, 0o644, spec.epoch, tar::EntryType::Regular);
+        let mut h = file_header(layer_size, 0o644, spec.epoch);
         tar.append_data(&mut h, blob_path(&layer_digest), layer)
             .at(scratch)?;
     }
     small(&mut tar, &blob_path(&config_digest), &config_bytes)?;
     small(&mut tar, &blob_path(&manifest_digest), &manifest_bytes)?;
-    small(
-        &mut tar,
-        "index.json",
-        &serde_json::to_vec(&index).expect("index serializes"),
-    )?;
-    small(
-        &mut tar,
-        "manifest.json",
-        &serde_json::to_vec(&docker).expect("manifest serializes"),
-    )?;
-    tar.finish().at(OUT)?;
+    small(&mut tar, "index.json", &document_bytes(&index))?;
+    small(&mut tar, "manifest.json", &document_bytes(&docker))?;
+    tar.finish().writing(out_path)?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Entries of a tar in memory: name → bytes.
+    fn entries(tar_bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+        use std::io::Read;
+        let mut a = tar::Archive::new(tar_bytes);
+        a.entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let name = e.path().unwrap().to_string_lossy().into_owned();
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                (name, data)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn base_config_fields_survive_and_documents_are_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        let asset = dir.path().join("vmlinuz");
+        std::fs::write(&asset, b"kernel").unwrap();
+        let config = json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "container_config": {"Cmd": ["/bin/sh"]},
+            "docker_version": "24.0.0",
+            "config": {"Labels": {"b": "2", "a": "1"}},
+            "rootfs": {"type": "layers", "diff_ids": []},
+        });
+        let spec = InstallerSpec {
+            base: BaseImage {
+                reference: "oci:base".into(),
+                config,
+                layers: Vec::new(),
+            },
+            arch: "amd64".into(),
+            files: vec![InstallerFile {
+                path: "usr/install/amd64/vmlinuz".into(),
+                source: asset,
+                mode: 0o644,
+            }],
+            epoch: 0,
+            tag: "ghcr.io/siderolabs/installer:v1.9.2".into(),
+        };
+        let out_path = dir.path().join("installer.tar");
+        let mut out = crate::io::create_rw(&out_path).unwrap();
+        write(&spec, &dir.path().join("layer"), &mut out, &out_path).unwrap();
+        drop(out);
+        let entries = entries(&std::fs::read(&out_path).unwrap());
+        let get = |name: &str| -> Value {
+            let (_, data) = entries.iter().find(|(n, _)| n == name).unwrap();
+            let text = std::str::from_utf8(data).unwrap();
+            // Stored compact with sorted keys: parsing and re-serializing changes nothing.
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(serde_json::to_string(&v).unwrap(), text, "{name}");
+            v
+        };
+        let index = get("index.json");
+        assert_eq!(
+            index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+            "v1.9.2"
+        );
+        let blob = |d: &Value| format!("blobs/{}", d.as_str().unwrap().replacen(':', "/", 1));
+        let manifest = get(&blob(&index["manifests"][0]["digest"]));
+        assert_eq!(manifest["layers"].as_array().unwrap().len(), 1);
+        let config = get(&blob(&manifest["config"]["digest"]));
+        assert_eq!(config["container_config"], json!({"Cmd": ["/bin/sh"]}));
+        assert_eq!(config["docker_version"], "24.0.0");
+        assert_eq!(config["config"]["Labels"]["a"], "1");
+        assert_eq!(config["created"], "1970-01-01T00:00:00Z");
+        assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 1);
+        let docker = get("manifest.json");
+        assert_eq!(docker[0]["RepoTags"][0], spec.tag);
+        assert_eq!(docker[0]["Config"], blob(&manifest["config"]["digest"]));
+    }
 
     #[test]
     fn rfc3339_dates() {

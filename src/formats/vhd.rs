@@ -71,42 +71,11 @@ pub fn footer(size: u64, epoch: u64) -> [u8; 512] {
 }
 
 /// Turns the raw image at `raw` into a fixed VHD at `dest` (raw bytes + footer).
-pub fn convert(raw: &Path, dest: &mut File, epoch: u64) -> Result<()> {
+pub fn convert(raw: &Path, dest: &mut File, dest_path: &Path, epoch: u64) -> Result<()> {
     let size = std::fs::metadata(raw).at(raw)?.len();
     let mut input = crate::io::sparse::SparseReader::new(File::open(raw).at(raw)?).at(raw)?;
-    copy_sparse(&mut input, raw, dest, size)?;
-    dest.write_all(&footer(size, epoch))
-        .during("writing the VHD image")?;
-    Ok(())
-}
-
-/// Copies `len` bytes of a sparse source into `dest`, leaving holes where the source
-/// has zero blocks (seeking over them), so a mostly empty disk image stays sparse.
-fn copy_sparse(
-    input: &mut impl std::io::Read,
-    src: &Path,
-    dest: &mut File,
-    len: u64,
-) -> Result<()> {
-    use std::io::{Seek, SeekFrom, Write};
-    let mut buf = vec![0u8; crate::io::BUFFER_SIZE];
-    let start = dest.stream_position().during("writing the VHD image")?;
-    let mut done = 0u64;
-    while done < len {
-        let want = buf.len().min((len - done) as usize);
-        input.read_exact(&mut buf[..want]).at(src)?;
-        if buf[..want].iter().all(|&b| b == 0) {
-            dest.seek(SeekFrom::Current(want as i64))
-                .during("writing the VHD image")?;
-        } else {
-            dest.write_all(&buf[..want])
-                .during("writing the VHD image")?;
-        }
-        done += want as u64;
-    }
-    dest.set_len(start + len).during("writing the VHD image")?;
-    dest.seek(SeekFrom::Start(start + len))
-        .during("writing the VHD image")?;
+    crate::io::copy_sparse(&mut input, raw, dest, dest_path, size)?;
+    dest.write_all(&footer(size, epoch)).writing(dest_path)?;
     Ok(())
 }
 

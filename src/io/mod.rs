@@ -1,18 +1,24 @@
-//! Small I/O building blocks shared by every output: atomic output files, hashing
-//! writers, and the build timestamp.
+//! Small I/O building blocks shared by every output: atomic output files, streaming
+//! copies, hashing readers and writers, reproducible tar headers, zero content, and
+//! the build timestamp.
 
 mod atomic;
 pub mod cleanup;
+mod copy;
 mod device;
 mod hashing;
 pub mod pgzip;
 mod region;
 pub mod sparse;
+pub mod tar;
+mod zeros;
 
 pub use atomic::AtomicFile;
+pub use copy::{copy, copy_during, copy_sparse};
 pub use device::HostDevice;
-pub use hashing::HashingWriter;
+pub use hashing::{HashingReader, HashingWriter, digest_string, sha256_digest, sha256_file};
 pub use region::{FileRegion, Output};
+pub use zeros::{Zeros, zeros};
 
 /// Buffer size for streaming copies: large enough to keep syscalls and hashing
 /// efficient on multi-hundred-MiB kernels and initramfs images, small enough that

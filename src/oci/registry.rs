@@ -8,58 +8,17 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
+use oci_spec::image::{ImageIndex, ImageManifest};
+use serde::Deserialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use super::source::{BaseImage, Blob};
+use super::RegistryRef;
+use super::source::{BaseImage, Blob, describe_json_error, for_platform};
 use crate::error::{Error, IoContext, Result};
+use crate::io::{HashingWriter, digest_string, sha256_digest};
 
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
-
-/// A parsed `host[:port]/repository[:tag|@digest]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reference {
-    pub host: String,
-    pub repository: String,
-    /// Tag or `sha256:` digest.
-    pub reference: String,
-}
-
-impl Reference {
-    /// Parses a registry reference; Docker Hub names get `registry-1.docker.io` and `library/`.
-    pub fn parse(text: &str) -> Result<Reference> {
-        let (name, reference) = match text.split_once('@') {
-            Some((n, d)) => (n, d.to_string()),
-            None => match text.rsplit_once(':') {
-                Some((n, t)) if !t.contains('/') => (n, t.to_string()),
-                _ => (text, "latest".to_string()),
-            },
-        };
-        let (first, rest) = name.split_once('/').unwrap_or(("", name));
-        let (host, repository) =
-            if first.contains('.') || first.contains(':') || first == "localhost" {
-                (first.to_string(), rest.to_string())
-            } else {
-                let repo = if name.contains('/') {
-                    name.to_string()
-                } else {
-                    format!("library/{name}")
-                };
-                ("registry-1.docker.io".to_string(), repo)
-            };
-        if repository.is_empty() || reference.is_empty() {
-            return Err(Error::invalid(format!(
-                "base image {text:?} is not an image reference"
-            )));
-        }
-        Ok(Reference {
-            host,
-            repository,
-            reference,
-        })
-    }
-}
 
 struct Client {
     agent: ureq::Agent,
@@ -111,8 +70,9 @@ impl Client {
             .map(|(_, v)| v.clone())
             .ok_or_else(|| {
                 Error::Dependency(format!(
-                    "{}: unsupported authentication {challenge:?}",
-                    self.what
+                    "{}: unsupported authentication {:?}",
+                    self.what,
+                    super::one_line(challenge)
                 ))
             })?;
         let mut req = self.agent.get(&realm);
@@ -135,7 +95,14 @@ impl Client {
             })
     }
 
-    fn json(&mut self, path: &str, accept: &str, digest: Option<&str>) -> Result<(Value, String)> {
+    /// A JSON document (at most 16 MiB) with its content type, checked against
+    /// `digest` when that is a `sha256:` digest.
+    fn document(
+        &mut self,
+        path: &str,
+        accept: &str,
+        digest: Option<&str>,
+    ) -> Result<(Vec<u8>, String)> {
         let r = self.get(path, accept)?;
         let media = r.content_type().to_string();
         let mut bytes = Vec::new();
@@ -143,7 +110,7 @@ impl Client {
             .take(16 << 20)
             .read_to_end(&mut bytes)
             .map_err(|e| Error::Dependency(format!("{}: {e}", self.what)))?;
-        let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        let actual = sha256_digest(&bytes);
         if let Some(d) = digest.filter(|d| d.starts_with("sha256:"))
             && actual != d
         {
@@ -152,10 +119,26 @@ impl Client {
                 self.what
             )));
         }
-        let v = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Dependency(format!("{}: {path}: {e}", self.what)))?;
-        Ok((v, media))
+        Ok((bytes, media))
     }
+
+    fn parse<T: serde::de::DeserializeOwned>(&self, bytes: &[u8], path: &str) -> Result<T> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            Error::Dependency(format!("{}: {}", self.what, describe_json_error(path, &e)))
+        })
+    }
+}
+
+/// Whether a manifest response is an index: by its content type, or by having a
+/// `manifests` list when the registry sends a generic type.
+fn is_index_response(media: &str, bytes: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Probe {
+        manifests: Option<Vec<serde::de::IgnoredAny>>,
+    }
+    media.contains("index")
+        || media.contains("list")
+        || serde_json::from_slice::<Probe>(bytes).is_ok_and(|p| p.manifests.is_some())
 }
 
 fn cache_dir() -> PathBuf {
@@ -166,9 +149,9 @@ fn cache_dir() -> PathBuf {
         .join("imager/blobs/sha256")
 }
 
-/// Pulls `text` for `arch`.
-pub fn pull(text: &str, arch: &str, insecure: bool) -> Result<BaseImage> {
-    let r = Reference::parse(text)?;
+/// Pulls `r` for `arch`: plain HTTP when `insecure`, else HTTPS.
+pub fn pull(r: &RegistryRef, arch: &str, insecure: bool) -> Result<BaseImage> {
+    let text = r.as_written();
     let scheme = if insecure { "http" } else { "https" };
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(std::time::Duration::from_secs(10))
@@ -183,38 +166,27 @@ pub fn pull(text: &str, arch: &str, insecure: bool) -> Result<BaseImage> {
         .reference
         .starts_with("sha256:")
         .then_some(r.reference.as_str());
-    let (mut manifest, mut media) =
-        c.json(&format!("/manifests/{}", r.reference), ACCEPT, digest)?;
-    if media.contains("index") || media.contains("list") || manifest["manifests"].is_array() {
-        let chosen = manifest["manifests"]
-            .as_array()
-            .and_then(|ms| {
-                ms.iter().find(|m| {
-                    m["platform"]["architecture"] == arch && m["platform"]["os"] == "linux"
-                })
-            })
-            .cloned()
-            .ok_or_else(|| {
-                Error::invalid(format!("base image {text} has no linux/{arch} image"))
-            })?;
-        let d = chosen["digest"].as_str().unwrap_or_default().to_string();
-        (manifest, media) = c.json(&format!("/manifests/{d}"), ACCEPT, Some(&d))?;
+    let mut path = format!("/manifests/{}", r.reference);
+    let (mut bytes, media) = c.document(&path, ACCEPT, digest)?;
+    if is_index_response(&media, &bytes) {
+        let index: ImageIndex = c.parse(&bytes, &path)?;
+        let chosen = for_platform(&index, arch).ok_or_else(|| {
+            Error::invalid(format!("base image {text} has no linux/{arch} image"))
+        })?;
+        let d = chosen.digest().to_string();
+        path = format!("/manifests/{d}");
+        (bytes, _) = c.document(&path, ACCEPT, Some(&d))?;
     }
-    let _ = media;
-    let config_digest = manifest["config"]["digest"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let (config, _) = c.json(
-        &format!("/blobs/{config_digest}"),
-        "*/*",
-        Some(&config_digest),
-    )?;
+    let manifest: ImageManifest = c.parse(&bytes, &path)?;
+    let config_digest = manifest.config().digest().to_string();
+    let config_path = format!("/blobs/{config_digest}");
+    let (config_bytes, _) = c.document(&config_path, "*/*", Some(&config_digest))?;
+    let config: Value = c.parse(&config_bytes, &config_path)?;
     let dir = cache_dir();
     std::fs::create_dir_all(&dir).at(&dir)?;
     let mut layers = Vec::new();
-    for l in manifest["layers"].as_array().cloned().unwrap_or_default() {
-        let digest = l["digest"].as_str().unwrap_or_default().to_string();
+    for l in manifest.layers() {
+        let digest = l.digest().to_string();
         let hex_part = digest
             .strip_prefix("sha256:")
             .ok_or_else(|| Error::Dependency(format!("{}: layer digest {digest:?}", c.what)))?;
@@ -222,8 +194,7 @@ pub fn pull(text: &str, arch: &str, insecure: bool) -> Result<BaseImage> {
         if !path.is_file() {
             let tmp = dir.join(format!(".{hex_part}.{}", std::process::id()));
             let mut reader = c.get(&format!("/blobs/{digest}"), "*/*")?.into_reader();
-            let mut out = std::fs::File::create(&tmp).at(&tmp)?;
-            let mut hasher = Sha256::new();
+            let mut out = HashingWriter::new(std::fs::File::create(&tmp).at(&tmp)?);
             let mut buf = vec![0u8; crate::io::BUFFER_SIZE];
             loop {
                 let n = reader
@@ -232,10 +203,10 @@ pub fn pull(text: &str, arch: &str, insecure: bool) -> Result<BaseImage> {
                 if n == 0 {
                     break;
                 }
-                hasher.update(&buf[..n]);
-                out.write_all(&buf[..n]).at(&tmp)?;
+                out.write_all(&buf[..n]).writing(&tmp)?;
             }
-            let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+            let (_, sum, _) = out.finish();
+            let actual = digest_string(sum);
             if actual != digest {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(Error::Dependency(format!(
@@ -246,13 +217,9 @@ pub fn pull(text: &str, arch: &str, insecure: bool) -> Result<BaseImage> {
             std::fs::rename(&tmp, &path).at(&path)?;
         }
         let size = std::fs::metadata(&path).at(&path)?.len();
-        let media_type = l["mediaType"]
-            .as_str()
-            .unwrap_or("application/vnd.oci.image.layer.v1.tar+gzip")
-            .to_string();
         layers.push(Blob {
             digest: Some(digest),
-            media_type,
+            media_type: l.media_type().to_string(),
             size,
             file: path,
             offset: 0,
@@ -269,30 +236,4 @@ pub fn pull(text: &str, arch: &str, insecure: bool) -> Result<BaseImage> {
         config,
         layers,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn references() {
-        let r = Reference::parse("ghcr.io/siderolabs/installer:v1.9.2").unwrap();
-        assert_eq!(
-            (r.host.as_str(), r.repository.as_str(), r.reference.as_str()),
-            ("ghcr.io", "siderolabs/installer", "v1.9.2")
-        );
-        let r = Reference::parse("127.0.0.1:5000/a/b").unwrap();
-        assert_eq!(
-            (r.host.as_str(), r.reference.as_str()),
-            ("127.0.0.1:5000", "latest")
-        );
-        let r = Reference::parse("alpine:3").unwrap();
-        assert_eq!(
-            (r.host.as_str(), r.repository.as_str()),
-            ("registry-1.docker.io", "library/alpine")
-        );
-        let r = Reference::parse("ghcr.io/x/y@sha256:abc").unwrap();
-        assert_eq!(r.reference, "sha256:abc");
-    }
 }

@@ -4,8 +4,12 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::Reference;
 use crate::error::{Error, IoContext, Result};
 
 /// A blob of the base image: where its bytes are and what they must hash to.
@@ -33,8 +37,9 @@ impl Blob {
 /// A base image, resolved to its config and layers for one architecture.
 #[derive(Debug, Clone)]
 pub struct BaseImage {
-    /// The reference as given (used for the output's tag).
+    /// The reference as given (names the image in messages).
     pub reference: String,
+    /// The image config as the base has it, every field kept (see [`crate::oci`]).
     pub config: Value,
     pub layers: Vec<Blob>,
 }
@@ -90,9 +95,45 @@ fn read_small(file: &Path, offset: u64, size: u64) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn json(bytes: &[u8], what: &str, path: &Path) -> Result<Value> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| Error::format(path, format!("{what} is not valid JSON: {e}")))
+/// Parses a JSON document of a located source as `T`.
+pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8], what: &str, path: &Path) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::format(path, describe_json_error(what, &e)))
+}
+
+/// `WHAT is not valid JSON: ...` or `WHAT is not a valid document: ...`, the serde
+/// message cut to one line (it can quote the offending value).
+pub(crate) fn describe_json_error(what: &str, e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Data => "is not a valid document",
+        _ => "is not valid JSON",
+    };
+    format!("{what} {kind}: {}", super::one_line(&e.to_string()))
+}
+
+/// Whether a descriptor's media type is an index (OCI) or a manifest list (docker).
+pub(crate) fn is_index(media_type: &MediaType) -> bool {
+    let m = media_type.to_string();
+    m.contains("index") || m.contains("manifest.list")
+}
+
+/// The `linux/<arch>` entry of an image index.
+pub(crate) fn for_platform<'a>(index: &'a ImageIndex, arch: &str) -> Option<&'a Descriptor> {
+    index.manifests().iter().find(|m| {
+        m.platform()
+            .as_ref()
+            .is_some_and(|p| p.architecture().to_string() == arch && p.os().to_string() == "linux")
+    })
+}
+
+/// An entry of a docker archive's `manifest.json` (`docker save`), also written into
+/// installer images so `docker load` reads them. Blob names are paths in the archive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DockerArchiveEntry {
+    pub config: String,
+    #[serde(default)]
+    pub repo_tags: Option<Vec<String>>,
+    pub layers: Vec<String>,
 }
 
 /// A way to find files of an OCI layout: a directory, or an archive's index.
@@ -132,23 +173,40 @@ impl Layout {
 }
 
 impl BaseImage {
-    /// Opens a base image reference for `arch`: `oci:DIR[:TAG]`, `oci-archive:PATH[:TAG]`,
-    /// `docker-archive:PATH`. Registry references are pulled by [`crate::oci`]'s caller.
+    /// Opens a local base image reference for `arch`: `oci:DIR[:TAG]`,
+    /// `oci-archive:PATH[:TAG]`, `docker-archive:PATH`. Registry references are
+    /// opened by [`Reference::open`], which pulls them.
     pub fn open_local(reference: &str, arch: &str) -> Result<BaseImage> {
-        let (kind, rest) = reference.split_once(':').unwrap_or(("", reference));
-        match kind {
-            "oci" => {
-                let (dir, tag) = split_tag(rest);
-                Self::from_layout(reference, Layout::Dir(dir.into()), tag, arch)
+        let parsed = Reference::parse(reference)?;
+        if !parsed.is_local() {
+            return Err(Error::invalid(format!(
+                "base image {}: a registry reference, not oci:DIR, oci-archive:PATH or docker-archive:PATH",
+                super::one_line(reference)
+            )));
+        }
+        Self::open_local_ref(&parsed, arch)
+    }
+
+    /// Opens a local base image for `arch` (a registry reference is refused).
+    pub(crate) fn open_local_ref(reference: &Reference, arch: &str) -> Result<BaseImage> {
+        let text = reference.to_string();
+        match reference {
+            Reference::Layout { dir, tag } => {
+                Self::from_layout(&text, Layout::Dir(dir.clone()), tag.as_deref(), arch)
             }
-            "oci-archive" => {
-                let (path, tag) = split_tag(rest);
-                let index = tar_index(Path::new(path))?;
-                Self::from_layout(reference, Layout::Archive(path.into(), index), tag, arch)
+            Reference::OciArchive { path, tag } => {
+                let index = tar_index(path)?;
+                Self::from_layout(
+                    &text,
+                    Layout::Archive(path.clone(), index),
+                    tag.as_deref(),
+                    arch,
+                )
             }
-            "docker-archive" => Self::from_docker_archive(reference, Path::new(rest), arch),
-            _ => Err(Error::unsupported(format!(
-                "base image {reference:?}: use oci:DIR, oci-archive:PATH or docker-archive:PATH (registry pulls are not supported in this build)"
+            Reference::DockerArchive(path) => Self::from_docker_archive(&text, path, arch),
+            Reference::Registry(_) => Err(Error::invalid(format!(
+                "base image {}: a registry reference is pulled, not opened from a file",
+                super::one_line(&text)
             ))),
         }
     }
@@ -160,12 +218,17 @@ impl BaseImage {
         arch: &str,
     ) -> Result<BaseImage> {
         let (index_bytes, index_file) = layout.read("index.json")?;
-        let index = json(&index_bytes, "index.json", &index_file)?;
-        let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
-        let chosen = manifests
+        let index: ImageIndex = parse(&index_bytes, "index.json", &index_file)?;
+        let chosen = index
+            .manifests()
             .iter()
             .find(|m| {
-                tag.is_none_or(|t| m["annotations"]["org.opencontainers.image.ref.name"] == t)
+                tag.is_none_or(|t| {
+                    m.annotations()
+                        .as_ref()
+                        .and_then(|a| a.get(oci_spec::image::ANNOTATION_REF_NAME))
+                        .is_some_and(|name| name == t)
+                })
             })
             .ok_or_else(|| {
                 Error::invalid(format!(
@@ -175,55 +238,32 @@ impl BaseImage {
             })?;
         let mut manifest_desc = chosen.clone();
         // An index inside the layout: pick linux/<arch>.
-        if manifest_desc["mediaType"]
-            .as_str()
-            .is_some_and(|m| m.contains("index") || m.contains("manifest.list"))
-        {
-            let digest = manifest_desc["digest"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
+        if is_index(manifest_desc.media_type()) {
+            let digest = manifest_desc.digest().to_string();
             let (bytes, file) = layout.read(&Layout::blob_name(&digest))?;
             check_digest(&bytes, &digest, &file)?;
-            let inner = json(&bytes, "image index", &file)?;
-            manifest_desc = inner["manifests"]
-                .as_array()
-                .and_then(|ms| {
-                    ms.iter().find(|m| {
-                        m["platform"]["architecture"] == arch && m["platform"]["os"] == "linux"
-                    })
-                })
-                .cloned()
-                .ok_or_else(|| {
-                    Error::invalid(format!(
-                        "base image {reference}: no linux/{arch} image in its index"
-                    ))
-                })?;
+            let inner: ImageIndex = parse(&bytes, "image index", &file)?;
+            manifest_desc = for_platform(&inner, arch).cloned().ok_or_else(|| {
+                Error::invalid(format!(
+                    "base image {reference}: no linux/{arch} image in its index"
+                ))
+            })?;
         }
-        let digest = manifest_desc["digest"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let digest = manifest_desc.digest().to_string();
         let (bytes, file) = layout.read(&Layout::blob_name(&digest))?;
         check_digest(&bytes, &digest, &file)?;
-        let manifest = json(&bytes, "manifest", &file)?;
-        let config_digest = manifest["config"]["digest"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let manifest: ImageManifest = parse(&bytes, "manifest", &file)?;
+        let config_digest = manifest.config().digest().to_string();
         let (config_bytes, file) = layout.read(&Layout::blob_name(&config_digest))?;
         check_digest(&config_bytes, &config_digest, &file)?;
-        let config = json(&config_bytes, "image config", &file)?;
+        let config: Value = parse(&config_bytes, "image config", &file)?;
         let mut layers = Vec::new();
-        for l in manifest["layers"].as_array().cloned().unwrap_or_default() {
-            let digest = l["digest"].as_str().unwrap_or_default().to_string();
+        for l in manifest.layers() {
+            let digest = l.digest().to_string();
             let (file, offset, size) = layout.locate(&Layout::blob_name(&digest))?;
             layers.push(Blob {
                 digest: Some(digest),
-                media_type: l["mediaType"]
-                    .as_str()
-                    .unwrap_or("application/vnd.oci.image.layer.v1.tar+gzip")
-                    .to_string(),
+                media_type: l.media_type().to_string(),
                 size,
                 file,
                 offset,
@@ -242,15 +282,14 @@ impl BaseImage {
         let index = tar_index(path)?;
         let layout = Layout::Archive(path.into(), index);
         let (bytes, file) = layout.read("manifest.json")?;
-        let manifest = json(&bytes, "manifest.json", &file)?;
+        let manifest: Vec<DockerArchiveEntry> = parse(&bytes, "manifest.json", &file)?;
         let first = manifest
-            .get(0)
+            .first()
             .ok_or_else(|| Error::format(path, "manifest.json lists no image"))?;
-        let (config_bytes, file) = layout.read(first["Config"].as_str().unwrap_or_default())?;
-        let config = json(&config_bytes, "image config", &file)?;
+        let (config_bytes, file) = layout.read(&first.config)?;
+        let config: Value = parse(&config_bytes, "image config", &file)?;
         let mut layers = Vec::new();
-        for l in first["Layers"].as_array().cloned().unwrap_or_default() {
-            let name = l.as_str().unwrap_or_default();
+        for name in &first.layers {
             let (file, offset, size) = layout.locate(name)?;
             // Layer blobs in docker archives are named by their digest when they are OCI blobs.
             let digest = name
@@ -268,9 +307,9 @@ impl BaseImage {
             .read_exact(&mut head)
             .at(&file)?;
             let media_type = if head == [0x1f, 0x8b] {
-                "application/vnd.oci.image.layer.v1.tar+gzip"
+                MediaType::ImageLayerGzip
             } else {
-                "application/vnd.oci.image.layer.v1.tar"
+                MediaType::ImageLayer
             };
             layers.push(Blob {
                 digest,
@@ -301,16 +340,8 @@ impl BaseImage {
     }
 }
 
-fn split_tag(rest: &str) -> (&str, Option<&str>) {
-    match rest.rsplit_once(':') {
-        Some((p, t)) if !t.contains('/') && !t.is_empty() => (p, Some(t)),
-        _ => (rest, None),
-    }
-}
-
 fn check_digest(bytes: &[u8], digest: &str, file: &Path) -> Result<()> {
-    use sha2::Digest;
-    let actual = format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)));
+    let actual = crate::io::sha256_digest(bytes);
     if actual != digest {
         return Err(Error::format(
             file,
@@ -318,4 +349,140 @@ fn check_digest(bytes: &[u8], digest: &str, file: &Path) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::sha256_digest;
+    use serde_json::json;
+
+    fn tar_of(path: &Path, files: &[(&str, Vec<u8>)]) {
+        let mut tar = tar::Builder::new(File::create(path).unwrap());
+        for (name, data) in files {
+            let mut h = crate::io::tar::file_header(data.len() as u64, 0o644, 0);
+            tar.append_data(&mut h, name, &data[..]).unwrap();
+        }
+        tar.finish().unwrap();
+    }
+
+    fn blob_name(bytes: &[u8]) -> String {
+        Layout::blob_name(&sha256_digest(bytes))
+    }
+
+    #[test]
+    fn docker_archive_layers_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = serde_json::to_vec(&json!({"architecture": "arm64", "os": "linux"})).unwrap();
+        let gz_layer = vec![0x1f, 0x8b, 8, 0];
+        let plain_layer = b"plain tar".to_vec();
+        let manifest = serde_json::to_vec(&json!([{
+            "Config": "config.json",
+            "RepoTags": null,
+            "Layers": [blob_name(&gz_layer), "abc/layer.tar"],
+        }]))
+        .unwrap();
+        let path = dir.path().join("base.tar");
+        tar_of(
+            &path,
+            &[
+                ("manifest.json", manifest),
+                ("config.json", config),
+                (&blob_name(&gz_layer), gz_layer.clone()),
+                ("abc/layer.tar", plain_layer),
+            ],
+        );
+        let text = format!("docker-archive:{}", path.display());
+        let image = BaseImage::open_local(&text, "arm64").unwrap();
+        assert_eq!(image.reference, text);
+        let layers: Vec<_> = image
+            .layers
+            .iter()
+            .map(|l| (l.digest.clone(), l.media_type.as_str(), l.size))
+            .collect();
+        assert_eq!(
+            layers,
+            [
+                (
+                    Some(sha256_digest(&gz_layer)),
+                    "application/vnd.oci.image.layer.v1.tar+gzip",
+                    4
+                ),
+                (None, "application/vnd.oci.image.layer.v1.tar", 9),
+            ]
+        );
+        let e = BaseImage::open_local(&text, "amd64").unwrap_err();
+        assert!(e.to_string().contains("\"arm64\", not amd64"), "{e}");
+    }
+
+    #[test]
+    fn layout_with_a_nested_index_picks_the_platform() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = dir.path().join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let put = |bytes: &[u8]| -> String {
+            let d = sha256_digest(bytes);
+            std::fs::write(blobs.join(&d["sha256:".len()..]), bytes).unwrap();
+            d
+        };
+        let mut manifests = Vec::new();
+        for arch in ["amd64", "arm64"] {
+            let config = serde_json::to_vec(&json!({
+                "architecture": arch, "os": "linux", "container_config": {"x": 1}
+            }))
+            .unwrap();
+            let layer = format!("layer {arch}").into_bytes();
+            let manifest = serde_json::to_vec(&json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": put(&config), "size": config.len()},
+                "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                            "digest": put(&layer), "size": layer.len()}],
+            }))
+            .unwrap();
+            manifests.push(json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": put(&manifest), "size": manifest.len(),
+                "platform": {"architecture": arch, "os": "linux"},
+            }));
+        }
+        let inner =
+            serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": manifests})).unwrap();
+        let index = json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": put(&inner), "size": inner.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "v1"},
+        }]});
+        std::fs::write(dir.path().join("index.json"), index.to_string()).unwrap();
+
+        let text = format!("oci:{}:v1", dir.path().display());
+        let image = BaseImage::open_local(&text, "arm64").unwrap();
+        assert_eq!(image.config["architecture"], "arm64");
+        // Fields outside the OCI spec are kept.
+        assert_eq!(image.config["container_config"], json!({"x": 1}));
+        assert_eq!(
+            image.layers[0].media_type,
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        );
+        let e = BaseImage::open_local(&format!("oci:{}:v2", dir.path().display()), "arm64")
+            .unwrap_err();
+        assert!(e.to_string().contains("no manifest tagged v2"), "{e}");
+        let e = BaseImage::open_local(&text, "riscv64").unwrap_err();
+        assert!(e.to_string().contains("no linux/riscv64 image"), "{e}");
+        let e = BaseImage::open_local("ghcr.io/x/y:1", "amd64").unwrap_err();
+        assert!(e.to_string().contains("registry reference"), "{e}");
+
+        // A document that is JSON but not an index says so, on one line.
+        std::fs::write(dir.path().join("index.json"), r#"{"manifests": "no"}"#).unwrap();
+        let e = BaseImage::open_local(&text, "arm64")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("index.json is not a valid document"), "{e}");
+        std::fs::write(dir.path().join("index.json"), "{").unwrap();
+        let e = BaseImage::open_local(&text, "arm64")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("index.json is not valid JSON"), "{e}");
+    }
 }

@@ -134,27 +134,8 @@ fn copy_input(role: &str, source: &str, dest: &Path) -> Result<Facts> {
     let source = crate::inputs::require_file(role, source)?;
     let mut from = File::open(&source).at(&source)?;
     let mut to = File::create(dest).op("creating", dest)?;
-    copy_stream(&mut from, &source, &mut to, dest)?;
+    crate::io::copy(&mut from, &source, &mut to, dest)?;
     Ok(Facts::default())
-}
-
-/// Copies `from` to `to` in [`crate::io::BUFFER_SIZE`] chunks; returns the byte count.
-pub fn copy_stream(
-    from: &mut impl std::io::Read,
-    from_path: &Path,
-    to: &mut impl std::io::Write,
-    to_path: &Path,
-) -> Result<u64> {
-    let mut buf = vec![0u8; crate::io::BUFFER_SIZE];
-    let mut total = 0u64;
-    loop {
-        let n = from.read(&mut buf).reading(from_path)?;
-        if n == 0 {
-            return Ok(total);
-        }
-        to.write_all(&buf[..n]).writing(to_path)?;
-        total += n as u64;
-    }
 }
 
 impl Stage<'_> {
@@ -221,7 +202,7 @@ impl Stage<'_> {
             }
             DiskFormat::Vhd => {
                 let mut out = File::create(dest).op("creating", dest)?;
-                vhd::convert(&raw, &mut out, plan.epoch).map_err(|e| e.at_output(dest))?;
+                vhd::convert(&raw, &mut out, dest, plan.epoch)?;
             }
             DiskFormat::Ova => unreachable!("the plan refuses ova"),
         }
@@ -261,7 +242,10 @@ impl Stage<'_> {
                 (files, boot.facts)
             }
         };
-        let (base, tag) = open_base(plan, installer)?;
+        let base = installer
+            .base
+            .open(plan.arch.as_str(), installer.insecure)?;
+        let tag = installer.base.installer_tag(&plan.profile.version);
         let spec = oci_image::InstallerSpec {
             base,
             arch: arch.to_string(),
@@ -270,32 +254,10 @@ impl Stage<'_> {
             tag,
         };
         let mut out = File::create(dest).op("creating", dest)?;
-        oci_image::write(&spec, &work.file("assets-layer.tar.gz"), &mut out)
-            .map_err(|e| e.at_output(dest))?;
+        oci_image::write(&spec, &work.file("assets-layer.tar.gz"), &mut out, dest)?;
         progress.step("installer container image ready");
         Ok(facts)
     }
-}
-
-/// Opens the installer's base image, local or from a registry, and the tag the new
-/// image is written with.
-fn open_base(plan: &Plan, installer: &InstallerPlan) -> Result<(crate::oci::BaseImage, String)> {
-    let reference = &installer.base;
-    let arch = plan.arch.as_str();
-    let local = ["oci:", "oci-archive:", "docker-archive:"]
-        .iter()
-        .any(|p| reference.starts_with(p));
-    Ok(if local {
-        (
-            crate::oci::BaseImage::open_local(reference, arch)?,
-            format!("ghcr.io/siderolabs/installer:{}", plan.profile.version),
-        )
-    } else {
-        (
-            crate::oci::registry::pull(reference, arch, installer.insecure)?,
-            reference.clone(),
-        )
-    })
 }
 
 /// Refuses to run when `dir` cannot be written, before any work.

@@ -81,8 +81,10 @@ pub fn resolve(source: &Source, overrides: &Overrides, roots: &Roots) -> Result<
         }
         Source::Stdin => {
             let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text).at("<stdin>")?;
-            (parse_yaml(&text, "<stdin>")?, "<stdin>".to_string())
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .during("reading the profile from stdin")?;
+            (parse_yaml(&text, "on stdin")?, "on stdin".to_string())
         }
     };
     // Typed once first, so unknown fields are reported against the user's document.
