@@ -5,6 +5,7 @@ mod atomic;
 pub mod cleanup;
 mod device;
 mod hashing;
+pub mod le;
 pub mod pgzip;
 mod region;
 pub mod sparse;
