@@ -29,6 +29,8 @@ pub struct BootAssets {
     profiles: Vec<UkiProfile>,
     cmdline: String,
     os_release: String,
+    /// The UKI, planned once (stub checked, layout fixed) and written by `build_uki`.
+    uki_plan: Option<uki::UkiPlan>,
 }
 
 /// Where the UKI is.
@@ -257,7 +259,13 @@ fn boot_assets(
         if let Some(src) = &inputs.sd_boot {
             let signed = work.file("systemd-boot.efi.signed");
             let mut out = AtomicFile::create(&signed)?;
-            crate::sign::authenticode::sign_to(src, out.file(), &sb.signer)?;
+            crate::sign::authenticode::sign_to(
+                src,
+                out.file(),
+                &signed,
+                &sb.signer,
+                crate::io::build_epoch(),
+            )?;
             out.commit()?;
             sd_boot = Some(signed);
         }
@@ -277,10 +285,13 @@ fn boot_assets(
         profiles: uki_profiles(profile, kind, cmdline),
         cmdline: cmdline.to_string(),
         os_release: uki::os_release(&profile.name, &profile.version),
+        uki_plan: None,
     };
+    let signer = boot.secureboot.as_ref().map(|sb| sb.signer.clone());
+    let plan = uki::plan(boot.uki_spec(), signer)?;
+    let size = plan.size();
+    boot.uki_plan = Some(plan);
     if in_place {
-        let signer = boot.secureboot.as_ref().map(|sb| &sb.signer);
-        let size = uki::planned_size(&boot.uki_spec(), signer)?;
         boot.uki = Uki::InPlace { size };
     } else {
         let path = work.file("vmlinuz.efi");
@@ -300,17 +311,17 @@ impl BootAssets {
         }
     }
 
-    fn uki_spec(&self) -> UkiSpec<'_> {
+    fn uki_spec(&self) -> UkiSpec {
         UkiSpec {
-            stub: &self.inputs.sd_stub,
-            kernel: &self.inputs.kernel,
-            initrd: &self.inputs.initramfs,
-            cmdline: &self.cmdline,
+            stub: self.inputs.sd_stub.clone(),
+            kernel: self.inputs.kernel.clone(),
+            initrd: self.inputs.initramfs.clone(),
+            cmdline: self.cmdline.clone(),
             os_release: self.os_release.clone(),
             splash: None,
             dtb: None,
-            profiles: &self.profiles,
-            pcr_key: self.secureboot.as_ref().map(|sb| &sb.pcr_key),
+            profiles: self.profiles.clone(),
+            pcr_key: self.secureboot.as_ref().map(|sb| sb.pcr_key.clone()),
             timestamp: crate::io::build_epoch() as u32,
         }
     }
@@ -318,11 +329,8 @@ impl BootAssets {
     /// Builds the UKI into `out` (signed when SecureBoot is on) and records its PCR 11
     /// prediction in `facts`.
     fn build_uki(&self, out: &mut dyn Output, facts: &mut Facts) -> Result<UkiReport> {
-        let spec = self.uki_spec();
-        let report = match &self.secureboot {
-            Some(sb) => uki::build_signed(&spec, &mut &mut *out, &sb.signer)?,
-            None => uki::build(&spec, &mut &mut *out)?,
-        };
+        let plan = self.uki_plan.as_ref().expect("planned in boot_assets");
+        let report = plan.write(out)?;
         if let Uki::InPlace { size } = self.uki
             && report.size != size
         {
