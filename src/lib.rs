@@ -22,6 +22,7 @@ pub mod keys;
 pub mod measure;
 pub mod meta;
 pub mod oci;
+pub mod pe;
 pub mod pipeline;
 pub mod plan;
 pub mod profile;

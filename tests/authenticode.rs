@@ -9,6 +9,9 @@ use common::{demo_dir, require_tool, run_ok};
 use imager::keys::Signer;
 use imager::sign::authenticode;
 
+/// Signing time of the signatures made here.
+const SIGNING_TIME: u64 = 1_700_000_000;
+
 /// A throw-away RSA key and self-signed certificate made by openssl (independent of
 /// our generator, which has its own tests).
 fn openssl_signer(dir: &Path) -> (Signer, PathBuf, PathBuf) {
@@ -50,7 +53,7 @@ fn inputs() -> Vec<PathBuf> {
 
 fn sign_copy(input: &Path, output: &Path, signer: &Signer) {
     let mut out = std::fs::File::create(output).unwrap();
-    authenticode::sign_to(input, &mut out, signer).unwrap();
+    authenticode::sign_to(input, &mut out, output, signer, SIGNING_TIME).unwrap();
 }
 
 /// Runs a command, returns (success, stdout + stderr).
@@ -244,14 +247,14 @@ fn signing_in_place_and_signing_twice() {
     let file = dir.path().join("boot.efi");
     std::fs::copy(demo_dir().join("amd64-252/systemd-boot.efi"), &file).unwrap();
     let before = authenticode::image_digest(&file).unwrap();
-    authenticode::sign_in_place(&file, &signer).unwrap();
+    authenticode::sign_in_place(&file, &signer, SIGNING_TIME).unwrap();
     assert!(sbverify(&file, &cert).0);
     assert_eq!(std::fs::metadata(&file).unwrap().len() % 8, 0);
 
     // A second signature is appended; both cover the same image digest.
     let other = tempfile::tempdir().unwrap();
     let (signer2, _, cert2) = openssl_signer(other.path());
-    authenticode::sign_in_place(&file, &signer2).unwrap();
+    authenticode::sign_in_place(&file, &signer2, SIGNING_TIME).unwrap();
     let sigs = authenticode::verify(&file).unwrap();
     assert_eq!(sigs.len(), 2);
     assert!(
@@ -300,7 +303,7 @@ fn a_large_section_is_hashed_by_streaming() {
             .arg(&big),
     );
     assert!(std::fs::metadata(&big).unwrap().len() > 64 << 20);
-    authenticode::sign_in_place(&big, &signer).unwrap();
+    authenticode::sign_in_place(&big, &signer, SIGNING_TIME).unwrap();
     assert!(sbverify(&big, &cert).0);
     let (ok, text) = osslsigncode_verify(&big, &cert);
     assert!(ok, "{text}");
@@ -320,7 +323,7 @@ fn bad_input_is_named_in_the_error() {
         "not a PE file at all, just some text that is long enough to have a header\n".repeat(2),
     )
     .unwrap();
-    let err = authenticode::sign_in_place(&text, &signer)
+    let err = authenticode::sign_in_place(&text, &signer, SIGNING_TIME)
         .unwrap_err()
         .to_string();
     assert!(

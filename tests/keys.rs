@@ -148,7 +148,9 @@ fn authenticode_verifiers_accept_the_generated_certificate() {
     imager::sign::authenticode::sign_to(
         &demo_dir().join("amd64/systemd-boot.efi"),
         &mut out,
+        &signed,
         &signer,
+        1_700_000_000,
     )
     .unwrap();
     require_tool("sbverify");
@@ -592,7 +594,8 @@ fn ovmf_enrolls_the_keys_and_boots_our_signed_binaries() {
     }
     let sign = |from: &Path, to: &str| {
         let mut out = std::fs::File::create(esp.join(to)).unwrap();
-        imager::sign::authenticode::sign_to(from, &mut out, &signer).unwrap();
+        imager::sign::authenticode::sign_to(from, &mut out, &esp.join(to), &signer, 1_700_000_000)
+            .unwrap();
     };
     sign(&demo.join("amd64/systemd-boot.efi"), "EFI/BOOT/BOOTX64.EFI");
     sign(&demo.join("amd64/vmlinuz"), "vmlinuz");

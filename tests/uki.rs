@@ -53,19 +53,21 @@ fn pcr_key(dir: &Path) -> (PathBuf, PathBuf) {
 
 fn build(stub: &Path, profiles: &[UkiProfile], key: Option<&PcrKey>, out: &Path) -> UkiReport {
     let spec = UkiSpec {
-        stub,
-        kernel: &kernel(),
-        initrd: &initrd(),
-        cmdline: CMDLINE,
+        stub: stub.into(),
+        kernel: kernel(),
+        initrd: initrd(),
+        cmdline: CMDLINE.into(),
         os_release: uki::os_release("Talos", "v1.9.0"),
         splash: None,
         dtb: None,
-        profiles,
-        pcr_key: key,
+        profiles: profiles.to_vec(),
+        pcr_key: key.cloned(),
         timestamp: TIMESTAMP,
     };
     let mut f = std::fs::File::create(out).unwrap();
-    uki::build(&spec, &mut f).unwrap_or_else(|e| panic!("build failed: {e}"))
+    uki::plan(spec, None)
+        .and_then(|plan| plan.write(&mut f))
+        .unwrap_or_else(|e| panic!("build failed: {e}"))
 }
 
 /// A section's bytes as binutils sees them (first section of that name).
@@ -554,19 +556,20 @@ fn inspect_detects_tampering() {
 fn build_err(stub: &Path, kernel: &Path, initrd: &Path, profiles: &[UkiProfile]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let spec = UkiSpec {
-        stub,
-        kernel,
-        initrd,
-        cmdline: CMDLINE,
+        stub: stub.into(),
+        kernel: kernel.into(),
+        initrd: initrd.into(),
+        cmdline: CMDLINE.into(),
         os_release: uki::os_release("Talos", "v1"),
         splash: None,
         dtb: None,
-        profiles,
+        profiles: profiles.to_vec(),
         pcr_key: None,
         timestamp: 0,
     };
     let mut f = std::fs::File::create(dir.path().join("out.efi")).unwrap();
-    uki::build(&spec, &mut f)
+    uki::plan(spec, None)
+        .and_then(|plan| plan.write(&mut f))
         .expect_err("must be refused")
         .to_string()
 }

@@ -125,7 +125,7 @@ pub fn run(cmd: GenCommand) -> anyhow::Result<()> {
                 &enrolled_der,
                 &signer,
                 include_well_known_uefi_certs,
-                imager::io::build_epoch(),
+                imager::plan::epoch_from_env(),
             )?;
             out.write(&generate::enrollment_files(&db))
         }

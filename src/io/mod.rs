@@ -1,12 +1,13 @@
 //! Small I/O building blocks shared by every output: atomic output files, streaming
-//! copies, hashing readers and writers, reproducible tar headers, zero content, and
-//! the build timestamp.
+//! copies, hashing readers and writers, reproducible tar headers, zero content, the
+//! little-endian reader.
 
 mod atomic;
 pub mod cleanup;
 mod copy;
 mod device;
 mod hashing;
+pub mod le;
 pub mod pgzip;
 mod region;
 pub mod sparse;
@@ -36,20 +37,4 @@ pub fn create_rw(path: &std::path::Path) -> crate::error::Result<std::fs::File> 
         .truncate(true)
         .open(path)
         .at(path)
-}
-
-/// Seconds since the epoch that builds stamp into their outputs: `SOURCE_DATE_EPOCH`
-/// when set (reproducible builds), the wall clock otherwise.
-pub fn build_epoch() -> u64 {
-    source_date_epoch().unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    })
-}
-
-/// `SOURCE_DATE_EPOCH`, if set to a valid number.
-pub fn source_date_epoch() -> Option<u64> {
-    std::env::var("SOURCE_DATE_EPOCH").ok()?.trim().parse().ok()
 }

@@ -5,14 +5,15 @@
 //!
 //! Talos (through go-uefi) stores the certificate's PEM text in the ESL and hashes the
 //! signed bytes twice for messageDigest; firmware wants DER and a single hash (UEFI
-//! spec 8.2.2), so this follows the spec. The signature owner GUID is derived as
+//! Specification, "Variable Services": `EFI_VARIABLE_AUTHENTICATION_2`), so this
+//! follows the UEFI Specification. The signature owner GUID is derived as
 //! Talos derives it, so the entries carry the same owner.
 
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::keys::{Signer, der_to_pem};
 use crate::sign::pkcs7::{self, oid};
+use crate::sign::{Signer, der_to_pem};
 
 /// The three enrollment files, ready to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,7 +263,7 @@ pub fn signed_bytes(name: &str, vendor: Guid, time: &[u8; 16], payload: &[u8]) -
 
 /// EFI_VARIABLE_AUTHENTICATION_2 ‖ `payload`: the whole SetVariable data for a
 /// time-based authenticated write of `name`. The PKCS#7 is a detached SignedData
-/// (bare, not in a ContentInfo, as the UEFI spec requires).
+/// (bare, not in a ContentInfo, as the UEFI Specification requires).
 pub fn authenticated_variable(
     name: &str,
     vendor: Guid,

@@ -25,8 +25,8 @@ use x509_cert::time::{Time, Validity};
 use x509_cert::{Certificate, spki::SubjectPublicKeyInfoOwned};
 
 use crate::error::{Error, IoContext, Result};
-use crate::keys::{RsaKey, Signer};
 use crate::sign::tlv::{self, tag};
+use crate::sign::{RsaKey, Signer};
 
 /// Output file names (Talos's constants).
 pub const UKI_SIGNING_CERT_PEM: &str = "uki-signing-cert.pem";

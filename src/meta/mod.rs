@@ -123,6 +123,7 @@ pub fn read(path: &std::path::Path) -> Result<adv::Decoded> {
 
 /// Byte offset of the GPT partition named `META`, if `file` has a GPT.
 fn find_meta_partition(file: &mut std::fs::File) -> std::io::Result<Option<u64>> {
+    use crate::io::le;
     use std::io::{Read, Seek, SeekFrom};
     for sector in [512u64, 4096] {
         let mut header = [0u8; 92];
@@ -130,25 +131,29 @@ fn find_meta_partition(file: &mut std::fs::File) -> std::io::Result<Option<u64>>
         if file.read_exact(&mut header).is_err() || &header[..8] != b"EFI PART" {
             continue;
         }
-        let le64 = |b: &[u8]| u64::from_le_bytes(b[..8].try_into().unwrap());
-        let le32 = |b: &[u8]| u32::from_le_bytes(b[..4].try_into().unwrap());
-        let entries_lba = le64(&header[72..]);
-        let count = le32(&header[80..]).min(1024) as usize;
-        let size = le32(&header[84..]) as usize;
+        // GPT header (UEFI specification, "GUID Partition Table (GPT) Disk Layout"):
+        // PartitionEntryLBA at 72, NumberOfPartitionEntries at 80,
+        // SizeOfPartitionEntry at 84; all inside the 92 bytes read.
+        const IN_HEADER: &str = "inside the 92 bytes read";
+        let entries_lba = le::u64_at(&header, 72).expect(IN_HEADER);
+        let count = le::u32_at(&header, 80).expect(IN_HEADER).min(1024) as usize;
+        let size = le::u32_at(&header, 84).expect(IN_HEADER) as usize;
         if size < 128 {
             continue;
         }
         let mut table = vec![0u8; count * size];
         file.seek(SeekFrom::Start(entries_lba * sector))?;
         file.read_exact(&mut table)?;
+        // Each entry: StartingLBA at 32, PartitionName (36 UTF-16LE units) at 56.
         for entry in table.chunks(size) {
-            let name: Vec<u16> = entry[56..128]
-                .chunks(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            let name: Vec<u16> = (56..128)
+                .step_by(2)
+                .map(|at| le::u16_at(entry, at).expect("entries are at least 128 bytes"))
                 .take_while(|&c| c != 0)
                 .collect();
             if String::from_utf16_lossy(&name) == "META" {
-                return Ok(Some(le64(&entry[32..]) * sector));
+                let start = le::u64_at(entry, 32).expect("entries are at least 128 bytes");
+                return Ok(Some(start * sector));
             }
         }
     }

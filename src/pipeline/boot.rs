@@ -20,7 +20,7 @@ pub struct Boot {
     /// systemd-boot, signed when SecureBoot is on (`None` for a bare UKI).
     sd_boot: Option<PathBuf>,
     uki: Uki,
-    spec: UkiOwned,
+    plan: uki::UkiPlan,
     /// SecureBoot facts now, PCR 11 once the UKI is built.
     pub facts: Facts,
 }
@@ -29,16 +29,8 @@ pub struct Boot {
 enum Uki {
     /// Built (and signed) into this file.
     File(PathBuf),
-    /// To be built into the output, in `size` bytes reserved for it.
-    InPlace { size: u64 },
-}
-
-/// The parts of a [`UkiSpec`] the build owns.
-struct UkiOwned {
-    cmdline: String,
-    os_release: String,
-    profiles: Vec<uki::UkiProfile>,
-    timestamp: u32,
+    /// To be built into the output, in the room reserved for it.
+    InPlace,
 }
 
 impl Boot {
@@ -57,7 +49,13 @@ impl Boot {
             if let Some(src) = &inputs.sd_boot {
                 let signed = work.file("systemd-boot.efi.signed");
                 let mut out = AtomicFile::create(&signed)?;
-                crate::sign::authenticode::sign_to(src, out.file(), &sb.signer)?;
+                crate::sign::authenticode::sign_to(
+                    src,
+                    out.file(),
+                    &signed,
+                    &sb.signer,
+                    plan.epoch,
+                )?;
                 out.commit()?;
                 sd_boot = Some(signed);
             }
@@ -69,24 +67,28 @@ impl Boot {
                 ),
             });
         }
+        let spec = UkiSpec {
+            stub: inputs.sd_stub.clone(),
+            kernel: inputs.kernel.clone(),
+            initrd: inputs.initramfs.clone(),
+            cmdline: plan.cmdline.clone(),
+            os_release: uki::os_release(&plan.profile.name, &plan.profile.version),
+            splash: None,
+            dtb: None,
+            profiles: boot.uki_profiles.clone(),
+            pcr_key: secureboot.as_ref().map(|sb| sb.pcr_key.clone()),
+            timestamp: plan.epoch as u32,
+        };
+        let uki_plan = uki::plan(spec, secureboot.as_ref().map(|sb| sb.signer.clone()))?;
         let mut this = Boot {
             inputs,
             secureboot,
             sd_boot,
-            uki: Uki::InPlace { size: 0 },
-            spec: UkiOwned {
-                cmdline: plan.cmdline.clone(),
-                os_release: uki::os_release(&plan.profile.name, &plan.profile.version),
-                profiles: boot.uki_profiles.clone(),
-                timestamp: plan.epoch as u32,
-            },
+            uki: Uki::InPlace,
+            plan: uki_plan,
             facts,
         };
-        if in_place {
-            let signer = this.secureboot.as_ref().map(|sb| &sb.signer);
-            let size = uki::planned_size(&this.uki_spec(), signer)?;
-            this.uki = Uki::InPlace { size };
-        } else {
+        if !in_place {
             let path = work.file("vmlinuz.efi");
             let mut file = crate::io::create_rw(&path)?;
             this.uki = Uki::File(path.clone());
@@ -106,29 +108,21 @@ impl Boot {
     pub fn uki_file(&self) -> Result<&Path> {
         match &self.uki {
             Uki::File(path) => Ok(path),
-            Uki::InPlace { .. } => unreachable!("the UKI of this kind is built in place"),
+            Uki::InPlace => unreachable!("the UKI of this kind is built in place"),
         }
     }
 
     /// The UKI's length when it is built in place, `None` when it is a file.
     pub fn reserved_uki_size(&self) -> Option<u64> {
         match self.uki {
-            Uki::InPlace { size } => Some(size),
+            Uki::InPlace => Some(self.plan.size()),
             Uki::File(_) => None,
         }
     }
 
     /// Builds the UKI into the room reserved for it in the output.
     pub fn write_uki(&mut self, out: &mut dyn Output, progress: &dyn Progress) -> Result<()> {
-        let report = self.build_uki(out)?;
-        if let Uki::InPlace { size } = self.uki
-            && report.size != size
-        {
-            return Err(Error::invalid(format!(
-                "the UKI came out {} bytes long, {size} were reserved for it: did an input file change during the build?",
-                report.size
-            )));
-        }
+        self.build_uki(out)?;
         progress.step("UKI ready");
         Ok(())
     }
@@ -138,29 +132,10 @@ impl Boot {
         std::mem::take(&mut self.facts)
     }
 
-    fn uki_spec(&self) -> UkiSpec<'_> {
-        UkiSpec {
-            stub: &self.inputs.sd_stub,
-            kernel: &self.inputs.kernel,
-            initrd: &self.inputs.initramfs,
-            cmdline: &self.spec.cmdline,
-            os_release: self.spec.os_release.clone(),
-            splash: None,
-            dtb: None,
-            profiles: &self.spec.profiles,
-            pcr_key: self.secureboot.as_ref().map(|sb| &sb.pcr_key),
-            timestamp: self.spec.timestamp,
-        }
-    }
-
     /// Builds the UKI into `out` (signed when SecureBoot is on) and records its PCR 11
     /// prediction (of the main profile).
     fn build_uki(&mut self, out: &mut dyn Output) -> Result<UkiReport> {
-        let spec = self.uki_spec();
-        let report = match &self.secureboot {
-            Some(sb) => uki::build_signed(&spec, &mut &mut *out, &sb.signer)?,
-            None => uki::build(&spec, &mut &mut *out)?,
-        };
+        let report = self.plan.write(out)?;
         self.facts.pcr11 = report
             .pcr11
             .iter()

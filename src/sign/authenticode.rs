@@ -1,5 +1,6 @@
 //! Authenticode: PE image hash, PKCS#7 SignedData over SpcIndirectDataContent,
-//! WIN_CERTIFICATE table, PE checksum.
+//! WIN_CERTIFICATE table, PE checksum ("Windows Authenticode Portable Executable
+//! Signature Format"; the ranges hashed are [`crate::pe::HashSpans`]).
 //!
 //! The file is read once, front to back, in [`crate::io::BUFFER_SIZE`] chunks: the
 //! same pass feeds the Authenticode hash, the PE checksum and (for [`sign_to`]) the
@@ -11,18 +12,22 @@
 //! Microsoft's on a distribution's systemd-boot) therefore stays valid next to ours,
 //! and firmware accepts the image if any one signature is trusted. The hash excludes
 //! the existing table, so both signatures cover the same image digest.
+//!
+//! The signing time (PKCS#9 signingTime, seconds since the epoch) is always a
+//! parameter: reproducible builds pass their build epoch.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use super::Signer;
 use super::pkcs7::{self, oid};
 use super::tlv::{self, Reader, tag};
 use crate::error::{Error, IoContext, Result};
-use crate::io::Output;
-use crate::keys::Signer;
+use crate::io::{Output, le};
+use crate::pe::{HashSpans, PeChecksum, PeHeaders, Span};
 
 /// One embedded signature, as found and checked by [`verify`].
 #[derive(Debug, Clone)]
@@ -47,67 +52,64 @@ pub struct SignatureInfo {
 /// Signs the PE file at `path` in place: appends the certificate table and patches
 /// the headers (data directory 4 and CheckSum). The file is read once. If writing
 /// fails, the file is restored to its previous length and header bytes.
-pub fn sign_in_place(path: &Path, signer: &Signer) -> Result<()> {
+pub fn sign_in_place(path: &Path, signer: &Signer, signing_time: u64) -> Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)
         .at(path)?;
     let size = file.metadata().at(path)?.len();
-    sign_file(&mut file, path, size, signer).map(|_| ())
-}
-
-/// Signs the `size`-byte PE image at the start of the open `file` (named `path` in
-/// errors) in place, as [`sign_in_place`] does; returns the signed length.
-pub fn sign_file(file: &mut impl Output, path: &Path, size: u64, signer: &Signer) -> Result<u64> {
-    let file = &mut *file;
-    let layout = Layout::read_sized(file, path, size)?;
-    let scan = scan(file, path, &layout, None)?;
-    let patch = Patch::new(&layout, scan, signer, crate::io::build_epoch())?;
-    let original_header = read_at(file, path, 0, layout.header_patch_end())?;
-    let result = patch.write(file, path, layout.file_size);
+    let spans = read_spans(&mut file, path, size)?;
+    let scan = scan(&mut file, path, &spans, None)?;
+    let patch = SignaturePatch::new(&spans, scan, signer, signing_time)?;
+    let original_header = read_at(&mut file, path, 0, spans.header_patch_end())?;
+    let result = patch.write_to(&mut file).writing(path);
     if result.is_err() {
-        let _ = file.set_len(layout.file_size);
+        let _ = file.set_len(spans.file_size);
         let _ = file
             .seek(SeekFrom::Start(0))
             .and_then(|_| file.write_all(&original_header));
     }
-    result.map(|_| layout.file_size + patch.appended.len() as u64)
+    result.map(|_| ())
 }
 
 /// Writes a signed copy of the PE file `input` to `output` (from offset 0; the file is
-/// truncated first). `input` is read once; the copy is written as it is read.
-pub fn sign_to(input: &Path, output: &mut File, signer: &Signer) -> Result<()> {
+/// truncated first; `output_path` names it in errors). `input` is read once; the copy
+/// is written as it is read.
+pub fn sign_to(
+    input: &Path,
+    output: &mut File,
+    output_path: &Path,
+    signer: &Signer,
+    signing_time: u64,
+) -> Result<()> {
     let mut file = File::open(input).at(input)?;
-    let layout = Layout::read(&mut file, input)?;
-    let out_name = PathBuf::from(format!("{} (signed copy)", input.display()));
-    let out_name = out_name.as_path();
-    output.set_len(0).at(out_name)?;
-    output.seek(SeekFrom::Start(0)).at(out_name)?;
-    let scan = scan(&mut file, input, &layout, Some(output))?;
-    Patch::new(&layout, scan, signer, crate::io::build_epoch())?.write(
-        output,
-        out_name,
-        layout.file_size,
-    )
+    let spans = read_file_spans(&mut file, input)?;
+    output.set_len(0).writing(output_path)?;
+    output.seek(SeekFrom::Start(0)).writing(output_path)?;
+    let scan = scan(&mut file, input, &spans, Some((output, output_path)))?;
+    SignaturePatch::new(&spans, scan, signer, signing_time)?
+        .write_to(output)
+        .writing(output_path)
+        .map(|_| ())
 }
 
 /// Authenticode SHA-256 digest of the PE file at `path`.
 pub fn image_digest(path: &Path) -> Result<[u8; 32]> {
     let mut file = File::open(path).at(path)?;
-    let layout = Layout::read(&mut file, path)?;
-    Ok(scan(&mut file, path, &layout, None)?.digest)
+    let spans = read_file_spans(&mut file, path)?;
+    Ok(scan(&mut file, path, &spans, None)?.digest)
 }
 
 /// Lists and checks the signatures embedded in the PE file at `path`. An unsigned
 /// file gives an empty list. Only SHA-256 signatures can match the recomputed digest.
 pub fn verify(path: &Path) -> Result<Vec<SignatureInfo>> {
     let mut file = File::open(path).at(path)?;
-    let layout = Layout::read(&mut file, path)?;
-    let Some(table) = layout.cert_table else {
+    let spans = read_file_spans(&mut file, path)?;
+    let Some(table) = spans.cert_table else {
         return Ok(Vec::new());
     };
-    if table.size > MAX_HEADER_BYTES {
+    if table.size > MAX_CERT_TABLE_BYTES {
         return Err(Error::format(
             path,
             format!(
@@ -116,7 +118,7 @@ pub fn verify(path: &Path) -> Result<Vec<SignatureInfo>> {
             ),
         ));
     }
-    let image = scan(&mut file, path, &layout, None)?.digest;
+    let image = scan(&mut file, path, &spans, None)?.digest;
     let bytes = read_at(&mut file, path, table.offset, table.size)?;
     let mut signatures = Vec::new();
     for entry in WinCertificates::new(&bytes) {
@@ -134,174 +136,24 @@ pub fn verify(path: &Path) -> Result<Vec<SignatureInfo>> {
 const WIN_CERT_REVISION_2_0: u16 = 0x0200;
 const WIN_CERT_TYPE_PKCS_SIGNED_DATA: u16 = 0x0002;
 
-/// Headers and certificate tables are never this large; a larger claim means a corrupt file.
-const MAX_HEADER_BYTES: u64 = 16 << 20;
+/// Certificate tables are never this large; a larger claim means a corrupt file.
+const MAX_CERT_TABLE_BYTES: u64 = 16 << 20;
 
 fn align8(n: u64) -> u64 {
     n.div_ceil(8) * 8
 }
 
-/// A byte range `[start, end)` of the input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Span {
-    start: u64,
-    end: u64,
+/// The hash spans of the image in `file` taken to be `file_size` bytes long (it may
+/// still be being written; only its headers are read).
+fn read_spans(file: &mut (impl Read + Seek), path: &Path, file_size: u64) -> Result<HashSpans> {
+    let headers = PeHeaders::read(file, path, file_size, "PE image")?;
+    HashSpans::new(&headers, file_size).map_err(|e| Error::format(path, e.to_string()))
 }
 
-#[derive(Debug, Clone, Copy)]
-struct CertTable {
-    offset: u64,
-    size: u64,
-}
-
-/// Where the fields Authenticode cares about are (spec 1.1), read from the headers.
-#[derive(Debug)]
-struct Layout {
-    file_size: u64,
-    checksum_offset: u64,
-    cert_dir_offset: u64,
-    /// Ranges hashed, in hashing order (spec 1.2 steps 1-8).
-    hashed: Vec<Span>,
-    /// Zero bytes hashed after them (step 9).
-    zero_pad: u64,
-    cert_table: Option<CertTable>,
-}
-
-impl Layout {
-    fn read(file: &mut (impl Read + Seek), path: &Path) -> Result<Self> {
-        let file_size = file.seek(SeekFrom::End(0)).at(path)?;
-        Self::read_sized(file, path, file_size)
-    }
-
-    /// The layout of the image in `file` taken to be `file_size` bytes long (it may
-    /// still be being written; only its headers are read).
-    fn read_sized(file: &mut (impl Read + Seek), path: &Path, file_size: u64) -> Result<Self> {
-        let bad = |msg: String| Error::format(path, msg);
-        let head = read_at(file, path, 0, file_size.min(4096))?;
-        if head.len() < 0x40 || &head[..2] != b"MZ" {
-            return Err(bad("not a PE image (no MZ header)".into()));
-        }
-        let pe = u32_at(&head, 0x3C) as u64;
-        let opt = pe + 24;
-        if pe + 24 > file_size {
-            return Err(bad(format!(
-                "truncated: PE header at {pe:#x} is past the end of the file"
-            )));
-        }
-        let head = read_at(file, path, 0, (opt + 240).min(file_size))?;
-        if head.len() < (opt + 2) as usize || &head[pe as usize..pe as usize + 4] != b"PE\0\0" {
-            return Err(bad(format!("not a PE image (no PE signature at {pe:#x})")));
-        }
-        let sections = u16_at(&head, pe as usize + 6) as u64;
-        let opt_size = u16_at(&head, pe as usize + 20) as u64;
-        let dir_base = match u16_at(&head, opt as usize) {
-            0x20B => opt + 112,
-            0x10B => opt + 96,
-            magic => return Err(bad(format!("unknown optional header magic {magic:#x}"))),
-        };
-        let cert_dir_offset = dir_base + 4 * 8;
-        let table_start = opt + opt_size;
-        let table_end = table_start + 40 * sections;
-        if cert_dir_offset + 8 > table_start || table_end > MAX_HEADER_BYTES.min(file_size) {
-            return Err(bad(
-                "truncated or corrupt PE headers (data directories or section table)".into(),
-            ));
-        }
-        let head = read_at(file, path, 0, table_end)?;
-        // NumberOfRvaAndSizes sits just before the data directories.
-        let directories = u32_at(&head, dir_base as usize - 4);
-        if directories < 5 {
-            return Err(bad(format!(
-                "no certificate table entry ({directories} data directories)"
-            )));
-        }
-        let size_of_headers = u32_at(&head, opt as usize + 60) as u64;
-        let checksum_offset = opt + 64;
-        if size_of_headers < table_end || size_of_headers > file_size {
-            return Err(bad(format!(
-                "SizeOfHeaders {size_of_headers:#x} does not cover the section table"
-            )));
-        }
-        let cert_table = match (
-            u32_at(&head, cert_dir_offset as usize),
-            u32_at(&head, cert_dir_offset as usize + 4),
-        ) {
-            (_, 0) => None,
-            (offset, size) => {
-                let (offset, size) = (offset as u64, size as u64);
-                if offset + size != file_size || offset < size_of_headers {
-                    return Err(bad(format!(
-                        "the certificate table ({offset:#x}+{size:#x}) is not at the end of the file ({file_size:#x})"
-                    )));
-                }
-                Some(CertTable { offset, size })
-            }
-        };
-        let image_end = cert_table.map_or(file_size, |t| t.offset);
-
-        let mut hashed = vec![
-            Span {
-                start: 0,
-                end: checksum_offset,
-            },
-            Span {
-                start: checksum_offset + 4,
-                end: cert_dir_offset,
-            },
-            Span {
-                start: cert_dir_offset + 8,
-                end: size_of_headers,
-            },
-        ];
-        let mut raw: Vec<Span> = (0..sections as usize)
-            .map(|i| {
-                let s = table_start as usize + 40 * i;
-                let (size, ptr) = (u32_at(&head, s + 16) as u64, u32_at(&head, s + 20) as u64);
-                Span {
-                    start: ptr,
-                    end: ptr + size,
-                }
-            })
-            .filter(|s| s.end > s.start)
-            .collect();
-        raw.sort_by_key(|s| s.start);
-        let mut sum = size_of_headers;
-        for s in &raw {
-            if s.end > image_end {
-                return Err(bad(format!(
-                    "truncated: a section's raw data ({:#x}..{:#x}) extends past the image end ({image_end:#x})",
-                    s.start, s.end
-                )));
-            }
-            sum += s.end - s.start;
-        }
-        hashed.extend(raw);
-        if image_end > sum {
-            hashed.push(Span {
-                start: sum,
-                end: image_end,
-            });
-        }
-        Ok(Layout {
-            file_size,
-            checksum_offset,
-            cert_dir_offset,
-            hashed,
-            zero_pad: align8(image_end) - image_end,
-            cert_table,
-        })
-    }
-
-    /// End of the header bytes that signing patches.
-    fn header_patch_end(&self) -> u64 {
-        self.checksum_offset.max(self.cert_dir_offset) + 8
-    }
-
-    /// True if the hashed ranges come in file order without overlap, so one
-    /// sequential pass can hash them.
-    fn hashed_in_file_order(&self) -> bool {
-        self.hashed.windows(2).all(|w| w[0].end <= w[1].start)
-    }
+/// The hash spans of the whole file.
+fn read_file_spans(file: &mut File, path: &Path) -> Result<HashSpans> {
+    let file_size = file.seek(SeekFrom::End(0)).at(path)?;
+    read_spans(file, path, file_size)
 }
 
 /// What one pass over the input yields.
@@ -323,7 +175,7 @@ struct Scanner {
 }
 
 impl Scanner {
-    fn new(layout: &Layout) -> Self {
+    fn new(spans: &HashSpans) -> Self {
         Scanner {
             hasher: Sha256::new(),
             checksum: PeChecksum::default(),
@@ -331,12 +183,12 @@ impl Scanner {
             offset: 0,
             zeroed: [
                 Span {
-                    start: layout.checksum_offset,
-                    end: layout.checksum_offset + 4,
+                    start: spans.checksum_offset,
+                    end: spans.checksum_offset + 4,
                 },
                 Span {
-                    start: layout.cert_dir_offset,
-                    end: layout.cert_dir_offset + 8,
+                    start: spans.cert_dir_offset,
+                    end: spans.cert_dir_offset + 8,
                 },
             ],
         }
@@ -344,11 +196,11 @@ impl Scanner {
 
     /// Feeds the next bytes of the image. `hash` is false when the hashed ranges are
     /// not in file order (they are then hashed separately).
-    fn update(&mut self, layout: &Layout, chunk: &[u8], hash: bool) {
+    fn update(&mut self, spans: &HashSpans, chunk: &[u8], hash: bool) {
         let offset = self.offset;
         let chunk_end = offset + chunk.len() as u64;
-        while hash && self.next_span < layout.hashed.len() {
-            let span = layout.hashed[self.next_span];
+        while hash && self.next_span < spans.hashed.len() {
+            let span = spans.hashed[self.next_span];
             let (start, end) = (span.start.max(offset), span.end.min(chunk_end));
             if start < end {
                 self.hasher
@@ -374,8 +226,8 @@ impl Scanner {
         self.offset = chunk_end;
     }
 
-    fn finish(mut self, layout: &Layout) -> Scan {
-        self.hasher.update(&[0u8; 8][..layout.zero_pad as usize]);
+    fn finish(mut self, spans: &HashSpans) -> Scan {
+        self.hasher.update(&[0u8; 8][..spans.zero_pad as usize]);
         Scan {
             digest: self.hasher.finalize().into(),
             checksum: self.checksum,
@@ -384,61 +236,64 @@ impl Scanner {
 }
 
 /// Reads `file` once, front to back: hashes the Authenticode ranges, sums the PE
-/// checksum and copies every byte to `copy` if given.
+/// checksum and copies every byte to `copy` (a file and its name) if given.
 fn scan(
     file: &mut (impl Read + Seek),
     path: &Path,
-    layout: &Layout,
-    mut copy: Option<&mut File>,
+    spans: &HashSpans,
+    mut copy: Option<(&mut File, &Path)>,
 ) -> Result<Scan> {
-    let in_order = layout.hashed_in_file_order();
-    let mut scanner = Scanner::new(layout);
+    let in_order = spans.in_file_order();
+    let mut scanner = Scanner::new(spans);
     let mut buf = vec![0u8; crate::io::BUFFER_SIZE];
     let mut offset = 0u64;
     file.seek(SeekFrom::Start(0)).at(path)?;
-    while offset < layout.file_size {
-        let want = (layout.file_size - offset).min(buf.len() as u64) as usize;
+    while offset < spans.file_size {
+        let want = (spans.file_size - offset).min(buf.len() as u64) as usize;
         let chunk = &mut buf[..want];
         file.read_exact(chunk)
             .map_err(|e| Error::format(path, format!("read failed at {offset:#x}: {e}")))?;
-        if let Some(out) = copy.as_deref_mut() {
-            out.write_all(chunk)
-                .map_err(|e| Error::io(format!("{} (signed copy)", path.display()), e))?;
+        if let Some((out, out_path)) = copy.as_mut() {
+            out.write_all(chunk).writing(out_path)?;
         }
-        scanner.update(layout, chunk, in_order);
+        scanner.update(spans, chunk, in_order);
         offset += want as u64;
     }
     if !in_order {
         // Sections overlap, or leave gaps before the trailing data: hash span by span.
-        hash_spans(file, path, &layout.hashed, &mut scanner.hasher, &mut buf)?;
+        hash_spans(file, path, &spans.hashed, &mut scanner.hasher, &mut buf)?;
     }
-    Ok(scanner.finish(layout))
+    Ok(scanner.finish(spans))
 }
 
 /// Signing folded into writing: a PE image fed to [`ImageScan::update`] front to
-/// back while it is written, then signed by [`ImageScan::sign`] without reading it
+/// back while it is written, then signed by [`ImageScan::finish`] without reading it
 /// again. For writers that know the image's headers and final size up front.
 pub struct ImageScan {
-    layout: Layout,
+    spans: HashSpans,
     scanner: Scanner,
 }
 
 impl ImageScan {
-    /// Starts a scan of the image whose headers are the first bytes of `file` (already
-    /// written) and whose unsigned size will be `size`. `None` when the image's
-    /// hashed ranges are not in file order (sign it with [`sign_in_place`] instead).
-    pub fn start(file: &mut (impl Read + Seek), path: &Path, size: u64) -> Result<Option<Self>> {
-        let layout = Layout::read_sized(file, path, size)?;
-        if layout.cert_table.is_some() || !layout.hashed_in_file_order() {
+    /// Starts a scan of the image whose header block is `headers` and whose unsigned
+    /// size will be `size`. `None` when the image's hashed ranges are not in file
+    /// order (sign it with [`sign_in_place`] instead). `headers` are the writer's
+    /// own, so a problem with them is an invalid-input error.
+    pub fn start(headers: &[u8], size: u64) -> Result<Option<Self>> {
+        let own = |e: crate::pe::Malformed| {
+            Error::invalid(format!("the image being signed has bad headers: {e}"))
+        };
+        let spans = HashSpans::new(&PeHeaders::parse(headers).map_err(own)?, size).map_err(own)?;
+        if spans.cert_table.is_some() || !spans.in_file_order() {
             return Ok(None);
         }
-        let scanner = Scanner::new(&layout);
-        Ok(Some(ImageScan { layout, scanner }))
+        let scanner = Scanner::new(&spans);
+        Ok(Some(ImageScan { spans, scanner }))
     }
 
     /// Feeds the next bytes of the image, in file order from byte 0.
     pub fn update(&mut self, bytes: &[u8]) {
-        self.scanner.update(&self.layout, bytes, true);
+        self.scanner.update(&self.spans, bytes, true);
     }
 
     /// Bytes fed so far.
@@ -446,21 +301,17 @@ impl ImageScan {
         self.scanner.offset
     }
 
-    /// Signs the image in `file` (fed whole) as [`sign_in_place`] does; returns the
-    /// signed length.
-    pub fn sign(self, file: &mut (impl Write + Seek), path: &Path, signer: &Signer) -> Result<u64> {
-        if self.scanner.offset != self.layout.file_size {
+    /// Signs the image (fed whole) with `signer` at `signing_time`: the bytes to
+    /// append and patch, for [`SignaturePatch::write_to`].
+    pub fn finish(self, signer: &Signer, signing_time: u64) -> Result<SignaturePatch> {
+        if self.scanner.offset != self.spans.file_size {
             return Err(Error::invalid(format!(
-                "{}: {} of {} bytes were hashed for signing",
-                path.display(),
-                self.scanner.offset,
-                self.layout.file_size
+                "{} of {} bytes were hashed for signing",
+                self.scanner.offset, self.spans.file_size
             )));
         }
-        let scan = self.scanner.finish(&self.layout);
-        let patch = Patch::new(&self.layout, scan, signer, crate::io::build_epoch())?;
-        patch.write(file, path, self.layout.file_size)?;
-        Ok(self.layout.file_size + patch.appended.len() as u64)
+        let scan = self.scanner.finish(&self.spans);
+        SignaturePatch::new(&self.spans, scan, signer, signing_time)
     }
 }
 
@@ -486,7 +337,9 @@ fn hash_spans(
 }
 
 /// The bytes signing appends and patches.
-struct Patch {
+pub struct SignaturePatch {
+    /// Length of the image before signing; `appended` goes here.
+    file_size: u64,
     /// Appended at the current end of the file: zero padding, then the new WIN_CERTIFICATE.
     appended: Vec<u8>,
     cert_dir_offset: u64,
@@ -495,15 +348,15 @@ struct Patch {
     checksum: u32,
 }
 
-impl Patch {
-    fn new(layout: &Layout, scan: Scan, signer: &Signer, signing_time: u64) -> Result<Self> {
+impl SignaturePatch {
+    fn new(spans: &HashSpans, scan: Scan, signer: &Signer, signing_time: u64) -> Result<Self> {
         let entry = win_certificate(&signature_blob(&scan.digest, signer, signing_time)?);
-        let (table_offset, table_used) = match layout.cert_table {
+        let (table_offset, table_used) = match spans.cert_table {
             Some(t) => (t.offset, t.size),
-            None => (align8(layout.file_size), 0),
+            None => (align8(spans.file_size), 0),
         };
         let entry_offset = table_offset + align8(table_used);
-        let mut appended = vec![0u8; (entry_offset - layout.file_size) as usize];
+        let mut appended = vec![0u8; (entry_offset - spans.file_size) as usize];
         appended.extend_from_slice(&entry);
         let table_size = entry_offset + entry.len() as u64 - table_offset;
         let too_big = |what: &str| {
@@ -524,34 +377,44 @@ impl Patch {
         );
 
         let mut checksum = scan.checksum;
-        checksum.add(layout.file_size, &appended);
-        checksum.add(layout.cert_dir_offset, &cert_dir);
-        let total = layout.file_size + appended.len() as u64;
-        Ok(Patch {
+        checksum.add(spans.file_size, &appended);
+        checksum.add(spans.cert_dir_offset, &cert_dir);
+        let total = spans.file_size + appended.len() as u64;
+        Ok(SignaturePatch {
+            file_size: spans.file_size,
             appended,
-            cert_dir_offset: layout.cert_dir_offset,
+            cert_dir_offset: spans.cert_dir_offset,
             cert_dir,
-            checksum_offset: layout.checksum_offset,
+            checksum_offset: spans.checksum_offset,
             checksum: checksum.finish(total),
         })
     }
 
-    fn write(&self, out: &mut (impl Write + Seek), name: &Path, file_size: u64) -> Result<()> {
-        out.seek(SeekFrom::Start(file_size)).at(name)?;
-        out.write_all(&self.appended).at(name)?;
-        out.seek(SeekFrom::Start(self.cert_dir_offset)).at(name)?;
-        out.write_all(&self.cert_dir).at(name)?;
-        out.seek(SeekFrom::Start(self.checksum_offset)).at(name)?;
-        out.write_all(&self.checksum.to_le_bytes()).at(name)?;
-        out.flush().at(name)
+    /// Length of the signed image.
+    pub fn signed_len(&self) -> u64 {
+        self.file_size + self.appended.len() as u64
+    }
+
+    /// Appends the certificate table to the image in `out` and patches its headers;
+    /// returns the signed length.
+    pub fn write_to(&self, out: &mut (impl Write + Seek)) -> std::io::Result<u64> {
+        out.seek(SeekFrom::Start(self.file_size))?;
+        out.write_all(&self.appended)?;
+        out.seek(SeekFrom::Start(self.cert_dir_offset))?;
+        out.write_all(&self.cert_dir)?;
+        out.seek(SeekFrom::Start(self.checksum_offset))?;
+        out.write_all(&self.checksum.to_le_bytes())?;
+        out.flush()?;
+        Ok(self.signed_len())
     }
 }
 
 /// Bytes that signing appends to an unsigned image whose length is a multiple of 8
-/// (every UKI): the certificate table. Fixed for a signer: the RSA signature has the
-/// modulus's length and every other field has a fixed width.
-pub fn signature_len(signer: &Signer) -> Result<u64> {
-    let blob = signature_blob(&[0; 32], signer, crate::io::build_epoch())?;
+/// (every UKI): the certificate table, signed at `signing_time`. It depends on the
+/// digest's value not at all and on the time only through its encoding (a UTCTime
+/// before 2050, a longer GeneralizedTime from then on).
+pub fn signature_len(signer: &Signer, signing_time: u64) -> Result<u64> {
+    let blob = signature_blob(&[0; 32], signer, signing_time)?;
     Ok(win_certificate(&blob).len() as u64)
 }
 
@@ -587,14 +450,15 @@ impl<'a> Iterator for WinCertificates<'a> {
         if self.rest.len() < 8 || self.rest.iter().all(|b| *b == 0) {
             return None;
         }
-        let len = u32_at(self.rest, 0) as usize;
+        let len = le::u32_at(self.rest, 0).expect("8 bytes are there") as usize;
         if len < 8 || len > self.rest.len() {
             self.rest = &[];
             return Some(Err(format!(
                 "corrupt certificate table entry (dwLength {len})"
             )));
         }
-        let item = (u16_at(self.rest, 6), &self.rest[8..len]);
+        let cert_type = le::u16_at(self.rest, 6).expect("8 bytes are there");
+        let item = (cert_type, &self.rest[8..len]);
         self.rest = &self.rest[(align8(len as u64) as usize).min(self.rest.len())..];
         Some(Ok(item))
     }
@@ -810,47 +674,6 @@ pub(crate) fn verify_rsa(
     .is_ok()
 }
 
-/// Running PE checksum (spec 1.4): a 16-bit one's-complement sum of little-endian
-/// words, fed with byte offsets so chunks may start at odd positions and bytes can be
-/// added out of order (the sum is commutative).
-///
-/// Since 2^16 = 1 modulo 0xFFFF, adding 64-bit little-endian words (four 16-bit words
-/// at once) into a wide accumulator and folding at the end gives the same result as
-/// adding 16-bit words with end-around carry, at a quarter of the additions.
-#[derive(Debug, Default, Clone, Copy)]
-struct PeChecksum {
-    sum: u128,
-}
-
-impl PeChecksum {
-    fn add(&mut self, offset: u64, bytes: &[u8]) {
-        let mut bytes = bytes;
-        if offset % 2 == 1 && !bytes.is_empty() {
-            self.sum += (bytes[0] as u128) << 8;
-            bytes = &bytes[1..];
-        }
-        let mut quads = bytes.chunks_exact(8);
-        for q in &mut quads {
-            self.sum += u64::from_le_bytes(q.try_into().expect("8 bytes")) as u128;
-        }
-        let mut words = quads.remainder().chunks_exact(2);
-        for w in &mut words {
-            self.sum += u16::from_le_bytes([w[0], w[1]]) as u128;
-        }
-        if let [last] = words.remainder() {
-            self.sum += *last as u128;
-        }
-    }
-
-    fn finish(self, file_len: u64) -> u32 {
-        let mut sum = self.sum;
-        while sum >> 16 != 0 {
-            sum = (sum & 0xFFFF) + (sum >> 16);
-        }
-        (sum as u32).wrapping_add(file_len as u32)
-    }
-}
-
 fn read_at(file: &mut (impl Read + Seek), path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; len as usize];
     file.seek(SeekFrom::Start(offset)).at(path)?;
@@ -863,41 +686,91 @@ fn read_at(file: &mut (impl Read + Seek), path: &Path, offset: u64, len: u64) ->
     Ok(buf)
 }
 
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::io::Cursor;
+
     use super::*;
+
+    fn test_signer() -> Signer {
+        crate::keys::generate::signer("reproducible", 2048).unwrap()
+    }
 
     #[test]
     fn sequential_pass_and_span_by_span_hashing_agree() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/amd64-252/systemd-boot.efi");
-        let mut file = File::open(&path).expect("demo inputs (scripts/demo-inputs)");
-        let layout = Layout::read(&mut file, &path).unwrap();
-        assert!(layout.hashed_in_file_order());
-        let streamed = scan(&mut file, &path, &layout, None).unwrap().digest;
+        let image = crate::pe::tests::small_image();
+        let path = Path::new("small.efi");
+        let mut file = Cursor::new(image.clone());
+        let spans = read_spans(&mut file, path, image.len() as u64).unwrap();
+        assert!(spans.in_file_order());
+        let streamed = scan(&mut file, path, &spans, None).unwrap().digest;
         let mut hasher = Sha256::new();
-        hash_spans(
-            &mut file,
-            &path,
-            &layout.hashed,
-            &mut hasher,
-            &mut [0u8; 4096],
-        )
-        .unwrap();
-        hasher.update(&[0u8; 8][..layout.zero_pad as usize]);
+        hash_spans(&mut file, path, &spans.hashed, &mut hasher, &mut [0u8; 100]).unwrap();
+        hasher.update(&[0u8; 8][..spans.zero_pad as usize]);
         assert_eq!(streamed, <[u8; 32]>::from(hasher.finalize()));
+        // The digest skips CheckSum and the certificate directory entry.
+        let mut changed = image.clone();
+        changed[spans.checksum_offset as usize] ^= 0xFF;
+        changed[spans.cert_dir_offset as usize + 7] ^= 0xFF;
+        let mut file = Cursor::new(changed);
+        assert_eq!(
+            scan(&mut file, path, &spans, None).unwrap().digest,
+            streamed
+        );
+    }
+
+    #[test]
+    fn signing_while_writing_equals_signing_after() {
+        let signer = test_signer();
+        let image = crate::pe::tests::small_image();
+        let size = image.len() as u64;
+        let mut after = Cursor::new(image.clone());
+        let spans = read_spans(&mut after, Path::new("a"), size).unwrap();
+        let scanned = scan(&mut after, Path::new("a"), &spans, None).unwrap();
+        let patch = SignaturePatch::new(&spans, scanned, &signer, 1_700_000_000).unwrap();
+        let signed_len = patch.write_to(&mut after).unwrap();
+
+        let headers = &image[..0x400];
+        let mut while_writing = ImageScan::start(headers, size).unwrap().unwrap();
+        for chunk in image.chunks(77) {
+            while_writing.update(chunk);
+        }
+        assert_eq!(while_writing.position(), size);
+        let mut streamed = Cursor::new(image.clone());
+        let patch = while_writing.finish(&signer, 1_700_000_000).unwrap();
+        assert_eq!(patch.write_to(&mut streamed).unwrap(), signed_len);
+        assert_eq!(streamed.into_inner(), after.into_inner());
+        assert_eq!(
+            signed_len,
+            size + signature_len(&signer, 1_700_000_000).unwrap()
+        );
+    }
+
+    #[test]
+    fn signature_length_is_known_before_signing() {
+        let signer = test_signer();
+        for time in [
+            0,
+            1,
+            1_700_000_000,
+            2_524_607_999,
+            2_524_608_000,
+            4_102_444_800,
+        ] {
+            let blob = signature_blob(&[9; 32], &signer, time).unwrap();
+            let len = signature_len(&signer, time).unwrap();
+            assert_eq!(win_certificate(&blob).len() as u64, len, "at {time}");
+        }
+        // Up to the last second of 2049 the signingTime is a UTCTime of fixed width.
+        assert_eq!(
+            signature_len(&signer, 0).unwrap(),
+            signature_len(&signer, 2_524_607_999).unwrap()
+        );
     }
 
     #[test]
     fn signatures_depend_only_on_inputs_and_signing_time() {
-        let signer = crate::keys::generate::signer("reproducible", 2048).unwrap();
+        let signer = test_signer();
         let digest = [7u8; 32];
         let a = signature_blob(&digest, &signer, 1_700_000_000).unwrap();
         assert_eq!(a, signature_blob(&digest, &signer, 1_700_000_000).unwrap());
@@ -911,25 +784,6 @@ mod tests {
             "{:02x?}",
             &a[..40]
         );
-    }
-
-    #[test]
-    fn checksum_is_order_and_chunking_independent() {
-        let data: Vec<u8> = (0..1001u32).map(|i| (i * 7 + 3) as u8).collect();
-        let mut whole = PeChecksum::default();
-        whole.add(0, &data);
-        let mut parts = PeChecksum::default();
-        parts.add(500, &data[500..]);
-        parts.add(0, &data[..333]);
-        parts.add(333, &data[333..500]);
-        assert_eq!(whole.finish(1001), parts.finish(1001));
-        // The plain definition: 16-bit words, end-around carry after each addition.
-        let mut sum = 0u32;
-        for w in data.chunks(2) {
-            sum += u16::from_le_bytes([w[0], *w.get(1).unwrap_or(&0)]) as u32;
-            sum = (sum & 0xFFFF) + (sum >> 16);
-        }
-        assert_eq!(whole.finish(1001), sum + 1001);
     }
 
     #[test]

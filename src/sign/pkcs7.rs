@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::attr::Attribute;
 
+use super::Signer;
 use crate::error::{Error, Result};
-use crate::keys::Signer;
 
 /// Object identifiers used in the signatures.
 pub mod oid {

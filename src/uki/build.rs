@@ -1,43 +1,52 @@
 //! Assembling a UKI on systemd-stub and predicting its PCR 11 in the same pass.
 //!
-//! Sizes are known up front (files' lengths; `.pcrsig` has a fixed length for a key
-//! size), so the whole layout is fixed first, then the file is written front to back:
-//! kernel and initramfs are streamed from their files and hashed as they go, and the
-//! `.pcrsig` placeholder is filled in last, once every measured byte is known.
+//! [`plan`] fixes everything up front: sizes are known before writing (files'
+//! lengths; `.pcrsig` has a fixed length for a key size, the Authenticode signature
+//! one for a signer), so the stub is loaded and checked and the PE layout made once.
+//! [`UkiPlan::write`] then writes the file front to back: kernel and initramfs are
+//! streamed from their files and hashed as they go, PCR 11 is predicted per boot
+//! target, the `.pcrsig` placeholders are filled in once every measured byte is
+//! known, and the image is Authenticode-signed from a hash computed while writing.
+//!
+//! The sections, their order and what the stub measures follow the UAPI Group's
+//! Unified Kernel Image specification and systemd's `src/boot/` sources.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, sync_channel};
 
-use super::pe::MACHINE_X86_64;
 use super::sections::{self, PROFILES_SINCE};
 use super::stub::Stub;
 use super::{Pcr11, UkiReport, UkiSpec, kernel};
 use crate::error::{Error, IoContext, Result};
 use crate::io::Output;
-use crate::keys::Signer;
 use crate::measure::{self, BANKS, BankPcr, Digests, Measured, policy};
-use crate::sign::authenticode::ImageScan;
+use crate::pe::{MACHINE_X86_64, PeLayout};
+use crate::sign::Signer;
+use crate::sign::authenticode::{self, ImageScan};
+
+/// What errors while writing the UKI say is being done (the output has no path here).
+const WRITING: &str = "writing the UKI";
 
 /// Where an appended section's bytes come from.
-enum Content<'a> {
+enum Content {
     Bytes(Vec<u8>),
-    File(&'a Path, u64),
+    File(PathBuf, u64),
     /// The signed policy of measurement target `usize`, written last.
     PcrSig(usize),
 }
 
 /// One appended section. `block` 0 is the base; `i + 1` is profile `i`.
-struct Planned<'a> {
+struct Planned {
     name: &'static str,
-    content: Content<'a>,
+    content: Content,
     block: usize,
 }
 
-impl Planned<'_> {
+impl Planned {
     fn len(&self, pcrsig_len: u64) -> u64 {
         match &self.content {
             Content::Bytes(b) => b.len() as u64,
@@ -69,16 +78,17 @@ fn check_efi_kernel(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The sections of the build, in file order (spec 1.3).
-fn plan<'a>(spec: &'a UkiSpec<'a>, stub: &Stub) -> Result<Vec<Planned<'a>>> {
+/// The sections appended to the stub, in file order (the order `ukify` writes them;
+/// the UKI specification lists what each holds).
+fn appended_sections(spec: &UkiSpec, stub: &Stub) -> Result<Vec<Planned>> {
     let x86 = stub.headers.machine() == MACHINE_X86_64;
-    check_efi_kernel(spec.kernel)?;
+    check_efi_kernel(&spec.kernel)?;
     // On x86 the release comes from the bzImage header and a kernel without one is
     // refused; other architectures have no such header and go without `.uname`.
     let uname = if x86 {
-        Some(kernel::uname(spec.kernel)?)
+        Some(kernel::uname(&spec.kernel)?)
     } else {
-        kernel::uname(spec.kernel).ok()
+        kernel::uname(&spec.kernel).ok()
     };
     let mut out = Vec::new();
     let mut add = |name, content, block| {
@@ -101,24 +111,24 @@ fn plan<'a>(spec: &'a UkiSpec<'a>, stub: &Stub) -> Result<Vec<Planned<'a>>> {
     if let Some(u) = uname {
         add(".uname", Content::Bytes(u.into_bytes()), 0);
     }
-    if let Some(p) = spec.splash {
-        add(".splash", Content::File(p, file_len(p)?), 0);
+    if let Some(p) = &spec.splash {
+        add(".splash", Content::File(p.clone(), file_len(p)?), 0);
     }
-    if let Some(p) = spec.dtb {
-        add(".dtb", Content::File(p, file_len(p)?), 0);
+    if let Some(p) = &spec.dtb {
+        add(".dtb", Content::File(p.clone(), file_len(p)?), 0);
     }
-    if let Some(key) = spec.pcr_key {
+    if let Some(key) = &spec.pcr_key {
         let pem = policy::public_key_pem(&key.key.to_public_key());
         add(".pcrpkey", Content::Bytes(pem.into_bytes()), 0);
     }
     add(
         ".linux",
-        Content::File(spec.kernel, file_len(spec.kernel)?),
+        Content::File(spec.kernel.clone(), file_len(&spec.kernel)?),
         0,
     );
     add(
         ".initrd",
-        Content::File(spec.initrd, file_len(spec.initrd)?),
+        Content::File(spec.initrd.clone(), file_len(&spec.initrd)?),
         0,
     );
     for (i, p) in spec.profiles.iter().enumerate() {
@@ -148,219 +158,310 @@ fn plan<'a>(spec: &'a UkiSpec<'a>, stub: &Stub) -> Result<Vec<Planned<'a>>> {
     Ok(out)
 }
 
-/// Builds the unsigned UKI described by `spec` into `out` (from its start).
-pub fn build(spec: &UkiSpec, out: &mut impl Output) -> Result<UkiReport> {
-    build_with(spec, out, None)
+/// A UKI laid out and ready to be written: the stub loaded and checked, every
+/// section's source and size known, the PE headers made.
+pub struct UkiPlan {
+    spec: UkiSpec,
+    signer: Option<Signer>,
+    stub: Stub,
+    /// The appended sections, in file order.
+    sections: Vec<Planned>,
+    /// Length of each `.pcrsig`.
+    pcrsig_len: u64,
+    layout: PeLayout,
+    /// Bytes the Authenticode signature adds (0 unsigned).
+    signature_len: u64,
 }
 
-/// Builds the UKI described by `spec` into `out` and Authenticode-signs it with
-/// `signer`: the signing hash and PE checksum are computed on another thread while
-/// the file is written, so signing costs no second read.
-pub fn build_signed(spec: &UkiSpec, out: &mut impl Output, signer: &Signer) -> Result<UkiReport> {
-    build_with(spec, out, Some(signer))
-}
-
-/// The length of the UKI that [`build`] (no `signer`) or [`build_signed`] writes for
-/// `spec`, known before any of it is written.
-pub fn planned_size(spec: &UkiSpec, signer: Option<&Signer>) -> Result<u64> {
-    let stub = Stub::load(spec.stub)?;
-    let (_, _, layout) = lay_out(spec, &stub)?;
-    let signature = match signer {
-        Some(s) => crate::sign::authenticode::signature_len(s)?,
-        None => 0,
-    };
-    Ok(image_size(&layout) + signature)
-}
-
-/// The sections of the build, the length of each `.pcrsig`, and the PE layout.
-fn lay_out<'a>(
-    spec: &'a UkiSpec<'a>,
-    stub: &Stub,
-) -> Result<(Vec<Planned<'a>>, u64, super::pe::Layout)> {
-    let planned = plan(spec, stub)?;
-    let pcrsig_len = spec
-        .pcr_key
-        .map_or(0, |k| policy::pcrsig_len(&k.key, &BANKS)) as u64;
-    let appended: Vec<(&str, u64)> = planned
-        .iter()
-        .map(|p| (p.name, p.len(pcrsig_len)))
-        .collect();
-    let layout = stub.headers.layout(&appended, spec.timestamp, spec.stub)?;
-    Ok((planned, pcrsig_len, layout))
-}
-
-/// The end of the last section: the unsigned image's length.
-fn image_size(layout: &super::pe::Layout) -> u64 {
-    layout
-        .sections
-        .iter()
-        .map(|s| u64::from(s.pointer_to_raw_data) + u64::from(s.size_of_raw_data))
-        .max()
-        .unwrap_or(layout.headers.len() as u64)
-}
-
-fn build_with(spec: &UkiSpec, out: &mut impl Output, signer: Option<&Signer>) -> Result<UkiReport> {
-    let stub = Stub::load(spec.stub)?;
-    let version = stub.info.major;
-    if !spec.profiles.is_empty() && version < PROFILES_SINCE {
+/// Plans the UKI described by `spec`, Authenticode-signed with `signer` if given:
+/// loads and checks the stub and the inputs and lays the image out.
+pub fn plan(spec: UkiSpec, signer: Option<Signer>) -> Result<UkiPlan> {
+    let stub = Stub::load(&spec.stub)?;
+    if !spec.profiles.is_empty() && stub.info.major < PROFILES_SINCE {
         return Err(Error::format(
-            spec.stub,
+            &spec.stub,
             format!(
                 "systemd-stub {} does not support UKI profiles (needs {PROFILES_SINCE})",
                 stub.info.version
             ),
         ));
     }
-    let (planned, pcrsig_len, layout) = lay_out(spec, &stub)?;
-    let out_path = Path::new("<UKI output>");
-
-    // Write headers and stub sections, then the appended sections, hashing measured
-    // content as it streams by. With a signer, every byte written before the first
-    // `.pcrsig` also goes to the Authenticode scan; the rest (a few KiB, known only
-    // once PCR 11 is) is read back at the end.
-    out.set_len(0).at(out_path)?;
-    out.seek(SeekFrom::Start(0)).at(out_path)?;
-    let mut w = BufWriter::with_capacity(crate::io::BUFFER_SIZE, &mut *out);
-    w.write_all(&layout.headers).at(out_path)?;
-    for s in &stub.headers.sections {
-        w.write_all(stub.raw(s)).at(out_path)?;
-    }
-    w.flush().at(out_path)?;
-    drop(w);
-    let written = out.stream_position().at(out_path)?;
-    let appended_sections = &layout.sections[layout.stub_sections..];
-    let size = image_size(&layout);
-    let scan_stop = planned
+    let sections = appended_sections(&spec, &stub)?;
+    let pcrsig_len = spec
+        .pcr_key
+        .as_ref()
+        .map_or(0, |k| policy::pcrsig_len(&k.key, &BANKS)) as u64;
+    let sizes: Vec<(&str, u64)> = sections
         .iter()
-        .zip(appended_sections)
-        .find(|(p, _)| matches!(p.content, Content::PcrSig(_)))
-        .map_or(size, |(_, h)| u64::from(h.pointer_to_raw_data));
-    let mut scan = match signer {
-        Some(_) => ImageScan::start(out, out_path, size)?,
-        None => None,
+        .map(|p| (p.name, p.len(pcrsig_len)))
+        .collect();
+    let layout = stub.headers.lay_out(&sizes, spec.timestamp, &spec.stub)?;
+    let signature_len = match &signer {
+        Some(s) => authenticode::signature_len(s, u64::from(spec.timestamp))?,
+        None => 0,
     };
-    out.seek(SeekFrom::Start(written)).at(out_path)?;
-    if let Some(scan) = &mut scan {
-        scan.update(&layout.headers);
-        for s in &stub.headers.sections {
-            scan.update(stub.raw(s));
-        }
-        debug_assert_eq!(scan.position(), written);
-    }
-    let (tx, rx) = sync_channel::<Arc<Vec<u8>>>(8);
-    let (digests, scan) = std::thread::scope(|scope| -> Result<_> {
-        let scanner = scan.map(|mut scan| {
-            scope.spawn(move || {
-                for chunk in rx {
-                    scan.update(&chunk);
-                }
-                scan
-            })
-        });
-        let tee = ScanTee {
-            file: &mut *out,
-            tx: scanner.is_some().then_some(tx),
-            at: written,
-            stop: scan_stop,
-        };
-        let mut w = BufWriter::with_capacity(crate::io::BUFFER_SIZE, tee);
-        let digests = write_sections(&mut w, &planned, appended_sections, pcrsig_len, out_path);
-        let flushed = w.flush().at(out_path);
-        drop(w);
-        let scan = scanner.map(|t| t.join().expect("the signing scan does not panic"));
-        let digests = digests?;
-        flushed?;
-        Ok((digests, scan))
-    })?;
+    Ok(UkiPlan {
+        spec,
+        signer,
+        stub,
+        sections,
+        pcrsig_len,
+        layout,
+        signature_len,
+    })
+}
 
-    // PCR 11 per measurement target: the base alone, or base + each profile.
-    let sbat = stub.sbat().map(|b| Digests::of(&b));
-    let targets: Vec<usize> = if spec.profiles.is_empty() {
-        vec![0]
-    } else {
-        (1..=spec.profiles.len()).collect()
-    };
-    let mut pcr11 = Vec::new();
-    for (t, &block) in targets.iter().enumerate() {
-        let mut set: BTreeMap<&str, &Digests> = BTreeMap::new();
-        if let Some(d) = &sbat {
-            set.insert(".sbat", d);
+/// PCR 11 of one boot target: the base alone, or the base and one profile.
+struct Target {
+    /// Profile ID, `None` without profiles.
+    profile: Option<String>,
+    banks: Vec<BankPcr>,
+}
+
+impl UkiPlan {
+    /// Length of the file [`UkiPlan::write`] makes, signature included.
+    pub fn size(&self) -> u64 {
+        self.layout.image_len() + self.signature_len
+    }
+
+    /// Writes the UKI into `out` (from its start; it is truncated first): headers and
+    /// sections, PCR 11 predicted per boot target, the signed policies, and the
+    /// Authenticode signature when there is a signer.
+    pub fn write(&self, out: &mut dyn Output) -> Result<UkiReport> {
+        let (digests, scan) = self.write_image(out)?;
+        let targets = self.predict_pcr11(&digests);
+        let pols = self.sign_policies(out, &targets)?;
+        out.flush().during(WRITING)?;
+        let size = self.sign_image(out, scan)?;
+        if size != self.size() {
+            return Err(Error::invalid(format!(
+                "the UKI came out {size} bytes long, {} were planned",
+                self.size()
+            )));
         }
-        for b in [0, block] {
-            let mut seen_in_block = Vec::new();
-            for (p, d) in planned.iter().zip(&digests) {
-                if p.block == b
-                    && let Some(d) = d
-                    && !seen_in_block.contains(&p.name)
-                {
-                    seen_in_block.push(p.name);
-                    set.insert(p.name, d);
-                }
+        Ok(UkiReport {
+            stub_version: self.stub.info.version.clone(),
+            sections: self
+                .layout
+                .sections
+                .iter()
+                .map(|s| (s.name.clone(), s.virtual_size as u64))
+                .collect(),
+            pcr11: targets
+                .iter()
+                .zip(pols)
+                .flat_map(|(t, pols)| {
+                    t.banks
+                        .iter()
+                        .zip(pols)
+                        .map(|(b, pol)| report_entry(&t.profile, b, pol))
+                })
+                .collect(),
+            size,
+        })
+    }
+
+    /// File offset where the Authenticode scan stops while writing: the first
+    /// `.pcrsig`, whose content is known only at the end (or the image's end).
+    fn scan_stop(&self) -> u64 {
+        self.sections
+            .iter()
+            .zip(self.layout.appended())
+            .find(|(p, _)| matches!(p.content, Content::PcrSig(_)))
+            .map_or(self.layout.image_len(), |(_, h)| {
+                u64::from(h.pointer_to_raw_data)
+            })
+    }
+
+    /// Writes the headers, the stub's sections and the appended ones (`.pcrsig` as
+    /// zeros), hashing measured content as it streams by. With a signer, every byte
+    /// before [`Self::scan_stop`] also goes to the Authenticode scan, on another
+    /// thread. Returns the digests of each appended section and the scan.
+    fn write_image(
+        &self,
+        out: &mut dyn Output,
+    ) -> Result<(Vec<Option<Digests>>, Option<ImageScan>)> {
+        let size = self.layout.image_len();
+        let mut scan =
+            match self.signer {
+                Some(_) => Some(ImageScan::start(&self.layout.headers, size)?.ok_or_else(
+                    || Error::invalid("the UKI's layout cannot be hashed for signing in one pass"),
+                )?),
+                None => None,
+            };
+        out.set_len(0).during(WRITING)?;
+        out.seek(SeekFrom::Start(0)).during(WRITING)?;
+        let mut w = BufWriter::with_capacity(crate::io::BUFFER_SIZE, &mut *out);
+        w.write_all(&self.layout.headers).during(WRITING)?;
+        for s in &self.stub.headers.sections {
+            w.write_all(self.stub.raw(s)).during(WRITING)?;
+        }
+        w.flush().during(WRITING)?;
+        drop(w);
+        let written = out.stream_position().during(WRITING)?;
+        if let Some(scan) = &mut scan {
+            scan.update(&self.layout.headers);
+            for s in &self.stub.headers.sections {
+                scan.update(self.stub.raw(s));
             }
+            debug_assert_eq!(scan.position(), written);
         }
-        let measured: Vec<Measured> = sections::measured_in(version)
-            .filter_map(|name| set.get(name).map(|content| Measured { name, content }))
-            .collect();
-        let banks = measure::predict(&measured);
-        let profile = spec
-            .profiles
-            .get(t)
-            .filter(|_| block > 0)
-            .map(|p| p.id.clone());
-        let mut pols = vec![None; banks.len()];
-        if let Some(key) = spec.pcr_key {
-            let values: Vec<_> = banks.iter().map(|b| (b.bank, b.signed())).collect();
+        let (tx, rx) = sync_channel::<Arc<Vec<u8>>>(8);
+        std::thread::scope(|scope| -> Result<_> {
+            let scanner = scan.map(|mut scan| {
+                scope.spawn(move || {
+                    for chunk in rx {
+                        scan.update(&chunk);
+                    }
+                    scan
+                })
+            });
+            let tee = ScanTee {
+                file: &mut *out,
+                tx: scanner.is_some().then_some(tx),
+                at: written,
+                stop: self.scan_stop(),
+                failure: None,
+            };
+            let mut w = BufWriter::with_capacity(crate::io::BUFFER_SIZE, tee);
+            let digests = self.write_sections(&mut w);
+            let flushed = w.flush().during(WRITING);
+            let failure = w.get_mut().failure.take();
+            drop(w);
+            let scan = scanner.map(|t| t.join().expect("the signing scan does not panic"));
+            if let Some(e) = failure {
+                return Err(Error::io_during(WRITING, e));
+            }
+            let digests = digests?;
+            flushed?;
+            Ok((digests, scan))
+        })
+    }
+
+    /// Writes the appended sections (zero-padded to their raw size) and returns the
+    /// digests of each measured one.
+    fn write_sections(&self, w: &mut impl Write) -> Result<Vec<Option<Digests>>> {
+        let mut digests = Vec::with_capacity(self.sections.len());
+        for (p, header) in self.sections.iter().zip(self.layout.appended()) {
+            let len = p.len(self.pcrsig_len);
+            let digest = match &p.content {
+                Content::Bytes(b) => {
+                    w.write_all(b).during(WRITING)?;
+                    Some(Digests::of(b))
+                }
+                Content::File(path, len) => {
+                    let mut f = File::open(path).at(path)?;
+                    // A failed write is reported from the writer's own record of it
+                    // (see `ScanTee`), so the output name given here is not shown.
+                    Some(measure::copy_hashed(&mut f, w, *len, path, path)?)
+                }
+                Content::PcrSig(_) => {
+                    write_zeros(w, len)?;
+                    None
+                }
+            };
+            write_zeros(w, header.size_of_raw_data as u64 - len)?;
+            digests.push(digest);
+        }
+        Ok(digests)
+    }
+
+    /// PCR 11 per measurement target (the base alone, or base + each profile) from
+    /// the stub's `.sbat` and the appended sections' digests.
+    fn predict_pcr11(&self, digests: &[Option<Digests>]) -> Vec<Target> {
+        let sbat = self.stub.sbat().map(|b| Digests::of(&b));
+        let profiles = &self.spec.profiles;
+        let blocks: Vec<usize> = if profiles.is_empty() {
+            vec![0]
+        } else {
+            (1..=profiles.len()).collect()
+        };
+        blocks
+            .iter()
+            .enumerate()
+            .map(|(t, &block)| {
+                let mut set: BTreeMap<&str, &Digests> = BTreeMap::new();
+                if let Some(d) = &sbat {
+                    set.insert(".sbat", d);
+                }
+                for b in [0, block] {
+                    let mut seen_in_block = Vec::new();
+                    for (p, d) in self.sections.iter().zip(digests) {
+                        if p.block == b
+                            && let Some(d) = d
+                            && !seen_in_block.contains(&p.name)
+                        {
+                            seen_in_block.push(p.name);
+                            set.insert(p.name, d);
+                        }
+                    }
+                }
+                let measured: Vec<Measured> = sections::measured_in(self.stub.info.major)
+                    .filter_map(|name| set.get(name).map(|content| Measured { name, content }))
+                    .collect();
+                Target {
+                    profile: profiles.get(t).filter(|_| block > 0).map(|p| p.id.clone()),
+                    banks: measure::predict(&measured),
+                }
+            })
+            .collect()
+    }
+
+    /// Signs each target's PCR 11 policy with the PCR key and writes it into the
+    /// target's `.pcrsig`. Returns the signed PolicyPCR digests (hex) per target and
+    /// bank; all `None` without a PCR key.
+    fn sign_policies(
+        &self,
+        out: &mut dyn Output,
+        targets: &[Target],
+    ) -> Result<Vec<Vec<Option<String>>>> {
+        let Some(key) = &self.spec.pcr_key else {
+            return Ok(targets.iter().map(|t| vec![None; t.banks.len()]).collect());
+        };
+        let pkfp = policy::fingerprint(&key.key.to_public_key());
+        let mut pols = Vec::with_capacity(targets.len());
+        for (t, target) in targets.iter().enumerate() {
+            let values: Vec<_> = target.banks.iter().map(|b| (b.bank, b.signed())).collect();
             let policies = policy::sign_all(&key.key, &values)?;
-            let pkfp = policy::fingerprint(&key.key.to_public_key());
             let json = policy::pcrsig_json(&pkfp, &policies);
-            if json.len() as u64 != pcrsig_len {
+            if json.len() as u64 != self.pcrsig_len {
                 // Cannot happen (every field has a fixed width); refuse rather than emit broken JSON.
                 return Err(Error::invalid(format!(
-                    ".pcrsig is {} bytes, {pcrsig_len} were reserved",
-                    json.len()
+                    ".pcrsig is {} bytes, {} were reserved",
+                    json.len(),
+                    self.pcrsig_len
                 )));
             }
-            let idx = planned
+            let idx = self
+                .sections
                 .iter()
                 .position(|p| matches!(p.content, Content::PcrSig(i) if i == t))
                 .expect("every target has a .pcrsig");
-            let at = layout.sections[layout.stub_sections + idx].pointer_to_raw_data as u64;
-            out.seek(SeekFrom::Start(at)).at(out_path)?;
-            out.write_all(json.as_bytes()).at(out_path)?;
-            pols = policies.iter().map(|p| Some(hex::encode(p.pol))).collect();
+            let at = self.layout.appended()[idx].pointer_to_raw_data as u64;
+            out.seek(SeekFrom::Start(at)).during(WRITING)?;
+            out.write_all(json.as_bytes()).during(WRITING)?;
+            pols.push(policies.iter().map(|p| Some(hex::encode(p.pol))).collect());
         }
-        pcr11.extend(
-            banks
-                .iter()
-                .zip(pols)
-                .map(|(b, pol)| report_entry(&profile, b, pol)),
-        );
+        Ok(pols)
     }
-    out.flush().at(out_path)?;
-    let size = if let (Some(mut scan), Some(signer)) = (scan, signer) {
-        let mut tail = vec![0u8; (size - scan_stop) as usize];
-        out.seek(SeekFrom::Start(scan_stop)).at(out_path)?;
-        out.read_exact(&mut tail).at(out_path)?;
-        scan.update(&tail);
-        scan.sign(out, out_path, signer)?
-    } else if let Some(signer) = signer {
-        // A stub whose layout one pass cannot hash: sign the written file.
-        out.flush().at(out_path)?;
-        crate::sign::authenticode::sign_file(out, out_path, size, signer)?
-    } else {
-        size
-    };
 
-    Ok(UkiReport {
-        stub_version: stub.info.version.clone(),
-        sections: layout
-            .sections
-            .iter()
-            .map(|s| (s.name.clone(), s.virtual_size as u64))
-            .collect(),
-        pcr11,
-        size,
-    })
+    /// Authenticode-signs the written image: the scan, fed while writing up to
+    /// [`Self::scan_stop`], gets the rest (a few KiB, read back) and the signature is
+    /// appended. Returns the file's length.
+    fn sign_image(&self, out: &mut dyn Output, scan: Option<ImageScan>) -> Result<u64> {
+        let size = self.layout.image_len();
+        let (Some(mut scan), Some(signer)) = (scan, &self.signer) else {
+            return Ok(size);
+        };
+        let stop = self.scan_stop();
+        let mut tail = vec![0u8; (size - stop) as usize];
+        out.seek(SeekFrom::Start(stop))
+            .during("reading back the UKI")?;
+        out.read_exact(&mut tail).during("reading back the UKI")?;
+        scan.update(&tail);
+        let patch = scan.finish(signer, u64::from(self.spec.timestamp))?;
+        patch.write_to(&mut &mut *out).during("signing the UKI")
+    }
 }
 
 fn report_entry(profile: &Option<String>, b: &BankPcr, pol: Option<String>) -> Pcr11 {
@@ -373,49 +474,28 @@ fn report_entry(profile: &Option<String>, b: &BankPcr, pol: Option<String>) -> P
     }
 }
 
-/// Writes the appended sections (zero-padded to their raw size) and returns the
-/// digests of each measured one.
-fn write_sections(
-    w: &mut impl Write,
-    planned: &[Planned],
-    headers: &[super::pe::SectionHeader],
-    pcrsig_len: u64,
-    out_path: &Path,
-) -> Result<Vec<Option<Digests>>> {
-    let mut digests = Vec::with_capacity(planned.len());
-    for (p, header) in planned.iter().zip(headers) {
-        let len = p.len(pcrsig_len);
-        let digest = match &p.content {
-            Content::Bytes(b) => {
-                w.write_all(b).at(out_path)?;
-                Some(Digests::of(b))
-            }
-            Content::File(path, len) => {
-                let mut f = File::open(path).at(path)?;
-                Some(measure::copy_hashed(&mut f, w, *len, path, out_path)?)
-            }
-            Content::PcrSig(_) => {
-                write_zeros(w, len, out_path)?;
-                None
-            }
-        };
-        write_zeros(w, header.size_of_raw_data as u64 - len, out_path)?;
-        digests.push(digest);
-    }
-    Ok(digests)
-}
-
 /// The UKI file, with every byte written before `stop` also sent to the signing scan.
-struct ScanTee<'a, W> {
+/// A failed write is kept in `failure`, so that it is reported as a failure to write
+/// the UKI whichever step was writing.
+struct ScanTee<'a, W: ?Sized> {
     file: &'a mut W,
     tx: Option<SyncSender<Arc<Vec<u8>>>>,
     at: u64,
     stop: u64,
+    failure: Option<std::io::Error>,
 }
 
-impl<W: Write> Write for ScanTee<'_, W> {
+impl<W: Write + ?Sized> Write for ScanTee<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.file.write(buf)?;
+        let n = match self.file.write(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Err(e),
+            Err(e) => {
+                let kind = e.kind();
+                self.failure = Some(e);
+                return Err(std::io::Error::new(kind, "the UKI could not be written"));
+            }
+        };
         let wanted = self.stop.saturating_sub(self.at).min(n as u64) as usize;
         if wanted > 0
             && let Some(tx) = &self.tx
@@ -432,11 +512,11 @@ impl<W: Write> Write for ScanTee<'_, W> {
     }
 }
 
-fn write_zeros(w: &mut impl Write, mut n: u64, path: &Path) -> Result<()> {
+fn write_zeros(w: &mut impl Write, mut n: u64) -> Result<()> {
     const ZEROS: [u8; 4096] = [0; 4096];
     while n > 0 {
         let k = n.min(ZEROS.len() as u64) as usize;
-        w.write_all(&ZEROS[..k]).at(path)?;
+        w.write_all(&ZEROS[..k]).during(WRITING)?;
         n -= k as u64;
     }
     Ok(())

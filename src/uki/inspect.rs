@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use rsa::pkcs8::DecodePublicKey;
 
-use super::pe::{PeHeaders, SectionHeader};
 use super::sections::{self, MIN_STUB_VERSION};
 use super::stub::LoaderInfo;
 use crate::error::{Error, IoContext, Result};
 use crate::measure::{self, Bank, BankPcr, Digests, Measured, policy};
+use crate::pe::{PeHeaders, SectionHeader};
 
 /// Small sections (`.pcrsig`, `.pcrpkey`, `.profile`) larger than this are refused.
 const MAX_TEXT_SECTION: u32 = 1024 * 1024;
@@ -114,9 +114,11 @@ pub struct Signature {
 /// Reads `path` and runs every check. Fails only when the file cannot be read or is
 /// not a PE image; failed checks are listed in [`Inspection::problems`].
 pub fn inspect(path: &Path) -> Result<Inspection> {
-    let headers = PeHeaders::read(path)?;
     let mut file = File::open(path).at(path)?;
     let file_len = file.metadata().at(path)?.len();
+    let headers = PeHeaders::read(&mut file, path, file_len, "PE/EFI image")?;
+    // What a UKI is built on; a PE32 image is refused as the builder refuses it.
+    headers.require_pe32_plus(path)?;
     let mut problems = Vec::new();
     for s in &headers.sections {
         if s.pointer_to_raw_data as u64 + s.data_in_file() as u64 > file_len {

@@ -3,19 +3,19 @@
 //! the signed PCR policy embedded.
 //!
 //! [`sections`] is the table of sections the stub knows, [`stub`] loads and checks
-//! the stub, [`pe`] lays out the PE headers, [`kernel`] reads the release for
-//! `.uname`, [`build`] writes the image, and [`inspect`] reads one back and checks it.
+//! the stub, [`crate::pe`] lays out the PE headers, [`kernel`] reads the release for
+//! `.uname`, [`plan`] fixes the layout and [`UkiPlan::write`] writes the image, and
+//! [`inspect`] reads one back and checks it.
 
 mod build;
 pub mod inspect;
 pub mod kernel;
-pub mod pe;
 pub mod sections;
 pub mod stub;
 
-use std::path::Path;
+use std::path::PathBuf;
 
-pub use build::{build, build_signed, planned_size};
+pub use build::{UkiPlan, plan};
 
 use crate::keys::PcrKey;
 
@@ -33,27 +33,28 @@ pub struct UkiProfile {
 
 /// Everything a UKI is made of.
 #[derive(Debug, Clone)]
-pub struct UkiSpec<'a> {
+pub struct UkiSpec {
     /// systemd-stub (`linuxx64.efi.stub`), 252 or later.
-    pub stub: &'a Path,
+    pub stub: PathBuf,
     /// Kernel EFI image; on x86 a bzImage (its header gives `.uname`).
-    pub kernel: &'a Path,
-    pub initrd: &'a Path,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
     /// Kernel command line, written as is (no newline added).
-    pub cmdline: &'a str,
+    pub cmdline: String,
     /// `.osrel` content, see [`os_release`].
     pub os_release: String,
-    pub splash: Option<&'a Path>,
-    pub dtb: Option<&'a Path>,
+    pub splash: Option<PathBuf>,
+    pub dtb: Option<PathBuf>,
     /// UKI profiles; empty for a single-profile UKI.
-    pub profiles: &'a [UkiProfile],
+    pub profiles: Vec<UkiProfile>,
     /// Signs the PCR 11 policy (`.pcrsig`) and provides `.pcrpkey`; `None` for unsigned builds.
-    pub pcr_key: Option<&'a PcrKey>,
-    /// PE TimeDateStamp (`SOURCE_DATE_EPOCH` for reproducible builds).
+    pub pcr_key: Option<PcrKey>,
+    /// PE TimeDateStamp (`SOURCE_DATE_EPOCH` for reproducible builds), and the
+    /// Authenticode signing time of a signed UKI.
     pub timestamp: u32,
 }
 
-/// What [`build`] made.
+/// What [`UkiPlan::write`] made.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct UkiReport {
     /// systemd-stub version from its `.sdmagic`, e.g. `257.13-1~deb13u1`.

@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::pe::{PeHeaders, SUBSYSTEM_EFI_APPLICATION, SectionHeader};
 use super::sections::{self, MIN_STUB_VERSION};
 use crate::error::{Error, IoContext, Result};
+use crate::pe::{PeHeaders, SUBSYSTEM_EFI_APPLICATION, SectionHeader};
 
 /// A stub is a few hundred KiB; anything far larger is not one (and is not read).
 const MAX_STUB_SIZE: u64 = 16 * 1024 * 1024;
@@ -70,7 +70,8 @@ impl Stub {
             ));
         }
         let bytes = std::fs::read(path).at(path)?;
-        let headers = PeHeaders::parse(&bytes, path)?;
+        let headers = PeHeaders::parse(&bytes).map_err(|e| e.not_a(path, "PE/EFI image"))?;
+        headers.require_pe32_plus(path)?;
         let bad = |msg: String| Error::format(path, msg);
         if headers.subsystem() != SUBSYSTEM_EFI_APPLICATION {
             return Err(bad(format!(
