@@ -6,14 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{demo_dir, require_tool, run_ok};
-
-fn buildah() -> Command {
-    let mut c = Command::new(require_tool("buildah"));
-    c.env("BUILDAH_ISOLATION", "chroot")
-        .env("STORAGE_DRIVER", "vfs");
-    c
-}
+use common::build::Built;
+use common::{buildah, demo_dir, require_tool, run_ok};
 
 /// Builds the image once per test process; returns the OCI archive.
 fn image() -> PathBuf {
@@ -111,14 +105,25 @@ fn image_metadata_and_static_binary() {
         "ldd: {text}"
     );
 
-    // The default inputs sit at the Talos paths.
+    // The default inputs sit at the Talos paths: the kernel is the demo kernel.
+    let out = tempfile::tempdir().unwrap();
     let c = Container::new();
     let o = c.run(
-        &[],
+        &[(out.path(), "/tmp/k")],
         &["metal", "--output-kind", "kernel", "--output", "/tmp/k"],
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("output asset path: /tmp/k/kernel-amd64"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("output asset path: /tmp/k/kernel-amd64"),
+        "{err}"
+    );
+    let kernel = Built::in_dir(out.path(), err.into_owned());
+    assert_eq!(kernel.name(), "kernel-amd64");
+    assert!(
+        kernel.bytes() == std::fs::read(demo_dir().join("amd64/vmlinuz")).unwrap(),
+        "the image's default kernel is the demo kernel"
+    );
 }
 
 fn secureboot_uki_and_keys_inside_the_container() {
@@ -214,13 +219,11 @@ fn secureboot_iso_from_the_container_boots() {
         err.contains("output asset path: /out/metal-amd64-secureboot.iso"),
         "{err}"
     );
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(out.join("metal-amd64-secureboot.iso.manifest.json")).unwrap(),
-    )
-    .unwrap();
-    let predicted = common::predicted_pcr11(&manifest);
+    let iso = Built::in_dir(&out, err.into_owned());
+    assert_eq!(iso.name(), "metal-amd64-secureboot.iso");
+    let predicted = common::predicted_pcr11(&iso.manifest);
     let log = common::boot::boot(
-        common::boot::Media::Cdrom(out.join("metal-amd64-secureboot.iso")),
+        common::boot::Media::Cdrom(iso.artifact),
         common::boot::SecureBoot::Setup,
         true,
         300,

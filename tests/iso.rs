@@ -8,44 +8,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::boot::{Media, SecureBoot, boot};
-use common::{demo_dir, imager, require_tool, run_ok};
+use common::build::Built;
+use common::{demo_build, demo_dir, require_tool, run_ok};
 
-fn build(
-    profile: &str,
-    out: &Path,
-    keys: Option<&Path>,
-    epoch: &str,
-) -> (PathBuf, serde_json::Value) {
-    let mut cmd = imager();
-    cmd.env("SOURCE_DATE_EPOCH", epoch)
-        .args([
-            profile,
-            "--arch",
-            "amd64",
-            "--extra-kernel-arg",
-            "console=ttyS0",
-            "--install-dir",
-        ])
-        .arg(demo_dir())
-        .arg("--output")
-        .arg(out);
-    if let Some(k) = keys {
-        cmd.arg("--secureboot-dir").arg(k);
+/// Builds an ISO profile from the demo inputs, with keys when it is signed.
+fn build_iso(profile: &str, keys: Option<&Path>) -> Built {
+    let mut build = demo_build(profile);
+    if let Some(keys) = keys {
+        build = build.keys(keys);
     }
-    let o = cmd.output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{profile}: {err}");
-    assert!(err.contains("ISO ready"));
-    let path = PathBuf::from(
-        err.lines()
-            .find_map(|l| l.strip_prefix("output asset path: "))
-            .unwrap(),
-    );
-    let name = path.file_name().unwrap().to_string_lossy().into_owned();
-    let manifest =
-        serde_json::from_slice(&std::fs::read(out.join(format!("{name}.manifest.json"))).unwrap())
-            .unwrap();
-    (path, manifest)
+    let iso = build.run();
+    assert!(iso.stderr.contains("ISO ready"), "{}", iso.stderr);
+    iso
 }
 
 /// The appended ESP, cut out of the ISO by its MBR entry (type 0xEF).
@@ -139,13 +113,9 @@ fn uki_is_stored_once(iso: &Path, dir: &Path, esp: &Path) {
 fn secureboot_iso_layout() {
     let dir = tempfile::tempdir().unwrap();
     let keys = common::gen_keys(dir.path());
-    let (iso, manifest) = build(
-        "secureboot-iso",
-        &dir.path().join("out"),
-        Some(&keys),
-        "1700000000",
-    );
-    assert_eq!(iso.file_name().unwrap(), "metal-amd64-secureboot.iso");
+    let built = build_iso("secureboot-iso", Some(&keys));
+    let (iso, manifest) = (&built.artifact, &built.manifest);
+    assert_eq!(built.name(), "metal-amd64-secureboot.iso");
 
     let report = run_ok(
         Command::new(require_tool("xorriso"))
@@ -280,23 +250,16 @@ fn secureboot_iso_layout() {
 
     // Reproducible: a second build, later, into another directory.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let (again, _) = build(
-        "secureboot-iso",
-        &dir.path().join("again"),
-        Some(&keys),
-        "1700000000",
-    );
-    assert!(
-        std::fs::read(&iso).unwrap() == std::fs::read(&again).unwrap(),
-        "identical bytes"
-    );
+    let again = build_iso("secureboot-iso", Some(&keys));
+    assert!(built.bytes() == again.bytes(), "identical bytes");
 }
 
 #[test]
 fn plain_iso_has_bios_and_uefi_entries() {
     let dir = tempfile::tempdir().unwrap();
-    let (iso, _) = build("iso", &dir.path().join("out"), None, "1700000000");
-    assert_eq!(iso.file_name().unwrap(), "metal-amd64.iso");
+    let built = build_iso("iso", None);
+    let iso = &built.artifact;
+    assert_eq!(built.name(), "metal-amd64.iso");
     let report = run_ok(
         Command::new(require_tool("xorriso"))
             .arg("-indev")
@@ -344,13 +307,8 @@ fn plain_iso_has_bios_and_uefi_entries() {
 fn boot_secureboot_iso_as_cdrom_enrolls_keys_and_boots_enforced() {
     let dir = tempfile::tempdir().unwrap();
     let keys = common::gen_keys(dir.path());
-    let (iso, manifest) = build(
-        "secureboot-iso",
-        &dir.path().join("out"),
-        Some(&keys),
-        "1700000000",
-    );
-    let log = boot(Media::Cdrom(iso), SecureBoot::Setup, true, 300);
+    let iso = build_iso("secureboot-iso", Some(&keys));
+    let log = boot(Media::Cdrom(iso.artifact), SecureBoot::Setup, true, 300);
     assert!(
         log.contains("Enrolling secure boot keys"),
         "systemd-boot enrolls; log {}",
@@ -369,7 +327,7 @@ fn boot_secureboot_iso_as_cdrom_enrolls_keys_and_boots_enforced() {
     );
     assert_eq!(
         log.pcr11_sha256.as_deref(),
-        Some(common::predicted_pcr11(&manifest).as_str()),
+        Some(common::predicted_pcr11(&iso.manifest).as_str()),
         "log {}",
         log.path.display()
     );
@@ -383,13 +341,8 @@ fn boot_secureboot_iso_as_cdrom_enrolls_keys_and_boots_enforced() {
 fn boot_secureboot_iso_as_usb_disk() {
     let dir = tempfile::tempdir().unwrap();
     let keys = common::gen_keys(dir.path());
-    let (iso, manifest) = build(
-        "secureboot-iso",
-        &dir.path().join("out"),
-        Some(&keys),
-        "1700000000",
-    );
-    let log = boot(Media::Disk(iso), SecureBoot::Setup, true, 300);
+    let iso = build_iso("secureboot-iso", Some(&keys));
+    let log = boot(Media::Disk(iso.artifact), SecureBoot::Setup, true, 300);
     assert!(
         log.marker,
         "boots to the marker; log {}",
@@ -398,7 +351,7 @@ fn boot_secureboot_iso_as_usb_disk() {
     assert_eq!(log.secureboot, Some(1), "log {}", log.path.display());
     assert_eq!(
         log.pcr11_sha256.as_deref(),
-        Some(common::predicted_pcr11(&manifest).as_str()),
+        Some(common::predicted_pcr11(&iso.manifest).as_str()),
         "log {}",
         log.path.display()
     );
@@ -408,15 +361,10 @@ fn boot_secureboot_iso_as_usb_disk() {
 fn boot_tampered_secureboot_iso_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let keys = common::gen_keys(dir.path());
-    let (iso, _) = build(
-        "secureboot-iso",
-        &dir.path().join("out"),
-        Some(&keys),
-        "1700000000",
-    );
+    let iso = build_iso("secureboot-iso", Some(&keys));
     // Flip one byte inside the UKI's .linux in the ESP copy (the one firmware boots).
     let uki = std::fs::read(demo_dir().join("amd64/vmlinuz")).unwrap();
-    let mut bytes = std::fs::read(&iso).unwrap();
+    let mut bytes = iso.bytes();
     let needle = &uki[4096..4096 + 64];
     let hits: Vec<usize> = bytes
         .windows(needle.len())
@@ -445,8 +393,8 @@ fn boot_tampered_secureboot_iso_is_refused() {
 
 #[test]
 fn boot_plain_iso_on_uefi_and_bios() {
-    let dir = tempfile::tempdir().unwrap();
-    let (iso, _) = build("iso", &dir.path().join("out"), None, "1700000000");
+    let built = build_iso("iso", None);
+    let iso = built.artifact.clone();
     let uefi = boot(Media::Cdrom(iso.clone()), SecureBoot::Off, false, 200);
     assert!(uefi.marker, "UEFI boot; log {}", uefi.path.display());
     assert_eq!(uefi.secureboot, Some(0));

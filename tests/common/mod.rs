@@ -2,6 +2,10 @@
 #![allow(dead_code)]
 
 pub mod boot;
+pub mod build;
+
+#[allow(unused_imports)]
+pub use build::demo_build;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,6 +37,25 @@ pub fn require_tool(name: &str) -> PathBuf {
         .map(|d| d.join(name))
         .find(|p| p.is_file());
     found.unwrap_or_else(|| panic!("{name} is not installed (the CI script installs it)"))
+}
+
+/// buildah as the tests run it: chroot isolation, vfs storage (no privileges, no overlayfs).
+pub fn buildah() -> Command {
+    let mut c = Command::new(require_tool("buildah"));
+    c.env("BUILDAH_ISOLATION", "chroot")
+        .env("STORAGE_DRIVER", "vfs");
+    c
+}
+
+/// The names in directory `dir`; none when it does not exist.
+pub fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `imager` binary under test.
