@@ -19,19 +19,7 @@ fn esp_with(efi: &Path, dir: &Path) -> PathBuf {
 }
 
 fn assert_booted(log: &BootLog, predicted: &str, secureboot: u8) {
-    assert!(log.marker, "no IMAGER-BOOT-OK; log {}", log.path.display());
-    assert_eq!(
-        log.secureboot,
-        Some(secureboot),
-        "SecureBoot state; log {}",
-        log.path.display()
-    );
-    assert_eq!(
-        log.pcr11_sha256.as_deref(),
-        Some(predicted),
-        "PCR 11 (sha256) after the stub; log {}",
-        log.path.display()
-    );
+    log.assert_measured(secureboot, predicted);
     let cmdline = log.cmdline.as_deref().unwrap_or_default();
     assert!(
         cmdline.contains("talos.platform=metal") && cmdline.contains("console=ttyS0"),

@@ -46,6 +46,25 @@ impl Container {
         Container(name.trim().to_string())
     }
 
+    /// SecureBoot keys made by `imager gen secureboot uki` and `pcr` inside the container,
+    /// in `dir/keys`.
+    fn gen_keys(&self, dir: &Path) -> PathBuf {
+        let keys = dir.join("keys");
+        std::fs::create_dir_all(&keys).unwrap();
+        for what in ["uki", "pcr"] {
+            let o = self.run(
+                &[(&keys, "/keys")],
+                &["gen", "secureboot", what, "--output", "/keys"],
+            );
+            assert!(
+                o.status.success(),
+                "gen {what}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        keys
+    }
+
     fn run(&self, volumes: &[(&Path, &str)], args: &[&str]) -> std::process::Output {
         let mut c = buildah();
         c.arg("run");
@@ -129,21 +148,9 @@ fn image_metadata_and_static_binary() {
 fn secureboot_uki_and_keys_inside_the_container() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let keys = dir.path().join("keys");
     std::fs::create_dir_all(&out).unwrap();
-    std::fs::create_dir_all(&keys).unwrap();
     let c = Container::new();
-    for what in ["uki", "pcr"] {
-        let o = c.run(
-            &[(&keys, "/keys")],
-            &["gen", "secureboot", what, "--output", "/keys"],
-        );
-        assert!(
-            o.status.success(),
-            "gen {what}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+    let keys = c.gen_keys(dir.path());
     let o = c.run(
         &[(&out, "/out"), (&keys, "/secureboot")],
         &["secureboot-metal-uki"],
@@ -176,15 +183,7 @@ fn tar_to_stdout_from_the_container() {
         ],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let dir = tempfile::tempdir().unwrap();
-    let mut tar = Command::new("tar")
-        .args(["xzf", "-", "-C"])
-        .arg(dir.path())
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(tar.stdin.as_mut().unwrap(), &o.stdout).unwrap();
-    assert!(tar.wait().unwrap().success());
+    let dir = common::untar_gz(&o.stdout);
     let cmdline = std::fs::read_to_string(dir.path().join("cmdline-metal-amd64")).unwrap();
     assert!(cmdline.contains("INSTALLER_META_BASE64="));
 }
@@ -194,21 +193,9 @@ fn tar_to_stdout_from_the_container() {
 fn secureboot_iso_from_the_container_boots() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let keys = dir.path().join("keys");
     std::fs::create_dir_all(&out).unwrap();
-    std::fs::create_dir_all(&keys).unwrap();
     let c = Container::new();
-    for what in ["uki", "pcr"] {
-        let o = c.run(
-            &[(&keys, "/keys")],
-            &["gen", "secureboot", what, "--output", "/keys"],
-        );
-        assert!(
-            o.status.success(),
-            "gen {what}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+    let keys = c.gen_keys(dir.path());
     let o = c.run(
         &[(&out, "/out"), (&keys, "/secureboot:ro")],
         &["secureboot-iso", "--extra-kernel-arg", "console=ttyS0"],
@@ -228,14 +215,7 @@ fn secureboot_iso_from_the_container_boots() {
         true,
         300,
     );
-    assert!(log.marker, "boots; log {}", log.path.display());
-    assert_eq!(log.secureboot, Some(1), "log {}", log.path.display());
-    assert_eq!(
-        log.pcr11_sha256.as_deref(),
-        Some(predicted.as_str()),
-        "log {}",
-        log.path.display()
-    );
+    log.assert_measured(1, &predicted);
 }
 
 /// One test, so the image is built once (nextest runs each test in its own process);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::boot::{Media, SecureBoot, boot};
-use common::{demo_build, imager, require_tool, run_ok};
+use common::{assert_listed, demo_build, fat, imager, require_tool, run_ok};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -113,35 +113,17 @@ fn metal_raw_image_layout_esp_and_meta() {
 
     let esp = dir.path().join("esp.img");
     std::fs::write(&esp, &bytes[efi_at as usize..(efi_at + efi_len) as usize]).unwrap();
-    let fsck = Command::new(require_tool("fsck.fat"))
-        .arg("-n")
-        .arg(&esp)
-        .output()
-        .unwrap();
-    assert!(
-        fsck.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fsck.stdout)
+    fat::fsck(&esp);
+    assert_listed(
+        &fat::files(&esp),
+        &[
+            "::/EFI/boot/BOOTX64.efi",
+            "::/EFI/Linux/Talos-v1.9.2.efi",
+            "::/loader/loader.conf",
+        ],
+        "the ESP",
     );
-    let listing = run_ok(
-        Command::new(require_tool("mdir"))
-            .arg("-i")
-            .arg(&esp)
-            .args(["-/", "-b", "::/"]),
-    );
-    for f in [
-        "::/EFI/boot/BOOTX64.efi",
-        "::/EFI/Linux/Talos-v1.9.2.efi",
-        "::/loader/loader.conf",
-    ] {
-        assert!(listing.lines().any(|l| l == f), "{f} in\n{listing}");
-    }
-    let conf = run_ok(
-        Command::new(require_tool("mtype"))
-            .arg("-i")
-            .arg(&esp)
-            .arg("::/loader/loader.conf"),
-    );
+    let conf = fat::read_text(&esp, "::/loader/loader.conf");
     assert_eq!(conf, "# systemd-boot configuration\n\ntimeout 10\n");
 
     // Sparse: the unused space is not written.
@@ -278,17 +260,7 @@ fn boot_metal_disk_image_measures_the_predicted_pcr11() {
     assert_eq!(image.name(), "metal-amd64.raw");
     let predicted = common::predicted_pcr11(&image.manifest);
     let log = boot(Media::Disk(image.artifact), SecureBoot::Off, true, 240);
-    assert!(
-        log.marker,
-        "boots to the marker; log {}",
-        log.path.display()
-    );
-    assert_eq!(
-        log.pcr11_sha256.as_deref(),
-        Some(predicted.as_str()),
-        "log {}",
-        log.path.display()
-    );
+    log.assert_measured(0, &predicted);
 }
 
 #[test]
@@ -307,18 +279,7 @@ fn boot_secureboot_metal_disk_image_under_enforced_secureboot() {
         true,
         240,
     );
-    assert!(
-        log.marker,
-        "boots to the marker; log {}",
-        log.path.display()
-    );
-    assert_eq!(log.secureboot, Some(1), "log {}", log.path.display());
-    assert_eq!(
-        log.pcr11_sha256.as_deref(),
-        Some(predicted.as_str()),
-        "log {}",
-        log.path.display()
-    );
+    log.assert_measured(1, &predicted);
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use common::boot::{Media, SecureBoot, boot};
 use common::build::Built;
-use common::{demo_build, demo_dir, require_tool, run_ok};
+use common::{assert_listed, demo_build, demo_dir, fat, require_tool, run_ok};
 
 /// Builds an ISO profile from the demo inputs, with keys when it is signed.
 fn build_iso(profile: &str, keys: Option<&Path>) -> Built {
@@ -20,6 +20,15 @@ fn build_iso(profile: &str, keys: Option<&Path>) -> Built {
     let iso = build.run();
     assert!(iso.stderr.contains("ISO ready"), "{}", iso.stderr);
     iso
+}
+
+/// Every path in the ISO 9660 tree (Rock Ridge names through isoinfo), one a line.
+fn iso_files(iso: &Path) -> String {
+    run_ok(
+        Command::new(require_tool("isoinfo"))
+            .args(["-R", "-f", "-i"])
+            .arg(iso),
+    )
 }
 
 /// The appended ESP, cut out of the ISO by its MBR entry (type 0xEF).
@@ -41,13 +50,7 @@ fn extract_esp(iso: &Path, dir: &Path) -> PathBuf {
 /// the ESP partition: the image holds it once.
 fn uki_is_stored_once(iso: &Path, dir: &Path, esp: &Path) {
     let from_esp = dir.join("uki-esp.efi");
-    run_ok(
-        Command::new(require_tool("mcopy"))
-            .arg("-i")
-            .arg(esp)
-            .arg("::/EFI/Linux/Talos-v1.9.2.efi")
-            .arg(&from_esp),
-    );
+    fat::copy_out(esp, "::/EFI/Linux/Talos-v1.9.2.efi", &from_esp);
     let from_esp = std::fs::read(&from_esp).unwrap();
     let rock_ridge = dir.join("uki-rr.efi");
     run_ok(
@@ -150,73 +153,41 @@ fn secureboot_iso_layout() {
         "{pvd}"
     );
 
-    let listing = run_ok(
-        Command::new(require_tool("isoinfo"))
-            .arg("-R")
-            .arg("-f")
-            .arg("-i")
-            .arg(&iso),
+    assert_listed(
+        &iso_files(iso),
+        &[
+            "/EFI/BOOT/BOOTX64.EFI",
+            "/EFI/Linux/Talos-v1.9.2.efi",
+            "/loader/loader.conf",
+            "/loader/keys/auto/PK.auth",
+            "/EFI/keys/uki-signing-cert.der",
+        ],
+        "the ISO 9660 tree",
     );
-    for f in [
-        "/EFI/BOOT/BOOTX64.EFI",
-        "/EFI/Linux/Talos-v1.9.2.efi",
-        "/loader/loader.conf",
-        "/loader/keys/auto/PK.auth",
-        "/EFI/keys/uki-signing-cert.der",
-    ] {
-        assert!(
-            listing.lines().any(|l| l == f),
-            "{f} in the ISO 9660 tree:\n{listing}"
-        );
-    }
 
     let esp = extract_esp(&iso, dir.path());
-    let fsck = Command::new(require_tool("fsck.fat"))
-        .arg("-n")
-        .arg(&esp)
-        .output()
-        .unwrap();
-    assert!(
-        fsck.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fsck.stdout)
+    fat::fsck(&esp);
+    assert_listed(
+        &fat::files(&esp),
+        &[
+            "::/EFI/BOOT/BOOTX64.EFI",
+            "::/EFI/Linux/Talos-v1.9.2.efi",
+            "::/loader/loader.conf",
+            "::/loader/random-seed",
+            "::/EFI/keys/uki-signing-cert.der",
+            "::/loader/keys/auto/PK.auth",
+            "::/loader/keys/auto/KEK.auth",
+            "::/loader/keys/auto/db.auth",
+        ],
+        "the ESP",
     );
-    let files = run_ok(
-        Command::new(require_tool("mdir"))
-            .arg("-i")
-            .arg(&esp)
-            .args(["-/", "-b", "::/"]),
-    );
-    for f in [
-        "::/EFI/BOOT/BOOTX64.EFI",
-        "::/EFI/Linux/Talos-v1.9.2.efi",
-        "::/loader/loader.conf",
-        "::/loader/random-seed",
-        "::/EFI/keys/uki-signing-cert.der",
-        "::/loader/keys/auto/PK.auth",
-        "::/loader/keys/auto/KEK.auth",
-        "::/loader/keys/auto/db.auth",
-    ] {
-        assert!(files.lines().any(|l| l == f), "{f} in the ESP:\n{files}");
-    }
-    let conf = run_ok(
-        Command::new(require_tool("mtype"))
-            .arg("-i")
-            .arg(&esp)
-            .arg("::/loader/loader.conf"),
-    );
+    let conf = fat::read_text(&esp, "::/loader/loader.conf");
     assert_eq!(
         conf,
         "# systemd-boot configuration\n\ntimeout 10\n\nsecure-boot-enroll if-safe\n"
     );
     let cert = dir.path().join("cert.der");
-    run_ok(
-        Command::new(require_tool("mcopy"))
-            .arg("-i")
-            .arg(&esp)
-            .arg("::/EFI/keys/uki-signing-cert.der")
-            .arg(&cert),
-    );
+    fat::copy_out(&esp, "::/EFI/keys/uki-signing-cert.der", &cert);
     let pem = run_ok(
         Command::new(require_tool("openssl"))
             .args(["x509", "-inform", "DER", "-in"])
@@ -231,13 +202,7 @@ fn secureboot_iso_layout() {
         ("uki.efi", "::/EFI/Linux/Talos-v1.9.2.efi"),
     ] {
         let f = dir.path().join(name);
-        run_ok(
-            Command::new(require_tool("mcopy"))
-                .arg("-i")
-                .arg(&esp)
-                .arg(judge)
-                .arg(&f),
-        );
+        fat::copy_out(&esp, judge, &f);
         run_ok(
             Command::new(require_tool("sbverify"))
                 .arg("--cert")
@@ -273,29 +238,19 @@ fn plain_iso_has_bios_and_uefi_entries() {
         "{report}"
     );
     assert!(report.lines().any(|l| l.contains("UEFI")), "{report}");
-    let listing = run_ok(
-        Command::new(require_tool("isoinfo"))
-            .arg("-R")
-            .arg("-f")
-            .arg("-i")
-            .arg(&iso),
+    assert_listed(
+        &iso_files(iso),
+        &[
+            "/isolinux/isolinux.bin",
+            "/isolinux/isolinux.cfg",
+            "/boot/vmlinuz",
+            "/boot/initramfs.xz",
+            "/EFI/BOOT/BOOTX64.EFI",
+        ],
+        "the ISO 9660 tree",
     );
-    for f in [
-        "/isolinux/isolinux.bin",
-        "/isolinux/isolinux.cfg",
-        "/boot/vmlinuz",
-        "/boot/initramfs.xz",
-        "/EFI/BOOT/BOOTX64.EFI",
-    ] {
-        assert!(listing.lines().any(|l| l == f), "{f}:\n{listing}");
-    }
     let esp = extract_esp(&iso, dir.path());
-    let conf = run_ok(
-        Command::new(require_tool("mtype"))
-            .arg("-i")
-            .arg(&esp)
-            .arg("::/loader/loader.conf"),
-    );
+    let conf = fat::read_text(&esp, "::/loader/loader.conf");
     assert_eq!(
         conf,
         "# systemd-boot configuration\n\ntimeout 10\n\nsecure-boot-enroll off\n"
@@ -314,23 +269,7 @@ fn boot_secureboot_iso_as_cdrom_enrolls_keys_and_boots_enforced() {
         "systemd-boot enrolls; log {}",
         log.path.display()
     );
-    assert!(
-        log.marker,
-        "boots to the marker; log {}",
-        log.path.display()
-    );
-    assert_eq!(
-        log.secureboot,
-        Some(1),
-        "SecureBoot enforced; log {}",
-        log.path.display()
-    );
-    assert_eq!(
-        log.pcr11_sha256.as_deref(),
-        Some(common::predicted_pcr11(&iso.manifest).as_str()),
-        "log {}",
-        log.path.display()
-    );
+    log.assert_measured(1, &common::predicted_pcr11(&iso.manifest));
     assert!(
         log.contains("talos.halt_if_installed=1"),
         "the ISO command line"
@@ -343,18 +282,7 @@ fn boot_secureboot_iso_as_usb_disk() {
     let keys = common::gen_keys(dir.path());
     let iso = build_iso("secureboot-iso", Some(&keys));
     let log = boot(Media::Disk(iso.artifact), SecureBoot::Setup, true, 300);
-    assert!(
-        log.marker,
-        "boots to the marker; log {}",
-        log.path.display()
-    );
-    assert_eq!(log.secureboot, Some(1), "log {}", log.path.display());
-    assert_eq!(
-        log.pcr11_sha256.as_deref(),
-        Some(common::predicted_pcr11(&iso.manifest).as_str()),
-        "log {}",
-        log.path.display()
-    );
+    log.assert_measured(1, &common::predicted_pcr11(&iso.manifest));
 }
 
 #[test]

@@ -103,7 +103,6 @@ fn bad_keys_fail_clearly_and_leave_nothing() {
             .args(["gen", "secureboot", "pcr", "--output"])
             .arg(&other),
     );
-    let openssl = require_tool("openssl");
 
     /// (what is wrong, how to break the key directory, expected message)
     type Case<'a> = (&'a str, Box<dyn Fn(&Path) + 'a>, &'a str);
@@ -128,18 +127,7 @@ fn bad_keys_fail_clearly_and_leave_nothing() {
         (
             "EC PCR key",
             Box::new(move |k: &Path| {
-                run_ok(
-                    Command::new(&openssl)
-                        .args([
-                            "ecparam",
-                            "-name",
-                            "prime256v1",
-                            "-genkey",
-                            "-noout",
-                            "-out",
-                        ])
-                        .arg(k.join("pcr-signing-key.pem")),
-                );
+                common::ec_key(&k.join("pcr-signing-key.pem"));
             }),
             "pcr-signing-key.pem",
         ),
