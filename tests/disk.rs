@@ -79,36 +79,36 @@ fn metal_raw_image_layout_esp_and_meta() {
     let image = &built.artifact;
     assert_eq!(image.file_name().unwrap(), "metal-amd64.raw");
     assert_eq!(
-        std::fs::metadata(&image).unwrap().len(),
+        std::fs::metadata(image).unwrap().len(),
         1306525696,
         "diskSize of the metal profile (v1.9.2)"
     );
 
     let sgdisk = require_tool("sgdisk");
-    let verify = run_ok(Command::new(&sgdisk).arg("-v").arg(&image));
+    let verify = run_ok(Command::new(&sgdisk).arg("-v").arg(image));
     assert!(verify.contains("No problems found"), "{verify}");
-    let print = run_ok(Command::new(&sgdisk).arg("-p").arg(&image));
+    let print = run_ok(Command::new(&sgdisk).arg("-p").arg(image));
     assert!(
         print.contains("EF00  EFI") && print.contains("8300  META"),
         "{print}"
     );
 
-    let (efi_at, efi_len, efi_info) = partition(&image, 1, 512);
+    let (efi_at, efi_len, efi_info) = partition(image, 1, 512);
     assert_eq!(efi_at, MIB, "1 MiB aligned");
     assert_eq!(efi_len, 1101 * MIB, "EFI-UKI size before 1.11");
     assert!(efi_info.contains("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"));
-    let (meta_at, meta_len, meta_info) = partition(&image, 2, 512);
+    let (meta_at, meta_len, meta_info) = partition(image, 2, 512);
     assert_eq!(meta_at % MIB, 0);
     assert_eq!(meta_len, MIB);
     assert!(meta_info.contains("0FC63DAF-8483-4772-8E79-3D69D8477DE4"));
 
-    let bytes = std::fs::read(&image).unwrap();
+    let bytes = std::fs::read(image).unwrap();
     let meta = parse_meta(&bytes[meta_at as usize..(meta_at + meta_len) as usize]);
     assert_eq!(
         meta,
         vec![(0x0a, net.to_string()), (12, "user".to_string())]
     );
-    let dump = run_ok(imager().args(["meta", "dump"]).arg(&image));
+    let dump = run_ok(imager().args(["meta", "dump"]).arg(image));
     assert_eq!(dump, format!("0x0a={net}\n0x0c=user\n"));
 
     let esp = dir.path().join("esp.img");
@@ -128,7 +128,7 @@ fn metal_raw_image_layout_esp_and_meta() {
 
     // Sparse: the unused space is not written.
     use std::os::unix::fs::MetadataExt;
-    let allocated = std::fs::metadata(&image).unwrap().blocks() * 512;
+    let allocated = std::fs::metadata(image).unwrap().blocks() * 512;
     assert!(
         allocated < 64 * MIB,
         "allocated {allocated} bytes of a 1.2 GiB image"
@@ -208,7 +208,7 @@ fn bad_disk_options_fail_before_writing() {
 fn metal_4k_image_has_4096_byte_sectors() {
     let built = demo_build("metal-4k").args(["--out-format", "raw"]).run();
     let image = &built.artifact;
-    let bytes = std::fs::read(&image).unwrap();
+    let bytes = std::fs::read(image).unwrap();
     assert_eq!(
         &bytes[4096..4104],
         b"EFI PART",
@@ -219,7 +219,7 @@ fn metal_4k_image_has_4096_byte_sectors() {
     let losetup = require_tool("losetup");
     let out = Command::new(&losetup)
         .args(["--sector-size", "4096", "-f", "--show"])
-        .arg(&image)
+        .arg(image)
         .output()
         .unwrap();
     if out.status.success() {
@@ -250,7 +250,7 @@ fn metal_4k_image_has_4096_byte_sectors() {
         let first = u64::from_le_bytes(entry[32..40].try_into().unwrap());
         assert_eq!(first * 4096, MIB, "EFI starts at 1 MiB in 4096-byte LBAs");
     }
-    let meta = run_ok(imager().args(["meta", "dump"]).arg(&image));
+    let meta = run_ok(imager().args(["meta", "dump"]).arg(image));
     assert_eq!(meta, "");
 }
 

@@ -161,7 +161,7 @@ fn secureboot_installer_image_is_read_by_skopeo_umoci_and_a_registry() {
             .args(["--runroot"])
             .arg(dir.path().join("podman-run"))
             .args(["load", "-i"])
-            .arg(&tarball),
+            .arg(tarball),
     );
     assert!(loaded.contains("Loaded image"), "{loaded}");
 
@@ -183,18 +183,8 @@ fn secureboot_installer_image_is_read_by_skopeo_umoci_and_a_registry() {
     let rootfs = bundle.join("rootfs");
     assert!(rootfs.join("bin/installer").is_file() && rootfs.join("etc/os-release").is_file());
     let uki = rootfs.join("usr/install/amd64/vmlinuz.efi.signed");
-    run_ok(
-        Command::new(require_tool("sbverify"))
-            .arg("--cert")
-            .arg(keys.join("uki-signing-cert.pem"))
-            .arg(&uki),
-    );
-    run_ok(
-        Command::new(require_tool("sbverify"))
-            .arg("--cert")
-            .arg(keys.join("uki-signing-cert.pem"))
-            .arg(rootfs.join("usr/install/amd64/systemd-boot.efi")),
-    );
+    common::sbverify(&keys, &uki);
+    common::sbverify(&keys, &rootfs.join("usr/install/amd64/systemd-boot.efi"));
 
     // Into a registry from the tarball.
     let reg = registry(dir.path());

@@ -123,7 +123,7 @@ fn secureboot_iso_layout() {
     let report = run_ok(
         Command::new(require_tool("xorriso"))
             .arg("-indev")
-            .arg(&iso)
+            .arg(iso)
             .args(["-report_el_torito", "plain", "-report_system_area", "plain"]),
     );
     assert!(
@@ -146,7 +146,7 @@ fn secureboot_iso_layout() {
         Command::new(require_tool("isoinfo"))
             .arg("-d")
             .arg("-i")
-            .arg(&iso),
+            .arg(iso),
     );
     assert!(
         pvd.contains("Volume id: TALOS_V1_9_2") && pvd.contains("Volume set id: Talos-v1.9.2"),
@@ -165,7 +165,7 @@ fn secureboot_iso_layout() {
         "the ISO 9660 tree",
     );
 
-    let esp = extract_esp(&iso, dir.path());
+    let esp = extract_esp(iso, dir.path());
     fat::fsck(&esp);
     assert_listed(
         &fat::files(&esp),
@@ -203,15 +203,10 @@ fn secureboot_iso_layout() {
     ] {
         let f = dir.path().join(name);
         fat::copy_out(&esp, judge, &f);
-        run_ok(
-            Command::new(require_tool("sbverify"))
-                .arg("--cert")
-                .arg(keys.join("uki-signing-cert.pem"))
-                .arg(&f),
-        );
+        common::sbverify(&keys, &f);
     }
     assert!(manifest["secureboot"]["signerCertSha256"].is_string());
-    uki_is_stored_once(&iso, dir.path(), &esp);
+    uki_is_stored_once(iso, dir.path(), &esp);
 
     // Reproducible: a second build, later, into another directory.
     std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -228,7 +223,7 @@ fn plain_iso_has_bios_and_uefi_entries() {
     let report = run_ok(
         Command::new(require_tool("xorriso"))
             .arg("-indev")
-            .arg(&iso)
+            .arg(iso)
             .args(["-report_el_torito", "plain"]),
     );
     assert!(
@@ -249,13 +244,13 @@ fn plain_iso_has_bios_and_uefi_entries() {
         ],
         "the ISO 9660 tree",
     );
-    let esp = extract_esp(&iso, dir.path());
+    let esp = extract_esp(iso, dir.path());
     let conf = fat::read_text(&esp, "::/loader/loader.conf");
     assert_eq!(
         conf,
         "# systemd-boot configuration\n\ntimeout 10\n\nsecure-boot-enroll off\n"
     );
-    uki_is_stored_once(&iso, dir.path(), &esp);
+    uki_is_stored_once(iso, dir.path(), &esp);
 }
 
 #[test]

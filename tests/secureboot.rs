@@ -34,7 +34,7 @@ fn signed_uki_is_accepted_by_sbverify_and_osslsigncode_and_tampering_is_caught()
     let uki = &built.artifact;
     let cert = keys.join("uki-signing-cert.pem");
     assert_eq!(
-        judges_accept(&uki, &cert),
+        judges_accept(uki, &cert),
         (true, true),
         "both judges accept the UKI"
     );

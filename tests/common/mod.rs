@@ -58,6 +58,16 @@ pub fn assert_listed(listing: &str, wanted: &[&str], place: &str) {
     }
 }
 
+/// sbverify: panics unless `file` carries a valid signature of `keys/uki-signing-cert.pem`.
+pub fn sbverify(keys: &Path, file: &Path) {
+    run_ok(
+        Command::new(require_tool("sbverify"))
+            .arg("--cert")
+            .arg(keys.join("uki-signing-cert.pem"))
+            .arg(file),
+    );
+}
+
 /// An EC (P-256) private key at `path`, made by openssl: a key of the wrong type.
 pub fn ec_key(path: &Path) {
     run_ok(
