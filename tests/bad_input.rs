@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{demo_dir, imager, require_tool, run_ok};
+use common::{demo_build, demo_dir, entries, imager, require_tool, run_ok};
 
 /// A private copy of the demo inputs and keys that one row may spoil.
 struct Inputs {
@@ -39,16 +39,6 @@ fn profile_file(dir: &Path, yaml: &str) -> PathBuf {
     let p = dir.join("p.yaml");
     std::fs::write(&p, yaml).unwrap();
     p
-}
-
-fn leftovers(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|r| {
-            r.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]
@@ -131,18 +121,7 @@ fn bad_input_matrix() {
         (
             "wrong key type",
             Box::new(|i, _| {
-                run_ok(
-                    Command::new(require_tool("openssl"))
-                        .args([
-                            "ecparam",
-                            "-name",
-                            "prime256v1",
-                            "-genkey",
-                            "-noout",
-                            "-out",
-                        ])
-                        .arg(i.keys.join("pcr-signing-key.pem")),
-                );
+                common::ec_key(&i.keys.join("pcr-signing-key.pem"));
                 sb(i)
             }),
             "pcr-signing-key.pem",
@@ -224,9 +203,9 @@ fn bad_input_matrix() {
             "{what}: no panic:\n{err}"
         );
         assert!(
-            leftovers(&out).is_empty(),
+            entries(&out).is_empty(),
             "{what}: nothing left: {:?}",
-            leftovers(&out)
+            entries(&out)
         );
     }
 }
@@ -257,22 +236,16 @@ fn read_only_and_full_output_dirs_and_interrupts() {
     let dir = tempfile::tempdir().unwrap();
     let keys = common::gen_keys(&dir.path().join("master"));
     let ins = inputs(dir.path(), &keys);
-    let build = |out: &Path| {
-        let mut c = imager();
-        c.args(["secureboot-iso", "--arch", "amd64", "--install-dir"])
-            .arg(&ins.install)
-            .arg("--secureboot-dir")
-            .arg(&ins.keys)
-            .arg("--output")
-            .arg(out);
-        c
+    let build = |install: &Path, out: &Path| {
+        demo_build("secureboot-iso")
+            .install_dir(install)
+            .keys(&ins.keys)
+            .out(out)
     };
 
     // Read-only output directory.
     let ro = Tmpfs::mount(&dir.path().join("ro"), "ro,size=64m");
-    let o = build(&ro.0).output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
+    let err = build(&ins.install, &ro.0).run_err().stderr;
     assert!(
         err.lines()
             .any(|l| l.starts_with("error:") && l.contains("ro") && l.contains("Read-only")),
@@ -281,9 +254,7 @@ fn read_only_and_full_output_dirs_and_interrupts() {
 
     // Output disk full: a 4 MiB tmpfs cannot hold the ISO.
     let full = Tmpfs::mount(&dir.path().join("full"), "size=4m");
-    let o = build(&full.0).output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
+    let err = build(&ins.install, &full.0).run_err().stderr;
     assert!(
         err.lines()
             .any(|l| l.starts_with("error:") && l.contains("No space left")),
@@ -291,9 +262,9 @@ fn read_only_and_full_output_dirs_and_interrupts() {
     );
     assert!(!err.contains("panicked"), "{err}");
     assert!(
-        leftovers(&full.0).is_empty(),
+        entries(&full.0).is_empty(),
         "nothing left on the full disk: {:?}",
-        leftovers(&full.0)
+        entries(&full.0)
     );
 
     // SIGINT in the middle of a large build (a 256 MiB initramfs).
@@ -308,19 +279,14 @@ fn read_only_and_full_output_dirs_and_interrupts() {
             .stdout(std::fs::File::create(big.join("amd64/initramfs.xz")).unwrap()),
     );
     let out = dir.path().join("interrupted");
-    let child = imager()
-        .args(["secureboot-iso", "--arch", "amd64", "--install-dir"])
-        .arg(&big)
-        .arg("--secureboot-dir")
-        .arg(&ins.keys)
-        .arg("--output")
-        .arg(&out)
+    let child = build(&big, &out)
+        .command()
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Wait until work has started (the output directory holds the scratch directory).
     for _ in 0..200 {
-        if !leftovers(&out).is_empty() {
+        if !entries(&out).is_empty() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -331,8 +297,8 @@ fn read_only_and_full_output_dirs_and_interrupts() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "interrupted build fails:\n{err}");
     assert!(
-        leftovers(&out).is_empty(),
+        entries(&out).is_empty(),
         "nothing left after SIGINT: {:?}\n{err}",
-        leftovers(&out)
+        entries(&out)
     );
 }

@@ -8,49 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::boot::{BootLog, Media, SecureBoot, boot};
-use common::{demo_dir, imager, run_ok};
-
-/// Builds `profile` from the demo inputs into `out` with `console=ttyS0`; returns the
-/// artifact path and the manifest.
-fn build(
-    profile: &str,
-    out: &Path,
-    keys: Option<&Path>,
-    extra: &[&str],
-) -> (PathBuf, serde_json::Value) {
-    let demo = demo_dir();
-    let mut cmd = imager();
-    cmd.env("SOURCE_DATE_EPOCH", "1700000000")
-        .args([
-            profile,
-            "--arch",
-            "amd64",
-            "--extra-kernel-arg",
-            "console=ttyS0",
-            "--install-dir",
-        ])
-        .arg(&demo)
-        .arg("--output")
-        .arg(out)
-        .args(extra);
-    if let Some(keys) = keys {
-        cmd.arg("--secureboot-dir").arg(keys);
-    }
-    let stderr = {
-        let o = cmd.output().unwrap();
-        let e = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert!(o.status.success(), "imager {profile} failed:\n{e}");
-        e
-    };
-    let path = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("output asset path: "))
-        .map(PathBuf::from)
-        .expect("output asset path line");
-    let name = path.file_name().unwrap().to_string_lossy().into_owned();
-    let manifest = std::fs::read(out.join(format!("{name}.manifest.json"))).unwrap();
-    (path, serde_json::from_slice(&manifest).unwrap())
-}
+use common::{demo_build, demo_dir, imager};
 
 /// An ESP directory with `efi` as the fallback boot loader.
 fn esp_with(efi: &Path, dir: &Path) -> PathBuf {
@@ -61,19 +19,7 @@ fn esp_with(efi: &Path, dir: &Path) -> PathBuf {
 }
 
 fn assert_booted(log: &BootLog, predicted: &str, secureboot: u8) {
-    assert!(log.marker, "no IMAGER-BOOT-OK; log {}", log.path.display());
-    assert_eq!(
-        log.secureboot,
-        Some(secureboot),
-        "SecureBoot state; log {}",
-        log.path.display()
-    );
-    assert_eq!(
-        log.pcr11_sha256.as_deref(),
-        Some(predicted),
-        "PCR 11 (sha256) after the stub; log {}",
-        log.path.display()
-    );
+    log.assert_measured(secureboot, predicted);
     let cmdline = log.cmdline.as_deref().unwrap_or_default();
     assert!(
         cmdline.contains("talos.platform=metal") && cmdline.contains("console=ttyS0"),
@@ -84,10 +30,10 @@ fn assert_booted(log: &BootLog, predicted: &str, secureboot: u8) {
 #[test]
 fn boot_unsigned_uki_measures_the_predicted_pcr11() {
     let dir = tempfile::tempdir().unwrap();
-    let (uki, manifest) = build("metal-uki", &dir.path().join("out"), None, &[]);
-    let predicted = common::predicted_pcr11(&manifest);
+    let uki = demo_build("metal-uki").run();
+    let predicted = common::predicted_pcr11(&uki.manifest);
     let log = boot(
-        Media::EspDir(esp_with(&uki, dir.path())),
+        Media::EspDir(esp_with(&uki.artifact, dir.path())),
         SecureBoot::Off,
         true,
         180,
@@ -110,33 +56,17 @@ fn boot_unsigned_uki_on_the_252_stub() {
         install.join("systemd-stub.efi"),
     )
     .unwrap();
-    let out = dir.path().join("out");
-    let stderr = run_ok(
-        imager()
-            .args([
-                "metal-uki",
-                "--arch",
-                "amd64",
-                "--extra-kernel-arg",
-                "console=ttyS0",
-                "--install-dir",
-            ])
-            .arg(dir.path().join("install"))
-            .arg("--output")
-            .arg(&out),
-    );
-    let _ = stderr;
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(out.join("metal-amd64-uki.efi.manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let uki = demo_build("metal-uki")
+        .install_dir(&dir.path().join("install"))
+        .run();
+    assert_eq!(uki.name(), "metal-amd64-uki.efi");
     let log = boot(
-        Media::EspDir(esp_with(&out.join("metal-amd64-uki.efi"), dir.path())),
+        Media::EspDir(esp_with(&uki.artifact, dir.path())),
         SecureBoot::Off,
         true,
         180,
     );
-    assert_booted(&log, &common::predicted_pcr11(&manifest), 0);
+    assert_booted(&log, &common::predicted_pcr11(&uki.manifest), 0);
 }
 
 /// Offset of `.linux`'s data, from `imager inspect --json`.
@@ -161,20 +91,15 @@ fn linux_offset(uki: &Path) -> u64 {
 fn boot_signed_uki_under_enforced_secureboot() {
     let dir = tempfile::tempdir().unwrap();
     let keys = common::gen_keys(dir.path());
-    let (uki, manifest) = build(
-        "secureboot-metal-uki",
-        &dir.path().join("out"),
-        Some(&keys),
-        &[],
-    );
-    assert!(manifest["secureboot"]["signerCertSha256"].is_string());
+    let uki = demo_build("secureboot-metal-uki").keys(&keys).run();
+    assert!(uki.manifest["secureboot"]["signerCertSha256"].is_string());
     let log = boot(
-        Media::EspDir(esp_with(&uki, dir.path())),
+        Media::EspDir(esp_with(&uki.artifact, dir.path())),
         SecureBoot::Enrolled(keys.join("uki-signing-cert.pem")),
         true,
         180,
     );
-    assert_booted(&log, &common::predicted_pcr11(&manifest), 1);
+    assert_booted(&log, &common::predicted_pcr11(&uki.manifest), 1);
     assert!(
         log.contains("lockdown=confidentiality"),
         "the sealed SecureBoot command line"
@@ -185,14 +110,9 @@ fn boot_signed_uki_under_enforced_secureboot() {
 fn boot_tampered_signed_uki_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let keys = common::gen_keys(dir.path());
-    let (uki, _) = build(
-        "secureboot-metal-uki",
-        &dir.path().join("out"),
-        Some(&keys),
-        &[],
-    );
-    let mut bytes = std::fs::read(&uki).unwrap();
-    let at = linux_offset(&uki) as usize + 4096;
+    let uki = demo_build("secureboot-metal-uki").keys(&keys).run();
+    let mut bytes = uki.bytes();
+    let at = linux_offset(&uki.artifact) as usize + 4096;
     bytes[at] ^= 0x01;
     let tampered = dir.path().join("tampered.efi");
     std::fs::write(&tampered, bytes).unwrap();

@@ -320,15 +320,7 @@ fn tar_to_stdout_carries_only_the_tarball() {
         "0x0a={}",
     ]));
     assert!(out.status.success(), "{}", stderr(&out));
-    let dir = tempfile::tempdir().unwrap();
-    let mut tar = Command::new("tar")
-        .args(["xzf", "-", "-C"])
-        .arg(dir.path())
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(tar.stdin.as_mut().unwrap(), &out.stdout).unwrap();
-    assert!(tar.wait().unwrap().success(), "stdout is a gzip'd tar");
+    let dir = common::untar_gz(&out.stdout);
     let text = std::fs::read_to_string(dir.path().join("cmdline-metal-amd64")).unwrap();
     assert!(
         !text.contains("talos.halt_if_installed=1"),

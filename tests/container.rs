@@ -6,14 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{demo_dir, require_tool, run_ok};
-
-fn buildah() -> Command {
-    let mut c = Command::new(require_tool("buildah"));
-    c.env("BUILDAH_ISOLATION", "chroot")
-        .env("STORAGE_DRIVER", "vfs");
-    c
-}
+use common::build::Built;
+use common::{buildah, demo_dir, require_tool, run_ok};
 
 /// Builds the image once per test process; returns the OCI archive.
 fn image() -> PathBuf {
@@ -50,6 +44,25 @@ impl Container {
                 .arg(format!("oci-archive:{}", archive.display())),
         );
         Container(name.trim().to_string())
+    }
+
+    /// SecureBoot keys made by `imager gen secureboot uki` and `pcr` inside the container,
+    /// in `dir/keys`.
+    fn gen_keys(&self, dir: &Path) -> PathBuf {
+        let keys = dir.join("keys");
+        std::fs::create_dir_all(&keys).unwrap();
+        for what in ["uki", "pcr"] {
+            let o = self.run(
+                &[(&keys, "/keys")],
+                &["gen", "secureboot", what, "--output", "/keys"],
+            );
+            assert!(
+                o.status.success(),
+                "gen {what}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        keys
     }
 
     fn run(&self, volumes: &[(&Path, &str)], args: &[&str]) -> std::process::Output {
@@ -111,50 +124,42 @@ fn image_metadata_and_static_binary() {
         "ldd: {text}"
     );
 
-    // The default inputs sit at the Talos paths.
+    // The default inputs sit at the Talos paths: the kernel is the demo kernel.
+    let out = tempfile::tempdir().unwrap();
     let c = Container::new();
     let o = c.run(
-        &[],
+        &[(out.path(), "/tmp/k")],
         &["metal", "--output-kind", "kernel", "--output", "/tmp/k"],
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("output asset path: /tmp/k/kernel-amd64"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("output asset path: /tmp/k/kernel-amd64"),
+        "{err}"
+    );
+    let kernel = Built::in_dir(out.path(), err.into_owned());
+    assert_eq!(kernel.name(), "kernel-amd64");
+    assert!(
+        kernel.bytes() == std::fs::read(demo_dir().join("amd64/vmlinuz")).unwrap(),
+        "the image's default kernel is the demo kernel"
+    );
 }
 
 fn secureboot_uki_and_keys_inside_the_container() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let keys = dir.path().join("keys");
     std::fs::create_dir_all(&out).unwrap();
-    std::fs::create_dir_all(&keys).unwrap();
     let c = Container::new();
-    for what in ["uki", "pcr"] {
-        let o = c.run(
-            &[(&keys, "/keys")],
-            &["gen", "secureboot", what, "--output", "/keys"],
-        );
-        assert!(
-            o.status.success(),
-            "gen {what}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+    let keys = c.gen_keys(dir.path());
     let o = c.run(
         &[(&out, "/out"), (&keys, "/secureboot")],
         &["secureboot-metal-uki"],
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let uki = out.join("metal-amd64-secureboot-uki.efi");
-    run_ok(
-        Command::new(require_tool("sbverify"))
-            .arg("--cert")
-            .arg(keys.join("uki-signing-cert.pem"))
-            .arg(&uki),
-    );
-    assert!(
-        out.join("metal-amd64-secureboot-uki.efi.manifest.json")
-            .is_file()
-    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let uki = Built::in_dir(&out, err.into_owned());
+    assert_eq!(uki.name(), "metal-amd64-secureboot-uki.efi");
+    common::sbverify(&keys, &uki.artifact);
 }
 
 fn tar_to_stdout_from_the_container() {
@@ -171,15 +176,7 @@ fn tar_to_stdout_from_the_container() {
         ],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let dir = tempfile::tempdir().unwrap();
-    let mut tar = Command::new("tar")
-        .args(["xzf", "-", "-C"])
-        .arg(dir.path())
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(tar.stdin.as_mut().unwrap(), &o.stdout).unwrap();
-    assert!(tar.wait().unwrap().success());
+    let dir = common::untar_gz(&o.stdout);
     let cmdline = std::fs::read_to_string(dir.path().join("cmdline-metal-amd64")).unwrap();
     assert!(cmdline.contains("INSTALLER_META_BASE64="));
 }
@@ -189,21 +186,9 @@ fn tar_to_stdout_from_the_container() {
 fn secureboot_iso_from_the_container_boots() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let keys = dir.path().join("keys");
     std::fs::create_dir_all(&out).unwrap();
-    std::fs::create_dir_all(&keys).unwrap();
     let c = Container::new();
-    for what in ["uki", "pcr"] {
-        let o = c.run(
-            &[(&keys, "/keys")],
-            &["gen", "secureboot", what, "--output", "/keys"],
-        );
-        assert!(
-            o.status.success(),
-            "gen {what}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+    let keys = c.gen_keys(dir.path());
     let o = c.run(
         &[(&out, "/out"), (&keys, "/secureboot:ro")],
         &["secureboot-iso", "--extra-kernel-arg", "console=ttyS0"],
@@ -214,25 +199,16 @@ fn secureboot_iso_from_the_container_boots() {
         err.contains("output asset path: /out/metal-amd64-secureboot.iso"),
         "{err}"
     );
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(out.join("metal-amd64-secureboot.iso.manifest.json")).unwrap(),
-    )
-    .unwrap();
-    let predicted = common::predicted_pcr11(&manifest);
+    let iso = Built::in_dir(&out, err.into_owned());
+    assert_eq!(iso.name(), "metal-amd64-secureboot.iso");
+    let predicted = common::predicted_pcr11(&iso.manifest);
     let log = common::boot::boot(
-        common::boot::Media::Cdrom(out.join("metal-amd64-secureboot.iso")),
+        common::boot::Media::Cdrom(iso.artifact),
         common::boot::SecureBoot::Setup,
         true,
         300,
     );
-    assert!(log.marker, "boots; log {}", log.path.display());
-    assert_eq!(log.secureboot, Some(1), "log {}", log.path.display());
-    assert_eq!(
-        log.pcr11_sha256.as_deref(),
-        Some(predicted.as_str()),
-        "log {}",
-        log.path.display()
-    );
+    log.assert_measured(1, &predicted);
 }
 
 /// One test, so the image is built once (nextest runs each test in its own process);

@@ -7,39 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::boot::{Media, SecureBoot, boot};
-use common::{demo_dir, imager, require_tool, run_ok};
+use common::{assert_listed, demo_build, fat, imager, require_tool, run_ok};
 
 const MIB: u64 = 1024 * 1024;
-
-fn build(profile: &str, out: &Path, extra: &[&str]) -> std::process::Output {
-    imager()
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .args([
-            profile,
-            "--arch",
-            "amd64",
-            "--extra-kernel-arg",
-            "console=ttyS0",
-            "--install-dir",
-        ])
-        .arg(demo_dir())
-        .arg("--output")
-        .arg(out)
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
-fn build_ok(profile: &str, out: &Path, extra: &[&str]) -> PathBuf {
-    let o = build(profile, out, extra);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{profile}: {err}");
-    PathBuf::from(
-        err.lines()
-            .find_map(|l| l.strip_prefix("output asset path: "))
-            .unwrap(),
-    )
-}
 
 /// META values read straight from the partition bytes, following the spec (not imager's code):
 /// copy at offset 0, magic 0x5a4b3c2d, big-endian tag/len records until tag 0,
@@ -102,88 +72,63 @@ fn partition(image: &Path, n: u32, sector: u64) -> (u64, u64, String) {
 fn metal_raw_image_layout_esp_and_meta() {
     let dir = tempfile::tempdir().unwrap();
     let net = r#"{"addresses":[{"address":"10.5.0.2/24","linkName":"eth0"}]}"#;
-    let image = build_ok(
-        "metal",
-        &dir.path().join("out"),
-        &[
-            "--out-format",
-            "raw",
-            "--meta",
-            &format!("0x0a={net}"),
-            "--meta",
-            "12=user",
-        ],
-    );
+    let built = demo_build("metal")
+        .args(["--out-format", "raw", "--meta", &format!("0x0a={net}")])
+        .args(["--meta", "12=user"])
+        .run();
+    let image = &built.artifact;
     assert_eq!(image.file_name().unwrap(), "metal-amd64.raw");
     assert_eq!(
-        std::fs::metadata(&image).unwrap().len(),
+        std::fs::metadata(image).unwrap().len(),
         1306525696,
         "diskSize of the metal profile (v1.9.2)"
     );
 
     let sgdisk = require_tool("sgdisk");
-    let verify = run_ok(Command::new(&sgdisk).arg("-v").arg(&image));
+    let verify = run_ok(Command::new(&sgdisk).arg("-v").arg(image));
     assert!(verify.contains("No problems found"), "{verify}");
-    let print = run_ok(Command::new(&sgdisk).arg("-p").arg(&image));
+    let print = run_ok(Command::new(&sgdisk).arg("-p").arg(image));
     assert!(
         print.contains("EF00  EFI") && print.contains("8300  META"),
         "{print}"
     );
 
-    let (efi_at, efi_len, efi_info) = partition(&image, 1, 512);
+    let (efi_at, efi_len, efi_info) = partition(image, 1, 512);
     assert_eq!(efi_at, MIB, "1 MiB aligned");
     assert_eq!(efi_len, 1101 * MIB, "EFI-UKI size before 1.11");
     assert!(efi_info.contains("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"));
-    let (meta_at, meta_len, meta_info) = partition(&image, 2, 512);
+    let (meta_at, meta_len, meta_info) = partition(image, 2, 512);
     assert_eq!(meta_at % MIB, 0);
     assert_eq!(meta_len, MIB);
     assert!(meta_info.contains("0FC63DAF-8483-4772-8E79-3D69D8477DE4"));
 
-    let bytes = std::fs::read(&image).unwrap();
+    let bytes = std::fs::read(image).unwrap();
     let meta = parse_meta(&bytes[meta_at as usize..(meta_at + meta_len) as usize]);
     assert_eq!(
         meta,
         vec![(0x0a, net.to_string()), (12, "user".to_string())]
     );
-    let dump = run_ok(imager().args(["meta", "dump"]).arg(&image));
+    let dump = run_ok(imager().args(["meta", "dump"]).arg(image));
     assert_eq!(dump, format!("0x0a={net}\n0x0c=user\n"));
 
     let esp = dir.path().join("esp.img");
     std::fs::write(&esp, &bytes[efi_at as usize..(efi_at + efi_len) as usize]).unwrap();
-    let fsck = Command::new(require_tool("fsck.fat"))
-        .arg("-n")
-        .arg(&esp)
-        .output()
-        .unwrap();
-    assert!(
-        fsck.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fsck.stdout)
+    fat::fsck(&esp);
+    assert_listed(
+        &fat::files(&esp),
+        &[
+            "::/EFI/boot/BOOTX64.efi",
+            "::/EFI/Linux/Talos-v1.9.2.efi",
+            "::/loader/loader.conf",
+        ],
+        "the ESP",
     );
-    let listing = run_ok(
-        Command::new(require_tool("mdir"))
-            .arg("-i")
-            .arg(&esp)
-            .args(["-/", "-b", "::/"]),
-    );
-    for f in [
-        "::/EFI/boot/BOOTX64.efi",
-        "::/EFI/Linux/Talos-v1.9.2.efi",
-        "::/loader/loader.conf",
-    ] {
-        assert!(listing.lines().any(|l| l == f), "{f} in\n{listing}");
-    }
-    let conf = run_ok(
-        Command::new(require_tool("mtype"))
-            .arg("-i")
-            .arg(&esp)
-            .arg("::/loader/loader.conf"),
-    );
+    let conf = fat::read_text(&esp, "::/loader/loader.conf");
     assert_eq!(conf, "# systemd-boot configuration\n\ntimeout 10\n");
 
     // Sparse: the unused space is not written.
     use std::os::unix::fs::MetadataExt;
-    let allocated = std::fs::metadata(&image).unwrap().blocks() * 512;
+    let allocated = std::fs::metadata(image).unwrap().blocks() * 512;
     assert!(
         allocated < 64 * MIB,
         "allocated {allocated} bytes of a 1.2 GiB image"
@@ -209,22 +154,18 @@ fn metal_raw_image_layout_esp_and_meta() {
 
 #[test]
 fn compressed_images_decompress_to_the_raw_image_and_are_reproducible() {
-    let dir = tempfile::tempdir().unwrap();
-    let raw = build_ok("metal", &dir.path().join("raw"), &["--out-format", "raw"]);
-    let zst = build_ok("metal", &dir.path().join("zst"), &[]);
+    let raw = demo_build("metal").args(["--out-format", "raw"]).run();
+    let zst = demo_build("metal").run();
     assert_eq!(
-        zst.file_name().unwrap(),
+        zst.name(),
         "metal-amd64.raw.zst",
         "the metal profile's default outFormat"
     );
-    let zst2 = build_ok("metal", &dir.path().join("zst2"), &[]);
-    assert!(
-        std::fs::read(&zst).unwrap() == std::fs::read(&zst2).unwrap(),
-        "reproducible .zst"
-    );
-    let xz = build_ok("metal", &dir.path().join("xz"), &["--out-format", ".xz"]);
-    let raw_bytes = std::fs::read(&raw).unwrap();
-    for (file, tool) in [(&zst, "zstd"), (&xz, "xz")] {
+    let zst2 = demo_build("metal").run();
+    assert!(zst.bytes() == zst2.bytes(), "reproducible .zst");
+    let xz = demo_build("metal").args(["--out-format", ".xz"]).run();
+    let raw_bytes = raw.bytes();
+    for (file, tool) in [(&zst.artifact, "zstd"), (&xz.artifact, "xz")] {
         let t = Command::new(require_tool(tool))
             .arg("-t")
             .arg(file)
@@ -238,11 +179,8 @@ fn compressed_images_decompress_to_the_raw_image_and_are_reproducible() {
             .unwrap();
         assert!(d.stdout == raw_bytes, "{tool} -dc equals the raw image");
     }
-    let raw2 = build_ok("metal", &dir.path().join("raw2"), &["--out-format", "raw"]);
-    assert!(
-        std::fs::read(&raw2).unwrap() == raw_bytes,
-        "reproducible raw image"
-    );
+    let raw2 = demo_build("metal").args(["--out-format", "raw"]).run();
+    assert!(raw2.bytes() == raw_bytes, "reproducible raw image");
 }
 
 #[test]
@@ -257,44 +195,20 @@ fn bad_disk_options_fail_before_writing() {
     let huge = dir.path().join("huge.yaml");
     let value = "x".repeat(300 * 1024);
     std::fs::write(&huge, format!("baseProfileName: metal\ncustomization:\n  metaContents:\n    - key: 10\n      value: {value}\n")).unwrap();
-    let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec![small.display().to_string()], "too small"),
-        (vec![huge.display().to_string()], "META"),
-    ];
-    for (args, needle) in cases {
-        let out = dir.path().join(format!("out-{needle}").replace(' ', "-"));
-        let o = imager()
-            .args(&args)
-            .args(["--arch", "amd64", "--install-dir"])
-            .arg(demo_dir())
-            .arg("--output")
-            .arg(&out)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success());
-        let line = err
-            .lines()
-            .find(|l| l.starts_with("error:"))
-            .unwrap_or_default();
+    let cases = [(&small, "too small"), (&huge, "META")];
+    for (profile, needle) in cases {
+        let failed = demo_build(profile).no_console().run_err();
+        let line = failed.error_line();
         assert!(line.contains(needle), "{needle}: {line}");
-        assert_eq!(
-            std::fs::read_dir(&out).map(|r| r.count()).unwrap_or(0),
-            0,
-            "nothing left"
-        );
+        assert_eq!(failed.left(), Vec::<String>::new(), "nothing left");
     }
 }
 
 #[test]
 fn metal_4k_image_has_4096_byte_sectors() {
-    let dir = tempfile::tempdir().unwrap();
-    let image = build_ok(
-        "metal-4k",
-        &dir.path().join("out"),
-        &["--out-format", "raw"],
-    );
-    let bytes = std::fs::read(&image).unwrap();
+    let built = demo_build("metal-4k").args(["--out-format", "raw"]).run();
+    let image = &built.artifact;
+    let bytes = std::fs::read(image).unwrap();
     assert_eq!(
         &bytes[4096..4104],
         b"EFI PART",
@@ -305,7 +219,7 @@ fn metal_4k_image_has_4096_byte_sectors() {
     let losetup = require_tool("losetup");
     let out = Command::new(&losetup)
         .args(["--sector-size", "4096", "-f", "--show"])
-        .arg(&image)
+        .arg(image)
         .output()
         .unwrap();
     if out.status.success() {
@@ -336,72 +250,36 @@ fn metal_4k_image_has_4096_byte_sectors() {
         let first = u64::from_le_bytes(entry[32..40].try_into().unwrap());
         assert_eq!(first * 4096, MIB, "EFI starts at 1 MiB in 4096-byte LBAs");
     }
-    let meta = run_ok(imager().args(["meta", "dump"]).arg(&image));
+    let meta = run_ok(imager().args(["meta", "dump"]).arg(image));
     assert_eq!(meta, "");
 }
 
 #[test]
 fn boot_metal_disk_image_measures_the_predicted_pcr11() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let image = build_ok("metal", &out, &["--out-format", "raw"]);
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("metal-amd64.raw.manifest.json")).unwrap())
-            .unwrap();
-    let predicted = common::predicted_pcr11(&manifest);
-    let log = boot(Media::Disk(image), SecureBoot::Off, true, 240);
-    assert!(
-        log.marker,
-        "boots to the marker; log {}",
-        log.path.display()
-    );
-    assert_eq!(
-        log.pcr11_sha256.as_deref(),
-        Some(predicted.as_str()),
-        "log {}",
-        log.path.display()
-    );
+    let image = demo_build("metal").args(["--out-format", "raw"]).run();
+    assert_eq!(image.name(), "metal-amd64.raw");
+    let predicted = common::predicted_pcr11(&image.manifest);
+    let log = boot(Media::Disk(image.artifact), SecureBoot::Off, true, 240);
+    log.assert_measured(0, &predicted);
 }
 
 #[test]
 fn boot_secureboot_metal_disk_image_under_enforced_secureboot() {
     let dir = tempfile::tempdir().unwrap();
     let keys = common::gen_keys(dir.path());
-    let out = dir.path().join("out");
-    let image = build_ok(
-        "secureboot-metal",
-        &out,
-        &[
-            "--out-format",
-            "raw",
-            "--secureboot-dir",
-            keys.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(image.file_name().unwrap(), "metal-amd64-secureboot.raw");
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(out.join("metal-amd64-secureboot.raw.manifest.json")).unwrap(),
-    )
-    .unwrap();
-    let predicted = common::predicted_pcr11(&manifest);
+    let image = demo_build("secureboot-metal")
+        .keys(&keys)
+        .args(["--out-format", "raw"])
+        .run();
+    assert_eq!(image.name(), "metal-amd64-secureboot.raw");
+    let predicted = common::predicted_pcr11(&image.manifest);
     let log = boot(
-        Media::Disk(image),
+        Media::Disk(image.artifact),
         SecureBoot::Enrolled(keys.join("uki-signing-cert.pem")),
         true,
         240,
     );
-    assert!(
-        log.marker,
-        "boots to the marker; log {}",
-        log.path.display()
-    );
-    assert_eq!(log.secureboot, Some(1), "log {}", log.path.display());
-    assert_eq!(
-        log.pcr11_sha256.as_deref(),
-        Some(predicted.as_str()),
-        "log {}",
-        log.path.display()
-    );
+    log.assert_measured(1, &predicted);
 }
 
 #[test]
@@ -416,23 +294,11 @@ fn qcow2_and_vhd_convert_back_to_the_raw_image() {
             format!("baseProfileName: nocloud\noutput:\n  imageOptions:\n    diskFormat: {format}\n  outFormat: raw\n"),
         )
         .unwrap();
-        let out = dir.path().join(format);
-        let o = imager()
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .arg(&profile)
-            .args(["--arch", "amd64", "--install-dir"])
-            .arg(demo_dir())
-            .arg("--output")
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{format}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        outputs.push(out.join(format!("nocloud-amd64.{format}")));
+        let built = demo_build(&profile).no_console().run();
+        assert_eq!(built.name(), format!("nocloud-amd64.{format}"));
+        outputs.push(built);
     }
+    let outputs: Vec<PathBuf> = outputs.iter().map(|b| b.artifact.clone()).collect();
     let raw = std::fs::read(&outputs[0]).unwrap();
     let check = run_ok(Command::new(&qemu_img).arg("check").arg(&outputs[1]));
     assert!(check.contains("No errors were found"), "{check}");

@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{demo_dir, require_tool, run_ok};
+use common::{demo_dir, fat, require_tool, run_ok};
 use imager::formats::fat_esp::{self as esp, EspEntry, EspOptions, EspSource};
 
 const MIB: u64 = 1024 * 1024;
@@ -80,26 +80,12 @@ fn esp_is_clean_for_fsck_and_mtools_reads_it_back() {
         ("offset", MIB, 40 * MIB),
     ] {
         let esp = write_esp(dir.path(), name, offset, size);
-        let fsck = Command::new(require_tool("fsck.fat"))
-            .arg("-n")
-            .arg(&esp)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&fsck.stdout).to_string()
-            + &String::from_utf8_lossy(&fsck.stderr);
-        assert!(fsck.status.success(), "{name}: fsck.fat -n: {text}");
+        let text = fat::fsck(&esp);
         assert!(
             !text.contains("Expected") && !text.contains("wrong") && !text.contains("Dirty"),
             "{name}: {text}"
         );
-        let listing = run_ok(
-            Command::new(require_tool("mdir"))
-                .arg("-i")
-                .arg(&esp)
-                .arg("-/")
-                .arg("-b")
-                .arg("::/"),
-        );
+        let listing = fat::files(&esp);
         for f in [
             "BOOTX64.EFI",
             "Talos-v1.9.2.efi",
@@ -109,13 +95,7 @@ fn esp_is_clean_for_fsck_and_mtools_reads_it_back() {
             assert!(listing.contains(f), "{name}: {f} listed:\n{listing}");
         }
         let out = dir.path().join(format!("{name}.boot"));
-        run_ok(
-            Command::new(require_tool("mcopy"))
-                .arg("-i")
-                .arg(&esp)
-                .arg("::/EFI/BOOT/BOOTX64.EFI")
-                .arg(&out),
-        );
+        fat::copy_out(&esp, "::/EFI/BOOT/BOOTX64.EFI", &out);
         assert!(
             std::fs::read(&out).unwrap()
                 == std::fs::read(demo.join("amd64/systemd-boot.efi")).unwrap(),

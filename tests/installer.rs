@@ -5,14 +5,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
-use common::{demo_dir, imager, require_tool, run_ok};
-
-fn buildah() -> Command {
-    let mut c = Command::new(require_tool("buildah"));
-    c.env("BUILDAH_ISOLATION", "chroot")
-        .env("STORAGE_DRIVER", "vfs");
-    c
-}
+use common::build::DemoBuild;
+use common::{buildah, demo_build, require_tool, run_ok};
 
 /// A small `FROM scratch` base image built with buildah, saved as an OCI layout `DIR:v1.9.2`.
 fn base_image(dir: &Path, arch: &str) -> PathBuf {
@@ -56,17 +50,11 @@ fn base_image(dir: &Path, arch: &str) -> PathBuf {
     layout
 }
 
-fn build(base: &str, out: &Path, keys: &Path) -> std::process::Output {
-    imager()
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .args(["secureboot-installer", "--arch", "amd64", "--install-dir"])
-        .arg(demo_dir())
-        .arg("--secureboot-dir")
-        .arg(keys)
-        .args(["--base-installer-image", base, "--output"])
-        .arg(out)
-        .output()
-        .unwrap()
+/// The SecureBoot installer of the demo inputs on base image `base`.
+fn installer(keys: &Path, base: &str) -> DemoBuild {
+    demo_build("secureboot-installer")
+        .keys(keys)
+        .args(["--base-installer-image", base])
 }
 
 struct Registry(Child, u16);
@@ -121,10 +109,9 @@ fn secureboot_installer_image_is_read_by_skopeo_umoci_and_a_registry() {
         serde_json::from_str(&run_ok(Command::new(&skopeo).arg("inspect").arg(&base_ref))).unwrap();
     let base_layer = base["Layers"][0].as_str().unwrap().to_string();
 
-    let out = dir.path().join("out");
-    let o = build(&base_ref, &out, &keys);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let tarball = out.join("installer-amd64-secureboot.tar");
+    let built = installer(&keys, &base_ref).run();
+    assert_eq!(built.name(), "installer-amd64-secureboot.tar");
+    let tarball = &built.artifact;
 
     for transport in ["docker-archive", "oci-archive"] {
         let inspect = run_ok(
@@ -174,7 +161,7 @@ fn secureboot_installer_image_is_read_by_skopeo_umoci_and_a_registry() {
             .args(["--runroot"])
             .arg(dir.path().join("podman-run"))
             .args(["load", "-i"])
-            .arg(&tarball),
+            .arg(tarball),
     );
     assert!(loaded.contains("Loaded image"), "{loaded}");
 
@@ -196,18 +183,8 @@ fn secureboot_installer_image_is_read_by_skopeo_umoci_and_a_registry() {
     let rootfs = bundle.join("rootfs");
     assert!(rootfs.join("bin/installer").is_file() && rootfs.join("etc/os-release").is_file());
     let uki = rootfs.join("usr/install/amd64/vmlinuz.efi.signed");
-    run_ok(
-        Command::new(require_tool("sbverify"))
-            .arg("--cert")
-            .arg(keys.join("uki-signing-cert.pem"))
-            .arg(&uki),
-    );
-    run_ok(
-        Command::new(require_tool("sbverify"))
-            .arg("--cert")
-            .arg(keys.join("uki-signing-cert.pem"))
-            .arg(rootfs.join("usr/install/amd64/systemd-boot.efi")),
-    );
+    common::sbverify(&keys, &uki);
+    common::sbverify(&keys, &rootfs.join("usr/install/amd64/systemd-boot.efi"));
 
     // Into a registry from the tarball.
     let reg = registry(dir.path());
@@ -244,35 +221,13 @@ fn secureboot_installer_image_is_read_by_skopeo_umoci_and_a_registry() {
             )),
     );
     let cache = dir.path().join("cache");
-    let pulled = dir.path().join("pulled");
-    let o = imager()
-        .env("SOURCE_DATE_EPOCH", "1700000000")
+    let base_in_registry = format!("127.0.0.1:{}/siderolabs/installer-base:v1.9.2", reg.1);
+    let pulled = installer(&keys, &base_in_registry)
+        .arg("--insecure")
         .env("XDG_CACHE_HOME", &cache)
-        .args([
-            "secureboot-installer",
-            "--arch",
-            "amd64",
-            "--insecure",
-            "--install-dir",
-        ])
-        .arg(demo_dir())
-        .arg("--secureboot-dir")
-        .arg(&keys)
-        .arg("--base-installer-image")
-        .arg(format!(
-            "127.0.0.1:{}/siderolabs/installer-base:v1.9.2",
-            reg.1
-        ))
-        .arg("--output")
-        .arg(&pulled)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "pull: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let pulled_tar = pulled.join("installer-amd64-secureboot.tar");
+        .run();
+    assert_eq!(pulled.name(), "installer-amd64-secureboot.tar");
+    let pulled_tar = &pulled.artifact;
     let v: serde_json::Value = serde_json::from_str(&run_ok(
         Command::new(&skopeo)
             .arg("inspect")
@@ -286,26 +241,16 @@ fn secureboot_installer_image_is_read_by_skopeo_umoci_and_a_registry() {
     assert!(!cached.is_empty(), "layers cached by digest");
 
     // --tar-to-stdout: the tarball itself on stdout (for `| docker load`), nothing else.
-    let o = imager()
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .args([
-            "secureboot-installer",
-            "--arch",
-            "amd64",
-            "--tar-to-stdout",
-            "--install-dir",
-        ])
-        .arg(demo_dir())
-        .arg("--secureboot-dir")
-        .arg(&keys)
-        .args(["--base-installer-image", &base_ref])
+    let o = installer(&keys, &base_ref)
+        .arg("--tar-to-stdout")
+        .command()
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let streamed = dir.path().join("streamed.tar");
     std::fs::write(&streamed, &o.stdout).unwrap();
     assert!(
-        o.stdout == std::fs::read(&tarball).unwrap(),
+        o.stdout == built.bytes(),
         "stdout carries exactly the installer tarball"
     );
     run_ok(
@@ -322,12 +267,10 @@ fn secureboot_installer_image_is_read_by_skopeo_umoci_and_a_registry() {
             .arg(&base_ref)
             .arg(format!("oci-archive:{}:v1.9.2", archive.display())),
     );
-    let again = dir.path().join("again");
-    let o = build(&format!("oci-archive:{}", archive.display()), &again, &keys);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let again = installer(&keys, &format!("oci-archive:{}", archive.display())).run();
+    assert_eq!(again.name(), "installer-amd64-secureboot.tar");
     assert!(
-        std::fs::read(&tarball).unwrap()
-            == std::fs::read(again.join("installer-amd64-secureboot.tar")).unwrap(),
+        built.bytes() == again.bytes(),
         "identical bytes from the same inputs"
     );
 }
@@ -385,23 +328,13 @@ fn bad_base_images_fail_clearly_and_leave_nothing() {
             "127.0.0.1:1",
         ),
     ];
-    for (i, (base, needle)) in cases.iter().enumerate() {
-        let out = dir.path().join(format!("out{i}"));
-        let o = build(base, &out, &keys);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{base}: must fail");
-        let line = err
-            .lines()
-            .find(|l| l.starts_with("error:"))
-            .unwrap_or_else(|| panic!("{base}: {err}"));
+    for (base, needle) in &cases {
+        let failed = installer(&keys, base).run_err();
+        let line = failed.error_line();
         assert!(
             line.contains(needle),
             "{base}: error names {needle}: {line}"
         );
-        assert_eq!(
-            std::fs::read_dir(&out).map(|r| r.count()).unwrap_or(0),
-            0,
-            "{base}: nothing left"
-        );
+        assert_eq!(failed.left(), Vec::<String>::new(), "{base}: nothing left");
     }
 }

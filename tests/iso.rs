@@ -8,44 +8,27 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::boot::{Media, SecureBoot, boot};
-use common::{demo_dir, imager, require_tool, run_ok};
+use common::build::Built;
+use common::{assert_listed, demo_build, demo_dir, fat, require_tool, run_ok};
 
-fn build(
-    profile: &str,
-    out: &Path,
-    keys: Option<&Path>,
-    epoch: &str,
-) -> (PathBuf, serde_json::Value) {
-    let mut cmd = imager();
-    cmd.env("SOURCE_DATE_EPOCH", epoch)
-        .args([
-            profile,
-            "--arch",
-            "amd64",
-            "--extra-kernel-arg",
-            "console=ttyS0",
-            "--install-dir",
-        ])
-        .arg(demo_dir())
-        .arg("--output")
-        .arg(out);
-    if let Some(k) = keys {
-        cmd.arg("--secureboot-dir").arg(k);
+/// Builds an ISO profile from the demo inputs, with keys when it is signed.
+fn build_iso(profile: &str, keys: Option<&Path>) -> Built {
+    let mut build = demo_build(profile);
+    if let Some(keys) = keys {
+        build = build.keys(keys);
     }
-    let o = cmd.output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{profile}: {err}");
-    assert!(err.contains("ISO ready"));
-    let path = PathBuf::from(
-        err.lines()
-            .find_map(|l| l.strip_prefix("output asset path: "))
-            .unwrap(),
-    );
-    let name = path.file_name().unwrap().to_string_lossy().into_owned();
-    let manifest =
-        serde_json::from_slice(&std::fs::read(out.join(format!("{name}.manifest.json"))).unwrap())
-            .unwrap();
-    (path, manifest)
+    let iso = build.run();
+    assert!(iso.stderr.contains("ISO ready"), "{}", iso.stderr);
+    iso
+}
+
+/// Every path in the ISO 9660 tree (Rock Ridge names through isoinfo), one a line.
+fn iso_files(iso: &Path) -> String {
+    run_ok(
+        Command::new(require_tool("isoinfo"))
+            .args(["-R", "-f", "-i"])
+            .arg(iso),
+    )
 }
 
 /// The appended ESP, cut out of the ISO by its MBR entry (type 0xEF).
@@ -67,13 +50,7 @@ fn extract_esp(iso: &Path, dir: &Path) -> PathBuf {
 /// the ESP partition: the image holds it once.
 fn uki_is_stored_once(iso: &Path, dir: &Path, esp: &Path) {
     let from_esp = dir.join("uki-esp.efi");
-    run_ok(
-        Command::new(require_tool("mcopy"))
-            .arg("-i")
-            .arg(esp)
-            .arg("::/EFI/Linux/Talos-v1.9.2.efi")
-            .arg(&from_esp),
-    );
+    fat::copy_out(esp, "::/EFI/Linux/Talos-v1.9.2.efi", &from_esp);
     let from_esp = std::fs::read(&from_esp).unwrap();
     let rock_ridge = dir.join("uki-rr.efi");
     run_ok(
@@ -139,18 +116,14 @@ fn uki_is_stored_once(iso: &Path, dir: &Path, esp: &Path) {
 fn secureboot_iso_layout() {
     let dir = tempfile::tempdir().unwrap();
     let keys = common::gen_keys(dir.path());
-    let (iso, manifest) = build(
-        "secureboot-iso",
-        &dir.path().join("out"),
-        Some(&keys),
-        "1700000000",
-    );
-    assert_eq!(iso.file_name().unwrap(), "metal-amd64-secureboot.iso");
+    let built = build_iso("secureboot-iso", Some(&keys));
+    let (iso, manifest) = (&built.artifact, &built.manifest);
+    assert_eq!(built.name(), "metal-amd64-secureboot.iso");
 
     let report = run_ok(
         Command::new(require_tool("xorriso"))
             .arg("-indev")
-            .arg(&iso)
+            .arg(iso)
             .args(["-report_el_torito", "plain", "-report_system_area", "plain"]),
     );
     assert!(
@@ -173,80 +146,48 @@ fn secureboot_iso_layout() {
         Command::new(require_tool("isoinfo"))
             .arg("-d")
             .arg("-i")
-            .arg(&iso),
+            .arg(iso),
     );
     assert!(
         pvd.contains("Volume id: TALOS_V1_9_2") && pvd.contains("Volume set id: Talos-v1.9.2"),
         "{pvd}"
     );
 
-    let listing = run_ok(
-        Command::new(require_tool("isoinfo"))
-            .arg("-R")
-            .arg("-f")
-            .arg("-i")
-            .arg(&iso),
+    assert_listed(
+        &iso_files(iso),
+        &[
+            "/EFI/BOOT/BOOTX64.EFI",
+            "/EFI/Linux/Talos-v1.9.2.efi",
+            "/loader/loader.conf",
+            "/loader/keys/auto/PK.auth",
+            "/EFI/keys/uki-signing-cert.der",
+        ],
+        "the ISO 9660 tree",
     );
-    for f in [
-        "/EFI/BOOT/BOOTX64.EFI",
-        "/EFI/Linux/Talos-v1.9.2.efi",
-        "/loader/loader.conf",
-        "/loader/keys/auto/PK.auth",
-        "/EFI/keys/uki-signing-cert.der",
-    ] {
-        assert!(
-            listing.lines().any(|l| l == f),
-            "{f} in the ISO 9660 tree:\n{listing}"
-        );
-    }
 
-    let esp = extract_esp(&iso, dir.path());
-    let fsck = Command::new(require_tool("fsck.fat"))
-        .arg("-n")
-        .arg(&esp)
-        .output()
-        .unwrap();
-    assert!(
-        fsck.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fsck.stdout)
+    let esp = extract_esp(iso, dir.path());
+    fat::fsck(&esp);
+    assert_listed(
+        &fat::files(&esp),
+        &[
+            "::/EFI/BOOT/BOOTX64.EFI",
+            "::/EFI/Linux/Talos-v1.9.2.efi",
+            "::/loader/loader.conf",
+            "::/loader/random-seed",
+            "::/EFI/keys/uki-signing-cert.der",
+            "::/loader/keys/auto/PK.auth",
+            "::/loader/keys/auto/KEK.auth",
+            "::/loader/keys/auto/db.auth",
+        ],
+        "the ESP",
     );
-    let files = run_ok(
-        Command::new(require_tool("mdir"))
-            .arg("-i")
-            .arg(&esp)
-            .args(["-/", "-b", "::/"]),
-    );
-    for f in [
-        "::/EFI/BOOT/BOOTX64.EFI",
-        "::/EFI/Linux/Talos-v1.9.2.efi",
-        "::/loader/loader.conf",
-        "::/loader/random-seed",
-        "::/EFI/keys/uki-signing-cert.der",
-        "::/loader/keys/auto/PK.auth",
-        "::/loader/keys/auto/KEK.auth",
-        "::/loader/keys/auto/db.auth",
-    ] {
-        assert!(files.lines().any(|l| l == f), "{f} in the ESP:\n{files}");
-    }
-    let conf = run_ok(
-        Command::new(require_tool("mtype"))
-            .arg("-i")
-            .arg(&esp)
-            .arg("::/loader/loader.conf"),
-    );
+    let conf = fat::read_text(&esp, "::/loader/loader.conf");
     assert_eq!(
         conf,
         "# systemd-boot configuration\n\ntimeout 10\n\nsecure-boot-enroll if-safe\n"
     );
     let cert = dir.path().join("cert.der");
-    run_ok(
-        Command::new(require_tool("mcopy"))
-            .arg("-i")
-            .arg(&esp)
-            .arg("::/EFI/keys/uki-signing-cert.der")
-            .arg(&cert),
-    );
+    fat::copy_out(&esp, "::/EFI/keys/uki-signing-cert.der", &cert);
     let pem = run_ok(
         Command::new(require_tool("openssl"))
             .args(["x509", "-inform", "DER", "-in"])
@@ -261,46 +202,28 @@ fn secureboot_iso_layout() {
         ("uki.efi", "::/EFI/Linux/Talos-v1.9.2.efi"),
     ] {
         let f = dir.path().join(name);
-        run_ok(
-            Command::new(require_tool("mcopy"))
-                .arg("-i")
-                .arg(&esp)
-                .arg(judge)
-                .arg(&f),
-        );
-        run_ok(
-            Command::new(require_tool("sbverify"))
-                .arg("--cert")
-                .arg(keys.join("uki-signing-cert.pem"))
-                .arg(&f),
-        );
+        fat::copy_out(&esp, judge, &f);
+        common::sbverify(&keys, &f);
     }
     assert!(manifest["secureboot"]["signerCertSha256"].is_string());
-    uki_is_stored_once(&iso, dir.path(), &esp);
+    uki_is_stored_once(iso, dir.path(), &esp);
 
     // Reproducible: a second build, later, into another directory.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let (again, _) = build(
-        "secureboot-iso",
-        &dir.path().join("again"),
-        Some(&keys),
-        "1700000000",
-    );
-    assert!(
-        std::fs::read(&iso).unwrap() == std::fs::read(&again).unwrap(),
-        "identical bytes"
-    );
+    let again = build_iso("secureboot-iso", Some(&keys));
+    assert!(built.bytes() == again.bytes(), "identical bytes");
 }
 
 #[test]
 fn plain_iso_has_bios_and_uefi_entries() {
     let dir = tempfile::tempdir().unwrap();
-    let (iso, _) = build("iso", &dir.path().join("out"), None, "1700000000");
-    assert_eq!(iso.file_name().unwrap(), "metal-amd64.iso");
+    let built = build_iso("iso", None);
+    let iso = &built.artifact;
+    assert_eq!(built.name(), "metal-amd64.iso");
     let report = run_ok(
         Command::new(require_tool("xorriso"))
             .arg("-indev")
-            .arg(&iso)
+            .arg(iso)
             .args(["-report_el_torito", "plain"]),
     );
     assert!(
@@ -310,69 +233,38 @@ fn plain_iso_has_bios_and_uefi_entries() {
         "{report}"
     );
     assert!(report.lines().any(|l| l.contains("UEFI")), "{report}");
-    let listing = run_ok(
-        Command::new(require_tool("isoinfo"))
-            .arg("-R")
-            .arg("-f")
-            .arg("-i")
-            .arg(&iso),
+    assert_listed(
+        &iso_files(iso),
+        &[
+            "/isolinux/isolinux.bin",
+            "/isolinux/isolinux.cfg",
+            "/boot/vmlinuz",
+            "/boot/initramfs.xz",
+            "/EFI/BOOT/BOOTX64.EFI",
+        ],
+        "the ISO 9660 tree",
     );
-    for f in [
-        "/isolinux/isolinux.bin",
-        "/isolinux/isolinux.cfg",
-        "/boot/vmlinuz",
-        "/boot/initramfs.xz",
-        "/EFI/BOOT/BOOTX64.EFI",
-    ] {
-        assert!(listing.lines().any(|l| l == f), "{f}:\n{listing}");
-    }
-    let esp = extract_esp(&iso, dir.path());
-    let conf = run_ok(
-        Command::new(require_tool("mtype"))
-            .arg("-i")
-            .arg(&esp)
-            .arg("::/loader/loader.conf"),
-    );
+    let esp = extract_esp(iso, dir.path());
+    let conf = fat::read_text(&esp, "::/loader/loader.conf");
     assert_eq!(
         conf,
         "# systemd-boot configuration\n\ntimeout 10\n\nsecure-boot-enroll off\n"
     );
-    uki_is_stored_once(&iso, dir.path(), &esp);
+    uki_is_stored_once(iso, dir.path(), &esp);
 }
 
 #[test]
 fn boot_secureboot_iso_as_cdrom_enrolls_keys_and_boots_enforced() {
     let dir = tempfile::tempdir().unwrap();
     let keys = common::gen_keys(dir.path());
-    let (iso, manifest) = build(
-        "secureboot-iso",
-        &dir.path().join("out"),
-        Some(&keys),
-        "1700000000",
-    );
-    let log = boot(Media::Cdrom(iso), SecureBoot::Setup, true, 300);
+    let iso = build_iso("secureboot-iso", Some(&keys));
+    let log = boot(Media::Cdrom(iso.artifact), SecureBoot::Setup, true, 300);
     assert!(
         log.contains("Enrolling secure boot keys"),
         "systemd-boot enrolls; log {}",
         log.path.display()
     );
-    assert!(
-        log.marker,
-        "boots to the marker; log {}",
-        log.path.display()
-    );
-    assert_eq!(
-        log.secureboot,
-        Some(1),
-        "SecureBoot enforced; log {}",
-        log.path.display()
-    );
-    assert_eq!(
-        log.pcr11_sha256.as_deref(),
-        Some(common::predicted_pcr11(&manifest).as_str()),
-        "log {}",
-        log.path.display()
-    );
+    log.assert_measured(1, &common::predicted_pcr11(&iso.manifest));
     assert!(
         log.contains("talos.halt_if_installed=1"),
         "the ISO command line"
@@ -383,40 +275,19 @@ fn boot_secureboot_iso_as_cdrom_enrolls_keys_and_boots_enforced() {
 fn boot_secureboot_iso_as_usb_disk() {
     let dir = tempfile::tempdir().unwrap();
     let keys = common::gen_keys(dir.path());
-    let (iso, manifest) = build(
-        "secureboot-iso",
-        &dir.path().join("out"),
-        Some(&keys),
-        "1700000000",
-    );
-    let log = boot(Media::Disk(iso), SecureBoot::Setup, true, 300);
-    assert!(
-        log.marker,
-        "boots to the marker; log {}",
-        log.path.display()
-    );
-    assert_eq!(log.secureboot, Some(1), "log {}", log.path.display());
-    assert_eq!(
-        log.pcr11_sha256.as_deref(),
-        Some(common::predicted_pcr11(&manifest).as_str()),
-        "log {}",
-        log.path.display()
-    );
+    let iso = build_iso("secureboot-iso", Some(&keys));
+    let log = boot(Media::Disk(iso.artifact), SecureBoot::Setup, true, 300);
+    log.assert_measured(1, &common::predicted_pcr11(&iso.manifest));
 }
 
 #[test]
 fn boot_tampered_secureboot_iso_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let keys = common::gen_keys(dir.path());
-    let (iso, _) = build(
-        "secureboot-iso",
-        &dir.path().join("out"),
-        Some(&keys),
-        "1700000000",
-    );
+    let iso = build_iso("secureboot-iso", Some(&keys));
     // Flip one byte inside the UKI's .linux in the ESP copy (the one firmware boots).
     let uki = std::fs::read(demo_dir().join("amd64/vmlinuz")).unwrap();
-    let mut bytes = std::fs::read(&iso).unwrap();
+    let mut bytes = iso.bytes();
     let needle = &uki[4096..4096 + 64];
     let hits: Vec<usize> = bytes
         .windows(needle.len())
@@ -445,8 +316,8 @@ fn boot_tampered_secureboot_iso_is_refused() {
 
 #[test]
 fn boot_plain_iso_on_uefi_and_bios() {
-    let dir = tempfile::tempdir().unwrap();
-    let (iso, _) = build("iso", &dir.path().join("out"), None, "1700000000");
+    let built = build_iso("iso", None);
+    let iso = built.artifact.clone();
     let uefi = boot(Media::Cdrom(iso.clone()), SecureBoot::Off, false, 200);
     assert!(uefi.marker, "UEFI boot; log {}", uefi.path.display());
     assert_eq!(uefi.secureboot, Some(0));

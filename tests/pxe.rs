@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{demo_dir, imager, require_tool, run_ok};
+use common::{demo_build, demo_dir, require_tool, run_ok};
 
 /// Runs QEMU (SeaBIOS + iPXE network boot) until `marker` shows on the serial
 /// console or `timeout` passes; returns the console text.
@@ -63,17 +63,13 @@ fn pxe_recipes_reference_the_assets() {
     let demo = demo_dir();
     let out = tempfile::tempdir().unwrap();
     run_ok(
-        imager()
-            .args(["pxe", "metal", "--arch", "amd64", "--install-dir"])
-            .arg(&demo)
-            .args([
-                "--config-url",
-                "http://172.16.0.1/talos/config?mac=${mac}",
-                "--base-url",
-                "http://172.16.0.1/assets/",
-            ])
-            .arg("--output")
-            .arg(out.path()),
+        &mut demo_build("metal")
+            .subcommand("pxe")
+            .no_console()
+            .args(["--config-url", "http://172.16.0.1/talos/config?mac=${mac}"])
+            .args(["--base-url", "http://172.16.0.1/assets/"])
+            .out(out.path())
+            .command(),
     );
     let dir = out.path();
     for f in [
@@ -147,22 +143,12 @@ fn pxe_recipes_reference_the_assets() {
 
 #[test]
 fn ipxe_script_boots_the_demo_kernel_over_tftp() {
-    let demo = demo_dir();
     let out = tempfile::tempdir().unwrap();
     run_ok(
-        imager()
-            .args([
-                "pxe",
-                "metal",
-                "--arch",
-                "amd64",
-                "--extra-kernel-arg",
-                "console=ttyS0",
-                "--install-dir",
-            ])
-            .arg(&demo)
-            .arg("--output")
-            .arg(out.path()),
+        &mut demo_build("metal")
+            .subcommand("pxe")
+            .out(out.path())
+            .command(),
     );
     let log = pxe_boot(
         out.path(),

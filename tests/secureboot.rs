@@ -4,22 +4,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::{demo_dir, imager, require_tool, run_ok};
-
-fn build_uki(keys: &Path, out: &Path) -> Output {
-    imager()
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .args(["secureboot-metal-uki", "--arch", "amd64", "--install-dir"])
-        .arg(demo_dir())
-        .arg("--secureboot-dir")
-        .arg(keys)
-        .arg("--output")
-        .arg(out)
-        .output()
-        .unwrap()
-}
+use common::{demo_build, demo_dir, imager, require_tool, run_ok};
 
 fn judges_accept(file: &Path, cert: &Path) -> (bool, bool) {
     let sbverify = Command::new(require_tool("sbverify"))
@@ -42,25 +29,20 @@ fn judges_accept(file: &Path, cert: &Path) -> (bool, bool) {
 fn signed_uki_is_accepted_by_sbverify_and_osslsigncode_and_tampering_is_caught() {
     let dir = tempfile::tempdir().unwrap();
     let keys = common::gen_keys(dir.path());
-    let out = dir.path().join("out");
-    let o = build_uki(&keys, &out);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let uki = out.join("metal-amd64-secureboot-uki.efi");
+    let built = demo_build("secureboot-metal-uki").keys(&keys).run();
+    assert_eq!(built.name(), "metal-amd64-secureboot-uki.efi");
+    let uki = &built.artifact;
     let cert = keys.join("uki-signing-cert.pem");
     assert_eq!(
-        judges_accept(&uki, &cert),
+        judges_accept(uki, &cert),
         (true, true),
         "both judges accept the UKI"
     );
 
     // inspect: every check passes and its PCR 11 equals the manifest's.
-    let json = run_ok(imager().arg("inspect").arg("--json").arg(&uki));
+    let json = run_ok(imager().arg("inspect").arg("--json").arg(uki));
     let inspection: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(out.join("metal-amd64-secureboot-uki.efi.manifest.json")).unwrap(),
-    )
-    .unwrap();
-    for bank in manifest["pcr11"].as_array().unwrap() {
+    for bank in built.manifest["pcr11"].as_array().unwrap() {
         let name = bank["bank"].as_str().unwrap();
         let after = bank["afterStub"].as_str().unwrap();
         assert!(
@@ -79,7 +61,7 @@ fn signed_uki_is_accepted_by_sbverify_and_osslsigncode_and_tampering_is_caught()
         .find(|s| s["name"] == ".linux")
         .unwrap();
     let at = linux["offset"].as_u64().unwrap() as usize + 1000;
-    let mut bytes = std::fs::read(&uki).unwrap();
+    let mut bytes = built.bytes();
     bytes[at] ^= 0x80;
     let tampered = dir.path().join("tampered.efi");
     std::fs::write(&tampered, bytes).unwrap();
@@ -103,16 +85,12 @@ fn signed_uki_is_accepted_by_sbverify_and_osslsigncode_and_tampering_is_caught()
 fn secureboot_builds_are_reproducible() {
     let dir = tempfile::tempdir().unwrap();
     let keys = common::gen_keys(dir.path());
-    let a = dir.path().join("a");
-    let b = dir.path().join("b");
-    assert!(build_uki(&keys, &a).status.success());
+    let a = demo_build("secureboot-metal-uki").keys(&keys).run();
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    assert!(build_uki(&keys, &b).status.success());
-    let name = "metal-amd64-secureboot-uki.efi";
-    assert!(
-        std::fs::read(a.join(name)).unwrap() == std::fs::read(b.join(name)).unwrap(),
-        "identical bytes"
-    );
+    let b = demo_build("secureboot-metal-uki").keys(&keys).run();
+    assert_eq!(a.name(), "metal-amd64-secureboot-uki.efi");
+    assert_eq!(b.name(), a.name());
+    assert!(a.bytes() == b.bytes(), "identical bytes");
 }
 
 #[test]
@@ -125,7 +103,6 @@ fn bad_keys_fail_clearly_and_leave_nothing() {
             .args(["gen", "secureboot", "pcr", "--output"])
             .arg(&other),
     );
-    let openssl = require_tool("openssl");
 
     /// (what is wrong, how to break the key directory, expected message)
     type Case<'a> = (&'a str, Box<dyn Fn(&Path) + 'a>, &'a str);
@@ -150,18 +127,7 @@ fn bad_keys_fail_clearly_and_leave_nothing() {
         (
             "EC PCR key",
             Box::new(move |k: &Path| {
-                run_ok(
-                    Command::new(&openssl)
-                        .args([
-                            "ecparam",
-                            "-name",
-                            "prime256v1",
-                            "-genkey",
-                            "-noout",
-                            "-out",
-                        ])
-                        .arg(k.join("pcr-signing-key.pem")),
-                );
+                common::ec_key(&k.join("pcr-signing-key.pem"));
             }),
             "pcr-signing-key.pem",
         ),
@@ -185,22 +151,14 @@ fn bad_keys_fail_clearly_and_leave_nothing() {
     for (i, (what, spoil, needle)) in cases.iter().enumerate() {
         let k = common::copy_keys(&keys, &dir.path().join(format!("keys{i}")));
         spoil(&k);
-        let out = dir.path().join(format!("out{i}"));
-        let o = build_uki(&k, &out);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{what}: must fail");
-        let line = err
-            .lines()
-            .find(|l| l.starts_with("error:"))
-            .unwrap_or_else(|| panic!("{what}: no error line:\n{err}"));
+        let failed = demo_build("secureboot-metal-uki").keys(&k).run_err();
+        let line = failed.error_line();
         assert!(
             line.contains(needle),
             "{what}: error names {needle}: {line}"
         );
-        assert!(!err.contains("panicked"), "{what}: no panic");
-        let left: Vec<_> = std::fs::read_dir(&out)
-            .map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
-            .unwrap_or_default();
+        assert!(!failed.stderr.contains("panicked"), "{what}: no panic");
+        let left = failed.left();
         assert!(
             left.is_empty(),
             "{what}: nothing left in the output dir: {left:?}"
@@ -238,24 +196,11 @@ fn bad_stub_and_kernel_fail_clearly() {
             std::fs::copy(demo.join("amd64").join(f), install.join(f)).unwrap();
         }
         std::fs::write(install.join(file), content).unwrap();
-        let out = dir.path().join(format!("out{i}"));
-        let o = imager()
-            .args(["metal-uki", "--arch", "amd64", "--install-dir"])
-            .arg(install.parent().unwrap())
-            .arg("--output")
-            .arg(&out)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{what}: must fail");
-        let line = err
-            .lines()
-            .find(|l| l.starts_with("error:"))
-            .unwrap_or_else(|| panic!("{what}:\n{err}"));
+        let failed = demo_build("metal-uki")
+            .install_dir(install.parent().unwrap())
+            .run_err();
+        let line = failed.error_line();
         assert!(line.contains(needle), "{what}: {line}");
-        assert!(
-            std::fs::read_dir(&out).map(|r| r.count()).unwrap_or(0) == 0,
-            "{what}: nothing left"
-        );
+        assert!(failed.left().is_empty(), "{what}: nothing left");
     }
 }

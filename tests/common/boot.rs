@@ -71,6 +71,23 @@ impl BootLog {
         }
     }
 
+    /// Panics unless the guest reached the marker with SecureBoot state `secureboot` (1:
+    /// enforced) and PCR 11 (sha256) as `predicted`; each message names the log.
+    pub fn assert_measured(&self, secureboot: u8, predicted: &str) {
+        let log = self.path.display();
+        assert!(self.marker, "boots to the marker; log {log}");
+        assert_eq!(
+            self.secureboot,
+            Some(secureboot),
+            "SecureBoot state; log {log}"
+        );
+        assert_eq!(
+            self.pcr11_sha256.as_deref(),
+            Some(predicted),
+            "PCR 11 (sha256) after the stub; log {log}"
+        );
+    }
+
     /// Does the log contain `needle`?
     pub fn contains(&self, needle: &str) -> bool {
         self.text.contains(needle)

@@ -2,6 +2,11 @@
 #![allow(dead_code)]
 
 pub mod boot;
+pub mod build;
+pub mod fat;
+
+#[allow(unused_imports)]
+pub use build::demo_build;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,6 +40,61 @@ pub fn require_tool(name: &str) -> PathBuf {
     found.unwrap_or_else(|| panic!("{name} is not installed (the CI script installs it)"))
 }
 
+/// buildah as the tests run it: chroot isolation, vfs storage (no privileges, no overlayfs).
+pub fn buildah() -> Command {
+    let mut c = Command::new(require_tool("buildah"));
+    c.env("BUILDAH_ISOLATION", "chroot")
+        .env("STORAGE_DRIVER", "vfs");
+    c
+}
+
+/// Panics unless every one of `wanted` is a whole line of `listing` (a file list of `place`).
+pub fn assert_listed(listing: &str, wanted: &[&str], place: &str) {
+    for f in wanted {
+        assert!(
+            listing.lines().any(|l| l == *f),
+            "{f} in {place}:\n{listing}"
+        );
+    }
+}
+
+/// sbverify: panics unless `file` carries a valid signature of `keys/uki-signing-cert.pem`.
+pub fn sbverify(keys: &Path, file: &Path) {
+    run_ok(
+        Command::new(require_tool("sbverify"))
+            .arg("--cert")
+            .arg(keys.join("uki-signing-cert.pem"))
+            .arg(file),
+    );
+}
+
+/// An EC (P-256) private key at `path`, made by openssl: a key of the wrong type.
+pub fn ec_key(path: &Path) {
+    run_ok(
+        Command::new(require_tool("openssl"))
+            .args([
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+            ])
+            .arg(path),
+    );
+}
+
+/// The names in directory `dir`; none when it does not exist.
+pub fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `imager` binary under test.
 pub fn imager() -> Command {
     Command::new(env!("CARGO_BIN_EXE_imager"))
@@ -53,6 +113,21 @@ pub fn run_ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The members of gzip'd tarball `bytes` (stdout of `--tar-to-stdout`), unpacked by tar into
+/// a new temporary directory; panics unless tar accepts it.
+pub fn untar_gz(bytes: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tar = Command::new("tar")
+        .args(["xzf", "-", "-C"])
+        .arg(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(tar.stdin.as_mut().unwrap(), bytes).unwrap();
+    assert!(tar.wait().unwrap().success(), "stdout is a gzip'd tar");
+    dir
 }
 
 /// A Python with `pefile` (Debian's python3-pefile) and `virt.firmware` (PyPI virt-firmware):
