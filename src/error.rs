@@ -22,12 +22,16 @@ pub enum Error {
     Format { path: PathBuf, msg: String },
     /// Reading or writing a file failed: what was being done, to which file (when
     /// there is one), and the system's reason.
-    #[error("{}", io_message(op, path.as_deref(), source))]
+    // The system's reason is part of the message, not a `source`: an error chain
+    // printer would repeat it.
+    #[error("{}", io_message(op, path.as_deref(), *inside, reason))]
     Io {
         /// What was being done, e.g. `writing`; empty when the path says enough.
         op: &'static str,
         path: Option<PathBuf>,
-        source: std::io::Error,
+        /// `op` was on a part of the file at `path` (`writing the UKI in PATH`).
+        inside: bool,
+        reason: std::io::Error,
     },
     /// Something outside this program failed (a registry, a base image).
     #[error("dependency: {0}")]
@@ -63,7 +67,8 @@ impl Error {
         Error::Io {
             op,
             path: Some(path.as_ref().to_path_buf()),
-            source,
+            inside: false,
+            reason: source,
         }
     }
 
@@ -72,7 +77,8 @@ impl Error {
         Error::Io {
             op,
             path: None,
-            source,
+            inside: false,
+            reason: source,
         }
     }
 
@@ -83,11 +89,13 @@ impl Error {
             Error::Io {
                 op,
                 path: None,
-                source,
+                reason,
+                ..
             } => Error::Io {
                 op,
                 path: Some(output.to_path_buf()),
-                source,
+                inside: true,
+                reason,
             },
             other => other,
         }
@@ -125,9 +133,10 @@ fn one_line(msg: String) -> String {
     format!("{}... ({} bytes in all)", &msg[..cut], msg.len())
 }
 
-fn io_message(op: &str, path: Option<&Path>, source: &std::io::Error) -> String {
+fn io_message(op: &str, path: Option<&Path>, inside: bool, source: &std::io::Error) -> String {
     match (op, path) {
         ("", Some(path)) => format!("{}: {source}", path.display()),
+        (op, Some(path)) if inside => format!("{op} in {}: {source}", path.display()),
         (op, Some(path)) => format!("{op} {}: {source}", path.display()),
         ("", None) => source.to_string(),
         (op, None) => format!("{op}: {source}"),
@@ -189,6 +198,16 @@ mod tests {
         assert_eq!(e.to_string(), format!("writing to stdout: {}", full()));
         let e = Err::<(), _>(full()).at("x").unwrap_err();
         assert_eq!(e.to_string(), format!("x: {}", full()));
+        let e = Err::<(), _>(full())
+            .during("writing the UKI")
+            .unwrap_err()
+            .at_output(Path::new("_out/metal-amd64.iso"));
+        assert_eq!(
+            e.to_string(),
+            format!("writing the UKI in _out/metal-amd64.iso: {}", full())
+        );
+        // The reason is in the message, once: no error source to repeat it.
+        assert!(std::error::Error::source(&e).is_none());
     }
 
     #[test]

@@ -252,14 +252,19 @@ fn read_only_and_full_output_dirs_and_interrupts() {
         "{err}"
     );
 
-    // Output disk full: a 4 MiB tmpfs cannot hold the ISO.
+    // Output disk full: a 4 MiB tmpfs cannot hold the ISO. An I/O failure (exit 4)
+    // naming what was being written, not a complaint about the inputs.
     let full = Tmpfs::mount(&dir.path().join("full"), "size=4m");
-    let err = build(&ins.install, &full.0).run_err().stderr;
+    let failed = build(&ins.install, &full.0).run_err();
+    let err = failed.stderr.clone();
     assert!(
-        err.lines()
-            .any(|l| l.starts_with("error:") && l.contains("No space left")),
+        err.lines().any(|l| l.starts_with("error:")
+            && l.contains("No space left")
+            && l.contains("writing")
+            && l.contains(&*full.0.to_string_lossy())),
         "{err}"
     );
+    assert_eq!(failed.code, Some(4), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(
         entries(&full.0).is_empty(),

@@ -241,6 +241,7 @@ impl DemoBuild {
             ran.stderr
         );
         Failed {
+            code: ran.output.status.code(),
             stderr: ran.stderr,
             out: ran.out,
             _tmp: ran.tmp,
@@ -355,6 +356,8 @@ impl Built {
 #[derive(Debug)]
 pub struct Failed {
     pub stderr: String,
+    /// The exit code (`None` when a signal ended the process).
+    pub code: Option<i32>,
     /// The output directory the build was given.
     pub out: PathBuf,
     _tmp: Option<tempfile::TempDir>,
