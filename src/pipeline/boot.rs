@@ -25,6 +25,15 @@ pub struct Boot {
     pub facts: Facts,
 }
 
+/// Where the UKI is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Into a file of its own in the work directory (UKI and installer kinds).
+    Scratch,
+    /// Into the room the output writer reserves for it (ISO and disk image ESPs).
+    InOutput,
+}
+
 /// Where the UKI is.
 enum Uki {
     /// Built (and signed) into this file.
@@ -34,10 +43,15 @@ enum Uki {
 }
 
 impl Boot {
-    /// Loads keys and inputs and signs systemd-boot; then builds the UKI into the
-    /// work directory or, with `in_place`, only sizes it, for the output writer to
-    /// build it into its place with [`Boot::write_uki`].
-    pub fn prepare(plan: &Plan, boot: &BootPlan, work: &WorkDir, in_place: bool) -> Result<Boot> {
+    /// Loads keys and inputs, signs systemd-boot and plans the UKI; then builds it
+    /// into the work directory or, for [`Placement::InOutput`], leaves it to the output
+    /// writer, which builds it into its place with [`Boot::write_uki`].
+    pub fn prepare(
+        plan: &Plan,
+        boot: &BootPlan,
+        work: &WorkDir,
+        placement: Placement,
+    ) -> Result<Boot> {
         let secureboot = match plan.secureboot {
             true => Some(SecureBootInputs::load(&plan.profile)?),
             false => None,
@@ -88,7 +102,7 @@ impl Boot {
             plan: uki_plan,
             facts,
         };
-        if !in_place {
+        if placement == Placement::Scratch {
             let path = work.file("vmlinuz.efi");
             let mut file = crate::io::create_rw(&path)?;
             this.uki = Uki::File(path.clone());
@@ -105,9 +119,9 @@ impl Boot {
     }
 
     /// The built UKI's file, for the kinds that copy it.
-    pub fn uki_file(&self) -> Result<&Path> {
+    pub fn uki_file(&self) -> &Path {
         match &self.uki {
-            Uki::File(path) => Ok(path),
+            Uki::File(path) => path,
             Uki::InPlace => unreachable!("the UKI of this kind is built in place"),
         }
     }

@@ -47,7 +47,7 @@ pub fn entries(plan: &Plan, boot: &Boot, flavor: EspFlavor) -> Result<Vec<EspEnt
             path: format!("EFI/Linux/{}.efi", plan.label),
             source: match boot.reserved_uki_size() {
                 Some(size) => EspSource::Reserved(size),
-                None => EspSource::File(boot.uki_file()?.to_path_buf()),
+                None => EspSource::File(boot.uki_file().to_path_buf()),
             },
             read_only: false,
         },

@@ -23,7 +23,7 @@ use crate::formats::{gpt_disk, iso9660, oci_image, qcow2, vhd};
 use crate::plan::{BootPlan, DiskPlan, InstallerContents, InstallerPlan, IsoPlan, KindPlan, Plan};
 use crate::profile::DiskFormat;
 use crate::report::{Pcr11Bank, Progress, SecureBootFacts};
-use boot::Boot;
+use boot::{Boot, Placement};
 use esp_layout::EspFlavor;
 
 /// Where to build.
@@ -141,16 +141,16 @@ fn copy_input(role: &str, source: &str, dest: &Path) -> Result<Facts> {
 impl Stage<'_> {
     /// The bare UKI, built in the scratch directory and renamed.
     fn uki(&self, boot: &BootPlan, dest: &Path) -> Result<Facts> {
-        let boot = Boot::prepare(self.plan, boot, self.work, false)?;
+        let boot = Boot::prepare(self.plan, boot, self.work, Placement::Scratch)?;
         self.progress.step("UKI ready");
-        std::fs::rename(boot.uki_file()?, dest).op("renaming into", dest)?;
+        std::fs::rename(boot.uki_file(), dest).op("renaming into", dest)?;
         Ok(boot.facts)
     }
 
     /// The ISO: ESP and ISO 9660 tree, the UKI built straight into its ESP clusters.
     fn iso(&self, iso: &IsoPlan, dest: &Path) -> Result<Facts> {
         let (plan, work, progress) = (self.plan, self.work, self.progress);
-        let mut boot = Boot::prepare(plan, &iso.boot, work, true)?;
+        let mut boot = Boot::prepare(plan, &iso.boot, work, Placement::InOutput)?;
         let bios = iso.bios.then(|| iso9660::BiosBoot {
             kernel: boot.inputs.kernel.clone(),
             initramfs: boot.inputs.initramfs.clone(),
@@ -173,7 +173,7 @@ impl Stage<'_> {
     /// The disk image: GPT with the ESP (UKI built in place) and META, then its disk format.
     fn disk(&self, disk: &DiskPlan, dest: &Path) -> Result<Facts> {
         let (plan, work, progress) = (self.plan, self.work, self.progress);
-        let mut boot = Boot::prepare(plan, &disk.boot, work, true)?;
+        let mut boot = Boot::prepare(plan, &disk.boot, work, Placement::InOutput)?;
         let spec = gpt_disk::DiskSpec {
             layout: disk.layout.clone(),
             esp_entries: esp_layout::entries(plan, &boot, EspFlavor::Disk(disk.enroll))?,
@@ -232,12 +232,12 @@ impl Stage<'_> {
                 (files, Facts::default())
             }
             InstallerContents::Uki { boot, uki_name } => {
-                let boot = Boot::prepare(plan, boot, work, false)?;
+                let boot = Boot::prepare(plan, boot, work, Placement::Scratch)?;
                 progress.step("UKI ready");
                 let sd_boot = boot.sd_boot()?;
                 let files = vec![
                     file(format!("usr/install/{arch}/systemd-boot.efi"), sd_boot),
-                    file(format!("usr/install/{arch}/{uki_name}"), boot.uki_file()?),
+                    file(format!("usr/install/{arch}/{uki_name}"), boot.uki_file()),
                 ];
                 (files, boot.facts)
             }
