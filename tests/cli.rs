@@ -354,8 +354,9 @@ fn validation_rules_fail_clearly() {
             "unknown platform",
         ),
         (
+            // Talos fills empty image options for the image kind; the size is what is missing.
             "arch: amd64\nplatform: metal\noutput: {kind: image, outFormat: raw}",
-            "imageOptions is required",
+            "diskSize must be set",
         ),
         (
             "arch: amd64\nplatform: metal\noutput: {kind: image, outFormat: raw, imageOptions: {diskSize: 0}}",
