@@ -78,6 +78,12 @@ fn every_builtin_profile_dumps_and_validates() {
     }
     for name in names {
         let out = run(imager().args([&name, "--dry-run", "--arch", "amd64"]));
+        if imager::profile::builtin::yaml(&name).is_some_and(|y| y.contains("diskFormat: ova")) {
+            // The vmware profiles exist (their dumps match Talos, see tests/profiles.rs);
+            // building OVA is refused up front.
+            assert_clear_failure(&out, "diskFormat ova is not supported");
+            continue;
+        }
         assert!(out.status.success(), "{name}: {}", stderr(&out));
         let dump: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).unwrap();
         assert_eq!(dump["arch"], "amd64", "{name}");
@@ -346,8 +352,9 @@ fn validation_rules_fail_clearly() {
             "unknown platform",
         ),
         (
+            // Talos fills empty image options for the image kind; the size is what is missing.
             "arch: amd64\nplatform: metal\noutput: {kind: image, outFormat: raw}",
-            "imageOptions is required",
+            "diskSize must be set",
         ),
         (
             "arch: amd64\nplatform: metal\noutput: {kind: image, outFormat: raw, imageOptions: {diskSize: 0}}",

@@ -15,6 +15,7 @@ macro_rules! builtins {
 
 builtins!(
     "akamai",
+    "alibabacloud",
     "aws",
     "azure",
     "cloudstack",
@@ -41,7 +42,9 @@ builtins!(
     "secureboot-nocloud",
     "secureboot-opennebula",
     "secureboot-openstack",
+    "secureboot-vmware",
     "upcloud",
+    "vmware",
     "vultr",
 );
 

@@ -3,13 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use super::quirks::{DEFAULT_VERSION, Quirks};
+use super::quirks::DEFAULT_VERSION;
 use super::{
     Bootloader, ContainerAsset, FileAsset, OutputKind, Profile, SecureBootAssets, SigningKey,
     SigningKeyAndCertificate,
 };
-
-const MIB: u64 = 1024 * 1024;
 
 /// Where default inputs live: the Talos imager container paths unless moved for a
 /// local build (`--install-dir`, `--secureboot-dir`).
@@ -49,9 +47,7 @@ pub fn fill(profile: &mut Profile, roots: &Roots) {
     if profile.arch.is_empty() {
         profile.arch = host_arch().into();
     }
-    if profile.secureboot.is_none() {
-        profile.secureboot = Some(false);
-    }
+    // An unset `secureboot` stays unset (printed `null`, as Talos does) and means off.
     fill_inputs(profile, roots);
     fill_output(profile);
 }
@@ -63,6 +59,7 @@ fn path_in(dir: &Path, file: &str) -> String {
 fn fill_inputs(profile: &mut Profile, roots: &Roots) {
     let arch_dir = roots.install_dir.join(&profile.arch);
     let quirks = profile.quirks();
+    let secureboot = profile.secureboot();
     let input = &mut profile.input;
     let default_file = |asset: &mut FileAsset, name: &str| {
         if asset.path.is_empty() {
@@ -80,19 +77,15 @@ fn fill_inputs(profile: &mut Profile, roots: &Roots) {
         "systemd-boot.efi",
     );
 
+    // Talos fills the base installer only when the whole asset is unset.
     let base = input
         .base_installer
         .get_or_insert_with(ContainerAsset::default);
-    if base.image_ref.is_empty() && base.oci_path.is_empty() {
-        let repo = if quirks.sd_boot_for_uefi() {
-            "installer-base"
-        } else {
-            "installer"
-        };
-        base.image_ref = format!("ghcr.io/siderolabs/{repo}:{}", profile.version);
+    if *base == ContainerAsset::default() {
+        base.image_ref = quirks.installer_image_ref(&profile.version);
     }
 
-    if profile.secureboot == Some(true) {
+    if secureboot {
         let dir = &roots.secureboot_dir;
         let sb = input
             .secureboot
@@ -120,57 +113,89 @@ fn fill_inputs(profile: &mut Profile, roots: &Roots) {
     }
 }
 
-/// Bootloader and disk size. This implementation writes systemd-boot layouts, so
-/// an unset bootloader becomes `sd-boot` (Talos would pick GRUB or dual-boot for
-/// some versions and architectures; an explicit choice is kept and validated).
+/// The bootloader this imager writes when a profile leaves it open: disk images and
+/// ISOs boot UEFI through systemd-boot (the ISO adds ISOLINUX for BIOS). Talos would
+/// pick [`talos_default_bootloader`](super::quirks::Quirks::talos_default_bootloader); GRUB and dual-boot layouts are not
+/// written here, and an explicit choice of them is refused by the plan.
+pub const BUILT_BOOTLOADER: Bootloader = Bootloader::SdBoot;
+
+/// Output options the way Talos fills them (`Output.FillDefaults` in
+/// `pkg/imager/profile/output.go`), except for the bootloader: where Talos would pick
+/// one, [`BUILT_BOOTLOADER`] is filled in. The disk size still follows Talos's pick,
+/// so the size printed and built is the one Talos prints.
 fn fill_output(profile: &mut Profile) {
     let quirks = profile.quirks();
     let secureboot = profile.secureboot();
-    let kind = profile.output.kind;
-    if kind == Some(OutputKind::Iso) {
-        let iso = profile
-            .output
-            .iso_options
-            .get_or_insert_with(Default::default);
-        if quirks.iso_bootloader_option() && (iso.bootloader.is_none() || secureboot) {
-            iso.bootloader = Some(Bootloader::SdBoot);
+    let arch = profile.arch.clone();
+    let pick = |current: Option<Bootloader>| {
+        if current.is_none() || secureboot {
+            Some(BUILT_BOOTLOADER)
+        } else {
+            current
         }
-    }
-    if kind == Some(OutputKind::Image)
-        && let Some(image) = profile.output.image_options.as_mut()
-    {
-        if image.bootloader.is_none() || secureboot {
-            image.bootloader = Some(Bootloader::SdBoot);
-        }
-        if image.disk_size != 0 {
-            image.disk_size = adjusted_disk_size(image.disk_size, &quirks);
-        }
-    }
-}
-
-/// Talos grows the built-in disk size by the growth of its boot partition.
-fn adjusted_disk_size(base: u64, quirks: &Quirks) -> u64 {
-    let boot = if quirks.large_boot_partition() {
-        2000 * MIB
-    } else {
-        1000 * MIB
     };
-    base + boot - 1000 * MIB
+    match profile.output.kind {
+        Some(OutputKind::Image) => {
+            let image = profile
+                .output
+                .image_options
+                .get_or_insert_with(Default::default);
+            let talos = quirks.talos_default_bootloader(image.bootloader, &arch, secureboot);
+            image.bootloader = pick(image.bootloader);
+            image.disk_size = quirks.disk_size_default(image.disk_size, talos);
+        }
+        Some(OutputKind::Iso) if quirks.iso_bootloader_option() => {
+            let iso = profile
+                .output
+                .iso_options
+                .get_or_insert_with(Default::default);
+            iso.bootloader = pick(iso.bootloader);
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::profile::builtin;
+
+    fn filled(name: &str, arch: &str, version: &str) -> Profile {
+        let mut p = builtin::get(name).unwrap();
+        p.arch = arch.into();
+        p.version = version.into();
+        fill(&mut p, &Roots::default());
+        p
+    }
 
     #[test]
-    fn disk_size_follows_the_boot_partition() {
-        assert_eq!(
-            adjusted_disk_size(1306525696, &Quirks::new("v1.9.2")),
-            1306525696
-        );
-        assert_eq!(
-            adjusted_disk_size(1306525696, &Quirks::new("v1.15.0")),
-            2355101696
-        );
+    fn image_builds_sd_boot_with_the_size_talos_prints() {
+        // Talos picks dual-boot here and grows the disk for BIOS + BOOT partitions.
+        let p = filled("metal", "amd64", "1.10.0");
+        let image = p.output.image_options.unwrap();
+        assert_eq!(image.bootloader, Some(Bootloader::SdBoot));
+        assert_eq!(image.disk_size, 2356150272);
+
+        let p = filled("metal", "arm64", "1.10.0");
+        assert_eq!(p.output.image_options.unwrap().disk_size, 1306525696);
+    }
+
+    #[test]
+    fn iso_options_appear_from_1_12() {
+        assert_eq!(filled("iso", "amd64", "1.11.0").output.iso_options, None);
+        let iso = filled("iso", "amd64", "1.12.0").output.iso_options.unwrap();
+        assert_eq!(iso.bootloader, Some(Bootloader::SdBoot));
+        assert_eq!(iso.sd_boot_enroll_keys, super::super::EnrollKeys::IfSafe);
+    }
+
+    #[test]
+    fn unset_secureboot_stays_unset() {
+        let mut p = Profile {
+            platform: "metal".into(),
+            ..Default::default()
+        };
+        fill(&mut p, &Roots::default());
+        assert_eq!(p.secureboot, None);
+        assert!(p.to_yaml().contains("\nsecureboot: null\n"));
     }
 }

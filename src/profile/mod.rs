@@ -34,8 +34,10 @@ pub struct Profile {
     /// SecureBoot: signed UKI and systemd-boot. `None` keeps the base profile's value.
     #[serde(default)]
     pub secureboot: Option<bool>,
-    /// OS name in the UKI's os-release (default `Talos`).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// OS name in the UKI's os-release and the UKI file name (default `Talos`).
+    /// Read from a profile, never printed: the effective profile matches the Talos
+    /// dumps of `pkg/imager/profile/testdata`, which carry no name.
+    #[serde(default, skip_serializing)]
     pub name: String,
     /// Target Talos version; drives version-dependent behaviour.
     #[serde(default)]
@@ -80,11 +82,17 @@ pub struct FileAsset {
     pub path: String,
 }
 
-/// A container image input.
+impl FileAsset {
+    fn is_unset(v: &Option<FileAsset>) -> bool {
+        v.as_ref().is_none_or(|a| *a == FileAsset::default())
+    }
+}
+
+/// A container image input. `imageRef` is always printed, as Talos does.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerAsset {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub image_ref: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force_insecure: bool,
@@ -94,7 +102,14 @@ pub struct ContainerAsset {
     pub oci_path: String,
 }
 
-/// The files and images a build reads.
+impl ContainerAsset {
+    fn is_unset(v: &Option<ContainerAsset>) -> bool {
+        v.as_ref().is_none_or(|a| *a == ContainerAsset::default())
+    }
+}
+
+/// The files and images a build reads. Unset assets are left out of the dump, as in
+/// Talos (`pkg/imager/profile/input.go`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Input {
@@ -102,15 +117,15 @@ pub struct Input {
     pub kernel: FileAsset,
     #[serde(default)]
     pub initramfs: FileAsset,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "FileAsset::is_unset")]
     pub sd_stub: Option<FileAsset>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "FileAsset::is_unset")]
     pub sd_boot: Option<FileAsset>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "ContainerAsset::is_unset")]
     pub base_installer: Option<ContainerAsset>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "ContainerAsset::is_unset")]
     pub image_cache: Option<ContainerAsset>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "ContainerAsset::is_unset")]
     pub overlay_installer: Option<ContainerAsset>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secureboot: Option<SecureBootAssets>,
@@ -120,13 +135,14 @@ pub struct Input {
 
 /// SecureBoot inputs. Both the nested form of current Talos and the flat form of
 /// Talos 1.5 profile dumps (`signingKeyPath`, ...) are read; [`SecureBootAssets::normalize`]
-/// turns the flat form into the nested one.
+/// turns the flat form into the nested one. Both signer blocks are always printed,
+/// as Talos does.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecureBootAssets {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, serialize_with = "or_default")]
     pub secure_boot_signer: Option<SigningKeyAndCertificate>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, serialize_with = "or_default")]
     pub pcr_signer: Option<SigningKey>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub platform_key_path: String,
@@ -175,7 +191,18 @@ impl SecureBootAssets {
     }
 }
 
-/// A signing key with its certificate (the SecureBoot signer).
+/// Prints an unset block as an empty one.
+fn or_default<T: Default + Serialize, S: serde::Serializer>(
+    v: &Option<T>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => v.serialize(s),
+        None => T::default().serialize(s),
+    }
+}
+
+/// A signing key with its certificate (the SecureBoot signer), fields in Talos's order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SigningKeyAndCertificate {
@@ -183,8 +210,6 @@ pub struct SigningKeyAndCertificate {
     pub key_path: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cert_path: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub signer_address: String,
     #[serde(
         default,
         rename = "azureVaultURL",
@@ -203,6 +228,10 @@ pub struct SigningKeyAndCertificate {
         skip_serializing_if = "String::is_empty"
     )]
     pub aws_kms_key_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub aws_region: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub aws_cert_path: String,
     #[serde(
         default,
         rename = "awsCertARN",
@@ -210,19 +239,15 @@ pub struct SigningKeyAndCertificate {
     )]
     pub aws_cert_arn: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub aws_cert_path: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub aws_region: String,
+    pub signer_address: String,
 }
 
-/// A signing key alone (the PCR signer).
+/// A signing key alone (the PCR signer), fields in Talos's order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SigningKey {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub key_path: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub signer_address: String,
     #[serde(
         default,
         rename = "azureVaultURL",
@@ -245,13 +270,15 @@ pub struct SigningKey {
     pub aws_kms_key_id: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub aws_region: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub signer_address: String,
 }
 
 /// Board overlay (not supported by this implementation; kept so such profiles parse).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Overlay {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub name: String,
     #[serde(default)]
     pub image: ContainerAsset,
@@ -289,7 +316,8 @@ pub struct ImageOptions {
     pub disk_sector_size: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootloader: Option<Bootloader>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Not printed when `if-safe`, the zero value of Talos's enum.
+    #[serde(default, skip_serializing_if = "EnrollKeys::is_default")]
     pub sd_boot_enroll_keys: Option<EnrollKeys>,
 }
 
@@ -401,6 +429,12 @@ string_enum!(
 impl Default for EnrollKeys {
     fn default() -> Self {
         EnrollKeys::IfSafe
+    }
+}
+
+impl EnrollKeys {
+    fn is_default(v: &Option<EnrollKeys>) -> bool {
+        v.is_none_or(|v| v == EnrollKeys::IfSafe)
     }
 }
 

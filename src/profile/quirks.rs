@@ -1,8 +1,14 @@
 //! Target Talos version and the behaviour that depends on it ("quirks").
 //!
-//! The thresholds come from the Talos imager; see the quirk table in
-//! `profiles-and-outputs.md` section 11. An unparsable version means "newest
-//! behaviour" for most checks, but "no" for the checks that need a parsed version.
+//! The thresholds come from the Talos imager (`pkg/machinery/imager/quirks/quirks.go`,
+//! `pkg/machinery/imager/quirks/partitions.go`) and the defaults it fills into a
+//! profile (`pkg/imager/profile/input.go`, `pkg/imager/profile/output.go`). An
+//! unparsable version means "newest behaviour" for most checks, but "no" for the
+//! checks that need a parsed version.
+
+use super::Bootloader;
+
+const MIB: u64 = 1024 * 1024;
 
 /// The version Talos assets are built for when a profile names none.
 pub const DEFAULT_VERSION: &str = "v1.9.2";
@@ -63,6 +69,75 @@ impl Quirks {
         self.parsed_at_least(1, 10)
     }
 
+    /// The default base installer is the unified `installer-base` image rather than
+    /// `installer` (>= 1.10; an unparsable version counts as newest).
+    /// Talos `SupportsUnifiedInstaller`, used by `Input.FillDefaults` in
+    /// `pkg/imager/profile/input.go`.
+    pub fn installer_base_image(&self) -> bool {
+        self.at_least(1, 10, 0)
+    }
+
+    /// The default `input.baseInstaller.imageRef`: the Talos version is appended as
+    /// given (`1.10.0` stays `1.10.0`, `v1.10.0` stays `v1.10.0`).
+    pub fn installer_image_ref(&self, version: &str) -> String {
+        let repo = if self.installer_base_image() {
+            "installer-base"
+        } else {
+            "installer"
+        };
+        format!("ghcr.io/siderolabs/{repo}:{version}")
+    }
+
+    /// The bootloader the Talos imager picks for a disk image or (>= 1.12) an ISO
+    /// (`selectBootloader` in `pkg/imager/profile/output.go`): an explicit choice is
+    /// kept unless SecureBoot is on; SecureBoot always gets systemd-boot; from 1.10
+    /// (`UseSDBootForUEFI`, which needs a parsed version) arm64 gets systemd-boot and
+    /// amd64 dual-boot (GRUB for BIOS, systemd-boot for UEFI); before, GRUB.
+    pub fn talos_default_bootloader(
+        &self,
+        current: Option<Bootloader>,
+        arch: &str,
+        secureboot: bool,
+    ) -> Bootloader {
+        match current {
+            Some(chosen) if !secureboot => chosen,
+            _ if secureboot => Bootloader::SdBoot,
+            _ if !self.sd_boot_for_uefi() => Bootloader::Grub,
+            _ if arch == "arm64" => Bootloader::SdBoot,
+            _ => Bootloader::DualBoot,
+        }
+    }
+
+    /// Size of the BOOT partition of the GRUB layout: 2000 MiB from 1.11, 1000 MiB
+    /// before (`PartitionSizes` in `pkg/machinery/imager/quirks/quirks.go`; an
+    /// unparsable version counts as newest).
+    pub fn boot_partition_size(&self) -> u64 {
+        if self.large_boot_partition() {
+            2000 * MIB
+        } else {
+            1000 * MIB
+        }
+    }
+
+    /// Size of the BIOS boot partition of the GRUB layout (`GrubBIOSSize` in
+    /// `pkg/machinery/imager/quirks/partitions.go`).
+    pub fn bios_partition_size(&self) -> u64 {
+        MIB
+    }
+
+    /// The disk size of an image profile once Talos has filled its defaults
+    /// (`Output.FillDefaults` in `pkg/imager/profile/output.go`): the profile's size
+    /// grows by the growth of the BOOT partition over its original 1000 MiB, and a
+    /// dual-boot image adds room for its BIOS and BOOT partitions. `bootloader` is
+    /// the one Talos picks ([`Quirks::talos_default_bootloader`]).
+    pub fn disk_size_default(&self, disk_size: u64, bootloader: Bootloader) -> u64 {
+        let mut size = (disk_size + self.boot_partition_size()).saturating_sub(1000 * MIB);
+        if bootloader == Bootloader::DualBoot {
+            size += self.bios_partition_size() + self.boot_partition_size();
+        }
+        size
+    }
+
     /// UKIs carry `.profile` sections (>= 1.10).
     pub fn uki_profiles(&self) -> bool {
         self.at_least(1, 10, 0)
@@ -83,7 +158,8 @@ impl Quirks {
         self.at_least(1, 11, 0)
     }
 
-    /// ISO bootloader is selectable; `module.sig_enforce=1` (>= 1.12).
+    /// ISO bootloader is selectable, so an ISO profile gets `isoOptions` with a
+    /// bootloader filled in (>= 1.12; Talos `ISOSupportsSettingBootloader`).
     pub fn iso_bootloader_option(&self) -> bool {
         self.at_least(1, 12, 0)
     }
@@ -149,5 +225,52 @@ mod tests {
         let q = Quirks::new("main");
         assert!(q.uki_profiles() && q.selinux() && !q.legacy_hardening_args());
         assert!(!q.sd_boot_for_uefi() && !q.ima() && !q.lockdown());
+        assert!(q.installer_base_image() && q.large_boot_partition());
+        assert_eq!(
+            q.talos_default_bootloader(None, "amd64", false),
+            Bootloader::Grub
+        );
+    }
+
+    #[test]
+    fn installer_image_ref_keeps_the_version_spelling() {
+        assert_eq!(
+            Quirks::new("1.9.0").installer_image_ref("1.9.0"),
+            "ghcr.io/siderolabs/installer:1.9.0"
+        );
+        assert_eq!(
+            Quirks::new("v1.10.0").installer_image_ref("v1.10.0"),
+            "ghcr.io/siderolabs/installer-base:v1.10.0"
+        );
+    }
+
+    #[test]
+    fn talos_bootloader_choice() {
+        let pick =
+            |v: &str, current, arch, sb| Quirks::new(v).talos_default_bootloader(current, arch, sb);
+        assert_eq!(pick("1.9.0", None, "amd64", false), Bootloader::Grub);
+        assert_eq!(pick("1.9.0", None, "arm64", false), Bootloader::Grub);
+        assert_eq!(pick("1.9.0", None, "amd64", true), Bootloader::SdBoot);
+        assert_eq!(pick("1.10.0", None, "amd64", false), Bootloader::DualBoot);
+        assert_eq!(pick("1.10.0", None, "arm64", false), Bootloader::SdBoot);
+        assert_eq!(
+            pick("1.10.0", Some(Bootloader::SdBoot), "amd64", false),
+            Bootloader::SdBoot
+        );
+        assert_eq!(
+            pick("1.10.0", Some(Bootloader::Grub), "amd64", true),
+            Bootloader::SdBoot
+        );
+    }
+
+    #[test]
+    fn disk_size_follows_the_boot_partitions() {
+        const BASE: u64 = 1246 * MIB;
+        let size = |v: &str, b| Quirks::new(v).disk_size_default(BASE, b);
+        assert_eq!(size("1.9.0", Bootloader::Grub), 1306525696);
+        assert_eq!(size("1.10.0", Bootloader::SdBoot), 1306525696);
+        assert_eq!(size("1.10.0", Bootloader::DualBoot), 2356150272);
+        assert_eq!(size("1.11.0", Bootloader::SdBoot), 2355101696);
+        assert_eq!(size("1.15.0", Bootloader::DualBoot), 4453302272);
     }
 }

@@ -1,0 +1,224 @@
+//! The effective profile of every built-in, architecture and Talos version equals the
+//! one the Talos imager prints, field for field and in Talos's field order.
+//!
+//! The expected dumps are Talos's own (`pkg/imager/profile/testdata`), kept in
+//! `shared/data/talos-golden-profiles/<profile>-<arch>-<version>.yaml` beside the
+//! repository. Each is reproduced the way a Talos user asks for it: a profile document
+//! `{baseProfileName: <profile>, arch: <arch>, version: <version>}`, with the version
+//! spelled as in the file name (Talos prints the version it was given, unchanged).
+//!
+//! One difference is allowed: the `bootloader` under `output.imageOptions` and
+//! `output.isoOptions`. Where a profile leaves it open Talos picks GRUB (before 1.10)
+//! or dual-boot (amd64 from 1.10), layouts this imager does not write; it fills in
+//! `sd-boot`, the layout it builds. That one value is masked on both sides; whether the
+//! field is present and where it sits are still compared. The disk size, which in
+//! Talos depends on that pick, is compared unmasked.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use imager::profile::builtin;
+use imager::profile::defaults::Roots;
+use imager::profile::resolve::{self, Overrides, Source};
+
+const ARCHES: &[&str] = &["amd64", "arm64"];
+const VERSIONS: &[&str] = &[
+    "1.9.0", "1.10.0", "1.11.0", "1.12.0", "1.13.0", "1.14.0", "1.15.0",
+];
+
+fn golden_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/talos-golden-profiles");
+    assert!(
+        dir.join("README.md").is_file(),
+        "Talos golden profile dumps not found at {}: the repository expects `shared/data/talos-golden-profiles` next to it",
+        dir.display()
+    );
+    dir
+}
+
+/// (profile, arch, version) from `<profile>-<arch>-<version>.yaml`.
+fn split_name(file: &str) -> Option<(String, String, String)> {
+    let stem = file.strip_suffix(".yaml")?;
+    let (rest, version) = stem.rsplit_once('-')?;
+    let (profile, arch) = rest.rsplit_once('-')?;
+    Some((profile.into(), arch.into(), version.into()))
+}
+
+fn goldens() -> Vec<(String, String, String, PathBuf)> {
+    let mut files: Vec<_> = std::fs::read_dir(golden_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let (profile, arch, version) =
+                split_name(&name).unwrap_or_else(|| panic!("unexpected golden file name {name}"));
+            (profile, arch, version, p)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The profile document a Talos user writes for a built-in, arch and version.
+fn user_profile(profile: &str, arch: &str, version: &str) -> String {
+    format!("baseProfileName: {profile}\narch: {arch}\nversion: {version}\n")
+}
+
+/// Replaces the value of `output.imageOptions.bootloader` and
+/// `output.isoOptions.bootloader` (see the module comment); every other line is kept.
+fn mask_bootloader(yaml: &str) -> String {
+    let mut parents: Vec<(usize, String)> = Vec::new();
+    let mut out = String::new();
+    for line in yaml.lines() {
+        let body = line.trim_start();
+        let indent = line.len() - body.len();
+        let key = body.split(':').next().unwrap_or("").to_string();
+        while parents.last().is_some_and(|(i, _)| *i >= indent) {
+            parents.pop();
+        }
+        let path: Vec<&str> = parents.iter().map(|(_, k)| k.as_str()).collect();
+        let masked = key == "bootloader"
+            && (path == ["output", "imageOptions"] || path == ["output", "isoOptions"]);
+        if masked {
+            out.push_str(&format!("{}bootloader: <masked>", &line[..indent]));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+        parents.push((indent, key));
+    }
+    out
+}
+
+/// Our dump of `profile` for `arch` and `version`, through the same resolution a
+/// profile file on the command line gets.
+fn dump(profile: &str, arch: &str, version: &str, dir: &Path) -> Result<String, String> {
+    let file = dir.join(format!("{profile}-{arch}-{version}.yaml"));
+    std::fs::write(&file, user_profile(profile, arch, version)).unwrap();
+    resolve::resolve(
+        &Source::File(file),
+        &Overrides::default(),
+        &Roots::default(),
+    )
+    .map(|p| p.to_yaml())
+    .map_err(|e| e.to_string())
+}
+
+/// A line diff of the first difference, for the failure message.
+fn first_difference(expected: &str, actual: &str) -> String {
+    let (e, a): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), actual.lines().collect());
+    let at = e
+        .iter()
+        .zip(&a)
+        .position(|(x, y)| x != y)
+        .unwrap_or(e.len().min(a.len()));
+    format!(
+        "line {}: expected {:?}, got {:?}",
+        at + 1,
+        e.get(at).copied().unwrap_or("<end>"),
+        a.get(at).copied().unwrap_or("<end>")
+    )
+}
+
+#[test]
+fn golden_set_covers_every_builtin_arch_and_version() {
+    let goldens = goldens();
+    let mut names: Vec<&str> = goldens.iter().map(|(p, ..)| p.as_str()).collect();
+    names.dedup();
+    let builtins: Vec<&str> = builtin::BUILTINS.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, builtins, "the built-in profiles are exactly Talos's");
+    assert_eq!(
+        goldens.len(),
+        builtins.len() * ARCHES.len() * VERSIONS.len()
+    );
+    for (_, arch, version, _) in &goldens {
+        assert!(ARCHES.contains(&arch.as_str()), "{arch}");
+        assert!(VERSIONS.contains(&version.as_str()), "{version}");
+    }
+}
+
+#[test]
+fn every_builtin_dump_equals_talos() {
+    let scratch = tempfile::tempdir().unwrap();
+    let goldens = goldens();
+    let mut failures = Vec::new();
+    for (profile, arch, version, path) in &goldens {
+        let expected = std::fs::read_to_string(path).unwrap();
+        match dump(profile, arch, version, scratch.path()) {
+            Err(e) => failures.push(format!("{profile}-{arch}-{version}: {e}")),
+            Ok(actual) => {
+                let (expected, actual) = (mask_bootloader(&expected), mask_bootloader(&actual));
+                if expected != actual {
+                    failures.push(format!(
+                        "{profile}-{arch}-{version}: {}",
+                        first_difference(&expected, &actual)
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} dumps differ from Talos:\n{}",
+        failures.len(),
+        goldens.len(),
+        failures.join("\n")
+    );
+}
+
+/// The command line prints the same dump: `imager - --dry-run` with the profile
+/// document on stdin.
+#[test]
+fn dry_run_on_stdin_prints_the_talos_dump() {
+    let dir = golden_dir();
+    for (profile, arch, version) in [
+        ("metal", "amd64", "1.9.0"),
+        ("metal", "amd64", "1.11.0"),
+        ("metal", "arm64", "1.10.0"),
+        ("secureboot-iso", "amd64", "1.12.0"),
+        ("iso", "amd64", "1.13.0"),
+        ("installer", "arm64", "1.9.0"),
+        ("secureboot-installer", "amd64", "1.15.0"),
+        ("azure", "amd64", "1.14.0"),
+    ] {
+        let mut child = common::imager()
+            .args(["-", "--dry-run"])
+            .env_remove("IMAGER_INSTALL_DIR")
+            .env_remove("IMAGER_SECUREBOOT_DIR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(
+            child.stdin.as_mut().unwrap(),
+            user_profile(profile, arch, version).as_bytes(),
+        )
+        .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let name = format!("{profile}-{arch}-{version}");
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let expected = std::fs::read_to_string(dir.join(format!("{name}.yaml"))).unwrap();
+        assert_eq!(
+            mask_bootloader(&String::from_utf8(out.stdout).unwrap()),
+            mask_bootloader(&expected),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn the_mask_touches_only_output_bootloaders() {
+    let text = "arch: amd64\nbootloader: x\noutput:\n  kind: image\n  imageOptions:\n    diskSize: 1\n    bootloader: grub\n  isoOptions:\n    bootloader: dual-boot\n  outFormat: raw\n";
+    assert_eq!(
+        mask_bootloader(text),
+        "arch: amd64\nbootloader: x\noutput:\n  kind: image\n  imageOptions:\n    diskSize: 1\n    bootloader: <masked>\n  isoOptions:\n    bootloader: <masked>\n  outFormat: raw\n"
+    );
+}
