@@ -49,8 +49,28 @@ impl Guid {
         ])
     }
 
+    /// From the canonical text form `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, at compile
+    /// time (a malformed text fails the build).
+    pub const fn parse(text: &str) -> Self {
+        let t = text.as_bytes();
+        assert!(t.len() == 36, "a GUID has 36 characters");
+        let mut be = [0u8; 16];
+        let (mut i, mut n) = (0, 0);
+        while i < 36 {
+            if t[i] == b'-' {
+                i += 1;
+                continue;
+            }
+            be[n / 2] = be[n / 2] << 4 | hex_digit(t[i]);
+            n += 1;
+            i += 1;
+        }
+        assert!(n == 32, "a GUID has 32 hex digits");
+        Guid::from_uuid_bytes(be)
+    }
+
     /// From a big-endian (RFC 4122 byte order) UUID.
-    pub fn from_uuid_bytes(u: [u8; 16]) -> Self {
+    pub const fn from_uuid_bytes(u: [u8; 16]) -> Self {
         let d1 = u32::from_be_bytes([u[0], u[1], u[2], u[3]]);
         let d2 = u16::from_be_bytes([u[4], u[5]]);
         let d3 = u16::from_be_bytes([u[6], u[7]]);
@@ -60,6 +80,15 @@ impl Guid {
             d3,
             [u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]],
         )
+    }
+}
+
+const fn hex_digit(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        b'A'..=b'F' => c - b'A' + 10,
+        _ => panic!("not a hex digit"),
     }
 }
 
@@ -79,40 +108,15 @@ impl std::fmt::Display for Guid {
 }
 
 /// `EFI_GLOBAL_VARIABLE`: vendor of PK and KEK.
-pub const EFI_GLOBAL_VARIABLE: Guid = Guid::new(
-    0x8be4df61,
-    0x93ca,
-    0x11d2,
-    [0xaa, 0x0d, 0x00, 0xe0, 0x98, 0x03, 0x2b, 0x8c],
-);
+pub const EFI_GLOBAL_VARIABLE: Guid = Guid::parse("8be4df61-93ca-11d2-aa0d-00e098032b8c");
 /// `EFI_IMAGE_SECURITY_DATABASE_GUID`: vendor of db and dbx.
-pub const EFI_IMAGE_SECURITY_DATABASE: Guid = Guid::new(
-    0xd719b2cb,
-    0x3d3a,
-    0x4596,
-    [0xa3, 0xbc, 0xda, 0xd0, 0x0e, 0x67, 0x65, 0x6f],
-);
+pub const EFI_IMAGE_SECURITY_DATABASE: Guid = Guid::parse("d719b2cb-3d3a-4596-a3bc-dad00e67656f");
 /// `EFI_CERT_X509_GUID`: signature list of DER certificates.
-pub const EFI_CERT_X509: Guid = Guid::new(
-    0xa5c059a1,
-    0x94e4,
-    0x4aa7,
-    [0x87, 0xb5, 0xab, 0x15, 0x5c, 0x2b, 0xf0, 0x72],
-);
+pub const EFI_CERT_X509: Guid = Guid::parse("a5c059a1-94e4-4aa7-87b5-ab155c2bf072");
 /// `EFI_CERT_TYPE_PKCS7_GUID`: the AuthInfo certificate type.
-pub const EFI_CERT_TYPE_PKCS7: Guid = Guid::new(
-    0x4aafd29d,
-    0x68df,
-    0x49ee,
-    [0x8a, 0xa9, 0x34, 0x7d, 0x37, 0x56, 0x65, 0xa7],
-);
+pub const EFI_CERT_TYPE_PKCS7: Guid = Guid::parse("4aafd29d-68df-49ee-8aa9-347d375665a7");
 /// Signature owner Talos records for the Microsoft certificates.
-pub const MICROSOFT_OWNER: Guid = Guid::new(
-    0x77fa9abd,
-    0x0359,
-    0x4d32,
-    [0xbd, 0x60, 0x28, 0xf4, 0xe7, 0x8f, 0x78, 0x4b],
-);
+pub const MICROSOFT_OWNER: Guid = Guid::parse("77fa9abd-0359-4d32-bd60-28f4e78f784b");
 
 /// NON_VOLATILE | BOOTSERVICE_ACCESS | RUNTIME_ACCESS | TIME_BASED_AUTHENTICATED_WRITE_ACCESS.
 /// No APPEND_WRITE: each file replaces the whole variable.
@@ -295,6 +299,18 @@ pub fn authenticated_variable(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guids_parse_from_their_text() {
+        let g = Guid::new(
+            0x8be4df61,
+            0x93ca,
+            0x11d2,
+            [0xaa, 0x0d, 0x00, 0xe0, 0x98, 0x03, 0x2b, 0x8c],
+        );
+        assert_eq!(EFI_GLOBAL_VARIABLE, g);
+        assert_eq!(g.to_string(), "8be4df61-93ca-11d2-aa0d-00e098032b8c");
+    }
 
     #[test]
     fn guids_print_in_canonical_form() {

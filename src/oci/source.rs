@@ -269,6 +269,11 @@ impl BaseImage {
                 offset,
             });
         }
+        BaseImage::checked(reference, config, layers, arch)
+    }
+
+    /// The image of `reference`, refused unless its config is for `arch`.
+    fn checked(reference: &str, config: Value, layers: Vec<Blob>, arch: &str) -> Result<BaseImage> {
         let image = BaseImage {
             reference: reference.to_string(),
             config,
@@ -319,13 +324,7 @@ impl BaseImage {
                 offset,
             });
         }
-        let image = BaseImage {
-            reference: reference.to_string(),
-            config,
-            layers,
-        };
-        image.check_arch(arch)?;
-        Ok(image)
+        BaseImage::checked(reference, config, layers, arch)
     }
 
     fn check_arch(&self, arch: &str) -> Result<()> {
