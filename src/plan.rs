@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::formats::gpt_disk;
 use crate::kernel_cmdline;
 use crate::meta::{MetaValue, adv};
+use crate::pe;
 use crate::profile::{Bootloader, DiskFormat, EnrollKeys, OutFormat, OutputKind, Profile};
 use crate::uki::UkiProfile;
 
@@ -38,6 +39,29 @@ impl Arch {
             Arch::Amd64 => "X64",
             Arch::Arm64 => "AA64",
         }
+    }
+
+    /// The PE/COFF machine type of this architecture's EFI binaries.
+    pub fn pe_machine(self) -> u16 {
+        match self {
+            Arch::Amd64 => pe::MACHINE_X86_64,
+            Arch::Arm64 => pe::MACHINE_ARM64,
+        }
+    }
+
+    /// Refuses the EFI binary at `path`, of PE machine type `machine`, when it is not
+    /// built for this architecture (the firmware would not run it).
+    pub fn require_pe_machine(self, path: &std::path::Path, machine: u16) -> Result<()> {
+        if machine == self.pe_machine() {
+            return Ok(());
+        }
+        Err(Error::format(
+            path,
+            format!(
+                "is {} (PE machine {machine:#06x}), the target arch is {self}",
+                pe::machine_description(machine)
+            ),
+        ))
     }
 }
 

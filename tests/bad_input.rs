@@ -17,18 +17,16 @@ struct Inputs {
 
 fn inputs(dir: &Path, keys: &Path) -> Inputs {
     let install = dir.join("install");
-    std::fs::create_dir_all(install.join("amd64")).unwrap();
-    for f in [
-        "vmlinuz",
-        "initramfs.xz",
-        "systemd-stub.efi",
-        "systemd-boot.efi",
-    ] {
-        std::fs::copy(
-            demo_dir().join("amd64").join(f),
-            install.join("amd64").join(f),
-        )
-        .unwrap();
+    for arch in ["amd64", "arm64"] {
+        std::fs::create_dir_all(install.join(arch)).unwrap();
+        for f in [
+            "vmlinuz",
+            "initramfs.xz",
+            "systemd-stub.efi",
+            "systemd-boot.efi",
+        ] {
+            std::fs::copy(demo_dir().join(arch).join(f), install.join(arch).join(f)).unwrap();
+        }
     }
     let keys = common::copy_keys(keys, &dir.join("keys"));
     Inputs { install, keys }
@@ -54,6 +52,19 @@ fn bad_input_matrix() {
             "--secureboot-dir".into(),
             i.keys.display().to_string(),
         ]
+    };
+    // `file` of the other architecture's demo inputs in `arch`'s place, and a build for `arch`.
+    let swapped = |i: &Inputs, arch: &str, file: &str, profile: &str| -> Vec<String> {
+        let other = if arch == "amd64" { "arm64" } else { "amd64" };
+        std::fs::copy(
+            i.install.join(other).join(file),
+            i.install.join(arch).join(file),
+        )
+        .unwrap();
+        let mut args = sb(i);
+        args[0] = profile.into();
+        args.extend(["--arch".into(), arch.into()]);
+        args
     };
     /// Arguments for one run, from the inputs and the output directory.
     type Args<'a> = Box<dyn Fn(&Inputs, &Path) -> Vec<String> + 'a>;
@@ -105,6 +116,36 @@ fn bad_input_matrix() {
                 sb(i)
             }),
             "vmlinuz",
+        ),
+        (
+            "amd64 stub for arm64",
+            Box::new(|i, _| swapped(i, "arm64", "systemd-stub.efi", "secureboot-metal-uki")),
+            "arm64/systemd-stub.efi: is an x86-64 image (PE machine 0x8664), the target arch is arm64",
+        ),
+        (
+            "amd64 kernel for arm64",
+            Box::new(|i, _| swapped(i, "arm64", "vmlinuz", "metal-uki")),
+            "arm64/vmlinuz: is an x86-64 image (PE machine 0x8664), the target arch is arm64",
+        ),
+        (
+            "amd64 systemd-boot for arm64",
+            Box::new(|i, _| swapped(i, "arm64", "systemd-boot.efi", "secureboot-iso")),
+            "arm64/systemd-boot.efi: is an x86-64 image (PE machine 0x8664), the target arch is arm64",
+        ),
+        (
+            "arm64 stub for amd64",
+            Box::new(|i, _| swapped(i, "amd64", "systemd-stub.efi", "metal")),
+            "amd64/systemd-stub.efi: is an arm64 image (PE machine 0xaa64), the target arch is amd64",
+        ),
+        (
+            "arm64 kernel for amd64",
+            Box::new(|i, _| swapped(i, "amd64", "vmlinuz", "iso")),
+            "amd64/vmlinuz: is an arm64 image (PE machine 0xaa64), the target arch is amd64",
+        ),
+        (
+            "arm64 systemd-boot for amd64",
+            Box::new(|i, _| swapped(i, "amd64", "systemd-boot.efi", "metal")),
+            "amd64/systemd-boot.efi: is an arm64 image (PE machine 0xaa64), the target arch is amd64",
         ),
         (
             "certificate of another key",
@@ -183,12 +224,12 @@ fn bad_input_matrix() {
         let ins = inputs(&case, &keys);
         let args = spoil(&ins, &case);
         let out = case.join("out");
-        let o = imager()
-            .args(&args)
-            .args(["--arch", "amd64", "--output"])
-            .arg(&out)
-            .output()
-            .unwrap();
+        let mut cmd = imager();
+        cmd.args(&args);
+        if !args.iter().any(|a| a == "--arch") {
+            cmd.args(["--arch", "amd64"]);
+        }
+        let o = cmd.arg("--output").arg(&out).output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{what}: must fail:\n{err}");
         let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
@@ -198,6 +239,9 @@ fn bad_input_matrix() {
             "{what}: the error names {needle}: {}",
             errors[0]
         );
+        if needle.contains("the target arch") {
+            assert_eq!(o.status.code(), Some(2), "{what}: invalid input:\n{err}");
+        }
         assert!(
             !err.contains("panicked") && !err.contains("stack backtrace"),
             "{what}: no panic:\n{err}"

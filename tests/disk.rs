@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::boot::{Media, SecureBoot, boot};
@@ -41,33 +41,6 @@ fn parse_meta(part: &[u8]) -> Vec<(u32, String)> {
     out
 }
 
-/// (start byte, size) of partition `n` per `sgdisk -i`.
-fn partition(image: &Path, n: u32, sector: u64) -> (u64, u64, String) {
-    let info = run_ok(
-        Command::new(require_tool("sgdisk"))
-            .arg("-i")
-            .arg(n.to_string())
-            .arg(image),
-    );
-    let num = |key: &str| -> u64 {
-        let line = info
-            .lines()
-            .find(|l| l.starts_with(key))
-            .unwrap_or_else(|| panic!("{key} in {info}"));
-        line.split(':')
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let first = num("First sector");
-    let last = num("Last sector");
-    (first * sector, (last - first + 1) * sector, info)
-}
-
 #[test]
 fn metal_raw_image_layout_esp_and_meta() {
     let dir = tempfile::tempdir().unwrap();
@@ -93,11 +66,11 @@ fn metal_raw_image_layout_esp_and_meta() {
         "{print}"
     );
 
-    let (efi_at, efi_len, efi_info) = partition(image, 1, 512);
+    let (efi_at, efi_len, efi_info) = common::partition(image, 1, 512);
     assert_eq!(efi_at, MIB, "1 MiB aligned");
     assert_eq!(efi_len, 1101 * MIB, "EFI-UKI size before 1.11");
     assert!(efi_info.contains("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"));
-    let (meta_at, meta_len, meta_info) = partition(image, 2, 512);
+    let (meta_at, meta_len, meta_info) = common::partition(image, 2, 512);
     assert_eq!(meta_at % MIB, 0);
     assert_eq!(meta_len, MIB);
     assert!(meta_info.contains("0FC63DAF-8483-4772-8E79-3D69D8477DE4"));

@@ -338,3 +338,72 @@ fn bad_base_images_fail_clearly_and_leave_nothing() {
         assert_eq!(failed.left(), Vec::<String>::new(), "{base}: nothing left");
     }
 }
+
+#[test]
+fn arm64_installer_says_linux_arm64_and_carries_the_aa64_boot_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = base_image(dir.path(), "arm64");
+    let keys = common::gen_keys(dir.path());
+    let skopeo = require_tool("skopeo");
+    let built = installer(&keys, &format!("oci:{}:v1.9.2", layout.display()))
+        .arch("arm64")
+        .run();
+    assert_eq!(built.name(), "installer-arm64-secureboot.tar");
+    let tarball = &built.artifact;
+    for transport in ["docker-archive", "oci-archive"] {
+        let v: serde_json::Value = serde_json::from_str(&run_ok(
+            Command::new(&skopeo)
+                .args(["inspect", "--override-arch", "arm64"])
+                .arg(format!("{transport}:{}", tarball.display())),
+        ))
+        .unwrap();
+        assert_eq!(v["Architecture"], "arm64", "{transport}");
+        assert_eq!(v["Os"], "linux", "{transport}");
+    }
+    let config: serde_json::Value = serde_json::from_str(&run_ok(
+        Command::new(&skopeo)
+            .args(["inspect", "--override-arch", "arm64", "--config"])
+            .arg(format!("oci-archive:{}", tarball.display())),
+    ))
+    .unwrap();
+    assert_eq!(config["architecture"], "arm64");
+
+    // The index may name a platform (it must then be arm64); the config does. The assets are
+    // under /usr/install/arm64.
+    let unpacked = dir.path().join("tar");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    run_ok(
+        Command::new(require_tool("tar"))
+            .arg("-xf")
+            .arg(tarball)
+            .arg("-C")
+            .arg(&unpacked),
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(unpacked.join("index.json")).unwrap()).unwrap();
+    let platform = &index["manifests"][0]["platform"];
+    assert!(
+        platform.is_null() || platform["architecture"] == "arm64",
+        "index platform: {platform}"
+    );
+    let copy = dir.path().join("copy");
+    run_ok(
+        Command::new(&skopeo)
+            .args(["copy", "--override-arch", "arm64"])
+            .arg(format!("oci-archive:{}", tarball.display()))
+            .arg(format!("oci:{}:x", copy.display())),
+    );
+    let bundle = dir.path().join("bundle");
+    run_ok(
+        Command::new(require_tool("umoci"))
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:x", copy.display()))
+            .arg(&bundle),
+    );
+    let install = bundle.join("rootfs/usr/install/arm64");
+    for f in ["systemd-boot.efi", "vmlinuz.efi.signed"] {
+        let path = install.join(f);
+        assert!(path.is_file(), "{} in the image", path.display());
+        common::sbverify(&keys, &path);
+    }
+}

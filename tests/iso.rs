@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::boot::{Media, SecureBoot, boot};
@@ -29,20 +29,6 @@ fn iso_files(iso: &Path) -> String {
             .args(["-R", "-f", "-i"])
             .arg(iso),
     )
-}
-
-/// The appended ESP, cut out of the ISO by its MBR entry (type 0xEF).
-fn extract_esp(iso: &Path, dir: &Path) -> PathBuf {
-    let bytes = std::fs::read(iso).unwrap();
-    let esp = (0..4)
-        .map(|i| &bytes[446 + 16 * i..462 + 16 * i])
-        .find(|e| e[4] == 0xef)
-        .expect("an MBR partition of type 0xEF");
-    let start = u32::from_le_bytes(esp[8..12].try_into().unwrap()) as usize * 512;
-    let count = u32::from_le_bytes(esp[12..16].try_into().unwrap()) as usize * 512;
-    let out = dir.join("esp.img");
-    std::fs::write(&out, &bytes[start..start + count]).unwrap();
-    out
 }
 
 /// The UKI as the ISO 9660 tree shows it (Rock Ridge through xorriso, Joliet and the
@@ -165,7 +151,7 @@ fn secureboot_iso_layout() {
         "the ISO 9660 tree",
     );
 
-    let esp = extract_esp(iso, dir.path());
+    let esp = fat::iso_esp(iso, dir.path());
     fat::fsck(&esp);
     assert_listed(
         &fat::files(&esp),
@@ -244,7 +230,7 @@ fn plain_iso_has_bios_and_uefi_entries() {
         ],
         "the ISO 9660 tree",
     );
-    let esp = extract_esp(iso, dir.path());
+    let esp = fat::iso_esp(iso, dir.path());
     let conf = fat::read_text(&esp, "::/loader/loader.conf");
     assert_eq!(
         conf,

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use common::{demo_dir, imager, require_tool, run_ok};
 use imager::keys::PcrKey;
 use imager::measure::{BANKS, Bank, Digests, Measured, policy, predict};
+use imager::plan::Arch;
 use imager::uki::{self, UkiProfile, UkiReport, UkiSpec, sections};
 
 const CMDLINE: &str = "console=ttyS0";
@@ -53,6 +54,7 @@ fn pcr_key(dir: &Path) -> (PathBuf, PathBuf) {
 
 fn build(stub: &Path, profiles: &[UkiProfile], key: Option<&PcrKey>, out: &Path) -> UkiReport {
     let spec = UkiSpec {
+        arch: Arch::Amd64,
         stub: stub.into(),
         kernel: kernel(),
         initrd: initrd(),
@@ -556,6 +558,7 @@ fn inspect_detects_tampering() {
 fn build_err(stub: &Path, kernel: &Path, initrd: &Path, profiles: &[UkiProfile]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let spec = UkiSpec {
+        arch: Arch::Amd64,
         stub: stub.into(),
         kernel: kernel.into(),
         initrd: initrd.into(),

@@ -35,6 +35,18 @@ pub const MACHINE_X86_64: u16 = object::pe::IMAGE_FILE_MACHINE_AMD64.0;
 /// `IMAGE_FILE_MACHINE_ARM64`.
 pub const MACHINE_ARM64: u16 = object::pe::IMAGE_FILE_MACHINE_ARM64.0;
 
+/// What a PE machine type is, for messages: `an x86-64 image`, `an arm64 image`.
+pub fn machine_description(machine: u16) -> &'static str {
+    match machine {
+        MACHINE_X86_64 => "an x86-64 image",
+        MACHINE_ARM64 => "an arm64 image",
+        m if m == object::pe::IMAGE_FILE_MACHINE_I386.0 => "a 32-bit x86 image",
+        m if m == object::pe::IMAGE_FILE_MACHINE_ARMNT.0 => "a 32-bit ARM image",
+        m if m == object::pe::IMAGE_FILE_MACHINE_RISCV64.0 => "a RISC-V 64 image",
+        _ => "an image for another machine",
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use object::LittleEndian as LE;

@@ -9,6 +9,7 @@ use super::{Facts, WorkDir};
 use crate::error::{Error, Result};
 use crate::inputs::{BootInputs, SecureBootInputs};
 use crate::io::{AtomicFile, Output};
+use crate::pe::PeHeaders;
 use crate::plan::{BootPlan, Plan};
 use crate::report::{Pcr11Bank, Progress, SecureBootFacts};
 use crate::uki::{self, UkiReport, UkiSpec};
@@ -57,6 +58,10 @@ impl Boot {
             false => None,
         };
         let inputs = BootInputs::open(&plan.profile, boot.sd_boot)?;
+        if let Some(sd_boot) = &inputs.sd_boot {
+            let headers = PeHeaders::read_file(sd_boot, "PE/EFI image")?;
+            plan.arch.require_pe_machine(sd_boot, headers.machine())?;
+        }
         let mut facts = Facts::default();
         let mut sd_boot = inputs.sd_boot.clone();
         if let Some(sb) = &secureboot {
@@ -82,6 +87,7 @@ impl Boot {
             });
         }
         let spec = UkiSpec {
+            arch: plan.arch,
             stub: inputs.sd_stub.clone(),
             kernel: inputs.kernel.clone(),
             initrd: inputs.initramfs.clone(),

@@ -24,7 +24,8 @@ use super::{Pcr11, UkiReport, UkiSpec, kernel};
 use crate::error::{Error, IoContext, Result};
 use crate::io::Output;
 use crate::measure::{self, BANKS, BankPcr, Digests, Measured, policy};
-use crate::pe::{MACHINE_X86_64, PeLayout};
+use crate::pe::{PeHeaders, PeLayout};
+use crate::plan::Arch;
 use crate::sign::Signer;
 use crate::sign::authenticode::{self, ImageScan};
 
@@ -65,8 +66,10 @@ fn file_len(path: &Path) -> Result<u64> {
     Ok(meta.len())
 }
 
-/// Refuses a kernel that is not an EFI-stub image (it would not boot from the stub).
-fn check_efi_kernel(path: &Path) -> Result<()> {
+/// Refuses a kernel that is not an EFI-stub image for `arch` (it would not boot from
+/// the stub). An amd64 kernel is further checked as a bzImage (for `.uname`); an
+/// arm64 one has nothing else to check, so its PE header is required here.
+fn check_efi_kernel(path: &Path, arch: Arch) -> Result<()> {
     let mut magic = [0u8; 2];
     let mut f = File::open(path).at(path)?;
     if f.read(&mut magic).at(path)? < 2 || &magic != b"MZ" {
@@ -75,20 +78,23 @@ fn check_efi_kernel(path: &Path) -> Result<()> {
             "not an EFI-stub kernel image (no MZ header)",
         ));
     }
-    Ok(())
+    let len = f.metadata().at(path)?.len();
+    match PeHeaders::read(&mut f, path, len, "EFI-stub kernel image") {
+        Ok(headers) => arch.require_pe_machine(path, headers.machine()),
+        Err(e) if arch == Arch::Arm64 => Err(e),
+        Err(_) => Ok(()),
+    }
 }
 
 /// The sections appended to the stub, in file order (the order `ukify` writes them;
 /// the UKI specification lists what each holds).
-fn appended_sections(spec: &UkiSpec, stub: &Stub) -> Result<Vec<Planned>> {
-    let x86 = stub.headers.machine() == MACHINE_X86_64;
-    check_efi_kernel(&spec.kernel)?;
-    // On x86 the release comes from the bzImage header and a kernel without one is
-    // refused; other architectures have no such header and go without `.uname`.
-    let uname = if x86 {
-        Some(kernel::uname(&spec.kernel)?)
-    } else {
-        kernel::uname(&spec.kernel).ok()
+fn appended_sections(spec: &UkiSpec) -> Result<Vec<Planned>> {
+    check_efi_kernel(&spec.kernel, spec.arch)?;
+    // On amd64 the release comes from the bzImage header and a kernel without one is
+    // refused; Talos writes no `.uname` for arm64 (its kernels have no such header).
+    let uname = match spec.arch {
+        Arch::Amd64 => Some(kernel::uname(&spec.kernel)?),
+        Arch::Arm64 => None,
     };
     let mut out = Vec::new();
     let mut add = |name, content, block| {
@@ -177,6 +183,8 @@ pub struct UkiPlan {
 /// loads and checks the stub and the inputs and lays the image out.
 pub fn plan(spec: UkiSpec, signer: Option<Signer>) -> Result<UkiPlan> {
     let stub = Stub::load(&spec.stub)?;
+    spec.arch
+        .require_pe_machine(&spec.stub, stub.headers.machine())?;
     if !spec.profiles.is_empty() && stub.info.major < PROFILES_SINCE {
         return Err(Error::format(
             &spec.stub,
@@ -186,7 +194,7 @@ pub fn plan(spec: UkiSpec, signer: Option<Signer>) -> Result<UkiPlan> {
             ),
         ));
     }
-    let sections = appended_sections(&spec, &stub)?;
+    let sections = appended_sections(&spec)?;
     let pcrsig_len = spec
         .pcr_key
         .as_ref()

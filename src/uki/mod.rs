@@ -18,6 +18,7 @@ use std::path::PathBuf;
 pub use build::{UkiPlan, plan};
 
 use crate::keys::PcrKey;
+use crate::plan::Arch;
 
 /// One UKI profile (systemd >= 257): selectable from the boot menu, may override
 /// the command line.
@@ -34,9 +35,12 @@ pub struct UkiProfile {
 /// Everything a UKI is made of.
 #[derive(Debug, Clone)]
 pub struct UkiSpec {
-    /// systemd-stub (`linuxx64.efi.stub`), 252 or later.
+    /// The target architecture: stub and kernel must be PE images for it.
+    pub arch: Arch,
+    /// systemd-stub (`linuxx64.efi.stub`, `linuxaa64.efi.stub`), 252 or later.
     pub stub: PathBuf,
-    /// Kernel EFI image; on x86 a bzImage (its header gives `.uname`).
+    /// Kernel EFI image; on amd64 a bzImage (its header gives `.uname`), on arm64 an
+    /// `Image` with an EFI stub or a zboot `vmlinuz.efi` (no `.uname`, as in Talos).
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     /// Kernel command line, written as is (no newline added).

@@ -94,19 +94,45 @@ impl BootLog {
     }
 }
 
+/// The machine a boot emulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// `qemu-system-x86_64 -machine q35` with OVMF (or SeaBIOS).
+    Amd64,
+    /// `qemu-system-aarch64 -machine virt -cpu max` with AAVMF.
+    Arm64,
+}
+
 /// The harness script.
 pub fn harness() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/boot/qemu-boot")
 }
 
-/// Boots `media` and waits until the guest powers off, gets stuck or `timeout` seconds pass.
-/// Panics only when the harness cannot run the machine (missing tools, bad paths).
+/// Boots `media` on an amd64 machine and waits until the guest powers off, gets stuck or
+/// `timeout` seconds pass. Panics only when the harness cannot run the machine (missing
+/// tools, bad paths).
 pub fn boot(media: Media, sb: SecureBoot, tpm: bool, timeout: u64) -> BootLog {
-    require_tool("qemu-system-x86_64");
+    boot_arch(Arch::Amd64, media, sb, tpm, timeout)
+}
+
+/// [`boot`] on the machine of `arch`.
+pub fn boot_arch(arch: Arch, media: Media, sb: SecureBoot, tpm: bool, timeout: u64) -> BootLog {
+    let (qemu, arch_name) = match arch {
+        Arch::Amd64 => ("qemu-system-x86_64", "amd64"),
+        Arch::Arm64 => ("qemu-system-aarch64", "arm64"),
+    };
+    require_tool(qemu);
+    if arch == Arch::Arm64 {
+        assert!(
+            Path::new("/usr/share/AAVMF/AAVMF_CODE.fd").is_file(),
+            "AAVMF is not installed (apt-get install qemu-efi-aarch64)"
+        );
+    }
     if tpm {
         require_tool("swtpm");
     }
     let mut cmd = Command::new(harness());
+    cmd.args(["--arch", arch_name]);
     let (kind, path) = match &media {
         Media::Cdrom(p) => ("cdrom", p),
         Media::Disk(p) => ("disk", p),

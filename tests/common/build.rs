@@ -3,8 +3,9 @@
 //! (must fail) or `output()` (either way).
 //!
 //! Defaults: `SOURCE_DATE_EPOCH=1700000000`, `--arch amd64`, `--install-dir` the demo
-//! inputs, `--extra-kernel-arg console=ttyS0` (the boot harness reads the serial console) and
-//! a fresh output directory `out` in a temporary directory the result owns.
+//! inputs, `--extra-kernel-arg console=ttyS0` (`console=ttyAMA0` for `--arch arm64`: the boot
+//! harness reads the serial console) and a fresh output directory `out` in a temporary
+//! directory the result owns.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -97,7 +98,7 @@ impl DemoBuild {
         self
     }
 
-    /// No `--extra-kernel-arg console=ttyS0`: the profile's command line as it is.
+    /// No `--extra-kernel-arg console=ttyS0` (`ttyAMA0`): the profile's command line as it is.
     pub fn no_console(mut self) -> Self {
         self.console = false;
         self
@@ -148,7 +149,11 @@ impl DemoBuild {
             cmd.args(["--arch", arch]);
         }
         if self.console {
-            cmd.args(["--extra-kernel-arg", "console=ttyS0"]);
+            let serial = match self.arch.as_deref() {
+                Some("arm64") => "console=ttyAMA0",
+                _ => "console=ttyS0",
+            };
+            cmd.args(["--extra-kernel-arg", serial]);
         }
         if let Some(dir) = &self.install_dir {
             cmd.arg("--install-dir").arg(dir);

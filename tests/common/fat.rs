@@ -1,6 +1,6 @@
 //! FAT images judged by dosfstools and mtools.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::{require_tool, run_ok};
@@ -51,4 +51,18 @@ pub fn copy_out(image: &Path, path: &str, to: &Path) {
             .arg(path)
             .arg(to),
     );
+}
+
+/// The appended ESP, cut out of the ISO by its MBR entry (type 0xEF).
+pub fn iso_esp(iso: &Path, dir: &Path) -> PathBuf {
+    let bytes = std::fs::read(iso).unwrap();
+    let esp = (0..4)
+        .map(|i| &bytes[446 + 16 * i..462 + 16 * i])
+        .find(|e| e[4] == 0xef)
+        .expect("an MBR partition of type 0xEF");
+    let start = u32::from_le_bytes(esp[8..12].try_into().unwrap()) as usize * 512;
+    let count = u32::from_le_bytes(esp[12..16].try_into().unwrap()) as usize * 512;
+    let out = dir.join("esp.img");
+    std::fs::write(&out, &bytes[start..start + count]).unwrap();
+    out
 }

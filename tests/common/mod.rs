@@ -182,3 +182,30 @@ pub fn predicted_pcr11(manifest: &serde_json::Value) -> String {
         .unwrap()
         .to_lowercase()
 }
+
+/// (start byte, size) of partition `n` per `sgdisk -i`.
+pub fn partition(image: &Path, n: u32, sector: u64) -> (u64, u64, String) {
+    let info = run_ok(
+        Command::new(require_tool("sgdisk"))
+            .arg("-i")
+            .arg(n.to_string())
+            .arg(image),
+    );
+    let num = |key: &str| -> u64 {
+        let line = info
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("{key} in {info}"));
+        line.split(':')
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let first = num("First sector");
+    let last = num("Last sector");
+    (first * sector, (last - first + 1) * sector, info)
+}
