@@ -384,13 +384,13 @@ fn disk_plan(profile: &Profile, arch: Arch, boot: BootPlan) -> Result<DiskPlan> 
             "diskFormat ova is not supported: use raw, qcow2 or vhd",
         ));
     }
+    if arch == Arch::Arm64 && image.bootloader == Some(Bootloader::DualBoot) {
+        return Err(Error::invalid("dual-boot is not supported on arm64"));
+    }
     if let Some(b @ (Bootloader::Grub | Bootloader::DualBoot)) = image.bootloader {
         return Err(Error::unsupported(format!(
             "bootloader {b}: this imager writes systemd-boot disk images; use sd-boot"
         )));
-    }
-    if arch == Arch::Arm64 && image.bootloader == Some(Bootloader::DualBoot) {
-        return Err(Error::invalid("dual-boot is not supported on arm64"));
     }
     let layout = gpt_disk::Layout {
         size: image.disk_size,

@@ -217,6 +217,40 @@ fn bad_input_matrix() {
             }),
             "too small",
         ),
+        (
+            "dual-boot on arm64",
+            Box::new(|i, d| {
+                let p = profile_file(
+                    d,
+                    "baseProfileName: metal\narch: arm64\noutput:\n  imageOptions:\n    bootloader: dual-boot\n",
+                );
+                vec![
+                    p.display().to_string(),
+                    "--arch".into(),
+                    "arm64".into(),
+                    "--install-dir".into(),
+                    i.install.display().to_string(),
+                ]
+            }),
+            "dual-boot is not supported on arm64",
+        ),
+        (
+            "BIOS (grub) on arm64",
+            Box::new(|i, d| {
+                let p = profile_file(
+                    d,
+                    "baseProfileName: metal\narch: arm64\noutput:\n  imageOptions:\n    bootloader: grub\n",
+                );
+                vec![
+                    p.display().to_string(),
+                    "--arch".into(),
+                    "arm64".into(),
+                    "--install-dir".into(),
+                    i.install.display().to_string(),
+                ]
+            }),
+            "bootloader grub: this imager writes systemd-boot disk images",
+        ),
     ];
     for (i, (what, spoil, needle)) in rows.iter().enumerate() {
         let case = dir.path().join(format!("case{i}"));
