@@ -50,6 +50,30 @@ fn base_image(dir: &Path, arch: &str) -> PathBuf {
     layout
 }
 
+/// The root file system of the installer tarball's image (for `arch`, if given): skopeo
+/// copies it out of the OCI archive, umoci unpacks it into `dir/bundle`.
+fn unpack(dir: &Path, tarball: &Path, arch: Option<&str>) -> PathBuf {
+    let copy = dir.join("copy");
+    let mut skopeo = Command::new(require_tool("skopeo"));
+    skopeo.arg("copy");
+    if let Some(arch) = arch {
+        skopeo.args(["--override-arch", arch]);
+    }
+    run_ok(
+        skopeo
+            .arg(format!("oci-archive:{}", tarball.display()))
+            .arg(format!("oci:{}:x", copy.display())),
+    );
+    let bundle = dir.join("bundle");
+    run_ok(
+        Command::new(require_tool("umoci"))
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:x", copy.display()))
+            .arg(&bundle),
+    );
+    bundle.join("rootfs")
+}
+
 /// The SecureBoot installer of the demo inputs on base image `base`.
 fn installer(keys: &Path, base: &str) -> DemoBuild {
     demo_build("secureboot-installer")
@@ -166,21 +190,7 @@ fn secureboot_installer_image_is_read_by_skopeo_umoci_and_a_registry() {
     assert!(loaded.contains("Loaded image"), "{loaded}");
 
     // umoci unpacks a root file system with the base's files and our assets.
-    let copy = dir.path().join("copy");
-    run_ok(
-        Command::new(&skopeo)
-            .arg("copy")
-            .arg(format!("oci-archive:{}", tarball.display()))
-            .arg(format!("oci:{}:x", copy.display())),
-    );
-    let bundle = dir.path().join("bundle");
-    run_ok(
-        Command::new(require_tool("umoci"))
-            .args(["unpack", "--rootless", "--image"])
-            .arg(format!("{}:x", copy.display()))
-            .arg(&bundle),
-    );
-    let rootfs = bundle.join("rootfs");
+    let rootfs = unpack(dir.path(), tarball, None);
     assert!(rootfs.join("bin/installer").is_file() && rootfs.join("etc/os-release").is_file());
     let uki = rootfs.join("usr/install/amd64/vmlinuz.efi.signed");
     common::sbverify(&keys, &uki);
@@ -386,21 +396,7 @@ fn arm64_installer_says_linux_arm64_and_carries_the_aa64_boot_files() {
         platform.is_null() || platform["architecture"] == "arm64",
         "index platform: {platform}"
     );
-    let copy = dir.path().join("copy");
-    run_ok(
-        Command::new(&skopeo)
-            .args(["copy", "--override-arch", "arm64"])
-            .arg(format!("oci-archive:{}", tarball.display()))
-            .arg(format!("oci:{}:x", copy.display())),
-    );
-    let bundle = dir.path().join("bundle");
-    run_ok(
-        Command::new(require_tool("umoci"))
-            .args(["unpack", "--rootless", "--image"])
-            .arg(format!("{}:x", copy.display()))
-            .arg(&bundle),
-    );
-    let install = bundle.join("rootfs/usr/install/arm64");
+    let install = unpack(dir.path(), tarball, Some("arm64")).join("usr/install/arm64");
     for f in ["systemd-boot.efi", "vmlinuz.efi.signed"] {
         let path = install.join(f);
         assert!(path.is_file(), "{} in the image", path.display());
