@@ -68,6 +68,18 @@ fn bad_input_matrix() {
     };
     /// Arguments for one run, from the inputs and the output directory.
     type Args<'a> = Box<dyn Fn(&Inputs, &Path) -> Vec<String> + 'a>;
+    // A build of the profile `yaml` for `arch` on the row's inputs.
+    let profile_build = |yaml: &'static str, arch: &'static str| -> Args {
+        Box::new(move |i, d| {
+            vec![
+                profile_file(d, yaml).display().to_string(),
+                "--arch".into(),
+                arch.into(),
+                "--install-dir".into(),
+                i.install.display().to_string(),
+            ]
+        })
+    };
     let rows: Vec<(&str, Args, &str)> = vec![
         (
             "missing file",
@@ -174,51 +186,26 @@ fn bad_input_matrix() {
         ),
         (
             "disk size too small",
-            Box::new(|i, d| {
-                let p = profile_file(
-                    d,
-                    "baseProfileName: metal\noutput:\n  imageOptions:\n    diskSize: 1048576\n",
-                );
-                vec![
-                    p.display().to_string(),
-                    "--install-dir".into(),
-                    i.install.display().to_string(),
-                ]
-            }),
+            profile_build(
+                "baseProfileName: metal\noutput:\n  imageOptions:\n    diskSize: 1048576\n",
+                "amd64",
+            ),
             "too small",
         ),
         (
             "dual-boot on arm64",
-            Box::new(|i, d| {
-                let p = profile_file(
-                    d,
-                    "baseProfileName: metal\narch: arm64\noutput:\n  imageOptions:\n    bootloader: dual-boot\n",
-                );
-                vec![
-                    p.display().to_string(),
-                    "--arch".into(),
-                    "arm64".into(),
-                    "--install-dir".into(),
-                    i.install.display().to_string(),
-                ]
-            }),
+            profile_build(
+                "baseProfileName: metal\narch: arm64\noutput:\n  imageOptions:\n    bootloader: dual-boot\n",
+                "arm64",
+            ),
             "dual-boot is not supported on arm64",
         ),
         (
             "BIOS (grub) on arm64",
-            Box::new(|i, d| {
-                let p = profile_file(
-                    d,
-                    "baseProfileName: metal\narch: arm64\noutput:\n  imageOptions:\n    bootloader: grub\n",
-                );
-                vec![
-                    p.display().to_string(),
-                    "--arch".into(),
-                    "arm64".into(),
-                    "--install-dir".into(),
-                    i.install.display().to_string(),
-                ]
-            }),
+            profile_build(
+                "baseProfileName: metal\narch: arm64\noutput:\n  imageOptions:\n    bootloader: grub\n",
+                "arm64",
+            ),
             "bootloader grub: this imager writes systemd-boot disk images",
         ),
     ];
