@@ -72,7 +72,7 @@ pub struct BuildArgs {
     #[arg(long)]
     pub out_format: Option<String>,
 
-    /// Resolve and validate the profile, print it as YAML on stdout, build nothing.
+    /// Print the effective profile as YAML on stdout, check that it can be built, build nothing.
     #[arg(long)]
     pub dry_run: bool,
 
@@ -170,11 +170,13 @@ impl BuildArgs {
 pub fn run(args: BuildArgs, output_given: bool) -> anyhow::Result<()> {
     let source = Source::parse(args.profile.as_deref().unwrap_or_default());
     let profile = resolve::resolve(&source, &args.overrides()?, &args.roots())?;
-    let plan = Plan::new(&profile, imager::plan::epoch_from_env())?;
     if args.dry_run {
+        // The effective profile as Talos prints it, then whether this imager builds it.
         print!("{}", profile.to_yaml());
+        Plan::new(&profile, 0)?;
         return Ok(());
     }
+    let plan = Plan::new(&profile, imager::plan::epoch_from_env())?;
     eprintln!("profile ready:");
     eprint!("{}", profile.to_yaml());
 
