@@ -51,12 +51,16 @@ impl Boot {
         boot: &BootPlan,
         work: &WorkDir,
         placement: Placement,
+        initramfs: Option<&Path>,
     ) -> Result<Boot> {
         let secureboot = match plan.secureboot {
             true => Some(SecureBootInputs::load(&plan.profile)?),
             false => None,
         };
-        let inputs = BootInputs::open(&plan.profile, boot.sd_boot)?;
+        let mut inputs = BootInputs::open(&plan.profile, boot.sd_boot)?;
+        if let Some(rebuilt) = initramfs {
+            inputs.initramfs = rebuilt.to_path_buf();
+        }
         let mut facts = Facts::default();
         let mut sd_boot = inputs.sd_boot.clone();
         if let Some(sb) = &secureboot {
