@@ -204,7 +204,10 @@ fn parse_range(s: &str) -> std::result::Result<Range, String> {
             pending.clear();
         }
         if !pending.is_empty() || tokens.is_empty() {
-            return Err(format!("Could not get version from string: {:?}", alt.trim()));
+            return Err(format!(
+                "Could not get version from string: {:?}",
+                alt.trim()
+            ));
         }
         let mut and = Vec::new();
         for t in tokens {
@@ -232,13 +235,19 @@ fn parse_comparator(t: &str) -> std::result::Result<Vec<(Op, Version)>, String> 
     let parts: Vec<&str> = rest.splitn(3, '.').collect();
     let wild = |p: &str| p == "x" || p == "X" || p == "*";
     let num = |p: &str| -> std::result::Result<u64, String> {
-        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || (p.len() > 1 && p.starts_with('0')) {
+        if p.is_empty()
+            || !p.bytes().all(|b| b.is_ascii_digit())
+            || (p.len() > 1 && p.starts_with('0'))
+        {
             Err(format!("Invalid character(s) found in version {rest:?}"))
         } else {
             p.parse().map_err(|_| format!("Invalid version {rest:?}"))
         }
     };
-    let v = |core| Version { core, pre: Vec::new() };
+    let v = |core| Version {
+        core,
+        pre: Vec::new(),
+    };
     match parts.as_slice() {
         [maj, min, patch] if !wild(maj) && !wild(min) && !wild(patch) => {
             let (patch, pre) = match patch.split_once('-') {
@@ -252,7 +261,9 @@ fn parse_comparator(t: &str) -> std::result::Result<Vec<(Op, Version)>, String> 
             };
             Ok(vec![(op, ver)])
         }
-        [maj, min, rest @ ..] if !wild(maj) && (wild(min) || rest.first().is_some_and(|p| wild(p))) => {
+        [maj, min, rest @ ..]
+            if !wild(maj) && (wild(min) || rest.first().is_some_and(|p| wild(p))) =>
+        {
             // M.x or M.m.x: the range [lo, hi).
             let m = num(maj)?;
             let (lo, hi) = if wild(min) {
@@ -301,7 +312,10 @@ pub fn extensions_yaml(layers: &[Layer]) -> String {
             scalar(&m.compatibility.talos.version, 20)
         ));
         if !m.extra_info.is_empty() {
-            out.push_str(&format!("        extraInfo: {}\n", scalar(&m.extra_info, 12)));
+            out.push_str(&format!(
+                "        extraInfo: {}\n",
+                scalar(&m.extra_info, 12)
+            ));
         }
     }
     out
@@ -340,18 +354,15 @@ fn literal(s: &str, indent: usize) -> String {
     let trailing = s.len() - s.trim_end_matches('\n').len();
     let mut head = String::from("|");
     if s.starts_with(' ') || s.starts_with('\n') {
-        head.push_str("4");
+        head.push('4');
     }
     match trailing {
         0 => head.push('-'),
         1 => {}
         _ => head.push('+'),
     }
-    let body = if trailing == 1 { &s[..s.len() - 1] } else { s };
-    let body = match trailing {
-        0 | 1 => body,
-        _ => &s[..s.len() - 1],
-    };
+    // The last line break is the one after the scalar; the rest are part of the body.
+    let body = if trailing == 0 { s } else { &s[..s.len() - 1] };
     let pad = " ".repeat(indent);
     let mut out = head;
     for line in body.split('\n') {
@@ -384,9 +395,7 @@ fn double_quoted(s: &str) -> String {
             '\u{2028}' => out.push_str("\\L"),
             '\u{2029}' => out.push_str("\\P"),
             c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\x{:02X}", c as u32)),
-            c if c.is_control() || c == '\u{feff}' => {
-                out.push_str(&format!("\\u{:04X}", c as u32))
-            }
+            c if c.is_control() || c == '\u{feff}' => out.push_str(&format!("\\u{:04X}", c as u32)),
             c => out.push(c),
         }
     }
@@ -412,25 +421,28 @@ fn resolves_to_non_string(s: &str) -> bool {
 /// Go's `strconv.ParseInt(s, 0, 64)` syntax (sign, 0x/0o/0b/leading-0 prefixes, `_`).
 fn is_int(s: &str) -> bool {
     let body = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let (digits, radix): (&str, u32) = if let Some(r) = body
-        .strip_prefix("0x")
-        .or_else(|| body.strip_prefix("0X"))
-    {
-        (r, 16)
-    } else if let Some(r) = body.strip_prefix("0o").or_else(|| body.strip_prefix("0O")) {
-        (r, 8)
-    } else if let Some(r) = body.strip_prefix("0b").or_else(|| body.strip_prefix("0B")) {
-        (r, 2)
-    } else if body.len() > 1 && body.starts_with('0') {
-        (&body[1..], 8)
-    } else {
-        (body, 10)
-    };
+    let (digits, radix): (&str, u32) =
+        if let Some(r) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
+            (r, 16)
+        } else if let Some(r) = body.strip_prefix("0o").or_else(|| body.strip_prefix("0O")) {
+            (r, 8)
+        } else if let Some(r) = body.strip_prefix("0b").or_else(|| body.strip_prefix("0B")) {
+            (r, 2)
+        } else if body.len() > 1 && body.starts_with('0') {
+            (&body[1..], 8)
+        } else {
+            (body, 10)
+        };
     let clean: String = digits.chars().filter(|&c| c != '_').collect();
-    if clean.is_empty() || digits.starts_with('_') && radix == 10 || digits.ends_with('_') || digits.contains("__") {
+    if clean.is_empty()
+        || digits.starts_with('_') && radix == 10
+        || digits.ends_with('_')
+        || digits.contains("__")
+    {
         return false;
     }
-    u64::from_str_radix(&clean, radix).is_ok() && i64::try_from(u64::from_str_radix(&clean, radix).unwrap_or(u64::MAX)).is_ok()
+    u64::from_str_radix(&clean, radix).is_ok()
+        && i64::try_from(u64::from_str_radix(&clean, radix).unwrap_or(u64::MAX)).is_ok()
 }
 
 /// go-yaml's float pattern `^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$`.
@@ -644,15 +656,26 @@ mod tests {
     #[test]
     fn constraints() {
         let v = Semver(1, 10, 0);
-        for ok in [">= v1.0.0", ">=1.0.0", ">= 1.10.0", "< 2.0.0 >= 1.9.0", "1.x", ">= v1.10.0-alpha.0", "<1.0.0 || >=1.10.0", ""] {
+        for ok in [
+            ">= v1.0.0",
+            ">=1.0.0",
+            ">= 1.10.0",
+            "< 2.0.0 >= 1.9.0",
+            "1.x",
+            ">= v1.10.0-alpha.0",
+            "<1.0.0 || >=1.10.0",
+            "",
+        ] {
             assert!(check_constraint(ok, v).is_ok(), "{ok}");
         }
         assert_eq!(
             check_constraint(">= v1.11.0", v).unwrap_err(),
             "version constraint >= v1.11.0 can't be satisfied with Talos version 1.10.0"
         );
-        assert!(check_constraint(">= banana", v)
-            .unwrap_err()
-            .starts_with("error parsing Talos version constraint: "));
+        assert!(
+            check_constraint(">= banana", v)
+                .unwrap_err()
+                .starts_with("error parsing Talos version constraint: ")
+        );
     }
 }

@@ -102,7 +102,12 @@ fn source_name(e: &ContainerAsset) -> String {
 }
 
 /// Unpacks extension `e` into `dest`.
-fn unpack_one(profile: &Profile, e: &ContainerAsset, dest: &Path, progress: &dyn Progress) -> Result<()> {
+fn unpack_one(
+    profile: &Profile,
+    e: &ContainerAsset,
+    dest: &Path,
+    progress: &dyn Progress,
+) -> Result<()> {
     let source = source_name(e);
     if !e.tarball_path.is_empty() {
         detail(progress, &format!("extracting {}...", e.tarball_path));
@@ -161,8 +166,9 @@ pub fn rebuild(
     }
     let base = crate::inputs::require_file("initramfs", &profile.input.initramfs.path)?;
     let base = base.as_path();
-    let mtime = u32::try_from(epoch)
-        .map_err(|_| Error::invalid(format!("SOURCE_DATE_EPOCH {epoch} does not fit in 32 bits")))?;
+    let mtime = u32::try_from(epoch).map_err(|_| {
+        Error::invalid(format!("SOURCE_DATE_EPOCH {epoch} does not fit in 32 bits"))
+    })?;
     let unpacked = scratch.join("unpacked");
     let tree = scratch.join("initramfs-tree");
     std::fs::create_dir_all(&tree).op("creating", &tree)?;
@@ -223,7 +229,11 @@ pub fn rebuild(
     for (dir, m, source) in &loaded {
         let rootfs = unpacked.join(dir).join("rootfs");
         let wrap = |e: Error| {
-            Error::invalid(format!("error compressing extension {:?}: {}", m.name, plain(&e)))
+            Error::invalid(format!(
+                "error compressing extension {:?}: {}",
+                m.name,
+                plain(&e)
+            ))
         };
         microcode(&rootfs, fw, &tree).map_err(wrap)?;
         move_firmware(&rootfs, fw, &tree).map_err(wrap)?;
@@ -254,9 +264,8 @@ pub fn rebuild(
     // The listing: pre-order, byte-sorted; `kernel` and below go uncompressed first.
     let mut listing = Vec::new();
     walk(&tree, &tree, &mut listing)?;
-    let (early, rest): (Vec<_>, Vec<_>) = listing
-        .into_iter()
-        .partition(|p| p.starts_with("kernel"));
+    let (early, rest): (Vec<_>, Vec<_>) =
+        listing.into_iter().partition(|p| p.starts_with("kernel"));
 
     let mut out = crate::io::AtomicFile::create(&out_path)?;
     {
@@ -297,7 +306,9 @@ fn plain(e: &Error) -> String {
 
 /// Cuts the microcode of `rootfs` into `tree/kernel/x86/microcode/` (appending).
 fn microcode(rootfs: &Path, fw: &str, tree: &Path) -> Result<()> {
-    let jobs: [(&str, fn(&str) -> bool, &str); 2] = [
+    /// (directory under the firmware dir, which names in it are microcode, the blob).
+    type Job = (&'static str, fn(&str) -> bool, &'static str);
+    let jobs: [Job; 2] = [
         ("intel-ucode", |_| true, "GenuineIntel.bin"),
         (
             "amd-ucode",
@@ -415,7 +426,12 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-fn write_cpio(root: &Path, entries: &[PathBuf], mtime: u32, out: &mut dyn Write) -> std::io::Result<()> {
+fn write_cpio(
+    root: &Path,
+    entries: &[PathBuf],
+    mtime: u32,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     let mut w = CpioWriter::new(out);
     for rel in entries {
         let path = root.join(rel);
@@ -424,7 +440,10 @@ fn write_cpio(root: &Path, entries: &[PathBuf], mtime: u32, out: &mut dyn Write)
         let perm = meta.permissions().mode() & 0o7777;
         if meta.is_dir() {
             let subdirs = std::fs::read_dir(&path)?
-                .filter(|e| e.as_ref().is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_dir())))
+                .filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                })
                 .count() as u32;
             w.dir(&name, perm, 2 + subdirs, mtime)?;
         } else if meta.file_type().is_symlink() {

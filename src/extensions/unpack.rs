@@ -90,9 +90,8 @@ impl Unpacker {
         for blob in layers.iter().rev() {
             let mut hashing = HashingReader::new(blob.open()?);
             {
-                let reader = decompressed(&mut hashing).map_err(|e| {
-                    Error::format(&blob.file, format!("reading a layer: {e}"))
-                })?;
+                let reader = decompressed(&mut hashing)
+                    .map_err(|e| Error::format(&blob.file, format!("reading a layer: {e}")))?;
                 self.tar(reader, &blob.file)?;
             }
             std::io::copy(&mut hashing, &mut std::io::sink()).at(&blob.file)?;
@@ -124,9 +123,7 @@ impl Unpacker {
                 Ok(Some(n)) => n,
                 Ok(None) => continue,
                 Err(()) => {
-                    return Err(self.bad(format!(
-                        "layer entry {raw:?} escapes the image root"
-                    )));
+                    return Err(self.bad(format!("layer entry {raw:?} escapes the image root")));
                 }
             };
             let base = name
@@ -195,8 +192,7 @@ impl Unpacker {
                     std::io::copy(&mut entry, &mut out).map_err(corrupt)?;
                 }
                 drop(out);
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-                    .at(&path)?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).at(&path)?;
             }
         }
         Ok(())
@@ -218,9 +214,8 @@ fn create_parents(root: &Path, dir: &Path) -> Result<()> {
 /// Unpacks a plain filesystem tarball.
 pub fn tarball(path: &Path, dest: &Path, source: &str) -> Result<()> {
     let mut u = Unpacker::new(dest, source)?;
-    let file = File::open(path).map_err(|e| {
-        Error::invalid(format!("system extension {source}: {e}"))
-    })?;
+    let file =
+        File::open(path).map_err(|e| Error::invalid(format!("system extension {source}: {e}")))?;
     u.tar(BufReader::new(file), path)
 }
 

@@ -115,8 +115,7 @@ pub fn write_tree(rootfs: &Path, dest: &Path, epoch: u32) -> Result<()> {
     let mut out = crate::io::AtomicFile::create(dest)?;
     w.write(std::io::BufWriter::new(out.file()))
         .map_err(|e| Error::format(dest, format!("writing squashfs: {e}")))?;
-    std::fs::set_permissions(out.temp_path(), std::fs::Permissions::from_mode(0o644))
-        .at(dest)?;
+    std::fs::set_permissions(out.temp_path(), std::fs::Permissions::from_mode(0o644)).at(dest)?;
     out.commit()?;
     Ok(())
 }

@@ -155,7 +155,13 @@ fn copy_input(role: &str, source: &str, dest: &Path) -> Result<Facts> {
 impl Stage<'_> {
     /// The bare UKI, built in the scratch directory and renamed.
     fn uki(&self, boot: &BootPlan, dest: &Path) -> Result<Facts> {
-        let boot = Boot::prepare(self.plan, boot, self.work, Placement::Scratch, self.initramfs)?;
+        let boot = Boot::prepare(
+            self.plan,
+            boot,
+            self.work,
+            Placement::Scratch,
+            self.initramfs,
+        )?;
         self.progress.step("UKI ready");
         std::fs::rename(boot.uki_file(), dest).op("renaming into", dest)?;
         Ok(boot.facts)
