@@ -14,6 +14,7 @@
 //! CLI over [`pipeline::build`].
 
 pub mod error;
+pub mod extensions;
 pub mod formats;
 pub mod inputs;
 pub mod io;

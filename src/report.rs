@@ -76,6 +76,9 @@ pub struct Manifest {
     pub secureboot: Option<SecureBootFacts>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pcr11: Vec<Pcr11Bank>,
+    /// System extensions in the initramfs, in `extensions.yaml` order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<crate::extensions::ExtensionRecord>,
 }
 
 impl Manifest {

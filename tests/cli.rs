@@ -421,6 +421,7 @@ fn validation_rules_fail_clearly() {
 fn bad_flags_and_inputs_fail_clearly_and_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let outdir = dir.path().join("out");
+    let demo = common::demo_dir().display().to_string();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["nope"], "unknown profile \"nope\""),
         (vec!["metal", "--arch", "x86"], "arch \"x86\""),
@@ -438,8 +439,14 @@ fn bad_flags_and_inputs_fail_clearly_and_leave_nothing() {
             "/nonexistent/amd64/vmlinuz",
         ),
         (
-            vec!["metal", "--system-extension-image", "ghcr.io/x/y:1"],
-            "system extensions",
+            vec![
+                "metal",
+                "--system-extension-image",
+                "127.0.0.1:1/x/y:1",
+                "--install-dir",
+                &demo,
+            ],
+            "error pulling image 127.0.0.1:1/x/y:1",
         ),
     ];
     for (args, needle) in cases {

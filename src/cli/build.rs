@@ -88,7 +88,7 @@ pub struct BuildArgs {
     #[arg(long)]
     pub insecure: bool,
 
-    /// System extension image (repeatable; not supported yet, rejected with a clear error).
+    /// System extension image (repeatable; `--insecure` applies): the initramfs is rebuilt with it.
     #[arg(long = "system-extension-image")]
     pub system_extension_images: Vec<String>,
 

@@ -3,12 +3,14 @@
 //! conversions, outFormat compression, OCI installer images and the PXE recipes.
 
 pub mod compression;
+pub mod cpio;
 pub mod fat_esp;
 pub mod gpt_disk;
 pub mod iso9660;
 pub mod oci_image;
 pub mod pxe_recipes;
 pub mod qcow2;
+pub mod squashfs;
 pub mod vhd;
 
 use crate::error::Error;

@@ -52,15 +52,19 @@ impl Boot {
         boot: &BootPlan,
         work: &WorkDir,
         placement: Placement,
+        initramfs: Option<&Path>,
     ) -> Result<Boot> {
         let secureboot = match plan.secureboot {
             true => Some(SecureBootInputs::load(&plan.profile)?),
             false => None,
         };
-        let inputs = BootInputs::open(&plan.profile, boot.sd_boot)?;
+        let mut inputs = BootInputs::open(&plan.profile, boot.sd_boot)?;
         if let Some(sd_boot) = &inputs.sd_boot {
             let headers = PeHeaders::read_file(sd_boot, "PE/EFI image")?;
             plan.arch.require_pe_machine(sd_boot, headers.machine())?;
+        }
+        if let Some(rebuilt) = initramfs {
+            inputs.initramfs = rebuilt.to_path_buf();
         }
         let mut facts = Facts::default();
         let mut sd_boot = inputs.sd_boot.clone();

@@ -47,6 +47,8 @@ pub struct BuildResult {
 pub struct Facts {
     pub secureboot: Option<SecureBootFacts>,
     pub pcr11: Vec<Pcr11Bank>,
+    /// The system extensions in the initramfs.
+    pub extensions: Vec<crate::extensions::ExtensionRecord>,
 }
 
 /// A scratch directory inside the output directory (same file system, so results
@@ -81,6 +83,8 @@ struct Stage<'a> {
     plan: &'a Plan,
     work: &'a WorkDir,
     progress: &'a dyn Progress,
+    /// The initramfs rebuilt with system extensions, used instead of the profile's.
+    initramfs: Option<&'a Path>,
 }
 
 /// Runs the pipeline for a plan.
@@ -90,10 +94,12 @@ pub fn build(plan: &Plan, options: &BuildOptions, progress: &dyn Progress) -> Re
     std::fs::create_dir_all(out_dir).op("creating", out_dir)?;
     let work = WorkDir::new(out_dir)?;
 
-    // 2. Inputs.
-    if !matches!(plan.kind, KindPlan::Kernel | KindPlan::Cmdline) {
-        progress.step("skipped initramfs rebuild (no system extensions)");
-    }
+    // 2. Inputs: the initramfs rebuilt with the system extensions, if any.
+    let rebuilt = match plan.kind {
+        KindPlan::Kernel | KindPlan::Cmdline => None,
+        _ => crate::extensions::rebuild(&plan.profile, &work.path, plan.epoch, progress)?,
+    };
+    let initramfs = rebuilt.as_ref().map(|r| r.initramfs.as_path());
 
     // 3. The kernel command line.
     if !matches!(plan.kind, KindPlan::Kernel | KindPlan::Initramfs) {
@@ -107,19 +113,27 @@ pub fn build(plan: &Plan, options: &BuildOptions, progress: &dyn Progress) -> Re
         plan,
         work: &work,
         progress,
+        initramfs,
     };
-    let facts = match &plan.kind {
+    let mut facts = match &plan.kind {
         KindPlan::Cmdline => {
             std::fs::write(&produced, plan.cmdline.as_bytes()).writing(&produced)?;
             Facts::default()
         }
         KindPlan::Kernel => copy_input("kernel", &input.kernel.path, &produced)?,
-        KindPlan::Initramfs => copy_input("initramfs", &input.initramfs.path, &produced)?,
+        KindPlan::Initramfs => match initramfs {
+            Some(rebuilt) => copy_input("initramfs", &rebuilt.to_string_lossy(), &produced)?,
+            None => copy_input("initramfs", &input.initramfs.path, &produced)?,
+        },
         KindPlan::Uki(boot) => stage.uki(boot, &produced)?,
         KindPlan::Iso(iso) => stage.iso(iso, &produced)?,
         KindPlan::Disk(disk) => stage.disk(disk, &produced)?,
         KindPlan::Installer(installer) => stage.installer(installer, &produced)?,
     };
+
+    if let Some(r) = rebuilt {
+        facts.extensions = r.extensions;
+    }
 
     // 5. outFormat, hash, manifest.
     let artifact = out_dir.join(&plan.file_name);
@@ -141,7 +155,13 @@ fn copy_input(role: &str, source: &str, dest: &Path) -> Result<Facts> {
 impl Stage<'_> {
     /// The bare UKI, built in the scratch directory and renamed.
     fn uki(&self, boot: &BootPlan, dest: &Path) -> Result<Facts> {
-        let boot = Boot::prepare(self.plan, boot, self.work, Placement::Scratch)?;
+        let boot = Boot::prepare(
+            self.plan,
+            boot,
+            self.work,
+            Placement::Scratch,
+            self.initramfs,
+        )?;
         self.progress.step("UKI ready");
         std::fs::rename(boot.uki_file(), dest).op("renaming into", dest)?;
         Ok(boot.facts)
@@ -150,7 +170,7 @@ impl Stage<'_> {
     /// The ISO: ESP and ISO 9660 tree, the UKI built straight into its ESP clusters.
     fn iso(&self, iso: &IsoPlan, dest: &Path) -> Result<Facts> {
         let (plan, work, progress) = (self.plan, self.work, self.progress);
-        let mut boot = Boot::prepare(plan, &iso.boot, work, Placement::InOutput)?;
+        let mut boot = Boot::prepare(plan, &iso.boot, work, Placement::InOutput, self.initramfs)?;
         let bios = iso.bios.then(|| iso9660::BiosBoot {
             kernel: boot.inputs.kernel.clone(),
             initramfs: boot.inputs.initramfs.clone(),
@@ -173,7 +193,7 @@ impl Stage<'_> {
     /// The disk image: GPT with the ESP (UKI built in place) and META, then its disk format.
     fn disk(&self, disk: &DiskPlan, dest: &Path) -> Result<Facts> {
         let (plan, work, progress) = (self.plan, self.work, self.progress);
-        let mut boot = Boot::prepare(plan, &disk.boot, work, Placement::InOutput)?;
+        let mut boot = Boot::prepare(plan, &disk.boot, work, Placement::InOutput, self.initramfs)?;
         let spec = gpt_disk::DiskSpec {
             layout: disk.layout.clone(),
             esp_entries: esp_layout::entries(plan, &boot, EspFlavor::Disk(disk.enroll))?,
@@ -221,7 +241,10 @@ impl Stage<'_> {
         };
         let (files, facts) = match &installer.contents {
             InstallerContents::KernelAndInitramfs => {
-                let inputs = crate::inputs::BootInputs::open(&plan.profile, false)?;
+                let mut inputs = crate::inputs::BootInputs::open(&plan.profile, false)?;
+                if let Some(rebuilt) = self.initramfs {
+                    inputs.initramfs = rebuilt.to_path_buf();
+                }
                 let files = vec![
                     file(format!("usr/install/{arch}/vmlinuz"), &inputs.kernel),
                     file(
@@ -232,7 +255,7 @@ impl Stage<'_> {
                 (files, Facts::default())
             }
             InstallerContents::Uki { boot, uki_name } => {
-                let boot = Boot::prepare(plan, boot, work, Placement::Scratch)?;
+                let boot = Boot::prepare(plan, boot, work, Placement::Scratch, self.initramfs)?;
                 progress.step("UKI ready");
                 let sd_boot = boot.sd_boot()?;
                 let files = vec![

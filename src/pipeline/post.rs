@@ -38,6 +38,7 @@ pub fn manifest(plan: &Plan, artifact: &Path, facts: Facts) -> Result<PathBuf> {
         }],
         secureboot: facts.secureboot,
         pcr11: facts.pcr11,
+        extensions: facts.extensions,
     };
     manifest.write(dir, &plan.file_name)
 }

@@ -35,11 +35,7 @@ pub fn validate(profile: &Profile) -> Result<()> {
             "overlays are not supported by this imager",
         ));
     }
-    if !profile.input.system_extensions.is_empty() {
-        return Err(Error::unsupported(
-            "system extensions are not supported yet (initramfs rebuild): remove --system-extension-image / input.systemExtensions",
-        ));
-    }
+    crate::extensions::validate_profile(profile)?;
     if profile.input.image_cache.is_some() {
         return Err(Error::unsupported("image caches are not supported yet"));
     }

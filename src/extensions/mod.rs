@@ -1,0 +1,459 @@
+//! System extensions: the initramfs rebuild of `pkg/imager/extensions` (Talos).
+//!
+//! Each `input.systemExtensions[j]` is unpacked into `<scratch>/unpacked/<j>` (from
+//! `tarballPath`, else `ociPath`, else `imageRef`), checked and validated; the
+//! directories are then processed in byte-sorted name order (`0, 1, 10, 11, 2, ...`
+//! past ten extensions, as Talos does), which is also the `extensions.yaml` order.
+//! Per extension: CPU microcode is cut out into `kernel/x86/microcode/*.bin` for the
+//! uncompressed early cpio, the firmware directory is moved into the initramfs, and
+//! the rest becomes `<j>.sqsh` ([`crate::formats::squashfs`]). The result is
+//! `[early cpio, if any microcode] + [the base initramfs, byte for byte] +
+//! [zstd level 18 frame of a newc cpio with the .sqsh files, extensions.yaml and the
+//! firmware tree]`. Every entry of both cpios is timed at the plan's epoch (Talos
+//! records the files' fresh mtimes, so its output is not reproducible; ours is).
+//!
+//! Not done here: kernel modules (an extension carrying a modules tree is refused:
+//! the depmod outputs are not regenerated) and the embedded machine configuration.
+
+pub mod manifest;
+pub mod unpack;
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Error, IoContext, Result};
+use crate::formats::cpio::CpioWriter;
+use crate::profile::{ContainerAsset, Profile};
+use crate::report::Progress;
+use manifest::{Layer, Metadata};
+
+/// One extension of a build, for the manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExtensionRecord {
+    /// The image name in the initramfs (`0.sqsh`, ...).
+    pub image: String,
+    pub name: String,
+    pub version: String,
+    pub author: String,
+    /// Where it came from: the tarball, `oci:DIR` or the registry reference.
+    pub source: String,
+    /// `sha256:` of the squashfs image built from it.
+    pub digest: String,
+}
+
+/// The rebuilt initramfs and what went into it.
+pub struct Rebuilt {
+    pub initramfs: PathBuf,
+    pub extensions: Vec<ExtensionRecord>,
+}
+
+/// The firmware directory inside an extension and the initramfs.
+fn firmware_dir(profile: &Profile) -> &'static str {
+    match profile.quirks().version() {
+        Some(v) if v < crate::profile::quirks::Semver(1, 10, 0) => "lib/firmware",
+        _ => "usr/lib/firmware",
+    }
+}
+
+fn modules_dir(profile: &Profile) -> &'static str {
+    match profile.quirks().version() {
+        Some(v) if v < crate::profile::quirks::Semver(1, 10, 0) => "lib/modules",
+        _ => "usr/lib/modules",
+    }
+}
+
+/// The profile-level refusals of what this rebuild does not do (checked before any work).
+pub fn validate_profile(profile: &Profile) -> Result<()> {
+    if profile.input.system_extensions.is_empty() {
+        return Ok(());
+    }
+    if profile
+        .quirks()
+        .version()
+        .is_some_and(|v| v < crate::profile::quirks::Semver(1, 8, 0))
+    {
+        return Err(Error::unsupported(format!(
+            "system extensions for Talos < 1.8 (version {}) need xz-compressed squashfs images, which this imager does not write",
+            profile.version
+        )));
+    }
+    for (j, e) in profile.input.system_extensions.iter().enumerate() {
+        if e.tarball_path.is_empty() && e.oci_path.is_empty() && e.image_ref.is_empty() {
+            return Err(Error::invalid(format!(
+                "input.systemExtensions[{j}]: set one of imageRef, ociPath or tarballPath"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn source_name(e: &ContainerAsset) -> String {
+    if !e.tarball_path.is_empty() {
+        e.tarball_path.clone()
+    } else if !e.oci_path.is_empty() {
+        format!("oci:{}", e.oci_path)
+    } else {
+        e.image_ref.clone()
+    }
+}
+
+/// Unpacks extension `e` into `dest`.
+fn unpack_one(
+    profile: &Profile,
+    e: &ContainerAsset,
+    dest: &Path,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let source = source_name(e);
+    if !e.tarball_path.is_empty() {
+        detail(progress, &format!("extracting {}...", e.tarball_path));
+        return unpack::tarball(Path::new(&e.tarball_path), dest, &source);
+    }
+    let image = if !e.oci_path.is_empty() {
+        detail(progress, &format!("using OCI image from {}...", e.oci_path));
+        crate::oci::Reference::Layout {
+            dir: PathBuf::from(&e.oci_path),
+            tag: None,
+        }
+        .open(&profile.arch, false)?
+    } else {
+        detail(progress, &format!("pulling {}...", e.image_ref));
+        crate::oci::Reference::parse(&e.image_ref)?
+            .open(&profile.arch, e.force_insecure)
+            .map_err(|err| match err {
+                Error::Dependency(m) => {
+                    Error::Dependency(format!("error pulling image {}: {m}", e.image_ref))
+                }
+                other => other,
+            })?
+    };
+    unpack::Unpacker::new(dest, &source)?.layers(&image.layers)
+}
+
+fn detail(progress: &dyn Progress, line: &str) {
+    progress.step("rebuilding initramfs with system extensions...");
+    progress.step(&format!("    {line}"));
+}
+
+/// The `NAME VERSION AUTHOR` table as Go's tabwriter prints it (padding 3).
+fn table(rows: &[[&str; 3]]) -> Vec<String> {
+    let w0 = rows.iter().map(|r| r[0].chars().count()).max().unwrap_or(0) + 3;
+    let w1 = rows.iter().map(|r| r[1].chars().count()).max().unwrap_or(0) + 3;
+    rows.iter()
+        .map(|r| {
+            let pad = |s: &str, w: usize| format!("{s}{}", " ".repeat(w - s.chars().count()));
+            format!("{}{}{}", pad(r[0], w0), pad(r[1], w1), r[2])
+        })
+        .collect()
+}
+
+/// Rebuilds the profile's initramfs with its extensions inside `scratch`; `None`
+/// (and the skip line) when there are no extensions.
+pub fn rebuild(
+    profile: &Profile,
+    scratch: &Path,
+    epoch: u64,
+    progress: &dyn Progress,
+) -> Result<Option<Rebuilt>> {
+    let exts = &profile.input.system_extensions;
+    if exts.is_empty() {
+        progress.step("skipped initramfs rebuild (no system extensions)");
+        return Ok(None);
+    }
+    let base = crate::inputs::require_file("initramfs", &profile.input.initramfs.path)?;
+    let base = base.as_path();
+    let mtime = u32::try_from(epoch).map_err(|_| {
+        Error::invalid(format!("SOURCE_DATE_EPOCH {epoch} does not fit in 32 bits"))
+    })?;
+    let unpacked = scratch.join("unpacked");
+    let tree = scratch.join("initramfs-tree");
+    std::fs::create_dir_all(&tree).op("creating", &tree)?;
+    let out_path = scratch.join("initramfs.xz");
+    detail(
+        progress,
+        &format!("copying {} to {}", base.display(), out_path.display()),
+    );
+
+    // Unpack, in profile order, into directories named by index.
+    for (j, e) in exts.iter().enumerate() {
+        unpack_one(profile, e, &unpacked.join(j.to_string()), progress)?;
+    }
+    // Load in byte-sorted directory order.
+    let mut names: Vec<String> = (0..exts.len()).map(|j| j.to_string()).collect();
+    names.sort();
+    let mut loaded: Vec<(String, Metadata, String)> = Vec::new();
+    for name in &names {
+        let j: usize = name.parse().expect("an index");
+        let source = source_name(&exts[j]);
+        let m = manifest::load(&unpacked.join(name)).map_err(|cause| {
+            Error::invalid(format!(
+                "error listing extensions: error loading extension {source}: {cause}"
+            ))
+        })?;
+        loaded.push((name.clone(), m.metadata, source));
+    }
+    detail(progress, "discovered system extensions:");
+    let mut rows = vec![["NAME", "VERSION", "AUTHOR"]];
+    rows.extend(
+        loaded
+            .iter()
+            .map(|(_, m, _)| [m.name.as_str(), m.version.as_str(), m.author.as_str()]),
+    );
+    for line in table(&rows) {
+        detail(progress, &line);
+    }
+    detail(progress, "validating system extensions");
+    let talos = profile.quirks().version();
+    let modules = modules_dir(profile);
+    for (dir, m, _) in &loaded {
+        if let Some(v) = talos {
+            manifest::check_constraint(&m.compatibility.talos.version, v).map_err(|cause| {
+                Error::invalid(format!("error validating extension {:?}: {cause}", m.name))
+            })?;
+        }
+        if std::fs::symlink_metadata(unpacked.join(dir).join("rootfs").join(modules)).is_ok() {
+            return Err(Error::unsupported(format!(
+                "system extension {} carries kernel modules (/{modules}), which this imager does not rebuild yet",
+                m.name
+            )));
+        }
+    }
+
+    detail(progress, "compressing system extensions");
+    let fw = firmware_dir(profile);
+    let mut records = Vec::new();
+    for (dir, m, source) in &loaded {
+        let rootfs = unpacked.join(dir).join("rootfs");
+        let wrap = |e: Error| {
+            Error::invalid(format!(
+                "error compressing extension {:?}: {}",
+                m.name,
+                plain(&e)
+            ))
+        };
+        microcode(&rootfs, fw, &tree).map_err(wrap)?;
+        move_firmware(&rootfs, fw, &tree).map_err(wrap)?;
+        let image = format!("{dir}.sqsh");
+        let sqsh = tree.join(&image);
+        crate::formats::squashfs::write_tree(&rootfs, &sqsh, mtime).map_err(wrap)?;
+        let (_, digest) = crate::io::sha256_file(&sqsh)?;
+        records.push(ExtensionRecord {
+            image,
+            name: m.name.clone(),
+            version: m.version.clone(),
+            author: m.author.clone(),
+            source: source.clone(),
+            digest: format!("sha256:{digest}"),
+        });
+    }
+    let layers: Vec<Layer> = loaded
+        .iter()
+        .map(|(dir, m, _)| Layer {
+            image: format!("{dir}.sqsh"),
+            metadata: m,
+        })
+        .collect();
+    let yaml = tree.join("extensions.yaml");
+    std::fs::write(&yaml, manifest::extensions_yaml(&layers)).writing(&yaml)?;
+    std::fs::set_permissions(&yaml, std::fs::Permissions::from_mode(0o644)).at(&yaml)?;
+
+    // The listing: pre-order, byte-sorted; `kernel` and below go uncompressed first.
+    let mut listing = Vec::new();
+    walk(&tree, &tree, &mut listing)?;
+    let (early, rest): (Vec<_>, Vec<_>) =
+        listing.into_iter().partition(|p| p.starts_with("kernel"));
+
+    let mut out = crate::io::AtomicFile::create(&out_path)?;
+    {
+        let mut w = BufWriter::new(out.file());
+        if !early.is_empty() {
+            detail(progress, "creating uncompressed initramfs archive");
+            write_cpio(&tree, &early, mtime, &mut w).writing(&out_path)?;
+        }
+        let mut from = File::open(base).at(base)?;
+        std::io::copy(&mut from, &mut w).writing(&out_path)?;
+        detail(
+            progress,
+            "creating system extensions initramfs archive and compressing it",
+        );
+        let mut z = zstd::Encoder::new(&mut w, 18).writing(&out_path)?;
+        z.include_checksum(true).writing(&out_path)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        z.multithread(threads.max(1)).writing(&out_path)?;
+        write_cpio(&tree, &rest, mtime, &mut z).writing(&out_path)?;
+        z.finish().writing(&out_path)?;
+        w.flush().writing(&out_path)?;
+    }
+    out.commit()?;
+    progress.step("initramfs ready");
+    Ok(Some(Rebuilt {
+        initramfs: out_path,
+        extensions: records,
+    }))
+}
+
+/// An error's message without the category prefix (for wrapping).
+fn plain(e: &Error) -> String {
+    match e {
+        Error::Invalid(m) | Error::Unsupported(m) | Error::Dependency(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Cuts the microcode of `rootfs` into `tree/kernel/x86/microcode/` (appending).
+fn microcode(rootfs: &Path, fw: &str, tree: &Path) -> Result<()> {
+    /// (directory under the firmware dir, which names in it are microcode, the blob).
+    type Job = (&'static str, fn(&str) -> bool, &'static str);
+    let jobs: [Job; 2] = [
+        ("intel-ucode", |_| true, "GenuineIntel.bin"),
+        (
+            "amd-ucode",
+            |n| n.starts_with("microcode_amd") && n.ends_with(".bin"),
+            "AuthenticAMD.bin",
+        ),
+    ];
+    for (sub, matches, blob) in jobs {
+        let dir = rootfs.join(fw).join(sub);
+        if !dir.is_dir() {
+            continue;
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .at(&dir)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<_>>()
+            .at(&dir)?;
+        names.retain(|n| matches(n));
+        names.sort();
+        if names.is_empty() {
+            continue;
+        }
+        let target_dir = tree.join("kernel/x86/microcode");
+        for d in ["kernel", "kernel/x86", "kernel/x86/microcode"] {
+            let p = tree.join(d);
+            if !p.is_dir() {
+                std::fs::create_dir(&p).op("creating", &p)?;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).at(&p)?;
+            }
+        }
+        let target = target_dir.join(blob);
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&target)
+            .op("creating", &target)?;
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).at(&target)?;
+        for n in names {
+            let src = dir.join(&n);
+            if std::fs::metadata(&src).at(&src)?.is_dir() {
+                return Err(Error::invalid(format!(
+                    "microcode /{fw}/{sub}/{n} is a directory, not a file"
+                )));
+            }
+            let mut from = File::open(&src).at(&src)?;
+            std::io::copy(&mut from, &mut out).writing(&target)?;
+            std::fs::remove_file(&src).op("removing", &src)?;
+        }
+    }
+    Ok(())
+}
+
+/// Moves `rootfs/<fw>` into `tree/<fw>`: symlinks followed, files overwritten, modes
+/// kept minus the group/other write bits, the emptied source removed.
+fn move_firmware(rootfs: &Path, fw: &str, tree: &Path) -> Result<()> {
+    let src = rootfs.join(fw);
+    if std::fs::symlink_metadata(&src).is_err() {
+        return Ok(());
+    }
+    let mode = std::fs::metadata(&src).at(&src)?.permissions().mode() & 0o755;
+    let mut p = tree.to_path_buf();
+    for c in Path::new(fw).components() {
+        p.push(c);
+        if !p.is_dir() {
+            std::fs::create_dir(&p).op("creating", &p)?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).at(&p)?;
+        }
+    }
+    copy_tree(&src, &tree.join(fw))?;
+    std::fs::remove_dir_all(&src).op("removing", &src)
+}
+
+fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    let mut names: Vec<_> = std::fs::read_dir(src)
+        .at(src)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()
+        .at(src)?;
+    names.sort();
+    for n in names {
+        let (s, d) = (src.join(&n), dst.join(&n));
+        let meta = std::fs::metadata(&s).at(&s)?;
+        let mode = meta.permissions().mode() & 0o755;
+        if meta.is_dir() {
+            if !d.is_dir() {
+                std::fs::create_dir(&d).op("creating", &d)?;
+            }
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).at(&d)?;
+            copy_tree(&s, &d)?;
+        } else {
+            let mut from = File::open(&s).at(&s)?;
+            let mut to = File::create(&d).op("creating", &d)?;
+            std::io::copy(&mut from, &mut to).writing(&d)?;
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).at(&d)?;
+        }
+    }
+    Ok(())
+}
+
+/// Entries under `dir`, relative to `root`, pre-order, byte-sorted.
+fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .at(dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()
+        .at(dir)?;
+    names.sort();
+    for n in names {
+        let p = dir.join(&n);
+        out.push(p.strip_prefix(root).expect("inside").to_path_buf());
+        if std::fs::symlink_metadata(&p).at(&p)?.is_dir() {
+            walk(root, &p, out)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_cpio(
+    root: &Path,
+    entries: &[PathBuf],
+    mtime: u32,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let mut w = CpioWriter::new(out);
+    for rel in entries {
+        let path = root.join(rel);
+        let name = rel.to_string_lossy();
+        let meta = std::fs::symlink_metadata(&path)?;
+        let perm = meta.permissions().mode() & 0o7777;
+        if meta.is_dir() {
+            let subdirs = std::fs::read_dir(&path)?
+                .filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                })
+                .count() as u32;
+            w.dir(&name, perm, 2 + subdirs, mtime)?;
+        } else if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&path)?;
+            w.symlink(&name, &target.to_string_lossy(), mtime)?;
+        } else {
+            let mut f = File::open(&path)?;
+            w.file(&name, perm, mtime, meta.len(), &mut f as &mut dyn Read)?;
+        }
+    }
+    w.finish()?;
+    Ok(())
+}

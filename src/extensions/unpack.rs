@@ -1,0 +1,234 @@
+//! Unpacking a system extension image into a directory.
+//!
+//! Registry and OCI layout images are flattened the way go-containerregistry's
+//! `mutate.Extract` does it for the Talos imager (`pkg/imager/extensions`): layers
+//! walked from the top down, names cleaned (`./x` is `x`), the first occurrence of a
+//! path wins, `.wh.NAME` hides `NAME` in the layers below and is not written, and a
+//! non-directory hides everything beneath its path. The opaque marker `.wh..wh..opq`
+//! is not honoured (as in Talos). A plain tarball (`tarballPath`) is one such layer.
+//!
+//! Entries are written as `pkg/archiver/untar.go` writes them: directories with their
+//! mode plus owner `rwx`, symlinks with their text verbatim, every other type (hard
+//! links, devices, fifos included) as a regular file holding the entry's data, mode
+//! bits kept. Ownership and times are not restored. Unlike Talos, which silently
+//! forces names relative, a name that climbs out of the image root, or one that
+//! would be written through a symlink of the image, is refused.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::io::HashingReader;
+use crate::oci::Blob;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Dir,
+    NonDir,
+    Symlink,
+    Whiteout,
+}
+
+/// The flattening state of one image being unpacked into `dest`.
+pub struct Unpacker {
+    dest: PathBuf,
+    /// Names the image for messages.
+    source: String,
+    seen: HashMap<PathBuf, Seen>,
+}
+
+/// Cleans a tar entry name; `None` for the root itself, an error for an escape.
+fn clean(name: &str) -> std::result::Result<Option<PathBuf>, ()> {
+    let mut out = PathBuf::new();
+    for c in Path::new(name).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return Err(());
+                }
+            }
+            Component::Prefix(_) => return Err(()),
+        }
+    }
+    Ok((!out.as_os_str().is_empty()).then_some(out))
+}
+
+/// Opens a layer: gzip, zstd or plain tar, told apart by magic.
+fn decompressed<'a>(r: impl Read + 'a) -> std::io::Result<Box<dyn Read + 'a>> {
+    let mut r = BufReader::new(r);
+    let head = std::io::BufRead::fill_buf(&mut r)?.to_vec();
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(r))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::Decoder::with_buffer(r)?)
+    } else {
+        Box::new(r)
+    })
+}
+
+impl Unpacker {
+    pub fn new(dest: &Path, source: &str) -> Result<Self> {
+        std::fs::create_dir_all(dest).op("creating", dest)?;
+        Ok(Unpacker {
+            dest: dest.to_path_buf(),
+            source: source.to_string(),
+            seen: HashMap::new(),
+        })
+    }
+
+    fn bad(&self, msg: String) -> Error {
+        Error::invalid(format!("system extension {}: {msg}", self.source))
+    }
+
+    /// Unpacks the layers of an image, given bottom first (manifest order).
+    pub fn layers(&mut self, layers: &[Blob]) -> Result<()> {
+        for blob in layers.iter().rev() {
+            let mut hashing = HashingReader::new(blob.open()?);
+            {
+                let reader = decompressed(&mut hashing)
+                    .map_err(|e| Error::format(&blob.file, format!("reading a layer: {e}")))?;
+                self.tar(reader, &blob.file)?;
+            }
+            std::io::copy(&mut hashing, &mut std::io::sink()).at(&blob.file)?;
+            let (_, sum, size) = hashing.finish();
+            let got = crate::io::digest_string(sum);
+            if let Some(want) = &blob.digest
+                && (*want != got || size != blob.size)
+            {
+                return Err(Error::format(
+                    &blob.file,
+                    format!(
+                        "layer of {} does not match its digest: expected {want}, got {got}",
+                        self.source
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Unpacks one tar stream (a layer, or a plain tarball).
+    pub fn tar(&mut self, reader: impl Read, file: &Path) -> Result<()> {
+        let mut archive = tar::Archive::new(reader);
+        let corrupt = |e: std::io::Error| Error::format(file, format!("corrupt tar stream: {e}"));
+        for entry in archive.entries().map_err(corrupt)? {
+            let mut entry = entry.map_err(corrupt)?;
+            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let name = match clean(&raw) {
+                Ok(Some(n)) => n,
+                Ok(None) => continue,
+                Err(()) => {
+                    return Err(self.bad(format!("layer entry {raw:?} escapes the image root")));
+                }
+            };
+            let base = name
+                .file_name()
+                .map(|b| b.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if base == ".wh..wh..opq" {
+                continue;
+            }
+            if let Some(hidden) = base.strip_prefix(".wh.") {
+                let target = name.with_file_name(hidden);
+                self.seen.entry(target).or_insert(Seen::Whiteout);
+                continue;
+            }
+            if self.seen.contains_key(&name) {
+                continue;
+            }
+            let mut hidden = false;
+            let mut through_link = false;
+            for a in name.ancestors().skip(1) {
+                match self.seen.get(a) {
+                    Some(Seen::Whiteout | Seen::NonDir) => hidden = true,
+                    Some(Seen::Symlink) => through_link = true,
+                    _ => {}
+                }
+            }
+            if hidden {
+                continue;
+            }
+            if through_link {
+                return Err(self.bad(format!(
+                    "layer entry {raw:?} would be written through a symlink of the image"
+                )));
+            }
+            let header = entry.header();
+            let mode = header.mode().map_err(corrupt)? & 0o7777;
+            let kind = header.entry_type();
+            let path = self.dest.join(&name);
+            if let Some(parent) = path.parent() {
+                create_parents(&self.dest, parent)?;
+            }
+            if kind.is_dir() {
+                self.seen.insert(name, Seen::Dir);
+                if !path.is_dir() {
+                    std::fs::create_dir(&path).op("creating", &path)?;
+                }
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode | 0o700))
+                    .at(&path)?;
+            } else if kind.is_symlink() {
+                self.seen.insert(name, Seen::Symlink);
+                let target = entry
+                    .link_name()
+                    .map_err(corrupt)?
+                    .ok_or_else(|| Error::format(file, format!("{raw}: symlink without target")))?
+                    .into_owned();
+                std::os::unix::fs::symlink(&target, &path).op("creating", &path)?;
+            } else {
+                self.seen.insert(name, Seen::NonDir);
+                let mut out = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .op("creating", &path)?;
+                if kind.is_file() || kind == tar::EntryType::Continuous {
+                    std::io::copy(&mut entry, &mut out).map_err(corrupt)?;
+                }
+                drop(out);
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).at(&path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Creates the missing parents of an entry with mode 0700 (implicit directories).
+fn create_parents(root: &Path, dir: &Path) -> Result<()> {
+    if dir == root || dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(p) = dir.parent() {
+        create_parents(root, p)?;
+    }
+    std::fs::create_dir(dir).op("creating", dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).at(dir)
+}
+
+/// Unpacks a plain filesystem tarball.
+pub fn tarball(path: &Path, dest: &Path, source: &str) -> Result<()> {
+    let mut u = Unpacker::new(dest, source)?;
+    let file =
+        File::open(path).map_err(|e| Error::invalid(format!("system extension {source}: {e}")))?;
+    u.tar(BufReader::new(file), path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_cleaned_and_escapes_refused() {
+        assert_eq!(clean("./a/b").unwrap(), Some(PathBuf::from("a/b")));
+        assert_eq!(clean("/a/./b/../c").unwrap(), Some(PathBuf::from("a/c")));
+        assert_eq!(clean("./").unwrap(), None);
+        assert!(clean("../etc/passwd").is_err());
+        assert!(clean("a/../../x").is_err());
+    }
+}
