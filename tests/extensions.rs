@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use common::registry::registry;
 use common::{demo_build, demo_dir, entries, require_tool, run_ok};
 use sha2::Digest;
 
@@ -196,47 +197,6 @@ fn oci_layout(dir: &Path, layer_tar: &[u8], arch: &str) {
     });
     std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-}
-
-/// Debian's docker-registry on a free loopback port; killed when dropped.
-struct Registry(std::process::Child, u16);
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn registry(dir: &Path) -> Registry {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.join("registry.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nlog:\n  level: error\n",
-            dir.join("registry-data").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(require_tool("docker-registry"))
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    Registry(child, port)
 }
 
 /// A profile file for `kind` with the given `systemExtensions` YAML items.

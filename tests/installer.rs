@@ -3,9 +3,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 
 use common::build::DemoBuild;
+use common::registry::registry;
 use common::{buildah, demo_build, require_tool, run_ok};
 
 /// A small `FROM scratch` base image built with buildah, saved as an OCI layout `DIR:v1.9.2`.
@@ -79,47 +80,6 @@ fn installer(keys: &Path, base: &str) -> DemoBuild {
     demo_build("secureboot-installer")
         .keys(keys)
         .args(["--base-installer-image", base])
-}
-
-struct Registry(Child, u16);
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Debian's docker-registry (CNCF distribution) on a free loopback port.
-fn registry(dir: &Path) -> Registry {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.join("registry.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nlog:\n  level: error\n",
-            dir.join("registry-data").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(require_tool("docker-registry"))
-        .arg("serve")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    Registry(child, port)
 }
 
 #[test]

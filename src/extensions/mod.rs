@@ -263,7 +263,7 @@ pub fn rebuild(
 
     // The listing: pre-order, byte-sorted; `kernel` and below go uncompressed first.
     let mut listing = Vec::new();
-    walk(&tree, &tree, &mut listing)?;
+    crate::io::walk(&tree, &tree, &mut listing)?;
     let (early, rest): (Vec<_>, Vec<_>) =
         listing.into_iter().partition(|p| p.starts_with("kernel"));
 
@@ -403,24 +403,6 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
             let mut to = File::create(&d).op("creating", &d)?;
             std::io::copy(&mut from, &mut to).writing(&d)?;
             std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).at(&d)?;
-        }
-    }
-    Ok(())
-}
-
-/// Entries under `dir`, relative to `root`, pre-order, byte-sorted.
-fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)
-        .at(dir)?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<std::io::Result<_>>()
-        .at(dir)?;
-    names.sort();
-    for n in names {
-        let p = dir.join(&n);
-        out.push(p.strip_prefix(root).expect("inside").to_path_buf());
-        if std::fs::symlink_metadata(&p).at(&p)?.is_dir() {
-            walk(root, &p, out)?;
         }
     }
     Ok(())

@@ -20,7 +20,7 @@
 
 use std::io::Cursor;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use backhand::compression::{CompressionOptions, Compressor, Zstd};
 use backhand::{FilesystemCompressor, FilesystemReader, FilesystemWriter, NodeHeader};
@@ -61,24 +61,6 @@ fn seed_image() -> Result<Vec<u8>> {
     Ok(out.into_inner())
 }
 
-/// Entries of `dir` relative to `root`, pre-order, names byte-sorted.
-fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)
-        .at(dir)?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<std::io::Result<_>>()
-        .at(dir)?;
-    names.sort();
-    for name in names {
-        let path = dir.join(&name);
-        out.push(path.strip_prefix(root).expect("inside root").to_path_buf());
-        if std::fs::symlink_metadata(&path).at(&path)?.is_dir() {
-            walk(root, &path, out)?;
-        }
-    }
-    Ok(())
-}
-
 /// Writes the tree at `rootfs` as a squashfs image to `dest` (mode 0644).
 pub fn write_tree(rootfs: &Path, dest: &Path, epoch: u32) -> Result<()> {
     let fail = |e: backhand::BackhandError| Error::format(rootfs, format!("squashfs: {e}"));
@@ -93,7 +75,7 @@ pub fn write_tree(rootfs: &Path, dest: &Path, epoch: u32) -> Result<()> {
     w.set_only_root_id();
 
     let mut entries = Vec::new();
-    walk(rootfs, rootfs, &mut entries)?;
+    crate::io::walk(rootfs, rootfs, &mut entries)?;
     for rel in entries {
         let path = rootfs.join(&rel);
         let meta = std::fs::symlink_metadata(&path).at(&path)?;

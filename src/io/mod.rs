@@ -12,6 +12,7 @@ pub mod pgzip;
 mod region;
 pub mod sparse;
 pub mod tar;
+mod walk;
 mod zeros;
 
 pub use atomic::AtomicFile;
@@ -19,6 +20,7 @@ pub use copy::{copy, copy_during, copy_sparse};
 pub use device::HostDevice;
 pub use hashing::{HashingReader, HashingWriter, digest_string, sha256_digest, sha256_file};
 pub use region::{FileRegion, Output};
+pub use walk::walk;
 pub use zeros::{Zeros, zeros};
 
 /// Buffer size for streaming copies: large enough to keep syscalls and hashing

@@ -4,6 +4,7 @@
 pub mod boot;
 pub mod build;
 pub mod fat;
+pub mod registry;
 
 #[allow(unused_imports)]
 pub use build::demo_build;

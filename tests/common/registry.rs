@@ -1,0 +1,49 @@
+//! A loopback OCI registry for the tests that push and pull images.
+
+use std::path::Path;
+use std::process::{Child, Command};
+
+use super::require_tool;
+
+/// Debian's docker-registry (CNCF distribution) on a free loopback port, for pulls and
+/// pushes that stay on this machine; killed when dropped. `.1` is the port.
+pub struct Registry(pub Child, pub u16);
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a registry storing its blobs under `dir`, and waits until it answers.
+pub fn registry(dir: &Path) -> Registry {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nlog:\n  level: error\n",
+            dir.join("registry-data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(require_tool("docker-registry"))
+        .arg("serve")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Registry(child, port)
+}
