@@ -219,10 +219,13 @@ impl BaseImage {
     ) -> Result<BaseImage> {
         let (index_bytes, index_file) = layout.read("index.json")?;
         let index: ImageIndex = parse(&index_bytes, "index.json", &index_file)?;
-        let chosen = index
+        // The entries with the tag (every entry without one); of those, the one for
+        // linux/<arch> when entries name their platform, else the first (a layout that
+        // `skopeo copy` writes has one entry without a platform: its config says the arch).
+        let tagged: Vec<&Descriptor> = index
             .manifests()
             .iter()
-            .find(|m| {
+            .filter(|m| {
                 tag.is_none_or(|t| {
                     m.annotations()
                         .as_ref()
@@ -230,6 +233,16 @@ impl BaseImage {
                         .is_some_and(|name| name == t)
                 })
             })
+            .collect();
+        let chosen = tagged
+            .iter()
+            .find(|m| {
+                m.platform().as_ref().is_some_and(|p| {
+                    p.architecture().to_string() == arch && p.os().to_string() == "linux"
+                })
+            })
+            .or(tagged.first())
+            .copied()
             .ok_or_else(|| {
                 Error::invalid(format!(
                     "base image {reference}: no manifest{} in index.json",
@@ -454,6 +467,17 @@ mod tests {
             "annotations": {"org.opencontainers.image.ref.name": "v1"},
         }]});
         std::fs::write(dir.path().join("index.json"), index.to_string()).unwrap();
+
+        // The same two manifests at the top of the layout, without tags: the platform decides.
+        let flat = dir.path().join("flat");
+        std::fs::create_dir_all(&flat).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("blobs"), flat.join("blobs")).unwrap();
+        let top = json!({"schemaVersion": 2, "manifests": manifests});
+        std::fs::write(flat.join("index.json"), top.to_string()).unwrap();
+        for arch in ["amd64", "arm64"] {
+            let image = BaseImage::open_local(&format!("oci:{}", flat.display()), arch).unwrap();
+            assert_eq!(image.config["architecture"], arch);
+        }
 
         let text = format!("oci:{}:v1", dir.path().display());
         let image = BaseImage::open_local(&text, "arm64").unwrap();
