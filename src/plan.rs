@@ -201,14 +201,15 @@ impl Plan {
         let out_format = profile.output.out_format.ok_or_else(|| {
             Error::invalid("output.outFormat is not set (raw, .xz, .gz, .zst, .tar.gz)")
         })?;
-        let kind = kind_plan(profile, output_kind, arch)?;
+        let cmdline = kernel_cmdline::build(profile, output_kind).to_string();
+        let kind = kind_plan(profile, output_kind, arch, &cmdline)?;
         let artifact = artifact_name(profile, &kind);
         let file_name = match out_format {
             OutFormat::Raw => artifact.clone(),
             f => format!("{artifact}{}", f.as_str()),
         };
         Ok(Plan {
-            cmdline: kernel_cmdline::build(profile, output_kind).to_string(),
+            cmdline,
             profile: profile.clone(),
             arch,
             secureboot: profile.secureboot(),
@@ -241,23 +242,28 @@ impl Plan {
 }
 
 fn stem(profile: &Profile) -> String {
-    let sb = if profile.secureboot() {
+    format!(
+        "{}-{}{}",
+        profile.platform,
+        profile.arch,
+        secureboot_suffix(profile)
+    )
+}
+
+/// `-secureboot` for SecureBoot builds, as Talos names their artifacts.
+fn secureboot_suffix(profile: &Profile) -> &'static str {
+    if profile.secureboot() {
         "-secureboot"
     } else {
         ""
-    };
-    format!("{}-{}{sb}", profile.platform, profile.arch)
+    }
 }
 
 /// The artifact's file name before outFormat, as Talos names it.
 fn artifact_name(profile: &Profile, kind: &KindPlan) -> String {
     let p = stem(profile);
     let arch = &profile.arch;
-    let sb = if profile.secureboot() {
-        "-secureboot"
-    } else {
-        ""
-    };
+    let sb = secureboot_suffix(profile);
     match kind {
         KindPlan::Iso(_) => format!("{p}.iso"),
         KindPlan::Disk(disk) => format!("{p}.{}", disk.format),
@@ -270,13 +276,13 @@ fn artifact_name(profile: &Profile, kind: &KindPlan) -> String {
 }
 
 /// The kind's plan, with the rules of its options.
-fn kind_plan(profile: &Profile, kind: OutputKind, arch: Arch) -> Result<KindPlan> {
+fn kind_plan(profile: &Profile, kind: OutputKind, arch: Arch, cmdline: &str) -> Result<KindPlan> {
     let quirks = profile.quirks();
     let secureboot = profile.secureboot();
     let meta = !profile.customization.meta_contents.is_empty();
     let args = !profile.customization.extra_kernel_args.is_empty();
     let boot = |sd_boot| BootPlan {
-        uki_profiles: uki_profiles(profile, kind),
+        uki_profiles: uki_profiles(profile, kind, cmdline),
         sd_boot,
     };
     Ok(match kind {
@@ -424,11 +430,10 @@ fn disk_plan(profile: &Profile, arch: Arch, boot: BootPlan) -> Result<DiskPlan> 
 }
 
 /// UKI profiles for the target version and kind (Talos >= 1.10 adds a reset entry).
-fn uki_profiles(profile: &Profile, kind: OutputKind) -> Vec<UkiProfile> {
+fn uki_profiles(profile: &Profile, kind: OutputKind, cmdline: &str) -> Vec<UkiProfile> {
     if !profile.quirks().uki_profiles() {
         return Vec::new();
     }
-    let cmdline = kernel_cmdline::build(profile, kind).to_string();
     let main = UkiProfile {
         id: "main".into(),
         title: None,
