@@ -750,3 +750,187 @@ fn eleven_extensions_are_layered_in_string_order() {
         ]
     );
 }
+
+/// `extensions.yaml`'s entry for the embedded configuration `config` as image `image`.
+fn embedded_entry(image: &str, config: &[u8]) -> String {
+    format!(
+        "    - image: {image}
+      metadata:
+        name: embedded-config
+        version: {}
+        author: Imager
+        description: Virtual extension which embeds the machine configuration.
+        compatibility:
+            talos:
+                version: '>= 1.0.0'
+",
+        &sha256(config)[7..]
+    )
+}
+
+/// The compressed cpio of a rebuilt initramfs, extracted into `dir`.
+fn extract_tail(rebuilt: &[u8], dir: &Path) {
+    let base = std::fs::read(demo_dir().join("amd64/initramfs.xz")).unwrap();
+    let (_, tail) = split(rebuilt, &base);
+    let zst = dir.with_extension("zst");
+    std::fs::write(&zst, &tail).unwrap();
+    let cpio = run_ok_bytes(Command::new(require_tool("zstd")).arg("-dcq").arg(&zst));
+    cpio_extract(&cpio, dir);
+}
+
+const MACHINE_CONFIG: &[u8] = b"version: v1alpha1\nmachine:\n  type: worker\n  token: abc.def\ncluster:\n  controlPlane:\n    endpoint: https://10.5.0.2:6443\n";
+
+#[test]
+fn embedded_machine_configuration_is_the_last_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("config.yaml");
+    std::fs::write(&config, MACHINE_CONFIG).unwrap();
+
+    // --embedded-config-path alone forces the rebuild: one virtual extension, 0.sqsh.
+    let p = d.join("only.yaml");
+    std::fs::write(
+        &p,
+        "baseProfileName: metal\narch: amd64\nversion: v1.12.0\noutput:\n  kind: initramfs\n  outFormat: raw\n",
+    )
+    .unwrap();
+    let built = demo_build(&p)
+        .no_console()
+        .arg("--embedded-config-path")
+        .arg(&config)
+        .run();
+    let again = demo_build(&p)
+        .no_console()
+        .arg("--embedded-config-path")
+        .arg(&config)
+        .run();
+    assert_eq!(built.bytes(), again.bytes(), "reproducible");
+    let version = &sha256(MACHINE_CONFIG)[7..];
+    assert!(
+        built
+            .stderr
+            .lines()
+            .any(|l| l == format!("    embedded-config   {version}   Imager")),
+        "{}",
+        built.stderr
+    );
+    let x = d.join("only");
+    extract_tail(&built.bytes(), &x);
+    assert_eq!(
+        std::fs::read_to_string(x.join("extensions.yaml")).unwrap(),
+        format!("layers:\n{}", embedded_entry("0.sqsh", MACHINE_CONFIG))
+    );
+    let ext = &built.manifest["extensions"][0];
+    assert_eq!(ext["name"], "embedded-config");
+    assert_eq!(ext["version"], version);
+    assert_eq!(ext["source"], "customization.embeddedMachineConfiguration");
+
+    // The squashfs beside mksquashfs's image of the tree Talos's tarball unpacks to.
+    let tree = d.join("tree");
+    std::fs::create_dir_all(tree.join("usr/local/etc/talos")).unwrap();
+    std::fs::write(tree.join("usr/local/etc/talos/config.yaml"), MACHINE_CONFIG).unwrap();
+    run_ok(
+        Command::new("chmod")
+            .arg("0400")
+            .arg(tree.join("usr/local/etc/talos/config.yaml")),
+    );
+    let reference = d.join("ref.sqsh");
+    run_ok(
+        Command::new(require_tool("mksquashfs"))
+            .arg(&tree)
+            .arg(&reference)
+            .args([
+                "-all-root",
+                "-noappend",
+                "-no-progress",
+                "-comp",
+                "zstd",
+                "-Xcompression-level",
+                "18",
+            ])
+            .env("SOURCE_DATE_EPOCH", common::build::EPOCH.to_string()),
+    );
+    let ours = x.join("0.sqsh");
+    let strip = |s: String, img: &Path| s.replace(&img.display().to_string(), "IMG");
+    let listing = strip(unsquashfs(&["-lln"], &ours), &ours);
+    assert_eq!(
+        listing,
+        strip(unsquashfs(&["-lln"], &reference), &reference)
+    );
+    assert!(
+        listing.contains("-r-------- 0/0"),
+        "config.yaml is 0400, owned by root:\n{listing}"
+    );
+    let out = d.join("sq");
+    unsquashfs(&["-q", "-n", "-d", out.to_str().unwrap()], &ours);
+    let got = out.join("usr/local/etc/talos/config.yaml");
+    run_ok(Command::new("chmod").arg("u+r").arg(&got));
+    assert_eq!(std::fs::read(&got).unwrap(), MACHINE_CONFIG);
+
+    // customization.embeddedMachineConfiguration after a real extension: 1.sqsh, last.
+    std::fs::write(d.join("hello.tar"), tar_bytes(&hello_world())).unwrap();
+    let p = d.join("both.yaml");
+    let indented: String = String::from_utf8_lossy(MACHINE_CONFIG)
+        .lines()
+        .map(|l| format!("    {l}\n"))
+        .collect();
+    std::fs::write(
+        &p,
+        format!(
+            "baseProfileName: metal\narch: amd64\nversion: v1.12.0\noutput:\n  kind: initramfs\n  outFormat: raw\ninput:\n  systemExtensions:\n    - tarballPath: {}\ncustomization:\n  embeddedMachineConfiguration: |\n{indented}",
+            d.join("hello.tar").display()
+        ),
+    )
+    .unwrap();
+    let built = demo_build(&p).no_console().run();
+    let x = d.join("both");
+    extract_tail(&built.bytes(), &x);
+    let yaml = std::fs::read_to_string(x.join("extensions.yaml")).unwrap();
+    assert!(
+        yaml.ends_with(&embedded_entry("1.sqsh", MACHINE_CONFIG)),
+        "{yaml}"
+    );
+    assert!(yaml.starts_with(
+        "layers:\n    - image: 0.sqsh\n      metadata:\n        name: hello-world-service\n"
+    ));
+    let listing = unsquashfs(&["-lln"], &x.join("1.sqsh"));
+    assert!(
+        listing.contains("/usr/local/etc/talos/config.yaml"),
+        "{listing}"
+    );
+
+    // Talos < 1.12 reads no embedded configuration: refused, nothing left behind.
+    let p = d.join("old.yaml");
+    std::fs::write(
+        &p,
+        "baseProfileName: metal\narch: amd64\nversion: v1.11.0\noutput:\n  kind: initramfs\n  outFormat: raw\n",
+    )
+    .unwrap();
+    let failed = demo_build(&p)
+        .no_console()
+        .arg("--embedded-config-path")
+        .arg(&config)
+        .run_err();
+    assert_eq!(failed.code, Some(3), "{}", failed.stderr);
+    assert_eq!(failed.error_lines().len(), 1, "{}", failed.stderr);
+    assert!(
+        failed
+            .error_line()
+            .contains("needs Talos >= 1.12 (profile version v1.11.0)"),
+        "{}",
+        failed.error_line()
+    );
+    assert_eq!(failed.left(), Vec::<String>::new());
+    // A missing file is one error line naming it.
+    let failed = demo_build(&p)
+        .no_console()
+        .arg("--embedded-config-path")
+        .arg(d.join("missing.yaml"))
+        .run_err();
+    assert_eq!(failed.error_lines().len(), 1, "{}", failed.stderr);
+    assert!(
+        failed.error_line().contains("missing.yaml"),
+        "{}",
+        failed.error_line()
+    );
+}

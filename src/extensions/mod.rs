@@ -12,8 +12,16 @@
 //! firmware tree]`. Every entry of both cpios is timed at the plan's epoch (Talos
 //! records the files' fresh mtimes, so its output is not reproducible; ours is).
 //!
+//! The embedded machine configuration (`customization.embeddedMachineConfiguration`,
+//! `--embedded-config-path`, Talos >= 1.12) is the virtual extension Talos's
+//! `pkg/imager/embed.go` appends as the last `systemExtensions` entry: a tarball
+//! written into the scratch directory, with its manifest (`embedded-config`, version
+//! the SHA-256 of the configuration) and `rootfs/usr/local/etc/talos/config.yaml`.
+//!
 //! Not done here: kernel modules (an extension carrying a modules tree is refused:
-//! the depmod outputs are not regenerated) and the embedded machine configuration.
+//! the depmod outputs are not regenerated).
+
+pub mod embedded;
 
 pub mod manifest;
 pub mod unpack;
@@ -68,6 +76,7 @@ fn modules_dir(profile: &Profile) -> &'static str {
 
 /// The profile-level refusals of what this rebuild does not do (checked before any work).
 pub fn validate_profile(profile: &Profile) -> Result<()> {
+    embedded::validate(profile)?;
     if profile.input.system_extensions.is_empty() {
         return Ok(());
     }
@@ -105,10 +114,11 @@ fn source_name(e: &ContainerAsset) -> String {
 fn unpack_one(
     profile: &Profile,
     e: &ContainerAsset,
+    source: &str,
     dest: &Path,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let source = source_name(e);
+    let source = source.to_string();
     if !e.tarball_path.is_empty() {
         detail(progress, &format!("extracting {}...", e.tarball_path));
         return unpack::tarball(Path::new(&e.tarball_path), dest, &source);
@@ -159,11 +169,24 @@ pub fn rebuild(
     epoch: u64,
     progress: &dyn Progress,
 ) -> Result<Option<Rebuilt>> {
-    let exts = &profile.input.system_extensions;
-    if exts.is_empty() {
+    let config = &profile.customization.embedded_machine_configuration;
+    if profile.input.system_extensions.is_empty() && config.is_empty() {
         progress.step("skipped initramfs rebuild (no system extensions)");
         return Ok(None);
     }
+    // The profile's extensions, then the embedded configuration as the last one.
+    let mut exts = profile.input.system_extensions.clone();
+    let mut sources: Vec<String> = exts.iter().map(source_name).collect();
+    if !config.is_empty() {
+        let tar = scratch.join("embedded-config.tar");
+        embedded::write_tarball(config.as_bytes(), &tar)?;
+        exts.push(ContainerAsset {
+            tarball_path: tar.to_string_lossy().into_owned(),
+            ..Default::default()
+        });
+        sources.push(embedded::SOURCE.to_string());
+    }
+    let exts = &exts;
     let base = crate::inputs::require_file("initramfs", &profile.input.initramfs.path)?;
     let base = base.as_path();
     let mtime = u32::try_from(epoch).map_err(|_| {
@@ -180,7 +203,13 @@ pub fn rebuild(
 
     // Unpack, in profile order, into directories named by index.
     for (j, e) in exts.iter().enumerate() {
-        unpack_one(profile, e, &unpacked.join(j.to_string()), progress)?;
+        unpack_one(
+            profile,
+            e,
+            &sources[j],
+            &unpacked.join(j.to_string()),
+            progress,
+        )?;
     }
     // Load in byte-sorted directory order.
     let mut names: Vec<String> = (0..exts.len()).map(|j| j.to_string()).collect();
@@ -188,7 +217,7 @@ pub fn rebuild(
     let mut loaded: Vec<(String, Metadata, String)> = Vec::new();
     for name in &names {
         let j: usize = name.parse().expect("an index");
-        let source = source_name(&exts[j]);
+        let source = sources[j].clone();
         let m = manifest::load(&unpacked.join(name)).map_err(|cause| {
             Error::invalid(format!(
                 "error listing extensions: error loading extension {source}: {cause}"

@@ -164,6 +164,12 @@ impl Quirks {
         self.at_least(1, 12, 0)
     }
 
+    /// A machine configuration can be embedded as a virtual extension (>= 1.12;
+    /// Talos `SupportsEmbeddedConfig`).
+    pub fn embedded_config(&self) -> bool {
+        self.at_least(1, 12, 0)
+    }
+
     /// `module.sig_enforce=1` (>= 1.12).
     pub fn module_sig_enforce(&self) -> bool {
         self.at_least(1, 12, 0)

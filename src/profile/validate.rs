@@ -39,15 +39,6 @@ pub fn validate(profile: &Profile) -> Result<()> {
     if profile.input.image_cache.is_some() {
         return Err(Error::unsupported("image caches are not supported yet"));
     }
-    if !profile
-        .customization
-        .embedded_machine_configuration
-        .is_empty()
-    {
-        return Err(Error::unsupported(
-            "embedding a machine configuration needs an initramfs rebuild, which is not supported yet",
-        ));
-    }
     validate_secureboot(profile)?;
 
     Ok(())

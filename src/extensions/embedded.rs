@@ -1,0 +1,102 @@
+//! The embedded machine configuration as a virtual system extension (Talos >= 1.12).
+//!
+//! Talos's `pkg/imager/embed.go` (`BuildEmbeddedConfigExtension`) turns
+//! `customization.embeddedMachineConfiguration` into a tarball appended as the last
+//! `systemExtensions` entry: `manifest.yaml` (0644; name `embedded-config`, version
+//! the lowercase hex SHA-256 of the configuration bytes, author `Imager`,
+//! description `Virtual extension which embeds the machine configuration.`,
+//! constraint `>= 1.0.0`), the directories `rootfs`, `rootfs/usr`, `rootfs/usr/local`,
+//! `rootfs/usr/local/etc`, `rootfs/usr/local/etc/talos` (0755) and
+//! `rootfs/usr/local/etc/talos/config.yaml` (0400) carrying the PAX record
+//! `SCHILY.xattr.security.selinux=system_u:object_r:system_state_t:s0`. The same
+//! tarball is written here and goes through the ordinary unpack and rebuild.
+//!
+//! The squashfs writer stores no xattrs, so the SELinux label of `config.yaml` is not
+//! in the image (Talos v1.12 labels it on disk, v1.13+ through mksquashfs pseudo
+//! definitions).
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::manifest::scalar;
+use crate::error::{Error, IoContext, Result};
+use crate::profile::Profile;
+
+/// The `source` the build manifest records for the virtual extension.
+pub const SOURCE: &str = "customization.embeddedMachineConfiguration";
+/// Where the configuration lands in the extension's rootfs.
+pub const CONFIG_PATH: &str = "usr/local/etc/talos/config.yaml";
+const SELINUX_LABEL: &str = "system_u:object_r:system_state_t:s0";
+
+/// Refuses an embedded configuration for a Talos version that does not read one.
+pub fn validate(profile: &Profile) -> Result<()> {
+    if profile
+        .customization
+        .embedded_machine_configuration
+        .is_empty()
+        || profile.quirks().embedded_config()
+    {
+        return Ok(());
+    }
+    Err(Error::unsupported(format!(
+        "customization.embeddedMachineConfiguration: embedding a machine configuration needs Talos >= 1.12 (profile version {})",
+        profile.version
+    )))
+}
+
+/// The virtual extension's `manifest.yaml`, as go-yaml encodes Talos's `Manifest`.
+pub fn manifest(config: &[u8]) -> String {
+    let version = hex::encode(Sha256::digest(config));
+    format!(
+        "version: v1alpha1\nmetadata:\n    name: embedded-config\n    version: {}\n    author: Imager\n    description: Virtual extension which embeds the machine configuration.\n    compatibility:\n        talos:\n            version: '>= 1.0.0'\n",
+        scalar(&version, 8)
+    )
+}
+
+/// Writes the virtual extension's tarball for `config` to `dest`.
+pub fn write_tarball(config: &[u8], dest: &Path) -> Result<()> {
+    let file = std::fs::File::create(dest).op("creating", dest)?;
+    let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+    let m = manifest(config);
+    let mut h = crate::io::tar::file_header(m.len() as u64, 0o644, 0);
+    tar.append_data(&mut h, "manifest.yaml", m.as_bytes())
+        .writing(dest)?;
+    let mut dir = String::from("rootfs");
+    for part in [None, Some("usr"), Some("local"), Some("etc"), Some("talos")] {
+        if let Some(p) = part {
+            dir = format!("{dir}/{p}");
+        }
+        let mut h = crate::io::tar::dir_header(0o755, 0);
+        tar.append_data(&mut h, format!("{dir}/"), &[][..])
+            .writing(dest)?;
+    }
+    tar.append_pax_extensions([("SCHILY.xattr.security.selinux", SELINUX_LABEL.as_bytes())])
+        .writing(dest)?;
+    let mut h = crate::io::tar::file_header(config.len() as u64, 0o400, 0);
+    tar.append_data(&mut h, format!("rootfs/{CONFIG_PATH}"), config)
+        .writing(dest)?;
+    tar.into_inner()
+        .and_then(|mut w| std::io::Write::flush(&mut w))
+        .writing(dest)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_reads_back_as_talos_writes_it() {
+        let m: super::super::manifest::Manifest =
+            serde_yaml::from_str(&manifest(b"machine: {}\n")).unwrap();
+        assert_eq!(m.version, "v1alpha1");
+        assert_eq!(m.metadata.name, "embedded-config");
+        assert_eq!(
+            m.metadata.version,
+            hex::encode(Sha256::digest(b"machine: {}\n"))
+        );
+        assert_eq!(m.metadata.author, "Imager");
+        assert_eq!(m.metadata.compatibility.talos.version, ">= 1.0.0");
+    }
+}
