@@ -164,6 +164,19 @@ fn sha256(b: &[u8]) -> String {
 
 /// An OCI image layout of one gzip'd layer for `linux/<arch>`.
 fn oci_layout(dir: &Path, layer_tar: &[u8], arch: &str) {
+    oci_layout_of(dir, &[(layer_tar, Layer::Gzip)], arch);
+}
+
+/// How a layer of [`oci_layout_of`] is stored.
+#[derive(Clone, Copy)]
+enum Layer {
+    Gzip,
+    Zstd,
+}
+
+/// An OCI image layout for `linux/<arch>` of the given layers, bottom first; returns
+/// the layers' blob paths.
+fn oci_layout_of(dir: &Path, layers: &[(&[u8], Layer)], arch: &str) -> Vec<PathBuf> {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let put = |b: &[u8]| -> String {
@@ -171,12 +184,32 @@ fn oci_layout(dir: &Path, layer_tar: &[u8], arch: &str) {
         std::fs::write(blobs.join(&d[7..]), b).unwrap();
         d
     };
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(layer_tar).unwrap();
-    let layer = gz.finish().unwrap();
+    let mut descs = Vec::new();
+    let mut paths = Vec::new();
+    for (tar, how) in layers {
+        let (blob, media) = match how {
+            Layer::Gzip => {
+                let mut gz =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                gz.write_all(tar).unwrap();
+                (
+                    gz.finish().unwrap(),
+                    "application/vnd.oci.image.layer.v1.tar+gzip",
+                )
+            }
+            Layer::Zstd => (
+                zstd::encode_all(*tar, 3).unwrap(),
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+            ),
+        };
+        let d = put(&blob);
+        paths.push(blobs.join(&d[7..]));
+        descs.push(serde_json::json!({"mediaType": media, "digest": d, "size": blob.len()}));
+    }
+    let diff_ids: Vec<String> = layers.iter().map(|(t, _)| sha256(t)).collect();
     let config = serde_json::json!({
         "architecture": arch, "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": [sha256(layer_tar)]}, "config": {}
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}, "config": {}
     })
     .to_string()
     .into_bytes();
@@ -184,7 +217,7 @@ fn oci_layout(dir: &Path, layer_tar: &[u8], arch: &str) {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(&config), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(&layer), "size": layer.len()}]
+        "layers": descs
     })
     .to_string()
     .into_bytes();
@@ -197,6 +230,7 @@ fn oci_layout(dir: &Path, layer_tar: &[u8], arch: &str) {
     });
     std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    paths
 }
 
 /// A profile file for `kind` with the given `systemExtensions` YAML items.
@@ -933,4 +967,180 @@ fn embedded_machine_configuration_is_the_last_extension() {
         "{}",
         failed.error_line()
     );
+}
+
+/// A build of `p` fails with one `error:` line containing `want`, nothing left behind.
+fn refused_build(build: common::build::DemoBuild, want: &str) {
+    let failed = build.no_console().run_err();
+    assert_ne!(failed.code, Some(0));
+    assert_eq!(failed.error_lines().len(), 1, "{want}: {}", failed.stderr);
+    assert!(
+        failed.error_line().contains(want),
+        "{want:?} in {:?}",
+        failed.error_line()
+    );
+    assert!(!failed.stderr.contains("panicked"), "{}", failed.stderr);
+    assert_eq!(failed.left(), Vec::<String>::new(), "{want}: output dir");
+}
+
+#[test]
+fn layers_are_flattened_across_whiteouts_and_zstd() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let s = "rootfs/usr/local/share";
+    let lower: Vec<(String, u32, Vec<u8>)> = hello_world()
+        .into_iter()
+        .map(|(p, m, c)| (p.to_string(), m, c))
+        .chain(
+            [
+                ("gone", "x"),
+                ("d/x", "x"),
+                ("d/y", "y"),
+                ("o/p", "p"),
+                ("n/z", "z"),
+                ("v", "lower"),
+            ]
+            .iter()
+            .map(|(p, c)| (format!("{s}/{p}"), 0o644, c.as_bytes().to_vec())),
+        )
+        .collect();
+    let upper: Vec<(String, u32, Vec<u8>)> = [
+        (".wh.gone", ""),
+        ("d/.wh.x", ""),
+        ("o/.wh..wh..opq", ""),
+        ("o/q", "q"),
+        ("n", "now a file"),
+        ("v", "upper"),
+    ]
+    .iter()
+    .map(|(p, c)| (format!("{s}/{p}"), 0o644, c.as_bytes().to_vec()))
+    .collect();
+    let leak = |v: &[(String, u32, Vec<u8>)]| -> Vec<Entry> {
+        v.iter()
+            .map(|(p, m, c)| (&*Box::leak(p.clone().into_boxed_str()), *m, c.clone()))
+            .collect()
+    };
+    let (lower, upper) = (tar_bytes(&leak(&lower)), tar_bytes(&leak(&upper)));
+    oci_layout_of(
+        &d.join("two"),
+        &[(&lower, Layer::Gzip), (&upper, Layer::Zstd)],
+        "amd64",
+    );
+    let p = profile(
+        d,
+        "v1.10.0",
+        "initramfs",
+        &[format!("ociPath: {}", d.join("two").display())],
+    );
+    let built = demo_build(&p).no_console().run();
+    let x = d.join("x");
+    extract_tail(&built.bytes(), &x);
+    let listing = unsquashfs(&["-lln"], &x.join("0.sqsh"));
+    let share: Vec<&str> = listing
+        .lines()
+        .filter_map(|l| l.split("squashfs-root/usr/local/share/").nth(1))
+        .collect();
+    // `.wh.gone` hides the lower file, `d/.wh.x` the lower d/x, the file `n` the lower
+    // directory n/; the opaque marker is not honoured (as in Talos), so o/p stays; the
+    // upper v wins; no whiteout is written.
+    assert_eq!(
+        share,
+        ["d", "d/y", "n", "o", "o/p", "o/q", "v"],
+        "{listing}"
+    );
+    let out = d.join("sq");
+    unsquashfs(
+        &["-q", "-n", "-d", out.to_str().unwrap()],
+        &x.join("0.sqsh"),
+    );
+    assert_eq!(
+        std::fs::read(out.join("usr/local/share/v")).unwrap(),
+        b"upper"
+    );
+    assert_eq!(
+        std::fs::read(out.join("usr/local/share/n")).unwrap(),
+        b"now a file"
+    );
+}
+
+#[test]
+fn tampered_layers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tar = tar_bytes(&hello_world());
+    let layout = |name: &str, how: Layer| {
+        let blobs = oci_layout_of(&d.join(name), &[(&tar, how)], "amd64");
+        blobs[0].clone()
+    };
+    let build = |dir: &str| {
+        demo_build(profile(
+            d,
+            "v1.10.0",
+            "initramfs",
+            &[format!("ociPath: {}", d.join(dir).display())],
+        ))
+    };
+    // One byte flipped in the middle of a gzip and of a zstd layer; a byte appended.
+    for (name, how) in [("gz", Layer::Gzip), ("zst", Layer::Zstd)] {
+        let blob = layout(name, how);
+        let mut b = std::fs::read(&blob).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 0x55;
+        std::fs::write(&blob, &b).unwrap();
+        refused_build(build(name), "does not match its digest");
+    }
+    let blob = layout("longer", Layer::Gzip);
+    let mut b = std::fs::read(&blob).unwrap();
+    b.extend_from_slice(b"trailing");
+    std::fs::write(&blob, &b).unwrap();
+    refused_build(build("longer"), "does not match its digest");
+
+    // A registry serving a tampered layer: the download fails its digest check and
+    // nothing is cached.
+    let blob = layout("pushed", Layer::Gzip);
+    let digest = blob.file_name().unwrap().to_string_lossy().into_owned();
+    let reg = registry(d);
+    let r = format!("127.0.0.1:{}/siderolabs/hello:v1", reg.1);
+    run_ok(
+        Command::new(require_tool("skopeo"))
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:v1", d.join("pushed").display()))
+            .arg(format!("docker://{r}")),
+    );
+    let stored = d.join(format!(
+        "registry-data/docker/registry/v2/blobs/sha256/{}/{digest}/data",
+        &digest[..2]
+    ));
+    let mut b = std::fs::read(&stored).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x55;
+    std::fs::write(&stored, &b).unwrap();
+    let cache = d.join("cache");
+    let p = profile(
+        d,
+        "v1.10.0",
+        "initramfs",
+        &[format!("{{imageRef: \"{r}\", forceInsecure: true}}")],
+    );
+    refused_build(
+        demo_build(&p).env("XDG_CACHE_HOME", &cache),
+        &format!("error pulling image {r}"),
+    );
+    let failed = demo_build(&p)
+        .env("XDG_CACHE_HOME", &cache)
+        .no_console()
+        .run_err();
+    assert!(
+        failed
+            .error_line()
+            .contains(&format!("layer sha256:{digest} downloaded with digest")),
+        "{}",
+        failed.error_line()
+    );
+    assert_eq!(
+        entries(&cache.join("imager/blobs/sha256")),
+        Vec::<String>::new(),
+        "nothing cached"
+    );
+    drop(reg);
 }

@@ -85,16 +85,16 @@ impl Unpacker {
         Error::invalid(format!("system extension {}: {msg}", self.source))
     }
 
-    /// Unpacks the layers of an image, given bottom first (manifest order).
+    /// Unpacks the layers of an image, given bottom first (manifest order). A layer
+    /// whose bytes do not match its digest is reported as such, even when the damage
+    /// also broke its compression or tar stream.
     pub fn layers(&mut self, layers: &[Blob]) -> Result<()> {
         for blob in layers.iter().rev() {
             let mut hashing = HashingReader::new(blob.open()?);
-            {
-                let reader = decompressed(&mut hashing)
-                    .map_err(|e| Error::format(&blob.file, format!("reading a layer: {e}")))?;
-                self.tar(reader, &blob.file)?;
-            }
-            std::io::copy(&mut hashing, &mut std::io::sink()).at(&blob.file)?;
+            let unpacked = decompressed(&mut hashing)
+                .map_err(|e| Error::format(&blob.file, format!("reading a layer: {e}")))
+                .and_then(|reader| self.tar(reader, &blob.file));
+            let drained = std::io::copy(&mut hashing, &mut std::io::sink()).at(&blob.file);
             let (_, sum, size) = hashing.finish();
             let got = crate::io::digest_string(sum);
             if let Some(want) = &blob.digest
@@ -108,6 +108,8 @@ impl Unpacker {
                     ),
                 ));
             }
+            unpacked?;
+            drained?;
         }
         Ok(())
     }

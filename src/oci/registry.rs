@@ -197,9 +197,10 @@ pub fn pull(r: &RegistryRef, arch: &str, insecure: bool) -> Result<BaseImage> {
             let mut out = HashingWriter::new(std::fs::File::create(&tmp).at(&tmp)?);
             let mut buf = vec![0u8; crate::io::BUFFER_SIZE];
             loop {
-                let n = reader
-                    .read(&mut buf)
-                    .map_err(|e| Error::Dependency(format!("{}: layer {digest}: {e}", c.what)))?;
+                let n = reader.read(&mut buf).map_err(|e| {
+                    let _ = std::fs::remove_file(&tmp);
+                    Error::Dependency(format!("{}: layer {digest}: {e}", c.what))
+                })?;
                 if n == 0 {
                     break;
                 }
