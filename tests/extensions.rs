@@ -1144,3 +1144,137 @@ fn tampered_layers_are_refused() {
     );
     drop(reg);
 }
+
+/// ukify's view of a UKI's `.initrd`: `sha256:<hex>` of the section.
+fn ukify_initrd(uki: &Path) -> String {
+    let ukify = std::env::var_os("UKIFY")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| require_tool("ukify"));
+    let text = run_ok(Command::new(ukify).arg("inspect").arg(uki));
+    let at = text
+        .find("\n.initrd:\n")
+        .unwrap_or_else(|| panic!("no .initrd in:\n{text}"));
+    let line = text[at..]
+        .lines()
+        .find(|l| l.trim_start().starts_with("sha256: "))
+        .unwrap();
+    format!(
+        "sha256:{}",
+        line.trim_start().trim_start_matches("sha256: ")
+    )
+}
+
+/// The file at `path` in the root file system of an installer image (skopeo copies it
+/// out of the OCI archive, umoci unpacks it).
+fn installer_file(tarball: &Path, work: &Path, path: &str) -> Vec<u8> {
+    std::fs::create_dir_all(work).unwrap();
+    let copy = work.join("copy");
+    run_ok(
+        Command::new(require_tool("skopeo"))
+            .arg("copy")
+            .arg(format!("oci-archive:{}", tarball.display()))
+            .arg(format!("oci:{}:x", copy.display())),
+    );
+    let bundle = work.join("bundle");
+    run_ok(
+        Command::new(require_tool("umoci"))
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:x", copy.display()))
+            .arg(&bundle),
+    );
+    std::fs::read(bundle.join("rootfs").join(path)).unwrap()
+}
+
+#[test]
+fn every_output_kind_carries_the_rebuilt_initramfs_reproducibly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A service extension with a few MiB in many blocks (parallel squashfs compression)
+    // and a microcode extension.
+    let mut hello = hello_world();
+    hello.push((
+        "rootfs/usr/local/lib/containers/hello-world/big",
+        0o644,
+        [pseudo_random(2 << 20, 7), vec![b'a'; 3 << 20]].concat(),
+    ));
+    std::fs::write(d.join("hello.tar"), tar_bytes(&hello)).unwrap();
+    oci_layout(&d.join("intel"), &tar_bytes(&intel_ucode()), "amd64");
+    let items = vec![
+        format!("tarballPath: {}", d.join("hello.tar").display()),
+        format!("ociPath: {}", d.join("intel").display()),
+    ];
+    // An installer base image: one layer with the installer binary.
+    let base = tar_bytes(&[("usr/bin/installer", 0o755, b"#!/bin/sh\n".to_vec())]);
+    oci_layout(&d.join("base"), &base, "amd64");
+    let base_ref = format!("oci:{}:v1", d.join("base").display());
+
+    // Every kind twice: on every core, and on one core with one squashfs thread.
+    let build = |version: &str, kind: &str| {
+        let p = profile(d, version, kind, &items);
+        let mk = || {
+            demo_build(&p)
+                .no_console()
+                .args(["--base-installer-image", &base_ref])
+        };
+        let built = mk().run();
+        let single = mk().single_core().run();
+        assert!(
+            built.bytes() == single.bytes(),
+            "{kind} {version}: the same bytes on one core and on all"
+        );
+        assert!(built.stderr.contains("initramfs ready"), "{}", built.stderr);
+        built
+    };
+    let rebuilt: std::collections::HashMap<&str, Vec<u8>> = ["v1.9.2", "v1.10.0"]
+        .iter()
+        .map(|v| (*v, build(v, "initramfs").bytes()))
+        .collect();
+    let base_initramfs = std::fs::read(demo_dir().join("amd64/initramfs.xz")).unwrap();
+    for r in rebuilt.values() {
+        assert!(r.len() > base_initramfs.len() + (2 << 20));
+        split(r, &base_initramfs);
+    }
+    let want = sha256(&rebuilt["v1.10.0"]);
+
+    // The UKI, and the UKI inside the ISO, the disk image's ESP and the installer.
+    let uki = build("v1.10.0", "uki");
+    assert_eq!(ukify_initrd(&uki.artifact), want, "uki");
+    let iso = build("v1.10.0", "iso");
+    let from_iso = d.join("iso.efi");
+    run_ok(
+        Command::new(require_tool("xorriso"))
+            .args(["-osirrox", "on", "-indev"])
+            .arg(&iso.artifact)
+            .args(["-extract", "/EFI/Linux/Talos-v1.10.0.efi"])
+            .arg(&from_iso),
+    );
+    assert_eq!(ukify_initrd(&from_iso), want, "iso");
+    let disk = build("v1.10.0", "image");
+    let (at, len, _) = common::partition(&disk.artifact, 1, 512);
+    let bytes = std::fs::read(&disk.artifact).unwrap();
+    let esp = d.join("esp.img");
+    std::fs::write(&esp, &bytes[at as usize..(at + len) as usize]).unwrap();
+    let from_disk = d.join("disk.efi");
+    common::fat::copy_out(&esp, "::/EFI/Linux/Talos-v1.10.0.efi", &from_disk);
+    assert_eq!(ukify_initrd(&from_disk), want, "disk image");
+    let installer = build("v1.10.0", "installer");
+    let work = d.join("inst10");
+    let efi = installer_file(&installer.artifact, &work, "usr/install/amd64/vmlinuz.efi");
+    std::fs::write(work.join("vmlinuz.efi"), efi).unwrap();
+    assert_eq!(
+        ukify_initrd(&work.join("vmlinuz.efi")),
+        want,
+        "installer 1.10"
+    );
+    // Talos < 1.10 without SecureBoot: the installer carries the initramfs itself.
+    let installer = build("v1.9.2", "installer");
+    assert!(
+        installer_file(
+            &installer.artifact,
+            &d.join("inst9"),
+            "usr/install/amd64/initramfs.xz"
+        ) == rebuilt["v1.9.2"],
+        "installer 1.9: usr/install/amd64/initramfs.xz is the rebuilt initramfs"
+    );
+}

@@ -31,6 +31,7 @@ pub fn demo_build(profile: impl AsRef<OsStr>) -> DemoBuild {
         out: None,
         args: Vec::new(),
         envs: Vec::new(),
+        single_core: false,
     }
 }
 
@@ -47,6 +48,7 @@ pub struct DemoBuild {
     out: Option<PathBuf>,
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
+    single_core: bool,
 }
 
 impl DemoBuild {
@@ -127,6 +129,13 @@ impl DemoBuild {
         self
     }
 
+    /// Runs the build on one CPU (`taskset -c 0`, `RAYON_NUM_THREADS=1`), for
+    /// reproducibility checks against a build on every core.
+    pub fn single_core(mut self) -> Self {
+        self.single_core = true;
+        self
+    }
+
     /// An environment variable for the build.
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
         self.envs
@@ -136,7 +145,14 @@ impl DemoBuild {
 
     /// The command line without `--output`.
     fn base_command(&self) -> Command {
-        let mut cmd = imager();
+        let mut cmd = if self.single_core {
+            let mut c = Command::new(super::require_tool("taskset"));
+            c.args(["-c", "0"]).arg(imager().get_program());
+            c.env("RAYON_NUM_THREADS", "1");
+            c
+        } else {
+            imager()
+        };
         if let Some(epoch) = self.epoch {
             cmd.env("SOURCE_DATE_EPOCH", epoch.to_string());
         }
