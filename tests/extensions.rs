@@ -733,8 +733,6 @@ fn bad_extension_inputs() {
         )),
         "system extension hello-world-service carries kernel modules",
     );
-    // xz squashfs (Talos < 1.8) is not written.
-    refused(d, "v1.7.6", tar_bytes(&hw()), "Talos < 1.8");
 
     // Wrong architecture: a layout for arm64 only.
     oci_layout(&d.join("arm"), &tar_bytes(&hw()), "arm64");
@@ -1277,4 +1275,108 @@ fn every_output_kind_carries_the_rebuilt_initramfs_reproducibly() {
         ) == rebuilt["v1.9.2"],
         "installer 1.9: usr/install/amd64/initramfs.xz is the rebuilt initramfs"
     );
+}
+
+/// `unsquashfs -s` without the lines that name the image or its size, and without the
+/// NFS export line (the squashfs writer writes no export table).
+fn superblock_summary(image: &Path) -> Vec<String> {
+    unsquashfs(&["-s"], image)
+        .lines()
+        .filter(|l| {
+            !l.starts_with("Found a valid")
+                && !l.starts_with("Filesystem size")
+                && !l.contains("exportable via NFS")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn profiles_before_1_8_get_xz_squashfs_and_an_xz_cpio() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut hello = hello_world();
+    hello.push((
+        "rootfs/usr/local/lib/containers/hello-world/big",
+        0o644,
+        [pseudo_random(1 << 20, 9), vec![b'z'; 1 << 20]].concat(),
+    ));
+    std::fs::write(d.join("hello.tar"), tar_bytes(&hello)).unwrap();
+    let p = profile(
+        d,
+        "v1.7.6",
+        "initramfs",
+        &[format!("tarballPath: {}", d.join("hello.tar").display())],
+    );
+    let built = demo_build(&p).no_console().run();
+    let single = demo_build(&p).no_console().single_core().run();
+    assert!(
+        built.bytes() == single.bytes(),
+        "the same bytes on one core"
+    );
+
+    // [base initramfs] + [xz stream of the cpio]: xz checks it (CRC32, as the kernel needs).
+    let base = std::fs::read(demo_dir().join("amd64/initramfs.xz")).unwrap();
+    let (early, tail) = split(&built.bytes(), &base);
+    assert!(early.is_empty(), "no microcode, no early cpio");
+    let xz = d.join("tail.xz");
+    std::fs::write(&xz, &tail).unwrap();
+    run_ok(Command::new(require_tool("xz")).arg("-t").arg(&xz));
+    let info = run_ok(Command::new(require_tool("xz")).args(["-lvv"]).arg(&xz));
+    assert!(info.contains("CRC32"), "{info}");
+    let cpio = run_ok_bytes(Command::new(require_tool("xz")).arg("-dc").arg(&xz));
+    let x = d.join("x");
+    cpio_extract(&cpio, &x);
+    assert!(x.join("extensions.yaml").is_file());
+
+    // The squashfs beside mksquashfs 4.5.1's `-comp xz -Xdict-size 100%` image.
+    let work = d.join("ref");
+    let root = work.join("tree");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(work.join("f.tar"), tar_bytes(&hello)).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-mxf")
+            .arg(work.join("f.tar")),
+    );
+    let reference = work.join("ref.sqsh");
+    run_ok(
+        Command::new(require_tool("mksquashfs"))
+            .arg(root.join("rootfs"))
+            .arg(&reference)
+            .args([
+                "-all-root",
+                "-noappend",
+                "-no-progress",
+                "-comp",
+                "xz",
+                "-Xdict-size",
+                "100%",
+            ])
+            .env("SOURCE_DATE_EPOCH", common::build::EPOCH.to_string()),
+    );
+    let ours = x.join("0.sqsh");
+    let summary = superblock_summary(&ours);
+    assert!(
+        summary.contains(&"Compression xz".to_string()),
+        "{summary:?}"
+    );
+    assert_eq!(summary, superblock_summary(&reference));
+    let strip = |s: String, img: &Path| s.replace(&img.display().to_string(), "IMG");
+    assert_eq!(
+        strip(unsquashfs(&["-lln"], &ours), &ours),
+        strip(unsquashfs(&["-lln"], &reference), &reference)
+    );
+    let (a, b) = (work.join("ours"), work.join("theirs"));
+    unsquashfs(&["-q", "-n", "-d", a.to_str().unwrap()], &ours);
+    unsquashfs(&["-q", "-n", "-d", b.to_str().unwrap()], &reference);
+    run_ok(Command::new("diff").arg("-r").arg(&a).arg(&b));
+    // Within a few percent of mksquashfs's size (same xz settings per block).
+    let (n, m) = (
+        std::fs::metadata(&ours).unwrap().len() as f64,
+        std::fs::metadata(&reference).unwrap().len() as f64,
+    );
+    assert!((n / m - 1.0).abs() < 0.05, "{n} vs {m}");
 }

@@ -9,7 +9,7 @@
 //! the rest becomes `<j>.sqsh` ([`crate::formats::squashfs`]). The result is
 //! `[early cpio, if any microcode] + [the base initramfs, byte for byte] +
 //! [zstd level 18 frame of a newc cpio with the .sqsh files, extensions.yaml and the
-//! firmware tree]`. Every entry of both cpios is timed at the plan's epoch (Talos
+//! firmware tree]` (xz, squashfs and cpio alike, for profiles before Talos 1.8). Every entry of both cpios is timed at the plan's epoch (Talos
 //! records the files' fresh mtimes, so its output is not reproducible; ours is).
 //!
 //! The embedded machine configuration (`customization.embeddedMachineConfiguration`,
@@ -67,6 +67,14 @@ fn firmware_dir(profile: &Profile) -> &'static str {
     }
 }
 
+/// Talos compresses squashfs images and the appended cpio with xz before 1.8, zstd since.
+fn uses_xz(profile: &Profile) -> bool {
+    profile
+        .quirks()
+        .version()
+        .is_some_and(|v| v < crate::profile::quirks::Semver(1, 8, 0))
+}
+
 fn modules_dir(profile: &Profile) -> &'static str {
     match profile.quirks().version() {
         Some(v) if v < crate::profile::quirks::Semver(1, 10, 0) => "lib/modules",
@@ -79,16 +87,6 @@ pub fn validate_profile(profile: &Profile) -> Result<()> {
     embedded::validate(profile)?;
     if profile.input.system_extensions.is_empty() {
         return Ok(());
-    }
-    if profile
-        .quirks()
-        .version()
-        .is_some_and(|v| v < crate::profile::quirks::Semver(1, 8, 0))
-    {
-        return Err(Error::unsupported(format!(
-            "system extensions for Talos < 1.8 (version {}) need xz-compressed squashfs images, which this imager does not write",
-            profile.version
-        )));
     }
     for (j, e) in profile.input.system_extensions.iter().enumerate() {
         if e.tarball_path.is_empty() && e.oci_path.is_empty() && e.image_ref.is_empty() {
@@ -254,6 +252,12 @@ pub fn rebuild(
 
     detail(progress, "compressing system extensions");
     let fw = firmware_dir(profile);
+    let xz = uses_xz(profile);
+    let compression = if xz {
+        crate::formats::squashfs::Compression::Xz
+    } else {
+        crate::formats::squashfs::Compression::Zstd18
+    };
     let mut records = Vec::new();
     for (dir, m, source) in &loaded {
         let rootfs = unpacked.join(dir).join("rootfs");
@@ -268,7 +272,7 @@ pub fn rebuild(
         move_firmware(&rootfs, fw, &tree).map_err(wrap)?;
         let image = format!("{dir}.sqsh");
         let sqsh = tree.join(&image);
-        crate::formats::squashfs::write_tree(&rootfs, &sqsh, mtime).map_err(wrap)?;
+        crate::formats::squashfs::write_tree(&rootfs, &sqsh, mtime, compression).map_err(wrap)?;
         let (_, digest) = crate::io::sha256_file(&sqsh)?;
         records.push(ExtensionRecord {
             image,
@@ -309,12 +313,26 @@ pub fn rebuild(
             progress,
             "creating system extensions initramfs archive and compressing it",
         );
-        let mut z = zstd::Encoder::new(&mut w, 18).writing(&out_path)?;
-        z.include_checksum(true).writing(&out_path)?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-        z.multithread(threads.max(1)).writing(&out_path)?;
-        write_cpio(&tree, &rest, mtime, &mut z).writing(&out_path)?;
-        z.finish().writing(&out_path)?;
+        if xz {
+            // `xz -C crc32 -0 -e -T 0`: the multi-threaded encoder's output depends on
+            // its block size, not on the thread count.
+            let stream = xz2::stream::MtStreamBuilder::new()
+                .preset(lzma_sys::LZMA_PRESET_EXTREME) // level 0, extreme
+                .check(xz2::stream::Check::Crc32)
+                .threads(threads)
+                .encoder()
+                .map_err(|e| Error::invalid(format!("xz encoder: {e}")))?;
+            let mut z = xz2::write::XzEncoder::new_stream(&mut w, stream);
+            write_cpio(&tree, &rest, mtime, &mut z).writing(&out_path)?;
+            z.finish().writing(&out_path)?;
+        } else {
+            let mut z = zstd::Encoder::new(&mut w, 18).writing(&out_path)?;
+            z.include_checksum(true).writing(&out_path)?;
+            z.multithread(threads.max(1)).writing(&out_path)?;
+            write_cpio(&tree, &rest, mtime, &mut z).writing(&out_path)?;
+            z.finish().writing(&out_path)?;
+        }
         w.flush().writing(&out_path)?;
     }
     out.commit()?;
