@@ -1277,6 +1277,92 @@ fn every_output_kind_carries_the_rebuilt_initramfs_reproducibly() {
     );
 }
 
+/// Panics unless the demo initramfs's `/init` mounts system extensions (a demo tree
+/// from an older `scripts/demo-inputs` does not).
+fn require_extension_aware_demo() {
+    let xz = std::fs::read(demo_dir().join("amd64/initramfs.xz")).unwrap();
+    let mut c = Command::new(require_tool("xz"))
+        .arg("-dc")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = c.stdin.take().unwrap();
+    let feed = std::thread::spawn(move || stdin.write_all(&xz));
+    let cpio = c.wait_with_output().unwrap().stdout;
+    feed.join().unwrap().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    cpio_extract(&cpio, d.path());
+    let init = std::fs::read_to_string(d.path().join("init")).unwrap();
+    assert!(
+        init.contains("/extensions.yaml") && d.path().join("lib/modules/squashfs.ko").is_file(),
+        "the demo initramfs in {} predates extension support: rebuild it with scripts/demo-inputs",
+        demo_dir().display()
+    );
+}
+
+#[test]
+fn boot_secureboot_uki_with_a_service_and_a_firmware_extension() {
+    require_extension_aware_demo();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut service = hello_world();
+    service.push((
+        "rootfs/usr/local/share/imager-test/service-marker",
+        0o644,
+        b"IMAGER-EXT-SERVICE-OK\n".to_vec(),
+    ));
+    let firmware: Vec<Entry> = vec![
+        (
+            "manifest.yaml",
+            0o644,
+            manifest_yaml("test-firmware", "20250211", "Test firmware.", ">= v1.0.0"),
+        ),
+        (
+            "rootfs/usr/lib/firmware/imager-test/fw-marker",
+            0o644,
+            b"IMAGER-EXT-FIRMWARE-OK\n".to_vec(),
+        ),
+    ];
+    std::fs::write(d.join("service.tar"), tar_bytes(&service)).unwrap();
+    oci_layout(&d.join("firmware"), &tar_bytes(&firmware), "amd64");
+    let p = d.join("sb.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "baseProfileName: secureboot-metal-uki\narch: amd64\nversion: v1.10.0\ninput:\n  systemExtensions:\n    - tarballPath: {}\n    - ociPath: {}\n",
+            d.join("service.tar").display(),
+            d.join("firmware").display()
+        ),
+    )
+    .unwrap();
+    let keys = common::gen_keys(d);
+    let uki = demo_build(&p).keys(&keys).run();
+    assert_eq!(uki.manifest["extensions"].as_array().unwrap().len(), 2);
+    let esp = d.join("esp");
+    std::fs::create_dir_all(esp.join("EFI/BOOT")).unwrap();
+    std::fs::copy(&uki.artifact, esp.join("EFI/BOOT/BOOTX64.EFI")).unwrap();
+    let log = common::boot::boot(
+        common::boot::Media::EspDir(esp),
+        common::boot::SecureBoot::Enrolled(keys.join("uki-signing-cert.pem")),
+        true,
+        240,
+    );
+    log.assert_measured(1, &common::predicted_pcr11(&uki.manifest));
+    let at = log.path.display();
+    for line in [
+        "extension-mounted: 0.sqsh",
+        "extension-mounted: 1.sqsh",
+        "extension-file: 0.sqsh /usr/local/share/imager-test/service-marker: IMAGER-EXT-SERVICE-OK",
+        "firmware-file: /usr/lib/firmware/imager-test/fw-marker: IMAGER-EXT-FIRMWARE-OK",
+    ] {
+        assert!(
+            log.text.lines().any(|l| l.trim() == line),
+            "{line:?} in the serial log {at}"
+        );
+    }
+}
+
 /// `unsquashfs -s` without the lines that name the image or its size, and without the
 /// NFS export line (the squashfs writer writes no export table).
 fn superblock_summary(image: &Path) -> Vec<String> {
