@@ -1,7 +1,9 @@
-//! What a build tells its user: one progress line per step on stderr, and the build
-//! manifest (a JSON file beside the outputs, for CI).
+//! What a build tells its user: one progress line per step on stderr, progress bars for
+//! the long steps when stderr is a terminal, and the build manifest (a JSON file beside
+//! the outputs, for CI).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
@@ -18,6 +20,69 @@ pub struct Stderr;
 impl Progress for Stderr {
     fn step(&self, line: &str) {
         eprintln!("{line}");
+    }
+}
+
+static BARS: AtomicBool = AtomicBool::new(false);
+
+/// Draws progress bars from now on when `stderr` is a terminal (the binary calls this;
+/// without it, and when stderr is a file or a pipe, a [`Bar`] prints nothing, so logs
+/// keep their plain lines).
+pub fn enable_bars_on_terminal() {
+    use std::io::IsTerminal;
+    BARS.store(std::io::stderr().is_terminal(), Ordering::Relaxed);
+}
+
+/// The progress of one long step (a layer download, a squashfs image), counted in
+/// bytes; cheap to clone, drawn on stderr only where [`enable_bars_on_terminal`] found a
+/// terminal. Cleared from the screen when dropped or finished.
+#[derive(Clone)]
+pub struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    /// A bar named `label` for `total` bytes.
+    pub fn new(label: &str, total: u64) -> Bar {
+        if !BARS.load(Ordering::Relaxed) {
+            return Bar(None);
+        }
+        // Hidden until its total is known, so it never shows a bogus 0/0.
+        let bar = indicatif::ProgressBar::hidden();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message(label.to_string());
+        let bar = Bar(Some(bar));
+        if total > 0 {
+            bar.set_total(total);
+        }
+        bar
+    }
+
+    /// Counts `n` more bytes done.
+    pub fn inc(&self, n: u64) {
+        if let Some(b) = &self.0 {
+            b.inc(n);
+        }
+    }
+
+    /// Sets the number of bytes the step has (when known only after it started).
+    pub fn set_total(&self, total: u64) {
+        if let Some(b) = &self.0 {
+            b.set_length(total);
+            b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            b.tick();
+        }
+    }
+
+    /// Removes the bar from the screen.
+    pub fn finish(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
     }
 }
 

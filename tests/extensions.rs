@@ -1466,3 +1466,89 @@ fn profiles_before_1_8_get_xz_squashfs_and_an_xz_cpio() {
     );
     assert!((n / m - 1.0).abs() < 0.05, "{n} vs {m}");
 }
+
+/// `cmd` as one shell word list, for `script -c`.
+fn shell_line(cmd: &Command) -> String {
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"));
+    let mut words: Vec<String> = cmd
+        .get_envs()
+        .filter_map(|(k, v)| v.map(|v| format!("{}={}", k.to_string_lossy(), quote(v))))
+        .collect();
+    words.insert(0, "env".into());
+    words.push(quote(cmd.get_program()));
+    words.extend(cmd.get_args().map(quote));
+    words.join(" ")
+}
+
+#[test]
+fn progress_bars_only_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut hello = hello_world();
+    hello.push((
+        "rootfs/usr/local/lib/containers/hello-world/big",
+        0o644,
+        pseudo_random(4 << 20, 11),
+    ));
+    oci_layout(&d.join("hello"), &tar_bytes(&hello), "amd64");
+    let reg = registry(d);
+    let r = format!("127.0.0.1:{}/siderolabs/hello:v1", reg.1);
+    run_ok(
+        Command::new(require_tool("skopeo"))
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:v1", d.join("hello").display()))
+            .arg(format!("docker://{r}")),
+    );
+    let p = profile(
+        d,
+        "v1.10.0",
+        "initramfs",
+        &[format!("{{imageRef: \"{r}\", forceInsecure: true}}")],
+    );
+
+    // stderr a pipe: the plain lines, no bar, no terminal control.
+    let built = demo_build(&p)
+        .no_console()
+        .env("XDG_CACHE_HOME", d.join("cache1"))
+        .run();
+    assert!(
+        !built.stderr.contains('\r') && !built.stderr.contains('\x1b'),
+        "{:?}",
+        built.stderr
+    );
+    let steps: Vec<&str> = built
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("    ") && !l.starts_with("     "))
+        .collect();
+    assert!(
+        steps.contains(&format!("    pulling {r}...").as_str()),
+        "{steps:?}"
+    );
+    assert!(
+        steps.contains(&"    compressing system extensions"),
+        "{steps:?}"
+    );
+    assert!(
+        !built.stderr.contains("compressing 0.sqsh"),
+        "{}",
+        built.stderr
+    );
+
+    // stderr a terminal (script(1) gives the build a pty): the bars are drawn.
+    let out = d.join("tty-out");
+    let cmd = demo_build(&p)
+        .no_console()
+        .env("XDG_CACHE_HOME", d.join("cache2"))
+        .out(&out)
+        .command();
+    let typescript =
+        run_ok(Command::new(require_tool("script")).args(["-qec", &shell_line(&cmd), "/dev/null"]));
+    assert!(typescript.contains("compressing 0.sqsh"), "{typescript:?}");
+    assert!(typescript.contains("pulling "), "{typescript:?}");
+    assert!(typescript.contains("initramfs ready"), "{typescript:?}");
+    // The same artifact either way.
+    let tty_built = common::build::Built::in_dir(&out, typescript.clone());
+    assert!(tty_built.bytes() == built.bytes());
+    drop(reg);
+}

@@ -58,6 +58,7 @@ pub fn main() -> i32 {
         .value_source("output")
         .is_some_and(|s| s != ValueSource::DefaultValue);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    imager::report::enable_bars_on_terminal();
     let result = match cli.command {
         Some(Command::Gen(cmd)) => generate::run(cmd),
         Some(Command::Inspect(args)) => inspect::run(args),

@@ -37,6 +37,7 @@ use backhand::{
 };
 
 use crate::error::{Error, IoContext, Result};
+use crate::report::Bar;
 
 /// Block size of the images (mksquashfs's default).
 pub const BLOCK_SIZE: u32 = 128 * 1024;
@@ -168,6 +169,39 @@ fn header(perm: u32, epoch: u32) -> NodeHeader {
     }
 }
 
+/// A file of the tree, opened when the writer first reads it (so a large tree does not
+/// hold a descriptor per file), counting what it reads on the progress bar.
+struct Counted {
+    path: std::path::PathBuf,
+    /// `None` before the first read; `Some(None)` once the file is read to its end.
+    file: Option<Option<std::io::BufReader<std::fs::File>>>,
+    bar: Bar,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let slot = match &mut self.file {
+            Some(slot) => slot,
+            None => {
+                let f = std::fs::File::open(&self.path).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("{}: {e}", self.path.display()))
+                })?;
+                self.file.insert(Some(std::io::BufReader::new(f)))
+            }
+        };
+        let Some(file) = slot else {
+            return Ok(0);
+        };
+        let n = file.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            // Done with this file: release its descriptor.
+            *slot = None;
+        }
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}
+
 /// An image holding only the root directory, as the seed of the real one.
 fn seed_image() -> Result<Vec<u8>> {
     let mut w = FilesystemWriter::default();
@@ -196,6 +230,12 @@ pub fn write_tree(rootfs: &Path, dest: &Path, epoch: u32, compression: Compressi
 
     let mut entries = Vec::new();
     crate::io::walk(rootfs, rootfs, &mut entries)?;
+    let label = format!(
+        "compressing {}",
+        dest.file_name().unwrap_or_default().to_string_lossy()
+    );
+    let mut total = 0;
+    let bar = Bar::new(&label, 0);
     for rel in entries {
         let path = rootfs.join(&rel);
         let meta = std::fs::symlink_metadata(&path).at(&path)?;
@@ -208,15 +248,24 @@ pub fn write_tree(rootfs: &Path, dest: &Path, epoch: u32, compression: Compressi
             let link = std::fs::read_link(&path).at(&path)?;
             w.push_symlink(link, &target, h).map_err(fail)?;
         } else if ty.is_file() {
-            w.push_file_from_path(path.clone(), &target, h)
-                .map_err(fail)?;
+            total += meta.len();
+            let file = Counted {
+                path: path.clone(),
+                file: None,
+                bar: bar.clone(),
+            };
+            w.push_file(file, &target, h).map_err(fail)?;
         } else {
             return Err(Error::format(&path, "not a file, directory or symlink"));
         }
     }
+    bar.set_total(total);
     let mut out = crate::io::AtomicFile::create(dest)?;
-    w.write(std::io::BufWriter::new(out.file()))
-        .map_err(|e| Error::format(dest, format!("writing squashfs: {e}")))?;
+    let written = w
+        .write(std::io::BufWriter::new(out.file()))
+        .map_err(|e| Error::format(dest, format!("writing squashfs: {e}")));
+    bar.finish();
+    written?;
     std::fs::set_permissions(out.temp_path(), std::fs::Permissions::from_mode(0o644)).at(dest)?;
     out.commit()?;
     Ok(())

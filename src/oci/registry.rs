@@ -196,6 +196,8 @@ pub fn pull(r: &RegistryRef, arch: &str, insecure: bool) -> Result<BaseImage> {
             let mut reader = c.get(&format!("/blobs/{digest}"), "*/*")?.into_reader();
             let mut out = HashingWriter::new(std::fs::File::create(&tmp).at(&tmp)?);
             let mut buf = vec![0u8; crate::io::BUFFER_SIZE];
+            let short = &hex_part[..12.min(hex_part.len())];
+            let bar = crate::report::Bar::new(&format!("pulling {short}"), l.size());
             loop {
                 let n = reader.read(&mut buf).map_err(|e| {
                     let _ = std::fs::remove_file(&tmp);
@@ -205,7 +207,9 @@ pub fn pull(r: &RegistryRef, arch: &str, insecure: bool) -> Result<BaseImage> {
                     break;
                 }
                 out.write_all(&buf[..n]).writing(&tmp)?;
+                bar.inc(n as u64);
             }
+            bar.finish();
             let (_, sum, _) = out.finish();
             let actual = digest_string(sum);
             if actual != digest {
