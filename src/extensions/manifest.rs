@@ -326,9 +326,12 @@ pub fn extensions_yaml(layers: &[Layer]) -> String {
 /// it would read as another type or holds characters plain text cannot, single-quoted
 /// when YAML syntax forbids it plain, literal block style for multi-line text.
 pub fn scalar(s: &str, indent: usize) -> String {
-    let special = s
-        .chars()
-        .any(|c| c != '\n' && (c.is_control() || c == '\u{feff}'));
+    // U+2028/U+2029 are line breaks to a YAML reader: plain they would split the value.
+    // go-yaml single-quotes such a string with the raw separator (an exotic case this
+    // does not copy byte for byte); escaped in double quotes it reads back the same.
+    let special = s.chars().any(|c| {
+        c != '\n' && (c.is_control() || matches!(c, '\u{feff}' | '\u{2028}' | '\u{2029}'))
+    });
     if s.contains('\n') {
         let space_break = s.contains(" \n");
         let trailing_space = s.ends_with(' ');
@@ -621,6 +624,7 @@ mod tests {
 
     #[test]
     fn scalar_styles() {
+        assert_eq!(scalar("a\u{2028}b", 12), "\"a\\Lb\"");
         for (s, want) in [
             ("20250211", "\"20250211\""),
             ("1.10", "\"1.10\""),
