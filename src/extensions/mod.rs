@@ -15,6 +15,7 @@
 //! Not done here: kernel modules (an extension carrying a modules tree is refused:
 //! the depmod outputs are not regenerated) and the embedded machine configuration.
 
+pub mod depmod;
 pub mod manifest;
 pub mod unpack;
 
