@@ -36,7 +36,12 @@ fn demo_modules() -> (PathBuf, String) {
 }
 
 fn copy_tree(src: &Path, dst: &Path) {
-    let st = Command::new("cp").arg("-a").arg(src).arg(dst).status().unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(src)
+        .arg(dst)
+        .status()
+        .unwrap();
     assert!(st.success());
 }
 
@@ -80,7 +85,11 @@ fn compare(tree: &Path, kver: &str) -> tempfile::TempDir {
             .unwrap_or_else(|e| panic!("kmod wrote no {f}: {e}"));
         let got = std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("we wrote no {f}: {e}"));
         if want != got {
-            let at = want.iter().zip(&got).position(|(a, b)| a != b).unwrap_or(want.len().min(got.len()));
+            let at = want
+                .iter()
+                .zip(&got)
+                .position(|(a, b)| a != b)
+                .unwrap_or(want.len().min(got.len()));
             panic!(
                 "{f} differs from kmod 34.2's: {} vs {} bytes, first difference at byte {at}\nkmod: {:?}\nours: {:?}",
                 want.len(),
@@ -102,4 +111,129 @@ fn full_kernel_tree_matches_kmod_when_given() {
     };
     let kver = tree.file_name().unwrap().to_str().unwrap().to_string();
     compare(&tree, &kver);
+}
+
+/// A scratch `<kver>` tree: the demo tree plus, when `extras`, the test extension's
+/// modules under `extras/` (which `modules.order` does not list, as in real extensions).
+fn scratch_tree(extras: bool) -> (tempfile::TempDir, PathBuf, String) {
+    let (root, kver) = demo_modules();
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join(&kver);
+    copy_tree(&root.join(&kver), &tree);
+    if extras {
+        std::fs::create_dir(tree.join("extras")).unwrap();
+        for e in std::fs::read_dir(root.parent().unwrap().join("modules-extra")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), tree.join("extras").join(e.file_name())).unwrap();
+        }
+    }
+    (tmp, tree, kver)
+}
+
+fn dep_lines(dir: &Path, kver: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("ours/lib/modules").join(kver).join("modules.dep"))
+        .unwrap();
+    text.lines().map(str::to_string).collect()
+}
+
+/// Every module listed in modules.order: the fully determined case.
+#[test]
+fn demo_tree_matches_kmod_34() {
+    let (_t, tree, kver) = scratch_tree(false);
+    let out = compare(&tree, &kver);
+    let lines = dep_lines(out.path(), &kver);
+    let order = std::fs::read_to_string(tree.join("modules.order")).unwrap();
+    // modules.dep follows modules.order.
+    let listed: Vec<&str> = lines.iter().map(|l| l.split(':').next().unwrap()).collect();
+    assert_eq!(listed, order.lines().collect::<Vec<_>>());
+    // Real dependencies were found (ext4 needs jbd2, mbcache, crc16).
+    let ext4 = lines
+        .iter()
+        .find(|l| l.starts_with("kernel/fs/ext4/ext4.ko:"))
+        .unwrap();
+    for d in [
+        "kernel/fs/jbd2/jbd2.ko",
+        "kernel/fs/mbcache.ko",
+        "kernel/lib/crc16.ko",
+    ] {
+        assert!(ext4.contains(d), "{ext4}");
+    }
+}
+
+/// extras/ modules missing from modules.order, one shadowing an in-tree module: they
+/// follow the listed modules in the documented (hash) order, which is kmod's on glibc.
+#[test]
+fn extras_shadowing_in_tree_module_match_kmod_34() {
+    let (_t, tree, kver) = scratch_tree(true);
+    let out = compare(&tree, &kver);
+    let lines = dep_lines(out.path(), &kver);
+    assert!(lines.iter().any(|l| l == "extras/nbd.ko:"), "{lines:?}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("kernel/drivers/block/nbd.ko"))
+    );
+    // The unlisted ones come last; dm-snapshot needs dm-bufio (also in extras) and dm-mod.
+    let n = lines.len();
+    let tail: Vec<&str> = lines[n - 3..]
+        .iter()
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
+    let mut sorted = tail.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            "extras/dm-bufio.ko",
+            "extras/dm-snapshot.ko",
+            "extras/nbd.ko"
+        ]
+    );
+    let snap = lines
+        .iter()
+        .find(|l| l.starts_with("extras/dm-snapshot.ko:"))
+        .unwrap();
+    assert!(
+        snap.contains("extras/dm-bufio.ko") && snap.contains("kernel/drivers/md/dm-mod.ko"),
+        "{snap}"
+    );
+}
+
+/// No modules.order at all, and one whose last line lacks its newline (kmod then
+/// ignores it): every module in hash order.
+#[test]
+fn missing_or_unterminated_modules_order_match_kmod_34() {
+    let (_t, tree, kver) = scratch_tree(true);
+    let order = tree.join("modules.order");
+    let text = std::fs::read_to_string(&order).unwrap();
+    std::fs::write(&order, text.trim_end_matches('\n')).unwrap();
+    compare(&tree, &kver);
+    std::fs::remove_file(&order).unwrap();
+    std::fs::remove_file(tree.join("modules.builtin")).unwrap();
+    std::fs::remove_file(tree.join("modules.builtin.modinfo")).unwrap();
+    let out = compare(&tree, &kver);
+    // Without modules.builtin kmod still writes an empty modules.builtin.bin.
+    let empty = out
+        .path()
+        .join("ours/lib/modules")
+        .join(&kver)
+        .join("modules.builtin.bin");
+    assert_eq!(std::fs::metadata(empty).unwrap().len(), 0);
+}
+
+/// A `.ko` that is not an ELF object: one error naming the file, nothing written.
+#[test]
+fn corrupt_module_is_an_error_naming_it() {
+    let (_t, tree, _kver) = scratch_tree(false);
+    std::fs::create_dir(tree.join("extras")).unwrap();
+    std::fs::write(tree.join("extras/broken.ko"), b"not an ELF file").unwrap();
+    let out = tree.parent().unwrap().join("out");
+    let err = depmod::run(&tree, &out, &Config::talos())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("extras/broken.ko") && err.contains("not an ELF file"),
+        "{err}"
+    );
+    assert!(!out.join("modules.dep").exists());
 }

@@ -131,7 +131,10 @@ fn read_as<Elf: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<ModuleIn
 
     let symbols: Option<&[Elf::Sym]> = match (secs.symtab, secs.strtab) {
         (Some(sym), Some(_)) if sym.size % size_of::<Elf::Sym>() as u64 == 0 => data
-            .read_slice_at(sym.offset, (sym.size / size_of::<Elf::Sym>() as u64) as usize)
+            .read_slice_at(
+                sym.offset,
+                (sym.size / size_of::<Elf::Sym>() as u64) as usize,
+            )
             .ok(),
         _ => None,
     };

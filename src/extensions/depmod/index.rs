@@ -58,9 +58,10 @@ impl Node {
     /// The node's own size in the file.
     fn size(&self) -> u64 {
         let mut n = 0u64;
-        if let (Some((&first, _)), Some((&last, _))) =
-            (self.children.first_key_value(), self.children.last_key_value())
-        {
+        if let (Some((&first, _)), Some((&last, _))) = (
+            self.children.first_key_value(),
+            self.children.last_key_value(),
+        ) {
             n += 2 + 4 * (u64::from(last - first) + 1);
         }
         if !self.prefix.is_empty() {
@@ -191,9 +192,10 @@ fn write_node(node: &Node, offset: u64, out: &mut dyn Write) -> io::Result<()> {
         out.write_all(&[0])?;
     }
     let mut child_at = Vec::with_capacity(node.children.len());
-    if let (Some((&first, _)), Some((&last, _))) =
-        (node.children.first_key_value(), node.children.last_key_value())
-    {
+    if let (Some((&first, _)), Some((&last, _))) = (
+        node.children.first_key_value(),
+        node.children.last_key_value(),
+    ) {
         out.write_all(&[first, last])?;
         let mut next = offset + node.size();
         for ch in first..=last {

@@ -111,7 +111,9 @@ impl Config {
     /// directory) wins over a same-named one at `new` (kmod's
     /// `depmod_module_is_higher_priority`, quirks included).
     fn keeps_old(&self, old: &[u8], new: &[u8]) -> bool {
-        let under = |rel: &[u8], p: &[u8]| rel.len() > p.len() && rel[p.len()] == b'/' && rel.starts_with(p);
+        let under = |rel: &[u8], p: &[u8]| {
+            rel.len() > p.len() && rel[p.len()] == b'/' && rel.starts_with(p)
+        };
         let (mut builtin, mut oldp, mut newp) = (-1i64, -1i64, -1i64);
         for (i, s) in self.searches.iter().enumerate() {
             let i = i as i64;
@@ -232,7 +234,13 @@ struct Module {
 }
 
 /// Collects the modules under `dir` into `found` (name -> module), resolving names.
-fn search(dir: &Path, sub: &Path, rel: &[u8], config: &Config, found: &mut HashMap<Vec<u8>, Module>) -> Result<()> {
+fn search(
+    dir: &Path,
+    sub: &Path,
+    rel: &[u8],
+    config: &Config,
+    found: &mut HashMap<Vec<u8>, Module>,
+) -> Result<()> {
     let here = dir.join(sub);
     let mut names: Vec<_> = std::fs::read_dir(&here)
         .at(&here)?
@@ -256,7 +264,11 @@ fn search(dir: &Path, sub: &Path, rel: &[u8], config: &Config, found: &mut HashM
             search(dir, &sub.join(&n), &r, config, found)?;
             continue;
         }
-        if !meta.is_file() || !EXTENSIONS.iter().any(|e| nb.len() > e.len() && nb.ends_with(e.as_bytes())) {
+        if !meta.is_file()
+            || !EXTENSIONS
+                .iter()
+                .any(|e| nb.len() > e.len() && nb.ends_with(e.as_bytes()))
+        {
             continue;
         }
         let name = modname(nb);
@@ -287,7 +299,10 @@ fn search(dir: &Path, sub: &Path, rel: &[u8], config: &Config, found: &mut HashM
 /// Reads a module file, decompressing `.ko.xz` / `.ko.zst`.
 fn load(path: &Path) -> Result<elf::ModuleInfo> {
     let mut raw = Vec::new();
-    File::open(path).at(path)?.read_to_end(&mut raw).reading(path)?;
+    File::open(path)
+        .at(path)?
+        .read_to_end(&mut raw)
+        .reading(path)?;
     let name = path.as_os_str().as_bytes();
     let data = if name.ends_with(b".xz") {
         let mut d = Vec::new();
@@ -306,7 +321,9 @@ fn load(path: &Path) -> Result<elf::ModuleInfo> {
 
 /// Reads every module on all cores, in place.
 fn load_all(mods: &mut [Module]) -> Result<()> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .max(1);
     let chunk = mods.len().div_ceil(threads).max(1);
     std::thread::scope(|s| {
         let handles: Vec<_> = mods
@@ -334,7 +351,11 @@ fn apply_order(dir: &Path, mods: &mut Vec<Module>) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(Error::io_op("reading", &path, e)),
     };
-    let by_uncrel: HashMap<&[u8], usize> = mods.iter().enumerate().map(|(i, m)| (m.uncrel.as_slice(), i)).collect();
+    let by_uncrel: HashMap<&[u8], usize> = mods
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.uncrel.as_slice(), i))
+        .collect();
     let mut key: Vec<i64> = vec![1; mods.len()];
     let mut next = -(mods.len() as i64);
     for line in text.split_inclusive(|&b| b == b'\n') {
@@ -361,7 +382,10 @@ fn apply_order(dir: &Path, mods: &mut Vec<Module>) -> Result<()> {
     let mut order: Vec<usize> = (0..mods.len()).collect();
     order.sort_by_key(|&i| key[i]); // stable, like glibc's merge sort
     let mut slots: Vec<Option<Module>> = std::mem::take(mods).into_iter().map(Some).collect();
-    *mods = order.into_iter().map(|i| slots[i].take().expect("each once")).collect();
+    *mods = order
+        .into_iter()
+        .map(|i| slots[i].take().expect("each once"))
+        .collect();
     Ok(())
 }
 
@@ -483,7 +507,9 @@ pub fn run(dir: &Path, out: &Path, config: &Config) -> Result<Summary> {
             line.push(b' ');
             line.extend_from_slice(&mods[d].rel);
         }
-        dep_ix.insert(&m.name, &line, i as u32).map_err(|e| bad("module", e))?;
+        dep_ix
+            .insert(&m.name, &line, i as u32)
+            .map_err(|e| bad("module", e))?;
         line.push(b'\n');
         dep.extend_from_slice(&line);
     }
@@ -499,7 +525,9 @@ pub fn run(dir: &Path, out: &Path, config: &Config) -> Result<Summary> {
                 alias.extend_from_slice(part);
             }
             if let Some(n) = alias_normalize(a) {
-                alias_ix.insert(&n, &m.name, i as u32).map_err(|e| bad("alias", e))?;
+                alias_ix
+                    .insert(&n, &m.name, i as u32)
+                    .map_err(|e| bad("alias", e))?;
             }
         }
     }
@@ -541,7 +569,9 @@ pub fn run(dir: &Path, out: &Path, config: &Config) -> Result<Summary> {
         }
         let mut key = b"symbol:".to_vec();
         key.extend_from_slice(name);
-        sym_ix.insert(&key, &mods[o].name, o as u32).map_err(|e| bad("symbol", e))?;
+        sym_ix
+            .insert(&key, &mods[o].name, o as u32)
+            .map_err(|e| bad("symbol", e))?;
     }
     emit(out, "modules.symbols", |w| w.write_all(&sym))?;
     emit(out, "modules.symbols.bin", |w| sym_ix.write(w))?;
@@ -557,8 +587,12 @@ pub fn run(dir: &Path, out: &Path, config: &Config) -> Result<Summary> {
                     continue; // kmod: "Invalid modules.builtin line"
                 }
                 let base = line.rsplit(|&b| b == b'/').next().unwrap_or(line);
-                ix.insert(&modname(base), b"", 0)
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("modules.builtin: {:?}", String::from_utf8_lossy(&e.0))))?;
+                ix.insert(&modname(base), b"", 0).map_err(|e| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("modules.builtin: {:?}", String::from_utf8_lossy(&e.0)),
+                    )
+                })?;
             }
             ix.write(w)
         }
@@ -571,7 +605,13 @@ pub fn run(dir: &Path, out: &Path, config: &Config) -> Result<Summary> {
             for (name, alias) in builtin_aliases(data) {
                 if let Some(n) = alias_normalize(&alias) {
                     ix.insert(&n, &name, 0).map_err(|e| {
-                        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("modules.builtin.modinfo: {:?}", String::from_utf8_lossy(&e.0)))
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!(
+                                "modules.builtin.modinfo: {:?}",
+                                String::from_utf8_lossy(&e.0)
+                            ),
+                        )
                     })?;
                 }
             }
@@ -609,7 +649,8 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
 
 /// Lines as `fgets` with a `PATH_MAX` buffer returns them (newline kept, cut at 4095).
 fn lines_like_fgets(text: &[u8]) -> impl Iterator<Item = &[u8]> {
-    text.split_inclusive(|&b| b == b'\n').flat_map(|l| l.chunks(4095))
+    text.split_inclusive(|&b| b == b'\n')
+        .flat_map(|l| l.chunks(4095))
 }
 
 /// The `(module, alias)` pairs of `modules.builtin.modinfo` (`name.key=value\0`
@@ -668,10 +709,14 @@ fn scan_two(s: &[u8], prefix: &[u8]) -> Option<(u32, u32)> {
         if digits == 0 {
             return None;
         }
-        let v = s[i..i + digits]
-            .iter()
-            .fold(0u64, |v, &d| v.saturating_mul(10).saturating_add(u64::from(d - b'0')));
-        let v = if v > u64::from(u32::MAX) { u32::MAX } else { v as u32 };
+        let v = s[i..i + digits].iter().fold(0u64, |v, &d| {
+            v.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+        });
+        let v = if v > u64::from(u32::MAX) {
+            u32::MAX
+        } else {
+            v as u32
+        };
         Some((if neg { v.wrapping_neg() } else { v }, &s[i + digits..]))
     }
     let (a, rest) = num(s.strip_prefix(prefix)?)?;
@@ -701,7 +746,11 @@ fn device(aliases: &[Vec<u8>]) -> Option<(&[u8], char, u32, u32)> {
 }
 
 /// Writes `out/name` (0644) with `fill`.
-fn emit(out: &Path, name: &str, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+fn emit(
+    out: &Path,
+    name: &str,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
     let path = out.join(name);
     let f = File::create(&path).op("creating", &path)?;
     let mut w = BufWriter::new(f);
@@ -738,7 +787,10 @@ mod tests {
     #[test]
     fn names_and_aliases_normalise_like_kmod() {
         assert_eq!(modname(b"snd-hda-intel.ko.xz"), b"snd_hda_intel");
-        assert_eq!(alias_normalize(b"pci:v*d*sv-[0-9]*").unwrap(), b"pci:v*d*sv_[0-9]*");
+        assert_eq!(
+            alias_normalize(b"pci:v*d*sv-[0-9]*").unwrap(),
+            b"pci:v*d*sv_[0-9]*"
+        );
         assert!(alias_normalize(b"a]").is_none());
         assert!(alias_normalize(b"a[b").is_none());
     }
@@ -759,7 +811,8 @@ mod tests {
 
     #[test]
     fn builtin_modinfo_records() {
-        let data = b"ext4.alias=fs-ext4\0ext4.license=GPL\0crc32c.alias=crypto-crc32c\0bad\0x.alias=\0";
+        let data =
+            b"ext4.alias=fs-ext4\0ext4.license=GPL\0crc32c.alias=crypto-crc32c\0bad\0x.alias=\0";
         let got = builtin_aliases(data);
         assert_eq!(
             got,
