@@ -142,19 +142,18 @@ impl Index {
                 return Ok(add_value(&mut node.values, value, priority));
             }
             let ch = key[i];
-            if !node.children.contains_key(&ch) {
-                node.children.insert(
-                    ch,
-                    Node {
+            match node.children.entry(ch) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(Node {
                         prefix: key[i + 1..].to_vec(),
                         values: vec![(priority, value.to_vec())],
                         children: BTreeMap::new(),
                         total: 0,
-                    },
-                );
-                return Ok(false);
+                    });
+                    return Ok(false);
+                }
+                std::collections::btree_map::Entry::Occupied(o) => node = o.into_mut(),
             }
-            node = node.children.get_mut(&ch).expect("checked above");
             i += 1;
         }
     }
