@@ -947,6 +947,12 @@ fn module_extension_gets_a_modules_dep_layer_as_kmod_34_writes_it() {
     ];
     let p = profile(d, "v1.10.0", "initramfs", &items);
     let built = demo_build(&p).install_dir(&install).no_console().run();
+    let again = demo_build(&p).install_dir(&install).no_console().run();
+    assert_eq!(
+        std::fs::read(&built.artifact).unwrap(),
+        std::fs::read(&again.artifact).unwrap(),
+        "reproducible"
+    );
     for line in [
         "    preparing to run depmod to generate kernel modules dependency tree",
         "    running depmod to generate kernel modules dependency tree",

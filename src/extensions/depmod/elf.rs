@@ -168,6 +168,14 @@ fn read_as<Elf: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<ModuleIn
         let sparc = matches!(header.e_machine(endian), elf::EM_SPARC | elf::EM_SPARCV9);
         let mut needs = Vec::new();
         let mut visited = vec![false; versions.len() / verlen as usize];
+        // The first record of each name (kmod searches the records in order).
+        let mut by_name: std::collections::HashMap<Vec<u8>, usize> =
+            std::collections::HashMap::new();
+        for (k, rec) in versions.chunks_exact(verlen as usize).enumerate() {
+            if let Some(n) = version_name(rec) {
+                by_name.entry(n).or_insert(k);
+            }
+        }
         let mut ok = true;
         for s in syms.iter().skip(1) {
             if s.st_shndx(endian) != elf::SHN_UNDEF {
@@ -185,10 +193,7 @@ fn read_as<Elf: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<ModuleIn
             if name.is_empty() {
                 continue;
             }
-            if let Some(k) = versions
-                .chunks_exact(verlen as usize)
-                .position(|rec| version_name(rec).as_deref() == Some(name))
-            {
+            if let Some(&k) = by_name.get(name) {
                 visited[k] = true;
             }
             needs.push(name.to_vec());
