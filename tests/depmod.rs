@@ -277,3 +277,29 @@ fn compressed_modules_match_kmod_34() {
         "{lines:?}"
     );
 }
+
+/// `weakdep=` modinfo (Linux 6.10+; the 6.1 fixture has none): jbd2's
+/// `softdep=pre: crypto-crc32c` rewritten in place to a weakdep.
+#[test]
+fn weakdep_matches_kmod_34() {
+    let (_t, tree, kver) = scratch_tree(false);
+    let ko = tree.join("kernel/fs/jbd2/jbd2.ko");
+    let mut data = std::fs::read(&ko).unwrap();
+    let from = b"softdep=pre: crypto-crc32c";
+    let to = b"weakdep=crypto-crc32c\0\0\0\0\0";
+    let at = data
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("jbd2's softdep");
+    data[at..at + from.len()].copy_from_slice(to);
+    std::fs::write(&ko, data).unwrap();
+    let out = compare(&tree, &kver);
+    let weak = std::fs::read_to_string(
+        out.path()
+            .join("ours/lib/modules")
+            .join(&kver)
+            .join("modules.weakdep"),
+    )
+    .unwrap();
+    assert!(weak.ends_with("\nweakdep jbd2 crypto-crc32c\n"), "{weak}");
+}

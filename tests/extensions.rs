@@ -939,10 +939,10 @@ fn module_extension_gets_a_modules_dep_layer_as_kmod_34_writes_it() {
     let d = dir.path();
     let (install, kver) = module_base(d);
     let ext = module_extension(&kver);
-    std::fs::write(d.join("gasket.tar"), tar_bytes(&ext)).unwrap();
+    oci_layout(&d.join("gasket"), &tar_bytes(&ext), "amd64");
     std::fs::write(d.join("hello.tar"), tar_bytes(&hello_world())).unwrap();
     let items = vec![
-        format!("tarballPath: {}", d.join("gasket.tar").display()),
+        format!("ociPath: {}", d.join("gasket").display()),
         format!("tarballPath: {}", d.join("hello.tar").display()),
     ];
     let p = profile(d, "v1.10.0", "initramfs", &items);
