@@ -765,25 +765,21 @@ fn demo_modules() -> (PathBuf, String) {
 }
 
 /// A Talos-shaped base initramfs: zstd of a newc cpio holding `init` and `rootfs.sqsh`
-/// (xz squashfs, as Talos builds it) whose `usr/lib/modules/<kver>/` is the demo module
+/// (xz squashfs, as Talos builds it) whose `<mdir>/<kver>/` (`usr/lib/modules` or `lib/modules`) is the demo module
 /// tree plus a stale `modules.dep`; and an install dir with it beside the demo inputs.
-fn module_base(d: &Path) -> (PathBuf, String) {
+fn module_base(d: &Path, mdir: &str) -> (PathBuf, String) {
     let (mods, kver) = demo_modules();
     let root = d.join("base-rootfs");
-    std::fs::create_dir_all(root.join("usr/lib/modules")).unwrap();
+    std::fs::create_dir_all(root.join(mdir)).unwrap();
     std::fs::create_dir_all(root.join("usr/bin")).unwrap();
     std::fs::write(root.join("usr/bin/init"), b"#!/bin/sh\n").unwrap();
     run_ok(
         Command::new("cp")
             .arg("-a")
             .arg(mods.join(&kver))
-            .arg(root.join("usr/lib/modules")),
+            .arg(root.join(mdir)),
     );
-    std::fs::write(
-        root.join("usr/lib/modules").join(&kver).join("modules.dep"),
-        b"stale\n",
-    )
-    .unwrap();
+    std::fs::write(root.join(mdir).join(&kver).join("modules.dep"), b"stale\n").unwrap();
     let cpio_dir = d.join("base-cpio");
     std::fs::create_dir_all(&cpio_dir).unwrap();
     run_ok(
@@ -824,7 +820,7 @@ fn module_base(d: &Path) -> (PathBuf, String) {
 /// A gasket-driver-shaped module extension: `extras/*.ko` (dm-snapshot, dm-bufio, and
 /// nbd shadowing the in-tree one) with the kernel's modules.order, modules.builtin and
 /// modules.builtin.modinfo, for release `kver`.
-fn module_extension(kver: &str) -> Vec<Entry> {
+fn module_extension(kver: &str, mdir: &str) -> Vec<Entry> {
     let (mods, base_kver) = demo_modules();
     let mut e: Vec<Entry> = vec![(
         "manifest.yaml",
@@ -843,11 +839,7 @@ fn module_extension(kver: &str) -> Vec<Entry> {
         "modules.builtin.modinfo",
     ] {
         let data = std::fs::read(mods.join(&base_kver).join(f)).unwrap();
-        e.push((
-            leak(format!("rootfs/usr/lib/modules/{kver}/{f}")),
-            0o644,
-            data,
-        ));
+        e.push((leak(format!("rootfs/{mdir}/{kver}/{f}")), 0o644, data));
     }
     let extra = mods.parent().unwrap().join("modules-extra");
     let mut names: Vec<String> = std::fs::read_dir(&extra)
@@ -858,7 +850,7 @@ fn module_extension(kver: &str) -> Vec<Entry> {
     for n in names {
         let data = std::fs::read(extra.join(&n)).unwrap();
         e.push((
-            leak(format!("rootfs/usr/lib/modules/{kver}/extras/{n}")),
+            leak(format!("rootfs/{mdir}/{kver}/extras/{n}")),
             0o644,
             data,
         ));
@@ -868,7 +860,7 @@ fn module_extension(kver: &str) -> Vec<Entry> {
 
 /// What modules.dep.sqsh must hold: kmod 34.2's depmod over the merged tree, as
 /// mksquashfs lays it out with the Talos flags.
-fn reference_modules_layer(d: &Path, kver: &str, ext: &[Entry]) -> PathBuf {
+fn reference_modules_layer(d: &Path, kver: &str, mdir: &str, ext: &[Entry]) -> PathBuf {
     let (mods, _) = demo_modules();
     let merged = d.join("ref-merged/lib/modules");
     std::fs::create_dir_all(&merged).unwrap();
@@ -880,7 +872,7 @@ fn reference_modules_layer(d: &Path, kver: &str, ext: &[Entry]) -> PathBuf {
     );
     let tree = merged.join(kver);
     for (p, _, data) in ext {
-        if let Some(rel) = p.strip_prefix(&format!("rootfs/usr/lib/modules/{kver}/")) {
+        if let Some(rel) = p.strip_prefix(&format!("rootfs/{mdir}/{kver}/")) {
             let to = tree.join(rel);
             std::fs::create_dir_all(to.parent().unwrap()).unwrap();
             std::fs::write(to, data).unwrap();
@@ -900,7 +892,7 @@ fn reference_modules_layer(d: &Path, kver: &str, ext: &[Entry]) -> PathBuf {
             .arg(kver),
     );
     let layer = d.join("ref-layer");
-    let dest = layer.join("usr/lib/modules").join(kver);
+    let dest = layer.join(mdir).join(kver);
     std::fs::create_dir_all(&dest).unwrap();
     for e in std::fs::read_dir(&tree).unwrap() {
         let e = e.unwrap();
@@ -935,17 +927,27 @@ fn reference_modules_layer(d: &Path, kver: &str, ext: &[Entry]) -> PathBuf {
 
 #[test]
 fn module_extension_gets_a_modules_dep_layer_as_kmod_34_writes_it() {
+    module_layer_case("v1.10.0", "usr/lib/modules");
+}
+
+/// Talos < 1.10: modules (and firmware) under /lib.
+#[test]
+fn module_extension_before_talos_1_10_uses_lib_modules() {
+    module_layer_case("v1.9.0", "lib/modules");
+}
+
+fn module_layer_case(version: &str, mdir: &str) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (install, kver) = module_base(d);
-    let ext = module_extension(&kver);
+    let (install, kver) = module_base(d, mdir);
+    let ext = module_extension(&kver, mdir);
     oci_layout(&d.join("gasket"), &tar_bytes(&ext), "amd64");
     std::fs::write(d.join("hello.tar"), tar_bytes(&hello_world())).unwrap();
     let items = vec![
         format!("ociPath: {}", d.join("gasket").display()),
         format!("tarballPath: {}", d.join("hello.tar").display()),
     ];
-    let p = profile(d, "v1.10.0", "initramfs", &items);
+    let p = profile(d, version, "initramfs", &items);
     let built = demo_build(&p).install_dir(&install).no_console().run();
     let again = demo_build(&p).install_dir(&install).no_console().run();
     assert_eq!(
@@ -1007,7 +1009,7 @@ fn module_extension_gets_a_modules_dep_layer_as_kmod_34_writes_it() {
     // modules.dep.sqsh beside mksquashfs's image of kmod 34.2's output: same listing,
     // same bytes in every file.
     let ours = cx.join("modules.dep.sqsh");
-    let reference = reference_modules_layer(d, &kver, &ext);
+    let reference = reference_modules_layer(d, &kver, mdir, &ext);
     let strip = |s: String, img: &Path| s.replace(&img.display().to_string(), "IMG");
     let listing = strip(unsquashfs(&["-lln"], &ours), &ours);
     assert_eq!(
@@ -1033,7 +1035,7 @@ fn module_extension_gets_a_modules_dep_layer_as_kmod_34_writes_it() {
         assert!(
             listing
                 .lines()
-                .any(|l| l.ends_with(&format!("squashfs-root/usr/lib/modules/{kver}/{f}"))),
+                .any(|l| l.ends_with(&format!("squashfs-root/{mdir}/{kver}/{f}"))),
             "{f} in\n{listing}"
         );
     }
@@ -1045,8 +1047,7 @@ fn module_extension_gets_a_modules_dep_layer_as_kmod_34_writes_it() {
     unsquashfs(&["-q", "-n", "-d", a.to_str().unwrap()], &ours);
     unsquashfs(&["-q", "-n", "-d", b.to_str().unwrap()], &reference);
     run_ok(Command::new("diff").arg("-r").arg(&a).arg(&b));
-    let dep =
-        std::fs::read_to_string(a.join("usr/lib/modules").join(&kver).join("modules.dep")).unwrap();
+    let dep = std::fs::read_to_string(a.join(mdir).join(&kver).join("modules.dep")).unwrap();
     assert!(dep.lines().any(|l| l == "extras/nbd.ko:"), "{dep}");
     assert!(
         dep.contains("extras/dm-snapshot.ko: extras/dm-bufio.ko kernel/drivers/md/dm-mod.ko"),
@@ -1061,7 +1062,7 @@ fn module_extension_gets_a_modules_dep_layer_as_kmod_34_writes_it() {
     // The extension's own image keeps its .ko files.
     let ext_list = unsquashfs(&["-lln"], &cx.join("0.sqsh"));
     assert!(
-        ext_list.contains(&format!("/usr/lib/modules/{kver}/extras/nbd.ko")),
+        ext_list.contains(&format!("/{mdir}/{kver}/extras/nbd.ko")),
         "{ext_list}"
     );
 }
@@ -1095,17 +1096,17 @@ fn modules_refused(d: &Path, install: &Path, fixture: &[Entry], want: &[&str]) {
 fn module_extension_for_another_kernel_or_a_corrupt_base_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (install, kver) = module_base(d);
+    let (install, kver) = module_base(d, "usr/lib/modules");
     // Built for another kernel release: both releases named.
     modules_refused(
         d,
         &install,
-        &module_extension("6.12.25-talos"),
+        &module_extension("6.12.25-talos", "usr/lib/modules"),
         &["gasket-driver", "6.12.25-talos", &kver],
     );
     // Corrupt base initramfs: not compressed at all, then a zstd frame of garbage,
     // then a cpio whose rootfs.sqsh is not a squashfs image.
-    let ext = module_extension(&kver);
+    let ext = module_extension(&kver, "usr/lib/modules");
     let initramfs = install.join("amd64/initramfs.xz");
     std::fs::write(&initramfs, b"this is not an initramfs").unwrap();
     modules_refused(
