@@ -765,8 +765,9 @@ fn demo_modules() -> (PathBuf, String) {
 }
 
 /// A Talos-shaped base initramfs: zstd of a newc cpio holding `init` and `rootfs.sqsh`
-/// (xz squashfs, as Talos builds it) whose `<mdir>/<kver>/` (`usr/lib/modules` or `lib/modules`) is the demo module
-/// tree plus a stale `modules.dep`; and an install dir with it beside the demo inputs.
+/// (an xz squashfs image) whose `<mdir>/<kver>/` (`usr/lib/modules`, or `lib/modules`
+/// before 1.10) is the demo module tree plus a stale `modules.dep`; and an install dir
+/// with it beside the demo inputs.
 fn module_base(d: &Path, mdir: &str) -> (PathBuf, String) {
     let (mods, kver) = demo_modules();
     let root = d.join("base-rootfs");
