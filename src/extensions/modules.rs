@@ -15,9 +15,9 @@
 //! kernel release is an error naming both releases.
 //!
 //! `backhand` is built without its xz feature (its liblzma would clash with `xz2`'s),
-//! so the reader's decompressor here handles xz (Talos's `rootfs.sqsh` compressors
-//! over the releases are xz and zstd) with `xz2`, zstd with the `zstd` crate and gzip
-//! with `flate2`.
+//! so the reader's decompressor here handles xz (Talos builds `rootfs.sqsh` with
+//! `mksquashfs -comp xz -Xdict-size 100%`) with `xz2`, gzip with `flate2`, and the
+//! rest (zstd) as backhand does.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
