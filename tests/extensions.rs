@@ -967,6 +967,30 @@ fn module_layer_case(version: &str, mdir: &str) {
             built.stderr
         );
     }
+    // In Talos's order: validation, then depmod, then compression.
+    let at = |line: &str| {
+        built
+            .stderr
+            .lines()
+            .position(|l| l == line)
+            .unwrap_or_else(|| panic!("{line:?} in:\n{}", built.stderr))
+    };
+    assert!(
+        at("    validating system extensions")
+            < at("    preparing to run depmod to generate kernel modules dependency tree")
+    );
+    assert!(
+        at("    running depmod to generate kernel modules dependency tree")
+            < at("    compressing system extensions")
+    );
+    // The manifest lists the real extensions, not the synthetic layer.
+    let names: Vec<&str> = built.manifest["extensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["gasket-driver", "hello-world-service"]);
     let rebuilt = std::fs::read(&built.artifact).unwrap();
     let base = std::fs::read(install.join("amd64/initramfs.xz")).unwrap();
     let (early, tail) = split(&rebuilt, &base);
