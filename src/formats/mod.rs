@@ -11,6 +11,7 @@ pub mod oci_image;
 pub mod pxe_recipes;
 pub mod qcow2;
 pub mod squashfs;
+pub mod vmdk;
 pub mod vhd;
 
 use crate::error::Error;
