@@ -8,11 +8,12 @@ pub mod fat_esp;
 pub mod gpt_disk;
 pub mod iso9660;
 pub mod oci_image;
+pub mod ova;
 pub mod pxe_recipes;
 pub mod qcow2;
 pub mod squashfs;
-pub mod vmdk;
 pub mod vhd;
+pub mod vmdk;
 
 use crate::error::Error;
 
