@@ -478,18 +478,15 @@ fn disk_format_plan(profile: &Profile, image: &ImageOptions) -> Result<DiskForma
         ))
     };
     Ok(match format {
-        DiskFormat::Raw | DiskFormat::Ova => {
+        // Nothing converts a raw image (Talos ignores the options too), so a base
+        // profile's qcow2 options do not stand in the way of asking for raw.
+        DiskFormat::Raw => DiskFormatPlan::Raw,
+        DiskFormat::Ova => {
             if let Some((key, _)) = options.first() {
-                return Err(unknown(
-                    key,
-                    &format!("diskFormat {format} takes no options"),
-                ));
+                return Err(unknown(key, "the OVA's VMDK takes no options"));
             }
-            match format {
-                DiskFormat::Raw => DiskFormatPlan::Raw,
-                _ => DiskFormatPlan::Ova {
-                    enable_uuid: profile.quirks().ovf_disk_enable_uuid(),
-                },
+            DiskFormatPlan::Ova {
+                enable_uuid: profile.quirks().ovf_disk_enable_uuid(),
             }
         }
         DiskFormat::Qcow2 => {
