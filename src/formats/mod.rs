@@ -1,5 +1,5 @@
 //! The file formats the pipeline writes, one module each, named for the format:
-//! the FAT EFI system partition, ISO 9660, GPT disk images and their qcow2/VHD
+//! the FAT EFI system partition, ISO 9660, GPT disk images and their qcow2/VHD/OVA
 //! conversions, outFormat compression, OCI installer images and the PXE recipes.
 
 pub mod compression;
