@@ -6,20 +6,18 @@
 //! the `talos.config` property delivered through guestinfo, and no firmware setting (BIOS).
 //!
 //! Reproducible: the VMDK's identifiers come from its content and the tar headers are
-//! fixed ([`crate::io::tar`]: root, mode 0644, the build epoch). The VMDK is built in
-//! scratch space first (its tables sit in front of the grains and its size goes in the
-//! OVF); it is then copied into the tar once, hashed on the way, and the manifest, whose
-//! length does not depend on the hashes, is filled in behind it.
+//! fixed ([`crate::io::tar`]: root, mode 0644, the build epoch). The VMDK is written
+//! straight into its place in the tar (its size and hash, which the OVF and the manifest
+//! in front of it need, only change bytes whose length is known beforehand), then read
+//! back once for its SHA-256; the members in front are written last.
 
 use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
 use crate::error::{IoContext, Result};
-use crate::io::HashingWriter;
 
 const BLOCK: u64 = 512;
 
@@ -34,89 +32,113 @@ pub struct OvaSpec {
     pub threads: usize,
 }
 
-/// Writes the OVA of the raw image at `raw` to `dest` (at `dest_path`); the VMDK is
-/// built at `scratch` and removed afterwards.
+/// Writes the OVA of the raw image at `raw` to `dest` (opened for reading and writing,
+/// at `dest_path`). `scratch` is where the VMDK is built when it cannot be written in
+/// place (see [`write_with`]); it is removed afterwards.
 pub fn write(
     raw: &Path,
     scratch: &Path,
     spec: &OvaSpec,
-    dest: &mut File,
+    dest: &File,
     dest_path: &Path,
 ) -> Result<()> {
-    let disk_size = std::fs::metadata(raw).at(raw)?.len();
-    let vmdk = crate::io::create_rw(scratch)?;
-    crate::io::cleanup::register(scratch);
-    let written = super::vmdk::convert(raw, &vmdk, spec.threads).map_err(|e| e.at_output(scratch));
-    let result = written.and_then(|w| {
-        let ovf = ovf(w.size, disk_size, spec.enable_uuid);
-        pack(&vmdk, scratch, w.size, &ovf, spec.epoch, dest, dest_path)
-    });
-    drop(vmdk);
-    let _ = std::fs::remove_file(scratch);
-    crate::io::cleanup::unregister(scratch);
-    result
+    write_with(raw, scratch, spec, dest, dest_path, None)
 }
 
-/// The tar: OVF, manifest (a placeholder of its final length, filled in at the end),
-/// then the VMDK copied from `vmdk` and hashed as it goes.
-fn pack(
-    vmdk: &File,
-    vmdk_path: &Path,
-    vmdk_size: u64,
-    ovf: &str,
-    epoch: u64,
-    dest: &mut File,
+/// The OVA, laid out as `[ovf header][ovf][mf header][mf][vmdk header][vmdk][end]`.
+///
+/// The VMDK's place depends only on the OVF's length rounded up to a tar block, and the
+/// OVF's length only on the digits of the VMDK's size. When every size the VMDK can have
+/// gives the same number of blocks (always, short of contrived disk sizes), the VMDK is
+/// written straight into its place in the tar, then hashed by reading it back once.
+/// Otherwise it is built in `scratch` and copied into place, hashed on the way.
+/// `force_scratch` picks the route (tests); `None` decides as above.
+fn write_with(
+    raw: &Path,
+    scratch: &Path,
+    spec: &OvaSpec,
+    dest: &File,
     dest_path: &Path,
+    force_scratch: Option<bool>,
 ) -> Result<()> {
+    let disk_size = std::fs::metadata(raw).at(raw)?.len();
+    let ovf_for = |vmdk_size| ovf(vmdk_size, disk_size, spec.enable_uuid);
+    // The VMDK's offset once the OVF is known: four header/data blocks besides the OVF.
+    let vmdk_at = |ovf: &str| (ovf.len() as u64).next_multiple_of(BLOCK) + 4 * BLOCK;
+    let (least, most) = super::vmdk::size_bounds(disk_size);
+    let in_place = vmdk_at(&ovf_for(least)) == vmdk_at(&ovf_for(most));
     dest.set_len(0).writing(dest_path)?;
-    dest.seek(SeekFrom::Start(0)).writing(dest_path)?;
+
+    let (vmdk_size, vmdk_sha) = if !force_scratch.unwrap_or(!in_place) {
+        let at = vmdk_at(&ovf_for(least));
+        let w = super::vmdk::convert(raw, dest, at, spec.threads)
+            .map_err(|e| e.at_output(dest_path))?;
+        (w.size, hash_region(dest, dest_path, at, w.size, None)?)
+    } else {
+        let vmdk = crate::io::create_rw(scratch)?;
+        crate::io::cleanup::register(scratch);
+        let result = super::vmdk::convert(raw, &vmdk, 0, spec.threads)
+            .map_err(|e| e.at_output(scratch))
+            .and_then(|w| {
+                let at = vmdk_at(&ovf_for(w.size));
+                let sha = hash_region(&vmdk, scratch, 0, w.size, Some((dest, dest_path, at)))?;
+                Ok((w.size, sha))
+            });
+        drop(vmdk);
+        let _ = std::fs::remove_file(scratch);
+        crate::io::cleanup::unregister(scratch);
+        result?
+    };
+
+    let ovf = ovf_for(vmdk_size);
     let ovf_sha = hex::encode(Sha256::digest(ovf.as_bytes()));
-    let placeholder = manifest(&"0".repeat(64), &ovf_sha);
-    let mut out = std::io::BufWriter::with_capacity(crate::io::BUFFER_SIZE, &mut *dest);
-    member(&mut out, "disk.ovf", ovf.len() as u64, epoch).writing(dest_path)?;
-    out.write_all(ovf.as_bytes()).writing(dest_path)?;
-    pad(&mut out, ovf.len() as u64).writing(dest_path)?;
-    let mf_at = 2 * BLOCK + (ovf.len() as u64).next_multiple_of(BLOCK);
-    member(&mut out, "disk.mf", placeholder.len() as u64, epoch).writing(dest_path)?;
-    out.write_all(placeholder.as_bytes()).writing(dest_path)?;
-    pad(&mut out, placeholder.len() as u64).writing(dest_path)?;
-    member(&mut out, "disk.vmdk", vmdk_size, epoch).writing(dest_path)?;
-    let mut hashing = HashingWriter::new(out);
-    let mut from = vmdk;
-    from.seek(SeekFrom::Start(0)).reading(vmdk_path)?;
-    let copied = crate::io::copy(&mut from, vmdk_path, &mut hashing, dest_path)?;
-    let (mut out, vmdk_sha, _) = hashing.finish();
-    if copied != vmdk_size {
-        return Err(crate::error::Error::io_op(
-            "reading",
-            vmdk_path,
-            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the VMDK changed size"),
-        ));
-    }
-    pad(&mut out, vmdk_size).writing(dest_path)?;
-    // End of archive: two zero blocks.
-    out.write_all(&[0u8; 2 * BLOCK as usize])
-        .writing(dest_path)?;
-    out.flush().writing(dest_path)?;
-    drop(out);
     let mf = manifest(&hex::encode(vmdk_sha), &ovf_sha);
-    debug_assert_eq!(mf.len(), placeholder.len());
-    dest.write_all_at(mf.as_bytes(), mf_at).writing(dest_path)?;
+    let mut front = Vec::new();
+    for (name, data) in [("disk.ovf", ovf.as_bytes()), ("disk.mf", mf.as_bytes())] {
+        member(&mut front, name, data.len() as u64, spec.epoch);
+        front.extend_from_slice(data);
+        front.resize((front.len() as u64).next_multiple_of(BLOCK) as usize, 0);
+    }
+    member(&mut front, "disk.vmdk", vmdk_size, spec.epoch);
+    debug_assert_eq!(front.len() as u64, vmdk_at(&ovf));
+    dest.write_all_at(&front, 0).writing(dest_path)?;
+    // The VMDK is whole sectors, so no padding; then the end of the archive: two zero blocks.
+    let end = front.len() as u64 + vmdk_size;
+    dest.write_all_at(&[0u8; 2 * BLOCK as usize], end)
+        .writing(dest_path)?;
     Ok(())
 }
 
-/// The header block of a member `name` of `size` bytes.
-fn member(out: &mut impl Write, name: &str, size: u64, epoch: u64) -> std::io::Result<()> {
-    let mut h = crate::io::tar::file_header(size, 0o644, epoch);
-    h.set_path(name)?;
-    h.set_cksum();
-    out.write_all(h.as_bytes())
+/// SHA-256 of `len` bytes of `file` (at `path`) from `at`, read once; with `copy_to`,
+/// the same bytes are written to that file at that offset on the way.
+fn hash_region(
+    file: &File,
+    path: &Path,
+    at: u64,
+    len: u64,
+    copy_to: Option<(&File, &Path, u64)>,
+) -> Result<[u8; 32]> {
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; crate::io::BUFFER_SIZE];
+    let mut done = 0u64;
+    while done < len {
+        let n = buf.len().min((len - done) as usize);
+        file.read_exact_at(&mut buf[..n], at + done).reading(path)?;
+        hash.update(&buf[..n]);
+        if let Some((to, to_path, to_at)) = copy_to {
+            to.write_all_at(&buf[..n], to_at + done).writing(to_path)?;
+        }
+        done += n as u64;
+    }
+    Ok(hash.finalize().into())
 }
 
-/// Zeros up to the next block after `len` bytes of content.
-fn pad(out: &mut impl Write, len: u64) -> std::io::Result<()> {
-    let n = len.next_multiple_of(BLOCK) - len;
-    out.write_all(&[0u8; BLOCK as usize][..n as usize])
+/// Appends the header block of a member `name` of `size` bytes.
+fn member(out: &mut Vec<u8>, name: &str, size: u64, epoch: u64) {
+    let mut h = crate::io::tar::file_header(size, 0o644, epoch);
+    h.set_path(name).expect("member names are short and ASCII");
+    h.set_cksum();
+    out.extend_from_slice(h.as_bytes());
 }
 
 /// `disk.mf`: the SHA-256 of the VMDK, then of the OVF (hex), as ovftool writes it.

@@ -97,14 +97,26 @@ impl Geometry {
     }
 }
 
-/// Writes the stream-optimized VMDK of the raw image at `raw` into `out` (from offset 0;
-/// `out` is truncated to the VMDK), compressing on `threads` threads (at least one).
-/// The bytes do not depend on `threads`.
-pub fn convert(raw: &Path, out: &File, threads: usize) -> Result<Written> {
+/// The least and the most bytes the VMDK of a raw image of `size` bytes can take: all
+/// grains zero, or every grain stored and incompressible.
+pub fn size_bounds(size: u64) -> (u64, u64) {
+    let geo = Geometry::new(size);
+    // A grain record: 12 bytes of header + zlib's bound for 64 KiB, padded: < 130 sectors.
+    let record = 130 * SECTOR;
+    (
+        (geo.overhead + 1) * SECTOR,
+        (geo.overhead + 1) * SECTOR + geo.grains * record,
+    )
+}
+
+/// Writes the stream-optimized VMDK of the raw image at `raw` into `out`, starting at
+/// byte `offset` (a multiple of 512; nothing else of `out` is touched), compressing on
+/// `threads` threads (at least one). The bytes do not depend on `threads`.
+pub fn convert(raw: &Path, out: &File, offset: u64, threads: usize) -> Result<Written> {
+    debug_assert!(offset % SECTOR == 0);
     let input = File::open(raw).at(raw)?;
     let size = input.metadata().at(raw)?.len();
     let geo = Geometry::new(size);
-    out.set_len(0).at(OUT)?;
 
     let runs = crate::io::sparse::data_runs(&input, size).reading(raw)?;
     let mut grains = runs
@@ -120,7 +132,7 @@ pub fn convert(raw: &Path, out: &File, threads: usize) -> Result<Written> {
     let mut table = vec![0u32; geo.grains as usize];
     let mut hash = Sha256::new();
     hash.update(geo.capacity.to_le_bytes());
-    let mut writer = SectorWriter::new(out, geo.overhead);
+    let mut writer = SectorWriter::new(out, offset, geo.overhead);
     let threads = threads.max(1);
     let window = threads * WINDOW_PER_THREAD;
 
@@ -191,7 +203,7 @@ pub fn convert(raw: &Path, out: &File, threads: usize) -> Result<Written> {
     let end = writer.finish()?;
     let stored = table.iter().filter(|&&s| s != 0).count() as u64;
     let digest: [u8; 32] = hash.finalize().into();
-    out.write_all_at(&metadata(&geo, &table, &digest), 0)
+    out.write_all_at(&metadata(&geo, &table, &digest), offset)
         .at(OUT)?;
     Ok(Written {
         size: end * SECTOR,
@@ -244,10 +256,12 @@ fn is_zero(data: &[u8]) -> bool {
     words == 0 && tail == 0
 }
 
-/// Sequential writes at a sector position, gathered into large writes.
+/// Sequential writes at a sector position of a VMDK that starts at `base` in its file,
+/// gathered into large writes.
 struct SectorWriter<'a> {
     out: &'a File,
-    /// Byte offset of `buf[0]`.
+    base: u64,
+    /// Offset of `buf[0]` in the VMDK.
     at: u64,
     buf: Vec<u8>,
 }
@@ -255,15 +269,16 @@ struct SectorWriter<'a> {
 impl<'a> SectorWriter<'a> {
     const FLUSH: usize = 1 << 20;
 
-    fn new(out: &'a File, sector: u64) -> Self {
+    fn new(out: &'a File, base: u64, sector: u64) -> Self {
         SectorWriter {
             out,
+            base,
             at: sector * SECTOR,
             buf: Vec::with_capacity(Self::FLUSH + GRAIN as usize * 2),
         }
     }
 
-    /// The sector the next write goes to.
+    /// The VMDK sector the next write goes to.
     fn sector(&self) -> u64 {
         (self.at + self.buf.len() as u64) / SECTOR
     }
@@ -278,7 +293,9 @@ impl<'a> SectorWriter<'a> {
     }
 
     fn flush(&mut self) -> Result<()> {
-        self.out.write_all_at(&self.buf, self.at).at(OUT)?;
+        self.out
+            .write_all_at(&self.buf, self.base + self.at)
+            .at(OUT)?;
         self.at += self.buf.len() as u64;
         self.buf.clear();
         Ok(())
@@ -442,10 +459,15 @@ mod tests {
         let build = |threads: usize| {
             let path = dir.path().join(format!("disk-{threads}.vmdk"));
             let out = crate::io::create_rw(&path).unwrap();
-            let written = convert(&raw, &out, threads).unwrap();
+            // Written at an offset, as inside an OVA: the bytes before it are untouched.
+            out.write_all_at(b"before", 0).unwrap();
+            let written = convert(&raw, &out, 1024, threads).unwrap();
             let bytes = std::fs::read(&path).unwrap();
-            assert_eq!(written.size, bytes.len() as u64);
-            (written, bytes)
+            assert_eq!(&bytes[..6], b"before");
+            assert_eq!(written.size + 1024, bytes.len() as u64);
+            let (least, most) = size_bounds(size);
+            assert!(least <= written.size && written.size <= most);
+            (written, bytes[1024..].to_vec())
         };
         let (written, one) = build(1);
         let (_, three) = build(3);

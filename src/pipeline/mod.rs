@@ -226,13 +226,13 @@ impl Stage<'_> {
                 vhd::convert(&raw, &mut out, dest, plan.epoch)?;
             }
             DiskFormatPlan::Ova { enable_uuid } => {
-                let mut out = File::create(dest).op("creating", dest)?;
+                let out = crate::io::create_rw(dest)?;
                 let spec = ova::OvaSpec {
                     enable_uuid,
                     epoch: plan.epoch,
                     threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
                 };
-                ova::write(&raw, &work.file("disk.vmdk"), &spec, &mut out, dest)?;
+                ova::write(&raw, &work.file("disk.vmdk"), &spec, &out, dest)?;
             }
         }
         progress.step("disk image ready");
