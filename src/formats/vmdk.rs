@@ -51,8 +51,9 @@ const FLAG_EMBEDDED_LBA: u32 = 1 << 17;
 const COMPRESS_DEFLATE: u16 = 1;
 
 /// zlib level of the grains. Disk images are mostly the kernel and the xz-compressed
-/// initramfs, which no level shrinks further; the file-system metadata around them
-/// compresses about as well at 6 as at 9, for half the time.
+/// initramfs, which no level shrinks further (those grains are stored, see
+/// [`Compressors::incompressible`]); the file-system metadata around them compresses
+/// about as well at 6 as at 9, for half the time.
 const LEVEL: u32 = 6;
 
 /// Grains read ahead of the one being written, per compressing thread.
@@ -145,7 +146,7 @@ pub fn convert(raw: &Path, out: &File, offset: u64, threads: usize) -> Result<Wr
         for _ in 0..threads {
             let (job_rx, done_tx) = (&job_rx, done_tx.clone());
             scope.spawn(move || {
-                let mut z = flate2::Compress::new(flate2::Compression::new(LEVEL), true);
+                let mut z = Compressors::new();
                 loop {
                     let job = job_rx.lock().expect("no panics holding the lock").recv();
                     let Ok((seq, grain, data)) = job else { return };
@@ -215,30 +216,72 @@ fn broken() -> std::io::Error {
     std::io::Error::other("a compressing thread stopped")
 }
 
+/// A compressing thread's zlib streams: the grains' level, stored (level 0) for grains
+/// that do not compress, and level 1 to judge that on a sample.
+struct Compressors {
+    normal: flate2::Compress,
+    stored: flate2::Compress,
+    probe: flate2::Compress,
+    sample: Vec<u8>,
+}
+
+impl Compressors {
+    fn new() -> Self {
+        let z = |level| flate2::Compress::new(flate2::Compression::new(level), true);
+        Compressors {
+            normal: z(LEVEL),
+            stored: z(0),
+            probe: z(1),
+            sample: Vec::with_capacity(2 * PROBE),
+        }
+    }
+
+    /// Whether deflate gains under 2% on the first [`PROBE`] bytes of `data` at level 1:
+    /// the kernel and the xz-compressed initramfs, where searching for matches at the
+    /// grains' level costs most of the build for nothing. Such grains are stored.
+    fn incompressible(&mut self, data: &[u8]) -> std::io::Result<bool> {
+        let sample = &data[..data.len().min(PROBE)];
+        self.sample.clear();
+        deflate_into(&mut self.probe, sample, &mut self.sample)?;
+        Ok(self.sample.len() * 100 >= sample.len() * 98)
+    }
+}
+
+/// Bytes of a grain compressed at level 1 to judge whether it compresses.
+const PROBE: usize = 4096;
+
+/// One complete zlib stream of `data` appended to `out`.
+fn deflate_into(z: &mut flate2::Compress, data: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+    z.reset();
+    out.reserve(data.len() + data.len() / 64 + 64);
+    loop {
+        let consumed = z.total_in() as usize;
+        let status = z
+            .compress_vec(&data[consumed..], out, flate2::FlushCompress::Finish)
+            .map_err(std::io::Error::other)?;
+        if status == flate2::Status::StreamEnd {
+            return Ok(());
+        }
+        out.reserve(4096);
+    }
+}
+
 /// The grain's on-disk record (LBA, compressed size, zlib data, zero padding to a
-/// sector), or `None` when the grain is all zeros and is not stored.
-fn grain_record(
-    z: &mut flate2::Compress,
-    grain: u64,
-    data: &[u8],
-) -> std::io::Result<Option<Vec<u8>>> {
+/// sector), or `None` when the grain is all zeros and is not stored. The choice of level
+/// depends on the grain's bytes only, so the output does not depend on the threads.
+fn grain_record(z: &mut Compressors, grain: u64, data: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
     if is_zero(data) {
         return Ok(None);
     }
     let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 1024);
     out.extend_from_slice(&(grain * GRAIN_SECTORS).to_le_bytes());
     out.extend_from_slice(&[0u8; 4]);
-    z.reset();
-    loop {
-        let consumed = z.total_in() as usize;
-        let status = z
-            .compress_vec(&data[consumed..], &mut out, flate2::FlushCompress::Finish)
-            .map_err(std::io::Error::other)?;
-        if status == flate2::Status::StreamEnd {
-            break;
-        }
-        out.reserve(4096);
-    }
+    let stream = if z.incompressible(data)? {
+        &mut z.stored
+    } else {
+        &mut z.normal
+    };
+    deflate_into(stream, data, &mut out)?;
     let compressed = (out.len() - 12) as u32;
     out[8..12].copy_from_slice(&compressed.to_le_bytes());
     out.resize(out.len().next_multiple_of(SECTOR as usize), 0);
@@ -481,6 +524,35 @@ mod tests {
         let text = std::str::from_utf8(&one[512..512 + 600]).unwrap();
         assert!(text.contains("createType=\"streamOptimized\""), "{text}");
         assert!(text.contains(&format!("RW {} SPARSE \"disk\"", size / 512)));
+    }
+
+    #[test]
+    fn incompressible_grains_are_stored_and_others_compressed() {
+        let mut z = Compressors::new();
+        let mut x = 0x9E3779B97F4A7C15u64;
+        let noise: Vec<u8> = (0..65536)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let stored = grain_record(&mut z, 3, &noise).unwrap().unwrap();
+        // Stored: 12 bytes of record header, two stored deflate blocks, zlib framing.
+        assert_eq!(stored.len(), 129 * 512);
+        let text = b"talos ".repeat(65536 / 6 + 1)[..65536].to_vec();
+        let packed = grain_record(&mut z, 4, &text).unwrap().unwrap();
+        assert!(packed.len() <= 2 * 512, "{}", packed.len());
+        for (record, data) in [(&stored, &noise), (&packed, &text)] {
+            let len = u32::from_le_bytes(record[8..12].try_into().unwrap()) as usize;
+            let mut back = Vec::new();
+            flate2::read::ZlibDecoder::new(&record[12..12 + len])
+                .read_to_end(&mut back)
+                .unwrap();
+            assert!(&back == data);
+        }
+        assert_eq!(grain_record(&mut z, 5, &[0u8; 65536]).unwrap(), None);
     }
 
     #[test]
