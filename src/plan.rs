@@ -617,11 +617,12 @@ mod tests {
                 .contains("diskSectorSize 1024")
         );
         assert!(
-            err(
-                |p| p.output.image_options.as_mut().unwrap().disk_format_options =
-                    "cluster_size=8k".into()
-            )
-            .contains("unknown raw option \"cluster_size\"")
+            err(|p| {
+                let image = p.output.image_options.as_mut().unwrap();
+                image.disk_format = Some(DiskFormat::Ova);
+                image.disk_format_options = "cluster_size=8k".into();
+            })
+            .contains("unknown ova option \"cluster_size\"")
         );
         assert!(err(|p| p.output.out_format = None).contains("outFormat is not set"));
     }
