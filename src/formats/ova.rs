@@ -314,26 +314,27 @@ mod tests {
         f.set_len(4 << 20).unwrap();
         f.write_all_at(b"boot sector", 0).unwrap();
         drop(f);
-        let out_path = dir.path().join("x.ova");
-        let mut out = crate::io::create_rw(&out_path).unwrap();
         let spec = OvaSpec {
             enable_uuid: true,
             epoch: 1_700_000_000,
             threads: 2,
         };
-        write(
-            &raw,
-            &dir.path().join("disk.vmdk"),
-            &spec,
-            &mut out,
-            &out_path,
-        )
-        .unwrap();
+        let build = |scratch: Option<bool>| {
+            let out_path = dir.path().join("x.ova");
+            let out = crate::io::create_rw(&out_path).unwrap();
+            // Leftovers of an earlier file are cut off.
+            out.write_all_at(&[1u8; 8 << 20], 0).unwrap();
+            let vmdk = dir.path().join("disk.vmdk");
+            write_with(&raw, &vmdk, &spec, &out, &out_path, scratch).unwrap();
+            assert!(!vmdk.exists(), "scratch VMDK removed");
+            std::fs::read(&out_path).unwrap()
+        };
+        let bytes = build(None);
         assert!(
-            !dir.path().join("disk.vmdk").exists(),
-            "scratch VMDK removed"
+            bytes == build(Some(true)),
+            "in place or through scratch: same bytes"
         );
-        let bytes = std::fs::read(&out_path).unwrap();
+        assert!(bytes == build(Some(false)));
         let mut archive = tar::Archive::new(&bytes[..]);
         let mut members = Vec::new();
         for e in archive.entries().unwrap() {

@@ -114,7 +114,7 @@ pub fn size_bounds(size: u64) -> (u64, u64) {
 /// byte `offset` (a multiple of 512; nothing else of `out` is touched), compressing on
 /// `threads` threads (at least one). The bytes do not depend on `threads`.
 pub fn convert(raw: &Path, out: &File, offset: u64, threads: usize) -> Result<Written> {
-    debug_assert!(offset % SECTOR == 0);
+    debug_assert!(offset.is_multiple_of(SECTOR));
     let input = File::open(raw).at(raw)?;
     let size = input.metadata().at(raw)?.len();
     let geo = Geometry::new(size);
@@ -327,7 +327,7 @@ impl<'a> SectorWriter<'a> {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        debug_assert!(bytes.len() % SECTOR as usize == 0);
+        debug_assert!(bytes.len().is_multiple_of(SECTOR as usize));
         self.buf.extend_from_slice(bytes);
         if self.buf.len() >= Self::FLUSH {
             self.flush()?;
