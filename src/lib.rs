@@ -7,7 +7,7 @@
 //! puts kernel, initramfs and command line on systemd-stub, laid out with the [`pe`]
 //! model; [`measure`] predicts PCR 11 and signs the policy; [`sign`] Authenticode-signs
 //! PE images; [`keys`] loads and makes SecureBoot material; [`meta`] encodes Talos
-//! META; [`formats`] writes each file format (FAT ESP, ISO 9660, GPT disk, qcow2, VHD,
+//! META; [`formats`] writes each file format (FAT ESP, ISO 9660, GPT disk, qcow2, VHD, VMDK/OVA,
 //! compression, OCI installer image, PXE recipes) and [`oci`] reads base images.
 //! [`pipeline`] runs the stages for a plan; [`io`] holds the streaming adapters and
 //! [`report`] the progress lines and the build manifest. The `imager` binary is a thin

@@ -12,7 +12,9 @@ use crate::formats::gpt_disk;
 use crate::kernel_cmdline;
 use crate::meta::{MetaValue, adv};
 use crate::pe;
-use crate::profile::{Bootloader, DiskFormat, EnrollKeys, OutFormat, OutputKind, Profile};
+use crate::profile::{
+    Bootloader, DiskFormat, EnrollKeys, ImageOptions, OutFormat, OutputKind, Profile,
+};
 use crate::uki::UkiProfile;
 
 const MIB: u64 = 1024 * 1024;
@@ -160,11 +162,40 @@ pub struct IsoPlan {
 pub struct DiskPlan {
     pub boot: BootPlan,
     pub layout: gpt_disk::Layout,
-    pub format: DiskFormat,
+    pub format: DiskFormatPlan,
     /// systemd-boot's `secure-boot-enroll` (off without SecureBoot).
     pub enroll: EnrollKeys,
     /// Values for the META partition.
     pub meta: Vec<MetaValue>,
+}
+
+/// The format the raw disk image is converted to (diskFormat with its options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFormatPlan {
+    Raw,
+    Qcow2 {
+        /// `cluster_size` of diskFormatOptions (64 KiB by default).
+        cluster_size: u64,
+    },
+    /// A fixed VHD.
+    Vhd,
+    /// A VMware OVA appliance around a stream-optimized VMDK.
+    Ova {
+        /// `disk.EnableUUID=true` in the OVF (Talos >= 1.12).
+        enable_uuid: bool,
+    },
+}
+
+impl DiskFormatPlan {
+    /// The diskFormat, which names the artifact's extension.
+    pub fn kind(&self) -> DiskFormat {
+        match self {
+            DiskFormatPlan::Raw => DiskFormat::Raw,
+            DiskFormatPlan::Qcow2 { .. } => DiskFormat::Qcow2,
+            DiskFormatPlan::Vhd => DiskFormat::Vhd,
+            DiskFormatPlan::Ova { .. } => DiskFormat::Ova,
+        }
+    }
 }
 
 /// An installer container image.
@@ -266,7 +297,7 @@ fn artifact_name(profile: &Profile, kind: &KindPlan) -> String {
     let sb = secureboot_suffix(profile);
     match kind {
         KindPlan::Iso(_) => format!("{p}.iso"),
-        KindPlan::Disk(disk) => format!("{p}.{}", disk.format),
+        KindPlan::Disk(disk) => format!("{p}.{}", disk.format.kind()),
         KindPlan::Installer(_) => format!("installer-{arch}{sb}.tar"),
         KindPlan::Kernel => format!("kernel-{arch}"),
         KindPlan::Initramfs => format!("initramfs-{p}.xz"),
@@ -384,12 +415,7 @@ fn disk_plan(profile: &Profile, arch: Arch, boot: BootPlan) -> Result<DiskPlan> 
             )));
         }
     };
-    let format = image.disk_format.unwrap_or(DiskFormat::Raw);
-    if format == DiskFormat::Ova {
-        return Err(Error::unsupported(
-            "diskFormat ova is not supported: use raw, qcow2 or vhd",
-        ));
-    }
+    let format = disk_format_plan(profile, image)?;
     if arch == Arch::Arm64 && image.bootloader == Some(Bootloader::DualBoot) {
         return Err(Error::invalid("dual-boot is not supported on arm64"));
     }
@@ -427,6 +453,101 @@ fn disk_plan(profile: &Profile, arch: Arch, boot: BootPlan) -> Result<DiskPlan> 
         },
         meta,
     })
+}
+
+/// diskFormat and its diskFormatOptions. The options are `qemu-img convert -o` syntax
+/// (`key=value` or `key`, comma-separated), as Talos passes them to qemu-img; each
+/// format takes the ones its writer honours, and anything else is refused by name.
+fn disk_format_plan(profile: &Profile, image: &ImageOptions) -> Result<DiskFormatPlan> {
+    let format = image.disk_format.unwrap_or(DiskFormat::Raw);
+    let text = image.disk_format_options.trim();
+    let field = || format!("output.imageOptions.diskFormatOptions {text:?}");
+    let options: Vec<(&str, Option<&str>)> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| match o.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim())),
+            None => (o, None),
+        })
+        .collect();
+    let unknown = |key: &str, takes: &str| {
+        Error::invalid(format!(
+            "{}: unknown {format} option {key:?} ({takes})",
+            field()
+        ))
+    };
+    Ok(match format {
+        // Nothing converts a raw image (Talos ignores the options too), so a base
+        // profile's qcow2 options do not stand in the way of asking for raw.
+        DiskFormat::Raw => DiskFormatPlan::Raw,
+        DiskFormat::Ova => {
+            if let Some((key, _)) = options.first() {
+                return Err(unknown(key, "the OVA's VMDK takes no options"));
+            }
+            DiskFormatPlan::Ova {
+                enable_uuid: profile.quirks().ovf_disk_enable_uuid(),
+            }
+        }
+        DiskFormat::Qcow2 => {
+            let mut cluster_size = crate::formats::qcow2::DEFAULT_CLUSTER_SIZE;
+            for (key, value) in options {
+                if key != "cluster_size" {
+                    return Err(unknown(key, "this imager takes cluster_size"));
+                }
+                cluster_size = value
+                    .and_then(parse_size)
+                    .filter(|s| {
+                        s.is_power_of_two() && crate::formats::qcow2::CLUSTER_SIZES.contains(s)
+                    })
+                    .ok_or_else(|| {
+                        Error::invalid(format!(
+                            "{}: cluster_size must be a power of two from 512 to 2M (e.g. 8k, 65536)",
+                            field()
+                        ))
+                    })?;
+            }
+            DiskFormatPlan::Qcow2 { cluster_size }
+        }
+        DiskFormat::Vhd => {
+            for (key, value) in options {
+                match (key, value) {
+                    ("subformat", Some("fixed")) => {}
+                    ("subformat", _) => {
+                        return Err(Error::unsupported(format!(
+                            "{}: this imager writes fixed VHDs (subformat=fixed)",
+                            field()
+                        )));
+                    }
+                    // The footer always carries the exact disk size.
+                    ("force_size", None | Some("on" | "true")) => {}
+                    _ => {
+                        return Err(unknown(
+                            key,
+                            "this imager takes subformat=fixed, force_size",
+                        ));
+                    }
+                }
+            }
+            DiskFormatPlan::Vhd
+        }
+    })
+}
+
+/// A qemu-style size: bytes, or a number with a `k`, `M` or `G` suffix (powers of 1024).
+fn parse_size(text: &str) -> Option<u64> {
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, ""),
+    };
+    let shift = match unit {
+        "" | "b" | "B" => 0,
+        "k" | "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => return None,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 /// UKI profiles for the target version and kind (Talos >= 1.10 adds a reset entry).
@@ -496,10 +617,81 @@ mod tests {
                 .contains("diskSectorSize 1024")
         );
         assert!(
-            err(|p| p.output.image_options.as_mut().unwrap().disk_format = Some(DiskFormat::Ova))
-                .contains("ova")
+            err(|p| {
+                let image = p.output.image_options.as_mut().unwrap();
+                image.disk_format = Some(DiskFormat::Ova);
+                image.disk_format_options = "cluster_size=8k".into();
+            })
+            .contains("unknown ova option \"cluster_size\"")
         );
         assert!(err(|p| p.output.out_format = None).contains("outFormat is not set"));
+    }
+
+    #[test]
+    fn disk_format_options_follow_qemu_img() {
+        let format = |name: &str, edit: fn(&mut Profile)| match plan(name, edit).map(|p| p.kind) {
+            Ok(KindPlan::Disk(disk)) => Ok(disk.format),
+            Ok(_) => unreachable!(),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(
+            format("alibabacloud", |_| {}),
+            Ok(DiskFormatPlan::Qcow2 { cluster_size: 8192 })
+        );
+        assert_eq!(format("azure", |_| {}), Ok(DiskFormatPlan::Vhd));
+        assert_eq!(
+            format("vmware", |_| {}),
+            Ok(DiskFormatPlan::Ova { enable_uuid: false })
+        );
+        assert_eq!(
+            format("vmware", |p| p.version = "v1.12.0".into()),
+            Ok(DiskFormatPlan::Ova { enable_uuid: true })
+        );
+        let options = |o: &'static str| {
+            move |p: &mut Profile| {
+                p.output.image_options.as_mut().unwrap().disk_format_options = o.into()
+            }
+        };
+        for (o, size) in [
+            ("cluster_size=65536", 65536),
+            ("cluster_size=2M", 2 << 20),
+            ("", 65536),
+        ] {
+            let mut p = resolve(
+                &Source::Builtin("oracle".into()),
+                &Overrides::default(),
+                &Default::default(),
+            )
+            .unwrap();
+            options(o)(&mut p);
+            match Plan::new(&p, 0).unwrap().kind {
+                KindPlan::Disk(d) => assert_eq!(
+                    d.format,
+                    DiskFormatPlan::Qcow2 { cluster_size: size },
+                    "{o}"
+                ),
+                _ => unreachable!(),
+            }
+        }
+        let e = format("oracle", |p| {
+            p.output.image_options.as_mut().unwrap().disk_format_options =
+                "cluster_size=8k,lazy_refcounts=on".into()
+        })
+        .unwrap_err();
+        assert!(e.contains("unknown qcow2 option \"lazy_refcounts\""), "{e}");
+        let e = format("oracle", |p| {
+            p.output.image_options.as_mut().unwrap().disk_format_options = "cluster_size=3k".into()
+        })
+        .unwrap_err();
+        assert!(e.contains("power of two"), "{e}");
+        let e = format("azure", |p| {
+            p.output.image_options.as_mut().unwrap().disk_format_options =
+                "subformat=dynamic".into()
+        })
+        .unwrap_err();
+        assert!(e.contains("fixed VHDs"), "{e}");
+        assert_eq!(parse_size("8k"), Some(8192));
+        assert_eq!(parse_size("x"), None);
     }
 
     #[test]

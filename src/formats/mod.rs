@@ -1,5 +1,5 @@
 //! The file formats the pipeline writes, one module each, named for the format:
-//! the FAT EFI system partition, ISO 9660, GPT disk images and their qcow2/VHD
+//! the FAT EFI system partition, ISO 9660, GPT disk images and their qcow2/VHD/OVA
 //! conversions, outFormat compression, OCI installer images and the PXE recipes.
 
 pub mod compression;
@@ -8,10 +8,12 @@ pub mod fat_esp;
 pub mod gpt_disk;
 pub mod iso9660;
 pub mod oci_image;
+pub mod ova;
 pub mod pxe_recipes;
 pub mod qcow2;
 pub mod squashfs;
 pub mod vhd;
+pub mod vmdk;
 
 use crate::error::Error;
 

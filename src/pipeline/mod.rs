@@ -19,9 +19,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::formats::{gpt_disk, iso9660, oci_image, qcow2, vhd};
-use crate::plan::{BootPlan, DiskPlan, InstallerContents, InstallerPlan, IsoPlan, KindPlan, Plan};
-use crate::profile::DiskFormat;
+use crate::formats::{gpt_disk, iso9660, oci_image, ova, qcow2, vhd};
+use crate::plan::{
+    BootPlan, DiskFormatPlan, DiskPlan, InstallerContents, InstallerPlan, IsoPlan, KindPlan, Plan,
+};
 use crate::report::{Pcr11Bank, Progress, SecureBootFacts};
 use boot::{Boot, Placement};
 use esp_layout::EspFlavor;
@@ -205,7 +206,7 @@ impl Stage<'_> {
             meta: disk.meta.clone(),
         };
         let raw = match disk.format {
-            DiskFormat::Raw => dest.to_path_buf(),
+            DiskFormatPlan::Raw => dest.to_path_buf(),
             _ => work.file("disk.raw"),
         };
         let file = crate::io::create_rw(&raw)?;
@@ -215,16 +216,24 @@ impl Stage<'_> {
         .map_err(|e| e.at_output(&raw))?;
         drop(file);
         match disk.format {
-            DiskFormat::Raw => {}
-            DiskFormat::Qcow2 => {
+            DiskFormatPlan::Raw => {}
+            DiskFormatPlan::Qcow2 { cluster_size } => {
                 let mut out = File::create(dest).op("creating", dest)?;
-                qcow2::convert(&raw, &mut out).map_err(|e| e.at_output(dest))?;
+                qcow2::convert(&raw, &mut out, cluster_size).map_err(|e| e.at_output(dest))?;
             }
-            DiskFormat::Vhd => {
+            DiskFormatPlan::Vhd => {
                 let mut out = File::create(dest).op("creating", dest)?;
                 vhd::convert(&raw, &mut out, dest, plan.epoch)?;
             }
-            DiskFormat::Ova => unreachable!("the plan refuses ova"),
+            DiskFormatPlan::Ova { enable_uuid } => {
+                let out = crate::io::create_rw(dest)?;
+                let spec = ova::OvaSpec {
+                    enable_uuid,
+                    epoch: plan.epoch,
+                    threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                };
+                ova::write(&raw, &work.file("disk.vmdk"), &spec, &out, dest)?;
+            }
         }
         progress.step("disk image ready");
         Ok(boot.take_facts())
