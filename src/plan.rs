@@ -158,7 +158,11 @@ pub struct IsoPlan {
 /// A disk image.
 #[derive(Debug, Clone)]
 pub struct DiskPlan {
+    /// The UKI and systemd-boot (`sd-boot` and `dual-boot`; unused by `grub`).
     pub boot: BootPlan,
+    /// `sd-boot` (UEFI), `dual-boot` (GRUB for BIOS, systemd-boot for UEFI) or `grub`
+    /// (GRUB for both).
+    pub bootloader: Bootloader,
     pub layout: gpt_disk::Layout,
     pub format: DiskFormat,
     /// systemd-boot's `secure-boot-enroll` (off without SecureBoot).
@@ -319,9 +323,11 @@ fn kind_plan(profile: &Profile, kind: OutputKind, arch: Arch, cmdline: &str) -> 
         }
         OutputKind::Iso => {
             let options = profile.output.iso_options.clone().unwrap_or_default();
-            if let Some(Bootloader::Grub | Bootloader::DualBoot) = options.bootloader {
+            // dual-boot (Talos's default from 1.12) is what this ISO is: systemd-boot
+            // for UEFI and, on plain amd64 ISOs, ISOLINUX for BIOS.
+            if options.bootloader == Some(Bootloader::Grub) {
                 return Err(Error::unsupported(
-                    "ISO bootloader grub/dual-boot: this imager builds systemd-boot ISOs (with ISOLINUX for BIOS); use sd-boot",
+                    "ISO bootloader grub: this imager builds systemd-boot ISOs (with ISOLINUX for BIOS); use dual-boot or sd-boot",
                 ));
             }
             KindPlan::Iso(IsoPlan {
@@ -390,34 +396,63 @@ fn disk_plan(profile: &Profile, arch: Arch, boot: BootPlan) -> Result<DiskPlan> 
             "diskFormat ova is not supported: use raw, qcow2 or vhd",
         ));
     }
-    if arch == Arch::Arm64 && image.bootloader == Some(Bootloader::DualBoot) {
+    let bootloader = image.bootloader.ok_or_else(|| {
+        Error::invalid(
+            "output.imageOptions.bootloader must be set for the image kind (dual-boot, sd-boot, grub)",
+        )
+    })?;
+    // Talos's rules (`pkg/imager/profile/output.go`, the installer's dual-boot check).
+    if arch == Arch::Arm64 && bootloader == Bootloader::DualBoot {
         return Err(Error::invalid("dual-boot is not supported on arm64"));
     }
-    if let Some(b @ (Bootloader::Grub | Bootloader::DualBoot)) = image.bootloader {
-        return Err(Error::unsupported(format!(
-            "bootloader {b}: this imager writes systemd-boot disk images; use sd-boot"
+    if profile.secureboot() && bootloader != Bootloader::SdBoot {
+        return Err(Error::invalid(format!(
+            "bootloader {bootloader} is not supported with SecureBoot: SecureBoot images boot systemd-boot (sd-boot)"
         )));
     }
+    if arch == Arch::Arm64 && bootloader == Bootloader::Grub {
+        return Err(Error::unsupported(
+            "bootloader grub on arm64 (GRUB arm64-efi) is not supported: use sd-boot (Talos's arm64 default from 1.10)",
+        ));
+    }
+    let quirks = profile.quirks();
+    let boot_size = quirks.boot_partition_size();
+    // The UKI ESP has room for two UKIs (A/B); GRUB's ESP holds only GRUB's EFI image.
+    let uki_efi_size = 100 * MIB + MIB + boot_size;
+    let (efi_size, bios_boot) = match bootloader {
+        Bootloader::SdBoot => (uki_efi_size, None),
+        Bootloader::DualBoot => (uki_efi_size, Some(boot_size)),
+        Bootloader::Grub => (100 * MIB, Some(boot_size)),
+    };
     let layout = gpt_disk::Layout {
         size: image.disk_size,
         sector_size,
-        efi_size: if profile.quirks().large_boot_partition() {
-            2101 * MIB
-        } else {
-            1101 * MIB
-        },
+        efi_size,
+        boot_size: bios_boot,
     };
     if layout.size < layout.minimum_size() {
         return Err(Error::invalid(format!(
-            "output.imageOptions.diskSize {} is too small: the partitions need at least {} bytes",
+            "output.imageOptions.diskSize {} is too small for the {bootloader} layout: its partitions need at least {} bytes",
             layout.size,
             layout.minimum_size()
         )));
     }
-    let meta = profile.customization.meta_contents.clone();
+    let mut meta = profile.customization.meta_contents.clone();
+    // The first-boot handshake: machined removes the bootloader that did not boot.
+    if arch == Arch::Amd64
+        && !profile.secureboot()
+        && quirks.sd_boot_for_uefi()
+        && bootloader == Bootloader::DualBoot
+    {
+        meta.push(MetaValue {
+            key: crate::meta::DUAL_BOOT_KEY,
+            value: "dual-boot".into(),
+        });
+    }
     adv::encode(&meta)?;
     Ok(DiskPlan {
         boot,
+        bootloader,
         layout,
         format,
         enroll: if profile.secureboot() {

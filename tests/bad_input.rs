@@ -206,7 +206,7 @@ fn bad_input_matrix() {
                 "baseProfileName: metal\narch: arm64\noutput:\n  imageOptions:\n    bootloader: grub\n",
                 "arm64",
             ),
-            "bootloader grub: this imager writes systemd-boot disk images",
+            "bootloader grub on arm64 (GRUB arm64-efi) is not supported",
         ),
     ];
     // Each boot binary of the other architecture in the target's place (PE machine check).

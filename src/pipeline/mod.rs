@@ -193,6 +193,12 @@ impl Stage<'_> {
     /// The disk image: GPT with the ESP (UKI built in place) and META, then its disk format.
     fn disk(&self, disk: &DiskPlan, dest: &Path) -> Result<Facts> {
         let (plan, work, progress) = (self.plan, self.work, self.progress);
+        if disk.bootloader != crate::profile::Bootloader::SdBoot {
+            return Err(Error::unsupported(format!(
+                "bootloader {}: the GRUB layouts are not written yet; use sd-boot",
+                disk.bootloader
+            )));
+        }
         let mut boot = Boot::prepare(plan, &disk.boot, work, Placement::InOutput, self.initramfs)?;
         let spec = gpt_disk::DiskSpec {
             layout: disk.layout.clone(),
@@ -203,6 +209,7 @@ impl Stage<'_> {
                 sector_size: disk.layout.sector_size,
             },
             meta: disk.meta.clone(),
+            bios: None,
         };
         let raw = match disk.format {
             DiskFormat::Raw => dest.to_path_buf(),
