@@ -12,6 +12,7 @@ pub mod pxe_recipes;
 pub mod qcow2;
 pub mod squashfs;
 pub mod vhd;
+pub mod xfs;
 
 use crate::error::Error;
 
