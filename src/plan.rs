@@ -538,6 +538,64 @@ mod tests {
     }
 
     #[test]
+    fn disk_layout_and_meta_follow_the_bootloader() {
+        let disk = |version: &'static str, edit: fn(&mut Profile)| {
+            match plan("metal", |p| {
+                p.version = version.into();
+                // Defaults again for the new version, as resolve would fill them.
+                p.output.image_options.as_mut().unwrap().bootloader = None;
+                p.output.image_options.as_mut().unwrap().disk_size = 1306525696;
+                edit(p);
+                crate::profile::defaults::fill(p, &Default::default());
+            })
+            .map(|p| p.kind)
+            {
+                Ok(KindPlan::Disk(d)) => Ok(d),
+                Ok(_) => unreachable!(),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let grub = disk("v1.9.2", |_| {}).unwrap();
+        assert_eq!(grub.bootloader, Bootloader::Grub);
+        assert_eq!(grub.layout.efi_size, 100 * MIB);
+        assert_eq!(grub.layout.boot_size, Some(1000 * MIB));
+        assert!(grub.meta.is_empty());
+        let dual = disk("v1.11.0", |_| {}).unwrap();
+        assert_eq!(dual.bootloader, Bootloader::DualBoot);
+        assert_eq!(dual.layout.efi_size, 2101 * MIB);
+        assert_eq!(dual.layout.boot_size, Some(2000 * MIB));
+        assert_eq!(
+            dual.meta,
+            vec![MetaValue {
+                key: 0x11,
+                value: "dual-boot".into()
+            }]
+        );
+        let sd = disk("v1.11.0", |p| {
+            p.output.image_options.as_mut().unwrap().bootloader = Some(Bootloader::SdBoot)
+        })
+        .unwrap();
+        assert_eq!((sd.layout.boot_size, sd.meta.len()), (None, 0));
+        let arm = disk("v1.11.0", |p| {
+            p.arch = "arm64".into();
+            p.output.image_options.as_mut().unwrap().bootloader = Some(Bootloader::DualBoot)
+        });
+        assert_eq!(
+            arm.unwrap_err(),
+            "invalid input: dual-boot is not supported on arm64"
+        );
+        // A plan made without the defaults (library use) still refuses GRUB with SecureBoot.
+        let sb = plan("secureboot-metal", |p| {
+            p.output.image_options.as_mut().unwrap().bootloader = Some(Bootloader::DualBoot)
+        });
+        assert!(
+            sb.unwrap_err()
+                .to_string()
+                .contains("bootloader dual-boot is not supported with SecureBoot")
+        );
+    }
+
+    #[test]
     fn the_iso_boots_bios_only_without_secureboot() {
         let bios = |n: &str| match plan(n, |_| {}).unwrap().kind {
             KindPlan::Iso(iso) => iso.bios,
