@@ -39,7 +39,9 @@ use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use geometry::{AGFL_FILL, BLOCK_LOG, BLOCK_SIZE, CHUNK_BLOCKS, Geometry, INODE_SIZE, INODES_PER_CHUNK};
+use geometry::{
+    AGFL_FILL, BLOCK_LOG, BLOCK_SIZE, CHUNK_BLOCKS, Geometry, INODE_SIZE, INODES_PER_CHUNK,
+};
 use ondisk::{DirEntry, Fork, InodeInfo};
 
 /// Where a file's content comes from.
@@ -54,8 +56,15 @@ pub enum Source {
 /// (`A`, `A/vmlinuz`); parents come before their children; `mode` is the permission
 /// bits only.
 pub enum Entry {
-    Dir { path: String, mode: u32 },
-    File { path: String, mode: u32, source: Source },
+    Dir {
+        path: String,
+        mode: u32,
+    },
+    File {
+        path: String,
+        mode: u32,
+        source: Source,
+    },
 }
 
 /// What identifies the filesystem.
@@ -120,8 +129,15 @@ const MAX_NAME: usize = 255;
 const MAX_EPOCH: u64 = u64::MAX / 1_000_000_000 - (1 << 31);
 
 enum Kind<'a> {
-    Dir { children: Vec<usize>, block: Option<(u32, u32)> },
-    File { source: &'a Source, len: u64, extents: Vec<Extent> },
+    Dir {
+        children: Vec<usize>,
+        block: Option<(u32, u32)>,
+    },
+    File {
+        source: &'a Source,
+        len: u64,
+        extents: Vec<Extent>,
+    },
 }
 
 struct Node<'a> {
@@ -186,7 +202,12 @@ impl Allocator {
                 continue;
             }
             let take = blocks.min(u64::from(run.2)).min(ondisk::MAX_EXTENT_BLOCKS) as u32;
-            out.push(Extent { file_block, agno: run.0, agbno: run.1, len: take });
+            out.push(Extent {
+                file_block,
+                agno: run.0,
+                agbno: run.1,
+                len: take,
+            });
             run.1 += take;
             run.2 -= take;
             blocks -= u64::from(take);
@@ -220,44 +241,69 @@ impl<'a> Plan<'a> {
             name: "",
             parent: 0,
             mode: 0o755,
-            kind: Kind::Dir { children: Vec::new(), block: None },
+            kind: Kind::Dir {
+                children: Vec::new(),
+                block: None,
+            },
         }];
         let mut by_path: HashMap<&str, usize> = HashMap::new();
         by_path.insert("", 0);
         for e in entries {
             let (path, mode) = match e {
-                Entry::Dir { path, mode } | Entry::File { path, mode, .. } => (path.as_str(), *mode),
+                Entry::Dir { path, mode } | Entry::File { path, mode, .. } => {
+                    (path.as_str(), *mode)
+                }
             };
             if mode & !0o7777 != 0 {
-                return Err(invalid_path(path, &format!("mode {mode:#o} has more than permission bits")));
+                return Err(invalid_path(
+                    path,
+                    &format!("mode {mode:#o} has more than permission bits"),
+                ));
             }
             let (parent_path, name) = path.rsplit_once('/').unwrap_or(("", path));
             if name.is_empty() || name == "." || name == ".." || path.starts_with('/') {
-                return Err(invalid_path(path, "must be a relative path of non-empty names other than . and .."));
+                return Err(invalid_path(
+                    path,
+                    "must be a relative path of non-empty names other than . and ..",
+                ));
             }
             if name.len() > MAX_NAME || name.contains('\0') {
-                return Err(invalid_path(path, "a name is longer than 255 bytes or holds NUL"));
+                return Err(invalid_path(
+                    path,
+                    "a name is longer than 255 bytes or holds NUL",
+                ));
             }
             let Some(&parent) = by_path.get(parent_path) else {
-                return Err(invalid_path(path, "its parent directory is not listed before it"));
+                return Err(invalid_path(
+                    path,
+                    "its parent directory is not listed before it",
+                ));
             };
             if by_path.contains_key(path) {
                 return Err(invalid_path(path, "listed twice"));
             }
             let kind = match e {
-                Entry::Dir { .. } => Kind::Dir { children: Vec::new(), block: None },
+                Entry::Dir { .. } => Kind::Dir {
+                    children: Vec::new(),
+                    block: None,
+                },
                 Entry::File { source, .. } => {
                     let len = match source {
                         Source::Bytes(b) => b.len() as u64,
                         Source::File(p) => {
-                            let md = std::fs::metadata(p).map_err(|e| Error::io_op("reading", p, e))?;
+                            let md =
+                                std::fs::metadata(p).map_err(|e| Error::io_op("reading", p, e))?;
                             if !md.is_file() {
                                 return Err(Error::format(p, "not a regular file"));
                             }
                             md.len()
                         }
                     };
-                    Kind::File { source, len, extents: Vec::new() }
+                    Kind::File {
+                        source,
+                        len,
+                        extents: Vec::new(),
+                    }
                 }
             };
             let idx = nodes.len();
@@ -265,7 +311,12 @@ impl<'a> Plan<'a> {
                 Kind::Dir { children, .. } => children.push(idx),
                 Kind::File { .. } => return Err(invalid_path(path, "its parent is a file")),
             }
-            nodes.push(Node { name, parent, mode, kind });
+            nodes.push(Node {
+                name,
+                parent,
+                mode,
+                kind,
+            });
             by_path.insert(path, idx);
         }
 
@@ -274,9 +325,18 @@ impl<'a> Plan<'a> {
         let chunks = inodes.div_ceil(INODES_PER_CHUNK);
         let chunk_end = g.inode_start() + chunks * CHUNK_BLOCKS;
         if chunk_end > g.ag_len(0) {
-            return Err(Error::invalid(format!("{} XFS entries: too many", entries.len())));
+            return Err(Error::invalid(format!(
+                "{} XFS entries: too many",
+                entries.len()
+            )));
         }
-        let mut plan = Plan { g, label, nodes, chunks, ags: Vec::new() };
+        let mut plan = Plan {
+            g,
+            label,
+            nodes,
+            chunks,
+            ags: Vec::new(),
+        };
 
         let g = &plan.g;
         let mut runs = vec![(0, chunk_end, g.ag_len(0) - chunk_end)];
@@ -297,7 +357,10 @@ impl<'a> Plan<'a> {
         for i in 0..plan.nodes.len() {
             let path = plan.path(i);
             if let Kind::File { len, extents, .. } = &mut plan.nodes[i].kind {
-                *extents = alloc.alloc(len.div_ceil(BLOCK_SIZE), &format!("file {path:?} of {len} bytes"))?;
+                *extents = alloc.alloc(
+                    len.div_ceil(BLOCK_SIZE),
+                    &format!("file {path:?} of {len} bytes"),
+                )?;
                 if extents.len() > ondisk::MAX_INLINE_EXTENTS {
                     return Err(Error::unsupported(format!(
                         "XFS file {path:?}: needs {} extents, at most {} are supported",
@@ -307,12 +370,18 @@ impl<'a> Plan<'a> {
                 }
             }
         }
-        plan.ags = (0..plan.g.agcount).map(|ag| plan.ag_plan(ag)).collect::<Result<_>>()?;
+        plan.ags = (0..plan.g.agcount)
+            .map(|ag| plan.ag_plan(ag))
+            .collect::<Result<_>>()?;
         Ok(plan)
     }
 
     fn ino(&self, node: usize) -> u64 {
-        if node == 0 { self.g.ino(0) } else { self.g.ino(node as u32 + 2) }
+        if node == 0 {
+            self.g.ino(0)
+        } else {
+            self.g.ino(node as u32 + 2)
+        }
     }
 
     fn path(&self, mut node: usize) -> String {
@@ -349,7 +418,12 @@ impl<'a> Plan<'a> {
     /// The reverse mappings, free runs and free list of one AG.
     fn ag_plan(&self, ag: u32) -> Result<AgPlan> {
         let g = &self.g;
-        let special = |start, len, owner| Rmap { start, len, owner, offset: 0 };
+        let special = |start, len, owner| Rmap {
+            start,
+            len,
+            owner,
+            offset: 0,
+        };
         let mut rmaps = vec![
             special(0, g.hdr_blocks, ondisk::OWN_FS),
             special(g.bno_root(), 2, ondisk::OWN_AG),
@@ -362,17 +436,34 @@ impl<'a> Plan<'a> {
             rmaps.push(special(g.log_agbno, g.logblocks, ondisk::OWN_LOG));
         }
         if ag == 0 {
-            rmaps.push(special(g.inode_start(), self.chunks * CHUNK_BLOCKS, ondisk::OWN_INODES));
+            rmaps.push(special(
+                g.inode_start(),
+                self.chunks * CHUNK_BLOCKS,
+                ondisk::OWN_INODES,
+            ));
         }
         for (i, n) in self.nodes.iter().enumerate() {
             let ino = self.ino(i);
             match &n.kind {
-                Kind::Dir { block: Some((a, b)), .. } if *a == ag => {
-                    rmaps.push(Rmap { start: *b, len: 1, owner: ino, offset: 0 });
+                Kind::Dir {
+                    block: Some((a, b)),
+                    ..
+                } if *a == ag => {
+                    rmaps.push(Rmap {
+                        start: *b,
+                        len: 1,
+                        owner: ino,
+                        offset: 0,
+                    });
                 }
                 Kind::File { extents, .. } => {
                     for e in extents.iter().filter(|e| e.agno == ag) {
-                        rmaps.push(Rmap { start: e.agbno, len: e.len, owner: ino, offset: e.file_block });
+                        rmaps.push(Rmap {
+                            start: e.agbno,
+                            len: e.len,
+                            owner: ino,
+                            offset: e.file_block,
+                        });
                     }
                 }
                 _ => {}
@@ -383,7 +474,8 @@ impl<'a> Plan<'a> {
         let mut merged: Vec<Rmap> = Vec::with_capacity(rmaps.len());
         for r in rmaps {
             if let Some(last) = merged.last_mut() {
-                let contiguous_offset = r.owner >= ondisk::OWN_REFC || last.offset + u64::from(last.len) == r.offset;
+                let contiguous_offset =
+                    r.owner >= ondisk::OWN_REFC || last.offset + u64::from(last.len) == r.offset;
                 if last.owner == r.owner && last.start + last.len == r.start && contiguous_offset {
                     last.len += r.len;
                     continue;
@@ -411,7 +503,11 @@ impl<'a> Plan<'a> {
             )));
         }
         let agfl = (0..AGFL_FILL).map(|i| g.agfl_start(ag) + i).collect();
-        Ok(AgPlan { rmaps: merged, free, agfl })
+        Ok(AgPlan {
+            rmaps: merged,
+            free,
+            agfl,
+        })
     }
 
     fn inode_count(&self) -> u32 {
@@ -442,23 +538,33 @@ impl<'a> Plan<'a> {
 
         // File data.
         for n in &self.nodes {
-            if let Kind::File { source, len, extents } = &n.kind {
+            if let Kind::File {
+                source,
+                len,
+                extents,
+            } = &n.kind
+            {
                 self.write_data(out, offset, source, *len, extents, zeroed)?;
             }
         }
 
         // Directory blocks.
         for (i, n) in self.nodes.iter().enumerate() {
-            if let Kind::Dir { block: Some((ag, bno)), .. } = n.kind {
+            if let Kind::Dir {
+                block: Some((ag, bno)),
+                ..
+            } = n.kind
+            {
                 let entries = self.dir_entries(i);
                 let parent = self.ino(n.parent);
-                let b = ondisk::block_dir(&opts.uuid, g.daddr(ag, bno), self.ino(i), parent, &entries)
-                    .ok_or_else(|| {
-                        Error::unsupported(format!(
-                            "XFS directory {:?}: its entries need more than one 4 KiB block",
-                            self.path(i)
-                        ))
-                    })?;
+                let b =
+                    ondisk::block_dir(&opts.uuid, g.daddr(ag, bno), self.ino(i), parent, &entries)
+                        .ok_or_else(|| {
+                            Error::unsupported(format!(
+                                "XFS directory {:?}: its entries need more than one 4 KiB block",
+                                self.path(i)
+                            ))
+                        })?;
                 at(g.byte(ag, bno), &b)?;
             }
         }
@@ -516,19 +622,42 @@ impl<'a> Plan<'a> {
         let ss = u64::from(g.sector_size);
         for (ag, a) in (0..g.agcount).zip(&self.ags) {
             let base = g.byte(ag, 0);
-            at(base, &ondisk::superblock(g, &opts.uuid, &self.label, &counts, ag == 0, fd_before))?;
+            at(
+                base,
+                &ondisk::superblock(g, &opts.uuid, &self.label, &counts, ag == 0, fd_before),
+            )?;
             let freeblks = a.free.iter().map(|f| f.1).sum();
             let longest = a.free.iter().map(|f| f.1).max().unwrap_or(0);
-            let agf = ondisk::AgfInfo { freeblks, longest, agfl_count: a.agfl.len() as u32 };
+            let agf = ondisk::AgfInfo {
+                freeblks,
+                longest,
+                agfl_count: a.agfl.len() as u32,
+            };
             at(base + ss, &ondisk::agf(g, &opts.uuid, ag, &agf))?;
             let (count, freecount, newino) = if ag == 0 {
                 let start = g.ino(0) as u32;
                 let last = start + (self.chunks - 1) * INODES_PER_CHUNK;
-                (total_inodes as u32, (total_inodes - used_inodes) as u32, last)
+                (
+                    total_inodes as u32,
+                    (total_inodes - used_inodes) as u32,
+                    last,
+                )
             } else {
                 (0, 0, ondisk::NULL32)
             };
-            at(base + 2 * ss, &ondisk::agi(g, &opts.uuid, ag, &ondisk::AgiInfo { count, freecount, newino }))?;
+            at(
+                base + 2 * ss,
+                &ondisk::agi(
+                    g,
+                    &opts.uuid,
+                    ag,
+                    &ondisk::AgiInfo {
+                        count,
+                        freecount,
+                        newino,
+                    },
+                ),
+            )?;
             at(base + 3 * ss, &ondisk::agfl(g, &opts.uuid, ag, &a.agfl))?;
 
             let mut bno = Vec::new();
@@ -547,7 +676,10 @@ impl<'a> Plan<'a> {
             if ag == 0 {
                 for c in 0..self.chunks {
                     let first = c * INODES_PER_CHUNK;
-                    let used = self.inode_count().saturating_sub(first).min(INODES_PER_CHUNK);
+                    let used = self
+                        .inode_count()
+                        .saturating_sub(first)
+                        .min(INODES_PER_CHUNK);
                     let free_mask = if used == 64 { 0 } else { u64::MAX << used };
                     let mut rec = Vec::with_capacity(16);
                     rec.extend_from_slice(&(g.ino(first) as u32).to_be_bytes());
@@ -569,7 +701,10 @@ impl<'a> Plan<'a> {
                 rmap.extend_from_slice(&r.offset.to_be_bytes());
             }
             let leaf = |bno_: u32, magic, size, recs: &[u8]| {
-                at(g.byte(ag, bno_), &ondisk::btree_leaf(g, &opts.uuid, ag, bno_, magic, size, recs))
+                at(
+                    g.byte(ag, bno_),
+                    &ondisk::btree_leaf(g, &opts.uuid, ag, bno_, magic, size, recs),
+                )
             };
             leaf(g.bno_root(), ondisk::BNO_MAGIC, 8, &bno)?;
             leaf(g.cnt_root(), ondisk::CNT_MAGIC, 8, &cnt)?;
@@ -608,7 +743,16 @@ impl<'a> Plan<'a> {
                         (BLOCK_SIZE, 1, Fork::Extents(&exts))
                     }
                 };
-                InodeInfo { ino, mode: ondisk::S_IFDIR | mode, nlink: 2 + subdirs, size, nblocks, flags: 0, epoch: opts.epoch, fork }
+                InodeInfo {
+                    ino,
+                    mode: ondisk::S_IFDIR | mode,
+                    nlink: 2 + subdirs,
+                    size,
+                    nblocks,
+                    flags: 0,
+                    epoch: opts.epoch,
+                    fork,
+                }
             }
             Kind::File { len, extents, .. } => {
                 exts = extents
@@ -616,8 +760,21 @@ impl<'a> Plan<'a> {
                     .map(|e| (e.file_block, g.fsbno(e.agno, e.agbno), u64::from(e.len)))
                     .collect();
                 let nblocks = exts.iter().map(|e| e.2).sum();
-                let fork = if exts.is_empty() { Fork::Empty } else { Fork::Extents(&exts) };
-                InodeInfo { ino, mode: ondisk::S_IFREG | mode, nlink: 1, size: *len, nblocks, flags: 0, epoch: opts.epoch, fork }
+                let fork = if exts.is_empty() {
+                    Fork::Empty
+                } else {
+                    Fork::Extents(&exts)
+                };
+                InodeInfo {
+                    ino,
+                    mode: ondisk::S_IFREG | mode,
+                    nlink: 1,
+                    size: *len,
+                    nblocks,
+                    flags: 0,
+                    epoch: opts.epoch,
+                    fork,
+                }
             }
         };
         Ok(ondisk::inode(&opts.uuid, &info))
@@ -664,7 +821,9 @@ impl<'a> Plan<'a> {
         let mut probe = [0u8; 1];
         if reader.read(&mut probe).map_err(rerr)? != 0 {
             return Err(match source {
-                Source::File(p) => Error::format(p, format!("grew past {len} bytes while being written")),
+                Source::File(p) => {
+                    Error::format(p, format!("grew past {len} bytes while being written"))
+                }
                 Source::Bytes(_) => unreachable!("bytes have a fixed length"),
             });
         }
