@@ -106,8 +106,23 @@ fn build(
     path
 }
 
-/// `xfs_repair -n` finds nothing to fix: exit 0 and no complaint on either stream.
+/// `xfs_repair -n` finds nothing to fix (exit 0 and no complaint on either stream),
+/// and neither does `xfs_db`'s block-by-block `check` (silent when all is well).
 fn assert_repair_clean(img: &Path) {
+    let check = Command::new(require_tool("xfs_db"))
+        .args(["-r", "-c", "check"])
+        .arg(img)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        check.status.success() && said.trim().is_empty(),
+        "xfs_db check: {said}"
+    );
     let out = Command::new(require_tool("xfs_repair"))
         .args(["-n", "-f"])
         .arg(img)
@@ -203,17 +218,21 @@ fn metadata_dump(img: &Path, agcount: u32) -> String {
 #[test]
 fn empty_filesystem_is_what_mkfs_makes() {
     let dir = tempfile::tempdir().unwrap();
-    for (mib, sector) in [
-        (300u64, 512u32),
-        (1000, 512),
-        (1000, 4096),
-        (2000, 512),
-        (2000, 4096),
-        (1333, 512),
+    // Talos's sizes, the smallest, sizes whose blocks do not split into four equal
+    // AGs or that end in a partial block, and one large enough for a log above 64 MiB.
+    for (size, sector) in [
+        (300 * MIB, 512u32),
+        (1000 * MIB, 512),
+        (1000 * MIB, 4096),
+        (2000 * MIB, 512),
+        (2000 * MIB, 4096),
+        (1001 * MIB + 3 * 4096 + 100, 512),
+        (200 << 30, 4096),
     ] {
-        let ours = build(dir.path(), "ours.img", 0, mib * MIB, sector, &[]);
+        let mib = size / MIB;
+        let ours = build(dir.path(), "ours.img", 0, size, sector, &[]);
         let theirs = dir.path().join("mkfs.img");
-        File::create(&theirs).unwrap().set_len(mib * MIB).unwrap();
+        File::create(&theirs).unwrap().set_len(size).unwrap();
         let uuid = format!("uuid={}", opts(sector).uuid);
         run_ok(
             Command::new(require_tool("mkfs.xfs"))

@@ -18,8 +18,9 @@
 //! short-form (in the inode) or a single directory block. File contents are streamed
 //! from their paths. Nothing is random: the same inputs give the same bytes.
 //!
-//! On-disk reference: "XFS Algorithms & Data Structures" (kernel.org,
-//! `Documentation/filesystems/xfs/xfs-*`) and xfsprogs 6.1 (`libxfs/xfs_format.h`,
+//! On-disk reference: "XFS Algorithms & Data Structures", 3rd edition
+//! (`xfs-documentation.git`, `design/XFS_Filesystem_Structure`: superblocks, AG
+//! headers, btrees, inodes, directories, the log) and xfsprogs 6.1 (`libxfs/xfs_format.h`,
 //! `xfs_da_format.h`, `xfs_log_format.h`, `libxfs/util.c` `libxfs_log_header`,
 //! `mkfs/xfs_mkfs.c`, `libxfs/topology.c`); checked against `mkfs.xfs` 6.1.0 output
 //! with `xfs_db`, `xfs_repair -n` and GRUB's reader (`grub-fstest`).
