@@ -639,6 +639,7 @@ fn write_err(size: u64, sector: u32, entries: &[Entry]) -> String {
     let path = dir.path().join("out.img");
     let f = File::create(&path).unwrap();
     let err = xfs::write(&f, 0, size, &opts(sector), entries).expect_err("accepted");
+    eprintln!("{err}");
     assert_eq!(
         std::fs::metadata(&path).unwrap().len(),
         0,

@@ -194,8 +194,7 @@ impl Allocator {
         while blocks > 0 {
             let Some(run) = self.runs.get_mut(self.next) else {
                 return Err(Error::invalid(format!(
-                    "{what}: does not fit in the XFS filesystem ({} more blocks of 4 KiB needed)",
-                    blocks
+                    "XFS {what}: does not fit in the free space ({blocks} more 4 KiB blocks needed)"
                 )));
             };
             if run.2 == 0 {
