@@ -514,29 +514,14 @@ impl<'a> Plan<'a> {
         self.nodes.len() as u32 + 2
     }
 
-    fn write(&self, out: &File, offset: u64, opts: &XfsOptions) -> Result<()> {
+    fn write(&self, file: &File, offset: u64, opts: &XfsOptions) -> Result<()> {
         let g = &self.g;
-        let size = g.dblocks << BLOCK_LOG;
-        let werr = |e: std::io::Error| Error::io_during("writing the XFS filesystem", e);
-        let at = |pos: u64, data: &[u8]| out.write_all_at(data, offset + pos).map_err(werr);
-        let md = out.metadata().map_err(werr)?;
-        if md.is_file() && md.len() < offset + size {
-            out.set_len(offset + size).map_err(werr)?;
-        }
-        let zeroed = punch_hole(out, offset, size);
+        let out = Out { file, offset };
+        let zeroed = out.prepare(g.dblocks << BLOCK_LOG)?;
         let log_byte = g.byte(g.log_ag, g.log_agbno);
         if !zeroed {
-            let zeros = vec![0u8; crate::io::BUFFER_SIZE];
-            let log_len = u64::from(g.logblocks) << BLOCK_LOG;
-            let mut pos = 0;
-            while pos < log_len {
-                let n = (log_len - pos).min(zeros.len() as u64) as usize;
-                at(log_byte + pos, &zeros[..n])?;
-                pos += n as u64;
-            }
+            out.zero(log_byte, u64::from(g.logblocks) << BLOCK_LOG)?;
         }
-
-        // File data.
         for n in &self.nodes {
             if let Kind::File {
                 source,
@@ -544,11 +529,20 @@ impl<'a> Plan<'a> {
                 extents,
             } = &n.kind
             {
-                self.write_data(out, offset, source, *len, extents, zeroed)?;
+                self.write_data(&out, source, *len, extents, zeroed)?;
             }
         }
+        self.write_dir_blocks(&out, opts)?;
+        self.write_inodes(&out, opts)?;
+        for (ag, a) in (0..g.agcount).zip(&self.ags) {
+            self.write_ag(&out, opts, ag, a)?;
+        }
+        out.at(log_byte, &ondisk::log_record(&opts.uuid, g.sector_size))
+    }
 
-        // Directory blocks.
+    /// The blocks of the directories too large to live in their inode.
+    fn write_dir_blocks(&self, out: &Out, opts: &XfsOptions) -> Result<()> {
+        let g = &self.g;
         for (i, n) in self.nodes.iter().enumerate() {
             if let Kind::Dir {
                 block: Some((ag, bno)),
@@ -565,16 +559,21 @@ impl<'a> Plan<'a> {
                                 self.path(i)
                             ))
                         })?;
-                at(g.byte(ag, bno), &b)?;
+                out.at(g.byte(ag, bno), &b)?;
             }
         }
+        Ok(())
+    }
 
-        // Inodes.
+    /// The inode chunks: the root, the two (empty) realtime inodes mkfs always makes,
+    /// the entries, then free inodes.
+    fn write_inodes(&self, out: &Out, opts: &XfsOptions) -> Result<()> {
+        let g = &self.g;
         let mut chunk = Vec::with_capacity((self.chunks * INODES_PER_CHUNK * INODE_SIZE) as usize);
         for idx in 0..self.chunks * INODES_PER_CHUNK {
             let ino = g.ino(idx);
             let b = match idx {
-                0 => self.node_inode(0, opts)?,
+                0 => self.node_inode(0, opts),
                 1 | 2 => ondisk::inode(
                     &opts.uuid,
                     &InodeInfo {
@@ -588,22 +587,32 @@ impl<'a> Plan<'a> {
                         fork: Fork::Empty,
                     },
                 ),
-                i if i < self.inode_count() => self.node_inode(i as usize - 2, opts)?,
+                i if i < self.inode_count() => self.node_inode(i as usize - 2, opts),
                 _ => ondisk::free_inode(&opts.uuid, ino),
             };
             chunk.extend_from_slice(&b);
         }
-        at(g.byte(0, g.inode_start()), &chunk)?;
+        out.at(g.byte(0, g.inode_start()), &chunk)
+    }
 
-        // AG headers and btree roots.
-        let used_inodes = u64::from(self.inode_count());
-        let total_inodes = u64::from(self.chunks * INODES_PER_CHUNK);
+    /// One AG's superblock, AGF, AGI, AGFL and btree roots.
+    fn write_ag(&self, out: &Out, opts: &XfsOptions, ag: u32, a: &AgPlan) -> Result<()> {
+        let g = &self.g;
+        let uuid = &opts.uuid;
+        let used_inodes = self.inode_count();
+        let total_inodes = self.chunks * INODES_PER_CHUNK;
         let fdblocks: u64 = self
             .ags
             .iter()
             .map(|a| a.free.iter().map(|f| u64::from(f.1)).sum::<u64>() + a.agfl.len() as u64)
             .sum();
-        let data_blocks: u64 = self
+        let counts = ondisk::SbCounts {
+            rootino: g.ino(0),
+            icount: u64::from(total_inodes),
+            ifree: u64::from(total_inodes - used_inodes),
+            fdblocks,
+        };
+        let allocated: u64 = self
             .nodes
             .iter()
             .map(|n| match &n.kind {
@@ -611,116 +620,94 @@ impl<'a> Plan<'a> {
                 Kind::Dir { block: Some(_), .. } => 1,
                 Kind::Dir { .. } => 0,
             })
-            .sum();
-        let counts = ondisk::SbCounts {
-            rootino: g.ino(0),
-            icount: total_inodes,
-            ifree: total_inodes - used_inodes,
-            fdblocks,
-        };
-        let fd_before = fdblocks + data_blocks + u64::from(self.chunks * CHUNK_BLOCKS);
+            .sum::<u64>()
+            + u64::from(self.chunks * CHUNK_BLOCKS);
+
+        let base = g.byte(ag, 0);
         let ss = u64::from(g.sector_size);
-        for (ag, a) in (0..g.agcount).zip(&self.ags) {
-            let base = g.byte(ag, 0);
-            at(
-                base,
-                &ondisk::superblock(g, &opts.uuid, &self.label, &counts, ag == 0, fd_before),
-            )?;
-            let freeblks = a.free.iter().map(|f| f.1).sum();
-            let longest = a.free.iter().map(|f| f.1).max().unwrap_or(0);
-            let agf = ondisk::AgfInfo {
-                freeblks,
-                longest,
-                agfl_count: a.agfl.len() as u32,
-            };
-            at(base + ss, &ondisk::agf(g, &opts.uuid, ag, &agf))?;
-            let (count, freecount, newino) = if ag == 0 {
-                let start = g.ino(0) as u32;
-                let last = start + (self.chunks - 1) * INODES_PER_CHUNK;
-                (
-                    total_inodes as u32,
-                    (total_inodes - used_inodes) as u32,
-                    last,
-                )
-            } else {
-                (0, 0, ondisk::NULL32)
-            };
-            at(
-                base + 2 * ss,
-                &ondisk::agi(
-                    g,
-                    &opts.uuid,
-                    ag,
-                    &ondisk::AgiInfo {
-                        count,
-                        freecount,
-                        newino,
-                    },
-                ),
-            )?;
-            at(base + 3 * ss, &ondisk::agfl(g, &opts.uuid, ag, &a.agfl))?;
+        let sb = ondisk::superblock(g, uuid, &self.label, &counts, ag == 0, fdblocks + allocated);
+        out.at(base, &sb)?;
+        let agf = ondisk::AgfInfo {
+            freeblks: a.free.iter().map(|f| f.1).sum(),
+            longest: a.free.iter().map(|f| f.1).max().unwrap_or(0),
+            agfl_count: a.agfl.len() as u32,
+        };
+        out.at(base + ss, &ondisk::agf(g, uuid, ag, &agf))?;
+        let agi = if ag == 0 {
+            ondisk::AgiInfo {
+                count: total_inodes,
+                freecount: total_inodes - used_inodes,
+                newino: g.ino((self.chunks - 1) * INODES_PER_CHUNK) as u32,
+            }
+        } else {
+            ondisk::AgiInfo {
+                count: 0,
+                freecount: 0,
+                newino: ondisk::NULL32,
+            }
+        };
+        out.at(base + 2 * ss, &ondisk::agi(g, uuid, ag, &agi))?;
+        out.at(base + 3 * ss, &ondisk::agfl(g, uuid, ag, &a.agfl))?;
 
-            let mut bno = Vec::new();
-            for &(s, l) in &a.free {
-                bno.extend_from_slice(&s.to_be_bytes());
-                bno.extend_from_slice(&l.to_be_bytes());
-            }
-            let mut by_size = a.free.clone();
-            by_size.sort_by_key(|&(s, l)| (l, s));
-            let mut cnt = Vec::new();
-            for (s, l) in by_size {
-                cnt.extend_from_slice(&s.to_be_bytes());
-                cnt.extend_from_slice(&l.to_be_bytes());
-            }
-            let (mut ino_recs, mut fino_recs) = (Vec::new(), Vec::new());
-            if ag == 0 {
-                for c in 0..self.chunks {
-                    let first = c * INODES_PER_CHUNK;
-                    let used = self
-                        .inode_count()
-                        .saturating_sub(first)
-                        .min(INODES_PER_CHUNK);
-                    let free_mask = if used == 64 { 0 } else { u64::MAX << used };
-                    let mut rec = Vec::with_capacity(16);
-                    rec.extend_from_slice(&(g.ino(first) as u32).to_be_bytes());
-                    rec.extend_from_slice(&0u16.to_be_bytes()); // holemask
-                    rec.push(INODES_PER_CHUNK as u8);
-                    rec.push((INODES_PER_CHUNK - used) as u8);
-                    rec.extend_from_slice(&free_mask.to_be_bytes());
-                    if used < INODES_PER_CHUNK {
-                        fino_recs.extend_from_slice(&rec);
-                    }
-                    ino_recs.extend_from_slice(&rec);
+        // Free space by block and by size.
+        let pairs = |v: &[(u32, u32)]| -> Vec<u8> {
+            v.iter()
+                .flat_map(|&(s, l)| [s.to_be_bytes(), l.to_be_bytes()])
+                .flatten()
+                .collect()
+        };
+        let bno = pairs(&a.free);
+        let mut by_size = a.free.clone();
+        by_size.sort_by_key(|&(s, l)| (l, s));
+        let cnt = pairs(&by_size);
+        // Inode chunks (all in AG 0), all of them and those with free inodes.
+        let (mut ino_recs, mut fino_recs) = (Vec::new(), Vec::new());
+        if ag == 0 {
+            for c in 0..self.chunks {
+                let first = c * INODES_PER_CHUNK;
+                let used = used_inodes.saturating_sub(first).min(INODES_PER_CHUNK);
+                let free_mask = if used == INODES_PER_CHUNK {
+                    0
+                } else {
+                    u64::MAX << used
+                };
+                let mut rec = Vec::with_capacity(16);
+                rec.extend_from_slice(&(g.ino(first) as u32).to_be_bytes());
+                rec.extend_from_slice(&0u16.to_be_bytes()); // holemask: no sparse chunk
+                rec.push(INODES_PER_CHUNK as u8);
+                rec.push((INODES_PER_CHUNK - used) as u8);
+                rec.extend_from_slice(&free_mask.to_be_bytes());
+                if used < INODES_PER_CHUNK {
+                    fino_recs.extend_from_slice(&rec);
                 }
+                ino_recs.extend_from_slice(&rec);
             }
-            let mut rmap = Vec::new();
-            for r in &a.rmaps {
-                rmap.extend_from_slice(&r.start.to_be_bytes());
-                rmap.extend_from_slice(&r.len.to_be_bytes());
-                rmap.extend_from_slice(&r.owner.to_be_bytes());
-                rmap.extend_from_slice(&r.offset.to_be_bytes());
-            }
-            let leaf = |bno_: u32, magic, size, recs: &[u8]| {
-                at(
-                    g.byte(ag, bno_),
-                    &ondisk::btree_leaf(g, &opts.uuid, ag, bno_, magic, size, recs),
-                )
-            };
-            leaf(g.bno_root(), ondisk::BNO_MAGIC, 8, &bno)?;
-            leaf(g.cnt_root(), ondisk::CNT_MAGIC, 8, &cnt)?;
-            leaf(g.ino_root(), ondisk::INO_MAGIC, 16, &ino_recs)?;
-            leaf(g.fino_root(), ondisk::FINO_MAGIC, 16, &fino_recs)?;
-            leaf(g.rmap_root(), ondisk::RMAP_MAGIC, 24, &rmap)?;
-            leaf(g.refc_root(), ondisk::REFC_MAGIC, 12, &[])?;
         }
-
-        // The clean log.
-        at(log_byte, &ondisk::log_record(&opts.uuid, g.sector_size))?;
+        let mut rmap = Vec::with_capacity(24 * a.rmaps.len());
+        for r in &a.rmaps {
+            rmap.extend_from_slice(&r.start.to_be_bytes());
+            rmap.extend_from_slice(&r.len.to_be_bytes());
+            rmap.extend_from_slice(&r.owner.to_be_bytes());
+            rmap.extend_from_slice(&r.offset.to_be_bytes());
+        }
+        for (bno_, magic, size, recs) in [
+            (g.bno_root(), ondisk::BNO_MAGIC, 8, &bno[..]),
+            (g.cnt_root(), ondisk::CNT_MAGIC, 8, &cnt),
+            (g.ino_root(), ondisk::INO_MAGIC, 16, &ino_recs),
+            (g.fino_root(), ondisk::FINO_MAGIC, 16, &fino_recs),
+            (g.rmap_root(), ondisk::RMAP_MAGIC, 24, &rmap),
+            (g.refc_root(), ondisk::REFC_MAGIC, 12, &[]), // nothing is shared
+        ] {
+            out.at(
+                g.byte(ag, bno_),
+                &ondisk::btree_leaf(g, uuid, ag, bno_, magic, size, recs),
+            )?;
+        }
         Ok(())
     }
 
     /// The inode of node `i` (the root or an entry).
-    fn node_inode(&self, i: usize, opts: &XfsOptions) -> Result<Vec<u8>> {
+    fn node_inode(&self, i: usize, opts: &XfsOptions) -> Vec<u8> {
         let g = &self.g;
         let n = &self.nodes[i];
         let ino = self.ino(i);
@@ -777,26 +764,27 @@ impl<'a> Plan<'a> {
                 }
             }
         };
-        Ok(ondisk::inode(&opts.uuid, &info))
+        ondisk::inode(&opts.uuid, &info)
     }
 
     /// Streams one file's content into its extents; the last block's tail is zero.
     fn write_data(
         &self,
-        out: &File,
-        offset: u64,
+        out: &Out,
         source: &Source,
         len: u64,
         extents: &[Extent],
         zeroed: bool,
     ) -> Result<()> {
         let g = &self.g;
-        let werr = |e: std::io::Error| Error::io_during("writing the XFS filesystem", e);
         let mut reader: Box<dyn Read> = match source {
             Source::Bytes(b) => Box::new(&b[..]),
             Source::File(p) => Box::new(File::open(p).map_err(|e| Error::io_op("reading", p, e))?),
         };
         let rerr = |e: std::io::Error| match source {
+            Source::File(p) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Error::format(p, format!("shrank below {len} bytes while being written"))
+            }
             Source::File(p) => Error::io_op("reading", p, e),
             Source::Bytes(_) => Error::io_during("reading", e),
         };
@@ -811,7 +799,7 @@ impl<'a> Plan<'a> {
                 reader.read_exact(&mut buf[..data]).map_err(rerr)?;
                 buf[data..n].fill(0);
                 if !(zeroed && is_zero(&buf[..n])) {
-                    out.write_all_at(&buf[..n], offset + pos).map_err(werr)?;
+                    out.at(pos, &buf[..n])?;
                 }
                 left -= data as u64;
                 pos += n as u64;
@@ -826,6 +814,47 @@ impl<'a> Plan<'a> {
                 }
                 Source::Bytes(_) => unreachable!("bytes have a fixed length"),
             });
+        }
+        Ok(())
+    }
+}
+
+/// The range of the output file the filesystem goes to.
+struct Out<'f> {
+    file: &'f File,
+    offset: u64,
+}
+
+impl Out<'_> {
+    fn err(e: std::io::Error) -> Error {
+        Error::io_during("writing the XFS filesystem", e)
+    }
+
+    /// Writes `data` at `pos` in the filesystem.
+    fn at(&self, pos: u64, data: &[u8]) -> Result<()> {
+        self.file
+            .write_all_at(data, self.offset + pos)
+            .map_err(Self::err)
+    }
+
+    /// Makes the file long enough for `size` bytes of filesystem and the range a hole;
+    /// false when the range could not be made a hole and still holds what it held.
+    fn prepare(&self, size: u64) -> Result<bool> {
+        let md = self.file.metadata().map_err(Self::err)?;
+        if md.is_file() && md.len() < self.offset + size {
+            self.file.set_len(self.offset + size).map_err(Self::err)?;
+        }
+        Ok(punch_hole(self.file, self.offset, size))
+    }
+
+    /// Writes `len` zeros at `pos`.
+    fn zero(&self, pos: u64, len: u64) -> Result<()> {
+        let zeros = vec![0u8; crate::io::BUFFER_SIZE];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(zeros.len() as u64) as usize;
+            self.at(pos + done, &zeros[..n])?;
+            done += n as u64;
         }
         Ok(())
     }
