@@ -11,12 +11,19 @@
 //! 4 KiB blocks, 512-byte inodes, four AGs, a 64 MiB internal log in the middle AG,
 //! clean (one unmount record), six blocks on each AG's free list.
 //!
+//! For an empty tree the superblocks, AG headers, btree roots and log are byte for
+//! byte what `mkfs.xfs` 6.1 writes with the same UUID (the tests compare them).
+//!
 //! Contents: directories and regular files, owned by root, every timestamp the given
-//! epoch. All inodes live in the first inode chunk(s) of AG 0; file data is laid out
-//! in entry order as contiguous extents after them, continuing into the next AGs (a
-//! file larger than the rest of an AG spans several extents). Directories are
+//! epoch. Where `mkfs -p` would spread directories over the AGs, all inodes here live
+//! in the first inode chunk(s) of AG 0 (inode 128 is the root, 129/130 the empty
+//! realtime inodes mkfs always makes, then the entries in order); file data is laid
+//! out in entry order as contiguous extents after them, continuing into the next AGs
+//! (a file larger than the rest of an AG spans several extents). Directories are
 //! short-form (in the inode) or a single directory block. File contents are streamed
-//! from their paths. Nothing is random: the same inputs give the same bytes.
+//! from their paths; all-zero blocks are left as holes. Nothing is random (mkfs's
+//! random inode generations are 0 in xfsprogs too): the same inputs give the same
+//! bytes.
 //!
 //! On-disk reference: "XFS Algorithms & Data Structures", 3rd edition
 //! (`xfs-documentation.git`, `design/XFS_Filesystem_Structure`: superblocks, AG
@@ -46,6 +53,7 @@ use geometry::{
 use ondisk::{DirEntry, Fork, InodeInfo};
 
 /// Where a file's content comes from.
+#[derive(Debug, Clone)]
 pub enum Source {
     /// A host file, streamed.
     File(PathBuf),
@@ -56,6 +64,7 @@ pub enum Source {
 /// A directory or regular file to create. `path` is relative and `/`-separated
 /// (`A`, `A/vmlinuz`); parents come before their children; `mode` is the permission
 /// bits only.
+#[derive(Debug, Clone)]
 pub enum Entry {
     Dir {
         path: String,
@@ -69,6 +78,7 @@ pub enum Entry {
 }
 
 /// What identifies the filesystem.
+#[derive(Debug, Clone)]
 pub struct XfsOptions {
     /// Volume label, at most 12 bytes (`BOOT`).
     pub label: String,
