@@ -75,7 +75,7 @@ impl Geometry {
         }
         let mut agcount = dblocks.div_ceil(agsize);
         // A last AG smaller than the minimum is dropped (align_ag_geometry).
-        if dblocks % agsize != 0 && dblocks % agsize < AG_MIN_BLOCKS {
+        if !dblocks.is_multiple_of(agsize) && dblocks % agsize < AG_MIN_BLOCKS {
             agcount -= 1;
             dblocks = agcount * agsize;
         }

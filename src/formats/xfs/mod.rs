@@ -11,15 +11,23 @@
 //! 4 KiB blocks, 512-byte inodes, four AGs, a 64 MiB internal log in the middle AG,
 //! clean (one unmount record), six blocks on each AG's free list.
 //!
-//! Contents: directories and regular files, owned by root, every timestamp the given
-//! epoch. All inodes live in the first inode chunk(s) of AG 0; file data is laid out
-//! in entry order as contiguous extents after them, continuing into the next AGs (a
-//! file larger than the rest of an AG spans several extents). Directories are
-//! short-form (in the inode) or a single directory block. File contents are streamed
-//! from their paths. Nothing is random: the same inputs give the same bytes.
+//! For an empty tree the superblocks, AG headers, btree roots and log are byte for
+//! byte what `mkfs.xfs` 6.1 writes with the same UUID (the tests compare them).
 //!
-//! On-disk reference: "XFS Algorithms & Data Structures" (kernel.org,
-//! `Documentation/filesystems/xfs/xfs-*`) and xfsprogs 6.1 (`libxfs/xfs_format.h`,
+//! Contents: directories and regular files, owned by root, every timestamp the given
+//! epoch. Where `mkfs -p` would spread directories over the AGs, all inodes here live
+//! in the first inode chunk(s) of AG 0 (inode 128 is the root, 129/130 the empty
+//! realtime inodes mkfs always makes, then the entries in order); file data is laid
+//! out in entry order as contiguous extents after them, continuing into the next AGs
+//! (a file larger than the rest of an AG spans several extents). Directories are
+//! short-form (in the inode) or a single directory block. File contents are streamed
+//! from their paths; all-zero blocks are left as holes. Nothing is random (mkfs's
+//! random inode generations are 0 in xfsprogs too): the same inputs give the same
+//! bytes.
+//!
+//! On-disk reference: "XFS Algorithms & Data Structures", 3rd edition
+//! (`xfs-documentation.git`, `design/XFS_Filesystem_Structure`: superblocks, AG
+//! headers, btrees, inodes, directories, the log) and xfsprogs 6.1 (`libxfs/xfs_format.h`,
 //! `xfs_da_format.h`, `xfs_log_format.h`, `libxfs/util.c` `libxfs_log_header`,
 //! `mkfs/xfs_mkfs.c`, `libxfs/topology.c`); checked against `mkfs.xfs` 6.1.0 output
 //! with `xfs_db`, `xfs_repair -n` and GRUB's reader (`grub-fstest`).
@@ -39,10 +47,13 @@ use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use geometry::{AGFL_FILL, BLOCK_LOG, BLOCK_SIZE, CHUNK_BLOCKS, Geometry, INODE_SIZE, INODES_PER_CHUNK};
+use geometry::{
+    AGFL_FILL, BLOCK_LOG, BLOCK_SIZE, CHUNK_BLOCKS, Geometry, INODE_SIZE, INODES_PER_CHUNK,
+};
 use ondisk::{DirEntry, Fork, InodeInfo};
 
 /// Where a file's content comes from.
+#[derive(Debug, Clone)]
 pub enum Source {
     /// A host file, streamed.
     File(PathBuf),
@@ -53,12 +64,21 @@ pub enum Source {
 /// A directory or regular file to create. `path` is relative and `/`-separated
 /// (`A`, `A/vmlinuz`); parents come before their children; `mode` is the permission
 /// bits only.
+#[derive(Debug, Clone)]
 pub enum Entry {
-    Dir { path: String, mode: u32 },
-    File { path: String, mode: u32, source: Source },
+    Dir {
+        path: String,
+        mode: u32,
+    },
+    File {
+        path: String,
+        mode: u32,
+        source: Source,
+    },
 }
 
 /// What identifies the filesystem.
+#[derive(Debug, Clone)]
 pub struct XfsOptions {
     /// Volume label, at most 12 bytes (`BOOT`).
     pub label: String,
@@ -120,8 +140,15 @@ const MAX_NAME: usize = 255;
 const MAX_EPOCH: u64 = u64::MAX / 1_000_000_000 - (1 << 31);
 
 enum Kind<'a> {
-    Dir { children: Vec<usize>, block: Option<(u32, u32)> },
-    File { source: &'a Source, len: u64, extents: Vec<Extent> },
+    Dir {
+        children: Vec<usize>,
+        block: Option<(u32, u32)>,
+    },
+    File {
+        source: &'a Source,
+        len: u64,
+        extents: Vec<Extent>,
+    },
 }
 
 struct Node<'a> {
@@ -177,8 +204,7 @@ impl Allocator {
         while blocks > 0 {
             let Some(run) = self.runs.get_mut(self.next) else {
                 return Err(Error::invalid(format!(
-                    "{what}: does not fit in the XFS filesystem ({} more blocks of 4 KiB needed)",
-                    blocks
+                    "XFS {what}: does not fit in the free space ({blocks} more 4 KiB blocks needed)"
                 )));
             };
             if run.2 == 0 {
@@ -186,7 +212,12 @@ impl Allocator {
                 continue;
             }
             let take = blocks.min(u64::from(run.2)).min(ondisk::MAX_EXTENT_BLOCKS) as u32;
-            out.push(Extent { file_block, agno: run.0, agbno: run.1, len: take });
+            out.push(Extent {
+                file_block,
+                agno: run.0,
+                agbno: run.1,
+                len: take,
+            });
             run.1 += take;
             run.2 -= take;
             blocks -= u64::from(take);
@@ -220,44 +251,69 @@ impl<'a> Plan<'a> {
             name: "",
             parent: 0,
             mode: 0o755,
-            kind: Kind::Dir { children: Vec::new(), block: None },
+            kind: Kind::Dir {
+                children: Vec::new(),
+                block: None,
+            },
         }];
         let mut by_path: HashMap<&str, usize> = HashMap::new();
         by_path.insert("", 0);
         for e in entries {
             let (path, mode) = match e {
-                Entry::Dir { path, mode } | Entry::File { path, mode, .. } => (path.as_str(), *mode),
+                Entry::Dir { path, mode } | Entry::File { path, mode, .. } => {
+                    (path.as_str(), *mode)
+                }
             };
             if mode & !0o7777 != 0 {
-                return Err(invalid_path(path, &format!("mode {mode:#o} has more than permission bits")));
+                return Err(invalid_path(
+                    path,
+                    &format!("mode {mode:#o} has more than permission bits"),
+                ));
             }
             let (parent_path, name) = path.rsplit_once('/').unwrap_or(("", path));
             if name.is_empty() || name == "." || name == ".." || path.starts_with('/') {
-                return Err(invalid_path(path, "must be a relative path of non-empty names other than . and .."));
+                return Err(invalid_path(
+                    path,
+                    "must be a relative path of non-empty names other than . and ..",
+                ));
             }
             if name.len() > MAX_NAME || name.contains('\0') {
-                return Err(invalid_path(path, "a name is longer than 255 bytes or holds NUL"));
+                return Err(invalid_path(
+                    path,
+                    "a name is longer than 255 bytes or holds NUL",
+                ));
             }
             let Some(&parent) = by_path.get(parent_path) else {
-                return Err(invalid_path(path, "its parent directory is not listed before it"));
+                return Err(invalid_path(
+                    path,
+                    "its parent directory is not listed before it",
+                ));
             };
             if by_path.contains_key(path) {
                 return Err(invalid_path(path, "listed twice"));
             }
             let kind = match e {
-                Entry::Dir { .. } => Kind::Dir { children: Vec::new(), block: None },
+                Entry::Dir { .. } => Kind::Dir {
+                    children: Vec::new(),
+                    block: None,
+                },
                 Entry::File { source, .. } => {
                     let len = match source {
                         Source::Bytes(b) => b.len() as u64,
                         Source::File(p) => {
-                            let md = std::fs::metadata(p).map_err(|e| Error::io_op("reading", p, e))?;
+                            let md =
+                                std::fs::metadata(p).map_err(|e| Error::io_op("reading", p, e))?;
                             if !md.is_file() {
                                 return Err(Error::format(p, "not a regular file"));
                             }
                             md.len()
                         }
                     };
-                    Kind::File { source, len, extents: Vec::new() }
+                    Kind::File {
+                        source,
+                        len,
+                        extents: Vec::new(),
+                    }
                 }
             };
             let idx = nodes.len();
@@ -265,7 +321,12 @@ impl<'a> Plan<'a> {
                 Kind::Dir { children, .. } => children.push(idx),
                 Kind::File { .. } => return Err(invalid_path(path, "its parent is a file")),
             }
-            nodes.push(Node { name, parent, mode, kind });
+            nodes.push(Node {
+                name,
+                parent,
+                mode,
+                kind,
+            });
             by_path.insert(path, idx);
         }
 
@@ -274,9 +335,18 @@ impl<'a> Plan<'a> {
         let chunks = inodes.div_ceil(INODES_PER_CHUNK);
         let chunk_end = g.inode_start() + chunks * CHUNK_BLOCKS;
         if chunk_end > g.ag_len(0) {
-            return Err(Error::invalid(format!("{} XFS entries: too many", entries.len())));
+            return Err(Error::invalid(format!(
+                "{} XFS entries: too many",
+                entries.len()
+            )));
         }
-        let mut plan = Plan { g, label, nodes, chunks, ags: Vec::new() };
+        let mut plan = Plan {
+            g,
+            label,
+            nodes,
+            chunks,
+            ags: Vec::new(),
+        };
 
         let g = &plan.g;
         let mut runs = vec![(0, chunk_end, g.ag_len(0) - chunk_end)];
@@ -297,7 +367,10 @@ impl<'a> Plan<'a> {
         for i in 0..plan.nodes.len() {
             let path = plan.path(i);
             if let Kind::File { len, extents, .. } = &mut plan.nodes[i].kind {
-                *extents = alloc.alloc(len.div_ceil(BLOCK_SIZE), &format!("file {path:?} of {len} bytes"))?;
+                *extents = alloc.alloc(
+                    len.div_ceil(BLOCK_SIZE),
+                    &format!("file {path:?} of {len} bytes"),
+                )?;
                 if extents.len() > ondisk::MAX_INLINE_EXTENTS {
                     return Err(Error::unsupported(format!(
                         "XFS file {path:?}: needs {} extents, at most {} are supported",
@@ -307,12 +380,18 @@ impl<'a> Plan<'a> {
                 }
             }
         }
-        plan.ags = (0..plan.g.agcount).map(|ag| plan.ag_plan(ag)).collect::<Result<_>>()?;
+        plan.ags = (0..plan.g.agcount)
+            .map(|ag| plan.ag_plan(ag))
+            .collect::<Result<_>>()?;
         Ok(plan)
     }
 
     fn ino(&self, node: usize) -> u64 {
-        if node == 0 { self.g.ino(0) } else { self.g.ino(node as u32 + 2) }
+        if node == 0 {
+            self.g.ino(0)
+        } else {
+            self.g.ino(node as u32 + 2)
+        }
     }
 
     fn path(&self, mut node: usize) -> String {
@@ -349,7 +428,12 @@ impl<'a> Plan<'a> {
     /// The reverse mappings, free runs and free list of one AG.
     fn ag_plan(&self, ag: u32) -> Result<AgPlan> {
         let g = &self.g;
-        let special = |start, len, owner| Rmap { start, len, owner, offset: 0 };
+        let special = |start, len, owner| Rmap {
+            start,
+            len,
+            owner,
+            offset: 0,
+        };
         let mut rmaps = vec![
             special(0, g.hdr_blocks, ondisk::OWN_FS),
             special(g.bno_root(), 2, ondisk::OWN_AG),
@@ -362,17 +446,34 @@ impl<'a> Plan<'a> {
             rmaps.push(special(g.log_agbno, g.logblocks, ondisk::OWN_LOG));
         }
         if ag == 0 {
-            rmaps.push(special(g.inode_start(), self.chunks * CHUNK_BLOCKS, ondisk::OWN_INODES));
+            rmaps.push(special(
+                g.inode_start(),
+                self.chunks * CHUNK_BLOCKS,
+                ondisk::OWN_INODES,
+            ));
         }
         for (i, n) in self.nodes.iter().enumerate() {
             let ino = self.ino(i);
             match &n.kind {
-                Kind::Dir { block: Some((a, b)), .. } if *a == ag => {
-                    rmaps.push(Rmap { start: *b, len: 1, owner: ino, offset: 0 });
+                Kind::Dir {
+                    block: Some((a, b)),
+                    ..
+                } if *a == ag => {
+                    rmaps.push(Rmap {
+                        start: *b,
+                        len: 1,
+                        owner: ino,
+                        offset: 0,
+                    });
                 }
                 Kind::File { extents, .. } => {
                     for e in extents.iter().filter(|e| e.agno == ag) {
-                        rmaps.push(Rmap { start: e.agbno, len: e.len, owner: ino, offset: e.file_block });
+                        rmaps.push(Rmap {
+                            start: e.agbno,
+                            len: e.len,
+                            owner: ino,
+                            offset: e.file_block,
+                        });
                     }
                 }
                 _ => {}
@@ -383,7 +484,8 @@ impl<'a> Plan<'a> {
         let mut merged: Vec<Rmap> = Vec::with_capacity(rmaps.len());
         for r in rmaps {
             if let Some(last) = merged.last_mut() {
-                let contiguous_offset = r.owner >= ondisk::OWN_REFC || last.offset + u64::from(last.len) == r.offset;
+                let contiguous_offset =
+                    r.owner >= ondisk::OWN_REFC || last.offset + u64::from(last.len) == r.offset;
                 if last.owner == r.owner && last.start + last.len == r.start && contiguous_offset {
                     last.len += r.len;
                     continue;
@@ -411,64 +513,77 @@ impl<'a> Plan<'a> {
             )));
         }
         let agfl = (0..AGFL_FILL).map(|i| g.agfl_start(ag) + i).collect();
-        Ok(AgPlan { rmaps: merged, free, agfl })
+        Ok(AgPlan {
+            rmaps: merged,
+            free,
+            agfl,
+        })
     }
 
     fn inode_count(&self) -> u32 {
         self.nodes.len() as u32 + 2
     }
 
-    fn write(&self, out: &File, offset: u64, opts: &XfsOptions) -> Result<()> {
+    fn write(&self, file: &File, offset: u64, opts: &XfsOptions) -> Result<()> {
         let g = &self.g;
-        let size = g.dblocks << BLOCK_LOG;
-        let werr = |e: std::io::Error| Error::io_during("writing the XFS filesystem", e);
-        let at = |pos: u64, data: &[u8]| out.write_all_at(data, offset + pos).map_err(werr);
-        let md = out.metadata().map_err(werr)?;
-        if md.is_file() && md.len() < offset + size {
-            out.set_len(offset + size).map_err(werr)?;
-        }
-        let zeroed = punch_hole(out, offset, size);
+        let out = Out { file, offset };
+        let zeroed = out.prepare(g.dblocks << BLOCK_LOG)?;
         let log_byte = g.byte(g.log_ag, g.log_agbno);
         if !zeroed {
-            let zeros = vec![0u8; crate::io::BUFFER_SIZE];
-            let log_len = u64::from(g.logblocks) << BLOCK_LOG;
-            let mut pos = 0;
-            while pos < log_len {
-                let n = (log_len - pos).min(zeros.len() as u64) as usize;
-                at(log_byte + pos, &zeros[..n])?;
-                pos += n as u64;
-            }
+            out.zero(log_byte, u64::from(g.logblocks) << BLOCK_LOG)?;
         }
-
-        // File data.
         for n in &self.nodes {
-            if let Kind::File { source, len, extents } = &n.kind {
-                self.write_data(out, offset, source, *len, extents, zeroed)?;
+            if let Kind::File {
+                source,
+                len,
+                extents,
+            } = &n.kind
+            {
+                self.write_data(&out, source, *len, extents, zeroed)?;
             }
         }
+        self.write_dir_blocks(&out, opts)?;
+        self.write_inodes(&out, opts)?;
+        for (ag, a) in (0..g.agcount).zip(&self.ags) {
+            self.write_ag(&out, opts, ag, a)?;
+        }
+        out.at(log_byte, &ondisk::log_record(&opts.uuid, g.sector_size))
+    }
 
-        // Directory blocks.
+    /// The blocks of the directories too large to live in their inode.
+    fn write_dir_blocks(&self, out: &Out, opts: &XfsOptions) -> Result<()> {
+        let g = &self.g;
         for (i, n) in self.nodes.iter().enumerate() {
-            if let Kind::Dir { block: Some((ag, bno)), .. } = n.kind {
+            if let Kind::Dir {
+                block: Some((ag, bno)),
+                ..
+            } = n.kind
+            {
                 let entries = self.dir_entries(i);
                 let parent = self.ino(n.parent);
-                let b = ondisk::block_dir(&opts.uuid, g.daddr(ag, bno), self.ino(i), parent, &entries)
-                    .ok_or_else(|| {
-                        Error::unsupported(format!(
-                            "XFS directory {:?}: its entries need more than one 4 KiB block",
-                            self.path(i)
-                        ))
-                    })?;
-                at(g.byte(ag, bno), &b)?;
+                let b =
+                    ondisk::block_dir(&opts.uuid, g.daddr(ag, bno), self.ino(i), parent, &entries)
+                        .ok_or_else(|| {
+                            Error::unsupported(format!(
+                                "XFS directory {:?}: its entries need more than one 4 KiB block",
+                                self.path(i)
+                            ))
+                        })?;
+                out.at(g.byte(ag, bno), &b)?;
             }
         }
+        Ok(())
+    }
 
-        // Inodes.
+    /// The inode chunks: the root, the two (empty) realtime inodes mkfs always makes,
+    /// the entries, then free inodes.
+    fn write_inodes(&self, out: &Out, opts: &XfsOptions) -> Result<()> {
+        let g = &self.g;
         let mut chunk = Vec::with_capacity((self.chunks * INODES_PER_CHUNK * INODE_SIZE) as usize);
         for idx in 0..self.chunks * INODES_PER_CHUNK {
             let ino = g.ino(idx);
             let b = match idx {
-                0 => self.node_inode(0, opts)?,
+                0 => self.node_inode(0, opts),
                 1 | 2 => ondisk::inode(
                     &opts.uuid,
                     &InodeInfo {
@@ -482,22 +597,32 @@ impl<'a> Plan<'a> {
                         fork: Fork::Empty,
                     },
                 ),
-                i if i < self.inode_count() => self.node_inode(i as usize - 2, opts)?,
+                i if i < self.inode_count() => self.node_inode(i as usize - 2, opts),
                 _ => ondisk::free_inode(&opts.uuid, ino),
             };
             chunk.extend_from_slice(&b);
         }
-        at(g.byte(0, g.inode_start()), &chunk)?;
+        out.at(g.byte(0, g.inode_start()), &chunk)
+    }
 
-        // AG headers and btree roots.
-        let used_inodes = u64::from(self.inode_count());
-        let total_inodes = u64::from(self.chunks * INODES_PER_CHUNK);
+    /// One AG's superblock, AGF, AGI, AGFL and btree roots.
+    fn write_ag(&self, out: &Out, opts: &XfsOptions, ag: u32, a: &AgPlan) -> Result<()> {
+        let g = &self.g;
+        let uuid = &opts.uuid;
+        let used_inodes = self.inode_count();
+        let total_inodes = self.chunks * INODES_PER_CHUNK;
         let fdblocks: u64 = self
             .ags
             .iter()
             .map(|a| a.free.iter().map(|f| u64::from(f.1)).sum::<u64>() + a.agfl.len() as u64)
             .sum();
-        let data_blocks: u64 = self
+        let counts = ondisk::SbCounts {
+            rootino: g.ino(0),
+            icount: u64::from(total_inodes),
+            ifree: u64::from(total_inodes - used_inodes),
+            fdblocks,
+        };
+        let allocated: u64 = self
             .nodes
             .iter()
             .map(|n| match &n.kind {
@@ -505,87 +630,94 @@ impl<'a> Plan<'a> {
                 Kind::Dir { block: Some(_), .. } => 1,
                 Kind::Dir { .. } => 0,
             })
-            .sum();
-        let counts = ondisk::SbCounts {
-            rootino: g.ino(0),
-            icount: total_inodes,
-            ifree: total_inodes - used_inodes,
-            fdblocks,
-        };
-        let fd_before = fdblocks + data_blocks + u64::from(self.chunks * CHUNK_BLOCKS);
+            .sum::<u64>()
+            + u64::from(self.chunks * CHUNK_BLOCKS);
+
+        let base = g.byte(ag, 0);
         let ss = u64::from(g.sector_size);
-        for (ag, a) in (0..g.agcount).zip(&self.ags) {
-            let base = g.byte(ag, 0);
-            at(base, &ondisk::superblock(g, &opts.uuid, &self.label, &counts, ag == 0, fd_before))?;
-            let freeblks = a.free.iter().map(|f| f.1).sum();
-            let longest = a.free.iter().map(|f| f.1).max().unwrap_or(0);
-            let agf = ondisk::AgfInfo { freeblks, longest, agfl_count: a.agfl.len() as u32 };
-            at(base + ss, &ondisk::agf(g, &opts.uuid, ag, &agf))?;
-            let (count, freecount, newino) = if ag == 0 {
-                let start = g.ino(0) as u32;
-                let last = start + (self.chunks - 1) * INODES_PER_CHUNK;
-                (total_inodes as u32, (total_inodes - used_inodes) as u32, last)
-            } else {
-                (0, 0, ondisk::NULL32)
-            };
-            at(base + 2 * ss, &ondisk::agi(g, &opts.uuid, ag, &ondisk::AgiInfo { count, freecount, newino }))?;
-            at(base + 3 * ss, &ondisk::agfl(g, &opts.uuid, ag, &a.agfl))?;
+        let sb = ondisk::superblock(g, uuid, &self.label, &counts, ag == 0, fdblocks + allocated);
+        out.at(base, &sb)?;
+        let agf = ondisk::AgfInfo {
+            freeblks: a.free.iter().map(|f| f.1).sum(),
+            longest: a.free.iter().map(|f| f.1).max().unwrap_or(0),
+            agfl_count: a.agfl.len() as u32,
+        };
+        out.at(base + ss, &ondisk::agf(g, uuid, ag, &agf))?;
+        let agi = if ag == 0 {
+            ondisk::AgiInfo {
+                count: total_inodes,
+                freecount: total_inodes - used_inodes,
+                newino: g.ino((self.chunks - 1) * INODES_PER_CHUNK) as u32,
+            }
+        } else {
+            ondisk::AgiInfo {
+                count: 0,
+                freecount: 0,
+                newino: ondisk::NULL32,
+            }
+        };
+        out.at(base + 2 * ss, &ondisk::agi(g, uuid, ag, &agi))?;
+        out.at(base + 3 * ss, &ondisk::agfl(g, uuid, ag, &a.agfl))?;
 
-            let mut bno = Vec::new();
-            for &(s, l) in &a.free {
-                bno.extend_from_slice(&s.to_be_bytes());
-                bno.extend_from_slice(&l.to_be_bytes());
-            }
-            let mut by_size = a.free.clone();
-            by_size.sort_by_key(|&(s, l)| (l, s));
-            let mut cnt = Vec::new();
-            for (s, l) in by_size {
-                cnt.extend_from_slice(&s.to_be_bytes());
-                cnt.extend_from_slice(&l.to_be_bytes());
-            }
-            let (mut ino_recs, mut fino_recs) = (Vec::new(), Vec::new());
-            if ag == 0 {
-                for c in 0..self.chunks {
-                    let first = c * INODES_PER_CHUNK;
-                    let used = self.inode_count().saturating_sub(first).min(INODES_PER_CHUNK);
-                    let free_mask = if used == 64 { 0 } else { u64::MAX << used };
-                    let mut rec = Vec::with_capacity(16);
-                    rec.extend_from_slice(&(g.ino(first) as u32).to_be_bytes());
-                    rec.extend_from_slice(&0u16.to_be_bytes()); // holemask
-                    rec.push(INODES_PER_CHUNK as u8);
-                    rec.push((INODES_PER_CHUNK - used) as u8);
-                    rec.extend_from_slice(&free_mask.to_be_bytes());
-                    if used < INODES_PER_CHUNK {
-                        fino_recs.extend_from_slice(&rec);
-                    }
-                    ino_recs.extend_from_slice(&rec);
+        // Free space by block and by size.
+        let pairs = |v: &[(u32, u32)]| -> Vec<u8> {
+            v.iter()
+                .flat_map(|&(s, l)| [s.to_be_bytes(), l.to_be_bytes()])
+                .flatten()
+                .collect()
+        };
+        let bno = pairs(&a.free);
+        let mut by_size = a.free.clone();
+        by_size.sort_by_key(|&(s, l)| (l, s));
+        let cnt = pairs(&by_size);
+        // Inode chunks (all in AG 0), all of them and those with free inodes.
+        let (mut ino_recs, mut fino_recs) = (Vec::new(), Vec::new());
+        if ag == 0 {
+            for c in 0..self.chunks {
+                let first = c * INODES_PER_CHUNK;
+                let used = used_inodes.saturating_sub(first).min(INODES_PER_CHUNK);
+                let free_mask = if used == INODES_PER_CHUNK {
+                    0
+                } else {
+                    u64::MAX << used
+                };
+                let mut rec = Vec::with_capacity(16);
+                rec.extend_from_slice(&(g.ino(first) as u32).to_be_bytes());
+                rec.extend_from_slice(&0u16.to_be_bytes()); // holemask: no sparse chunk
+                rec.push(INODES_PER_CHUNK as u8);
+                rec.push((INODES_PER_CHUNK - used) as u8);
+                rec.extend_from_slice(&free_mask.to_be_bytes());
+                if used < INODES_PER_CHUNK {
+                    fino_recs.extend_from_slice(&rec);
                 }
+                ino_recs.extend_from_slice(&rec);
             }
-            let mut rmap = Vec::new();
-            for r in &a.rmaps {
-                rmap.extend_from_slice(&r.start.to_be_bytes());
-                rmap.extend_from_slice(&r.len.to_be_bytes());
-                rmap.extend_from_slice(&r.owner.to_be_bytes());
-                rmap.extend_from_slice(&r.offset.to_be_bytes());
-            }
-            let leaf = |bno_: u32, magic, size, recs: &[u8]| {
-                at(g.byte(ag, bno_), &ondisk::btree_leaf(g, &opts.uuid, ag, bno_, magic, size, recs))
-            };
-            leaf(g.bno_root(), ondisk::BNO_MAGIC, 8, &bno)?;
-            leaf(g.cnt_root(), ondisk::CNT_MAGIC, 8, &cnt)?;
-            leaf(g.ino_root(), ondisk::INO_MAGIC, 16, &ino_recs)?;
-            leaf(g.fino_root(), ondisk::FINO_MAGIC, 16, &fino_recs)?;
-            leaf(g.rmap_root(), ondisk::RMAP_MAGIC, 24, &rmap)?;
-            leaf(g.refc_root(), ondisk::REFC_MAGIC, 12, &[])?;
         }
-
-        // The clean log.
-        at(log_byte, &ondisk::log_record(&opts.uuid, g.sector_size))?;
+        let mut rmap = Vec::with_capacity(24 * a.rmaps.len());
+        for r in &a.rmaps {
+            rmap.extend_from_slice(&r.start.to_be_bytes());
+            rmap.extend_from_slice(&r.len.to_be_bytes());
+            rmap.extend_from_slice(&r.owner.to_be_bytes());
+            rmap.extend_from_slice(&r.offset.to_be_bytes());
+        }
+        for (bno_, magic, size, recs) in [
+            (g.bno_root(), ondisk::BNO_MAGIC, 8, &bno[..]),
+            (g.cnt_root(), ondisk::CNT_MAGIC, 8, &cnt),
+            (g.ino_root(), ondisk::INO_MAGIC, 16, &ino_recs),
+            (g.fino_root(), ondisk::FINO_MAGIC, 16, &fino_recs),
+            (g.rmap_root(), ondisk::RMAP_MAGIC, 24, &rmap),
+            (g.refc_root(), ondisk::REFC_MAGIC, 12, &[]), // nothing is shared
+        ] {
+            out.at(
+                g.byte(ag, bno_),
+                &ondisk::btree_leaf(g, uuid, ag, bno_, magic, size, recs),
+            )?;
+        }
         Ok(())
     }
 
     /// The inode of node `i` (the root or an entry).
-    fn node_inode(&self, i: usize, opts: &XfsOptions) -> Result<Vec<u8>> {
+    fn node_inode(&self, i: usize, opts: &XfsOptions) -> Vec<u8> {
         let g = &self.g;
         let n = &self.nodes[i];
         let ino = self.ino(i);
@@ -608,7 +740,16 @@ impl<'a> Plan<'a> {
                         (BLOCK_SIZE, 1, Fork::Extents(&exts))
                     }
                 };
-                InodeInfo { ino, mode: ondisk::S_IFDIR | mode, nlink: 2 + subdirs, size, nblocks, flags: 0, epoch: opts.epoch, fork }
+                InodeInfo {
+                    ino,
+                    mode: ondisk::S_IFDIR | mode,
+                    nlink: 2 + subdirs,
+                    size,
+                    nblocks,
+                    flags: 0,
+                    epoch: opts.epoch,
+                    fork,
+                }
             }
             Kind::File { len, extents, .. } => {
                 exts = extents
@@ -616,30 +757,44 @@ impl<'a> Plan<'a> {
                     .map(|e| (e.file_block, g.fsbno(e.agno, e.agbno), u64::from(e.len)))
                     .collect();
                 let nblocks = exts.iter().map(|e| e.2).sum();
-                let fork = if exts.is_empty() { Fork::Empty } else { Fork::Extents(&exts) };
-                InodeInfo { ino, mode: ondisk::S_IFREG | mode, nlink: 1, size: *len, nblocks, flags: 0, epoch: opts.epoch, fork }
+                let fork = if exts.is_empty() {
+                    Fork::Empty
+                } else {
+                    Fork::Extents(&exts)
+                };
+                InodeInfo {
+                    ino,
+                    mode: ondisk::S_IFREG | mode,
+                    nlink: 1,
+                    size: *len,
+                    nblocks,
+                    flags: 0,
+                    epoch: opts.epoch,
+                    fork,
+                }
             }
         };
-        Ok(ondisk::inode(&opts.uuid, &info))
+        ondisk::inode(&opts.uuid, &info)
     }
 
     /// Streams one file's content into its extents; the last block's tail is zero.
     fn write_data(
         &self,
-        out: &File,
-        offset: u64,
+        out: &Out,
         source: &Source,
         len: u64,
         extents: &[Extent],
         zeroed: bool,
     ) -> Result<()> {
         let g = &self.g;
-        let werr = |e: std::io::Error| Error::io_during("writing the XFS filesystem", e);
         let mut reader: Box<dyn Read> = match source {
             Source::Bytes(b) => Box::new(&b[..]),
             Source::File(p) => Box::new(File::open(p).map_err(|e| Error::io_op("reading", p, e))?),
         };
         let rerr = |e: std::io::Error| match source {
+            Source::File(p) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Error::format(p, format!("shrank below {len} bytes while being written"))
+            }
             Source::File(p) => Error::io_op("reading", p, e),
             Source::Bytes(_) => Error::io_during("reading", e),
         };
@@ -654,7 +809,7 @@ impl<'a> Plan<'a> {
                 reader.read_exact(&mut buf[..data]).map_err(rerr)?;
                 buf[data..n].fill(0);
                 if !(zeroed && is_zero(&buf[..n])) {
-                    out.write_all_at(&buf[..n], offset + pos).map_err(werr)?;
+                    out.at(pos, &buf[..n])?;
                 }
                 left -= data as u64;
                 pos += n as u64;
@@ -664,9 +819,52 @@ impl<'a> Plan<'a> {
         let mut probe = [0u8; 1];
         if reader.read(&mut probe).map_err(rerr)? != 0 {
             return Err(match source {
-                Source::File(p) => Error::format(p, format!("grew past {len} bytes while being written")),
+                Source::File(p) => {
+                    Error::format(p, format!("grew past {len} bytes while being written"))
+                }
                 Source::Bytes(_) => unreachable!("bytes have a fixed length"),
             });
+        }
+        Ok(())
+    }
+}
+
+/// The range of the output file the filesystem goes to.
+struct Out<'f> {
+    file: &'f File,
+    offset: u64,
+}
+
+impl Out<'_> {
+    fn err(e: std::io::Error) -> Error {
+        Error::io_during("writing the XFS filesystem", e)
+    }
+
+    /// Writes `data` at `pos` in the filesystem.
+    fn at(&self, pos: u64, data: &[u8]) -> Result<()> {
+        self.file
+            .write_all_at(data, self.offset + pos)
+            .map_err(Self::err)
+    }
+
+    /// Makes the file long enough for `size` bytes of filesystem and the range a hole;
+    /// false when the range could not be made a hole and still holds what it held.
+    fn prepare(&self, size: u64) -> Result<bool> {
+        let md = self.file.metadata().map_err(Self::err)?;
+        if md.is_file() && md.len() < self.offset + size {
+            self.file.set_len(self.offset + size).map_err(Self::err)?;
+        }
+        Ok(punch_hole(self.file, self.offset, size))
+    }
+
+    /// Writes `len` zeros at `pos`.
+    fn zero(&self, pos: u64, len: u64) -> Result<()> {
+        let zeros = vec![0u8; crate::io::BUFFER_SIZE];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(zeros.len() as u64) as usize;
+            self.at(pos + done, &zeros[..n])?;
+            done += n as u64;
         }
         Ok(())
     }

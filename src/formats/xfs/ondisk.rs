@@ -399,8 +399,16 @@ pub fn block_dir(
     be64(&mut b, 40, ino);
     let mut leaf: Vec<(u32, u32)> = Vec::with_capacity(entries.len() + 2);
     let mut p = 64;
-    let dot = DirEntry { name: b".", ino, ftype: FT_DIR };
-    let dotdot = DirEntry { name: b"..", ino: parent, ftype: FT_DIR };
+    let dot = DirEntry {
+        name: b".",
+        ino,
+        ftype: FT_DIR,
+    };
+    let dotdot = DirEntry {
+        name: b"..",
+        ino: parent,
+        ftype: FT_DIR,
+    };
     for e in [&dot, &dotdot].into_iter().chain(entries.iter()) {
         let size = data_entsize(e.name.len());
         if p + size > bs {
@@ -459,7 +467,7 @@ pub fn log_record(uuid: &Uuid, log_sector: u32) -> Vec<u8> {
     be32(&mut b, 40, 1); // num logops
     be32(&mut b, 0x12c, 1); // XLOG_FMT_LINUX_LE
     b[0x130..0x140].copy_from_slice(uuid.as_bytes());
-    be32(&mut b, 0x140, (log_sector.max(32768)) as u32); // h_size
+    be32(&mut b, 0x140, log_sector.max(32768)); // h_size
     // The unmount record's op header and data; its first word (the transaction id)
     // moves into the header's cycle data and the block starts with the cycle.
     let tid: u32 = 0xb0c0_d0d0;
