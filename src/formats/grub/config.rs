@@ -101,7 +101,10 @@ fn set_lines(text: &str, key: &str) -> Vec<String> {
 pub fn check_config(text: &str) -> Result<ParsedConfig, String> {
     let defaults = set_lines(text, "default");
     if defaults.len() != 1 {
-        return Err(format!("failed to find default ({} set default lines)", defaults.len()));
+        return Err(format!(
+            "failed to find default ({} set default lines)",
+            defaults.len()
+        ));
     }
     boot_label(&defaults[0])?;
     let fallbacks = set_lines(text, "fallback");
@@ -181,7 +184,11 @@ fn parse_block(block: &str) -> Result<(String, String, String), String> {
                 return None;
             }
             // `(.+?)\s+(.*)$`: the path is the shortest run before whitespace.
-            let ws = t2.char_indices().skip(1).find(|(_, c)| c.is_whitespace())?.0;
+            let ws = t2
+                .char_indices()
+                .skip(1)
+                .find(|(_, c)| c.is_whitespace())?
+                .0;
             Some((t2[..ws].to_string(), t2[ws..].trim_start().to_string()))
         })
         .collect();
@@ -243,7 +250,11 @@ mod tests {
         let two = format!("{good}set default=\"A\"\n");
         assert!(check_config(&two).is_err());
         let bad_name = good.replace("menuentry \"A - Talos", "menuentry \"C - Talos");
-        assert!(check_config(&bad_name).unwrap_err().contains("could not parse boot entry"));
+        assert!(
+            check_config(&bad_name)
+                .unwrap_err()
+                .contains("could not parse boot entry")
+        );
         let no_initrd = good.replacen("  initrd /A/initramfs.xz\n", "", 1);
         assert!(check_config(&no_initrd).unwrap_err().contains("initrd"));
     }

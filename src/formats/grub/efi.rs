@@ -16,7 +16,9 @@
 //! padded so the table ends on a 4 KiB boundary). The COFF time stamp is GRUB's fixed
 //! 2015-01-01, so the image is reproducible.
 
-use super::elf::{Elf, SHF_ALLOC, SHF_EXECINSTR, SHN_ABS, SHN_UNDEF, SHT_NOBITS, SHT_REL, SHT_RELA, SHT_SYMTAB};
+use super::elf::{
+    Elf, SHF_ALLOC, SHF_EXECINSTR, SHN_ABS, SHN_UNDEF, SHT_NOBITS, SHT_REL, SHT_RELA, SHT_SYMTAB,
+};
 use super::{GrubDir, PREFIX};
 use crate::error::{Error, Result};
 
@@ -28,13 +30,15 @@ const PAGE: u64 = 0x1000;
 const TIMESTAMP: u32 = 1_420_070_400;
 /// No kernel.img is anywhere near this; a bound so a corrupt one cannot make us
 /// allocate gigabytes.
-const MAX_KERNEL: u64 = 64 << 20;
+const MAX_KERNEL: u64 = 16 << 20;
 
 /// GRUB's MS-DOS stub (include/grub/efi/pe32.h): the `MZ` header pointing at the PE
 /// header at 0x80, and the "This program cannot be run in DOS mode." program.
 const MSDOS_STUB: [u8; 0x80] = {
     let mut s = [0u8; 0x80];
-    let head: [u8; 16] = [0x4d, 0x5a, 0x90, 0, 3, 0, 0, 0, 4, 0, 0, 0, 0xff, 0xff, 0, 0];
+    let head: [u8; 16] = [
+        0x4d, 0x5a, 0x90, 0, 3, 0, 0, 0, 4, 0, 0, 0, 0xff, 0xff, 0, 0,
+    ];
     let mut i = 0;
     while i < 16 {
         s[i] = head[i];
@@ -43,7 +47,9 @@ const MSDOS_STUB: [u8; 0x80] = {
     s[0x10] = 0xb8;
     s[0x18] = 0x40;
     s[0x3c] = 0x80;
-    let code: [u8; 14] = [0x0e, 0x1f, 0xba, 0x0e, 0x00, 0xb4, 0x09, 0xcd, 0x21, 0xb8, 0x01, 0x4c, 0xcd, 0x21];
+    let code: [u8; 14] = [
+        0x0e, 0x1f, 0xba, 0x0e, 0x00, 0xb4, 0x09, 0xcd, 0x21, 0xb8, 0x01, 0x4c, 0xcd, 0x21,
+    ];
     let mut i = 0;
     while i < 14 {
         s[0x40 + i] = code[i];
@@ -87,7 +93,9 @@ fn align_up(v: u64, a: u64) -> std::result::Result<u64, String> {
     if !a.is_power_of_two() {
         return Err(format!("alignment {a:#x} is not a power of two"));
     }
-    v.checked_add(a - 1).map(|x| x & !(a - 1)).ok_or_else(|| "address overflow".to_string())
+    v.checked_add(a - 1)
+        .map(|x| x & !(a - 1))
+        .ok_or_else(|| "address overflow".to_string())
 }
 
 /// Links the ELF64 relocatable `kernel.img` at RVA [`HEADER_SIZE`] the way
@@ -119,8 +127,8 @@ pub(crate) fn load_kernel(data: &[u8]) -> std::result::Result<Linked, String> {
         } else {
             return Ok(true);
         };
-        for j in 0..n {
-            if elf.section_name(&secs[j])? == target {
+        for (j, s) in secs.iter().enumerate() {
+            if elf.section_name(s)? == target {
                 return Ok(is_kept(j));
             }
         }
@@ -179,7 +187,12 @@ pub(crate) fn load_kernel(data: &[u8]) -> std::result::Result<Linked, String> {
             SHN_UNDEF => match elf.string(strtab, sym.name)? {
                 b"__bss_start" => bss_start,
                 b"_end" => end,
-                name => return Err(format!("undefined symbol {}", String::from_utf8_lossy(name))),
+                name => {
+                    return Err(format!(
+                        "undefined symbol {}",
+                        String::from_utf8_lossy(name)
+                    ));
+                }
             },
             i if usize::from(i) >= n => return Err(format!("section {i} does not exist")),
             i => sym.value.wrapping_add(vaddrs[usize::from(i)]),
@@ -207,7 +220,9 @@ pub(crate) fn load_kernel(data: &[u8]) -> std::result::Result<Linked, String> {
             continue;
         }
         let ti = s.info as usize;
-        let target = secs.get(ti).ok_or_else(|| format!("relocation target section {ti} does not exist"))?;
+        let target = secs
+            .get(ti)
+            .ok_or_else(|| format!("relocation target section {ti} does not exist"))?;
         let taddr = addrs[ti];
         let relocs = elf.relocs(s)?;
         for r in &relocs {
@@ -222,13 +237,26 @@ pub(crate) fn load_kernel(data: &[u8]) -> std::result::Result<Linked, String> {
                 k => return Err(format!("relocation {k:#x} is not implemented yet")),
             };
             if r.offset.checked_add(width).is_none_or(|e| e > target.size) {
-                return Err(format!("relocation at {:#x} outside its section {ti}", r.offset));
+                return Err(format!(
+                    "relocation at {:#x} outside its section {ti}",
+                    r.offset
+                ));
             }
-            let pos = (target.offset + r.offset) as usize;
-            let field = buf
-                .get_mut(pos..pos + width as usize)
-                .ok_or_else(|| format!("relocation at file offset {pos:#x} past the end"))?;
-            let pc = a.wrapping_sub(taddr).wrapping_sub(r.offset).wrapping_sub(VOFF);
+            let field = target
+                .offset
+                .checked_add(r.offset)
+                .and_then(|p| usize::try_from(p).ok())
+                .and_then(|p| buf.get_mut(p..p.checked_add(width as usize)?))
+                .ok_or_else(|| {
+                    format!(
+                        "relocation at {:#x} of section {ti} past the end of file",
+                        r.offset
+                    )
+                })?;
+            let pc = a
+                .wrapping_sub(taddr)
+                .wrapping_sub(r.offset)
+                .wrapping_sub(VOFF);
             match r.kind {
                 // R_X86_64_64
                 1 => {
@@ -242,12 +270,14 @@ pub(crate) fn load_kernel(data: &[u8]) -> std::result::Result<Linked, String> {
                 }
                 // R_X86_64_PC32, R_X86_64_PLT32
                 2 | 4 => {
-                    let v = u32::from_le_bytes(field[..4].try_into().unwrap()).wrapping_add(pc as u32);
+                    let v =
+                        u32::from_le_bytes(field[..4].try_into().unwrap()).wrapping_add(pc as u32);
                     field.copy_from_slice(&v.to_le_bytes());
                 }
                 // R_X86_64_32, R_X86_64_32S
                 _ => {
-                    let v = u32::from_le_bytes(field[..4].try_into().unwrap()).wrapping_add(a as u32);
+                    let v =
+                        u32::from_le_bytes(field[..4].try_into().unwrap()).wrapping_add(a as u32);
                     field.copy_from_slice(&v.to_le_bytes());
                 }
             }
@@ -307,7 +337,8 @@ impl Fixups {
             }
         }
         self.out.extend_from_slice(&page.to_le_bytes());
-        self.out.extend_from_slice(&(8 + 2 * entries.len() as u32).to_le_bytes());
+        self.out
+            .extend_from_slice(&(8 + 2 * entries.len() as u32).to_le_bytes());
         for e in entries {
             self.out.extend_from_slice(&e.to_le_bytes());
         }
@@ -320,7 +351,9 @@ impl Fixups {
                 self.flush(false);
             }
         }
-        let (page, entries) = self.block.get_or_insert_with(|| ((addr & !(PAGE - 1)) as u32, Vec::new()));
+        let (page, entries) = self
+            .block
+            .get_or_insert_with(|| ((addr & !(PAGE - 1)) as u32, Vec::new()));
         if entries.len() >= 0x1000 {
             return Err("too many fixup entries".into());
         }

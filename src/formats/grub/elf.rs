@@ -128,7 +128,8 @@ impl<'a> Elf<'a> {
             let o = shoff
                 .checked_add(i * u64::from(shentsize))
                 .ok_or("section table offset overflow")?;
-            rd(data, o, min).map_err(|_| "premature end of file in the section table".to_string())?;
+            rd(data, o, min)
+                .map_err(|_| "premature end of file in the section table".to_string())?;
             let s = if is64 {
                 Section {
                     name: u32_at(data, o)?,
@@ -176,7 +177,10 @@ impl<'a> Elf<'a> {
             .checked_add(off.into())
             .and_then(|s| usize::try_from(s).ok())
             .ok_or("string offset overflow")?;
-        let rest = self.data.get(start..).ok_or("string past the end of file")?;
+        let rest = self
+            .data
+            .get(start..)
+            .ok_or("string past the end of file")?;
         let end = rest
             .iter()
             .position(|&b| b == 0)
@@ -245,7 +249,11 @@ impl<'a> Elf<'a> {
                         offset: u64_at(self.data, o)?,
                         sym: (info >> 32) as u32,
                         kind: info as u32,
-                        addend: if rela { u64_at(self.data, o + 16)? as i64 } else { 0 },
+                        addend: if rela {
+                            u64_at(self.data, o + 16)? as i64
+                        } else {
+                            0
+                        },
                     }
                 } else {
                     let info = u32_at(self.data, o + 4)?;

@@ -23,7 +23,7 @@ mod efi;
 mod elf;
 mod pc;
 
-pub use config::{check_config, config};
+pub use config::{ParsedConfig, ParsedEntry, check_config, config};
 pub use efi::efi_image;
 pub use pc::{bios_core_image, boot_image, patch_for_disk};
 
@@ -86,9 +86,10 @@ pub(crate) struct Platform {
 }
 
 impl GrubDir {
-    /// Opens `root` (normally [`DEFAULT_DIR`]): both platform directories must exist,
-    /// their `moddep.lst` must parse, and every module of the Talos list and its
-    /// dependencies must be there.
+    /// Opens `root` (normally [`DEFAULT_DIR`]): both platform directories must exist
+    /// with their `kernel.img` (and for i386-pc `diskboot.img`, `lzma_decompress.img`,
+    /// `boot.img`), their `moddep.lst` must parse, and every module of the Talos list
+    /// and its dependencies must be there.
     pub fn open(root: &Path) -> Result<GrubDir> {
         let mut pc_list: Vec<&str> = TALOS_MODULES.to_vec();
         pc_list.extend_from_slice(BIOS_EXTRA_MODULES);
@@ -132,6 +133,16 @@ impl Platform {
             return Err(Error::invalid(format!(
                 "GRUB directory {}: no {name}/ platform directory (install grub-pc-bin and grub-efi-amd64-bin, or name a directory holding both)",
                 root.display()
+            )));
+        }
+        let mut needed = vec!["kernel.img", "moddep.lst"];
+        if name == PC {
+            needed.extend(["diskboot.img", "lzma_decompress.img", "boot.img"]);
+        }
+        if let Some(f) = needed.iter().find(|f| !dir.join(f).is_file()) {
+            return Err(Error::invalid(format!(
+                "GRUB file {f} is missing from {}",
+                dir.display()
             )));
         }
         let moddep = dir.join("moddep.lst");
@@ -186,10 +197,7 @@ pub(crate) fn module_area(p: &Platform, word: usize, prefix: &str) -> Result<Vec
         .map(|m| p.read(&format!("{m}.mod")))
         .collect::<Result<Vec<_>>>()?;
     let prefix_size = align(prefix.len() + 1);
-    let total = info
-        + mods.iter().map(|m| align(m.len()) + 8).sum::<usize>()
-        + prefix_size
-        + 8;
+    let total = info + mods.iter().map(|m| align(m.len()) + 8).sum::<usize>() + prefix_size + 8;
     let total32 = u32::try_from(total)
         .map_err(|_| Error::invalid(format!("GRUB modules in {} exceed 4 GiB", p.dir.display())))?;
     let mut out = Vec::with_capacity(total);
@@ -249,13 +257,15 @@ pub fn parse_moddep(text: &[u8]) -> std::result::Result<Vec<ModDep>, String> {
 /// builds its lists by prepending); when a module has several lines, the last wins.
 /// A dependency cycle is an error (GRUB itself would recurse forever).
 pub fn resolve(deps: &[ModDep], wanted: &[&str]) -> std::result::Result<Vec<String>, String> {
-    fn visit(
-        deps: &[ModDep],
-        name: &str,
-        out: &mut Vec<String>,
-        path: &mut Vec<String>,
-    ) -> std::result::Result<(), String> {
-        if out.iter().any(|m| m == name) {
+    use std::collections::{HashMap, HashSet};
+    struct Walk<'a> {
+        deps: HashMap<&'a str, &'a [String]>,
+        done: HashSet<String>,
+        out: Vec<String>,
+        path: Vec<String>,
+    }
+    fn visit(w: &mut Walk<'_>, name: &str) -> std::result::Result<(), String> {
+        if w.done.contains(name) {
             return Ok(());
         }
         if name.is_empty()
@@ -265,31 +275,57 @@ pub fn resolve(deps: &[ModDep], wanted: &[&str]) -> std::result::Result<Vec<Stri
         {
             return Err(format!("bad module name {name:?}"));
         }
-        if path.iter().any(|m| m == name) {
+        if w.path.iter().any(|m| m == name) {
             return Err(format!(
                 "dependency cycle {} -> {name}",
-                path.join(" -> ")
+                w.path.join(" -> ")
             ));
         }
-        if path.len() > 256 {
+        if w.path.len() >= 256 {
             return Err("dependency chain deeper than 256 modules".into());
         }
-        path.push(name.to_string());
-        if let Some((_, list)) = deps.iter().rev().find(|(n, _)| n == name) {
+        w.path.push(name.to_string());
+        if let Some(list) = w.deps.get(name).copied() {
             for d in list.iter().rev() {
-                visit(deps, d, out, path)?;
+                visit(w, d)?;
             }
         }
-        path.pop();
-        out.push(name.to_string());
+        w.path.pop();
+        w.done.insert(name.to_string());
+        w.out.push(name.to_string());
         Ok(())
     }
-    let mut out = Vec::new();
-    for w in wanted {
-        let w = w.strip_suffix(".mod").unwrap_or(w);
-        visit(deps, w, &mut out, &mut Vec::new())?;
+    // Later lines override earlier ones, as GRUB's lookup finds the last.
+    let mut w = Walk {
+        deps: deps
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.as_slice()))
+            .collect(),
+        done: HashSet::new(),
+        out: Vec::new(),
+        path: Vec::new(),
+    };
+    for name in wanted {
+        visit(&mut w, name.strip_suffix(".mod").unwrap_or(name))?;
     }
-    Ok(out)
+    Ok(w.out)
+}
+
+/// Runs each reader of GRUB-directory content over `data` (moddep.lst and the module
+/// closure, both `kernel.img` loaders and the PE assembly, the grub.cfg parse-back),
+/// discarding the results: the fuzz target's entry point.
+#[doc(hidden)]
+pub fn fuzz_readers(data: &[u8]) {
+    if let Ok(deps) = parse_moddep(data) {
+        let _ = resolve(&deps, TALOS_MODULES);
+    }
+    let _ = pc::load_kernel(data);
+    if let Ok(k) = efi::load_kernel(data) {
+        let _ = efi::pe_image(&k, &[]);
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = check_config(text);
+    }
 }
 
 #[cfg(test)]

@@ -12,8 +12,9 @@
 //! `grub-core/boot/i386/pc/{boot,diskboot,startup_raw}.S`, `util/mkimage.c`.
 //!
 //! The LZMA stream is raw LZMA1 (lc 3, lp 0, pb 2, 64 KiB dictionary), as GRUB's own
-//! encoder writes it. We encode with liblzma through `xz2`: its `.lzma` ("alone")
-//! encoder writes a 13-byte header (properties, dictionary size, unknown length)
+//! encoder writes it. We encode with liblzma through `xz2`, whose 0.1 API has no raw
+//! encoder (no `Stream::new_raw_encoder`); its `.lzma` ("alone") encoder writes a
+//! 13-byte header (properties, dictionary size, unknown length)
 //! followed by exactly that raw stream, so we drop the header. liblzma ends the
 //! stream with an end-of-payload marker that GRUB's encoder omits; GRUB's decoder
 //! stops after the uncompressed size from the header, so the marker is never read.
@@ -58,7 +59,10 @@ pub fn bios_core_image(dir: &GrubDir) -> Result<Vec<u8>> {
     if kernel_size as u64 + bss + LINK_ADDR > 0x68000 {
         return Err(Error::format(
             &kernel_path,
-            format!("kernel image is too big ({:#x} > 0x68000)", kernel_size as u64 + bss + LINK_ADDR),
+            format!(
+                "kernel image is too big ({:#x} > 0x68000)",
+                kernel_size as u64 + bss + LINK_ADDR
+            ),
         ));
     }
     payload.extend_from_slice(&super::module_area(p, 4, PREFIX)?);
@@ -69,7 +73,10 @@ pub fn bios_core_image(dir: &GrubDir) -> Result<Vec<u8>> {
     if image.len() > MAX_DECOMPRESSOR || image.len() < 0x1c {
         return Err(Error::format(
             &dec_path,
-            format!("{} bytes: a decompressor is 0x1c..{MAX_DECOMPRESSOR:#x} bytes", image.len()),
+            format!(
+                "{} bytes: a decompressor is 0x1c..{MAX_DECOMPRESSOR:#x} bytes",
+                image.len()
+            ),
         ));
     }
     put_u32(&mut image, COMPRESSED_SIZE, compressed.len());
@@ -88,7 +95,10 @@ pub fn bios_core_image(dir: &GrubDir) -> Result<Vec<u8>> {
     let boot_path = p.path("diskboot.img");
     let mut core = p.read("diskboot.img")?;
     if core.len() != SECTOR {
-        return Err(Error::format(&boot_path, format!("{} bytes, diskboot.img must be {SECTOR}", core.len())));
+        return Err(Error::format(
+            &boot_path,
+            format!("{} bytes, diskboot.img must be {SECTOR}", core.len()),
+        ));
     }
     let segment = u16::from_le_bytes([core[BLOCK_SEGMENT], core[BLOCK_SEGMENT + 1]]);
     if segment != KERNEL_SEGMENT {
@@ -127,7 +137,11 @@ pub fn boot_image(dir: &GrubDir) -> Result<[u8; 512]> {
 /// 0xFF = "the drive the BIOS booted", 0x66/0x67 = two NOPs so a bogus DL is forced
 /// to 0x80) and sets the core's first blocklist entry to start at `first_lba + 1`
 /// (its sector count and load segment stay as `grub-mkimage` set them).
-pub fn patch_for_disk(boot_img: &[u8; 512], core: &mut [u8], first_lba: u64) -> Result<[u8; BOOT_CODE_LEN]> {
+pub fn patch_for_disk(
+    boot_img: &[u8; 512],
+    core: &mut [u8],
+    first_lba: u64,
+) -> Result<[u8; BOOT_CODE_LEN]> {
     if core.len() > BIOS_PARTITION_BYTES {
         return Err(Error::invalid(format!(
             "GRUB core image of {} bytes does not fit in the {BIOS_PARTITION_BYTES}-byte BIOS boot partition",
@@ -135,7 +149,10 @@ pub fn patch_for_disk(boot_img: &[u8; 512], core: &mut [u8], first_lba: u64) -> 
         )));
     }
     if core.len() < 2 * SECTOR {
-        return Err(Error::invalid(format!("GRUB core image of {} bytes is too short", core.len())));
+        return Err(Error::invalid(format!(
+            "GRUB core image of {} bytes is too short",
+            core.len()
+        )));
     }
     let sectors = u16::from_le_bytes([core[BLOCK_LEN], core[BLOCK_LEN + 1]]) as usize;
     if sectors + 1 != core.len().div_ceil(SECTOR) {
@@ -194,7 +211,9 @@ pub(crate) fn load_kernel(data: &[u8]) -> std::result::Result<(Vec<u8>, u64), St
     }
     let mut bss_end = size;
     for s in elf.sections.iter().filter(|s| s.kind == SHT_NOBITS) {
-        bss_end = rel(s.addr)?.checked_add(s.size).ok_or("bss size overflow")?;
+        bss_end = rel(s.addr)?
+            .checked_add(s.size)
+            .ok_or("bss size overflow")?;
     }
     if size > 0x68000 {
         return Err(format!("kernel image is too big ({size:#x} bytes)"));
@@ -218,7 +237,9 @@ fn put_u32(buf: &mut [u8], at: usize, v: usize) {
 /// bt4: the LZMA SDK level-5 settings mkimage uses) of `data`.
 fn lzma_raw(data: &[u8]) -> Result<Vec<u8>> {
     use xz2::stream::{Action, LzmaOptions, MatchFinder, Mode, Status, Stream};
-    let lzma_err = |e: xz2::stream::Error| Error::io_during("compressing the GRUB core image", std::io::Error::other(e));
+    let lzma_err = |e: xz2::stream::Error| {
+        Error::io_during("compressing the GRUB core image", std::io::Error::other(e))
+    };
     let mut opts = LzmaOptions::new_preset(5).map_err(lzma_err)?;
     opts.dict_size(1 << 16)
         .literal_context_bits(3)
@@ -235,14 +256,19 @@ fn lzma_raw(data: &[u8]) -> Result<Vec<u8>> {
         if out.capacity() - out.len() < 4096 {
             out.reserve(data.len() / 4 + 4096);
         }
-        match enc.process_vec(&data[consumed..], &mut out, Action::Finish).map_err(lzma_err)? {
+        match enc
+            .process_vec(&data[consumed..], &mut out, Action::Finish)
+            .map_err(lzma_err)?
+        {
             Status::StreamEnd => break,
             _ => continue,
         }
     }
+    // (pb * 5 + lp) * 9 + lc
+    const LZMA_PROPERTIES: u8 = (2 * 5) * 9 + 3;
     // The .lzma header: 1 byte properties, 4 bytes dictionary size, 8 bytes length.
     const ALONE_HEADER: usize = 13;
-    if out.len() < ALONE_HEADER || out[0] != (2 * 5 + 0) * 9 + 3 {
+    if out.len() < ALONE_HEADER || out[0] != LZMA_PROPERTIES {
         return Err(Error::io_during(
             "compressing the GRUB core image",
             std::io::Error::other("unexpected .lzma header from liblzma"),
