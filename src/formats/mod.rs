@@ -1,6 +1,7 @@
 //! The file formats the pipeline writes, one module each, named for the format:
 //! the FAT EFI system partition, ISO 9660, GPT disk images and their qcow2/VHD
-//! conversions, outFormat compression, OCI installer images and the PXE recipes.
+//! conversions, the XFS BOOT partition, outFormat compression, OCI installer images
+//! and the PXE recipes.
 
 pub mod compression;
 pub mod cpio;
