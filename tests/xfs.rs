@@ -498,31 +498,45 @@ fn same_inputs_give_the_same_bytes_wherever_written() {
     let b = build(dir.path(), "b.img", 0, 300 * MIB, 512, &entries);
     assert_eq!(sha256(&a), sha256(&b));
 
-    // At an offset inside a larger file that already holds other bytes: the bytes
-    // around are kept, the filesystem's are the same.
+    // At an offset inside a larger file that already holds other bytes (before, after
+    // and scattered through the range): the bytes around are kept, the filesystem's
+    // are the same.
     let c = dir.path().join("c.img");
-    let offset = 3 * MIB;
+    let (offset, size) = (3 * MIB, 300 * MIB);
+    let garbage = vec![0x5a; 64 * 1024];
     {
-        let mut f = File::create(&c).unwrap();
-        f.write_all(&vec![0x5a; (offset + 300 * MIB + MIB) as usize])
-            .unwrap();
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
+            .create(true)
+            .truncate(true)
             .open(&c)
             .unwrap();
-        xfs::write(&f, offset, 300 * MIB, &opts(512), &entries).unwrap();
+        use std::os::unix::fs::FileExt;
+        let before = (0..offset).step_by(garbage.len());
+        let inside = (offset..offset + size).step_by(7 * MIB as usize);
+        let after = (offset + size..offset + size + MIB).step_by(garbage.len());
+        for pos in before.chain(inside).chain(after) {
+            f.write_all_at(&garbage, pos).unwrap();
+        }
+        xfs::write(&f, offset, size, &opts(512), &entries).unwrap();
     }
-    let bytes = std::fs::read(&c).unwrap();
-    assert!(bytes[..offset as usize].iter().all(|&x| x == 0x5a));
-    assert!(
-        bytes[(offset + 300 * MIB) as usize..]
-            .iter()
-            .all(|&x| x == 0x5a)
-    );
-    assert!(
-        bytes[offset as usize..(offset + 300 * MIB) as usize] == std::fs::read(&a).unwrap()[..]
-    );
+    let read = |p: &Path, start: u64, len: u64| {
+        use std::io::Read;
+        let mut f = File::open(p).unwrap();
+        f.seek(SeekFrom::Start(start)).unwrap();
+        let mut v = vec![0u8; len as usize];
+        f.read_exact(&mut v).unwrap();
+        v
+    };
+    assert!(read(&c, 0, offset).iter().all(|&x| x == 0x5a));
+    assert!(read(&c, offset + size, MIB).iter().all(|&x| x == 0x5a));
+    for at in (0..size).step_by(MIB as usize) {
+        assert!(
+            read(&c, offset + at, MIB) == read(&a, at, MIB),
+            "differs from the MiB at {at}"
+        );
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The file formats the pipeline writes, one module each, named for the format:
 //! the FAT EFI system partition, ISO 9660, GPT disk images and their qcow2/VHD
-//! conversions, GRUB boot images, outFormat compression, OCI installer images and the
-//! PXE recipes.
+//! conversions, GRUB boot images, the XFS BOOT partition, outFormat compression, OCI
+//! installer images and the PXE recipes.
 
 pub mod compression;
 pub mod cpio;
