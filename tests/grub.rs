@@ -86,7 +86,10 @@ fn bios_core_decodes_to_grub_mkimage_payload() {
     let tmp = tempfile::tempdir().unwrap();
     let theirs = mkimage("i386-pc", tmp.path());
     let ours = grub::bios_core_image(&dir()).unwrap();
-    assert!(grub::bios_core_image(&dir()).unwrap() == ours, "reproducible");
+    assert!(
+        grub::bios_core_image(&dir()).unwrap() == ours,
+        "reproducible"
+    );
     let (our_boot, our_dec, our_payload) = split_core(&ours, true);
     let (their_boot, their_dec, their_payload) = split_core(&theirs, false);
 
@@ -319,14 +322,12 @@ fn missing_grub_module_is_one_clear_error() {
     assert!(err.contains("no i386-pc/ platform directory"), "{err}");
 }
 
-/// Our patched boot code + core image on a GPT disk (made with sgdisk) whose partition 3
-/// is an XFS (Debian's mkfs.xfs, nrext64) holding our grub.cfg and the demo kernel:
-/// SeaBIOS → boot.img → core.img → grub.cfg → kernel → the demo /init marker.
-#[test]
-fn bios_boot_through_our_core_image() {
+/// A Talos-style `grub` disk (GPT by sgdisk): 1 = ESP (FAT by mkfs.vfat, our EFI image
+/// as `EFI/boot/BOOTX64.efi`), 2 = BIOS boot (our patched core image, attribute bit 2),
+/// 3 = BOOT (Debian's mkfs.xfs with nrext64, a protofile holding our grub.cfg and the
+/// demo kernel + initramfs), MBR boot code = our patched boot.img.
+fn grub_disk(t: &Path) -> PathBuf {
     let demo = demo_dir().join("amd64");
-    let tmp = tempfile::tempdir().unwrap();
-    let t = tmp.path();
     let d = dir();
     let mib = 1024 * 1024u64;
     let disk = t.join("disk.raw");
@@ -334,12 +335,11 @@ fn bios_boot_through_our_core_image() {
         .unwrap()
         .set_len(400 * mib)
         .unwrap();
-    // 1: filler (ESP stand-in), 2: BIOS boot (1 MiB, EF02, attribute bit 2), 3: BOOT.
     run_ok(
         Command::new(require_tool("sgdisk"))
             .args([
                 "-n",
-                "1:2048:+1M",
+                "1:2048:+40M",
                 "-t",
                 "1:ef00",
                 "-c",
@@ -369,7 +369,34 @@ fn bios_boot_through_our_core_image() {
             .unwrap();
         line.split_whitespace().nth(2).unwrap().parse().unwrap()
     };
-    let (bios_lba, boot_lba) = (start("2"), start("3"));
+    let (esp_lba, bios_lba, boot_lba) = (start("1"), start("2"), start("3"));
+
+    let esp = t.join("esp.fat");
+    std::fs::File::create(&esp)
+        .unwrap()
+        .set_len(40 * mib)
+        .unwrap();
+    run_ok(
+        Command::new(require_tool("mkfs.vfat"))
+            .args(["-n", "EFI"])
+            .arg(&esp),
+    );
+    let efi = t.join("BOOTX64.efi");
+    std::fs::write(&efi, grub::efi_image(&d).unwrap()).unwrap();
+    let mmd = require_tool("mmd");
+    run_ok(
+        Command::new(&mmd)
+            .arg("-i")
+            .arg(&esp)
+            .args(["::/EFI", "::/EFI/boot"]),
+    );
+    run_ok(
+        Command::new(require_tool("mcopy"))
+            .arg("-i")
+            .arg(&esp)
+            .arg(&efi)
+            .arg("::/EFI/boot/BOOTX64.efi"),
+    );
 
     let cfg = t.join("grub.cfg");
     std::fs::write(
@@ -415,19 +442,24 @@ fn bios_boot_through_our_core_image() {
     {
         use std::io::{Seek, SeekFrom, Write};
         let mut f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
-        f.seek(SeekFrom::Start(0)).unwrap();
         f.write_all(&code).unwrap();
         f.seek(SeekFrom::Start(bios_lba * 512)).unwrap();
         f.write_all(&core).unwrap();
-        f.seek(SeekFrom::Start(boot_lba * 512)).unwrap();
-        std::io::copy(&mut std::fs::File::open(&xfs).unwrap(), &mut f).unwrap();
+        for (lba, file) in [(esp_lba, &esp), (boot_lba, &xfs)] {
+            f.seek(SeekFrom::Start(lba * 512)).unwrap();
+            std::io::copy(&mut std::fs::File::open(file).unwrap(), &mut f).unwrap();
+        }
     }
-    // sgdisk still sees the same table: the MBR partition entries survived.
+    // sgdisk still reads the same table: the boot code left the MBR partition entry alone.
     let verify = run_ok(Command::new("sgdisk").arg("-v").arg(&disk));
     assert!(verify.contains("No problems found"), "{verify}");
+    disk
+}
 
-    let log = boot(Media::Disk(disk), SecureBoot::Bios, false, 150);
-    // GRUB itself writes to the screen only; the kernel line shows it loaded /A/vmlinuz.
+/// GRUB itself writes to the screen only; the kernel's command line line shows GRUB
+/// loaded /A/vmlinuz from BOOT with grub.cfg's arguments, the marker that the
+/// initramfs ran.
+fn assert_booted_entry_a(log: &common::boot::BootLog) {
     assert!(
         log.contains("Command line: BOOT_IMAGE=/A/vmlinuz console=ttyS0 talos.platform=metal"),
         "GRUB loaded the kernel from BOOT with grub.cfg's command line: {}",
@@ -435,12 +467,23 @@ fn bios_boot_through_our_core_image() {
     );
     assert!(
         log.marker,
-        "kernel + initramfs from GRUB's XFS booted: {}",
+        "kernel + initramfs booted: {}",
         log.path.display()
     );
-    let cmdline = log.cmdline.clone().unwrap_or_default();
-    assert!(
-        cmdline.ends_with("console=ttyS0 talos.platform=metal"),
-        "{cmdline}"
-    );
+}
+
+/// SeaBIOS → our boot code → our core.img → (hd0,gpt3)/grub/grub.cfg on XFS → kernel.
+#[test]
+fn bios_boot_through_our_core_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = grub_disk(tmp.path());
+    assert_booted_entry_a(&boot(Media::Disk(disk), SecureBoot::Bios, false, 150));
+}
+
+/// OVMF → our BOOTX64.efi from the ESP → the same grub.cfg → kernel.
+#[test]
+fn uefi_boot_through_our_efi_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = grub_disk(tmp.path());
+    assert_booted_entry_a(&boot(Media::Disk(disk), SecureBoot::Off, false, 150));
 }
