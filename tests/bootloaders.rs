@@ -293,6 +293,13 @@ fn dual_boot_images_for_1_10_and_1_11() {
             &demo_dir().join("amd64/initramfs.xz"),
             d,
         );
+        if version == "v1.10.0" {
+            // Same inputs and epoch, same bytes (UKI, FAT, GRUB core image, XFS, META).
+            let again = demo_build(metal(d, version))
+                .args(["--out-format", "raw", "--meta", "0x0c=user"])
+                .run();
+            run_ok(Command::new("cmp").arg(image).arg(&again.artifact));
+        }
     }
 }
 
