@@ -353,6 +353,30 @@ fn boot_grub_1_9_qcow2_on_seabios() {
     );
 }
 
+/// The UEFI half of the grub layout: OVMF runs GRUB's EFI image from the ESP, which
+/// reads grub.cfg and the kernel from BOOT through its baked-in prefix.
+#[test]
+fn boot_grub_1_9_image_on_ovmf() {
+    let image = demo_build("metal").args(["--out-format", "raw"]).run();
+    let log = boot(
+        Media::Disk(image.artifact.clone()),
+        SecureBoot::Off,
+        false,
+        150,
+    );
+    assert!(
+        log.marker,
+        "GRUB EFI -> kernel -> /init; log {}",
+        log.path.display()
+    );
+    assert_eq!(
+        log.secureboot,
+        Some(0),
+        "booted through UEFI; log {}",
+        log.path.display()
+    );
+}
+
 #[test]
 fn boot_dual_boot_image_with_a_flipped_core_byte_fails_on_bios() {
     let dir = tempfile::tempdir().unwrap();
