@@ -160,7 +160,11 @@ pub struct IsoPlan {
 /// A disk image.
 #[derive(Debug, Clone)]
 pub struct DiskPlan {
+    /// The UKI and systemd-boot (`sd-boot` and `dual-boot`; unused by `grub`).
     pub boot: BootPlan,
+    /// `sd-boot` (UEFI), `dual-boot` (GRUB for BIOS, systemd-boot for UEFI) or `grub`
+    /// (GRUB for both).
+    pub bootloader: Bootloader,
     pub layout: gpt_disk::Layout,
     pub format: DiskFormatPlan,
     /// systemd-boot's `secure-boot-enroll` (off without SecureBoot).
@@ -350,9 +354,11 @@ fn kind_plan(profile: &Profile, kind: OutputKind, arch: Arch, cmdline: &str) -> 
         }
         OutputKind::Iso => {
             let options = profile.output.iso_options.clone().unwrap_or_default();
-            if let Some(Bootloader::Grub | Bootloader::DualBoot) = options.bootloader {
+            // dual-boot (Talos's default from 1.12) is what this ISO is: systemd-boot
+            // for UEFI and, on plain amd64 ISOs, ISOLINUX for BIOS.
+            if options.bootloader == Some(Bootloader::Grub) {
                 return Err(Error::unsupported(
-                    "ISO bootloader grub/dual-boot: this imager builds systemd-boot ISOs (with ISOLINUX for BIOS); use sd-boot",
+                    "ISO bootloader grub: this imager builds systemd-boot ISOs (with ISOLINUX for BIOS); use dual-boot or sd-boot",
                 ));
             }
             KindPlan::Iso(IsoPlan {
@@ -416,34 +422,63 @@ fn disk_plan(profile: &Profile, arch: Arch, boot: BootPlan) -> Result<DiskPlan> 
         }
     };
     let format = disk_format_plan(profile, image)?;
-    if arch == Arch::Arm64 && image.bootloader == Some(Bootloader::DualBoot) {
+    let bootloader = image.bootloader.ok_or_else(|| {
+        Error::invalid(
+            "output.imageOptions.bootloader must be set for the image kind (dual-boot, sd-boot, grub)",
+        )
+    })?;
+    // Talos's rules (`pkg/imager/profile/output.go`, the installer's dual-boot check).
+    if arch == Arch::Arm64 && bootloader == Bootloader::DualBoot {
         return Err(Error::invalid("dual-boot is not supported on arm64"));
     }
-    if let Some(b @ (Bootloader::Grub | Bootloader::DualBoot)) = image.bootloader {
-        return Err(Error::unsupported(format!(
-            "bootloader {b}: this imager writes systemd-boot disk images; use sd-boot"
+    if profile.secureboot() && bootloader != Bootloader::SdBoot {
+        return Err(Error::invalid(format!(
+            "bootloader {bootloader} is not supported with SecureBoot: SecureBoot images boot systemd-boot (sd-boot)"
         )));
     }
+    if arch == Arch::Arm64 && bootloader == Bootloader::Grub {
+        return Err(Error::unsupported(
+            "bootloader grub on arm64 (GRUB arm64-efi) is not supported: use sd-boot (Talos's arm64 default from 1.10)",
+        ));
+    }
+    let quirks = profile.quirks();
+    let boot_size = quirks.boot_partition_size();
+    // The UKI ESP has room for two UKIs (A/B); GRUB's ESP holds only GRUB's EFI image.
+    let uki_efi_size = 100 * MIB + MIB + boot_size;
+    let (efi_size, bios_boot) = match bootloader {
+        Bootloader::SdBoot => (uki_efi_size, None),
+        Bootloader::DualBoot => (uki_efi_size, Some(boot_size)),
+        Bootloader::Grub => (100 * MIB, Some(boot_size)),
+    };
     let layout = gpt_disk::Layout {
         size: image.disk_size,
         sector_size,
-        efi_size: if profile.quirks().large_boot_partition() {
-            2101 * MIB
-        } else {
-            1101 * MIB
-        },
+        efi_size,
+        boot_size: bios_boot,
     };
     if layout.size < layout.minimum_size() {
         return Err(Error::invalid(format!(
-            "output.imageOptions.diskSize {} is too small: the partitions need at least {} bytes",
+            "output.imageOptions.diskSize {} is too small for the {bootloader} layout: its partitions need at least {} bytes",
             layout.size,
             layout.minimum_size()
         )));
     }
-    let meta = profile.customization.meta_contents.clone();
+    let mut meta = profile.customization.meta_contents.clone();
+    // The first-boot handshake: machined removes the bootloader that did not boot.
+    if arch == Arch::Amd64
+        && !profile.secureboot()
+        && quirks.sd_boot_for_uefi()
+        && bootloader == Bootloader::DualBoot
+    {
+        meta.push(MetaValue {
+            key: crate::meta::DUAL_BOOT_KEY,
+            value: "dual-boot".into(),
+        });
+    }
     adv::encode(&meta)?;
     Ok(DiskPlan {
         boot,
+        bootloader,
         layout,
         format,
         enroll: if profile.secureboot() {
@@ -692,6 +727,64 @@ mod tests {
         assert!(e.contains("fixed VHDs"), "{e}");
         assert_eq!(parse_size("8k"), Some(8192));
         assert_eq!(parse_size("x"), None);
+    }
+
+    #[test]
+    fn disk_layout_and_meta_follow_the_bootloader() {
+        let disk = |version: &'static str, edit: fn(&mut Profile)| {
+            match plan("metal", |p| {
+                p.version = version.into();
+                // Defaults again for the new version, as resolve would fill them.
+                p.output.image_options.as_mut().unwrap().bootloader = None;
+                p.output.image_options.as_mut().unwrap().disk_size = 1306525696;
+                edit(p);
+                crate::profile::defaults::fill(p, &Default::default());
+            })
+            .map(|p| p.kind)
+            {
+                Ok(KindPlan::Disk(d)) => Ok(d),
+                Ok(_) => unreachable!(),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let grub = disk("v1.9.2", |_| {}).unwrap();
+        assert_eq!(grub.bootloader, Bootloader::Grub);
+        assert_eq!(grub.layout.efi_size, 100 * MIB);
+        assert_eq!(grub.layout.boot_size, Some(1000 * MIB));
+        assert!(grub.meta.is_empty());
+        let dual = disk("v1.11.0", |_| {}).unwrap();
+        assert_eq!(dual.bootloader, Bootloader::DualBoot);
+        assert_eq!(dual.layout.efi_size, 2101 * MIB);
+        assert_eq!(dual.layout.boot_size, Some(2000 * MIB));
+        assert_eq!(
+            dual.meta,
+            vec![MetaValue {
+                key: 0x11,
+                value: "dual-boot".into()
+            }]
+        );
+        let sd = disk("v1.11.0", |p| {
+            p.output.image_options.as_mut().unwrap().bootloader = Some(Bootloader::SdBoot)
+        })
+        .unwrap();
+        assert_eq!((sd.layout.boot_size, sd.meta.len()), (None, 0));
+        let arm = disk("v1.11.0", |p| {
+            p.arch = "arm64".into();
+            p.output.image_options.as_mut().unwrap().bootloader = Some(Bootloader::DualBoot)
+        });
+        assert_eq!(
+            arm.unwrap_err(),
+            "invalid input: dual-boot is not supported on arm64"
+        );
+        // A plan made without the defaults (library use) still refuses GRUB with SecureBoot.
+        let sb = plan("secureboot-metal", |p| {
+            p.output.image_options.as_mut().unwrap().bootloader = Some(Bootloader::DualBoot)
+        });
+        assert!(
+            sb.unwrap_err()
+                .to_string()
+                .contains("bootloader dual-boot is not supported with SecureBoot")
+        );
     }
 
     #[test]

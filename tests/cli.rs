@@ -156,7 +156,8 @@ fn talos_profile_file_and_stdin() {
     );
     assert_eq!(dump["input"]["kernel"]["path"], "/k");
 
-    let nested = "baseProfileName: metal\narch: arm64\ncustomization:\n  extraKernelArgs: [foo=bar]\n  metaContents:\n    - key: 10\n      value: '{}'\n";
+    // 1.10: Talos 1.9's arm64 metal image is GRUB's arm64-efi layout, which is refused.
+    let nested = "baseProfileName: metal\narch: arm64\nversion: v1.10.0\ncustomization:\n  extraKernelArgs: [foo=bar]\n  metaContents:\n    - key: 10\n      value: '{}'\n";
     let mut child = imager()
         .args(["-", "--dry-run"])
         .stdin(Stdio::piped())

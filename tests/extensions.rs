@@ -540,6 +540,9 @@ fn every_image_kind_builds_with_an_extension() {
     let d = dir.path();
     std::fs::write(d.join("hello.tar"), tar_bytes(&hello_world())).unwrap();
     let items = vec![format!("tarballPath: {}", d.join("hello.tar").display())];
+    let rebuilt = demo_build(profile(d, "v1.10.0", "initramfs", &items))
+        .no_console()
+        .run();
     for kind in ["iso", "image"] {
         let built = demo_build(profile(d, "v1.10.0", kind, &items))
             .no_console()
@@ -549,6 +552,14 @@ fn every_image_kind_builds_with_an_extension() {
             built.manifest["extensions"][0]["name"],
             "hello-world-service"
         );
+        if kind == "image" {
+            // The dual-boot image's GRUB entry boots the rebuilt initramfs too.
+            let on_boot = common::bootpart::grub_read(&built.artifact, 3, "/A/initramfs.xz", d);
+            assert!(
+                on_boot == rebuilt.bytes(),
+                "BOOT /A/initramfs.xz is the rebuilt one"
+            );
+        }
     }
     // kernel and cmdline skip the rebuild silently.
     for kind in ["kernel", "cmdline"] {
