@@ -28,6 +28,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod profile;
 pub mod report;
+pub mod serve;
 pub mod sign;
 pub mod uki;
 
