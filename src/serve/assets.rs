@@ -268,7 +268,7 @@ pub fn plan(
     Ok(Planned { plan, key })
 }
 
-/// sha256 over the imager version, the epoch, the effective profile with the
+/// sha256 over the imager version, the epoch, the external URL, the effective profile with the
 /// machine-specific directories replaced by names (replicas with other paths share
 /// entries) and, for SecureBoot, the signing certificate (other keys, other bytes).
 fn cache_key(state: &State, plan: &Plan) -> String {
@@ -293,7 +293,14 @@ fn cache_key(state: &State, plan: &Plan) -> String {
     let mut h = sha2::Sha256::new();
     h.update(b"imager-serve asset v1\n");
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
-    h.update(format!("\n{}\n{}\n", plan.epoch, plan.file_name).as_bytes());
+    // The external URL is in the virtual extension's manifest (its author).
+    h.update(
+        format!(
+            "\n{}\n{}\n{}\n",
+            plan.epoch, plan.file_name, config.external_url
+        )
+        .as_bytes(),
+    );
     h.update(yaml.as_bytes());
     if plan.secureboot {
         h.update(state.signing_cert.as_deref().unwrap_or_default());

@@ -180,7 +180,9 @@ impl IntoResponse for ServeError {
 /// The whole application: the API routes plus any routes added here, with request
 /// logging and metrics around them.
 pub fn app(state: AppState, with_metrics: bool) -> Router {
-    let mut router = routes::router().merge(registry_frontend::router());
+    let mut router = routes::router()
+        .merge(registry_frontend::router())
+        .fallback(|| async { ServeError::not_found("not found") });
     if with_metrics {
         router = router.route("/metrics", axum::routing::get(routes::metrics));
     }
