@@ -742,6 +742,53 @@ fn two_replicas_one_registry_same_asset_at_once() {
     let hits = metric(&a, "image_factory_profile_system_extension_hits_total")
         + metric(&b, "image_factory_profile_system_extension_hits_total");
     assert!(hits >= 1.0);
+
+    // Replica a killed (SIGKILL) while it builds: b still serves; every cache entry in
+    // the registry is complete (its layer reads back with its digest).
+    let mut a = a;
+    let id2 = create(&a, "customization:\n  extraKernelArgs:\n    - killed=1\n");
+    let path = format!("image/{id2}/{VERSION}/metal-amd64.raw.xz");
+    let ua = format!("{}/{path}", a.url);
+    let doomed = std::thread::spawn(move || get(&ua));
+    std::thread::sleep(Duration::from_millis(300));
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let _ = doomed.join();
+    let (status, _, from_b) = get(&format!("{}/{path}", b.url));
+    assert_eq!(status, 200);
+    let registry = format!("http://127.0.0.1:{}/v2/factory/cache", f.registry.1);
+    for tag in tags(&f, "cache") {
+        let (_, _, m) = get(&format!("{registry}/manifests/{tag}"));
+        let m: serde_json::Value = serde_json::from_slice(&m).unwrap();
+        let layer = &m["layers"][0];
+        let digest = layer["digest"].as_str().unwrap();
+        let (status, _, blob) = get(&format!("{registry}/blobs/{digest}"));
+        assert_eq!(status, 200);
+        assert_eq!(sha256(&blob), digest, "cache entry {tag} is complete");
+        assert_eq!(blob.len() as u64, layer["size"].as_u64().unwrap());
+    }
+    assert!(tags(&f, "cache").len() == 2 && !from_b.is_empty());
+}
+
+#[test]
+fn sigterm_lets_the_in_flight_response_finish() {
+    let f = fixture();
+    let s = start(&f, "a", &[]);
+    let id = create(&s, "{}");
+    let url = format!("{}/image/{id}/{VERSION}/metal-amd64-secureboot.iso", s.url);
+    let inflight = std::thread::spawn(move || get(&url));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut s = s;
+    unsafe {
+        libc::kill(s.child.id() as i32, libc::SIGTERM);
+    }
+    let (status, headers, body) = inflight.join().unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(header(&headers, "content-length"), body.len().to_string());
+    let started = Instant::now();
+    let exit = s.child.wait().unwrap();
+    assert!(exit.success() && started.elapsed() < Duration::from_secs(30), "{exit:?}");
+    assert!(s.log_text().contains("shutting down"));
 }
 
 #[test]
