@@ -52,11 +52,11 @@ impl Customization {
                 .collect(),
             extensions: s.official_extensions().to_vec(),
             bootloader: s.bootloader().map(str::to_string),
-            enroll_keys: s.enroll_keys().map(str::to_string),
+            enroll_keys: s.secureboot_enroll_keys().map(str::to_string),
             include_well_known_certs: s.include_well_known_certificates(),
-            sector_size: s.sector_size().unwrap_or(0),
-            overlay: s.has_overlay(),
-            embedded_config: s.embedded_machine_configuration().to_string(),
+            sector_size: s.sector_size().map(|n| u32::try_from(n).unwrap_or(u32::MAX)).unwrap_or(0),
+            overlay: s.overlay().is_some(),
+            embedded_config: s.embedded_machine_configuration().unwrap_or_default().to_string(),
             canonical: s.canonical_yaml(),
         }
     }

@@ -38,19 +38,19 @@ impl Schematic {
     pub fn bootloader(&self) -> Option<&str> {
         None
     }
-    pub fn enroll_keys(&self) -> Option<&str> {
+    pub fn secureboot_enroll_keys(&self) -> Option<&str> {
         None
     }
     pub fn include_well_known_certificates(&self) -> bool {
         false
     }
-    pub fn sector_size(&self) -> Option<u32> {
+    pub fn sector_size(&self) -> Option<u64> {
         None
     }
-    pub fn has_overlay(&self) -> bool {
-        false
+    pub fn overlay(&self) -> Option<&()> {
+        None
     }
-    pub fn embedded_machine_configuration(&self) -> &str {
-        ""
+    pub fn embedded_machine_configuration(&self) -> Option<&str> {
+        None
     }
 }
