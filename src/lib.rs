@@ -9,6 +9,7 @@
 //! PE images; [`keys`] loads and makes SecureBoot material; [`meta`] encodes Talos
 //! META; [`formats`] writes each file format (FAT ESP, ISO 9660, GPT disk, qcow2, VHD,
 //! compression, OCI installer image, PXE recipes) and [`oci`] reads base images.
+//! [`schematic`] parses Image Factory schematics and computes their IDs.
 //! [`pipeline`] runs the stages for a plan; [`io`] holds the streaming adapters and
 //! [`report`] the progress lines and the build manifest. The `imager` binary is a thin
 //! CLI over [`pipeline::build`].
@@ -28,6 +29,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod profile;
 pub mod report;
+pub mod schematic;
 pub mod sign;
 pub mod uki;
 
