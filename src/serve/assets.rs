@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use sha2::Digest as _;
 
 use super::paths::{AssetKind, AssetPath};
-use super::schematic_shim::Schematic;
+use crate::schematic::Schematic;
 use super::{ServeError, State};
 use crate::meta::MetaValue;
 use crate::plan::Plan;

@@ -22,7 +22,6 @@ pub mod paths;
 pub mod registry_frontend;
 pub mod routes;
 pub mod schematic_ext;
-mod schematic_shim;
 pub mod store;
 
 use std::sync::Arc;

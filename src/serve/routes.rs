@@ -16,7 +16,7 @@ use super::assets::{self, Customization};
 use super::builds::{Builds, Ready};
 use super::metrics::AssetLabels;
 use super::paths;
-use super::schematic_shim::{self as schematic, SchematicError};
+use crate::schematic::{self, SchematicError};
 use super::{AppState, ServeError};
 
 /// Bodies above this are refused before they are read whole (the schematic parser
