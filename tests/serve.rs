@@ -313,6 +313,19 @@ fn tags(f: &Fixture, repo: &str) -> Vec<String> {
     t
 }
 
+/// Waits (at most 60 s) until `repo` has `n` tags: assets are pushed to the cache while
+/// they are served.
+fn wait_tags(f: &Fixture, repo: &str, n: usize) -> Vec<String> {
+    for _ in 0..600 {
+        let t = tags(f, repo);
+        if t.len() >= n {
+            return t;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{repo} did not reach {n} tags: {:?}", tags(f, repo));
+}
+
 const EMPTY_ID: &str = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba";
 const ARGS_SCHEMATIC: &str = "customization:\n  extraKernelArgs:\n    - console=ttyS0\n    - imager.serve=test\n  meta:\n    - key: 0xa\n      value: '{\"hello\": 1}'\n";
 
@@ -484,7 +497,8 @@ fn secureboot_iso_with_args_and_meta_then_from_the_cache() {
         0.0
     );
 
-    // HEAD waits like GET and answers the same headers; then GET from the cache.
+    // Once the cache has it: HEAD waits like GET and answers the same headers; then GET from the cache.
+    wait_tags(&f, "cache", 1);
     let (status, headers, body) = request("HEAD", &url, None);
     assert_eq!((status, body.len()), (200, 0));
     assert_eq!(header(&headers, "content-length"), first.len().to_string());
@@ -525,7 +539,13 @@ fn secureboot_iso_with_args_and_meta_then_from_the_cache() {
             .arg(f.assets.join(VERSION))
             .arg("--secureboot-dir")
             .arg(&f.keys)
-            .args(["--arch", "amd64", "--extra-kernel-arg", "imager.serve=test", "--output"])
+            .args([
+                "--arch",
+                "amd64",
+                "--extra-kernel-arg",
+                "imager.serve=test",
+                "--output",
+            ])
             .arg(&out)
             .env("SOURCE_DATE_EPOCH", "1559424892"),
     );
@@ -756,6 +776,8 @@ fn two_replicas_one_registry_same_asset_at_once() {
     );
     assert!(ra.2 == rb.2, "both replicas answer the same bytes");
     assert_eq!(header(&ra.1, "content-type"), "application/zstd");
+    assert_eq!(wait_tags(&f, "cache", 1).len(), 1, "one cache entry");
+    std::thread::sleep(Duration::from_millis(500));
     assert_eq!(tags(&f, "cache").len(), 1, "one cache entry");
     // zstd accepts it; the disk inside is GPT.
     let out = Command::new(require_tool("zstd"))
@@ -790,7 +812,8 @@ fn two_replicas_one_registry_same_asset_at_once() {
     let (status, _, from_b) = get(&format!("{}/{path}", b.url));
     assert_eq!(status, 200);
     let registry = format!("http://127.0.0.1:{}/v2/factory/cache", f.registry.1);
-    for tag in tags(&f, "cache") {
+    assert!(!from_b.is_empty());
+    for tag in wait_tags(&f, "cache", 2) {
         let m = agent()
             .get(&format!("{registry}/manifests/{tag}"))
             .set("Accept", "application/vnd.oci.image.manifest.v1+json")
@@ -806,7 +829,7 @@ fn two_replicas_one_registry_same_asset_at_once() {
         assert_eq!(sha256(&blob), digest, "cache entry {tag} is complete");
         assert_eq!(blob.len() as u64, layer["size"].as_u64().unwrap());
     }
-    assert!(tags(&f, "cache").len() == 2 && !from_b.is_empty());
+    assert_eq!(tags(&f, "cache").len(), 2);
 }
 
 #[test]
@@ -826,7 +849,10 @@ fn sigterm_lets_the_in_flight_response_finish() {
     assert_eq!(header(&headers, "content-length"), body.len().to_string());
     let started = Instant::now();
     let exit = s.child.wait().unwrap();
-    assert!(exit.success() && started.elapsed() < Duration::from_secs(30), "{exit:?}");
+    assert!(
+        exit.success() && started.elapsed() < Duration::from_secs(30),
+        "{exit:?}"
+    );
     assert!(s.log_text().contains("shutting down"));
 }
 
@@ -971,6 +997,13 @@ fn load_test_200_requests_20_at_once() {
     // cmdline once per schematic.
     let (_, _, m) = get(&format!("{}/metrics", s.url));
     let m = String::from_utf8_lossy(&m).into_owned();
-    let built: Vec<&str> = m.lines().filter(|l| l.starts_with("image_factory_assets_built_total")).collect();
-    assert_eq!(metric(&s, "image_factory_assets_built_total"), 13.0, "{built:#?}");
+    let built: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("image_factory_assets_built_total"))
+        .collect();
+    assert_eq!(
+        metric(&s, "image_factory_assets_built_total"),
+        13.0,
+        "{built:#?}"
+    );
 }

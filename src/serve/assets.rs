@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use sha2::Digest as _;
 
 use super::paths::{AssetKind, AssetPath};
-use crate::schematic::Schematic;
 use super::{ServeError, State};
 use crate::meta::MetaValue;
 use crate::plan::Plan;
@@ -21,6 +20,7 @@ use crate::profile::defaults::{self, Roots};
 use crate::profile::{
     Bootloader, ContainerAsset, EnrollKeys, OutFormat, OutputKind, Profile, builtin,
 };
+use crate::schematic::Schematic;
 
 /// What of a schematic the build uses, read once.
 #[derive(Debug, Clone, Default)]
@@ -54,9 +54,15 @@ impl Customization {
             bootloader: s.bootloader().map(str::to_string),
             enroll_keys: s.secureboot_enroll_keys().map(str::to_string),
             include_well_known_certs: s.include_well_known_certificates(),
-            sector_size: s.sector_size().map(|n| u32::try_from(n).unwrap_or(u32::MAX)).unwrap_or(0),
+            sector_size: s
+                .sector_size()
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+                .unwrap_or(0),
             overlay: s.overlay().is_some(),
-            embedded_config: s.embedded_machine_configuration().unwrap_or_default().to_string(),
+            embedded_config: s
+                .embedded_machine_configuration()
+                .unwrap_or_default()
+                .to_string(),
             canonical: s.canonical_yaml(),
         }
     }

@@ -2,8 +2,8 @@
 //! replica), single-flight per cache key (concurrent requests for the same asset
 //! share one build), detached from the requests that asked (a client that hangs up
 //! does not cancel a build others may be waiting for). A finished build is pushed to
-//! the cache and served from its local file; a failed push is counted and logged,
-//! and the asset is still served.
+//! the cache while it is served from its local file; a failed push is counted and
+//! logged, and the asset is still served.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -34,6 +34,8 @@ pub struct LocalFile {
     dir: PathBuf,
     pub path: PathBuf,
     pub asset: CachedAsset,
+    /// The artifact's Talos name (the cache image's title).
+    title: String,
 }
 
 impl Drop for LocalFile {
@@ -124,11 +126,45 @@ async fn lookup(state: &AppState, key: &str, labels: &AssetLabels) -> Option<Cac
     }
 }
 
+/// Builds, answers the waiters at once from the local file, and pushes it to the
+/// cache meanwhile; the in-flight entry (which later requests join, getting the local
+/// file) is dropped once the cache has the asset, so no request in between rebuilds it.
 async fn build_and_store(state: AppState, planned: Planned, labels: AssetLabels) -> Outcome {
     let key = planned.key.clone();
     let result = build_once(&state, planned, &labels).await;
-    state.builds.inflight.lock().unwrap().remove(&key);
+    match &result {
+        Ok(ready) if matches!(**ready, Ready::Local(_)) => {
+            let (state, ready) = (state.clone(), ready.clone());
+            tokio::spawn(async move {
+                if let Ready::Local(local) = &*ready {
+                    store(&state, &key, local, &labels).await;
+                }
+                state.builds.inflight.lock().unwrap().remove(&key);
+            });
+        }
+        _ => {
+            state.builds.inflight.lock().unwrap().remove(&key);
+        }
+    }
     result
+}
+
+/// Pushes a built file to the cache; a failure is counted and logged, not fatal.
+async fn store(state: &AppState, key: &str, local: &LocalFile, labels: &AssetLabels) {
+    let (s, p, k) = (state.clone(), local.path.clone(), key.to_string());
+    let (asset, title) = (local.asset.clone(), local.title.clone());
+    match tokio::task::spawn_blocking(move || s.store.put_asset(&k, &p, &asset, &title)).await {
+        Ok(Ok(())) => tracing::debug!(cache_key = key, "stored in the cache"),
+        Ok(Err(e)) => {
+            state
+                .metrics
+                .assets_cached_errors
+                .get_or_create(labels)
+                .inc();
+            tracing::warn!(cache_key = key, error = %e, "storing the asset in the cache failed; it was served anyway");
+        }
+        Err(e) => tracing::warn!(cache_key = key, error = %e, "the cache upload task failed"),
+    }
 }
 
 async fn build_once(state: &AppState, planned: Planned, labels: &AssetLabels) -> Outcome {
@@ -206,27 +242,12 @@ async fn build_once(state: &AppState, planned: Planned, labels: &AssetLabels) ->
         .get_or_create(labels)
         .inc_by(asset.size);
     tracing::info!(cache_key = %key, size = asset.size, digest = %asset.digest, seconds = started.elapsed().as_secs_f64(), "built");
-    let local = LocalFile {
+    Ok(Arc::new(Ready::Local(LocalFile {
         dir,
         path,
-        asset: asset.clone(),
-    };
-    let s = state.clone();
-    let p = local.path.clone();
-    let k = key.clone();
-    match tokio::task::spawn_blocking(move || s.store.put_asset(&k, &p, &asset, &title)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            state
-                .metrics
-                .assets_cached_errors
-                .get_or_create(labels)
-                .inc();
-            tracing::warn!(cache_key = %key, error = %e, "storing the asset in the cache failed; serving it anyway");
-        }
-        Err(e) => tracing::warn!(cache_key = %key, error = %e, "the cache upload task failed"),
-    }
-    Ok(Arc::new(Ready::Local(local)))
+        asset,
+        title,
+    })))
 }
 
 /// Removes a build directory unless the build succeeded.

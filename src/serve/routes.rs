@@ -16,8 +16,8 @@ use super::assets::{self, Customization};
 use super::builds::{Builds, Ready};
 use super::metrics::AssetLabels;
 use super::paths;
-use crate::schematic::{self, SchematicError};
 use super::{AppState, ServeError};
+use crate::schematic::{self, SchematicError};
 
 /// Bodies above this are refused before they are read whole (the schematic parser
 /// refuses anything over its own, smaller limit with 413 too).
