@@ -209,15 +209,13 @@ pub fn plan(
             }
             p.output.out_format = Some(path.out_format);
         }
-        AssetKind::Iso => {
-            if bootloader.is_some() || (path.secureboot && enroll.is_some()) {
-                let o = p.output.iso_options.get_or_insert_with(Default::default);
-                if bootloader.is_some() {
-                    o.bootloader = bootloader;
-                }
-                if let Some(e) = enroll.filter(|_| path.secureboot) {
-                    o.sd_boot_enroll_keys = e;
-                }
+        AssetKind::Iso if bootloader.is_some() || (path.secureboot && enroll.is_some()) => {
+            let o = p.output.iso_options.get_or_insert_with(Default::default);
+            if bootloader.is_some() {
+                o.bootloader = bootloader;
+            }
+            if let Some(e) = enroll.filter(|_| path.secureboot) {
+                o.sd_boot_enroll_keys = e;
             }
         }
         _ => {}

@@ -26,9 +26,12 @@ use super::{AppState, ServeError, assets};
 use crate::plan::Arch;
 use crate::profile::OutFormat;
 
+/// One installer push, shared by the requests waiting for its index digest.
+type Flight = Shared<BoxFuture<'static, Result<String, ServeError>>>;
+
 /// Installer pushes running in this replica, by `<repo>:<tag>`.
 #[derive(Default)]
-pub struct Flights(Mutex<HashMap<String, Shared<BoxFuture<'static, Result<String, ServeError>>>>>);
+pub struct Flights(Mutex<HashMap<String, Flight>>);
 
 pub fn router() -> Router<AppState> {
     Router::new()
