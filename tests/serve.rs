@@ -364,8 +364,7 @@ fn schematics_round_trip_and_bad_bodies_store_nothing() {
 
     let before = tags(&f, "schematics");
     let deep = format!(
-        "{}{}",
-        "a:\n".repeat(1),
+        "a:\n{}",
         (0..80)
             .map(|i| format!("{}b{i}:\n", "  ".repeat(i + 1)))
             .collect::<String>()
@@ -878,7 +877,7 @@ fn hostile_paths_are_refused_and_the_service_keeps_serving() {
         (format!("/image/..%2F/{VERSION}/metal-amd64.iso"), 404),
         (format!("/pxe/{id}/{VERSION}/metal-sparc"), 400),
         (format!("/image/{id}/{VERSION}/metal-amd64.iso.sha256"), 402),
-        (format!("/version/..%2F..%2F/extensions/official"), 400),
+        ("/version/..%2F..%2F/extensions/official".to_string(), 400),
         (format!("/image/{id}/{VERSION}/{}", "a".repeat(5000)), 400),
     ];
     for (path, want) in &cases {
@@ -1006,4 +1005,67 @@ fn load_test_200_requests_20_at_once() {
         13.0,
         "{built:#?}"
     );
+}
+
+#[test]
+fn bad_configuration_is_one_line_and_nothing_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let port = free_port();
+    for (args, want) in [
+        (
+            vec!["--assets", "/nonexistent", "--registry", "r/x"],
+            "--assets /nonexistent: not a directory",
+        ),
+        (
+            vec!["--assets", "/", "--registry", "http://r/x"],
+            "--registry \"http://r/x\": give host[:port]/prefix without a scheme",
+        ),
+        (
+            vec!["--assets", "/", "--registry", "r/UPPER"],
+            "the repository prefix must be lower-case",
+        ),
+        (
+            vec!["--assets", "/", "--registry", "r/x", "--concurrency", "0"],
+            "--concurrency 0",
+        ),
+        (
+            vec![
+                "--assets",
+                "/",
+                "--registry",
+                "r/x",
+                "--secureboot-dir",
+                keys.to_str().unwrap(),
+            ],
+            "uki-signing-key.pem is missing",
+        ),
+        (
+            vec![
+                "--assets",
+                "/",
+                "--registry",
+                "r/x",
+                "--external-url",
+                "ftp://x",
+            ],
+            "--external-url \"ftp://x\": must start with http:// or https://",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_imager"))
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(want),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
