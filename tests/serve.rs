@@ -902,6 +902,10 @@ fn hostile_paths_are_refused_and_the_service_keeps_serving() {
     assert_eq!(status, 200);
     let ext: serde_json::Value = serde_json::from_slice(&ext).unwrap();
     assert_eq!(ext[0]["name"], "siderolabs/hello-world-service");
+    let (status, headers, overlays) = get(&format!("{}/version/v1.9.2/overlays/official", s.url));
+    assert_eq!((status, overlays.as_slice()), (200, &b"[]"[..]));
+    assert_eq!(header(&headers, "access-control-allow-origin"), "*");
+    assert_eq!(get(&format!("{}/version/v9.9.9/overlays/official", s.url)).0, 404);
     let (status, headers, pem) = get(&format!("{}/secureboot/signing-cert.pem", s.url));
     assert_eq!(
         (status, header(&headers, "content-type")),

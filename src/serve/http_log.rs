@@ -1,7 +1,7 @@
 //! Around every request: a request ID (the client's `X-Request-ID` when it sends a
 //! sane one, else a new random one) echoed in the response with a `Server` header;
 //! one JSON log line per request (request ID, method, path, status, bytes, duration);
-//! and the HTTP metrics by route pattern.
+//! the factory's CORS answer (any origin); and the HTTP metrics by route pattern.
 
 use std::time::Instant;
 
@@ -90,6 +90,13 @@ async fn around(state: AppState, req: Request, next: Next) -> Response {
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, v);
     }
+    // CORS as the factory answers by default: any origin may read the API.
+    let h = response.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Content-Disposition, Content-Length, Content-Type"),
+    );
     response.headers_mut().insert(
         header::SERVER,
         HeaderValue::from_static(concat!("imager/", env!("CARGO_PKG_VERSION"))),

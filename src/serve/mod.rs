@@ -10,7 +10,9 @@
 //! [`routes`] (the HTTP API), [`ipxe`], [`registry_frontend`] (`/v2/`), [`metrics`],
 //! [`http_log`] (request IDs, JSON request logs, HTTP metrics).
 //!
-//! More routes (the web page) are added in [`app`], on the shared [`AppState`].
+//! More routes (the web page) are merged in [`app`]: a `Router<AppState>` from their
+//! module, on the shared [`AppState`]; [`routes::store_schematic`] creates a schematic
+//! as `POST /schematics` does and [`routes::catalog`] lists a version's extensions.
 
 pub mod assets;
 pub mod builds;

@@ -35,6 +35,13 @@ pub fn router() -> Router<AppState> {
             "/version/{version}/extensions/official",
             get(official_extensions),
         )
+        .route(
+            "/version/{version}/overlays/official",
+            get(async |Extract(state): Extract<AppState>, Path(version): Path<String>| {
+                // Board overlays are not built by this service: an empty catalog.
+                state.version(&version).map(|_| axum::Json(Vec::<String>::new()))
+            }),
+        )
         .route("/secureboot/signing-cert.pem", get(signing_cert))
         .route(
             "/schematics",
