@@ -263,7 +263,7 @@ impl Node {
     fn kind(&self) -> &'static str {
         match self {
             Node::Scalar { string: true, .. } => "!!str",
-            Node::Scalar { value, .. } => match resolve(value) {
+            Node::Scalar { .. } => match self.resolved().expect("a scalar resolves") {
                 Resolved::Null => "!!null",
                 Resolved::Bool(_) => "!!bool",
                 Resolved::Int(_) => "!!int",
@@ -281,6 +281,7 @@ impl Node {
     fn resolved(&self) -> Option<Resolved> {
         match self {
             Node::Scalar { string: true, .. } => Some(Resolved::Str),
+            Node::Scalar { value, .. } if value == "<<" => Some(Resolved::Merge),
             Node::Scalar { value, .. } => Some(resolve(value)),
             _ => None,
         }
@@ -587,7 +588,7 @@ fn decode_any(node: &Node, depth: usize) -> Result<OptionValue, SchematicError> 
             Resolved::Timestamp => {
                 return Err(invalid(format!("line {}: timestamps are not supported in overlay options (quote {value:?})", node.line())));
             }
-            Resolved::Merge => return Err(invalid(format!("line {}: merge keys are not allowed", node.line()))),
+            Resolved::Merge => OptionValue::String(value.clone()),
         },
         Node::Seq { items, .. } => OptionValue::List(items.iter().map(|i| decode_any(i, depth + 1)).collect::<Result<_, _>>()?),
         Node::Map { .. } => OptionValue::Map(decode_options(node, depth + 1)?),

@@ -22,6 +22,7 @@ pub(crate) enum Resolved {
     Int(i128),
     Float(f64),
     Timestamp,
+    /// A plain `<<` (the decoder's merge key; the resolver itself says string).
     Merge,
     Str,
 }
@@ -46,7 +47,6 @@ pub(crate) fn resolve(s: &str) -> Resolved {
         ".nan" | ".NaN" | ".NAN" => return Resolved::Float(f64::NAN),
         ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Resolved::Float(f64::INFINITY),
         "-.inf" | "-.Inf" | "-.INF" => return Resolved::Float(f64::NEG_INFINITY),
-        "<<" => return Resolved::Merge,
         _ => {}
     }
     match hint {
@@ -906,7 +906,7 @@ mod tests {
             ("1e400", Resolved::Str),
             ("ip=dhcp", Resolved::Str),
             ("-", Resolved::Str),
-            ("<<", Resolved::Merge),
+            ("<<", Resolved::Str),
         ] {
             assert_eq!(resolve(s), r, "{s:?}");
         }
