@@ -51,7 +51,13 @@ pub(crate) fn resolve(s: &str) -> Resolved {
     }
     match hint {
         b'.' => {
-            if let Some(f) = go_parse_float(s) {
+            // ParseFloat takes Go literal syntax, where `_` may separate digits.
+            let f = if s.contains('_') {
+                underscore_ok(s).then(|| go_parse_float(&s.replace('_', ""))).flatten()
+            } else {
+                go_parse_float(s)
+            };
+            if let Some(f) = f {
                 return Resolved::Float(f);
             }
         }
@@ -83,6 +89,26 @@ pub(crate) fn resolve(s: &str) -> Resolved {
         _ => {}
     }
     Resolved::Str
+}
+
+/// Go strconv `underscoreOK` for a decimal literal: each `_` between two digits.
+fn underscore_ok(s: &str) -> bool {
+    let mut saw = '^';
+    for c in s.trim_start_matches(['+', '-']).chars() {
+        if c.is_ascii_digit() {
+            saw = '0';
+        } else if c == '_' {
+            if saw != '0' {
+                return false;
+            }
+            saw = '_';
+        } else if saw == '_' {
+            return false;
+        } else {
+            saw = '!';
+        }
+    }
+    saw != '_'
 }
 
 /// Digits only (no sign, no prefix, no underscores), at least one.
@@ -789,7 +815,7 @@ fn is_printable(c: char) -> bool {
         || (0x20..=0x7e).contains(&v)
         || (0xa0..=0xd7ff).contains(&v)
         || ((0xe000..=0xfffd).contains(&v) && v != 0xfeff)
-        || v >= 0x10000
+    // Four-byte UTF-8 (U+10000 and up) is not printable to libyaml's byte test.
 }
 
 struct Analysis {
