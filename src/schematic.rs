@@ -149,7 +149,8 @@ impl Schematic {
 
     /// `customization.embeddedMachineConfiguration`, absent when not given.
     pub fn embedded_machine_configuration(&self) -> Option<&str> {
-        (!self.embedded_machine_configuration.is_empty()).then_some(self.embedded_machine_configuration.as_str())
+        (!self.embedded_machine_configuration.is_empty())
+            .then_some(self.embedded_machine_configuration.as_str())
     }
 
     /// `overlay`, absent when not given.
@@ -159,8 +160,19 @@ impl Schematic {
 
     /// A schematic with these customizations (what the web form builds); the result
     /// is what [`parse`] would return for the equivalent body.
-    pub fn new(extra_kernel_args: Vec<String>, meta: Vec<(u8, String)>, official_extensions: Vec<String>, secureboot_well_known_certificates: bool) -> Self {
-        Schematic { extra_kernel_args, meta, official_extensions, include_well_known_certificates: secureboot_well_known_certificates, ..Default::default() }
+    pub fn new(
+        extra_kernel_args: Vec<String>,
+        meta: Vec<(u8, String)>,
+        official_extensions: Vec<String>,
+        secureboot_well_known_certificates: bool,
+    ) -> Self {
+        Schematic {
+            extra_kernel_args,
+            meta,
+            official_extensions,
+            include_well_known_certificates: secureboot_well_known_certificates,
+            ..Default::default()
+        }
     }
 
     /// The document as go-yaml's encoder sees the struct: fixed field order, empty
@@ -169,7 +181,10 @@ impl Schematic {
         let strs = |v: &[String]| Out::Seq(v.iter().map(|s| Out::Str(s.clone())).collect());
         let mut root = Vec::new();
         if self.overlay != Overlay::default() {
-            let mut o = vec![("image".to_string(), Out::Str(self.overlay.image.clone())), ("name".to_string(), Out::Str(self.overlay.name.clone()))];
+            let mut o = vec![
+                ("image".to_string(), Out::Str(self.overlay.image.clone())),
+                ("name".to_string(), Out::Str(self.overlay.name.clone())),
+            ];
             if !self.overlay.options.is_empty() {
                 o.push(("options".into(), option_map_out(&self.overlay.options)));
             }
@@ -177,7 +192,10 @@ impl Schematic {
         }
         let mut c = Vec::new();
         if !self.embedded_machine_configuration.is_empty() {
-            c.push(("embeddedMachineConfiguration".into(), Out::Str(self.embedded_machine_configuration.clone())));
+            c.push((
+                "embeddedMachineConfiguration".into(),
+                Out::Str(self.embedded_machine_configuration.clone()),
+            ));
         }
         if !self.extra_kernel_args.is_empty() {
             c.push(("extraKernelArgs".into(), strs(&self.extra_kernel_args)));
@@ -186,12 +204,23 @@ impl Schematic {
             let items = self
                 .meta
                 .iter()
-                .map(|(k, v)| Out::Map(vec![("key".into(), Out::Raw(k.to_string())), ("value".into(), Out::Str(v.clone()))]))
+                .map(|(k, v)| {
+                    Out::Map(vec![
+                        ("key".into(), Out::Raw(k.to_string())),
+                        ("value".into(), Out::Str(v.clone())),
+                    ])
+                })
                 .collect();
             c.push(("meta".into(), Out::Seq(items)));
         }
         if !self.official_extensions.is_empty() {
-            c.push(("systemExtensions".into(), Out::Map(vec![("officialExtensions".into(), strs(&self.official_extensions))])));
+            c.push((
+                "systemExtensions".into(),
+                Out::Map(vec![(
+                    "officialExtensions".into(),
+                    strs(&self.official_extensions),
+                )]),
+            ));
         }
         if let Some(b) = self.bootloader {
             c.push(("bootloader".into(), Out::Str(b.as_str().into())));
@@ -201,13 +230,22 @@ impl Schematic {
             sb.push(("enrollKeys".into(), Out::Str(self.enroll_keys.clone())));
         }
         if self.include_well_known_certificates {
-            sb.push(("includeWellKnownCertificates".into(), Out::Raw("true".into())));
+            sb.push((
+                "includeWellKnownCertificates".into(),
+                Out::Raw("true".into()),
+            ));
         }
         if !sb.is_empty() {
             c.push(("secureboot".into(), Out::Map(sb)));
         }
         if self.sector_size != 0 {
-            c.push(("diskImage".into(), Out::Map(vec![("sectorSize".into(), Out::Raw(self.sector_size.to_string()))])));
+            c.push((
+                "diskImage".into(),
+                Out::Map(vec![(
+                    "sectorSize".into(),
+                    Out::Raw(self.sector_size.to_string()),
+                )]),
+            ));
         }
         root.push(("customization".to_string(), Out::Map(c)));
         Out::Map(root)
@@ -246,8 +284,14 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Schematic, Schem
     }
     // libyaml reads NEL, LS and PS as line breaks (YAML 1.1), YAML 1.2 parsers as
     // content; refused rather than guessed (their escapes `\N`, `\L`, `\P` are fine).
-    if let Some(c) = text.chars().find(|c| matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}')) {
-        return Err(invalid(format!("line break character U+{:04X} is not supported in a schematic (escape it)", c as u32)));
+    if let Some(c) = text
+        .chars()
+        .find(|c| matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}'))
+    {
+        return Err(invalid(format!(
+            "line break character U+{:04X} is not supported in a schematic (escape it)",
+            c as u32
+        )));
     }
     let root = read_first_document(text)?.ok_or_else(|| invalid("empty body (EOF)"))?;
     decode_schematic(&root)
@@ -258,9 +302,19 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Schematic, Schem
 enum Node {
     /// Text, whether it is a string regardless of its look (quoted, block, `!!str`),
     /// line (1-based).
-    Scalar { value: String, string: bool, line: usize },
-    Seq { items: Vec<Node>, line: usize },
-    Map { entries: Vec<(Node, Node)>, line: usize },
+    Scalar {
+        value: String,
+        string: bool,
+        line: usize,
+    },
+    Seq {
+        items: Vec<Node>,
+        line: usize,
+    },
+    Map {
+        entries: Vec<(Node, Node)>,
+        line: usize,
+    },
 }
 
 impl Node {
@@ -315,30 +369,42 @@ fn read_first_document(text: &str) -> Result<Option<Node>, SchematicError> {
     for ev in Parser::new_from_str(text) {
         let (ev, span) = ev.map_err(syntax)?;
         let line = span.start.line();
-        let tag_ok = |tag: &Option<std::borrow::Cow<'_, saphyr_parser::Tag>>, want: &str| match tag {
+        let tag_ok = |tag: &Option<std::borrow::Cow<'_, saphyr_parser::Tag>>, want: &str| match tag
+        {
             None => Ok(false),
             Some(t) if t.is_yaml_core_schema() && t.suffix == want => Ok(true),
-            Some(t) => Err(invalid(format!("line {line}: tag {}{} is not supported", t.handle, t.suffix))),
+            Some(t) => Err(invalid(format!(
+                "line {line}: tag {}{} is not supported",
+                t.handle, t.suffix
+            ))),
         };
         let node = match ev {
             Event::StreamStart | Event::Nothing => continue,
             Event::StreamEnd => return Ok(None),
             Event::DocumentStart(_) => continue,
             Event::DocumentEnd => return Ok(None),
-            Event::Alias(_) => return Err(invalid(format!("line {line}: aliases are not allowed"))),
+            Event::Alias(_) => {
+                return Err(invalid(format!("line {line}: aliases are not allowed")));
+            }
             Event::Scalar(value, style, anchor, tag) => {
                 if anchor != 0 {
                     return Err(invalid(format!("line {line}: anchors are not allowed")));
                 }
                 let tagged = tag_ok(&tag, "str")?;
-                Node::Scalar { value: value.into_owned(), string: tagged || style != ScalarStyle::Plain, line }
+                Node::Scalar {
+                    value: value.into_owned(),
+                    string: tagged || style != ScalarStyle::Plain,
+                    line,
+                }
             }
             Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
                 if anchor != 0 {
                     return Err(invalid(format!("line {line}: anchors are not allowed")));
                 }
                 if stack.len() >= MAX_DEPTH {
-                    return Err(invalid(format!("line {line}: nesting deeper than {MAX_DEPTH}")));
+                    return Err(invalid(format!(
+                        "line {line}: nesting deeper than {MAX_DEPTH}"
+                    )));
                 }
                 if matches!(ev, Event::SequenceStart(..)) {
                     tag_ok(tag, "seq")?;
@@ -373,66 +439,107 @@ fn read_first_document(text: &str) -> Result<Option<Node>, SchematicError> {
 
 fn decode_schematic(root: &Node) -> Result<Schematic, SchematicError> {
     let mut s = Schematic::default();
-    for_fields(root, "schematic.Schematic", &["owner", "overlay", "customization"], |name, v| match name {
-        "owner" => {
-            if !decode_string(v)?.is_empty() {
-                return Err(invalid("owner field is only supported in Enterprise edition"));
+    for_fields(
+        root,
+        "schematic.Schematic",
+        &["owner", "overlay", "customization"],
+        |name, v| match name {
+            "owner" => {
+                if !decode_string(v)?.is_empty() {
+                    return Err(invalid(
+                        "owner field is only supported in Enterprise edition",
+                    ));
+                }
+                Ok(())
             }
-            Ok(())
-        }
-        "overlay" => for_fields(v, "schematic.Overlay", &["image", "name", "options"], |name, v| {
-            match name {
-                "image" => s.overlay.image = decode_string(v)?,
-                "name" => s.overlay.name = decode_string(v)?,
-                _ => s.overlay.options = decode_options(v, 0)?,
-            }
-            Ok(())
-        }),
-        _ => decode_customization(v, &mut s),
-    })?;
+            "overlay" => for_fields(
+                v,
+                "schematic.Overlay",
+                &["image", "name", "options"],
+                |name, v| {
+                    match name {
+                        "image" => s.overlay.image = decode_string(v)?,
+                        "name" => s.overlay.name = decode_string(v)?,
+                        _ => s.overlay.options = decode_options(v, 0)?,
+                    }
+                    Ok(())
+                },
+            ),
+            _ => decode_customization(v, &mut s),
+        },
+    )?;
     Ok(s)
 }
 
-const CUSTOMIZATION_FIELDS: &[&str] =
-    &["embeddedMachineConfiguration", "extraKernelArgs", "meta", "systemExtensions", "bootloader", "secureboot", "diskImage"];
+const CUSTOMIZATION_FIELDS: &[&str] = &[
+    "embeddedMachineConfiguration",
+    "extraKernelArgs",
+    "meta",
+    "systemExtensions",
+    "bootloader",
+    "secureboot",
+    "diskImage",
+];
 
 fn decode_customization(node: &Node, s: &mut Schematic) -> Result<(), SchematicError> {
-    for_fields(node, "schematic.Customization", CUSTOMIZATION_FIELDS, |name, v| {
-        match name {
-            "embeddedMachineConfiguration" => s.embedded_machine_configuration = decode_string(v)?,
-            "extraKernelArgs" => s.extra_kernel_args = decode_strings(v)?,
-            "meta" => {
-                s.meta = decode_list(v, |item| {
-                    let (mut key, mut value) = (0u8, String::new());
-                    for_fields(item, "schematic.MetaValue", &["key", "value"], |name, v| {
+    for_fields(
+        node,
+        "schematic.Customization",
+        CUSTOMIZATION_FIELDS,
+        |name, v| {
+            match name {
+                "embeddedMachineConfiguration" => {
+                    s.embedded_machine_configuration = decode_string(v)?
+                }
+                "extraKernelArgs" => s.extra_kernel_args = decode_strings(v)?,
+                "meta" => {
+                    s.meta = decode_list(v, |item| {
+                        let (mut key, mut value) = (0u8, String::new());
+                        for_fields(item, "schematic.MetaValue", &["key", "value"], |name, v| {
+                            match name {
+                                "key" => key = decode_uint(v, u8::MAX as u64, "uint8")? as u8,
+                                _ => value = decode_string(v)?,
+                            }
+                            Ok(())
+                        })?;
+                        Ok((key, value))
+                    })?
+                }
+                "systemExtensions" => for_fields(
+                    v,
+                    "schematic.SystemExtensions",
+                    &["officialExtensions"],
+                    |_, v| {
+                        s.official_extensions = decode_strings(v)?;
+                        Ok(())
+                    },
+                )?,
+                "bootloader" => s.bootloader = decode_bootloader(v)?,
+                "secureboot" => for_fields(
+                    v,
+                    "schematic.SecureBootCustomization",
+                    &["enrollKeys", "includeWellKnownCertificates"],
+                    |name, v| {
                         match name {
-                            "key" => key = decode_uint(v, u8::MAX as u64, "uint8")? as u8,
-                            _ => value = decode_string(v)?,
+                            "enrollKeys" => s.enroll_keys = decode_string(v)?,
+                            _ => s.include_well_known_certificates = decode_bool(v)?,
                         }
                         Ok(())
-                    })?;
-                    Ok((key, value))
-                })?
+                    },
+                )?,
+                _ => for_fields(
+                    v,
+                    "schematic.DiskImageCustomization",
+                    &["sectorSize"],
+                    |_, v| {
+                        s.sector_size = decode_uint(v, u64::MAX, "uint")?;
+                        Ok(())
+                    },
+                )?,
             }
-            "systemExtensions" => for_fields(v, "schematic.SystemExtensions", &["officialExtensions"], |_, v| {
-                s.official_extensions = decode_strings(v)?;
-                Ok(())
-            })?,
-            "bootloader" => s.bootloader = decode_bootloader(v)?,
-            "secureboot" => for_fields(v, "schematic.SecureBootCustomization", &["enrollKeys", "includeWellKnownCertificates"], |name, v| {
-                match name {
-                    "enrollKeys" => s.enroll_keys = decode_string(v)?,
-                    _ => s.include_well_known_certificates = decode_bool(v)?,
-                }
-                Ok(())
-            })?,
-            _ => for_fields(v, "schematic.DiskImageCustomization", &["sectorSize"], |_, v| {
-                s.sector_size = decode_uint(v, u64::MAX, "uint")?;
-                Ok(())
-            })?,
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
 }
 
 fn type_error(node: &Node, into: &str) -> SchematicError {
@@ -440,7 +547,13 @@ fn type_error(node: &Node, into: &str) -> SchematicError {
         Node::Scalar { value, .. } => format!(" `{}`", value.chars().take(40).collect::<String>()),
         _ => String::new(),
     };
-    invalid(format!("line {}: cannot unmarshal {}{} into {}", node.line(), node.kind(), shown, into))
+    invalid(format!(
+        "line {}: cannot unmarshal {}{} into {}",
+        node.line(),
+        node.kind(),
+        shown,
+        into
+    ))
 }
 
 /// A struct: a mapping whose keys are field names (strictly known, each once), or null.
@@ -461,13 +574,22 @@ fn for_fields(
             return Err(type_error(k, "string"));
         };
         if k.resolved() == Some(Resolved::Merge) {
-            return Err(invalid(format!("line {}: merge keys are not allowed", k.line())));
+            return Err(invalid(format!(
+                "line {}: merge keys are not allowed",
+                k.line()
+            )));
         }
         if !fields.contains(&name.as_str()) {
-            return Err(invalid(format!("line {}: field {name} not found in type {ty}", k.line())));
+            return Err(invalid(format!(
+                "line {}: field {name} not found in type {ty}",
+                k.line()
+            )));
         }
         if seen.contains(name) {
-            return Err(invalid(format!("line {}: field {name} already set in type {ty}", k.line())));
+            return Err(invalid(format!(
+                "line {}: field {name} already set in type {ty}",
+                k.line()
+            )));
         }
         seen.push(name.clone());
         f(name, v)?;
@@ -486,7 +608,10 @@ fn decode_string(node: &Node) -> Result<String, SchematicError> {
 
 /// go-yaml into a Go slice of strings or structs: a null item decodes to nothing and
 /// is dropped (go-yaml's `d.null` fails for those kinds, and the slice skips it).
-fn decode_list<T>(node: &Node, mut f: impl FnMut(&Node) -> Result<T, SchematicError>) -> Result<Vec<T>, SchematicError> {
+fn decode_list<T>(
+    node: &Node,
+    mut f: impl FnMut(&Node) -> Result<T, SchematicError>,
+) -> Result<Vec<T>, SchematicError> {
     match node {
         Node::Seq { items, .. } => items.iter().filter(|i| !i.is_null()).map(&mut f).collect(),
         n if n.is_null() => Ok(Vec::new()),
@@ -501,12 +626,20 @@ fn decode_strings(node: &Node) -> Result<Vec<String>, SchematicError> {
 /// go-yaml into a Go unsigned integer of at most `max`: an int, or a float that
 /// converts (truncated); null leaves it 0.
 fn decode_uint(node: &Node, max: u64, ty: &str) -> Result<u64, SchematicError> {
-    let out_of_range = || invalid(format!("line {}: {} is out of range for {ty}", node.line(), scalar_text(node)));
+    let out_of_range = || {
+        invalid(format!(
+            "line {}: {} is out of range for {ty}",
+            node.line(),
+            scalar_text(node)
+        ))
+    };
     match node.resolved() {
         Some(Resolved::Null) => Ok(0),
         Some(Resolved::Int(v)) if v >= 0 && v <= max as i128 => Ok(v as u64),
         Some(Resolved::Int(_)) => Err(out_of_range()),
-        Some(Resolved::Float(f)) if f >= 0.0 && f.trunc() <= max as f64 && f.trunc() < 18446744073709551616.0 => {
+        Some(Resolved::Float(f))
+            if f >= 0.0 && f.trunc() <= max as f64 && f.trunc() < 18446744073709551616.0 =>
+        {
             Ok(f.trunc() as u64)
         }
         Some(Resolved::Float(_)) => Err(out_of_range()),
@@ -527,7 +660,9 @@ fn decode_bool(node: &Node) -> Result<bool, SchematicError> {
     match node.resolved() {
         Some(Resolved::Null) => Ok(false),
         Some(Resolved::Bool(b)) => Ok(b),
-        Some(Resolved::Str) => goyaml::is_old_bool(scalar_text(node)).ok_or_else(|| type_error(node, "bool")),
+        Some(Resolved::Str) => {
+            goyaml::is_old_bool(scalar_text(node)).ok_or_else(|| type_error(node, "bool"))
+        }
         _ => Err(type_error(node, "bool")),
     }
 }
@@ -568,23 +703,40 @@ fn decode_options(node: &Node, depth: usize) -> Result<Vec<(String, OptionValue)
             // Nested maps: go-yaml makes them map[string]interface{} only when every
             // key is a string; other key kinds are refused here.
             Node::Scalar { value, .. } if k.resolved() == Some(Resolved::Str) => value.clone(),
-            _ => return Err(invalid(format!("line {}: overlay option keys must be strings", k.line()))),
+            _ => {
+                return Err(invalid(format!(
+                    "line {}: overlay option keys must be strings",
+                    k.line()
+                )));
+            }
         };
         if k.resolved() == Some(Resolved::Merge) {
-            return Err(invalid(format!("line {}: merge keys are not allowed", k.line())));
+            return Err(invalid(format!(
+                "line {}: merge keys are not allowed",
+                k.line()
+            )));
         }
         if key.contains(['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}']) || key.len() > 128 {
-            return Err(invalid(format!("line {}: overlay option keys must be single-line and at most 128 bytes", k.line())));
+            return Err(invalid(format!(
+                "line {}: overlay option keys must be single-line and at most 128 bytes",
+                k.line()
+            )));
         }
         if out.iter().any(|(o, _)| *o == key) {
-            return Err(invalid(format!("line {}: mapping key {key:?} already defined", k.line())));
+            return Err(invalid(format!(
+                "line {}: mapping key {key:?} already defined",
+                k.line()
+            )));
         }
         out.push((key, decode_any(v, depth)?));
     }
     // A stable insertion sort with go-yaml's `keyList.Less` (keys are distinct).
     let mut sorted: Vec<(String, OptionValue)> = Vec::with_capacity(out.len());
     for item in out {
-        let at = sorted.iter().position(|(k, _)| goyaml::key_less(&item.0, k)).unwrap_or(sorted.len());
+        let at = sorted
+            .iter()
+            .position(|(k, _)| goyaml::key_less(&item.0, k))
+            .unwrap_or(sorted.len());
         sorted.insert(at, item);
     }
     Ok(sorted)
@@ -599,11 +751,19 @@ fn decode_any(node: &Node, depth: usize) -> Result<OptionValue, SchematicError> 
             Resolved::Float(f) => OptionValue::Float(f),
             Resolved::Str => OptionValue::String(value.clone()),
             Resolved::Timestamp => {
-                return Err(invalid(format!("line {}: timestamps are not supported in overlay options (quote {value:?})", node.line())));
+                return Err(invalid(format!(
+                    "line {}: timestamps are not supported in overlay options (quote {value:?})",
+                    node.line()
+                )));
             }
             Resolved::Merge => OptionValue::String(value.clone()),
         },
-        Node::Seq { items, .. } => OptionValue::List(items.iter().map(|i| decode_any(i, depth + 1)).collect::<Result<_, _>>()?),
+        Node::Seq { items, .. } => OptionValue::List(
+            items
+                .iter()
+                .map(|i| decode_any(i, depth + 1))
+                .collect::<Result<_, _>>()?,
+        ),
         Node::Map { .. } => OptionValue::Map(decode_options(node, depth + 1)?),
     })
 }
@@ -613,13 +773,19 @@ mod tests {
     use super::*;
 
     fn canon(body: &str) -> String {
-        parse(body.as_bytes(), None).unwrap_or_else(|e| panic!("{body:?}: {e}")).canonical_yaml()
+        parse(body.as_bytes(), None)
+            .unwrap_or_else(|e| panic!("{body:?}: {e}"))
+            .canonical_yaml()
     }
 
     #[test]
     fn golden_vectors() {
         for (input, canonical, id) in [
-            ("{}", "customization: {}\n", "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba"),
+            (
+                "{}",
+                "customization: {}\n",
+                "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba",
+            ),
             (
                 "{\"customization\": {\"extraKernelArgs\": [\"noapic\", \"nolapic\"]}}",
                 "customization:\n    extraKernelArgs:\n        - noapic\n        - nolapic\n",
@@ -640,7 +806,9 @@ mod tests {
     #[test]
     fn scalar_styles() {
         assert_eq!(
-            canon("customization: {extraKernelArgs: ['yes', 'true', '10', '', '#x', 'a: b', ' s', ip=dhcp, -foo, 'ü']}"),
+            canon(
+                "customization: {extraKernelArgs: ['yes', 'true', '10', '', '#x', 'a: b', ' s', ip=dhcp, -foo, 'ü']}"
+            ),
             "customization:\n    extraKernelArgs:\n        - \"yes\"\n        - \"true\"\n        - \"10\"\n        - \"\"\n        - '#x'\n        - 'a: b'\n        - ' s'\n        - ip=dhcp\n        - -foo\n        - ü\n"
         );
     }
@@ -659,10 +827,22 @@ mod tests {
             "customization: {extraKernelArgs: [a}",
             "customization: {extraKernelArgs: [a], extraKernelArgs: [b]}",
         ] {
-            assert!(matches!(parse(body.as_bytes(), None), Err(SchematicError::Invalid(_))), "{body:?}");
+            assert!(
+                matches!(
+                    parse(body.as_bytes(), None),
+                    Err(SchematicError::Invalid(_))
+                ),
+                "{body:?}"
+            );
         }
         let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
-        assert!(matches!(parse(deep.as_bytes(), None), Err(SchematicError::Invalid(_))));
-        assert_eq!(parse(&vec![b' '; MAX_BODY + 1], None), Err(SchematicError::TooLarge));
+        assert!(matches!(
+            parse(deep.as_bytes(), None),
+            Err(SchematicError::Invalid(_))
+        ));
+        assert_eq!(
+            parse(&vec![b' '; MAX_BODY + 1], None),
+            Err(SchematicError::TooLarge)
+        );
     }
 }

@@ -37,7 +37,11 @@ fn oracle() -> PathBuf {
 
 /// go-yaml's answer per body: Ok(canonical bytes) or Err(message).
 fn go_yaml(bodies: &[Vec<u8>]) -> Vec<Result<String, String>> {
-    let mut child = Command::new(oracle()).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(oracle())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut input = String::new();
     for b in bodies {
         input.push_str(&hex::encode(b));
@@ -48,7 +52,11 @@ fn go_yaml(bodies: &[Vec<u8>]) -> Vec<Result<String, String>> {
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap();
     assert!(out.status.success());
-    let lines: Vec<_> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect();
+    let lines: Vec<_> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
     assert_eq!(lines.len(), bodies.len());
     lines
         .into_iter()
@@ -62,10 +70,21 @@ fn go_yaml(bodies: &[Vec<u8>]) -> Vec<Result<String, String>> {
 
 /// Refusals of bodies go-yaml accepts, on purpose (the module doc's list).
 fn refused_on_purpose(err: &SchematicError) -> bool {
-    let SchematicError::Invalid(m) = err else { return false };
-    ["anchors", "aliases", "merge keys", "tag ", "Enterprise", "overlay option keys", "timestamps", "line break character"]
-        .iter()
-        .any(|w| m.contains(w))
+    let SchematicError::Invalid(m) = err else {
+        return false;
+    };
+    [
+        "anchors",
+        "aliases",
+        "merge keys",
+        "tag ",
+        "Enterprise",
+        "overlay option keys",
+        "timestamps",
+        "line break character",
+    ]
+    .iter()
+    .any(|w| m.contains(w))
 }
 
 /// Compares with go-yaml body by body; then feeds the canonical bytes back to both
@@ -80,15 +99,25 @@ fn compare(bodies: &[Vec<u8>], allow_stricter: bool) -> (usize, usize) {
         let got = schematic::parse(body, None);
         match (&want, &got) {
             (Ok(w), Ok(g)) => {
-                assert_eq!(&g.canonical_yaml(), w, "canonical bytes differ for body {text:?}");
+                assert_eq!(
+                    &g.canonical_yaml(),
+                    w,
+                    "canonical bytes differ for body {text:?}"
+                );
                 canonicals.push(w.clone().into_bytes());
                 agreed += 1;
             }
             (Err(_), Err(_)) => agreed += 1,
             (Ok(w), Err(e)) => {
-                assert!(allow_stricter && refused_on_purpose(e), "go-yaml accepts {text:?} (as {w:?}), we say: {e}")
+                assert!(
+                    allow_stricter && refused_on_purpose(e),
+                    "go-yaml accepts {text:?} (as {w:?}), we say: {e}"
+                )
             }
-            (Err(w), Ok(g)) => panic!("go-yaml refuses {text:?} ({w}), we accept it as {:?}", g.canonical_yaml()),
+            (Err(w), Ok(g)) => panic!(
+                "go-yaml refuses {text:?} ({w}), we accept it as {:?}",
+                g.canonical_yaml()
+            ),
         }
     }
     let again = go_yaml(&canonicals);
@@ -100,9 +129,12 @@ fn compare(bodies: &[Vec<u8>], allow_stricter: bool) -> (usize, usize) {
             // go-yaml reads its bytes back as the same schematic: so must this parser.
             // Known gap: go-yaml writes U+2028/U+2029 raw inside single quotes, and
             // this parser refuses raw line-break characters (see the module doc).
-            (Ok(_), Err(e)) if refused_on_purpose(&e) && text.contains(['\u{2028}', '\u{2029}']) => {}
+            (Ok(_), Err(e))
+                if refused_on_purpose(&e) && text.contains(['\u{2028}', '\u{2029}']) => {}
             (Ok(w), got) if w.as_bytes() == c.as_slice() => {
-                let g = got.unwrap_or_else(|e| panic!("round trip of {text:?}: go-yaml is stable, here {e}"));
+                let g = got.unwrap_or_else(|e| {
+                    panic!("round trip of {text:?}: go-yaml is stable, here {e}")
+                });
                 assert_eq!(g.canonical_yaml(), w, "round trip of {text:?}");
                 stable += 1;
             }
@@ -133,11 +165,86 @@ impl Rng {
 }
 
 const PIECES: &[&str] = &[
-    "a", "x", "yes", "No", "on", "OFF", "y", "~", "null", "true", "False", "0", "1", "10", "0x1F", "0o7", "017", "08",
-    "0b1", "1_0", "1e3", "1e400", ".5", "-.inf", ".NaN", "1:30", "2024-01-02", "2024-1-2T3:04:05Z", "2001-12-14 21:59:43.10",
-    " ", "  ", "\n", "\n\n", "\t", "\r", ":", ": ", " #", "#", "-", "- ", "--- ", "...", "'", "\"", "\\", ".", "e", "_",
-    "ü", "日本", "\u{2028}", "\u{85}", "\u{a0}", "\u{feff}", "\u{0}", "\u{1b}", "\u{7f}", "{", "}", "[", "]", ",", "!",
-    "&", "*", "|", ">", "%", "@", "`", "?", "? ", "=", "ip=dhcp", "console=ttyS0,115200n8", "a/b:c", "+", "<<", "\u{1F600}",
+    "a",
+    "x",
+    "yes",
+    "No",
+    "on",
+    "OFF",
+    "y",
+    "~",
+    "null",
+    "true",
+    "False",
+    "0",
+    "1",
+    "10",
+    "0x1F",
+    "0o7",
+    "017",
+    "08",
+    "0b1",
+    "1_0",
+    "1e3",
+    "1e400",
+    ".5",
+    "-.inf",
+    ".NaN",
+    "1:30",
+    "2024-01-02",
+    "2024-1-2T3:04:05Z",
+    "2001-12-14 21:59:43.10",
+    " ",
+    "  ",
+    "\n",
+    "\n\n",
+    "\t",
+    "\r",
+    ":",
+    ": ",
+    " #",
+    "#",
+    "-",
+    "- ",
+    "--- ",
+    "...",
+    "'",
+    "\"",
+    "\\",
+    ".",
+    "e",
+    "_",
+    "ü",
+    "日本",
+    "\u{2028}",
+    "\u{85}",
+    "\u{a0}",
+    "\u{feff}",
+    "\u{0}",
+    "\u{1b}",
+    "\u{7f}",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    "!",
+    "&",
+    "*",
+    "|",
+    ">",
+    "%",
+    "@",
+    "`",
+    "?",
+    "? ",
+    "=",
+    "ip=dhcp",
+    "console=ttyS0,115200n8",
+    "a/b:c",
+    "+",
+    "<<",
+    "\u{1F600}",
 ];
 
 fn random_string(r: &mut Rng) -> String {
@@ -146,29 +253,53 @@ fn random_string(r: &mut Rng) -> String {
 
 /// JSON text of `s`; NEL, LS and PS escaped (raw, they are refused on purpose).
 fn json_string(s: &str) -> String {
-    serde_json::to_string(s).unwrap().replace('\u{85}', "\\u0085").replace('\u{2028}', "\\u2028").replace('\u{2029}', "\\u2029")
+    serde_json::to_string(s)
+        .unwrap()
+        .replace('\u{85}', "\\u0085")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
 }
 
 fn random_body(r: &mut Rng) -> String {
     let mut custom = Vec::new();
-    let list = |r: &mut Rng| (0..r.below(4)).map(|_| json_string(&random_string(r))).collect::<Vec<_>>().join(", ");
+    let list = |r: &mut Rng| {
+        (0..r.below(4))
+            .map(|_| json_string(&random_string(r)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if r.below(3) == 0 {
-        custom.push(format!("\"embeddedMachineConfiguration\": {}", json_string(&random_string(r))));
+        custom.push(format!(
+            "\"embeddedMachineConfiguration\": {}",
+            json_string(&random_string(r))
+        ));
     }
     if r.below(2) == 0 {
         custom.push(format!("\"extraKernelArgs\": [{}]", list(r)));
     }
     if r.below(2) == 0 {
         let items: Vec<_> = (0..r.below(3))
-            .map(|_| format!("{{\"key\": {}, \"value\": {}}}", r.below(256), json_string(&random_string(r))))
+            .map(|_| {
+                format!(
+                    "{{\"key\": {}, \"value\": {}}}",
+                    r.below(256),
+                    json_string(&random_string(r))
+                )
+            })
             .collect();
         custom.push(format!("\"meta\": [{}]", items.join(", ")));
     }
     if r.below(3) == 0 {
-        custom.push(format!("\"systemExtensions\": {{\"officialExtensions\": [{}]}}", list(r)));
+        custom.push(format!(
+            "\"systemExtensions\": {{\"officialExtensions\": [{}]}}",
+            list(r)
+        ));
     }
     if r.below(4) == 0 {
-        custom.push(format!("\"bootloader\": {}", json_string(r.pick(&["none", "sd-boot", "GRUB", "dual-boot"]))));
+        custom.push(format!(
+            "\"bootloader\": {}",
+            json_string(r.pick(&["none", "sd-boot", "GRUB", "dual-boot"]))
+        ));
     }
     if r.below(4) == 0 {
         custom.push(format!(
@@ -178,7 +309,10 @@ fn random_body(r: &mut Rng) -> String {
         ));
     }
     if r.below(5) == 0 {
-        custom.push(format!("\"diskImage\": {{\"sectorSize\": {}}}", r.pick(&["0", "512", "4096"])));
+        custom.push(format!(
+            "\"diskImage\": {{\"sectorSize\": {}}}",
+            r.pick(&["0", "512", "4096"])
+        ));
     }
     let mut top = Vec::new();
     if r.below(4) == 0 {
@@ -186,13 +320,33 @@ fn random_body(r: &mut Rng) -> String {
             .map(|i| {
                 let v = match r.below(6) {
                     0 => json_string(&random_string(r)),
-                    1 => r.pick(&["1.5", "1e6", "100000", "-0.0001", "0.00001", "123456789.0", "-2.5e-10", "0.0"]).to_string(),
+                    1 => r
+                        .pick(&[
+                            "1.5",
+                            "1e6",
+                            "100000",
+                            "-0.0001",
+                            "0.00001",
+                            "123456789.0",
+                            "-2.5e-10",
+                            "0.0",
+                        ])
+                        .to_string(),
                     2 => r.pick(&["true", "false", "null", "7", "-3"]).to_string(),
                     3 => format!("[{}]", list(r)),
-                    4 => format!("{{\"k{i}\": {}, \"k10\": 1, \"k9\": [] }}", json_string(&random_string(r))),
+                    4 => format!(
+                        "{{\"k{i}\": {}, \"k10\": 1, \"k9\": [] }}",
+                        json_string(&random_string(r))
+                    ),
                     _ => "{}".to_string(),
                 };
-                format!("{}: {v}", json_string(&format!("{}{i}", r.pick(&["a", "b10", "b9", "B", "_", "0"]))))
+                format!(
+                    "{}: {v}",
+                    json_string(&format!(
+                        "{}{i}",
+                        r.pick(&["a", "b10", "b9", "B", "_", "0"])
+                    ))
+                )
             })
             .collect();
         top.push(format!(
@@ -209,12 +363,18 @@ fn random_body(r: &mut Rng) -> String {
 #[test]
 fn generated_bodies_match_go_yaml() {
     let mut r = Rng(0x5eed_1234_abcd_0001);
-    let bodies: Vec<Vec<u8>> = (0..4000).map(|_| random_body(&mut r).into_bytes()).collect();
+    let bodies: Vec<Vec<u8>> = (0..4000)
+        .map(|_| random_body(&mut r).into_bytes())
+        .collect();
     let (agreed, stable) = compare(&bodies, false);
     assert_eq!(agreed, bodies.len());
     // Most canonical encodings are fixed points even for these adversarial strings
     // (3321 of 4000 when written; the rest are go-yaml's own unstable cases).
-    assert!(stable * 100 >= bodies.len() * 75, "{stable} of {} round trips stable", bodies.len());
+    assert!(
+        stable * 100 >= bodies.len() * 75,
+        "{stable} of {} round trips stable",
+        bodies.len()
+    );
 }
 
 #[test]
@@ -274,21 +434,42 @@ fn hand_picked_bodies_match_go_yaml() {
     ];
     let bodies: Vec<Vec<u8>> = bodies.into_iter().map(|b| b.as_bytes().to_vec()).collect();
     let (agreed, stable) = compare(&bodies, true);
-    assert!(agreed >= bodies.len() - 8 && stable > 20, "{agreed} agreed, {stable} stable");
+    assert!(
+        agreed >= bodies.len() - 8 && stable > 20,
+        "{agreed} agreed, {stable} stable"
+    );
 }
 
 #[test]
 fn the_issue_limits() {
-    let too_big = format!("customization: {{extraKernelArgs: [{}]}}", "a, ".repeat(30_000));
-    assert_eq!(schematic::parse(too_big.as_bytes(), None), Err(SchematicError::TooLarge));
-    let deep = format!("customization: {{extraKernelArgs: {}{}}}", "[".repeat(65), "]".repeat(65));
-    assert!(matches!(schematic::parse(deep.as_bytes(), None), Err(SchematicError::Invalid(m)) if m.contains("nesting")));
+    let too_big = format!(
+        "customization: {{extraKernelArgs: [{}]}}",
+        "a, ".repeat(30_000)
+    );
+    assert_eq!(
+        schematic::parse(too_big.as_bytes(), None),
+        Err(SchematicError::TooLarge)
+    );
+    let deep = format!(
+        "customization: {{extraKernelArgs: {}{}}}",
+        "[".repeat(65),
+        "]".repeat(65)
+    );
+    assert!(
+        matches!(schematic::parse(deep.as_bytes(), None), Err(SchematicError::Invalid(m)) if m.contains("nesting"))
+    );
     let bomb = "a: &a [x, x]\nb: &b [*a, *a]\nc: &c [*b, *b]\n";
-    assert!(matches!(schematic::parse(bomb.as_bytes(), None), Err(SchematicError::Invalid(_))));
+    assert!(matches!(
+        schematic::parse(bomb.as_bytes(), None),
+        Err(SchematicError::Invalid(_))
+    ));
     for (body, word) in [
         ("owner: me\n", "Enterprise"),
         ("customization: {bootloader: auto}", "bootloader"),
-        ("customization: {meta: [{key: 256, value: x}]}", "out of range"),
+        (
+            "customization: {meta: [{key: 256, value: x}]}",
+            "out of range",
+        ),
         ("customization: {foo: 1}", "field foo not found"),
         ("", "empty"),
         ("customization: [", "YAML"),

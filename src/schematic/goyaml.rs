@@ -45,7 +45,9 @@ pub(crate) fn resolve(s: &str) -> Resolved {
         "false" | "False" | "FALSE" => return Resolved::Bool(false),
         "" | "~" | "null" | "Null" | "NULL" => return Resolved::Null,
         ".nan" | ".NaN" | ".NAN" => return Resolved::Float(f64::NAN),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Resolved::Float(f64::INFINITY),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Resolved::Float(f64::INFINITY);
+        }
         "-.inf" | "-.Inf" | "-.INF" => return Resolved::Float(f64::NEG_INFINITY),
         _ => {}
     }
@@ -53,7 +55,9 @@ pub(crate) fn resolve(s: &str) -> Resolved {
         b'.' => {
             // ParseFloat takes Go literal syntax, where `_` may separate digits.
             let f = if s.contains('_') {
-                underscore_ok(s).then(|| go_parse_float(&s.replace('_', ""))).flatten()
+                underscore_ok(s)
+                    .then(|| go_parse_float(&s.replace('_', "")))
+                    .flatten()
             } else {
                 go_parse_float(s)
             };
@@ -79,8 +83,13 @@ pub(crate) fn resolve(s: &str) -> Resolved {
                     if let Some(v) = parse_digits(rest, radix).filter(|&v| v <= u64::MAX as i128) {
                         return Resolved::Int(v);
                     }
-                } else if let Some(rest) = plain.strip_prefix('-').and_then(|p| p.strip_prefix(prefix)) {
-                    if let Some(v) = parse_digits(rest, radix).map(|v| -v).filter(|&v| v >= i64::MIN as i128) {
+                } else if let Some(rest) =
+                    plain.strip_prefix('-').and_then(|p| p.strip_prefix(prefix))
+                {
+                    if let Some(v) = parse_digits(rest, radix)
+                        .map(|v| -v)
+                        .filter(|&v| v >= i64::MIN as i128)
+                    {
                         return Resolved::Int(v);
                     }
                 }
@@ -547,7 +556,13 @@ const BEST_INDENT: i64 = 4;
 
 /// `yaml.Marshal` of the document rooted at `root` (a mapping).
 pub(crate) fn marshal(root: &Out) -> String {
-    let mut e = Emitter { out: String::new(), column: 0, whitespace: true, indention: true, indent: -1 };
+    let mut e = Emitter {
+        out: String::new(),
+        column: 0,
+        whitespace: true,
+        indention: true,
+        indent: -1,
+    };
     e.node(root, Parent::Root, false);
     // DOCUMENT-END (implicit): one indent at the root's level.
     e.indent = -1;
@@ -578,7 +593,13 @@ impl Emitter {
         self.whitespace = true;
     }
 
-    fn write_indicator(&mut self, ind: &str, need_whitespace: bool, is_whitespace: bool, is_indention: bool) {
+    fn write_indicator(
+        &mut self,
+        ind: &str,
+        need_whitespace: bool,
+        is_whitespace: bool,
+        is_indention: bool,
+    ) {
         if need_whitespace && !self.whitespace {
             self.put(' ');
         }
@@ -632,7 +653,8 @@ impl Emitter {
 
     /// encode.go `stringv`.
     fn string(&mut self, s: &str, parent: Parent, simple_key: bool) {
-        let can_use_plain = resolve(s) == Resolved::Str && !(is_base60_float(s) || is_old_bool(s).is_some());
+        let can_use_plain =
+            resolve(s) == Resolved::Str && !(is_base60_float(s) || is_old_bool(s).is_some());
         let style = if s.contains('\n') {
             Style::Literal
         } else if can_use_plain {
@@ -828,11 +850,17 @@ struct Analysis {
 /// `yaml_emitter_analyze_scalar` (block context: only the block-plain flag matters).
 fn analyze(s: &str) -> Analysis {
     if s.is_empty() {
-        return Analysis { multiline: false, block_plain_allowed: true, single_quoted_allowed: true, block_allowed: false };
+        return Analysis {
+            multiline: false,
+            block_plain_allowed: true,
+            single_quoted_allowed: true,
+            block_allowed: false,
+        };
     }
     let mut block_indicators = s.starts_with("---") || s.starts_with("...");
     let (mut line_breaks, mut special, mut tabs) = (false, false, false);
-    let (mut leading_space, mut leading_break, mut trailing_space, mut trailing_break) = (false, false, false, false);
+    let (mut leading_space, mut leading_break, mut trailing_space, mut trailing_break) =
+        (false, false, false, false);
     let (mut break_space, mut space_break) = (false, false);
     let (mut previous_space, mut previous_break) = (false, false);
     let mut preceded_by_whitespace = true;
@@ -842,9 +870,8 @@ fn analyze(s: &str) -> Analysis {
         let followed_by_whitespace = next.is_none_or(|n| n == ' ' || n == '\t' || is_break(n));
         if i == 0 {
             match c {
-                '#' | ',' | '[' | ']' | '{' | '}' | '&' | '*' | '!' | '|' | '>' | '\'' | '"' | '%' | '@' | '`' => {
-                    block_indicators = true
-                }
+                '#' | ',' | '[' | ']' | '{' | '}' | '&' | '*' | '!' | '|' | '>' | '\'' | '"'
+                | '%' | '@' | '`' => block_indicators = true,
                 '?' | ':' | '-' if followed_by_whitespace => block_indicators = true,
                 _ => {}
             }
@@ -881,7 +908,12 @@ fn analyze(s: &str) -> Analysis {
         // is_blankz: space, tab, break or NUL.
         preceded_by_whitespace = c == ' ' || c == '\t' || is_break(c) || c == '\0';
     }
-    let mut a = Analysis { multiline: line_breaks, block_plain_allowed: true, single_quoted_allowed: true, block_allowed: true };
+    let mut a = Analysis {
+        multiline: line_breaks,
+        block_plain_allowed: true,
+        single_quoted_allowed: true,
+        block_allowed: true,
+    };
     if leading_space || leading_break || trailing_space || trailing_break {
         a.block_plain_allowed = false;
     }
