@@ -276,6 +276,23 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Schematic, Schem
         return Err(SchematicError::TooLarge);
     }
     let text = std::str::from_utf8(body).map_err(|e| invalid(format!("body is not UTF-8: {e}")))?;
+    // libyaml's reader: only these characters may appear in a YAML stream.
+    if let Some(c) = text.chars().find(|&c| {
+        !matches!(c as u32, 0x09 | 0x0a | 0x0d | 0x20..=0x7e | 0x85 | 0xa0..=0xd7ff | 0xe000..=0xfffd | 0x10000..=0x10ffff)
+    }) {
+        return Err(invalid(format!("control character U+{:04X} is not allowed in YAML", c as u32)));
+    }
+    // libyaml reads NEL, LS and PS as line breaks (YAML 1.1), YAML 1.2 parsers as
+    // content; refused rather than guessed (their escapes `\N`, `\L`, `\P` are fine).
+    if let Some(c) = text
+        .chars()
+        .find(|c| matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}'))
+    {
+        return Err(invalid(format!(
+            "line break character U+{:04X} is not supported in a schematic (escape it)",
+            c as u32
+        )));
+    }
     let root = read_first_document(text)?.ok_or_else(|| invalid("empty body (EOF)"))?;
     decode_schematic(&root)
 }
@@ -311,7 +328,7 @@ impl Node {
     fn kind(&self) -> &'static str {
         match self {
             Node::Scalar { string: true, .. } => "!!str",
-            Node::Scalar { value, .. } => match resolve(value) {
+            Node::Scalar { .. } => match self.resolved().expect("a scalar resolves") {
                 Resolved::Null => "!!null",
                 Resolved::Bool(_) => "!!bool",
                 Resolved::Int(_) => "!!int",
@@ -329,6 +346,7 @@ impl Node {
     fn resolved(&self) -> Option<Resolved> {
         match self {
             Node::Scalar { string: true, .. } => Some(Resolved::Str),
+            Node::Scalar { value, .. } if value == "<<" => Some(Resolved::Merge),
             Node::Scalar { value, .. } => Some(resolve(value)),
             _ => None,
         }
@@ -588,12 +606,14 @@ fn decode_string(node: &Node) -> Result<String, SchematicError> {
     }
 }
 
+/// go-yaml into a Go slice of strings or structs: a null item decodes to nothing and
+/// is dropped (go-yaml's `d.null` fails for those kinds, and the slice skips it).
 fn decode_list<T>(
     node: &Node,
     mut f: impl FnMut(&Node) -> Result<T, SchematicError>,
 ) -> Result<Vec<T>, SchematicError> {
     match node {
-        Node::Seq { items, .. } => items.iter().map(&mut f).collect(),
+        Node::Seq { items, .. } => items.iter().filter(|i| !i.is_null()).map(&mut f).collect(),
         n if n.is_null() => Ok(Vec::new()),
         n => Err(type_error(n, "[]")),
     }
@@ -736,12 +756,7 @@ fn decode_any(node: &Node, depth: usize) -> Result<OptionValue, SchematicError> 
                     node.line()
                 )));
             }
-            Resolved::Merge => {
-                return Err(invalid(format!(
-                    "line {}: merge keys are not allowed",
-                    node.line()
-                )));
-            }
+            Resolved::Merge => OptionValue::String(value.clone()),
         },
         Node::Seq { items, .. } => OptionValue::List(
             items

@@ -22,6 +22,7 @@ pub(crate) enum Resolved {
     Int(i128),
     Float(f64),
     Timestamp,
+    /// A plain `<<` (the decoder's merge key; the resolver itself says string).
     Merge,
     Str,
 }
@@ -48,12 +49,19 @@ pub(crate) fn resolve(s: &str) -> Resolved {
             return Resolved::Float(f64::INFINITY);
         }
         "-.inf" | "-.Inf" | "-.INF" => return Resolved::Float(f64::NEG_INFINITY),
-        "<<" => return Resolved::Merge,
         _ => {}
     }
     match hint {
         b'.' => {
-            if let Some(f) = go_parse_float(s) {
+            // ParseFloat takes Go literal syntax, where `_` may separate digits.
+            let f = if s.contains('_') {
+                underscore_ok(s)
+                    .then(|| go_parse_float(&s.replace('_', "")))
+                    .flatten()
+            } else {
+                go_parse_float(s)
+            };
+            if let Some(f) = f {
                 return Resolved::Float(f);
             }
         }
@@ -90,6 +98,26 @@ pub(crate) fn resolve(s: &str) -> Resolved {
         _ => {}
     }
     Resolved::Str
+}
+
+/// Go strconv `underscoreOK` for a decimal literal: each `_` between two digits.
+fn underscore_ok(s: &str) -> bool {
+    let mut saw = '^';
+    for c in s.trim_start_matches(['+', '-']).chars() {
+        if c.is_ascii_digit() {
+            saw = '0';
+        } else if c == '_' {
+            if saw != '0' {
+                return false;
+            }
+            saw = '_';
+        } else if saw == '_' {
+            return false;
+        } else {
+            saw = '!';
+        }
+    }
+    saw != '_'
 }
 
 /// Digits only (no sign, no prefix, no underscores), at least one.
@@ -809,7 +837,7 @@ fn is_printable(c: char) -> bool {
         || (0x20..=0x7e).contains(&v)
         || (0xa0..=0xd7ff).contains(&v)
         || ((0xe000..=0xfffd).contains(&v) && v != 0xfeff)
-        || v >= 0x10000
+    // Four-byte UTF-8 (U+10000 and up) is not printable to libyaml's byte test.
 }
 
 struct Analysis {
@@ -936,7 +964,7 @@ mod tests {
             ("1e400", Resolved::Str),
             ("ip=dhcp", Resolved::Str),
             ("-", Resolved::Str),
-            ("<<", Resolved::Merge),
+            ("<<", Resolved::Str),
         ] {
             assert_eq!(resolve(s), r, "{s:?}");
         }
