@@ -284,7 +284,8 @@ fn create(s: &Service, body: &str) -> String {
 
 /// The value of a counter (summed over its label sets) in `/metrics`.
 fn metric(s: &Service, name: &str) -> f64 {
-    let (_, _, body) = get(&format!("{}/metrics", s.url));
+    let (status, _, body) = get(&format!("{}/metrics", s.url));
+    assert_eq!(status, 200, "/metrics: {}", String::from_utf8_lossy(&body));
     String::from_utf8_lossy(&body)
         .lines()
         .filter(|l| {
@@ -509,7 +510,9 @@ fn secureboot_iso_with_args_and_meta_then_from_the_cache() {
     assert_eq!(metric(&s, "image_factory_assets_built_total"), 1.0);
     assert_eq!(
         metric(&s, "image_factory_assets_delivered_cached_total"),
-        2.0
+        2.0,
+        "{}",
+        s.log_text()
     );
     assert_eq!(tags(&f, "cache").len(), 1);
     // Time to first byte and throughput of the cached asset (streamed from the registry).
@@ -905,7 +908,10 @@ fn hostile_paths_are_refused_and_the_service_keeps_serving() {
     let (status, headers, overlays) = get(&format!("{}/version/v1.9.2/overlays/official", s.url));
     assert_eq!((status, overlays.as_slice()), (200, &b"[]"[..]));
     assert_eq!(header(&headers, "access-control-allow-origin"), "*");
-    assert_eq!(get(&format!("{}/version/v9.9.9/overlays/official", s.url)).0, 404);
+    assert_eq!(
+        get(&format!("{}/version/v9.9.9/overlays/official", s.url)).0,
+        404
+    );
     let (status, headers, pem) = get(&format!("{}/secureboot/signing-cert.pem", s.url));
     assert_eq!(
         (status, header(&headers, "content-type")),

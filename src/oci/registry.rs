@@ -244,10 +244,11 @@ pub fn pull(r: &RegistryRef, arch: &str, insecure: bool) -> Result<BaseImage> {
 /// Our own client rather than the `oci-client` crate: the pull path above and every
 /// build are blocking ureq already, while `oci-client` is async over reqwest (a
 /// second HTTP and TLS stack in the binary) and buffers blobs it pushes in memory. The
-/// service needs seven calls; it runs them off the async runtime (`spawn_blocking`)
-/// and streams blobs from files. Uploads are monolithic (`POST` then one `PUT
-/// ?digest=`, which every distribution-spec registry accepts); the registry checks the
-/// digest before the blob exists, so a half-sent upload never becomes visible.
+/// service needs a handful of calls; it runs them off the async runtime
+/// (`spawn_blocking`) and streams blobs from files. Uploads are monolithic (`POST`,
+/// one `PUT ?digest=`) or, for large blobs, chunked (`PATCH`es with `Content-Range`);
+/// the registry checks the digest before the blob exists, so a half-sent upload never
+/// becomes visible.
 pub struct Session {
     agent: ureq::Agent,
     /// `http://host:port` or `https://host`.
@@ -256,6 +257,11 @@ pub struct Session {
     /// Bearer tokens by repository (anonymous, from the registry's challenge).
     tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
+
+/// Blobs above this size are uploaded in chunks.
+pub const CHUNKED_ABOVE: u64 = 16 << 20;
+/// Size of one upload chunk.
+const CHUNK: u64 = 8 << 20;
 
 /// A manifest as stored: its bytes, media type and digest.
 #[derive(Debug, Clone)]
@@ -399,7 +405,10 @@ impl Session {
         Ok(Some(bytes))
     }
 
-    /// Uploads a blob of `size` bytes read from `body` as `digest`, unless `repo` has it.
+    /// Uploads a blob of `size` bytes read from `body` as `digest`, unless `repo` has
+    /// it: in one `PUT` up to [`CHUNKED_ABOVE`] bytes, else in [`CHUNK`]-sized `PATCH`es
+    /// (registries and proxies in front of them often cap one request's body) closed by
+    /// a `PUT ?digest=`.
     pub fn push_blob(
         &self,
         repo: &str,
@@ -420,29 +429,61 @@ impl Session {
                 Some(&mut std::io::empty()),
             )?
             .ok_or_else(|| self.fail(&start, "uploads not found (HTTP 404)"))?;
-        let location = r
-            .header("location")
-            .ok_or_else(|| self.fail(&start, "no Location in the upload response"))?;
-        let location = if location.starts_with('/') {
-            format!("{}{location}", self.origin)
-        } else {
-            location.to_string()
-        };
+        let mut location = self.location(&r, &start)?;
+        let octets = ("Content-Type", "application/octet-stream");
+        let mut rest: Option<&mut dyn Read> = Some(body);
+        let mut final_size = size;
+        if size > CHUNKED_ABOVE {
+            let body = rest.take().expect("the body is there");
+            let mut sent = 0u64;
+            while sent < size {
+                let n = CHUNK.min(size - sent);
+                let range = format!("{sent}-{}", sent + n - 1);
+                let len = n.to_string();
+                let mut chunk = body.take(n);
+                let r = self
+                    .send(
+                        "PATCH",
+                        repo,
+                        &location,
+                        &[octets, ("Content-Range", &range), ("Content-Length", &len)],
+                        Some(&mut chunk),
+                    )?
+                    .ok_or_else(|| self.fail(&location, "upload vanished (HTTP 404)"))?;
+                location = self.location(&r, &location)?;
+                sent += n;
+            }
+            final_size = 0;
+        }
         let sep = if location.contains('?') { '&' } else { '?' };
         let put = format!("{location}{sep}digest={digest}");
-        let size = size.to_string();
+        let len = final_size.to_string();
+        let mut empty = std::io::empty();
+        let body: &mut dyn Read = match rest {
+            Some(b) => b,
+            None => &mut empty,
+        };
         self.send(
             "PUT",
             repo,
             &put,
-            &[
-                ("Content-Type", "application/octet-stream"),
-                ("Content-Length", &size),
-            ],
+            &[octets, ("Content-Length", &len)],
             Some(body),
         )?
         .ok_or_else(|| self.fail(&put, "upload vanished (HTTP 404)"))?;
         Ok(())
+    }
+
+    /// The absolute upload URL a response's `Location` names.
+    fn location(&self, r: &ureq::Response, request: &str) -> Result<String> {
+        let location = r
+            .header("location")
+            .ok_or_else(|| self.fail(request, "no Location in the upload response"))?;
+        Ok(if location.starts_with('/') {
+            format!("{}{location}", self.origin)
+        } else {
+            location.to_string()
+        })
     }
 
     /// Uploads an in-memory blob; returns its digest.

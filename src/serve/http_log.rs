@@ -92,7 +92,10 @@ async fn around(state: AppState, req: Request, next: Next) -> Response {
     }
     // CORS as the factory answers by default: any origin may read the API.
     let h = response.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static("Content-Disposition, Content-Length, Content-Type"),

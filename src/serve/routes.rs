@@ -37,10 +37,14 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/version/{version}/overlays/official",
-            get(async |Extract(state): Extract<AppState>, Path(version): Path<String>| {
-                // Board overlays are not built by this service: an empty catalog.
-                state.version(&version).map(|_| axum::Json(Vec::<String>::new()))
-            }),
+            get(
+                async |Extract(state): Extract<AppState>, Path(version): Path<String>| {
+                    // Board overlays are not built by this service: an empty catalog.
+                    state
+                        .version(&version)
+                        .map(|_| axum::Json(Vec::<String>::new()))
+                },
+            ),
         )
         .route("/secureboot/signing-cert.pem", get(signing_cert))
         .route(
