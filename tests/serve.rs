@@ -319,7 +319,19 @@ fn tags(f: &Fixture, repo: &str) -> Vec<String> {
 fn wait_tags(f: &Fixture, repo: &str, n: usize) -> Vec<String> {
     for _ in 0..600 {
         let t = tags(f, repo);
-        if t.len() >= n {
+        // distribution lists a tag a moment before its manifest can be read by it.
+        let readable = |tag: &String| {
+            let url = format!(
+                "http://127.0.0.1:{}/v2/factory/{repo}/manifests/{tag}",
+                f.registry.1
+            );
+            agent()
+                .head(&url)
+                .set("Accept", "application/vnd.oci.image.manifest.v1+json")
+                .call()
+                .is_ok()
+        };
+        if t.len() >= n && t.iter().all(readable) {
             return t;
         }
         std::thread::sleep(Duration::from_millis(100));
