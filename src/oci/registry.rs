@@ -421,13 +421,8 @@ impl Session {
         }
         let start = self.url(repo, "blobs/uploads/");
         let r = self
-            .send(
-                "POST",
-                repo,
-                &start,
-                &[("Content-Length", "0")],
-                Some(&mut std::io::empty()),
-            )?
+            // No body: a bearer challenge (with the push scope) can be answered and retried.
+            .send("POST", repo, &start, &[("Content-Length", "0")], None)?
             .ok_or_else(|| self.fail(&start, "uploads not found (HTTP 404)"))?;
         let mut location = self.location(&r, &start)?;
         let octets = ("Content-Type", "application/octet-stream");

@@ -165,10 +165,12 @@ pub fn parse_version(text: &str) -> Result<String, String> {
     let (core, pre) = bare.split_once('-').unwrap_or((bare, ""));
     let parts: Vec<&str> = core.split('.').collect();
     let numeric = |p: &&str| !p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit());
-    let pre_ok = pre
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-        && pre.len() <= 32;
+    // Pre-release: dot-separated identifiers, none empty (semver 2.0.0, item 9).
+    let pre_ok = pre.len() <= 32
+        && (pre.is_empty()
+            || pre.split('.').all(|id| {
+                !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }));
     if parts.len() != 3
         || !parts.iter().all(numeric)
         || !pre_ok
@@ -272,7 +274,17 @@ mod tests {
     fn versions() {
         assert_eq!(parse_version("1.9.2").unwrap(), "v1.9.2");
         assert_eq!(parse_version("v1.10.0-beta.1").unwrap(), "v1.10.0-beta.1");
-        for bad in ["..", "v1.9", "v1.9.2/..", "v1.9.x", "v1.9.2-", "", "v"] {
+        for bad in [
+            "..",
+            "v1.9",
+            "v1.9.2/..",
+            "v1.9.x",
+            "v1.9.2-",
+            "",
+            "v",
+            "v1.10.0-beta.1metmd..aamd64-s",
+            "v1.0.0-a.",
+        ] {
             assert!(parse_version(bad).is_err(), "{bad}");
         }
         let mut v = vec!["v1.10.0", "v1.9.2", "v1.10.0-alpha.1", "v1.2.0"];
