@@ -210,7 +210,7 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:60rem;margi
 h1{font-size:1.6rem}fieldset{border:1px solid #ccc;border-radius:6px;margin:1rem 0;padding:.8rem 1rem}\
 legend{font-weight:600}label{display:block;margin:.25rem 0}textarea{width:100%;font-family:monospace}\
 code,pre{background:#f4f4f4;padding:.1rem .3rem;border-radius:4px}pre{padding:.6rem;overflow:auto}\
-button{font-size:1rem;padding:.4rem 1rem}.muted{color:#666;font-size:.9rem}td{padding:.2rem .6rem}";
+button{font-size:1rem;padding:.4rem 1rem}.muted{color:#666;font-size:.9rem}td{padding:.2rem .6rem}td a{word-break:break-all}";
 
 fn page(title: &str, body: &str) -> Html<String> {
     Html(format!(
