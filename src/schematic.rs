@@ -702,6 +702,7 @@ fn decode_options(node: &Node, depth: usize) -> Result<Vec<(String, OptionValue)
         n => return Err(type_error(n, "map[string]interface {}")),
     };
     let mut out: Vec<(String, OptionValue)> = Vec::with_capacity(entries.len());
+    let mut seen = std::collections::HashSet::new();
     for (k, v) in entries {
         let key = match k {
             Node::Scalar { value, .. } if depth == 0 && !k.is_null() => value.clone(),
@@ -727,7 +728,7 @@ fn decode_options(node: &Node, depth: usize) -> Result<Vec<(String, OptionValue)
                 k.line()
             )));
         }
-        if out.iter().any(|(o, _)| *o == key) {
+        if !seen.insert(key.clone()) {
             return Err(invalid(format!(
                 "line {}: mapping key {key:?} already defined",
                 k.line()
@@ -735,16 +736,29 @@ fn decode_options(node: &Node, depth: usize) -> Result<Vec<(String, OptionValue)
         }
         out.push((key, decode_any(v, depth)?));
     }
-    // A stable insertion sort with go-yaml's `keyList.Less` (keys are distinct).
-    let mut sorted: Vec<(String, OptionValue)> = Vec::with_capacity(out.len());
-    for item in out {
-        let at = sorted
-            .iter()
-            .position(|(k, _)| goyaml::key_less(&item.0, k))
-            .unwrap_or(sorted.len());
-        sorted.insert(at, item);
+    Ok(merge_sort(out))
+}
+
+/// A merge sort by go-yaml's `keyList.Less` (keys are distinct): O(n log n), and,
+/// unlike `slice::sort_by`, fine with an order that might not be total.
+fn merge_sort(mut v: Vec<(String, OptionValue)>) -> Vec<(String, OptionValue)> {
+    if v.len() <= 1 {
+        return v;
     }
-    Ok(sorted)
+    let right = merge_sort(v.split_off(v.len() / 2));
+    let left = merge_sort(v);
+    let mut out = Vec::with_capacity(left.len() + right.len());
+    let (mut l, mut r) = (left.into_iter().peekable(), right.into_iter().peekable());
+    while let (Some(a), Some(b)) = (l.peek(), r.peek()) {
+        if goyaml::key_less(&b.0, &a.0) {
+            out.push(r.next().expect("peeked"));
+        } else {
+            out.push(l.next().expect("peeked"));
+        }
+    }
+    out.extend(l);
+    out.extend(r);
+    out
 }
 
 fn decode_any(node: &Node, depth: usize) -> Result<OptionValue, SchematicError> {
