@@ -13,8 +13,13 @@
 //! written here rather than taken from serde_yaml).
 //!
 //! Stricter than the factory where it is cheap: bodies over [`MAX_BODY`], `owner`
-//! (an Enterprise field), `bootloader: auto`, anchors/aliases, non-string keys in
-//! overlay options and timestamps in overlay options are refused.
+//! (an Enterprise field), `bootloader: auto`, anchors/aliases/merge keys, tags other
+//! than `!!str`/`!!map`/`!!seq`, non-string keys in nested overlay options, timestamps
+//! in overlay options, and raw NEL/LS/PS characters (libyaml reads them as line breaks,
+//! YAML 1.2 parsers as text; their escapes are fine) are refused.
+//!
+//! Judged by go-yaml itself: `tests/schematic.rs` runs thousands of bodies through
+//! Debian's `gopkg.in/yaml.v3` and compares the bytes.
 
 mod goyaml;
 
@@ -697,6 +702,7 @@ fn decode_options(node: &Node, depth: usize) -> Result<Vec<(String, OptionValue)
         n => return Err(type_error(n, "map[string]interface {}")),
     };
     let mut out: Vec<(String, OptionValue)> = Vec::with_capacity(entries.len());
+    let mut seen = std::collections::HashSet::new();
     for (k, v) in entries {
         let key = match k {
             Node::Scalar { value, .. } if depth == 0 && !k.is_null() => value.clone(),
@@ -722,7 +728,7 @@ fn decode_options(node: &Node, depth: usize) -> Result<Vec<(String, OptionValue)
                 k.line()
             )));
         }
-        if out.iter().any(|(o, _)| *o == key) {
+        if !seen.insert(key.clone()) {
             return Err(invalid(format!(
                 "line {}: mapping key {key:?} already defined",
                 k.line()
@@ -730,16 +736,29 @@ fn decode_options(node: &Node, depth: usize) -> Result<Vec<(String, OptionValue)
         }
         out.push((key, decode_any(v, depth)?));
     }
-    // A stable insertion sort with go-yaml's `keyList.Less` (keys are distinct).
-    let mut sorted: Vec<(String, OptionValue)> = Vec::with_capacity(out.len());
-    for item in out {
-        let at = sorted
-            .iter()
-            .position(|(k, _)| goyaml::key_less(&item.0, k))
-            .unwrap_or(sorted.len());
-        sorted.insert(at, item);
+    Ok(merge_sort(out))
+}
+
+/// A merge sort by go-yaml's `keyList.Less` (keys are distinct): O(n log n), and,
+/// unlike `slice::sort_by`, fine with an order that might not be total.
+fn merge_sort(mut v: Vec<(String, OptionValue)>) -> Vec<(String, OptionValue)> {
+    if v.len() <= 1 {
+        return v;
     }
-    Ok(sorted)
+    let right = merge_sort(v.split_off(v.len() / 2));
+    let left = merge_sort(v);
+    let mut out = Vec::with_capacity(left.len() + right.len());
+    let (mut l, mut r) = (left.into_iter().peekable(), right.into_iter().peekable());
+    while let (Some(a), Some(b)) = (l.peek(), r.peek()) {
+        if goyaml::key_less(&b.0, &a.0) {
+            out.push(r.next().expect("peeked"));
+        } else {
+            out.push(l.next().expect("peeked"));
+        }
+    }
+    out.extend(l);
+    out.extend(r);
+    out
 }
 
 fn decode_any(node: &Node, depth: usize) -> Result<OptionValue, SchematicError> {
@@ -800,6 +819,56 @@ mod tests {
             let s = parse(input.as_bytes(), Some("application/json")).unwrap();
             assert_eq!(s.canonical_yaml(), canonical, "{input}");
             assert_eq!(s.id(), id, "{input}");
+        }
+    }
+
+    /// The factory's own ID tests (`pkg/schematic/schematic_test.go`, `TestID` and
+    /// `TestUnmarshalID`): body and expected ID.
+    #[test]
+    fn factory_repository_vectors() {
+        for (body, id) in [
+            (
+                "{}",
+                "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba",
+            ),
+            (
+                "customization: {}",
+                "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba",
+            ),
+            (
+                r#"customization: {"extraKernelArgs": []}"#,
+                "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba",
+            ),
+            (
+                r#"{"customization": {"extraKernelArgs": ["noapic", "nolapic"]}}"#,
+                "9cba8e32753f91a16c1837ab8abf356af021706ef284aef07380780177d9a06c",
+            ),
+            (
+                r#"{"customization": {"extraKernelArgs": ["noapic", "nolapic"], "systemExtensions": {}}}"#,
+                "9cba8e32753f91a16c1837ab8abf356af021706ef284aef07380780177d9a06c",
+            ),
+            (
+                r#"{"customization": {"meta": [{"key": 10, "value": "foo"}], "extraKernelArgs": [], "systemExtensions": {}}}"#,
+                "d308a2a5ee2277bed5fbaa104fcbc8d59122abfa737df987a95b4ca763459a7f",
+            ),
+            (
+                r#"{"overlay": {"name": "rpi_generic", "image": "siderolabs/sbc-raspberrypi"}}"#,
+                "ee21ef4a5ef808a9b7484cc0dda0f25075021691c8c09a276591eedb638ea1f9",
+            ),
+            (
+                r#"{"overlay": {"name": "rpi_generic", "image": "siderolabs/sbc-raspberrypi"},"customization":{}}"#,
+                "ee21ef4a5ef808a9b7484cc0dda0f25075021691c8c09a276591eedb638ea1f9",
+            ),
+            (
+                r#"{"customization":{"secureboot": {"includeWellKnownCertificates": true}}}"#,
+                "fa8e05f142a851d3ee568eb0a8e5841eaf6b0ebc8df9a63df16ac5ed2c04f3e6",
+            ),
+            (
+                "customization:\n  diskImage:\n    sectorSize: 4096\n",
+                "92833e9ddd9bb9e11b2464fa5525429f01866306d52ebd882ee08d7918f6d1ea",
+            ),
+        ] {
+            assert_eq!(parse(body.as_bytes(), None).unwrap().id(), id, "{body}");
         }
     }
 

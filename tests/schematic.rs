@@ -441,6 +441,32 @@ fn hand_picked_bodies_match_go_yaml() {
 }
 
 #[test]
+fn largest_bodies_parse_quickly() {
+    let keys: String = (0..3000).map(|i| format!("k{}: {i}\n", 3000 - i)).collect();
+    let body = format!(
+        "overlay:\n  name: x\n  options:\n{}",
+        keys.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    );
+    assert!(body.len() < schematic::MAX_BODY);
+    let args = format!(
+        "customization: {{extraKernelArgs: [{}]}}",
+        "a, ".repeat(20_000)
+    );
+    for body in [body, args] {
+        let start = std::time::Instant::now();
+        let s = schematic::parse(body.as_bytes(), None).unwrap();
+        let _ = s.id();
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+}
+
+#[test]
 fn the_issue_limits() {
     let too_big = format!(
         "customization: {{extraKernelArgs: [{}]}}",

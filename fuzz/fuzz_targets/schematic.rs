@@ -8,6 +8,10 @@ fuzz_target!(|data: &[u8]| {
         let canonical = s.canonical_yaml();
         let again = imager::schematic::parse(canonical.as_bytes(), None)
             .unwrap_or_else(|e| panic!("canonical bytes {canonical:?} do not parse: {e}"));
-        assert_eq!(again.canonical_yaml(), canonical, "canonical bytes are not a fixed point");
+        assert_eq!(
+            again.canonical_yaml(),
+            canonical,
+            "canonical bytes are not a fixed point"
+        );
     }
 });

@@ -10,9 +10,7 @@
 //! [`routes`] (the HTTP API), [`ipxe`], [`registry_frontend`] (`/v2/`), [`metrics`],
 //! [`http_log`] (request IDs, JSON request logs, HTTP metrics).
 //!
-//! More routes (the web page) are merged in [`app`]: a `Router<AppState>` from their
-//! module, on the shared [`AppState`]; [`routes::store_schematic`] creates a schematic
-//! as `POST /schematics` does and [`routes::catalog`] lists a version's extensions.
+//! The web page ([`web`]) is merged in [`app`], on the shared [`AppState`].
 
 pub mod assets;
 pub mod builds;
@@ -25,6 +23,7 @@ pub mod registry_frontend;
 pub mod routes;
 pub mod schematic_ext;
 pub mod store;
+pub mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -182,6 +181,7 @@ impl IntoResponse for ServeError {
 /// logging and metrics around them.
 pub fn app(state: AppState, with_metrics: bool) -> Router {
     let mut router = routes::router()
+        .merge(web::routes())
         .merge(registry_frontend::router())
         .fallback(|| async { ServeError::not_found("not found") });
     if with_metrics {
