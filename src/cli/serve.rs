@@ -43,6 +43,10 @@ pub struct ServeArgs {
     #[arg(long, env = "IMAGER_SERVE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// GRUB's platform directories (i386-pc, x86_64-efi) for disk images in the grub and dual-boot layouts.
+    #[arg(long, env = "IMAGER_SERVE_GRUB_DIR", value_name = "DIR", default_value = imager::formats::grub::DEFAULT_DIR)]
+    pub grub_dir: PathBuf,
+
     /// Scratch space for builds (default: a directory under the system temp dir).
     #[arg(long, env = "IMAGER_SERVE_WORK_DIR", value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
@@ -76,6 +80,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         insecure_registry: args.insecure_registry,
         secureboot_dir: args.secureboot_dir,
         concurrency: args.concurrency,
+        grub_dir: args.grub_dir,
         work_dir: args.work_dir.unwrap_or_else(|| {
             std::env::temp_dir().join(format!("imager-serve-{}", std::process::id()))
         }),

@@ -196,6 +196,7 @@ async fn build_once(state: &AppState, planned: Planned, labels: &AssetLabels) ->
                 .inc();
         }
     }
+    let grub_dir = state.config.grub_dir.clone();
     let dir = state.config.work_dir.join("builds").join(format!(
         "{key}-{}",
         hex::encode(getrandom::u64().unwrap_or(0).to_le_bytes())
@@ -209,6 +210,7 @@ async fn build_once(state: &AppState, planned: Planned, labels: &AssetLabels) ->
             &planned.plan,
             &BuildOptions {
                 output_dir: build_dir,
+                grub_dir,
             },
             &TraceProgress(&k),
         )

@@ -30,6 +30,8 @@ pub struct Config {
     pub secureboot_dir: Option<PathBuf>,
     /// Builds at once in this replica.
     pub concurrency: usize,
+    /// GRUB's platform directories for the grub and dual-boot disk layouts.
+    pub grub_dir: PathBuf,
     /// Scratch space for builds.
     pub work_dir: PathBuf,
     /// Timestamp of every built asset.
