@@ -884,7 +884,6 @@ fn hostile_paths_are_refused_and_the_service_keeps_serving() {
         (format!("/image/{id}/{VERSION}/metal-riscv64.iso"), 400),
         (format!("/image/{id}/{VERSION}/metal-amd64.ssd"), 400),
         (format!("/image/{id}/v1.10.0/metal-arm64.iso"), 404),
-        (format!("/image/{id}/{VERSION}/metal-amd64.ova"), 400),
         (
             format!("/image/{}/{VERSION}/metal-amd64.iso", "f".repeat(64)),
             404,
