@@ -7,11 +7,14 @@
 //! puts kernel, initramfs and command line on systemd-stub, laid out with the [`pe`]
 //! model; [`measure`] predicts PCR 11 and signs the policy; [`sign`] Authenticode-signs
 //! PE images; [`keys`] loads and makes SecureBoot material; [`meta`] encodes Talos
-//! META; [`formats`] writes each file format (FAT ESP, ISO 9660, GPT disk, qcow2, VHD,
-//! compression, OCI installer image, PXE recipes) and [`oci`] reads base images.
+//! META; [`formats`] writes each file format (FAT ESP, ISO 9660, GPT disk, GRUB boot images,
+//! the XFS BOOT partition, qcow2, VHD, VMDK/OVA, compression, OCI installer image, PXE recipes)
+//! and [`oci`] reads base images and reads and writes registries.
+//! [`schematic`] parses Image Factory schematics and computes their IDs.
 //! [`pipeline`] runs the stages for a plan; [`io`] holds the streaming adapters and
 //! [`report`] the progress lines and the build manifest. The `imager` binary is a thin
-//! CLI over [`pipeline::build`].
+//! CLI over [`pipeline::build`]; [`serve`] is the Image-Factory-compatible HTTP service
+//! on the same pipeline, its shared state in an OCI registry.
 
 pub mod error;
 pub mod extensions;
@@ -28,6 +31,8 @@ pub mod pipeline;
 pub mod plan;
 pub mod profile;
 pub mod report;
+pub mod schematic;
+pub mod serve;
 pub mod sign;
 pub mod uki;
 

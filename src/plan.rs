@@ -12,7 +12,9 @@ use crate::formats::gpt_disk;
 use crate::kernel_cmdline;
 use crate::meta::{MetaValue, adv};
 use crate::pe;
-use crate::profile::{Bootloader, DiskFormat, EnrollKeys, OutFormat, OutputKind, Profile};
+use crate::profile::{
+    Bootloader, DiskFormat, EnrollKeys, ImageOptions, OutFormat, OutputKind, Profile,
+};
 use crate::uki::UkiProfile;
 
 const MIB: u64 = 1024 * 1024;
@@ -158,13 +160,46 @@ pub struct IsoPlan {
 /// A disk image.
 #[derive(Debug, Clone)]
 pub struct DiskPlan {
+    /// The UKI and systemd-boot (`sd-boot` and `dual-boot`; unused by `grub`).
     pub boot: BootPlan,
+    /// `sd-boot` (UEFI), `dual-boot` (GRUB for BIOS, systemd-boot for UEFI) or `grub`
+    /// (GRUB for both).
+    pub bootloader: Bootloader,
     pub layout: gpt_disk::Layout,
-    pub format: DiskFormat,
+    pub format: DiskFormatPlan,
     /// systemd-boot's `secure-boot-enroll` (off without SecureBoot).
     pub enroll: EnrollKeys,
     /// Values for the META partition.
     pub meta: Vec<MetaValue>,
+}
+
+/// The format the raw disk image is converted to (diskFormat with its options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFormatPlan {
+    Raw,
+    Qcow2 {
+        /// `cluster_size` of diskFormatOptions (64 KiB by default).
+        cluster_size: u64,
+    },
+    /// A fixed VHD.
+    Vhd,
+    /// A VMware OVA appliance around a stream-optimized VMDK.
+    Ova {
+        /// `disk.EnableUUID=true` in the OVF (Talos >= 1.12).
+        enable_uuid: bool,
+    },
+}
+
+impl DiskFormatPlan {
+    /// The diskFormat, which names the artifact's extension.
+    pub fn kind(&self) -> DiskFormat {
+        match self {
+            DiskFormatPlan::Raw => DiskFormat::Raw,
+            DiskFormatPlan::Qcow2 { .. } => DiskFormat::Qcow2,
+            DiskFormatPlan::Vhd => DiskFormat::Vhd,
+            DiskFormatPlan::Ova { .. } => DiskFormat::Ova,
+        }
+    }
 }
 
 /// An installer container image.
@@ -266,7 +301,7 @@ fn artifact_name(profile: &Profile, kind: &KindPlan) -> String {
     let sb = secureboot_suffix(profile);
     match kind {
         KindPlan::Iso(_) => format!("{p}.iso"),
-        KindPlan::Disk(disk) => format!("{p}.{}", disk.format),
+        KindPlan::Disk(disk) => format!("{p}.{}", disk.format.kind()),
         KindPlan::Installer(_) => format!("installer-{arch}{sb}.tar"),
         KindPlan::Kernel => format!("kernel-{arch}"),
         KindPlan::Initramfs => format!("initramfs-{p}.xz"),
@@ -319,9 +354,11 @@ fn kind_plan(profile: &Profile, kind: OutputKind, arch: Arch, cmdline: &str) -> 
         }
         OutputKind::Iso => {
             let options = profile.output.iso_options.clone().unwrap_or_default();
-            if let Some(Bootloader::Grub | Bootloader::DualBoot) = options.bootloader {
+            // dual-boot (Talos's default from 1.12) is what this ISO is: systemd-boot
+            // for UEFI and, on plain amd64 ISOs, ISOLINUX for BIOS.
+            if options.bootloader == Some(Bootloader::Grub) {
                 return Err(Error::unsupported(
-                    "ISO bootloader grub/dual-boot: this imager builds systemd-boot ISOs (with ISOLINUX for BIOS); use sd-boot",
+                    "ISO bootloader grub: this imager builds systemd-boot ISOs (with ISOLINUX for BIOS); use dual-boot or sd-boot",
                 ));
             }
             KindPlan::Iso(IsoPlan {
@@ -384,40 +421,64 @@ fn disk_plan(profile: &Profile, arch: Arch, boot: BootPlan) -> Result<DiskPlan> 
             )));
         }
     };
-    let format = image.disk_format.unwrap_or(DiskFormat::Raw);
-    if format == DiskFormat::Ova {
-        return Err(Error::unsupported(
-            "diskFormat ova is not supported: use raw, qcow2 or vhd",
-        ));
-    }
-    if arch == Arch::Arm64 && image.bootloader == Some(Bootloader::DualBoot) {
+    let format = disk_format_plan(profile, image)?;
+    let bootloader = image.bootloader.ok_or_else(|| {
+        Error::invalid(
+            "output.imageOptions.bootloader must be set for the image kind (dual-boot, sd-boot, grub)",
+        )
+    })?;
+    // Talos's rules (`pkg/imager/profile/output.go`, the installer's dual-boot check).
+    if arch == Arch::Arm64 && bootloader == Bootloader::DualBoot {
         return Err(Error::invalid("dual-boot is not supported on arm64"));
     }
-    if let Some(b @ (Bootloader::Grub | Bootloader::DualBoot)) = image.bootloader {
-        return Err(Error::unsupported(format!(
-            "bootloader {b}: this imager writes systemd-boot disk images; use sd-boot"
+    if profile.secureboot() && bootloader != Bootloader::SdBoot {
+        return Err(Error::invalid(format!(
+            "bootloader {bootloader} is not supported with SecureBoot: SecureBoot images boot systemd-boot (sd-boot)"
         )));
     }
+    if arch == Arch::Arm64 && bootloader == Bootloader::Grub {
+        return Err(Error::unsupported(
+            "bootloader grub on arm64 (GRUB arm64-efi) is not supported: use sd-boot (Talos's arm64 default from 1.10)",
+        ));
+    }
+    let quirks = profile.quirks();
+    let boot_size = quirks.boot_partition_size();
+    // The UKI ESP has room for two UKIs (A/B); GRUB's ESP holds only GRUB's EFI image.
+    let uki_efi_size = 100 * MIB + MIB + boot_size;
+    let (efi_size, bios_boot) = match bootloader {
+        Bootloader::SdBoot => (uki_efi_size, None),
+        Bootloader::DualBoot => (uki_efi_size, Some(boot_size)),
+        Bootloader::Grub => (100 * MIB, Some(boot_size)),
+    };
     let layout = gpt_disk::Layout {
         size: image.disk_size,
         sector_size,
-        efi_size: if profile.quirks().large_boot_partition() {
-            2101 * MIB
-        } else {
-            1101 * MIB
-        },
+        efi_size,
+        boot_size: bios_boot,
     };
     if layout.size < layout.minimum_size() {
         return Err(Error::invalid(format!(
-            "output.imageOptions.diskSize {} is too small: the partitions need at least {} bytes",
+            "output.imageOptions.diskSize {} is too small for the {bootloader} layout: its partitions need at least {} bytes",
             layout.size,
             layout.minimum_size()
         )));
     }
-    let meta = profile.customization.meta_contents.clone();
+    let mut meta = profile.customization.meta_contents.clone();
+    // The first-boot handshake: machined removes the bootloader that did not boot.
+    if arch == Arch::Amd64
+        && !profile.secureboot()
+        && quirks.sd_boot_for_uefi()
+        && bootloader == Bootloader::DualBoot
+    {
+        meta.push(MetaValue {
+            key: crate::meta::DUAL_BOOT_KEY,
+            value: "dual-boot".into(),
+        });
+    }
     adv::encode(&meta)?;
     Ok(DiskPlan {
         boot,
+        bootloader,
         layout,
         format,
         enroll: if profile.secureboot() {
@@ -427,6 +488,101 @@ fn disk_plan(profile: &Profile, arch: Arch, boot: BootPlan) -> Result<DiskPlan> 
         },
         meta,
     })
+}
+
+/// diskFormat and its diskFormatOptions. The options are `qemu-img convert -o` syntax
+/// (`key=value` or `key`, comma-separated), as Talos passes them to qemu-img; each
+/// format takes the ones its writer honours, and anything else is refused by name.
+fn disk_format_plan(profile: &Profile, image: &ImageOptions) -> Result<DiskFormatPlan> {
+    let format = image.disk_format.unwrap_or(DiskFormat::Raw);
+    let text = image.disk_format_options.trim();
+    let field = || format!("output.imageOptions.diskFormatOptions {text:?}");
+    let options: Vec<(&str, Option<&str>)> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| match o.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim())),
+            None => (o, None),
+        })
+        .collect();
+    let unknown = |key: &str, takes: &str| {
+        Error::invalid(format!(
+            "{}: unknown {format} option {key:?} ({takes})",
+            field()
+        ))
+    };
+    Ok(match format {
+        // Nothing converts a raw image (Talos ignores the options too), so a base
+        // profile's qcow2 options do not stand in the way of asking for raw.
+        DiskFormat::Raw => DiskFormatPlan::Raw,
+        DiskFormat::Ova => {
+            if let Some((key, _)) = options.first() {
+                return Err(unknown(key, "the OVA's VMDK takes no options"));
+            }
+            DiskFormatPlan::Ova {
+                enable_uuid: profile.quirks().ovf_disk_enable_uuid(),
+            }
+        }
+        DiskFormat::Qcow2 => {
+            let mut cluster_size = crate::formats::qcow2::DEFAULT_CLUSTER_SIZE;
+            for (key, value) in options {
+                if key != "cluster_size" {
+                    return Err(unknown(key, "this imager takes cluster_size"));
+                }
+                cluster_size = value
+                    .and_then(parse_size)
+                    .filter(|s| {
+                        s.is_power_of_two() && crate::formats::qcow2::CLUSTER_SIZES.contains(s)
+                    })
+                    .ok_or_else(|| {
+                        Error::invalid(format!(
+                            "{}: cluster_size must be a power of two from 512 to 2M (e.g. 8k, 65536)",
+                            field()
+                        ))
+                    })?;
+            }
+            DiskFormatPlan::Qcow2 { cluster_size }
+        }
+        DiskFormat::Vhd => {
+            for (key, value) in options {
+                match (key, value) {
+                    ("subformat", Some("fixed")) => {}
+                    ("subformat", _) => {
+                        return Err(Error::unsupported(format!(
+                            "{}: this imager writes fixed VHDs (subformat=fixed)",
+                            field()
+                        )));
+                    }
+                    // The footer always carries the exact disk size.
+                    ("force_size", None | Some("on" | "true")) => {}
+                    _ => {
+                        return Err(unknown(
+                            key,
+                            "this imager takes subformat=fixed, force_size",
+                        ));
+                    }
+                }
+            }
+            DiskFormatPlan::Vhd
+        }
+    })
+}
+
+/// A qemu-style size: bytes, or a number with a `k`, `M` or `G` suffix (powers of 1024).
+fn parse_size(text: &str) -> Option<u64> {
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, ""),
+    };
+    let shift = match unit {
+        "" | "b" | "B" => 0,
+        "k" | "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => return None,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 /// UKI profiles for the target version and kind (Talos >= 1.10 adds a reset entry).
@@ -496,10 +652,139 @@ mod tests {
                 .contains("diskSectorSize 1024")
         );
         assert!(
-            err(|p| p.output.image_options.as_mut().unwrap().disk_format = Some(DiskFormat::Ova))
-                .contains("ova")
+            err(|p| {
+                let image = p.output.image_options.as_mut().unwrap();
+                image.disk_format = Some(DiskFormat::Ova);
+                image.disk_format_options = "cluster_size=8k".into();
+            })
+            .contains("unknown ova option \"cluster_size\"")
         );
         assert!(err(|p| p.output.out_format = None).contains("outFormat is not set"));
+    }
+
+    #[test]
+    fn disk_format_options_follow_qemu_img() {
+        let format = |name: &str, edit: fn(&mut Profile)| match plan(name, edit).map(|p| p.kind) {
+            Ok(KindPlan::Disk(disk)) => Ok(disk.format),
+            Ok(_) => unreachable!(),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(
+            format("alibabacloud", |_| {}),
+            Ok(DiskFormatPlan::Qcow2 { cluster_size: 8192 })
+        );
+        assert_eq!(format("azure", |_| {}), Ok(DiskFormatPlan::Vhd));
+        assert_eq!(
+            format("vmware", |_| {}),
+            Ok(DiskFormatPlan::Ova { enable_uuid: false })
+        );
+        assert_eq!(
+            format("vmware", |p| p.version = "v1.12.0".into()),
+            Ok(DiskFormatPlan::Ova { enable_uuid: true })
+        );
+        let options = |o: &'static str| {
+            move |p: &mut Profile| {
+                p.output.image_options.as_mut().unwrap().disk_format_options = o.into()
+            }
+        };
+        for (o, size) in [
+            ("cluster_size=65536", 65536),
+            ("cluster_size=2M", 2 << 20),
+            ("", 65536),
+        ] {
+            let mut p = resolve(
+                &Source::Builtin("oracle".into()),
+                &Overrides::default(),
+                &Default::default(),
+            )
+            .unwrap();
+            options(o)(&mut p);
+            match Plan::new(&p, 0).unwrap().kind {
+                KindPlan::Disk(d) => assert_eq!(
+                    d.format,
+                    DiskFormatPlan::Qcow2 { cluster_size: size },
+                    "{o}"
+                ),
+                _ => unreachable!(),
+            }
+        }
+        let e = format("oracle", |p| {
+            p.output.image_options.as_mut().unwrap().disk_format_options =
+                "cluster_size=8k,lazy_refcounts=on".into()
+        })
+        .unwrap_err();
+        assert!(e.contains("unknown qcow2 option \"lazy_refcounts\""), "{e}");
+        let e = format("oracle", |p| {
+            p.output.image_options.as_mut().unwrap().disk_format_options = "cluster_size=3k".into()
+        })
+        .unwrap_err();
+        assert!(e.contains("power of two"), "{e}");
+        let e = format("azure", |p| {
+            p.output.image_options.as_mut().unwrap().disk_format_options =
+                "subformat=dynamic".into()
+        })
+        .unwrap_err();
+        assert!(e.contains("fixed VHDs"), "{e}");
+        assert_eq!(parse_size("8k"), Some(8192));
+        assert_eq!(parse_size("x"), None);
+    }
+
+    #[test]
+    fn disk_layout_and_meta_follow_the_bootloader() {
+        let disk = |version: &'static str, edit: fn(&mut Profile)| {
+            match plan("metal", |p| {
+                p.version = version.into();
+                // Defaults again for the new version, as resolve would fill them.
+                p.output.image_options.as_mut().unwrap().bootloader = None;
+                p.output.image_options.as_mut().unwrap().disk_size = 1306525696;
+                edit(p);
+                crate::profile::defaults::fill(p, &Default::default());
+            })
+            .map(|p| p.kind)
+            {
+                Ok(KindPlan::Disk(d)) => Ok(d),
+                Ok(_) => unreachable!(),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let grub = disk("v1.9.2", |_| {}).unwrap();
+        assert_eq!(grub.bootloader, Bootloader::Grub);
+        assert_eq!(grub.layout.efi_size, 100 * MIB);
+        assert_eq!(grub.layout.boot_size, Some(1000 * MIB));
+        assert!(grub.meta.is_empty());
+        let dual = disk("v1.11.0", |_| {}).unwrap();
+        assert_eq!(dual.bootloader, Bootloader::DualBoot);
+        assert_eq!(dual.layout.efi_size, 2101 * MIB);
+        assert_eq!(dual.layout.boot_size, Some(2000 * MIB));
+        assert_eq!(
+            dual.meta,
+            vec![MetaValue {
+                key: 0x11,
+                value: "dual-boot".into()
+            }]
+        );
+        let sd = disk("v1.11.0", |p| {
+            p.output.image_options.as_mut().unwrap().bootloader = Some(Bootloader::SdBoot)
+        })
+        .unwrap();
+        assert_eq!((sd.layout.boot_size, sd.meta.len()), (None, 0));
+        let arm = disk("v1.11.0", |p| {
+            p.arch = "arm64".into();
+            p.output.image_options.as_mut().unwrap().bootloader = Some(Bootloader::DualBoot)
+        });
+        assert_eq!(
+            arm.unwrap_err(),
+            "invalid input: dual-boot is not supported on arm64"
+        );
+        // A plan made without the defaults (library use) still refuses GRUB with SecureBoot.
+        let sb = plan("secureboot-metal", |p| {
+            p.output.image_options.as_mut().unwrap().bootloader = Some(Bootloader::DualBoot)
+        });
+        assert!(
+            sb.unwrap_err()
+                .to_string()
+                .contains("bootloader dual-boot is not supported with SecureBoot")
+        );
     }
 
     #[test]

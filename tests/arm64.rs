@@ -50,8 +50,20 @@ fn assert_signed_aa64(file: &Path, keys: &Path) {
     );
 }
 
-fn arm64(profile: &str) -> common::build::DemoBuild {
+fn arm64(profile: impl AsRef<std::ffi::OsStr>) -> common::build::DemoBuild {
     demo_build(profile).arch("arm64")
+}
+
+/// The metal profile with systemd-boot: for the default target (1.9) Talos would pick
+/// GRUB's arm64-efi layout, which this imager does not write.
+fn sd_boot_metal(dir: &Path) -> PathBuf {
+    let p = dir.join("metal-sd-boot.yaml");
+    std::fs::write(
+        &p,
+        "baseProfileName: metal\noutput:\n  imageOptions:\n    bootloader: sd-boot\n",
+    )
+    .unwrap();
+    p
 }
 
 /// An ESP directory with `efi` as the arm64 fallback boot loader.
@@ -142,7 +154,9 @@ fn arm64_secureboot_iso_is_uefi_only_with_a_signed_bootaa64() {
 #[test]
 fn arm64_disk_image_has_the_sd_boot_layout() {
     let dir = tempfile::tempdir().unwrap();
-    let image = arm64("metal").args(["--out-format", "raw"]).run();
+    let image = arm64(sd_boot_metal(dir.path()))
+        .args(["--out-format", "raw"])
+        .run();
     assert_eq!(image.name(), "metal-arm64.raw");
     run_ok(
         Command::new(require_tool("sgdisk"))
@@ -276,7 +290,10 @@ fn boot_arm64_secureboot_iso_enrolls_keys_and_boots_enforced() {
 
 #[test]
 fn boot_arm64_plain_disk_image() {
-    let image = arm64("metal").args(["--out-format", "raw"]).run();
+    let dir = tempfile::tempdir().unwrap();
+    let image = arm64(sd_boot_metal(dir.path()))
+        .args(["--out-format", "raw"])
+        .run();
     let log = boot_arch(
         Arch::Arm64,
         Media::Disk(image.artifact.clone()),

@@ -32,6 +32,20 @@ fn inputs(dir: &Path, keys: &Path) -> Inputs {
     Inputs { install, keys }
 }
 
+/// Copies the directory tree `from` to `to` (regular files and directories).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
 /// A profile YAML file in `dir`.
 fn profile_file(dir: &Path, yaml: &str) -> PathBuf {
     let p = dir.join("p.yaml");
@@ -206,7 +220,52 @@ fn bad_input_matrix() {
                 "baseProfileName: metal\narch: arm64\noutput:\n  imageOptions:\n    bootloader: grub\n",
                 "arm64",
             ),
-            "bootloader grub: this imager writes systemd-boot disk images",
+            "bootloader grub on arm64 (GRUB arm64-efi) is not supported",
+        ),
+        (
+            "GRUB directory missing a module",
+            Box::new(|i, d| {
+                let grub = d.join("grub");
+                copy_tree(&common::grub_dir(), &grub);
+                std::fs::remove_file(grub.join("i386-pc/xfs.mod")).unwrap();
+                vec![
+                    "metal".into(),
+                    "--install-dir".into(),
+                    i.install.display().to_string(),
+                    "--grub-dir".into(),
+                    grub.display().to_string(),
+                ]
+            }),
+            "GRUB module xfs.mod (needed by the Talos module list) is missing",
+        ),
+        (
+            "no GRUB directory",
+            Box::new(|i, d| {
+                vec![
+                    "metal".into(),
+                    "--install-dir".into(),
+                    i.install.display().to_string(),
+                    "--grub-dir".into(),
+                    d.join("nowhere").display().to_string(),
+                ]
+            }),
+            "no i386-pc/ platform directory",
+        ),
+        (
+            "disk too small for the dual-boot layout",
+            profile_build(
+                "baseProfileName: metal\nversion: v1.11.0\noutput:\n  imageOptions:\n    diskSize: 1048576\n",
+                "amd64",
+            ),
+            "too small for the dual-boot layout",
+        ),
+        (
+            "unknown bootloader",
+            profile_build(
+                "baseProfileName: metal\noutput:\n  imageOptions:\n    bootloader: lilo\n",
+                "amd64",
+            ),
+            "lilo",
         ),
     ];
     // Each boot binary of the other architecture in the target's place (PE machine check).

@@ -143,6 +143,25 @@ fn image_metadata_and_static_binary() {
         kernel.bytes() == std::fs::read(demo_dir().join("amd64/vmlinuz")).unwrap(),
         "the image's default kernel is the demo kernel"
     );
+
+    // GRUB sits at /usr/lib/grub: the default metal image (Talos 1.9: grub) builds there.
+    let disk = tempfile::tempdir().unwrap();
+    let o = c.run(
+        &[(disk.path(), "/tmp/d")],
+        &["metal", "--out-format", "raw", "--output", "/tmp/d"],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let image = Built::in_dir(disk.path(), err.into_owned());
+    let print = run_ok(
+        Command::new(require_tool("sgdisk"))
+            .arg("-p")
+            .arg(&image.artifact),
+    );
+    assert!(
+        print.contains("EF02  BIOS") && print.contains("8300  BOOT"),
+        "{print}"
+    );
 }
 
 fn secureboot_uki_and_keys_inside_the_container() {

@@ -7,45 +7,23 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::boot::{Media, SecureBoot, boot};
+use common::meta::parse_meta;
 use common::{assert_listed, demo_build, fat, imager, require_tool, run_ok};
 
 const MIB: u64 = 1024 * 1024;
-
-/// META values read straight from the partition bytes, following the spec (not imager's code):
-/// copy at offset 0, magic 0x5a4b3c2d, big-endian tag/len records until tag 0,
-/// SHA-256 over the copy with its checksum zeroed at [len-36, len-4), magic 0xa5b4c3d2 last.
-fn parse_meta(part: &[u8]) -> Vec<(u32, String)> {
-    use sha2::{Digest, Sha256};
-    let copy = &part[..256 * 1024];
-    let be = |at: usize| u32::from_be_bytes(copy[at..at + 4].try_into().unwrap());
-    assert_eq!(be(0), 0x5a4b3c2d, "magic1");
-    assert_eq!(be(copy.len() - 4), 0xa5b4c3d2, "magic2");
-    let mut zeroed = copy.to_vec();
-    zeroed[copy.len() - 36..copy.len() - 4].fill(0);
-    assert_eq!(
-        &Sha256::digest(&zeroed)[..],
-        &copy[copy.len() - 36..copy.len() - 4],
-        "checksum"
-    );
-    assert_eq!(copy, &part[256 * 1024..512 * 1024], "second copy identical");
-    let mut out = Vec::new();
-    let mut at = 4;
-    while be(at) != 0 {
-        let len = be(at + 4) as usize;
-        out.push((
-            be(at),
-            String::from_utf8(copy[at + 8..at + 8 + len].to_vec()).unwrap(),
-        ));
-        at += 8 + len;
-    }
-    out
-}
 
 #[test]
 fn metal_raw_image_layout_esp_and_meta() {
     let dir = tempfile::tempdir().unwrap();
     let net = r#"{"addresses":[{"address":"10.5.0.2/24","linkName":"eth0"}]}"#;
-    let built = demo_build("metal")
+    // The systemd-boot layout (Talos 1.9 would pick GRUB: tests/bootloaders.rs).
+    let profile = dir.path().join("metal-sd-boot.yaml");
+    std::fs::write(
+        &profile,
+        "baseProfileName: metal\noutput:\n  imageOptions:\n    bootloader: sd-boot\n",
+    )
+    .unwrap();
+    let built = demo_build(&profile)
         .args(["--out-format", "raw", "--meta", &format!("0x0a={net}")])
         .args(["--meta", "12=user"])
         .run();
@@ -54,7 +32,7 @@ fn metal_raw_image_layout_esp_and_meta() {
     assert_eq!(
         std::fs::metadata(image).unwrap().len(),
         1306525696,
-        "diskSize of the metal profile (v1.9.2)"
+        "diskSize of the metal profile (v1.9.2, sd-boot)"
     );
 
     let sgdisk = require_tool("sgdisk");
@@ -229,8 +207,17 @@ fn metal_4k_image_has_4096_byte_sectors() {
 
 #[test]
 fn boot_metal_disk_image_measures_the_predicted_pcr11() {
-    let image = demo_build("metal").args(["--out-format", "raw"]).run();
+    // Talos's default metal image from 1.10 is dual-boot: this is its UEFI half
+    // (systemd-boot -> UKI); tests/bootloaders.rs boots its BIOS half.
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("metal-1.11.yaml");
+    std::fs::write(&profile, "baseProfileName: metal\nversion: v1.11.0\n").unwrap();
+    let image = demo_build(&profile).args(["--out-format", "raw"]).run();
     assert_eq!(image.name(), "metal-amd64.raw");
+    assert_eq!(
+        image.manifest["profile"]["output"]["imageOptions"]["bootloader"],
+        "dual-boot"
+    );
     let predicted = common::predicted_pcr11(&image.manifest);
     let log = boot(Media::Disk(image.artifact), SecureBoot::Off, true, 240);
     log.assert_measured(0, &predicted);

@@ -574,6 +574,9 @@ fn every_image_kind_builds_with_an_extension() {
     let d = dir.path();
     std::fs::write(d.join("hello.tar"), tar_bytes(&hello_world())).unwrap();
     let items = vec![format!("tarballPath: {}", d.join("hello.tar").display())];
+    let rebuilt = demo_build(profile(d, "v1.10.0", "initramfs", &items))
+        .no_console()
+        .run();
     for kind in ["iso", "image"] {
         let built = demo_build(profile(d, "v1.10.0", kind, &items))
             .no_console()
@@ -583,6 +586,14 @@ fn every_image_kind_builds_with_an_extension() {
             built.manifest["extensions"][0]["name"],
             "hello-world-service"
         );
+        if kind == "image" {
+            // The dual-boot image's GRUB entry boots the rebuilt initramfs too.
+            let on_boot = common::bootpart::grub_read(&built.artifact, 3, "/A/initramfs.xz", d);
+            assert!(
+                on_boot == rebuilt.bytes(),
+                "BOOT /A/initramfs.xz is the rebuilt one"
+            );
+        }
     }
     // kernel and cmdline skip the rebuild silently.
     for kind in ["kernel", "cmdline"] {
@@ -719,7 +730,7 @@ fn bad_extension_inputs() {
         )),
         "is a directory",
     );
-    // Kernel modules are not rebuilt yet.
+    // Kernel modules with a base initramfs that has no rootfs.sqsh (the demo one).
     refused(
         d,
         "v1.10.0",
@@ -731,7 +742,7 @@ fn bad_extension_inputs() {
                 b"x".to_vec(),
             ),
         )),
-        "system extension hello-world-service carries kernel modules",
+        "base initramfs: no rootfs.sqsh in it",
     );
 
     // Wrong architecture: a layout for arm64 only.
@@ -1551,4 +1562,429 @@ fn progress_bars_only_on_a_terminal() {
     let tty_built = common::build::Built::in_dir(&out, typescript.clone());
     assert!(tty_built.bytes() == built.bytes());
     drop(reg);
+}
+
+/// The demo module tree: (`.../modules`, kernel release).
+fn demo_modules() -> (PathBuf, String) {
+    let root = demo_dir().join("amd64/modules");
+    let kver = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/demo-inputs)", root.display()))
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .next()
+        .expect("a kernel release directory");
+    (root, kver)
+}
+
+/// A Talos-shaped base initramfs: zstd of a newc cpio holding `init` and `rootfs.sqsh`
+/// (an xz squashfs image) whose `<mdir>/<kver>/` (`usr/lib/modules`, or `lib/modules`
+/// before 1.10) is the demo module tree plus a stale `modules.dep`; and an install dir
+/// with it beside the demo inputs.
+fn module_base(d: &Path, mdir: &str) -> (PathBuf, String) {
+    let (mods, kver) = demo_modules();
+    let root = d.join("base-rootfs");
+    std::fs::create_dir_all(root.join(mdir)).unwrap();
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::write(root.join("usr/bin/init"), b"#!/bin/sh\n").unwrap();
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(mods.join(&kver))
+            .arg(root.join(mdir)),
+    );
+    std::fs::write(root.join(mdir).join(&kver).join("modules.dep"), b"stale\n").unwrap();
+    let cpio_dir = d.join("base-cpio");
+    std::fs::create_dir_all(&cpio_dir).unwrap();
+    run_ok(
+        Command::new(require_tool("mksquashfs"))
+            .arg(&root)
+            .arg(cpio_dir.join("rootfs.sqsh"))
+            .args(["-all-root", "-noappend", "-no-progress", "-comp", "xz"]),
+    );
+    std::fs::write(cpio_dir.join("init"), b"#!/bin/sh\n").unwrap();
+    let mut c = Command::new(require_tool("cpio"))
+        .args(["-o", "-H", "newc", "--quiet", "-R", "+0:+0"])
+        .current_dir(&cpio_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(b".\ninit\nrootfs.sqsh\n")
+        .unwrap();
+    let cpio = c.wait_with_output().unwrap();
+    assert!(cpio.status.success());
+    let install = d.join("install");
+    std::fs::create_dir_all(install.join("amd64")).unwrap();
+    for f in ["vmlinuz", "systemd-stub.efi", "systemd-boot.efi"] {
+        std::os::unix::fs::symlink(
+            demo_dir().join("amd64").join(f),
+            install.join("amd64").join(f),
+        )
+        .unwrap();
+    }
+    let z = zstd::encode_all(&cpio.stdout[..], 19).unwrap();
+    std::fs::write(install.join("amd64/initramfs.xz"), z).unwrap();
+    (install, kver)
+}
+
+/// A gasket-driver-shaped module extension: `extras/*.ko` (dm-snapshot, dm-bufio, and
+/// nbd shadowing the in-tree one) with the kernel's modules.order, modules.builtin and
+/// modules.builtin.modinfo, for release `kver`.
+fn module_extension(kver: &str, mdir: &str) -> Vec<Entry> {
+    let (mods, base_kver) = demo_modules();
+    let mut e: Vec<Entry> = vec![(
+        "manifest.yaml",
+        0o644,
+        manifest_yaml(
+            "gasket-driver",
+            "20240916-v1.10.0",
+            "[extra] This system extension provides gasket-driver kernel modules.",
+            ">= v1.2.0",
+        ),
+    )];
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    for f in [
+        "modules.order",
+        "modules.builtin",
+        "modules.builtin.modinfo",
+    ] {
+        let data = std::fs::read(mods.join(&base_kver).join(f)).unwrap();
+        e.push((leak(format!("rootfs/{mdir}/{kver}/{f}")), 0o644, data));
+    }
+    let extra = mods.parent().unwrap().join("modules-extra");
+    let mut names: Vec<String> = std::fs::read_dir(&extra)
+        .unwrap()
+        .map(|x| x.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    for n in names {
+        let data = std::fs::read(extra.join(&n)).unwrap();
+        e.push((
+            leak(format!("rootfs/{mdir}/{kver}/extras/{n}")),
+            0o644,
+            data,
+        ));
+    }
+    e
+}
+
+/// What modules.dep.sqsh must hold: kmod 34.2's depmod over the merged tree, as
+/// mksquashfs lays it out with the Talos flags.
+fn reference_modules_layer(d: &Path, kver: &str, mdir: &str, ext: &[Entry]) -> PathBuf {
+    let (mods, _) = demo_modules();
+    let merged = d.join("ref-merged/lib/modules");
+    std::fs::create_dir_all(&merged).unwrap();
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(mods.join(kver))
+            .arg(&merged),
+    );
+    let tree = merged.join(kver);
+    for (p, _, data) in ext {
+        if let Some(rel) = p.strip_prefix(&format!("rootfs/{mdir}/{kver}/")) {
+            let to = tree.join(rel);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::write(to, data).unwrap();
+        }
+    }
+    let conf = d.join("ref-depmod.conf");
+    std::fs::write(&conf, "search extras built-in\n").unwrap();
+    let kmod =
+        std::env::var_os("KMOD34_DEPMOD").unwrap_or_else(|| "/opt/kmod-34/bin/depmod".into());
+    run_ok(
+        Command::new(&kmod)
+            .arg("--all")
+            .arg("--basedir")
+            .arg(d.join("ref-merged"))
+            .arg("--config")
+            .arg(&conf)
+            .arg(kver),
+    );
+    let layer = d.join("ref-layer");
+    let dest = layer.join(mdir).join(kver);
+    std::fs::create_dir_all(&dest).unwrap();
+    for e in std::fs::read_dir(&tree).unwrap() {
+        let e = e.unwrap();
+        let n = e.file_name().into_string().unwrap();
+        if n.starts_with("modules.") && e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), dest.join(&n)).unwrap();
+            std::fs::set_permissions(
+                dest.join(&n),
+                std::os::unix::fs::PermissionsExt::from_mode(0o644),
+            )
+            .unwrap();
+        }
+    }
+    let out = d.join("ref-modules.dep.sqsh");
+    run_ok(
+        Command::new(require_tool("mksquashfs"))
+            .arg(&layer)
+            .arg(&out)
+            .args([
+                "-all-root",
+                "-noappend",
+                "-no-progress",
+                "-comp",
+                "zstd",
+                "-Xcompression-level",
+                "18",
+            ])
+            .env("SOURCE_DATE_EPOCH", common::build::EPOCH.to_string()),
+    );
+    out
+}
+
+#[test]
+fn module_extension_gets_a_modules_dep_layer_as_kmod_34_writes_it() {
+    module_layer_case("v1.10.0", "usr/lib/modules");
+}
+
+/// Talos < 1.10: modules (and firmware) under /lib.
+#[test]
+fn module_extension_before_talos_1_10_uses_lib_modules() {
+    module_layer_case("v1.9.0", "lib/modules");
+}
+
+fn module_layer_case(version: &str, mdir: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (install, kver) = module_base(d, mdir);
+    let ext = module_extension(&kver, mdir);
+    oci_layout(&d.join("gasket"), &tar_bytes(&ext), "amd64");
+    std::fs::write(d.join("hello.tar"), tar_bytes(&hello_world())).unwrap();
+    let items = vec![
+        format!("ociPath: {}", d.join("gasket").display()),
+        format!("tarballPath: {}", d.join("hello.tar").display()),
+    ];
+    let p = profile(d, version, "initramfs", &items);
+    let built = demo_build(&p).install_dir(&install).no_console().run();
+    let again = demo_build(&p).install_dir(&install).no_console().run();
+    assert_eq!(
+        std::fs::read(&built.artifact).unwrap(),
+        std::fs::read(&again.artifact).unwrap(),
+        "reproducible"
+    );
+    for line in [
+        "    preparing to run depmod to generate kernel modules dependency tree",
+        "    running depmod to generate kernel modules dependency tree",
+        "initramfs ready",
+    ] {
+        assert!(
+            built.stderr.lines().any(|l| l == line),
+            "{line:?} in:\n{}",
+            built.stderr
+        );
+    }
+    // In Talos's order: validation, then depmod, then compression.
+    let at = |line: &str| {
+        built
+            .stderr
+            .lines()
+            .position(|l| l == line)
+            .unwrap_or_else(|| panic!("{line:?} in:\n{}", built.stderr))
+    };
+    assert!(
+        at("    validating system extensions")
+            < at("    preparing to run depmod to generate kernel modules dependency tree")
+    );
+    assert!(
+        at("    running depmod to generate kernel modules dependency tree")
+            < at("    compressing system extensions")
+    );
+    // The manifest lists the real extensions, not the synthetic layer.
+    let names: Vec<&str> = built.manifest["extensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["gasket-driver", "hello-world-service"]);
+    let rebuilt = std::fs::read(&built.artifact).unwrap();
+    let base = std::fs::read(install.join("amd64/initramfs.xz")).unwrap();
+    let (early, tail) = split(&rebuilt, &base);
+    assert!(early.is_empty(), "no microcode, no early cpio");
+    let zst = d.join("tail.zst");
+    std::fs::write(&zst, &tail).unwrap();
+    let cpio = run_ok_bytes(Command::new(require_tool("zstd")).arg("-dcq").arg(&zst));
+    let names: Vec<String> = cpio_fields(&cpio_list(&cpio))
+        .iter()
+        .map(|l| l.rsplit(' ').next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["0.sqsh", "1.sqsh", "extensions.yaml", "modules.dep.sqsh"]
+    );
+    let cx = d.join("compressed");
+    cpio_extract(&cpio, &cx);
+
+    // extensions.yaml: the synthetic layer last, named by the base kernel's release.
+    let yaml = std::fs::read_to_string(cx.join("extensions.yaml")).unwrap();
+    let want_tail = format!(
+        "    - image: modules.dep.sqsh
+      metadata:
+        name: modules.dep
+        version: {kver}
+        author: Talos Machinery
+        description: Combined modules.dep for all extensions
+        compatibility:
+            talos:
+                version: \"\"
+"
+    );
+    assert!(yaml.ends_with(&want_tail), "{yaml}");
+    assert!(
+        yaml.starts_with(
+            "layers:\n    - image: 0.sqsh\n      metadata:\n        name: gasket-driver\n"
+        ),
+        "{yaml}"
+    );
+
+    // modules.dep.sqsh beside mksquashfs's image of kmod 34.2's output: same listing,
+    // same bytes in every file.
+    let ours = cx.join("modules.dep.sqsh");
+    let reference = reference_modules_layer(d, &kver, mdir, &ext);
+    let strip = |s: String, img: &Path| s.replace(&img.display().to_string(), "IMG");
+    let listing = strip(unsquashfs(&["-lln"], &ours), &ours);
+    assert_eq!(
+        listing,
+        strip(unsquashfs(&["-lln"], &reference), &reference)
+    );
+    for f in [
+        "modules.alias",
+        "modules.alias.bin",
+        "modules.builtin",
+        "modules.builtin.alias.bin",
+        "modules.builtin.bin",
+        "modules.builtin.modinfo",
+        "modules.dep",
+        "modules.dep.bin",
+        "modules.devname",
+        "modules.order",
+        "modules.softdep",
+        "modules.symbols",
+        "modules.symbols.bin",
+        "modules.weakdep",
+    ] {
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.ends_with(&format!("squashfs-root/{mdir}/{kver}/{f}"))),
+            "{f} in\n{listing}"
+        );
+    }
+    assert!(
+        !listing.contains(".ko"),
+        "the .ko files stay in the extension's image"
+    );
+    let (a, b) = (d.join("layer-ours"), d.join("layer-kmod"));
+    unsquashfs(&["-q", "-n", "-d", a.to_str().unwrap()], &ours);
+    unsquashfs(&["-q", "-n", "-d", b.to_str().unwrap()], &reference);
+    run_ok(Command::new("diff").arg("-r").arg(&a).arg(&b));
+    let dep = std::fs::read_to_string(a.join(mdir).join(&kver).join("modules.dep")).unwrap();
+    assert!(dep.lines().any(|l| l == "extras/nbd.ko:"), "{dep}");
+    assert!(
+        dep.contains("extras/dm-snapshot.ko: extras/dm-bufio.ko kernel/drivers/md/dm-mod.ko"),
+        "{dep}"
+    );
+    let sb = unsquashfs(&["-s"], &ours);
+    assert!(
+        sb.contains("Compression zstd") && sb.contains("compression-level 18"),
+        "{sb}"
+    );
+
+    // The extension's own image keeps its .ko files.
+    let ext_list = unsquashfs(&["-lln"], &cx.join("0.sqsh"));
+    assert!(
+        ext_list.contains(&format!("/{mdir}/{kver}/extras/nbd.ko")),
+        "{ext_list}"
+    );
+}
+
+/// One failing module build with `install`: one `error:` line containing every `want`.
+fn modules_refused(d: &Path, install: &Path, fixture: &[Entry], want: &[&str]) {
+    let tar = d.join("mods.tar");
+    std::fs::write(&tar, tar_bytes(fixture)).unwrap();
+    let p = profile(
+        d,
+        "v1.10.0",
+        "initramfs",
+        &[format!("tarballPath: {}", tar.display())],
+    );
+    let failed = demo_build(&p).install_dir(install).no_console().run_err();
+    assert_ne!(failed.code, Some(0));
+    let errors: Vec<&str> = failed
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", failed.stderr);
+    for w in want {
+        assert!(errors[0].contains(w), "{w:?} in {:?}", errors[0]);
+    }
+    assert!(!failed.stderr.contains("panicked"), "{}", failed.stderr);
+    assert_eq!(entries(&failed.out), Vec::<String>::new());
+}
+
+#[test]
+fn module_extension_for_another_kernel_or_a_corrupt_base_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (install, kver) = module_base(d, "usr/lib/modules");
+    // Built for another kernel release: both releases named.
+    modules_refused(
+        d,
+        &install,
+        &module_extension("6.12.25-talos", "usr/lib/modules"),
+        &["gasket-driver", "6.12.25-talos", &kver],
+    );
+    // Corrupt base initramfs: not compressed at all, then a zstd frame of garbage,
+    // then a cpio whose rootfs.sqsh is not a squashfs image.
+    let ext = module_extension(&kver, "usr/lib/modules");
+    let initramfs = install.join("amd64/initramfs.xz");
+    std::fs::write(&initramfs, b"this is not an initramfs").unwrap();
+    modules_refused(
+        d,
+        &install,
+        &ext,
+        &["base initramfs", "neither xz nor zstd"],
+    );
+    std::fs::write(
+        &initramfs,
+        zstd::encode_all(&b"garbage garbage garbage"[..], 3).unwrap(),
+    )
+    .unwrap();
+    modules_refused(
+        d,
+        &install,
+        &ext,
+        &["base initramfs", "not a newc cpio archive"],
+    );
+    let cpio_dir = d.join("bad-cpio");
+    std::fs::create_dir_all(&cpio_dir).unwrap();
+    std::fs::write(cpio_dir.join("rootfs.sqsh"), b"hsqs but not really").unwrap();
+    let mut c = Command::new(require_tool("cpio"))
+        .args(["-o", "-H", "newc", "--quiet"])
+        .current_dir(&cpio_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(b"rootfs.sqsh\n").unwrap();
+    let out = c.wait_with_output().unwrap();
+    let mut xz = xz2::write::XzEncoder::new(Vec::new(), 6);
+    xz.write_all(&out.stdout).unwrap();
+    std::fs::write(&initramfs, xz.finish().unwrap()).unwrap();
+    modules_refused(
+        d,
+        &install,
+        &ext,
+        &[
+            "base initramfs",
+            "rootfs.sqsh",
+            "not a readable squashfs image",
+        ],
+    );
 }

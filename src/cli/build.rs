@@ -108,6 +108,10 @@ pub struct BuildArgs {
     #[arg(long, default_value = "/usr/install", env = "IMAGER_INSTALL_DIR")]
     pub install_dir: PathBuf,
 
+    /// GRUB's platform directories (i386-pc, x86_64-efi) for the grub and dual-boot disk layouts.
+    #[arg(long, default_value = imager::formats::grub::DEFAULT_DIR, env = "IMAGER_GRUB_DIR")]
+    pub grub_dir: PathBuf,
+
     /// Directory of the default SecureBoot keys (uki-signing-key.pem, uki-signing-cert.pem, pcr-signing-key.pem).
     #[arg(long, default_value = "/secureboot", env = "IMAGER_SECUREBOOT_DIR")]
     pub secureboot_dir: PathBuf,
@@ -193,6 +197,7 @@ pub fn run(args: BuildArgs, output_given: bool) -> anyhow::Result<()> {
         &plan,
         &BuildOptions {
             output_dir: output_dir.clone(),
+            grub_dir: args.grub_dir.clone(),
         },
         &Stderr,
     );

@@ -6,6 +6,7 @@ mod generate;
 mod inspect;
 mod meta;
 mod pxe;
+mod serve;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -42,17 +43,22 @@ enum Command {
     Pxe(Box<pxe::PxeArgs>),
     /// Lists the built-in profiles.
     Profiles,
+    /// Runs the Image-Factory-compatible HTTP service.
+    Serve(Box<serve::ServeArgs>),
 }
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
-    // Ctrl-C / SIGTERM: remove unfinished outputs, then exit like a shell would.
-    let _ = ctrlc::set_handler(|| {
-        imager::io::cleanup::remove_all();
-        eprintln!("error: interrupted; unfinished outputs removed");
-        std::process::exit(130);
-    });
     let matches = Cli::command().get_matches();
+    // Ctrl-C / SIGTERM: remove unfinished outputs, then exit like a shell would. The
+    // service handles both itself (it stops accepting and lets responses finish).
+    if matches.subcommand_name() != Some("serve") {
+        let _ = ctrlc::set_handler(|| {
+            imager::io::cleanup::remove_all();
+            eprintln!("error: interrupted; unfinished outputs removed");
+            std::process::exit(130);
+        });
+    }
     // --output from the command line or IMAGER_OUTPUT, not clap's default.
     let output_given = matches
         .value_source("output")
@@ -65,6 +71,7 @@ pub fn main() -> i32 {
         Some(Command::Meta(cmd)) => meta::run(cmd),
         Some(Command::Pxe(args)) => pxe::run(*args),
         Some(Command::Profiles) => build::list_profiles(),
+        Some(Command::Serve(args)) => serve::run(*args),
         None => build::run(cli.build, output_given),
     };
     match result {

@@ -52,6 +52,7 @@ pub fn run(mut args: PxeArgs) -> anyhow::Result<()> {
         &options,
         &BuildOptions {
             output_dir: out_dir,
+            grub_dir: args.build.grub_dir.clone(),
         },
         &Stderr,
     )?;

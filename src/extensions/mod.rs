@@ -18,12 +18,14 @@
 //! written into the scratch directory, with its manifest (`embedded-config`, version
 //! the SHA-256 of the configuration) and `rootfs/usr/local/etc/talos/config.yaml`.
 //!
-//! Not done here: kernel modules (an extension carrying a modules tree is refused:
-//! the depmod outputs are not regenerated).
+//! Kernel modules: when an extension carries a modules tree, the regenerated depmod
+//! files become the last layer, `modules.dep.sqsh` ([`modules`], [`depmod`]).
 
 pub mod embedded;
 
+pub mod depmod;
 pub mod manifest;
+pub mod modules;
 pub mod unpack;
 
 use std::fs::File;
@@ -236,19 +238,39 @@ pub fn rebuild(
     detail(progress, "validating system extensions");
     let talos = profile.quirks().version();
     let modules = modules_dir(profile);
+    let mut module_exts = Vec::new();
     for (dir, m, _) in &loaded {
         if let Some(v) = talos {
             manifest::check_constraint(&m.compatibility.talos.version, v).map_err(|cause| {
                 Error::invalid(format!("error validating extension {:?}: {cause}", m.name))
             })?;
         }
-        if std::fs::symlink_metadata(unpacked.join(dir).join("rootfs").join(modules)).is_ok() {
-            return Err(Error::unsupported(format!(
-                "system extension {} carries kernel modules (/{modules}), which this imager does not rebuild yet",
-                m.name
-            )));
+        let rootfs = unpacked.join(dir).join("rootfs");
+        if modules::carries_modules(&rootfs, modules) {
+            module_exts.push((m.name.clone(), rootfs));
         }
     }
+    let modules_layer = if module_exts.is_empty() {
+        None
+    } else {
+        detail(
+            progress,
+            "preparing to run depmod to generate kernel modules dependency tree",
+        );
+        let on_depmod = || {
+            detail(
+                progress,
+                "running depmod to generate kernel modules dependency tree",
+            )
+        };
+        Some(modules::build_layer(
+            base,
+            scratch,
+            modules,
+            &module_exts,
+            &on_depmod,
+        )?)
+    };
 
     detail(progress, "compressing system extensions");
     let fw = firmware_dir(profile);
@@ -283,13 +305,25 @@ pub fn rebuild(
             digest: format!("sha256:{digest}"),
         });
     }
-    let layers: Vec<Layer> = loaded
+    let modules_meta = match &modules_layer {
+        Some(l) => {
+            let sqsh = tree.join(modules::IMAGE);
+            crate::formats::squashfs::write_tree(&l.rootfs, &sqsh, mtime)?;
+            Some(modules::metadata(&l.kver))
+        }
+        None => None,
+    };
+    let mut layers: Vec<Layer> = loaded
         .iter()
         .map(|(dir, m, _)| Layer {
             image: format!("{dir}.sqsh"),
             metadata: m,
         })
         .collect();
+    layers.extend(modules_meta.iter().map(|m| Layer {
+        image: modules::IMAGE.into(),
+        metadata: m,
+    }));
     let yaml = tree.join("extensions.yaml");
     std::fs::write(&yaml, manifest::extensions_yaml(&layers)).writing(&yaml)?;
     std::fs::set_permissions(&yaml, std::fs::Permissions::from_mode(0o644)).at(&yaml)?;

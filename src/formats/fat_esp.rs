@@ -69,10 +69,12 @@ pub fn iso_esp_size(entries: &[EspEntry]) -> Result<u64> {
     Ok(size)
 }
 
-/// The FAT variant for a file system of `size` bytes: FAT32 needs 65525 clusters
-/// (with 512-byte clusters, about 33 MiB); smaller ESPs are FAT16.
-fn kind_for(size: u64) -> FatKind {
-    if size >= 64 * MIB {
+/// The FAT variant for a file system of `size` bytes on `sector`-byte sectors: FAT32
+/// needs 65525 clusters of at least one sector (with 512-byte sectors about 33 MiB,
+/// with 4096-byte sectors about 260 MiB); smaller ESPs are FAT16 (GRUB's 100 MiB ESP
+/// on a 4 KiB-sector disk).
+fn kind_for(size: u64, sector: u32) -> FatKind {
+    if size >= 64 * MIB && size / u64::from(sector.max(512)) >= 2 * 65525 {
         FatKind::Fat32
     } else {
         FatKind::Fat16
@@ -138,7 +140,7 @@ fn write_fat(
     }
     let label = VolumeLabel::new(&options.label).map_err(|e| content_error("volume label", e))?;
     let fat = FatOptions::new()
-        .with_kind(kind_for(size))
+        .with_kind(kind_for(size, options.sector_size))
         .with_size(size)
         .with_label(label)
         .with_time(time)

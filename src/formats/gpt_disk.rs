@@ -1,7 +1,13 @@
-//! Raw GPT disk images in the systemd-boot layout of Talos: protective MBR, GPT with
-//! `EFI` (FAT: systemd-boot, UKI, loader.conf, enrollment files) and `META` (Talos
-//! ADV with the `--meta` values). The file is sparse: only the partition table, the
-//! FAT and META are written; the rest of `diskSize` is a hole.
+//! Raw GPT disk images in Talos's layouts: protective MBR, GPT with `EFI` (FAT), for
+//! the GRUB layouts (`grub`, `dual-boot`) a `BIOS` boot partition holding GRUB's core
+//! image and a `BOOT` partition (XFS, written by the caller into
+//! [`Layout::range`]`("BOOT")`), then `META` (Talos ADV with the `--meta` values).
+//! Partition order, sizes, type GUIDs, names and the BIOS-boot attribute follow Talos
+//! (`internal/pkg/partition`, `pkg/machinery/imager/quirks/partitions.go`, go-blockdevice
+//! `partitioning/gpt`): first partition at 1 MiB, each at the next 1 MiB boundary.
+//! The protective MBR is the plain one; only its boot code (bytes 0..446) carries GRUB's
+//! boot.img. The file is sparse: only what holds data is written; the rest of
+//! `diskSize` is a hole.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
@@ -23,48 +29,96 @@ const TAIL: u64 = MIB;
 
 /// EFI system partition type.
 const EFI_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
-/// Linux filesystem data (META).
+/// Linux filesystem data (BOOT, META).
 const LINUX_DATA: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
+/// BIOS boot partition (GRUB's core image).
+const BIOS_BOOT_TYPE: &str = "21686148-6449-6E6F-744E-656564454649";
+/// GPT attribute bit 2, "legacy BIOS bootable", which Talos sets on the BIOS partition.
+const LEGACY_BIOS_BOOTABLE: u64 = 1 << 2;
+/// Size of the BIOS boot partition (`GrubBIOSSize`).
+const BIOS_SIZE: u64 = MIB;
+/// Length of the MBR boot code, the only MBR bytes GRUB's boot.img may replace.
+pub const MBR_BOOT_CODE_LEN: usize = 446;
 
 /// One partition of the layout.
 struct PartitionSpec {
     label: &'static str,
     type_guid: &'static str,
     size: u64,
+    attributes: u64,
 }
 
 /// The disk's geometry: size, sector size and the partition sizes that depend on
-/// the target version.
+/// the bootloader and the target version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     /// Total size in bytes.
     pub size: u64,
     /// Logical sector size: 512 or 4096.
     pub sector_size: u32,
-    /// Size of the EFI system partition (Talos: 1101 MiB before 1.11, 2101 MiB from 1.11).
+    /// Size of the EFI system partition (Talos: 100 MiB for `grub`; for a UKI,
+    /// 1101 MiB before 1.11, 2101 MiB from 1.11).
     pub efi_size: u64,
+    /// Size of the BOOT partition of the GRUB layouts (1000 MiB before 1.11, 2000 MiB
+    /// from 1.11); `None` for `sd-boot`, which has neither BIOS nor BOOT.
+    pub boot_size: Option<u64>,
 }
 
 impl Layout {
-    fn partitions(&self) -> [PartitionSpec; 2] {
-        [
-            PartitionSpec {
-                label: "EFI",
-                type_guid: EFI_TYPE,
-                size: self.efi_size,
-            },
-            PartitionSpec {
-                label: "META",
-                type_guid: LINUX_DATA,
-                size: adv::PARTITION_LEN as u64,
-            },
-        ]
+    fn partitions(&self) -> Vec<PartitionSpec> {
+        let part = |label, type_guid, size, attributes| PartitionSpec {
+            label,
+            type_guid,
+            size,
+            attributes,
+        };
+        let mut parts = vec![part("EFI", EFI_TYPE, self.efi_size, 0)];
+        if let Some(boot) = self.boot_size {
+            parts.push(part(
+                "BIOS",
+                BIOS_BOOT_TYPE,
+                BIOS_SIZE,
+                LEGACY_BIOS_BOOTABLE,
+            ));
+            parts.push(part("BOOT", LINUX_DATA, boot, 0));
+        }
+        parts.push(part("META", LINUX_DATA, adv::PARTITION_LEN as u64, 0));
+        parts
     }
 
     /// The smallest disk the partitions fit on.
     pub fn minimum_size(&self) -> u64 {
         ALIGN + self.partitions().iter().map(|p| p.size).sum::<u64>() + TAIL
     }
+
+    /// Byte offset and length of the partition named `label` (`EFI`, `BIOS`, `BOOT`,
+    /// `META`), if the layout has it.
+    pub fn range(&self, label: &str) -> Option<(u64, u64)> {
+        let mut next = ALIGN;
+        for p in self.partitions() {
+            if p.label == label {
+                return Some((next, p.size));
+            }
+            next += p.size;
+        }
+        None
+    }
+
+    /// First LBA of the BIOS boot partition, where GRUB's core image starts.
+    pub fn bios_first_lba(&self) -> Option<u64> {
+        self.range("BIOS")
+            .map(|(at, _)| at / u64::from(self.sector_size))
+    }
+}
+
+/// GRUB for BIOS: the core image for the BIOS partition and the MBR boot code, both
+/// already patched for [`Layout::bios_first_lba`].
+#[derive(Debug, Clone)]
+pub struct BiosBoot {
+    /// GRUB's core image (at most the BIOS partition's size).
+    pub core: Vec<u8>,
+    /// GRUB's boot.img bytes 0..446.
+    pub boot_code: [u8; MBR_BOOT_CODE_LEN],
 }
 
 /// A disk image to write.
@@ -74,6 +128,8 @@ pub struct DiskSpec {
     pub esp_entries: Vec<EspEntry>,
     pub esp_options: EspOptions,
     pub meta: Vec<MetaValue>,
+    /// GRUB for BIOS (the GRUB layouts only).
+    pub bios: Option<BiosBoot>,
 }
 
 /// Talos's deterministic GUIDs: a name-based UUID (version 8) from SHA-256 over the
@@ -133,7 +189,6 @@ pub fn write_raw(spec: &DiskSpec, file: &File, scratch: &Path, fill: Fill) -> Re
         .logical_block_size(lb)
         .create_from_device(dev, Some(label_guid("talos-image-disk")))
         .map_err(gpt_error)?;
-    let mut offsets = Vec::new();
     let mut next = ALIGN;
     for (i, p) in layout.partitions().iter().enumerate() {
         let guid = uuid::Uuid::parse_str(p.type_guid).expect("type GUID");
@@ -147,10 +202,9 @@ pub fn write_raw(spec: &DiskSpec, file: &File, scratch: &Path, fill: Fill) -> Re
             next / sector,
             p.size / sector,
             kind,
-            0,
+            p.attributes,
         )
         .map_err(gpt_error)?;
-        offsets.push((next, p.size));
         next += p.size;
     }
     let mut parts = disk.partitions().clone();
@@ -161,7 +215,7 @@ pub fn write_raw(spec: &DiskSpec, file: &File, scratch: &Path, fill: Fill) -> Re
     disk.update_partitions(parts).map_err(gpt_error)?;
     disk.write().map_err(gpt_error)?;
 
-    let (efi_offset, efi_size) = offsets[0];
+    let (efi_offset, efi_size) = layout.range("EFI").expect("EFI partition");
     esp::write_filled(
         &spec.esp_entries,
         &spec.esp_options,
@@ -170,11 +224,28 @@ pub fn write_raw(spec: &DiskSpec, file: &File, scratch: &Path, fill: Fill) -> Re
         fill,
         |_, _| true,
     )?;
-    let (meta_offset, _) = offsets[1];
+    let (meta_offset, _) = layout.range("META").expect("META partition");
     let mut f = file.try_clone().during(WRITING)?;
     f.seek(SeekFrom::Start(meta_offset)).during(WRITING)?;
     // Only the two ADV copies carry data; the rest of META stays a hole.
     f.write_all(&meta[..2 * adv::COPY_LEN]).during(WRITING)?;
+    match (&spec.bios, layout.range("BIOS")) {
+        (Some(bios), Some((bios_offset, bios_size))) => {
+            if bios.core.len() as u64 > bios_size {
+                return Err(Error::invalid(format!(
+                    "GRUB core image ({} bytes) does not fit the {bios_size}-byte BIOS boot partition",
+                    bios.core.len()
+                )));
+            }
+            f.seek(SeekFrom::Start(bios_offset)).during(WRITING)?;
+            f.write_all(&bios.core).during(WRITING)?;
+            // Bytes 446.. (partition table and signature) stay the protective MBR's.
+            f.seek(SeekFrom::Start(0)).during(WRITING)?;
+            f.write_all(&bios.boot_code).during(WRITING)?;
+        }
+        (None, None) => {}
+        _ => panic!("BIOS boot code and the layout's BIOS partition go together"),
+    }
     f.flush().during(WRITING)?;
     Ok(())
 }
@@ -189,5 +260,46 @@ mod tests {
         assert_eq!(g.get_version_num(), 8);
         assert_eq!(g, label_guid("talos-image-disk"));
         assert_ne!(label_guid("EFI"), label_guid("META"));
+    }
+
+    const MIB: u64 = super::MIB;
+    /// (first LBA, last LBA) of `label` in 512-byte sectors.
+    fn lbas(layout: &Layout, label: &str) -> (u64, u64) {
+        let (at, len) = layout.range(label).unwrap();
+        (at / 512, (at + len) / 512 - 1)
+    }
+
+    #[test]
+    fn grub_and_dual_boot_layouts_match_talos_lbas() {
+        // grub, target 1.9: EFI 100 MiB, BIOS 1 MiB, BOOT 1000 MiB, META.
+        let grub = Layout {
+            size: 1246 * MIB,
+            sector_size: 512,
+            efi_size: 100 * MIB,
+            boot_size: Some(1000 * MIB),
+        };
+        assert_eq!(lbas(&grub, "EFI"), (2048, 206847));
+        assert_eq!(lbas(&grub, "BIOS"), (206848, 208895));
+        assert_eq!(lbas(&grub, "BOOT"), (208896, 2256895));
+        assert_eq!(lbas(&grub, "META"), (2256896, 2258943));
+        assert_eq!(grub.bios_first_lba(), Some(206848));
+        // dual-boot, target >= 1.11.
+        let dual = Layout {
+            size: 4247 * MIB,
+            sector_size: 512,
+            efi_size: 2101 * MIB,
+            boot_size: Some(2000 * MIB),
+        };
+        assert_eq!(lbas(&dual, "EFI"), (2048, 4304895));
+        assert_eq!(lbas(&dual, "BIOS"), (4304896, 4306943));
+        assert_eq!(lbas(&dual, "BOOT"), (4306944, 8402943));
+        assert_eq!(lbas(&dual, "META"), (8402944, 8404991));
+        // sd-boot has neither BIOS nor BOOT.
+        let sd = Layout {
+            boot_size: None,
+            ..dual
+        };
+        assert_eq!(sd.range("BIOS"), None);
+        assert_eq!(lbas(&sd, "META"), (4304896, 4306943));
     }
 }

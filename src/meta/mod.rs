@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The key of the disk image bootloader marker: `dual-boot` on a fresh dual-boot image
+/// tells Talos at first boot to remove the bootloader that did not boot.
+pub const DUAL_BOOT_KEY: u8 = 0x11;
+
 /// One META value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

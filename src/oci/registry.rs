@@ -242,3 +242,327 @@ pub fn pull(r: &RegistryRef, arch: &str, insecure: bool) -> Result<BaseImage> {
         layers,
     })
 }
+
+/// A read-write session with one registry: the calls the service's shared store makes
+/// (blob HEAD/GET/monolithic upload, manifest HEAD/GET/PUT by tag or digest).
+///
+/// Our own client rather than the `oci-client` crate: the pull path above and every
+/// build are blocking ureq already, while `oci-client` is async over reqwest (a
+/// second HTTP and TLS stack in the binary) and buffers blobs it pushes in memory. The
+/// service needs a handful of calls; it runs them off the async runtime
+/// (`spawn_blocking`) and streams blobs from files. Uploads are monolithic (`POST`,
+/// one `PUT ?digest=`) or, for large blobs, chunked (`PATCH`es with `Content-Range`);
+/// the registry checks the digest before the blob exists, so a half-sent upload never
+/// becomes visible.
+pub struct Session {
+    agent: ureq::Agent,
+    /// `http://host:port` or `https://host`.
+    origin: String,
+    host: String,
+    /// Bearer tokens by repository (anonymous, from the registry's challenge).
+    tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+/// Blobs above this size are uploaded in chunks.
+pub const CHUNKED_ABOVE: u64 = 16 << 20;
+/// Size of one upload chunk.
+const CHUNK: u64 = 8 << 20;
+
+/// A manifest as stored: its bytes, media type and digest.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    pub bytes: Vec<u8>,
+    pub media_type: String,
+    pub digest: String,
+}
+
+/// A blob being read: its size and the body (not yet verified; the caller hashes it).
+pub type BlobReader = (u64, Box<dyn Read + Send + Sync + 'static>);
+
+impl Session {
+    /// A session with `host` (`host[:port]`), over plain HTTP when `insecure`.
+    pub fn new(host: &str, insecure: bool) -> Session {
+        let scheme = if insecure { "http" } else { "https" };
+        Session {
+            agent: ureq::AgentBuilder::new()
+                .timeout_connect(std::time::Duration::from_secs(10))
+                .timeout_read(std::time::Duration::from_secs(300))
+                .redirects(5)
+                .build(),
+            origin: format!("{scheme}://{host}"),
+            host: host.to_string(),
+            tokens: Default::default(),
+        }
+    }
+
+    /// `scheme://host[:port]`.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// `host[:port]`.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn fail(&self, what: &str, e: impl std::fmt::Display) -> Error {
+        Error::Dependency(format!("registry {}: {what}: {e}", self.host))
+    }
+
+    /// Sends one request, answering a bearer challenge once. `Ok(None)` for 404.
+    fn send(
+        &self,
+        method: &str,
+        repo: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&mut dyn Read>,
+    ) -> Result<Option<ureq::Response>> {
+        let mut body = body;
+        for attempt in 0..2 {
+            let mut req = self.agent.request(method, url);
+            for (k, v) in headers {
+                req = req.set(k, v);
+            }
+            if let Some(t) = self.tokens.lock().unwrap().get(repo) {
+                req = req.set("Authorization", &format!("Bearer {t}"));
+            }
+            let result = match body.as_mut() {
+                Some(r) => req.send(r),
+                None => req.call(),
+            };
+            match result {
+                Ok(r) => return Ok(Some(r)),
+                Err(ureq::Error::Status(404, _)) => return Ok(None),
+                Err(ureq::Error::Status(401, r)) if attempt == 0 && body.is_none() => {
+                    let challenge = r.header("www-authenticate").unwrap_or_default().to_string();
+                    let c = Client {
+                        agent: self.agent.clone(),
+                        base: String::new(),
+                        what: format!("registry {}", self.host),
+                        token: None,
+                    };
+                    let token = c.token_for(&challenge)?;
+                    self.tokens.lock().unwrap().insert(repo.to_string(), token);
+                }
+                Err(ureq::Error::Status(code, r)) => {
+                    let text: String = r.into_string().unwrap_or_default();
+                    return Err(self.fail(
+                        &format!("{method} {url}"),
+                        format!("HTTP {code} {}", super::one_line(&text)),
+                    ));
+                }
+                Err(e) => return Err(self.fail(&format!("{method} {url}"), e)),
+            }
+        }
+        Err(self.fail(url, "authorization refused"))
+    }
+
+    fn url(&self, repo: &str, rest: &str) -> String {
+        format!("{}/v2/{repo}/{rest}", self.origin)
+    }
+
+    /// The size of blob `digest` in `repo`, if it is there.
+    pub fn blob_size(&self, repo: &str, digest: &str) -> Result<Option<u64>> {
+        let url = self.url(repo, &format!("blobs/{digest}"));
+        Ok(self.send("HEAD", repo, &url, &[], None)?.map(|r| {
+            r.header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        }))
+    }
+
+    /// Opens blob `digest` of `repo` for reading.
+    pub fn open_blob(&self, repo: &str, digest: &str) -> Result<Option<BlobReader>> {
+        let url = self.url(repo, &format!("blobs/{digest}"));
+        Ok(self.send("GET", repo, &url, &[], None)?.map(|r| {
+            let size = r
+                .header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            (
+                size,
+                Box::new(r.into_reader()) as Box<dyn Read + Send + Sync>,
+            )
+        }))
+    }
+
+    /// Reads a small blob whole (at most `limit` bytes), checked against its digest.
+    pub fn read_blob(&self, repo: &str, digest: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        let Some((_, reader)) = self.open_blob(repo, digest)? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        reader
+            .take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| self.fail(&format!("reading blob {digest}"), e))?;
+        if bytes.len() as u64 > limit {
+            return Err(self.fail(
+                &format!("blob {digest}"),
+                format!("larger than {limit} bytes"),
+            ));
+        }
+        let actual = sha256_digest(&bytes);
+        if actual != digest {
+            return Err(self.fail(&format!("blob {digest}"), format!("has digest {actual}")));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Uploads a blob of `size` bytes read from `body` as `digest`, unless `repo` has
+    /// it: in one `PUT` up to [`CHUNKED_ABOVE`] bytes, else in [`CHUNK`]-sized `PATCH`es
+    /// (registries and proxies in front of them often cap one request's body) closed by
+    /// a `PUT ?digest=`.
+    pub fn push_blob(
+        &self,
+        repo: &str,
+        digest: &str,
+        size: u64,
+        body: &mut dyn Read,
+    ) -> Result<()> {
+        if self.blob_size(repo, digest)?.is_some() {
+            return Ok(());
+        }
+        let start = self.url(repo, "blobs/uploads/");
+        let r = self
+            // No body: a bearer challenge (with the push scope) can be answered and retried.
+            .send("POST", repo, &start, &[("Content-Length", "0")], None)?
+            .ok_or_else(|| self.fail(&start, "uploads not found (HTTP 404)"))?;
+        let mut location = self.location(&r, &start)?;
+        let octets = ("Content-Type", "application/octet-stream");
+        let mut rest: Option<&mut dyn Read> = Some(body);
+        let mut final_size = size;
+        if size > CHUNKED_ABOVE {
+            let body = rest.take().expect("the body is there");
+            let mut sent = 0u64;
+            while sent < size {
+                let n = CHUNK.min(size - sent);
+                let range = format!("{sent}-{}", sent + n - 1);
+                let len = n.to_string();
+                let mut chunk = body.take(n);
+                let r = self
+                    .send(
+                        "PATCH",
+                        repo,
+                        &location,
+                        &[octets, ("Content-Range", &range), ("Content-Length", &len)],
+                        Some(&mut chunk),
+                    )?
+                    .ok_or_else(|| self.fail(&location, "upload vanished (HTTP 404)"))?;
+                location = self.location(&r, &location)?;
+                sent += n;
+            }
+            final_size = 0;
+        }
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let put = format!("{location}{sep}digest={digest}");
+        let len = final_size.to_string();
+        let mut empty = std::io::empty();
+        let body: &mut dyn Read = match rest {
+            Some(b) => b,
+            None => &mut empty,
+        };
+        self.send(
+            "PUT",
+            repo,
+            &put,
+            &[octets, ("Content-Length", &len)],
+            Some(body),
+        )?
+        .ok_or_else(|| self.fail(&put, "upload vanished (HTTP 404)"))?;
+        Ok(())
+    }
+
+    /// The absolute upload URL a response's `Location` names.
+    fn location(&self, r: &ureq::Response, request: &str) -> Result<String> {
+        let location = r
+            .header("location")
+            .ok_or_else(|| self.fail(request, "no Location in the upload response"))?;
+        Ok(if location.starts_with('/') {
+            format!("{}{location}", self.origin)
+        } else {
+            location.to_string()
+        })
+    }
+
+    /// Uploads an in-memory blob; returns its digest.
+    pub fn push_blob_bytes(&self, repo: &str, bytes: &[u8]) -> Result<String> {
+        let digest = sha256_digest(bytes);
+        self.push_blob(repo, &digest, bytes.len() as u64, &mut &bytes[..])?;
+        Ok(digest)
+    }
+
+    /// Stores a manifest under `reference` (a tag or its digest); returns its digest.
+    pub fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<String> {
+        let url = self.url(repo, &format!("manifests/{reference}"));
+        let len = bytes.len().to_string();
+        self.send(
+            "PUT",
+            repo,
+            &url,
+            &[("Content-Type", media_type), ("Content-Length", &len)],
+            Some(&mut &bytes[..]),
+        )?
+        .ok_or_else(|| self.fail(&url, "HTTP 404"))?;
+        Ok(sha256_digest(bytes))
+    }
+
+    /// The digest, media type and size of manifest `reference`, if it exists.
+    pub fn head_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<(String, String, u64)>> {
+        let url = self.url(repo, &format!("manifests/{reference}"));
+        let Some(r) = self.send("HEAD", repo, &url, &[("Accept", ACCEPT)], None)? else {
+            return Ok(None);
+        };
+        let digest = r
+            .header("docker-content-digest")
+            .unwrap_or_default()
+            .to_string();
+        let size = r
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Ok(Some((digest, r.content_type().to_string(), size)))
+    }
+
+    /// Manifest `reference` of `repo` (at most 4 MiB), checked against its digest.
+    pub fn manifest(&self, repo: &str, reference: &str) -> Result<Option<StoredManifest>> {
+        let url = self.url(repo, &format!("manifests/{reference}"));
+        let Some(r) = self.send("GET", repo, &url, &[("Accept", ACCEPT)], None)? else {
+            return Ok(None);
+        };
+        let media_type = r.content_type().to_string();
+        let header = r.header("docker-content-digest").map(str::to_string);
+        let mut bytes = Vec::new();
+        r.into_reader()
+            .take(4 << 20)
+            .read_to_end(&mut bytes)
+            .map_err(|e| self.fail(&url, e))?;
+        let digest = sha256_digest(&bytes);
+        let expected = header.or_else(|| {
+            reference
+                .starts_with("sha256:")
+                .then(|| reference.to_string())
+        });
+        if let Some(d) = expected.filter(|d| d.starts_with("sha256:"))
+            && d != digest
+        {
+            return Err(self.fail(&url, format!("manifest has digest {digest}, expected {d}")));
+        }
+        Ok(Some(StoredManifest {
+            bytes,
+            media_type,
+            digest,
+        }))
+    }
+}

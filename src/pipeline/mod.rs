@@ -19,9 +19,12 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::formats::{gpt_disk, iso9660, oci_image, qcow2, vhd};
-use crate::plan::{BootPlan, DiskPlan, InstallerContents, InstallerPlan, IsoPlan, KindPlan, Plan};
-use crate::profile::DiskFormat;
+use crate::formats::fat_esp::{EspEntry, EspSource};
+use crate::formats::{gpt_disk, grub, iso9660, oci_image, ova, qcow2, vhd, xfs};
+use crate::plan::{
+    BootPlan, DiskFormatPlan, DiskPlan, InstallerContents, InstallerPlan, IsoPlan, KindPlan, Plan,
+};
+use crate::profile::Bootloader;
 use crate::report::{Pcr11Bank, Progress, SecureBootFacts};
 use boot::{Boot, Placement};
 use esp_layout::EspFlavor;
@@ -31,6 +34,19 @@ use esp_layout::EspFlavor;
 pub struct BuildOptions {
     /// Output directory (created if missing).
     pub output_dir: PathBuf,
+    /// GRUB's platform directories (`i386-pc/`, `x86_64-efi/`) for the GRUB disk
+    /// layouts; Talos's imager has them in [`grub::DEFAULT_DIR`].
+    pub grub_dir: PathBuf,
+}
+
+impl BuildOptions {
+    /// Builds into `output_dir` with GRUB from its default directory.
+    pub fn new(output_dir: impl Into<PathBuf>) -> Self {
+        BuildOptions {
+            output_dir: output_dir.into(),
+            grub_dir: grub::DEFAULT_DIR.into(),
+        }
+    }
 }
 
 /// What a build produced.
@@ -85,10 +101,20 @@ struct Stage<'a> {
     progress: &'a dyn Progress,
     /// The initramfs rebuilt with system extensions, used instead of the profile's.
     initramfs: Option<&'a Path>,
+    /// GRUB's files, for the GRUB disk layouts.
+    grub: Option<&'a grub::GrubDir>,
 }
 
 /// Runs the pipeline for a plan.
 pub fn build(plan: &Plan, options: &BuildOptions, progress: &dyn Progress) -> Result<BuildResult> {
+    // 0. The GRUB directory of a GRUB layout, before any work.
+    let grub = match &plan.kind {
+        KindPlan::Disk(disk) if disk.bootloader != Bootloader::SdBoot => {
+            Some(grub::GrubDir::open(&options.grub_dir)?)
+        }
+        _ => None,
+    };
+
     // 1. Scratch space beside the outputs.
     let out_dir = &options.output_dir;
     std::fs::create_dir_all(out_dir).op("creating", out_dir)?;
@@ -114,6 +140,7 @@ pub fn build(plan: &Plan, options: &BuildOptions, progress: &dyn Progress) -> Re
         work: &work,
         progress,
         initramfs,
+        grub: grub.as_ref(),
     };
     let mut facts = match &plan.kind {
         KindPlan::Cmdline => {
@@ -190,44 +217,150 @@ impl Stage<'_> {
         Ok(boot.take_facts())
     }
 
-    /// The disk image: GPT with the ESP (UKI built in place) and META, then its disk format.
+    /// The disk image: GPT with the ESP (UKI built in place), for the GRUB layouts
+    /// GRUB's BIOS boot code and the BOOT file system, and META; then its disk format.
     fn disk(&self, disk: &DiskPlan, dest: &Path) -> Result<Facts> {
         let (plan, work, progress) = (self.plan, self.work, self.progress);
-        let mut boot = Boot::prepare(plan, &disk.boot, work, Placement::InOutput, self.initramfs)?;
+        let layout = &disk.layout;
+        // systemd-boot and the UKI on the ESP (sd-boot, dual-boot); GRUB EFI (grub).
+        let (mut boot, esp_entries) = match disk.bootloader {
+            Bootloader::Grub => {
+                let grub = self
+                    .grub
+                    .expect("the GRUB directory is opened for GRUB layouts");
+                let efi = EspEntry {
+                    path: "EFI/boot/BOOTX64.efi".into(),
+                    source: EspSource::Bytes(grub::efi_image(grub)?),
+                    read_only: false,
+                };
+                (None, vec![efi])
+            }
+            Bootloader::SdBoot | Bootloader::DualBoot => {
+                let boot =
+                    Boot::prepare(plan, &disk.boot, work, Placement::InOutput, self.initramfs)?;
+                let entries = esp_layout::entries(plan, &boot, EspFlavor::Disk(disk.enroll))?;
+                (Some(boot), entries)
+            }
+        };
+        let bios = match self.grub {
+            Some(grub) => Some(self.grub_bios(grub, layout, boot.as_ref())?),
+            None => None,
+        };
         let spec = gpt_disk::DiskSpec {
-            layout: disk.layout.clone(),
-            esp_entries: esp_layout::entries(plan, &boot, EspFlavor::Disk(disk.enroll))?,
+            layout: layout.clone(),
+            esp_entries,
             esp_options: crate::formats::fat_esp::EspOptions {
                 label: "EFI".into(),
                 epoch: plan.epoch,
-                sector_size: disk.layout.sector_size,
+                sector_size: layout.sector_size,
             },
             meta: disk.meta.clone(),
+            bios: bios.as_ref().map(|b| b.code.clone()),
         };
         let raw = match disk.format {
-            DiskFormat::Raw => dest.to_path_buf(),
+            DiskFormatPlan::Raw => dest.to_path_buf(),
             _ => work.file("disk.raw"),
         };
         let file = crate::io::create_rw(&raw)?;
         gpt_disk::write_raw(&spec, &file, &work.file("vmlinuz.efi"), &mut |out| {
+            let boot = boot.as_mut().expect("only a UKI is built in place");
             boot.write_uki(out, progress)
         })
         .map_err(|e| e.at_output(&raw))?;
+        if let Some(bios) = &bios {
+            let (at, len) = layout.range("BOOT").expect("GRUB layouts have BOOT");
+            xfs::write(&file, at, len, &bios.boot_options, &bios.boot_entries)
+                .map_err(|e| e.at_output(&raw))?;
+            progress.step("BOOT file system ready");
+        }
         drop(file);
         match disk.format {
-            DiskFormat::Raw => {}
-            DiskFormat::Qcow2 => {
+            DiskFormatPlan::Raw => {}
+            DiskFormatPlan::Qcow2 { cluster_size } => {
                 let mut out = File::create(dest).op("creating", dest)?;
-                qcow2::convert(&raw, &mut out).map_err(|e| e.at_output(dest))?;
+                qcow2::convert(&raw, &mut out, cluster_size).map_err(|e| e.at_output(dest))?;
             }
-            DiskFormat::Vhd => {
+            DiskFormatPlan::Vhd => {
                 let mut out = File::create(dest).op("creating", dest)?;
                 vhd::convert(&raw, &mut out, dest, plan.epoch)?;
             }
-            DiskFormat::Ova => unreachable!("the plan refuses ova"),
+            DiskFormatPlan::Ova { enable_uuid } => {
+                let out = crate::io::create_rw(dest)?;
+                let spec = ova::OvaSpec {
+                    enable_uuid,
+                    epoch: plan.epoch,
+                    threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                };
+                ova::write(&raw, &work.file("disk.vmdk"), &spec, &out, dest)?;
+            }
         }
         progress.step("disk image ready");
-        Ok(boot.take_facts())
+        Ok(boot.map(|mut b| b.take_facts()).unwrap_or_default())
+    }
+
+    /// GRUB for BIOS on a GRUB layout: the core image and boot code patched for the
+    /// BIOS partition, and the BOOT file system (label `BOOT`, Talos's UUID for the
+    /// label) with the kernel and initramfs of entry `A` and `grub/grub.cfg`.
+    fn grub_bios(
+        &self,
+        grub: &grub::GrubDir,
+        layout: &gpt_disk::Layout,
+        boot: Option<&Boot>,
+    ) -> Result<GrubBios> {
+        let plan = self.plan;
+        let first_lba = layout.bios_first_lba().expect("GRUB layouts have BIOS");
+        let mut core = grub::bios_core_image(grub)?;
+        let boot_code = grub::patch_for_disk(&grub::boot_image(grub)?, &mut core, first_lba)?;
+        // The kernel and initramfs the UKI carries (dual-boot), or the profile's (grub);
+        // the initramfs rebuilt with system extensions in both cases.
+        let (kernel, initramfs) = match boot {
+            Some(boot) => (boot.inputs.kernel.clone(), boot.inputs.initramfs.clone()),
+            None => {
+                let input = &plan.profile.input;
+                let kernel = crate::inputs::require_file("kernel", &input.kernel.path)?;
+                let initramfs = match self.initramfs {
+                    Some(rebuilt) => rebuilt.to_path_buf(),
+                    None => crate::inputs::require_file("initramfs", &input.initramfs.path)?,
+                };
+                (kernel, initramfs)
+            }
+        };
+        let config = grub::config(&plan.profile.version, &plan.cmdline);
+        let boot_entries = vec![
+            xfs::Entry::Dir {
+                path: "A".into(),
+                mode: 0o755,
+            },
+            xfs::Entry::File {
+                path: "A/vmlinuz".into(),
+                mode: 0o644,
+                source: xfs::Source::File(kernel),
+            },
+            xfs::Entry::File {
+                path: "A/initramfs.xz".into(),
+                mode: 0o644,
+                source: xfs::Source::File(initramfs),
+            },
+            xfs::Entry::Dir {
+                path: "grub".into(),
+                mode: 0o700,
+            },
+            xfs::Entry::File {
+                path: "grub/grub.cfg".into(),
+                mode: 0o600,
+                source: xfs::Source::Bytes(config.into_bytes()),
+            },
+        ];
+        Ok(GrubBios {
+            code: gpt_disk::BiosBoot { core, boot_code },
+            boot_entries,
+            boot_options: xfs::XfsOptions {
+                label: "BOOT".into(),
+                uuid: gpt_disk::label_guid("BOOT"),
+                epoch: plan.epoch,
+                sector_size: layout.sector_size,
+            },
+        })
     }
 
     /// The installer image: the base image plus a layer with the boot assets.
@@ -281,6 +414,13 @@ impl Stage<'_> {
         progress.step("installer container image ready");
         Ok(facts)
     }
+}
+
+/// What a GRUB layout adds to a disk image.
+struct GrubBios {
+    code: gpt_disk::BiosBoot,
+    boot_entries: Vec<xfs::Entry>,
+    boot_options: xfs::XfsOptions,
 }
 
 /// Refuses to run when `dir` cannot be written, before any work.

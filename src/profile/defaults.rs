@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::quirks::DEFAULT_VERSION;
 use super::{
-    Bootloader, ContainerAsset, FileAsset, OutputKind, Profile, SecureBootAssets, SigningKey,
+    ContainerAsset, FileAsset, OutputKind, Profile, SecureBootAssets, SigningKey,
     SigningKeyAndCertificate,
 };
 
@@ -113,43 +113,31 @@ fn fill_inputs(profile: &mut Profile, roots: &Roots) {
     }
 }
 
-/// The bootloader this imager writes when a profile leaves it open: disk images and
-/// ISOs boot UEFI through systemd-boot (the ISO adds ISOLINUX for BIOS). Talos would
-/// pick [`talos_default_bootloader`](super::quirks::Quirks::talos_default_bootloader); GRUB and dual-boot layouts are not
-/// written here, and an explicit choice of them is refused by the plan.
-pub const BUILT_BOOTLOADER: Bootloader = Bootloader::SdBoot;
-
 /// Output options the way Talos fills them (`Output.FillDefaults` in
-/// `pkg/imager/profile/output.go`), except for the bootloader: where Talos would pick
-/// one, [`BUILT_BOOTLOADER`] is filled in. The disk size still follows Talos's pick,
-/// so the size printed and built is the one Talos prints.
+/// `pkg/imager/profile/output.go`): the bootloader Talos picks
+/// ([`Quirks::talos_default_bootloader`](super::quirks::Quirks::talos_default_bootloader))
+/// and, for disk images, the disk size grown for the partitions of that bootloader.
 fn fill_output(profile: &mut Profile) {
     let quirks = profile.quirks();
     let secureboot = profile.secureboot();
     let arch = profile.arch.clone();
-    let pick = |current: Option<Bootloader>| {
-        if current.is_none() || secureboot {
-            Some(BUILT_BOOTLOADER)
-        } else {
-            current
-        }
-    };
     match profile.output.kind {
         Some(OutputKind::Image) => {
             let image = profile
                 .output
                 .image_options
                 .get_or_insert_with(Default::default);
-            let talos = quirks.talos_default_bootloader(image.bootloader, &arch, secureboot);
-            image.bootloader = pick(image.bootloader);
-            image.disk_size = quirks.disk_size_default(image.disk_size, talos);
+            let bootloader = quirks.talos_default_bootloader(image.bootloader, &arch, secureboot);
+            image.bootloader = Some(bootloader);
+            image.disk_size = quirks.disk_size_default(image.disk_size, bootloader);
         }
         Some(OutputKind::Iso) if quirks.iso_bootloader_option() => {
             let iso = profile
                 .output
                 .iso_options
                 .get_or_insert_with(Default::default);
-            iso.bootloader = pick(iso.bootloader);
+            iso.bootloader =
+                Some(quirks.talos_default_bootloader(iso.bootloader, &arch, secureboot));
         }
         _ => {}
     }
@@ -158,6 +146,7 @@ fn fill_output(profile: &mut Profile) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::profile::Bootloader;
     use crate::profile::builtin;
 
     fn filled(name: &str, arch: &str, version: &str) -> Profile {
@@ -169,22 +158,40 @@ mod tests {
     }
 
     #[test]
-    fn image_builds_sd_boot_with_the_size_talos_prints() {
-        // Talos picks dual-boot here and grows the disk for BIOS + BOOT partitions.
+    fn image_gets_talos_bootloader_and_size() {
+        // Dual-boot grows the disk for its BIOS + BOOT partitions.
         let p = filled("metal", "amd64", "1.10.0");
         let image = p.output.image_options.unwrap();
-        assert_eq!(image.bootloader, Some(Bootloader::SdBoot));
+        assert_eq!(image.bootloader, Some(Bootloader::DualBoot));
         assert_eq!(image.disk_size, 2356150272);
 
-        let p = filled("metal", "arm64", "1.10.0");
-        assert_eq!(p.output.image_options.unwrap().disk_size, 1306525696);
+        let image = filled("metal", "arm64", "1.10.0")
+            .output
+            .image_options
+            .unwrap();
+        assert_eq!(image.bootloader, Some(Bootloader::SdBoot));
+        assert_eq!(image.disk_size, 1306525696);
+
+        let image = filled("metal", "amd64", "1.9.0")
+            .output
+            .image_options
+            .unwrap();
+        assert_eq!(image.bootloader, Some(Bootloader::Grub));
+        assert_eq!(image.disk_size, 1306525696);
+
+        let image = filled("secureboot-metal", "amd64", "1.15.0")
+            .output
+            .image_options
+            .unwrap();
+        assert_eq!(image.bootloader, Some(Bootloader::SdBoot));
+        assert_eq!(image.disk_size, 2355101696);
     }
 
     #[test]
     fn iso_options_appear_from_1_12() {
         assert_eq!(filled("iso", "amd64", "1.11.0").output.iso_options, None);
         let iso = filled("iso", "amd64", "1.12.0").output.iso_options.unwrap();
-        assert_eq!(iso.bootloader, Some(Bootloader::SdBoot));
+        assert_eq!(iso.bootloader, Some(Bootloader::DualBoot));
         assert_eq!(iso.sd_boot_enroll_keys, super::super::EnrollKeys::IfSafe);
     }
 

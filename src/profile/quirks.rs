@@ -54,6 +54,11 @@ impl Quirks {
         self.at_least(1, 6, 3)
     }
 
+    /// The OVF of the vmware OVA sets `disk.EnableUUID=true` (>= 1.12).
+    pub fn ovf_disk_enable_uuid(&self) -> bool {
+        self.at_least(1, 12, 0)
+    }
+
     /// ISO command lines carry `talos.halt_if_installed=1`; metal amd64 drops ttyS0 (>= 1.8).
     pub fn halt_if_installed(&self) -> bool {
         self.at_least(1, 8, 0)

@@ -17,6 +17,8 @@ pub enum Media {
     Cdrom(PathBuf),
     /// A raw disk image attached as a virtio disk (writes go to a throwaway overlay).
     Disk(PathBuf),
+    /// A qcow2 disk image, attached the same way.
+    Qcow2(PathBuf),
     /// A directory copied into a FAT disk, e.g. holding `EFI/BOOT/BOOTX64.EFI`.
     EspDir(PathBuf),
 }
@@ -136,6 +138,7 @@ pub fn boot_arch(arch: Arch, media: Media, sb: SecureBoot, tpm: bool, timeout: u
     let (kind, path) = match &media {
         Media::Cdrom(p) => ("cdrom", p),
         Media::Disk(p) => ("disk", p),
+        Media::Qcow2(p) => ("qcow2", p),
         Media::EspDir(p) => {
             require_tool("mkfs.fat");
             require_tool("mcopy");

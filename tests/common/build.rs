@@ -3,7 +3,7 @@
 //! (must fail) or `output()` (either way).
 //!
 //! Defaults: `SOURCE_DATE_EPOCH=1700000000`, `--arch amd64`, `--install-dir` the demo
-//! inputs, `--extra-kernel-arg console=ttyS0` (`console=ttyAMA0` for `--arch arm64`: the boot
+//! inputs, `IMAGER_GRUB_DIR` the demo GRUB files ([`super::grub_dir`]), `--extra-kernel-arg console=ttyS0` (`console=ttyAMA0` for `--arch arm64`: the boot
 //! harness reads the serial console) and a fresh output directory `out` in a temporary
 //! directory the result owns.
 
@@ -156,6 +156,7 @@ impl DemoBuild {
         if let Some(epoch) = self.epoch {
             cmd.env("SOURCE_DATE_EPOCH", epoch.to_string());
         }
+        cmd.env("IMAGER_GRUB_DIR", super::grub_dir());
         cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
         if let Some(sub) = &self.subcommand {
             cmd.arg(sub);

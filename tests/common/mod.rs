@@ -2,8 +2,10 @@
 #![allow(dead_code)]
 
 pub mod boot;
+pub mod bootpart;
 pub mod build;
 pub mod fat;
+pub mod meta;
 pub mod registry;
 
 #[allow(unused_imports)]
@@ -11,6 +13,18 @@ pub use build::demo_build;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// GRUB's platform directories for the GRUB layouts: the demo tree's `grub/` (Debian
+/// 12's grub-pc-bin and grub-efi-amd64-bin, unpacked by `scripts/demo-inputs`) when it
+/// has one, else this machine's `/usr/lib/grub` (the same packages, installed).
+pub fn grub_dir() -> PathBuf {
+    let demo = demo_dir().join("grub");
+    if demo.join("i386-pc").is_dir() {
+        demo
+    } else {
+        PathBuf::from("/usr/lib/grub")
+    }
+}
 
 /// The demo input tree made by `scripts/demo-inputs` (`IMAGER_DEMO_DIR`, default `demo/`).
 pub fn demo_dir() -> PathBuf {

@@ -1,0 +1,917 @@
+//! Image Factory schematics: the strict parser of a `POST /schematics` body, the
+//! canonical YAML re-encoding and the schematic ID (lowercase hex SHA-256 of that
+//! encoding), byte-compatible with factory.talos.dev.
+//!
+//! The factory decodes the body with go-yaml v3 (`KnownFields(true)`, first document
+//! only) into a fixed Go struct and hashes `yaml.Marshal` of it, so the ID depends on
+//! go-yaml's decoding rules (how a scalar becomes a string, a `uint8`, a bool) and on
+//! its emitter's layout and quoting. [`parse`] reads the YAML (JSON is YAML) with
+//! `saphyr-parser`'s event stream, which lets it refuse anchors, aliases, merge keys,
+//! unusual tags and nesting deeper than [`MAX_DEPTH`] before anything is built, and
+//! then decodes the events with go-yaml v3's rules; [`Schematic::canonical_yaml`] writes
+//! the bytes with the go-yaml emitter rules of [`goyaml`] (see there for why that is
+//! written here rather than taken from serde_yaml).
+//!
+//! Stricter than the factory where it is cheap: bodies over [`MAX_BODY`], `owner`
+//! (an Enterprise field), `bootloader: auto`, anchors/aliases/merge keys, tags other
+//! than `!!str`/`!!map`/`!!seq`, non-string keys in nested overlay options, timestamps
+//! in overlay options, and raw NEL/LS/PS characters (libyaml reads them as line breaks,
+//! YAML 1.2 parsers as text; their escapes are fine) are refused.
+//!
+//! Judged by go-yaml itself: `tests/schematic.rs` runs thousands of bodies through
+//! Debian's `gopkg.in/yaml.v3` and compares the bytes.
+
+mod goyaml;
+
+use goyaml::{Out, Resolved, resolve};
+use saphyr_parser::{Event, Parser, ScalarStyle};
+use sha2::{Digest, Sha256};
+
+/// The largest schematic body accepted (bytes); larger is [`SchematicError::TooLarge`].
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The deepest nesting of collections accepted in a body.
+pub const MAX_DEPTH: usize = 64;
+
+/// Why a body is not a schematic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchematicError {
+    /// The body is larger than [`MAX_BODY`] (HTTP 413).
+    #[error("schematic body is larger than {MAX_BODY} bytes")]
+    TooLarge,
+    /// The body is not a valid schematic (HTTP 400); the message names the rule.
+    #[error("invalid schematic: {0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> SchematicError {
+    SchematicError::Invalid(msg.into())
+}
+
+/// The bootloader a schematic asks for (`customization.bootloader`); absent means the
+/// Talos default for the version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bootloader {
+    DualBoot,
+    SdBoot,
+    Grub,
+}
+
+impl Bootloader {
+    /// The name as written in schematics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bootloader::DualBoot => "dual-boot",
+            Bootloader::SdBoot => "sd-boot",
+            Bootloader::Grub => "grub",
+        }
+    }
+}
+
+/// An overlay option value (`overlay.options` is free-form).
+#[derive(Debug, Clone, PartialEq)]
+pub enum OptionValue {
+    Null,
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    String(String),
+    List(Vec<OptionValue>),
+    /// Keys in go-yaml's map order.
+    Map(Vec<(String, OptionValue)>),
+}
+
+/// `overlay`: the board overlay image and its options.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Overlay {
+    pub image: String,
+    pub name: String,
+    /// In go-yaml's key order.
+    pub options: Vec<(String, OptionValue)>,
+}
+
+/// A decoded schematic: the factory's `schematic.Schematic` (community edition, so no
+/// `owner`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Schematic {
+    overlay: Overlay,
+    embedded_machine_configuration: String,
+    extra_kernel_args: Vec<String>,
+    meta: Vec<(u8, String)>,
+    official_extensions: Vec<String>,
+    bootloader: Option<Bootloader>,
+    enroll_keys: String,
+    include_well_known_certificates: bool,
+    sector_size: u64,
+}
+
+impl Schematic {
+    /// The bytes the factory hashes: go-yaml v3 `Marshal` of the schematic struct.
+    pub fn canonical_yaml(&self) -> String {
+        goyaml::marshal(&self.to_out())
+    }
+
+    /// The schematic ID: lowercase hex SHA-256 of [`Self::canonical_yaml`].
+    pub fn id(&self) -> String {
+        hex::encode(Sha256::digest(self.canonical_yaml().as_bytes()))
+    }
+
+    /// `customization.extraKernelArgs`, in order, duplicates kept.
+    pub fn extra_kernel_args(&self) -> &[String] {
+        &self.extra_kernel_args
+    }
+
+    /// `customization.meta` as (key, value), in order.
+    pub fn meta(&self) -> Vec<(u8, String)> {
+        self.meta.clone()
+    }
+
+    /// `customization.systemExtensions.officialExtensions`, in order.
+    pub fn official_extensions(&self) -> &[String] {
+        &self.official_extensions
+    }
+
+    /// `customization.bootloader` (`dual-boot`, `sd-boot`, `grub`), absent for the default.
+    pub fn bootloader(&self) -> Option<&str> {
+        self.bootloader.map(Bootloader::as_str)
+    }
+
+    /// `customization.secureboot.includeWellKnownCertificates`.
+    pub fn include_well_known_certificates(&self) -> bool {
+        self.include_well_known_certificates
+    }
+
+    /// `customization.secureboot.enrollKeys` (`off`, `manual`, `if-safe`, `force`;
+    /// checked only when a SecureBoot asset is built), absent when not given.
+    pub fn secureboot_enroll_keys(&self) -> Option<&str> {
+        (!self.enroll_keys.is_empty()).then_some(self.enroll_keys.as_str())
+    }
+
+    /// `customization.diskImage.sectorSize`, absent when not given (512 then).
+    pub fn sector_size(&self) -> Option<u64> {
+        (self.sector_size != 0).then_some(self.sector_size)
+    }
+
+    /// `customization.embeddedMachineConfiguration`, absent when not given.
+    pub fn embedded_machine_configuration(&self) -> Option<&str> {
+        (!self.embedded_machine_configuration.is_empty())
+            .then_some(self.embedded_machine_configuration.as_str())
+    }
+
+    /// `overlay`, absent when not given.
+    pub fn overlay(&self) -> Option<&Overlay> {
+        (self.overlay != Overlay::default()).then_some(&self.overlay)
+    }
+
+    /// A schematic with these customizations (what the web form builds); the result
+    /// is what [`parse`] would return for the equivalent body.
+    pub fn new(
+        extra_kernel_args: Vec<String>,
+        meta: Vec<(u8, String)>,
+        official_extensions: Vec<String>,
+        secureboot_well_known_certificates: bool,
+    ) -> Self {
+        Schematic {
+            extra_kernel_args,
+            meta,
+            official_extensions,
+            include_well_known_certificates: secureboot_well_known_certificates,
+            ..Default::default()
+        }
+    }
+
+    /// The document as go-yaml's encoder sees the struct: fixed field order, empty
+    /// (zero) fields with `omitempty` dropped, `customization` always present.
+    fn to_out(&self) -> Out {
+        let strs = |v: &[String]| Out::Seq(v.iter().map(|s| Out::Str(s.clone())).collect());
+        let mut root = Vec::new();
+        if self.overlay != Overlay::default() {
+            let mut o = vec![
+                ("image".to_string(), Out::Str(self.overlay.image.clone())),
+                ("name".to_string(), Out::Str(self.overlay.name.clone())),
+            ];
+            if !self.overlay.options.is_empty() {
+                o.push(("options".into(), option_map_out(&self.overlay.options)));
+            }
+            root.push(("overlay".to_string(), Out::Map(o)));
+        }
+        let mut c = Vec::new();
+        if !self.embedded_machine_configuration.is_empty() {
+            c.push((
+                "embeddedMachineConfiguration".into(),
+                Out::Str(self.embedded_machine_configuration.clone()),
+            ));
+        }
+        if !self.extra_kernel_args.is_empty() {
+            c.push(("extraKernelArgs".into(), strs(&self.extra_kernel_args)));
+        }
+        if !self.meta.is_empty() {
+            let items = self
+                .meta
+                .iter()
+                .map(|(k, v)| {
+                    Out::Map(vec![
+                        ("key".into(), Out::Raw(k.to_string())),
+                        ("value".into(), Out::Str(v.clone())),
+                    ])
+                })
+                .collect();
+            c.push(("meta".into(), Out::Seq(items)));
+        }
+        if !self.official_extensions.is_empty() {
+            c.push((
+                "systemExtensions".into(),
+                Out::Map(vec![(
+                    "officialExtensions".into(),
+                    strs(&self.official_extensions),
+                )]),
+            ));
+        }
+        if let Some(b) = self.bootloader {
+            c.push(("bootloader".into(), Out::Str(b.as_str().into())));
+        }
+        let mut sb = Vec::new();
+        if !self.enroll_keys.is_empty() {
+            sb.push(("enrollKeys".into(), Out::Str(self.enroll_keys.clone())));
+        }
+        if self.include_well_known_certificates {
+            sb.push((
+                "includeWellKnownCertificates".into(),
+                Out::Raw("true".into()),
+            ));
+        }
+        if !sb.is_empty() {
+            c.push(("secureboot".into(), Out::Map(sb)));
+        }
+        if self.sector_size != 0 {
+            c.push((
+                "diskImage".into(),
+                Out::Map(vec![(
+                    "sectorSize".into(),
+                    Out::Raw(self.sector_size.to_string()),
+                )]),
+            ));
+        }
+        root.push(("customization".to_string(), Out::Map(c)));
+        Out::Map(root)
+    }
+}
+
+fn option_map_out(m: &[(String, OptionValue)]) -> Out {
+    Out::Map(m.iter().map(|(k, v)| (k.clone(), option_out(v))).collect())
+}
+
+fn option_out(v: &OptionValue) -> Out {
+    match v {
+        OptionValue::Null => Out::Raw("null".into()),
+        OptionValue::Bool(b) => Out::Raw(b.to_string()),
+        OptionValue::Int(i) => Out::Raw(i.to_string()),
+        OptionValue::Float(f) => Out::Raw(goyaml::format_float(*f)),
+        OptionValue::String(s) => Out::Str(s.clone()),
+        OptionValue::List(l) => Out::Seq(l.iter().map(option_out).collect()),
+        OptionValue::Map(m) => option_map_out(m),
+    }
+}
+
+/// Parses a schematic body (YAML or JSON; the content type does not change the
+/// parsing, as on the factory, where JSON is read as YAML).
+pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Schematic, SchematicError> {
+    let _ = content_type;
+    if body.len() > MAX_BODY {
+        return Err(SchematicError::TooLarge);
+    }
+    let text = std::str::from_utf8(body).map_err(|e| invalid(format!("body is not UTF-8: {e}")))?;
+    // libyaml's reader: only these characters may appear in a YAML stream.
+    if let Some(c) = text.chars().find(|&c| {
+        !matches!(c as u32, 0x09 | 0x0a | 0x0d | 0x20..=0x7e | 0x85 | 0xa0..=0xd7ff | 0xe000..=0xfffd | 0x10000..=0x10ffff)
+    }) {
+        return Err(invalid(format!("control character U+{:04X} is not allowed in YAML", c as u32)));
+    }
+    // libyaml reads NEL, LS and PS as line breaks (YAML 1.1), YAML 1.2 parsers as
+    // content; refused rather than guessed (their escapes `\N`, `\L`, `\P` are fine).
+    if let Some(c) = text
+        .chars()
+        .find(|c| matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}'))
+    {
+        return Err(invalid(format!(
+            "line break character U+{:04X} is not supported in a schematic (escape it)",
+            c as u32
+        )));
+    }
+    let root = read_first_document(text)?.ok_or_else(|| invalid("empty body (EOF)"))?;
+    decode_schematic(&root)
+}
+
+/// A YAML node with what go-yaml's decoding needs to know about scalars.
+#[derive(Debug)]
+enum Node {
+    /// Text, whether it is a string regardless of its look (quoted, block, `!!str`),
+    /// line (1-based).
+    Scalar {
+        value: String,
+        string: bool,
+        line: usize,
+    },
+    Seq {
+        items: Vec<Node>,
+        line: usize,
+    },
+    Map {
+        entries: Vec<(Node, Node)>,
+        line: usize,
+    },
+}
+
+impl Node {
+    fn line(&self) -> usize {
+        match self {
+            Node::Scalar { line, .. } | Node::Seq { line, .. } | Node::Map { line, .. } => *line,
+        }
+    }
+
+    /// go-yaml's short tag of the node, for messages.
+    fn kind(&self) -> &'static str {
+        match self {
+            Node::Scalar { string: true, .. } => "!!str",
+            Node::Scalar { .. } => match self.resolved().expect("a scalar resolves") {
+                Resolved::Null => "!!null",
+                Resolved::Bool(_) => "!!bool",
+                Resolved::Int(_) => "!!int",
+                Resolved::Float(_) => "!!float",
+                Resolved::Timestamp => "!!timestamp",
+                Resolved::Merge => "!!merge",
+                Resolved::Str => "!!str",
+            },
+            Node::Seq { .. } => "!!seq",
+            Node::Map { .. } => "!!map",
+        }
+    }
+
+    /// The scalar's resolution as go-yaml's decoder sees it.
+    fn resolved(&self) -> Option<Resolved> {
+        match self {
+            Node::Scalar { string: true, .. } => Some(Resolved::Str),
+            Node::Scalar { value, .. } if value == "<<" => Some(Resolved::Merge),
+            Node::Scalar { value, .. } => Some(resolve(value)),
+            _ => None,
+        }
+    }
+
+    fn is_null(&self) -> bool {
+        self.resolved() == Some(Resolved::Null)
+    }
+}
+
+/// Reads the events of the first document into a tree, refusing aliases, anchors,
+/// tags other than the core `!!str`/`!!map`/`!!seq`, and nesting beyond [`MAX_DEPTH`].
+fn read_first_document(text: &str) -> Result<Option<Node>, SchematicError> {
+    enum Open {
+        Seq(Vec<Node>, usize),
+        Map(Vec<(Node, Node)>, Option<Node>, usize),
+    }
+    let mut stack: Vec<Open> = Vec::new();
+    let syntax = |e: saphyr_parser::ScanError| invalid(format!("YAML syntax: {e}"));
+    for ev in Parser::new_from_str(text) {
+        let (ev, span) = ev.map_err(syntax)?;
+        let line = span.start.line();
+        let tag_ok = |tag: &Option<std::borrow::Cow<'_, saphyr_parser::Tag>>, want: &str| match tag
+        {
+            None => Ok(false),
+            Some(t) if t.is_yaml_core_schema() && t.suffix == want => Ok(true),
+            Some(t) => Err(invalid(format!(
+                "line {line}: tag {}{} is not supported",
+                t.handle, t.suffix
+            ))),
+        };
+        let node = match ev {
+            Event::StreamStart | Event::Nothing => continue,
+            Event::StreamEnd => return Ok(None),
+            Event::DocumentStart(_) => continue,
+            Event::DocumentEnd => return Ok(None),
+            Event::Alias(_) => {
+                return Err(invalid(format!("line {line}: aliases are not allowed")));
+            }
+            Event::Scalar(value, style, anchor, tag) => {
+                if anchor != 0 {
+                    return Err(invalid(format!("line {line}: anchors are not allowed")));
+                }
+                let tagged = tag_ok(&tag, "str")?;
+                Node::Scalar {
+                    value: value.into_owned(),
+                    string: tagged || style != ScalarStyle::Plain,
+                    line,
+                }
+            }
+            Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
+                if anchor != 0 {
+                    return Err(invalid(format!("line {line}: anchors are not allowed")));
+                }
+                if stack.len() >= MAX_DEPTH {
+                    return Err(invalid(format!(
+                        "line {line}: nesting deeper than {MAX_DEPTH}"
+                    )));
+                }
+                if matches!(ev, Event::SequenceStart(..)) {
+                    tag_ok(tag, "seq")?;
+                    stack.push(Open::Seq(Vec::new(), line));
+                } else {
+                    tag_ok(tag, "map")?;
+                    stack.push(Open::Map(Vec::new(), None, line));
+                }
+                continue;
+            }
+            Event::SequenceEnd => match stack.pop() {
+                Some(Open::Seq(items, line)) => Node::Seq { items, line },
+                _ => return Err(invalid("unbalanced sequence")),
+            },
+            Event::MappingEnd => match stack.pop() {
+                Some(Open::Map(entries, None, line)) => Node::Map { entries, line },
+                _ => return Err(invalid("unbalanced mapping")),
+            },
+        };
+        // Attach the finished node to its parent, or return it as the document root.
+        match stack.last_mut() {
+            None => return Ok(Some(node)),
+            Some(Open::Seq(items, _)) => items.push(node),
+            Some(Open::Map(entries, key, _)) => match key.take() {
+                None => *key = Some(node),
+                Some(k) => entries.push((k, node)),
+            },
+        }
+    }
+    Ok(None)
+}
+
+fn decode_schematic(root: &Node) -> Result<Schematic, SchematicError> {
+    let mut s = Schematic::default();
+    for_fields(
+        root,
+        "schematic.Schematic",
+        &["owner", "overlay", "customization"],
+        |name, v| match name {
+            "owner" => {
+                if !decode_string(v)?.is_empty() {
+                    return Err(invalid(
+                        "owner field is only supported in Enterprise edition",
+                    ));
+                }
+                Ok(())
+            }
+            "overlay" => for_fields(
+                v,
+                "schematic.Overlay",
+                &["image", "name", "options"],
+                |name, v| {
+                    match name {
+                        "image" => s.overlay.image = decode_string(v)?,
+                        "name" => s.overlay.name = decode_string(v)?,
+                        _ => s.overlay.options = decode_options(v, 0)?,
+                    }
+                    Ok(())
+                },
+            ),
+            _ => decode_customization(v, &mut s),
+        },
+    )?;
+    Ok(s)
+}
+
+const CUSTOMIZATION_FIELDS: &[&str] = &[
+    "embeddedMachineConfiguration",
+    "extraKernelArgs",
+    "meta",
+    "systemExtensions",
+    "bootloader",
+    "secureboot",
+    "diskImage",
+];
+
+fn decode_customization(node: &Node, s: &mut Schematic) -> Result<(), SchematicError> {
+    for_fields(
+        node,
+        "schematic.Customization",
+        CUSTOMIZATION_FIELDS,
+        |name, v| {
+            match name {
+                "embeddedMachineConfiguration" => {
+                    s.embedded_machine_configuration = decode_string(v)?
+                }
+                "extraKernelArgs" => s.extra_kernel_args = decode_strings(v)?,
+                "meta" => {
+                    s.meta = decode_list(v, |item| {
+                        let (mut key, mut value) = (0u8, String::new());
+                        for_fields(item, "schematic.MetaValue", &["key", "value"], |name, v| {
+                            match name {
+                                "key" => key = decode_uint(v, u8::MAX as u64, "uint8")? as u8,
+                                _ => value = decode_string(v)?,
+                            }
+                            Ok(())
+                        })?;
+                        Ok((key, value))
+                    })?
+                }
+                "systemExtensions" => for_fields(
+                    v,
+                    "schematic.SystemExtensions",
+                    &["officialExtensions"],
+                    |_, v| {
+                        s.official_extensions = decode_strings(v)?;
+                        Ok(())
+                    },
+                )?,
+                "bootloader" => s.bootloader = decode_bootloader(v)?,
+                "secureboot" => for_fields(
+                    v,
+                    "schematic.SecureBootCustomization",
+                    &["enrollKeys", "includeWellKnownCertificates"],
+                    |name, v| {
+                        match name {
+                            "enrollKeys" => s.enroll_keys = decode_string(v)?,
+                            _ => s.include_well_known_certificates = decode_bool(v)?,
+                        }
+                        Ok(())
+                    },
+                )?,
+                _ => for_fields(
+                    v,
+                    "schematic.DiskImageCustomization",
+                    &["sectorSize"],
+                    |_, v| {
+                        s.sector_size = decode_uint(v, u64::MAX, "uint")?;
+                        Ok(())
+                    },
+                )?,
+            }
+            Ok(())
+        },
+    )
+}
+
+fn type_error(node: &Node, into: &str) -> SchematicError {
+    let shown = match node {
+        Node::Scalar { value, .. } => format!(" `{}`", value.chars().take(40).collect::<String>()),
+        _ => String::new(),
+    };
+    invalid(format!(
+        "line {}: cannot unmarshal {}{} into {}",
+        node.line(),
+        node.kind(),
+        shown,
+        into
+    ))
+}
+
+/// A struct: a mapping whose keys are field names (strictly known, each once), or null.
+fn for_fields(
+    node: &Node,
+    ty: &str,
+    fields: &[&str],
+    mut f: impl FnMut(&str, &Node) -> Result<(), SchematicError>,
+) -> Result<(), SchematicError> {
+    let entries = match node {
+        Node::Map { entries, .. } => entries,
+        n if n.is_null() => return Ok(()),
+        n => return Err(type_error(n, ty)),
+    };
+    let mut seen = Vec::new();
+    for (k, v) in entries {
+        let Node::Scalar { value: name, .. } = k else {
+            return Err(type_error(k, "string"));
+        };
+        if k.resolved() == Some(Resolved::Merge) {
+            return Err(invalid(format!(
+                "line {}: merge keys are not allowed",
+                k.line()
+            )));
+        }
+        if !fields.contains(&name.as_str()) {
+            return Err(invalid(format!(
+                "line {}: field {name} not found in type {ty}",
+                k.line()
+            )));
+        }
+        if seen.contains(name) {
+            return Err(invalid(format!(
+                "line {}: field {name} already set in type {ty}",
+                k.line()
+            )));
+        }
+        seen.push(name.clone());
+        f(name, v)?;
+    }
+    Ok(())
+}
+
+/// go-yaml into a Go string: any scalar's text; null leaves it empty.
+fn decode_string(node: &Node) -> Result<String, SchematicError> {
+    match node {
+        n if n.is_null() => Ok(String::new()),
+        Node::Scalar { value, .. } => Ok(value.clone()),
+        n => Err(type_error(n, "string")),
+    }
+}
+
+/// go-yaml into a Go slice of strings or structs: a null item decodes to nothing and
+/// is dropped (go-yaml's `d.null` fails for those kinds, and the slice skips it).
+fn decode_list<T>(
+    node: &Node,
+    mut f: impl FnMut(&Node) -> Result<T, SchematicError>,
+) -> Result<Vec<T>, SchematicError> {
+    match node {
+        Node::Seq { items, .. } => items.iter().filter(|i| !i.is_null()).map(&mut f).collect(),
+        n if n.is_null() => Ok(Vec::new()),
+        n => Err(type_error(n, "[]")),
+    }
+}
+
+fn decode_strings(node: &Node) -> Result<Vec<String>, SchematicError> {
+    decode_list(node, decode_string)
+}
+
+/// go-yaml into a Go unsigned integer of at most `max`: an int, or a float that
+/// converts (truncated); null leaves it 0.
+fn decode_uint(node: &Node, max: u64, ty: &str) -> Result<u64, SchematicError> {
+    let out_of_range = || {
+        invalid(format!(
+            "line {}: {} is out of range for {ty}",
+            node.line(),
+            scalar_text(node)
+        ))
+    };
+    match node.resolved() {
+        Some(Resolved::Null) => Ok(0),
+        Some(Resolved::Int(v)) if v >= 0 && v <= max as i128 => Ok(v as u64),
+        Some(Resolved::Int(_)) => Err(out_of_range()),
+        Some(Resolved::Float(f))
+            if f >= 0.0 && f.trunc() <= max as f64 && f.trunc() < 18446744073709551616.0 =>
+        {
+            Ok(f.trunc() as u64)
+        }
+        Some(Resolved::Float(_)) => Err(out_of_range()),
+        _ => Err(type_error(node, ty)),
+    }
+}
+
+fn scalar_text(node: &Node) -> &str {
+    match node {
+        Node::Scalar { value, .. } => value,
+        _ => "",
+    }
+}
+
+/// go-yaml into a Go bool: `true`/`false` (any case variant go-yaml knows), or a YAML
+/// 1.1 boolean word such as `yes`/`off`; null leaves it false.
+fn decode_bool(node: &Node) -> Result<bool, SchematicError> {
+    match node.resolved() {
+        Some(Resolved::Null) => Ok(false),
+        Some(Resolved::Bool(b)) => Ok(b),
+        Some(Resolved::Str) => {
+            goyaml::is_old_bool(scalar_text(node)).ok_or_else(|| type_error(node, "bool"))
+        }
+        _ => Err(type_error(node, "bool")),
+    }
+}
+
+/// Talos `BootloaderKind` text (case-insensitive); `none` and null mean the default.
+/// `auto` is not a Talos bootloader kind and is refused.
+fn decode_bootloader(node: &Node) -> Result<Option<Bootloader>, SchematicError> {
+    if node.is_null() {
+        return Ok(None);
+    }
+    let Node::Scalar { value, .. } = node else {
+        return Err(type_error(node, "imageropts.BootloaderKind"));
+    };
+    match value.to_ascii_lowercase().as_str() {
+        "none" => Ok(None),
+        "dual-boot" => Ok(Some(Bootloader::DualBoot)),
+        "sd-boot" => Ok(Some(Bootloader::SdBoot)),
+        "grub" => Ok(Some(Bootloader::Grub)),
+        _ => Err(invalid(format!(
+            "line {}: bootloader {value:?} is not one of none, dual-boot, sd-boot, grub",
+            node.line()
+        ))),
+    }
+}
+
+/// `overlay.options` (`map[string]any`): keys are any scalar's text, values decoded
+/// as go-yaml decodes into `interface{}`, sorted the way go-yaml's encoder sorts them.
+fn decode_options(node: &Node, depth: usize) -> Result<Vec<(String, OptionValue)>, SchematicError> {
+    let entries = match node {
+        Node::Map { entries, .. } => entries,
+        n if n.is_null() => return Ok(Vec::new()),
+        n => return Err(type_error(n, "map[string]interface {}")),
+    };
+    let mut out: Vec<(String, OptionValue)> = Vec::with_capacity(entries.len());
+    let mut seen = std::collections::HashSet::new();
+    for (k, v) in entries {
+        let key = match k {
+            Node::Scalar { value, .. } if depth == 0 && !k.is_null() => value.clone(),
+            // Nested maps: go-yaml makes them map[string]interface{} only when every
+            // key is a string; other key kinds are refused here.
+            Node::Scalar { value, .. } if k.resolved() == Some(Resolved::Str) => value.clone(),
+            _ => {
+                return Err(invalid(format!(
+                    "line {}: overlay option keys must be strings",
+                    k.line()
+                )));
+            }
+        };
+        if k.resolved() == Some(Resolved::Merge) {
+            return Err(invalid(format!(
+                "line {}: merge keys are not allowed",
+                k.line()
+            )));
+        }
+        if key.contains(['\n', '\r', '\u{85}', '\u{2028}', '\u{2029}']) || key.len() > 128 {
+            return Err(invalid(format!(
+                "line {}: overlay option keys must be single-line and at most 128 bytes",
+                k.line()
+            )));
+        }
+        if !seen.insert(key.clone()) {
+            return Err(invalid(format!(
+                "line {}: mapping key {key:?} already defined",
+                k.line()
+            )));
+        }
+        out.push((key, decode_any(v, depth)?));
+    }
+    Ok(merge_sort(out))
+}
+
+/// A merge sort by go-yaml's `keyList.Less` (keys are distinct): O(n log n), and,
+/// unlike `slice::sort_by`, fine with an order that might not be total.
+fn merge_sort(mut v: Vec<(String, OptionValue)>) -> Vec<(String, OptionValue)> {
+    if v.len() <= 1 {
+        return v;
+    }
+    let right = merge_sort(v.split_off(v.len() / 2));
+    let left = merge_sort(v);
+    let mut out = Vec::with_capacity(left.len() + right.len());
+    let (mut l, mut r) = (left.into_iter().peekable(), right.into_iter().peekable());
+    while let (Some(a), Some(b)) = (l.peek(), r.peek()) {
+        if goyaml::key_less(&b.0, &a.0) {
+            out.push(r.next().expect("peeked"));
+        } else {
+            out.push(l.next().expect("peeked"));
+        }
+    }
+    out.extend(l);
+    out.extend(r);
+    out
+}
+
+fn decode_any(node: &Node, depth: usize) -> Result<OptionValue, SchematicError> {
+    Ok(match node {
+        Node::Scalar { value, .. } => match node.resolved().expect("a scalar resolves") {
+            Resolved::Null => OptionValue::Null,
+            Resolved::Bool(b) => OptionValue::Bool(b),
+            Resolved::Int(i) => OptionValue::Int(i),
+            Resolved::Float(f) => OptionValue::Float(f),
+            Resolved::Str => OptionValue::String(value.clone()),
+            Resolved::Timestamp => {
+                return Err(invalid(format!(
+                    "line {}: timestamps are not supported in overlay options (quote {value:?})",
+                    node.line()
+                )));
+            }
+            Resolved::Merge => OptionValue::String(value.clone()),
+        },
+        Node::Seq { items, .. } => OptionValue::List(
+            items
+                .iter()
+                .map(|i| decode_any(i, depth + 1))
+                .collect::<Result<_, _>>()?,
+        ),
+        Node::Map { .. } => OptionValue::Map(decode_options(node, depth + 1)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canon(body: &str) -> String {
+        parse(body.as_bytes(), None)
+            .unwrap_or_else(|e| panic!("{body:?}: {e}"))
+            .canonical_yaml()
+    }
+
+    #[test]
+    fn golden_vectors() {
+        for (input, canonical, id) in [
+            (
+                "{}",
+                "customization: {}\n",
+                "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba",
+            ),
+            (
+                "{\"customization\": {\"extraKernelArgs\": [\"noapic\", \"nolapic\"]}}",
+                "customization:\n    extraKernelArgs:\n        - noapic\n        - nolapic\n",
+                "9cba8e32753f91a16c1837ab8abf356af021706ef284aef07380780177d9a06c",
+            ),
+            (
+                "{\"customization\": {\"meta\": [{\"key\": 10, \"value\": \"foo\"}]}}",
+                "customization:\n    meta:\n        - key: 10\n          value: foo\n",
+                "d308a2a5ee2277bed5fbaa104fcbc8d59122abfa737df987a95b4ca763459a7f",
+            ),
+        ] {
+            let s = parse(input.as_bytes(), Some("application/json")).unwrap();
+            assert_eq!(s.canonical_yaml(), canonical, "{input}");
+            assert_eq!(s.id(), id, "{input}");
+        }
+    }
+
+    /// The factory's own ID tests (`pkg/schematic/schematic_test.go`, `TestID` and
+    /// `TestUnmarshalID`): body and expected ID.
+    #[test]
+    fn factory_repository_vectors() {
+        for (body, id) in [
+            (
+                "{}",
+                "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba",
+            ),
+            (
+                "customization: {}",
+                "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba",
+            ),
+            (
+                r#"customization: {"extraKernelArgs": []}"#,
+                "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba",
+            ),
+            (
+                r#"{"customization": {"extraKernelArgs": ["noapic", "nolapic"]}}"#,
+                "9cba8e32753f91a16c1837ab8abf356af021706ef284aef07380780177d9a06c",
+            ),
+            (
+                r#"{"customization": {"extraKernelArgs": ["noapic", "nolapic"], "systemExtensions": {}}}"#,
+                "9cba8e32753f91a16c1837ab8abf356af021706ef284aef07380780177d9a06c",
+            ),
+            (
+                r#"{"customization": {"meta": [{"key": 10, "value": "foo"}], "extraKernelArgs": [], "systemExtensions": {}}}"#,
+                "d308a2a5ee2277bed5fbaa104fcbc8d59122abfa737df987a95b4ca763459a7f",
+            ),
+            (
+                r#"{"overlay": {"name": "rpi_generic", "image": "siderolabs/sbc-raspberrypi"}}"#,
+                "ee21ef4a5ef808a9b7484cc0dda0f25075021691c8c09a276591eedb638ea1f9",
+            ),
+            (
+                r#"{"overlay": {"name": "rpi_generic", "image": "siderolabs/sbc-raspberrypi"},"customization":{}}"#,
+                "ee21ef4a5ef808a9b7484cc0dda0f25075021691c8c09a276591eedb638ea1f9",
+            ),
+            (
+                r#"{"customization":{"secureboot": {"includeWellKnownCertificates": true}}}"#,
+                "fa8e05f142a851d3ee568eb0a8e5841eaf6b0ebc8df9a63df16ac5ed2c04f3e6",
+            ),
+            (
+                "customization:\n  diskImage:\n    sectorSize: 4096\n",
+                "92833e9ddd9bb9e11b2464fa5525429f01866306d52ebd882ee08d7918f6d1ea",
+            ),
+        ] {
+            assert_eq!(parse(body.as_bytes(), None).unwrap().id(), id, "{body}");
+        }
+    }
+
+    #[test]
+    fn scalar_styles() {
+        assert_eq!(
+            canon(
+                "customization: {extraKernelArgs: ['yes', 'true', '10', '', '#x', 'a: b', ' s', ip=dhcp, -foo, 'ü']}"
+            ),
+            "customization:\n    extraKernelArgs:\n        - \"yes\"\n        - \"true\"\n        - \"10\"\n        - \"\"\n        - '#x'\n        - 'a: b'\n        - ' s'\n        - ip=dhcp\n        - -foo\n        - ü\n"
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        for body in [
+            "",
+            "# nothing",
+            "customization: {foo: 1}",
+            "customization: {meta: [{key: 256, value: x}]}",
+            "owner: me",
+            "customization: {bootloader: auto}",
+            "a: &x 1",
+            "customization: {extraKernelArgs: *x}",
+            "customization: {extraKernelArgs: [a}",
+            "customization: {extraKernelArgs: [a], extraKernelArgs: [b]}",
+        ] {
+            assert!(
+                matches!(
+                    parse(body.as_bytes(), None),
+                    Err(SchematicError::Invalid(_))
+                ),
+                "{body:?}"
+            );
+        }
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert!(matches!(
+            parse(deep.as_bytes(), None),
+            Err(SchematicError::Invalid(_))
+        ));
+        assert_eq!(
+            parse(&vec![b' '; MAX_BODY + 1], None),
+            Err(SchematicError::TooLarge)
+        );
+    }
+}

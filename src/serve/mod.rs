@@ -1,0 +1,264 @@
+//! `imager serve`: an Image-Factory-compatible HTTP service over the same pipeline
+//! as the CLI. Same routes, schematic IDs and iPXE scripts as Sidero Labs' Image
+//! Factory, so `talosctl`, iPXE and container runtimes work against it unchanged.
+//!
+//! Replicas are stateless: schematics, built assets and installer images live in an
+//! OCI registry ([`store`]). Requests are served by axum on tokio; builds run on the
+//! blocking pipeline in a bounded pool, single-flight per cache key ([`builds`]).
+//! One file per concern: [`config`], [`paths`] (request paths), [`assets`] (path and
+//! schematic to a plan), [`schematic_ext`] (the virtual `schematic` extension),
+//! [`routes`] (the HTTP API), [`ipxe`], [`registry_frontend`] (`/v2/`), [`metrics`],
+//! [`http_log`] (request IDs, JSON request logs, HTTP metrics).
+//!
+//! The web page ([`web`]) is merged in [`app`], on the shared [`AppState`].
+
+pub mod assets;
+pub mod builds;
+pub mod config;
+pub mod http_log;
+pub mod ipxe;
+pub mod metrics;
+pub mod paths;
+pub mod registry_frontend;
+pub mod routes;
+pub mod schematic_ext;
+pub mod store;
+pub mod web;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+pub use config::Config;
+
+use crate::error::{Error, Result};
+
+/// Shared state of one replica, cheap to clone (an `Arc`).
+pub type AppState = Arc<State>;
+
+/// What every handler works with.
+pub struct State {
+    pub config: Config,
+    pub store: store::Store,
+    pub metrics: metrics::Metrics,
+    pub builds: builds::Builds,
+    installer_flights: registry_frontend::Flights,
+    /// PEM of the UKI signing certificate, when SecureBoot is configured.
+    pub signing_cert: Option<Vec<u8>>,
+    /// Schematics this replica has read or written (canonical bytes by ID).
+    schematics: std::sync::Mutex<std::collections::HashMap<String, Arc<Vec<u8>>>>,
+}
+
+/// At most this many schematics are kept in memory; the registry has them all.
+const SCHEMATIC_MEMORY: usize = 10_000;
+
+impl State {
+    /// Opens the state for `config` (nothing is contacted yet).
+    pub fn new(config: Config) -> Result<AppState> {
+        config.check()?;
+        std::fs::create_dir_all(&config.work_dir)
+            .map_err(|e| Error::io_op("creating", &config.work_dir, e))?;
+        let signing_cert = match &config.secureboot_dir {
+            Some(dir) => {
+                let path = dir.join("uki-signing-cert.pem");
+                let pem = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+                if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(Error::format(&path, "is not a PEM certificate"));
+                }
+                Some(pem)
+            }
+            None => None,
+        };
+        Ok(Arc::new(State {
+            store: store::Store::new(config.registry.clone(), config.insecure_registry),
+            builds: builds::Builds::new(config.concurrency),
+            installer_flights: Default::default(),
+            metrics: metrics::Metrics::new(),
+            signing_cert,
+            schematics: Default::default(),
+            config,
+        }))
+    }
+
+    /// The versions offered: the `--assets` directories named like `v1.9.2`, in semver order.
+    pub fn versions(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.config.assets)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                paths::version_key(n).is_some() && paths::parse_version(n).is_ok_and(|p| &p == n)
+            })
+            .collect();
+        v.sort_by_key(|n| paths::version_key(n));
+        v
+    }
+
+    /// `text` as an offered version (`v1.9.2` or `1.9.2`), else 404.
+    pub fn version(&self, text: &str) -> std::result::Result<String, ServeError> {
+        let v = paths::parse_version(text).map_err(ServeError::bad_request)?;
+        if self.config.assets.join(&v).is_dir() && self.versions().contains(&v) {
+            Ok(v)
+        } else {
+            Err(ServeError::not_found(format!(
+                "version {v} is not available"
+            )))
+        }
+    }
+
+    fn remember_schematic(&self, id: &str, canonical: Arc<Vec<u8>>) {
+        let mut m = self.schematics.lock().unwrap();
+        if m.len() >= SCHEMATIC_MEMORY {
+            m.clear();
+        }
+        m.insert(id.to_string(), canonical);
+        self.metrics.schematic_cache_size.set(m.len() as i64);
+    }
+
+    fn remembered_schematic(&self, id: &str) -> Option<Arc<Vec<u8>>> {
+        self.schematics.lock().unwrap().get(id).cloned()
+    }
+}
+
+/// An HTTP error answer: status and a one-line `text/plain` message.
+#[derive(Debug, Clone)]
+pub struct ServeError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ServeError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ServeError {
+        ServeError {
+            status,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> ServeError {
+        ServeError::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> ServeError {
+        ServeError::new(StatusCode::NOT_FOUND, message)
+    }
+    /// A failure of this service: logged in full, answered as `internal server error`.
+    pub fn internal(message: impl Into<String>) -> ServeError {
+        let message = message.into();
+        tracing::error!(error = %message, "internal error");
+        ServeError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
+    }
+    /// A library error: the request's fault (invalid, unsupported) is a 400 with the
+    /// library's message; anything else is this service's.
+    pub fn from_build(e: Error) -> ServeError {
+        match e {
+            Error::Invalid(m) | Error::Unsupported(m) => ServeError::bad_request(m),
+            other => ServeError::internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ServeError {
+    fn into_response(self) -> Response {
+        let mut body = self.message;
+        body.push('\n');
+        (
+            self.status,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response()
+    }
+}
+
+/// The whole application: the API routes plus any routes added here, with request
+/// logging and metrics around them.
+pub fn app(state: AppState, with_metrics: bool) -> Router {
+    let mut router = routes::router()
+        .merge(web::routes())
+        .merge(registry_frontend::router())
+        .fallback(|| async { ServeError::not_found("not found") });
+    if with_metrics {
+        router = router.route("/metrics", axum::routing::get(routes::metrics));
+    }
+    http_log::layer(router.with_state(state.clone()), state)
+}
+
+/// Runs the service until SIGTERM or Ctrl-C; in-flight responses then get 30 s.
+pub fn run(config: Config) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("imager-serve")
+        .build()
+        .map_err(|e| Error::io_during("starting the async runtime", e))?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let state = State::new(config)?;
+    let config = &state.config;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::io_during("binding --listen", e))?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::io_during("binding --metrics-listen", e))?,
+        ),
+        None => None,
+    };
+    tracing::info!(
+        listen = %config.listen,
+        external_url = %config.external_url,
+        registry = %format!("{}/{}", config.registry.host, config.registry.prefix),
+        versions = ?state.versions(),
+        concurrency = config.concurrency,
+        secureboot = state.signing_cert.is_some(),
+        "serving"
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    if let Some(l) = metrics_listener {
+        let app = Router::new()
+            .route("/metrics", axum::routing::get(routes::metrics))
+            .with_state(state.clone());
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(l, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+        });
+    }
+    let app = app(state.clone(), config.metrics_listen.is_none());
+    let signal_stop = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new connections, in-flight responses get 30 s");
+        signal_stop.cancel();
+    });
+    let graceful = stop.clone();
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { graceful.cancelled().await });
+    tokio::select! {
+        r = server => r.map_err(|e| Error::io_during("serving", e))?,
+        _ = async { stop.cancelled().await; tokio::time::sleep(Duration::from_secs(30)).await } => {
+            tracing::warn!("in-flight responses did not finish within 30 s; stopping");
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,339 @@
+//! The shared state of every replica, kept in an ordinary OCI registry (so replicas
+//! stay stateless and scale out without a cluster of their own):
+//!
+//! - `<prefix>/schematics`: each schematic as a blob whose digest is `sha256:<ID>`
+//!   (media type `application/vnd.sidero.dev-image.schematic`), kept alive by a
+//!   one-layer image tagged `<ID>`, as Image Factory stores them;
+//! - `<prefix>/cache`: each built asset as the single layer of an image tagged with
+//!   its cache key. The tag is pushed last, after the registry has checked the
+//!   blob's digest, so an entry is visible only when complete; two replicas that
+//!   build the same asset push the same bytes and the same manifest (builds are
+//!   reproducible), so the race needs no lock;
+//! - `<prefix>/<image>/<schematic>:<version>`: installer images (an index per tag).
+//!
+//! Everything here is blocking (the registry client is); callers run it off the
+//! async runtime.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+
+use oci_spec::image::{
+    Arch, Descriptor, DescriptorBuilder, Digest, ImageIndex, ImageIndexBuilder, ImageManifest,
+    ImageManifestBuilder, MediaType, Os, PlatformBuilder,
+};
+
+use super::config::RegistryTarget;
+use crate::error::{Error, IoContext, Result};
+use crate::io::sha256_digest;
+use crate::oci::document_bytes;
+use crate::oci::registry::{BlobReader, Session};
+
+/// Media type of a stored schematic (Image Factory's).
+pub const SCHEMATIC_MEDIA_TYPE: &str = "application/vnd.sidero.dev-image.schematic";
+/// Media type of a cached asset layer: raw bytes, uncompressed.
+const ASSET_MEDIA_TYPE: &str = "application/data";
+/// The config blob of the one-layer images (an empty JSON object).
+const EMPTY_CONFIG: &[u8] = b"{}";
+/// Manifests the store reads are small; anything bigger is refused.
+const SMALL: u64 = 4 << 20;
+
+/// A cached asset: its layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedAsset {
+    pub digest: String,
+    pub size: u64,
+}
+
+/// The registry-backed store.
+pub struct Store {
+    session: Session,
+    target: RegistryTarget,
+}
+
+fn descriptor(media: MediaType, digest: &str, size: u64) -> Descriptor {
+    DescriptorBuilder::default()
+        .media_type(media)
+        .digest(digest.parse::<Digest>().expect("sha256 digests parse"))
+        .size(size)
+        .build()
+        .expect("all descriptor fields are set")
+}
+
+fn registry_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Dependency(format!("{what}: {e}"))
+}
+
+impl Store {
+    pub fn new(target: RegistryTarget, insecure: bool) -> Store {
+        Store {
+            session: Session::new(&target.host, insecure),
+            target,
+        }
+    }
+
+    /// The registry session (for redirects and the installer frontend).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Full repository name under the prefix.
+    pub fn repo(&self, name: &str) -> String {
+        self.target.repo(name)
+    }
+
+    /// Whether the registry answers its API root.
+    pub fn ping(&self) -> bool {
+        self.session
+            .head_manifest(&self.repo("schematics"), "ping")
+            .is_ok()
+    }
+
+    /// Pushes `layer` (already in `repo`) as the single layer of an image tagged `tag`.
+    fn push_one_layer(
+        &self,
+        repo: &str,
+        tag: &str,
+        layer: Descriptor,
+        title: Option<&str>,
+    ) -> Result<()> {
+        let config = self.session.push_blob_bytes(repo, EMPTY_CONFIG)?;
+        let mut builder = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(descriptor(
+                MediaType::ImageConfig,
+                &config,
+                EMPTY_CONFIG.len() as u64,
+            ))
+            .layers(vec![layer]);
+        if let Some(title) = title {
+            builder = builder.annotations(HashMap::from([(
+                "org.opencontainers.image.title".to_string(),
+                title.to_string(),
+            )]));
+        }
+        let manifest = builder.build().expect("all manifest fields are set");
+        self.session.put_manifest(
+            repo,
+            tag,
+            MediaType::ImageManifest.as_ref(),
+            &document_bytes(&manifest),
+        )?;
+        Ok(())
+    }
+
+    /// Stores the canonical bytes of schematic `id`; false when it was there already.
+    pub fn put_schematic(&self, id: &str, canonical: &[u8]) -> Result<bool> {
+        let repo = self.repo("schematics");
+        let digest = format!("sha256:{id}");
+        debug_assert_eq!(sha256_digest(canonical), digest);
+        if self.session.blob_size(&repo, &digest)?.is_some()
+            && self.session.head_manifest(&repo, id)?.is_some()
+        {
+            return Ok(false);
+        }
+        self.session
+            .push_blob(&repo, &digest, canonical.len() as u64, &mut &canonical[..])?;
+        let layer = descriptor(
+            MediaType::Other(SCHEMATIC_MEDIA_TYPE.into()),
+            &digest,
+            canonical.len() as u64,
+        );
+        self.push_one_layer(&repo, id, layer, None)?;
+        Ok(true)
+    }
+
+    /// The canonical bytes of schematic `id` (64 lower-case hex digits), if stored.
+    pub fn schematic(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        if id.len() != 64
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Ok(None);
+        }
+        self.session
+            .read_blob(&self.repo("schematics"), &format!("sha256:{id}"), 1 << 20)
+    }
+
+    /// The cache entry tagged `key`, if complete.
+    pub fn cached_asset(&self, key: &str) -> Result<Option<CachedAsset>> {
+        let repo = self.repo("cache");
+        let Some(m) = self.session.manifest(&repo, key)? else {
+            return Ok(None);
+        };
+        let manifest: ImageManifest = serde_json::from_slice(&m.bytes)
+            .map_err(|e| registry_error(&format!("cache entry {key}"), e))?;
+        let [layer] = manifest.layers().as_slice() else {
+            return Err(registry_error(
+                &format!("cache entry {key}"),
+                "not a one-layer image",
+            ));
+        };
+        Ok(Some(CachedAsset {
+            digest: layer.digest().to_string(),
+            size: layer.size(),
+        }))
+    }
+
+    /// Opens a cached asset's layer.
+    pub fn open_asset(&self, asset: &CachedAsset) -> Result<Option<BlobReader>> {
+        self.session.open_blob(&self.repo("cache"), &asset.digest)
+    }
+
+    /// Stores the built file at `path` (`size` bytes, `digest`) as cache entry `key`.
+    pub fn put_asset(
+        &self,
+        key: &str,
+        path: &Path,
+        asset: &CachedAsset,
+        title: &str,
+    ) -> Result<()> {
+        let repo = self.repo("cache");
+        let mut file = std::fs::File::open(path).at(path)?;
+        self.session
+            .push_blob(&repo, &asset.digest, asset.size, &mut file)?;
+        let layer = descriptor(
+            MediaType::Other(ASSET_MEDIA_TYPE.into()),
+            &asset.digest,
+            asset.size,
+        );
+        self.push_one_layer(&repo, key, layer, Some(title))
+    }
+
+    /// The digest of installer manifest `repo:tag`, if pushed.
+    pub fn installer_digest(&self, repo: &str, tag: &str) -> Result<Option<String>> {
+        Ok(self.session.head_manifest(repo, tag)?.map(|(d, _, _)| d))
+    }
+
+    /// Pushes the image of an installer tarball (an OCI archive of one image) into
+    /// `repo`; returns its manifest's descriptor with the platform `linux/<arch>`.
+    pub fn push_installer_archive(
+        &self,
+        repo: &str,
+        tarball: &Path,
+        arch: &str,
+    ) -> Result<Descriptor> {
+        let what = format!("installer archive {}", tarball.display());
+        // Pass 1: index.json and the small JSON blobs (manifest, config).
+        let mut small: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut index: Option<ImageIndex> = None;
+        for_each_entry(tarball, |name, size, entry| {
+            if name == "index.json" {
+                let mut b = Vec::new();
+                entry.take(SMALL).read_to_end(&mut b).at(tarball)?;
+                index = Some(serde_json::from_slice(&b).map_err(|e| registry_error(&what, e))?);
+            } else if let Some(hex) = name.strip_prefix("blobs/sha256/")
+                && size < 64 << 10
+            {
+                let mut b = Vec::new();
+                entry.read_to_end(&mut b).at(tarball)?;
+                small.insert(format!("sha256:{hex}"), b);
+            }
+            Ok(())
+        })?;
+        let index = index.ok_or_else(|| registry_error(&what, "no index.json"))?;
+        let entry = index
+            .manifests()
+            .first()
+            .ok_or_else(|| registry_error(&what, "an empty index"))?
+            .clone();
+        let manifest_bytes = small
+            .get(&entry.digest().to_string())
+            .ok_or_else(|| registry_error(&what, "the manifest blob is missing"))?
+            .clone();
+        let manifest: ImageManifest =
+            serde_json::from_slice(&manifest_bytes).map_err(|e| registry_error(&what, e))?;
+        let mut wanted: HashMap<String, u64> = manifest
+            .layers()
+            .iter()
+            .chain([manifest.config()])
+            .map(|d| (d.digest().to_string(), d.size()))
+            .collect();
+        // Pass 2: every blob the manifest names, streamed from the tar.
+        for_each_entry(tarball, |name, size, entry| {
+            if let Some(hex) = name.strip_prefix("blobs/sha256/") {
+                let digest = format!("sha256:{hex}");
+                if wanted.remove(&digest).is_some() {
+                    self.session.push_blob(repo, &digest, size, entry)?;
+                }
+            }
+            Ok(())
+        })?;
+        if let Some(missing) = wanted.keys().next() {
+            return Err(registry_error(&what, format!("blob {missing} is missing")));
+        }
+        let digest = self.session.put_manifest(
+            repo,
+            &sha256_digest(&manifest_bytes),
+            MediaType::ImageManifest.as_ref(),
+            &manifest_bytes,
+        )?;
+        let mut d = descriptor(
+            MediaType::ImageManifest,
+            &digest,
+            manifest_bytes.len() as u64,
+        );
+        let arch = match arch {
+            "arm64" => Arch::ARM64,
+            _ => Arch::Amd64,
+        };
+        d.set_platform(Some(
+            PlatformBuilder::default()
+                .architecture(arch)
+                .os(Os::Linux)
+                .build()
+                .expect("platform fields are set"),
+        ));
+        Ok(d)
+    }
+
+    /// Pushes an index of `manifests` to `repo` by digest, then tags it `tag` (the
+    /// tag last: it marks the installer complete). Returns the index digest.
+    pub fn push_installer_index(
+        &self,
+        repo: &str,
+        tag: &str,
+        manifests: Vec<Descriptor>,
+    ) -> Result<String> {
+        let index = ImageIndexBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageIndex)
+            .manifests(manifests)
+            .build()
+            .expect("all index fields are set");
+        let bytes = document_bytes(&index);
+        let media = MediaType::ImageIndex;
+        let digest =
+            self.session
+                .put_manifest(repo, &sha256_digest(&bytes), media.as_ref(), &bytes)?;
+        self.session
+            .put_manifest(repo, tag, media.as_ref(), &bytes)?;
+        Ok(digest)
+    }
+}
+
+/// Calls `f(name, size, entry)` for each regular file of the tar at `path`.
+fn for_each_entry(
+    path: &Path,
+    mut f: impl FnMut(&str, u64, &mut dyn Read) -> Result<()>,
+) -> Result<()> {
+    let file = std::fs::File::open(path).at(path)?;
+    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    for entry in archive.entries().at(path)? {
+        let mut entry = entry.at(path)?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry
+            .path()
+            .at(path)?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        let size = entry.size();
+        f(&name, size, &mut entry)?;
+    }
+    Ok(())
+}

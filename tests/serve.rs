@@ -1,0 +1,1092 @@
+//! `imager serve` against a loopback `docker-registry`, judged by independent tools:
+//! xorriso, mtools and sbverify take the ISO apart, skopeo pulls the installer
+//! through the `/v2/` frontend, curl-equivalent HTTP checks the API; two replicas share
+//! one registry; hostile paths; a bounded load test; one boot under enforced SecureBoot.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::boot::{Media, SecureBoot, boot};
+use common::registry::{Registry, registry};
+use common::{demo_dir, fat, require_tool, run_ok};
+use sha2::Digest;
+
+const VERSION: &str = "v1.9.2";
+
+/// A running `imager serve`, stopped with SIGTERM when dropped.
+struct Service {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Service {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Inputs as `--assets` wants them, keys and a registry, in one directory.
+struct Fixture {
+    dir: tempfile::TempDir,
+    assets: PathBuf,
+    keys: PathBuf,
+    registry: Registry,
+}
+
+fn sha256(b: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)))
+}
+
+/// A plain tar of (path, mode, bytes) with its parent directories.
+fn tar_of(entries: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dirs = std::collections::BTreeSet::new();
+    for (p, _, _) in entries {
+        let mut d = Path::new(p).parent();
+        while let Some(x) = d.filter(|x| !x.as_os_str().is_empty()) {
+            dirs.insert(x.to_path_buf());
+            d = x.parent();
+        }
+    }
+    for d in &dirs {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        h.set_cksum();
+        b.append_data(&mut h, format!("{}/", d.display()), &[][..])
+            .unwrap();
+    }
+    for (p, mode, data) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(*mode);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append_data(&mut h, p, &data[..]).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// An OCI layout with one single-layer image per (arch, layer tar), platforms in the index.
+fn oci_layout(dir: &Path, images: &[(&str, Vec<u8>)]) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |b: &[u8]| -> String {
+        let d = sha256(b);
+        std::fs::write(blobs.join(&d[7..]), b).unwrap();
+        d
+    };
+    let mut entries = Vec::new();
+    for (arch, layer_tar) in images {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(layer_tar).unwrap();
+        let layer = gz.finish().unwrap();
+        let config = serde_json::json!({
+            "architecture": arch, "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [sha256(layer_tar)]},
+            "config": {"Entrypoint": ["/usr/bin/installer"]}
+        })
+        .to_string()
+        .into_bytes();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(&config), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(&layer), "size": layer.len()}]
+        })
+        .to_string()
+        .into_bytes();
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": put(&manifest),
+            "size": manifest.len(), "platform": {"architecture": arch, "os": "linux"},
+            "annotations": {"org.opencontainers.image.ref.name": VERSION}
+        }));
+    }
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries});
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// `<assets>/v1.9.2/{amd64,arm64}` (the demo inputs), an installer base for both
+/// arches, the hello-world-service extension; `v1.10.0` with amd64 inputs only.
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let assets = dir.path().join("assets");
+    let demo = demo_dir();
+    let v = assets.join(VERSION);
+    std::fs::create_dir_all(&v).unwrap();
+    for arch in ["amd64", "arm64"] {
+        std::os::unix::fs::symlink(demo.join(arch), v.join(arch)).unwrap();
+    }
+    std::fs::create_dir_all(assets.join("v1.10.0")).unwrap();
+    std::os::unix::fs::symlink(demo.join("amd64"), assets.join("v1.10.0/amd64")).unwrap();
+    std::fs::create_dir_all(assets.join("not-a-version")).unwrap();
+    let base = |arch: &str| {
+        tar_of(&[
+            (
+                "usr/bin/installer",
+                0o755,
+                format!("#!/bin/sh\necho installer {arch}\n").into_bytes(),
+            ),
+            ("etc/os-release", 0o644, b"ID=talos\n".to_vec()),
+        ])
+    };
+    oci_layout(
+        &v.join("installer-base"),
+        &[("amd64", base("amd64")), ("arm64", base("arm64"))],
+    );
+    let manifest = b"version: v1alpha1\nmetadata:\n  name: hello-world-service\n  version: v1.0.0\n  author: Sidero Labs\n  description: An example extension service.\n  compatibility:\n    talos:\n      version: \">= v1.0.0\"\n".to_vec();
+    let ext = tar_of(&[
+        ("manifest.yaml", 0o644, manifest),
+        (
+            "rootfs/usr/local/etc/containers/hello-world.yaml",
+            0o644,
+            b"name: hello-world\n".to_vec(),
+        ),
+        (
+            "rootfs/usr/local/lib/containers/hello-world/hello-world",
+            0o755,
+            vec![0x7f; 4096],
+        ),
+    ]);
+    oci_layout(
+        &v.join("extensions/siderolabs/hello-world-service"),
+        &[("amd64", ext.clone()), ("arm64", ext)],
+    );
+    let keys = common::gen_keys(dir.path());
+    let registry = registry(dir.path());
+    Fixture {
+        dir,
+        assets,
+        keys,
+        registry,
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts a replica on a free port and waits for `/healthz`.
+fn start(f: &Fixture, name: &str, extra: &[&str]) -> Service {
+    start_as(f, name, None, extra)
+}
+
+/// Starts a replica; `external` is the URL clients use (replicas behind one Service share it).
+fn start_as(f: &Fixture, name: &str, external: Option<&str>, extra: &[&str]) -> Service {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let external = external.map(str::to_string).unwrap_or_else(|| url.clone());
+    let log = f.dir.path().join(format!("{name}.log"));
+    let child = Command::new(env!("CARGO_BIN_EXE_imager"))
+        .arg("serve")
+        .env("IMAGER_SERVE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("IMAGER_SERVE_INSECURE_REGISTRY", "true")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .args(["--external-url", &external, "--assets"])
+        .arg(&f.assets)
+        .args(["--registry", &format!("127.0.0.1:{}/factory", f.registry.1)])
+        .arg("--secureboot-dir")
+        .arg(&f.keys)
+        .arg("--work-dir")
+        .arg(f.dir.path().join(format!("work-{name}")))
+        .args(extra)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let service = Service { child, url, log };
+    for _ in 0..100 {
+        if get(&format!("{}/healthz", service.url)).0 == 200 {
+            return service;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the service did not come up; log:\n{}", service.log_text());
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .redirects(0)
+        .timeout(Duration::from_secs(600))
+        .build()
+}
+
+/// (status, headers, body) of a request; 4xx/5xx are answers too.
+fn request(method: &str, url: &str, body: Option<&[u8]>) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let req = agent().request(method, url);
+    let result = match body {
+        Some(b) => req.set("Content-Type", "application/yaml").send_bytes(b),
+        None => req.call(),
+    };
+    let r = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return (0, vec![], e.to_string().into_bytes()),
+    };
+    let status = r.status();
+    let headers = r
+        .headers_names()
+        .into_iter()
+        .map(|n| (n.clone(), r.header(&n).unwrap_or_default().to_string()))
+        .collect();
+    let mut bytes = Vec::new();
+    r.into_reader().read_to_end(&mut bytes).unwrap();
+    (status, headers, bytes)
+}
+
+fn get(url: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    request("GET", url, None)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
+}
+
+/// POSTs a schematic; returns its ID.
+fn create(s: &Service, body: &str) -> String {
+    let (status, _, out) = request(
+        "POST",
+        &format!("{}/schematics", s.url),
+        Some(body.as_bytes()),
+    );
+    assert_eq!(
+        status,
+        201,
+        "POST /schematics: {}",
+        String::from_utf8_lossy(&out)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    v["id"].as_str().unwrap().to_string()
+}
+
+/// The value of a counter (summed over its label sets) in `/metrics`.
+fn metric(s: &Service, name: &str) -> f64 {
+    let (status, _, body) = get(&format!("{}/metrics", s.url));
+    assert_eq!(status, 200, "/metrics: {}", String::from_utf8_lossy(&body));
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| {
+            l.starts_with(name)
+                && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Tags of `repo` in the fixture's registry.
+fn tags(f: &Fixture, repo: &str) -> Vec<String> {
+    let (status, _, body) = get(&format!(
+        "http://127.0.0.1:{}/v2/factory/{repo}/tags/list",
+        f.registry.1
+    ));
+    if status == 404 {
+        return vec![];
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let mut t: Vec<String> = v["tags"]
+        .as_array()
+        .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default();
+    t.sort();
+    t
+}
+
+/// Waits (at most 60 s) until `repo` has `n` tags: assets are pushed to the cache while
+/// they are served.
+fn wait_tags(f: &Fixture, repo: &str, n: usize) -> Vec<String> {
+    for _ in 0..600 {
+        let t = tags(f, repo);
+        // distribution lists a tag a moment before its manifest can be read by it.
+        let readable = |tag: &String| {
+            let url = format!(
+                "http://127.0.0.1:{}/v2/factory/{repo}/manifests/{tag}",
+                f.registry.1
+            );
+            agent()
+                .head(&url)
+                .set("Accept", "application/vnd.oci.image.manifest.v1+json")
+                .call()
+                .is_ok()
+        };
+        if t.len() >= n && t.iter().all(readable) {
+            return t;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{repo} did not reach {n} tags: {:?}", tags(f, repo));
+}
+
+const EMPTY_ID: &str = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba";
+const ARGS_SCHEMATIC: &str = "customization:\n  extraKernelArgs:\n    - console=ttyS0\n    - imager.serve=test\n  meta:\n    - key: 0xa\n      value: '{\"hello\": 1}'\n";
+
+#[test]
+fn schematics_round_trip_and_bad_bodies_store_nothing() {
+    let f = fixture();
+    let s = start(&f, "a", &[]);
+    assert_eq!(create(&s, "{}"), EMPTY_ID);
+    let (status, headers, body) = get(&format!("{}/schematics/{EMPTY_ID}", s.url));
+    assert_eq!(
+        (status, body.as_slice()),
+        (200, &b"customization: {}\n"[..])
+    );
+    assert_eq!(header(&headers, "content-type"), "application/yaml");
+    // The spec's vector; the canonical bytes POSTed again give the same ID.
+    let id = create(
+        &s,
+        "{\"customization\": {\"extraKernelArgs\": [\"noapic\", \"nolapic\"]}}",
+    );
+    assert_eq!(
+        id,
+        "9cba8e32753f91a16c1837ab8abf356af021706ef284aef07380780177d9a06c"
+    );
+    let (_, _, canonical) = get(&format!("{}/schematics/{id}", s.url));
+    assert_eq!(create(&s, std::str::from_utf8(&canonical).unwrap()), id);
+    // Stored as the factory stores them: a blob whose digest is the ID, tagged <ID>.
+    assert_eq!(
+        tags(&f, "schematics"),
+        vec![EMPTY_ID.to_string(), id.clone()]
+    );
+    let blob = get(&format!(
+        "http://127.0.0.1:{}/v2/factory/schematics/blobs/sha256:{id}",
+        f.registry.1
+    ));
+    assert_eq!(blob.2, canonical);
+
+    let before = tags(&f, "schematics");
+    let deep = format!(
+        "a:\n{}",
+        (0..80)
+            .map(|i| format!("{}b{i}:\n", "  ".repeat(i + 1)))
+            .collect::<String>()
+    );
+    for (body, want) in [
+        ("customization:\n  something: 1\n".to_string(), 400),
+        (
+            "customization:\n  meta:\n    - key: 256\n      value: x\n".to_string(),
+            400,
+        ),
+        (String::new(), 400),
+        ("customization: [\n".to_string(), 400),
+        ("owner: someone\n".to_string(), 400),
+        ("customization:\n  bootloader: auto\n".to_string(), 400),
+        (deep, 400),
+        (
+            format!(
+                "customization:\n  extraKernelArgs:\n{}",
+                "    - aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n".repeat(3000)
+            ),
+            413,
+        ),
+    ] {
+        let (status, headers, out) = request(
+            "POST",
+            &format!("{}/schematics", s.url),
+            Some(body.as_bytes()),
+        );
+        assert_eq!(
+            status,
+            want,
+            "{body:.60?} → {}",
+            String::from_utf8_lossy(&out)
+        );
+        assert!(header(&headers, "content-type").starts_with("text/plain"));
+        assert!(
+            out.ends_with(b"\n") && out.iter().filter(|b| **b == b'\n').count() == 1,
+            "one line: {out:?}"
+        );
+    }
+    assert_eq!(tags(&f, "schematics"), before, "bad bodies store nothing");
+    let (status, _, body) = get(&format!("{}/schematics/{}", s.url, "0".repeat(64)));
+    assert_eq!(
+        (status, body.as_slice()),
+        (404, &b"schematic not found\n"[..])
+    );
+    // Logs: one JSON line per request with the request ID.
+    let log = s.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("\"/schematics\""))
+        .expect("a request log line");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    for k in [
+        "request_id",
+        "method",
+        "path",
+        "status",
+        "bytes",
+        "duration_ms",
+    ] {
+        assert!(!v[k].is_null(), "{k} in {line}");
+    }
+}
+
+/// (.cmdline of the UKI in the ISO's ESP, the UKI's path) — after xorriso, mtools and sbverify accept it.
+fn check_secureboot_iso(f: &Fixture, iso: &Path) -> (String, PathBuf) {
+    let listing = run_ok(
+        Command::new(require_tool("xorriso"))
+            .arg("-indev")
+            .arg(iso)
+            .args(["-find", "/", "-type", "f"]),
+    );
+    assert!(listing.contains("/EFI/Linux/Talos-v1.9.2.efi"), "{listing}");
+    let work = iso.with_extension("parts");
+    std::fs::create_dir_all(&work).unwrap();
+    let esp = fat::iso_esp(iso, &work);
+    fat::fsck(&esp);
+    let uki = work.join("uki.efi");
+    fat::copy_out(&esp, "::/EFI/Linux/Talos-v1.9.2.efi", &uki);
+    let loader = work.join("BOOTX64.EFI");
+    fat::copy_out(&esp, "::/EFI/BOOT/BOOTX64.EFI", &loader);
+    common::sbverify(&f.keys, &uki);
+    common::sbverify(&f.keys, &loader);
+    let bytes = std::fs::read(&uki).unwrap();
+    let pe = goblin::pe::PE::parse(&bytes).unwrap();
+    let s = pe
+        .sections
+        .iter()
+        .find(|s| s.name().ok() == Some(".cmdline"))
+        .expect(".cmdline");
+    let start = s.pointer_to_raw_data as usize;
+    let cmdline = String::from_utf8_lossy(&bytes[start..start + s.virtual_size as usize])
+        .trim_end_matches('\0')
+        .to_string();
+    (cmdline, uki)
+}
+
+#[test]
+fn secureboot_iso_with_args_and_meta_then_from_the_cache() {
+    let f = fixture();
+    let s = start(&f, "a", &[]);
+    let id = create(&s, ARGS_SCHEMATIC);
+    let url = format!("{}/image/{id}/{VERSION}/metal-amd64-secureboot.iso", s.url);
+    let t = Instant::now();
+    let (status, headers, first) = get(&url);
+    let first_secs = t.elapsed().as_secs_f64();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&first));
+    assert_eq!(
+        header(&headers, "content-type"),
+        "application/x-iso9660-image"
+    );
+    assert_eq!(header(&headers, "content-length"), first.len().to_string());
+    assert_eq!(
+        header(&headers, "content-disposition"),
+        "attachment; filename=\"metal-amd64-secureboot.iso\""
+    );
+    let iso = f.dir.path().join("first.iso");
+    std::fs::write(&iso, &first).unwrap();
+    let (cmdline, _) = check_secureboot_iso(&f, &iso);
+    assert!(
+        cmdline.contains("imager.serve=test")
+            && cmdline.contains("talos.environment=INSTALLER_META_BASE64="),
+        "{cmdline}"
+    );
+    assert_eq!(metric(&s, "image_factory_assets_built_total"), 1.0);
+    assert_eq!(
+        metric(&s, "image_factory_assets_delivered_cached_total"),
+        0.0
+    );
+
+    // Once the cache has it: HEAD waits like GET and answers the same headers; then GET from the cache.
+    wait_tags(&f, "cache", 1);
+    let (status, headers, body) = request("HEAD", &url, None);
+    assert_eq!((status, body.len()), (200, 0));
+    assert_eq!(header(&headers, "content-length"), first.len().to_string());
+    let t = Instant::now();
+    let (status, _, second) = get(&url);
+    let cached_secs = t.elapsed().as_secs_f64();
+    assert_eq!(status, 200);
+    assert!(second == first, "the cached ISO is byte-identical");
+    assert_eq!(metric(&s, "image_factory_assets_built_total"), 1.0);
+    assert_eq!(
+        metric(&s, "image_factory_assets_delivered_cached_total"),
+        2.0,
+        "{}",
+        s.log_text()
+    );
+    assert_eq!(tags(&f, "cache").len(), 1);
+    // Time to first byte and throughput of the cached asset (streamed from the registry).
+    let t = Instant::now();
+    let r = agent().get(&url).call().unwrap();
+    let ttfb = t.elapsed();
+    let mut n = 0u64;
+    let mut reader = r.into_reader();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let k = reader.read(&mut buf).unwrap();
+        if k == 0 {
+            break;
+        }
+        n += k as u64;
+    }
+    let total = t.elapsed();
+    assert_eq!(n, first.len() as u64);
+    // The CLI build of the same profile (without the virtual schematic extension).
+    let out = f.dir.path().join("cli");
+    let t = Instant::now();
+    run_ok(
+        common::imager()
+            .arg("secureboot-iso")
+            .arg("--install-dir")
+            .arg(f.assets.join(VERSION))
+            .arg("--secureboot-dir")
+            .arg(&f.keys)
+            .args([
+                "--arch",
+                "amd64",
+                "--extra-kernel-arg",
+                "imager.serve=test",
+                "--output",
+            ])
+            .arg(&out)
+            .env("SOURCE_DATE_EPOCH", "1559424892"),
+    );
+    let cli_secs = t.elapsed().as_secs_f64();
+    println!(
+        "ISO {} bytes: first request {first_secs:.2} s (built; CLI build of the profile {cli_secs:.2} s), cached {cached_secs:.3} s; cached TTFB {:.1} ms, {:.0} MiB/s",
+        first.len(),
+        ttfb.as_secs_f64() * 1000.0,
+        n as f64 / 1048576.0 / total.as_secs_f64()
+    );
+    // A replica that never built it serves the same bytes from the registry.
+    let t2 = start_as(&f, "b", Some(&s.url), &[]);
+    let (_, _, third) = get(&format!(
+        "{}/image/{id}/{VERSION}/metal-amd64-secureboot.iso",
+        t2.url
+    ));
+    assert!(third == first);
+    assert_eq!(metric(&t2, "image_factory_assets_built_total"), 0.0);
+}
+
+#[test]
+fn boot_served_secureboot_iso_enforced_with_predicted_pcr11_and_the_args() {
+    let f = fixture();
+    let s = start(&f, "a", &[]);
+    let id = create(&s, ARGS_SCHEMATIC);
+    let (status, _, bytes) = get(&format!(
+        "{}/image/{id}/{VERSION}/metal-amd64-secureboot.iso",
+        s.url
+    ));
+    assert_eq!(status, 200);
+    let iso = f.dir.path().join("served.iso");
+    std::fs::write(&iso, &bytes).unwrap();
+    let (_, uki) = check_secureboot_iso(&f, &iso);
+    // PCR 11 predicted from the UKI itself (its sections, as systemd-stub measures them).
+    let report: serde_json::Value = serde_json::from_str(&run_ok(
+        common::imager().args(["inspect", "--json"]).arg(&uki),
+    ))
+    .unwrap();
+    let predicted = report["pcr11"][0]["banks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["bank"] == "sha256")
+        .unwrap()["after_stub"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    let log = boot(
+        Media::Cdrom(iso),
+        SecureBoot::Enrolled(f.keys.join("uki-signing-cert.pem")),
+        true,
+        300,
+    );
+    log.assert_measured(1, &predicted);
+    let cmdline = log.cmdline.clone().unwrap_or_default();
+    assert!(
+        cmdline.contains("imager.serve=test"),
+        "{cmdline}; log {}",
+        log.path.display()
+    );
+}
+
+#[test]
+fn installer_through_the_registry_frontend_is_pulled_by_skopeo() {
+    let f = fixture();
+    let s = start(&f, "a", &[]);
+    let id = create(&s, ARGS_SCHEMATIC);
+    let host = s.url.trim_start_matches("http://");
+    let image = format!("docker://{host}/installer-secureboot/{id}:{VERSION}");
+    let raw = run_ok(
+        Command::new(require_tool("skopeo"))
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(&image),
+    );
+    let index: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let arches: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(arches, ["amd64", "arm64"], "{raw}\n{}", s.log_text());
+    let layout = f.dir.path().join("pulled");
+    run_ok(
+        Command::new(require_tool("skopeo"))
+            .args(["copy", "--src-tls-verify=false", "--override-arch", "amd64"])
+            .arg(&image)
+            .arg(format!("oci:{}:x", layout.display())),
+    );
+    // The last layer holds the signed UKI (named as Talos 1.9 names it) and systemd-boot.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &str| layout.join("blobs/sha256").join(&d[7..]);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    let last = blob(layers.last().unwrap()["digest"].as_str().unwrap());
+    let unpacked = f.dir.path().join("layer");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    let listing = run_ok(
+        Command::new("tar")
+            .arg("xzvf")
+            .arg(&last)
+            .arg("-C")
+            .arg(&unpacked),
+    );
+    assert!(
+        listing.contains("usr/install/amd64/vmlinuz.efi.signed"),
+        "{listing}"
+    );
+    common::sbverify(
+        &f.keys,
+        &unpacked.join("usr/install/amd64/vmlinuz.efi.signed"),
+    );
+    common::sbverify(
+        &f.keys,
+        &unpacked.join("usr/install/amd64/systemd-boot.efi"),
+    );
+    // A second pull redirects to the stored index at once.
+    let t = Instant::now();
+    let (status, headers, _) = request(
+        "HEAD",
+        &format!("{}/v2/installer-secureboot/{id}/manifests/{VERSION}", s.url),
+        None,
+    );
+    assert_eq!(status, 307);
+    assert!(header(&headers, "location").contains(&format!(
+        "/v2/factory/installer-secureboot/{id}/manifests/sha256:"
+    )));
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // Unknown image names and schematics are refused.
+    assert_eq!(
+        get(&format!("{}/v2/nonsense/{id}/manifests/{VERSION}", s.url)).0,
+        400
+    );
+    assert_eq!(
+        get(&format!(
+            "{}/v2/installer/{}/manifests/{VERSION}",
+            s.url,
+            "0".repeat(64)
+        ))
+        .0,
+        404
+    );
+}
+
+#[test]
+fn ipxe_script_urls_fetch_the_kernel_and_initramfs() {
+    let f = fixture();
+    let s = start(&f, "a", &[]);
+    let id = create(&s, ARGS_SCHEMATIC);
+    let (status, _, script) = get(&format!("{}/pxe/{id}/{VERSION}/metal-amd64", s.url));
+    assert_eq!(status, 200);
+    let script = String::from_utf8(script).unwrap();
+    let lines: Vec<&str> = script.lines().collect();
+    assert_eq!(&lines[..3], ["#!ipxe", "", "imgfree"], "{script}");
+    assert!(script.ends_with("\nboot\n"));
+    let kernel: Vec<&str> = lines[3].split(' ').collect();
+    assert_eq!(kernel[0], "kernel");
+    assert_eq!(
+        kernel[1],
+        format!("{}/image/{id}/{VERSION}/kernel-amd64", s.url)
+    );
+    assert!(lines[3].contains("imager.serve=test") && lines[3].contains("talos.platform=metal"));
+    let initrd = lines[4].strip_prefix("initrd ").unwrap();
+    let (status, headers, k) = get(kernel[1]);
+    assert_eq!(
+        (status, header(&headers, "content-type")),
+        (200, "application/octet-stream")
+    );
+    assert!(
+        k == std::fs::read(demo_dir().join("amd64/vmlinuz")).unwrap(),
+        "the kernel as given"
+    );
+    let (status, headers, i) = get(initrd);
+    assert_eq!(
+        (status, header(&headers, "content-type")),
+        (200, "application/x-xz")
+    );
+    let base = std::fs::read(demo_dir().join("amd64/initramfs.xz")).unwrap();
+    assert!(
+        i.len() > base.len() && i[..base.len()] == base[..],
+        "base initramfs + the schematic extension"
+    );
+    // The command line the script carries is the cmdline asset, byte for byte.
+    let (_, _, cmdline) = get(&format!(
+        "{}/image/{id}/{VERSION}/cmdline-metal-amd64",
+        s.url
+    ));
+    assert!(lines[3].ends_with(&format!(" {}", String::from_utf8(cmdline).unwrap())));
+    let (_, _, sb) = get(&format!(
+        "{}/pxe/{id}/{VERSION}/metal-x86_64-secureboot",
+        s.url
+    ));
+    let sb = String::from_utf8(sb).unwrap();
+    assert!(
+        sb.contains(&format!(
+            "kernel {}/image/{id}/{VERSION}/metal-amd64-secureboot-uki.efi ",
+            s.url
+        )),
+        "{sb}"
+    );
+    assert!(!sb.contains("initrd"));
+}
+
+#[test]
+fn two_replicas_one_registry_same_asset_at_once() {
+    let f = fixture();
+    // Replicas behind one Service share its URL.
+    let a = start_as(&f, "a", Some("http://factory.example"), &[]);
+    let b = start_as(&f, "b", Some("http://factory.example"), &[]);
+    let id = create(
+        &a,
+        "customization:\n  systemExtensions:\n    officialExtensions:\n      - siderolabs/hello-world-service\n",
+    );
+    let path = format!("image/{id}/{VERSION}/metal-amd64.raw.zst");
+    let (ua, ub) = (format!("{}/{path}", a.url), format!("{}/{path}", b.url));
+    let ta = std::thread::spawn(move || get(&ua));
+    let tb = std::thread::spawn(move || get(&ub));
+    let (ra, rb) = (ta.join().unwrap(), tb.join().unwrap());
+    assert_eq!(
+        (ra.0, rb.0),
+        (200, 200),
+        "{}",
+        String::from_utf8_lossy(&ra.2)
+    );
+    assert!(ra.2 == rb.2, "both replicas answer the same bytes");
+    assert_eq!(header(&ra.1, "content-type"), "application/zstd");
+    assert_eq!(wait_tags(&f, "cache", 1).len(), 1, "one cache entry");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(tags(&f, "cache").len(), 1, "one cache entry");
+    // zstd accepts it; the disk inside is GPT.
+    let out = Command::new(require_tool("zstd"))
+        .args(["-d", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = out;
+    let mut stdin = out.stdin.take().unwrap();
+    let data = ra.2.clone();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let o = out.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(o.status.success());
+    assert_eq!(&o.stdout[512..520], b"EFI PART");
+    let hits = metric(&a, "image_factory_profile_system_extension_hits_total")
+        + metric(&b, "image_factory_profile_system_extension_hits_total");
+    assert!(hits >= 1.0);
+
+    // Replica a killed (SIGKILL) while it builds: b still serves; every cache entry in
+    // the registry is complete (its layer reads back with its digest).
+    let mut a = a;
+    let id2 = create(&a, "customization:\n  extraKernelArgs:\n    - killed=1\n");
+    let path = format!("image/{id2}/{VERSION}/metal-amd64.raw.xz");
+    let ua = format!("{}/{path}", a.url);
+    let doomed = std::thread::spawn(move || get(&ua));
+    std::thread::sleep(Duration::from_millis(300));
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let _ = doomed.join();
+    let (status, _, from_b) = get(&format!("{}/{path}", b.url));
+    assert_eq!(status, 200);
+    let registry = format!("http://127.0.0.1:{}/v2/factory/cache", f.registry.1);
+    assert!(!from_b.is_empty());
+    for tag in wait_tags(&f, "cache", 2) {
+        let m = agent()
+            .get(&format!("{registry}/manifests/{tag}"))
+            .set("Accept", "application/vnd.oci.image.manifest.v1+json")
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap();
+        let m: serde_json::Value = serde_json::from_str(&m).unwrap();
+        let layer = &m["layers"][0];
+        let digest = layer["digest"].as_str().unwrap();
+        let (status, _, blob) = get(&format!("{registry}/blobs/{digest}"));
+        assert_eq!(status, 200);
+        assert_eq!(sha256(&blob), digest, "cache entry {tag} is complete");
+        assert_eq!(blob.len() as u64, layer["size"].as_u64().unwrap());
+    }
+    assert_eq!(tags(&f, "cache").len(), 2);
+}
+
+#[test]
+fn sigterm_lets_the_in_flight_response_finish() {
+    let f = fixture();
+    let s = start(&f, "a", &[]);
+    let id = create(&s, "{}");
+    let url = format!("{}/image/{id}/{VERSION}/metal-amd64-secureboot.iso", s.url);
+    let inflight = std::thread::spawn(move || get(&url));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut s = s;
+    unsafe {
+        libc::kill(s.child.id() as i32, libc::SIGTERM);
+    }
+    let (status, headers, body) = inflight.join().unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(header(&headers, "content-length"), body.len().to_string());
+    let started = Instant::now();
+    let exit = s.child.wait().unwrap();
+    assert!(
+        exit.success() && started.elapsed() < Duration::from_secs(30),
+        "{exit:?}"
+    );
+    assert!(s.log_text().contains("shutting down"));
+}
+
+#[test]
+fn hostile_paths_are_refused_and_the_service_keeps_serving() {
+    let f = fixture();
+    let s = start(&f, "a", &[]);
+    let id = create(&s, "{}");
+    let cases = [
+        (format!("/image/{id}/{VERSION}/..%2F..%2Fetc%2Fpasswd"), 400),
+        (format!("/image/{id}/..%2F..%2F/metal-amd64.iso"), 400),
+        (format!("/image/{id}/{VERSION}/../../../etc/passwd"), 404),
+        (format!("/image/{id}/v9.9.9/metal-amd64.iso"), 404),
+        (format!("/image/{id}/not-a-version/metal-amd64.iso"), 400),
+        (format!("/image/{id}/{VERSION}/metal-riscv64.iso"), 400),
+        (format!("/image/{id}/{VERSION}/metal-amd64.ssd"), 400),
+        (format!("/image/{id}/v1.10.0/metal-arm64.iso"), 404),
+        (
+            format!("/image/{}/{VERSION}/metal-amd64.iso", "f".repeat(64)),
+            404,
+        ),
+        (format!("/image/..%2F/{VERSION}/metal-amd64.iso"), 404),
+        (format!("/pxe/{id}/{VERSION}/metal-sparc"), 400),
+        (format!("/image/{id}/{VERSION}/metal-amd64.iso.sha256"), 402),
+        ("/version/..%2F..%2F/extensions/official".to_string(), 400),
+        (format!("/image/{id}/{VERSION}/{}", "a".repeat(5000)), 400),
+    ];
+    for (path, want) in &cases {
+        let (status, _, body) = get(&format!("{}{path}", s.url));
+        assert_eq!(status, *want, "{path}: {}", String::from_utf8_lossy(&body));
+        assert!(body.ends_with(b"\n"), "{path}: a message line");
+    }
+    // A client that sends half a body and stalls does not stop others.
+    let mut slow = std::net::TcpStream::connect(s.url.trim_start_matches("http://")).unwrap();
+    slow.write_all(
+        b"POST /schematics HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\ncustomization:",
+    )
+    .unwrap();
+    assert_eq!(get(&format!("{}/healthz", s.url)).0, 200);
+    let (status, _, versions) = get(&format!("{}/versions", s.url));
+    assert_eq!(status, 200);
+    assert_eq!(
+        String::from_utf8(versions).unwrap(),
+        "[\"v1.9.2\",\"v1.10.0\"]"
+    );
+    let (status, _, ext) = get(&format!("{}/version/1.9.2/extensions/official", s.url));
+    assert_eq!(status, 200);
+    let ext: serde_json::Value = serde_json::from_slice(&ext).unwrap();
+    assert_eq!(ext[0]["name"], "siderolabs/hello-world-service");
+    let (status, headers, overlays) = get(&format!("{}/version/v1.9.2/overlays/official", s.url));
+    assert_eq!((status, overlays.as_slice()), (200, &b"[]"[..]));
+    assert_eq!(header(&headers, "access-control-allow-origin"), "*");
+    assert_eq!(
+        get(&format!("{}/version/v9.9.9/overlays/official", s.url)).0,
+        404
+    );
+    let (status, headers, pem) = get(&format!("{}/secureboot/signing-cert.pem", s.url));
+    assert_eq!(
+        (status, header(&headers, "content-type")),
+        (200, "application/x-pem-file")
+    );
+    assert!(pem == std::fs::read(f.keys.join("uki-signing-cert.pem")).unwrap());
+    assert!(!s.log_text().contains("PRIVATE KEY"));
+    drop(slow);
+}
+
+#[test]
+fn load_test_200_requests_20_at_once() {
+    let f = fixture();
+    let s = start(&f, "a", &["--concurrency", "2"]);
+    let ids: Vec<String> = (0..4)
+        .map(|i| {
+            create(
+                &s,
+                &format!("customization:\n  extraKernelArgs:\n    - load={i}\n"),
+            )
+        })
+        .collect();
+    // Mixed: cached after their first build (kernel, initramfs, UKI per schematic) and
+    // cheap ones (cmdline, PXE scripts, schematics, versions).
+    let mut urls = Vec::new();
+    for n in 0..200 {
+        let id = &ids[n % ids.len()];
+        let path = match (n / ids.len()) % 6 {
+            0 => format!("/image/{id}/{VERSION}/kernel-amd64"),
+            1 => format!("/image/{id}/{VERSION}/initramfs-amd64.xz"),
+            2 => format!("/image/{id}/{VERSION}/metal-amd64-uki.efi"),
+            3 => format!("/pxe/{id}/{VERSION}/metal-amd64"),
+            4 => format!("/schematics/{id}"),
+            _ => format!("/image/{id}/{VERSION}/cmdline-metal-amd64"),
+        };
+        urls.push(format!("{}{path}", s.url));
+    }
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(urls));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..20)
+        .map(|_| {
+            let q = queue.clone();
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                loop {
+                    let Some(u) = q.lock().unwrap().pop() else {
+                        break;
+                    };
+                    let t = Instant::now();
+                    let (status, _, body) = get(&u);
+                    out.push((status, t.elapsed(), body.len(), u));
+                }
+                out
+            })
+        })
+        .collect();
+    let mut results: Vec<_> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    let total = started.elapsed();
+    let errors: Vec<_> = results.iter().filter(|r| r.0 != 200).collect();
+    assert!(
+        errors.is_empty(),
+        "errors: {:?}",
+        errors.iter().map(|r| (r.0, &r.3)).collect::<Vec<_>>()
+    );
+    assert_eq!(results.len(), 200);
+    results.sort_by_key(|r| r.1);
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let bytes: usize = results.iter().map(|r| r.2).sum();
+    println!(
+        "load: 200 requests, 20 concurrent, {:.2} s total, {:.0} req/s, {:.1} MiB; latency ms p50 {:.1} p90 {:.1} p99 {:.1} max {:.1}; builds {}",
+        total.as_secs_f64(),
+        200.0 / total.as_secs_f64(),
+        bytes as f64 / 1048576.0,
+        ms(results[99].1),
+        ms(results[179].1),
+        ms(results[197].1),
+        ms(results[199].1),
+        metric(&s, "image_factory_assets_built_total"),
+    );
+    // Peak RSS of the replica.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).unwrap();
+    if let Some(l) = status.lines().find(|l| l.starts_with("VmHWM")) {
+        println!(
+            "replica peak RSS: {}",
+            l.split_whitespace().nth(1).unwrap_or("?").to_string() + " kB"
+        );
+    }
+    // The kernel is the same for every schematic: one build; initramfs, UKI and
+    // cmdline once per schematic.
+    let (_, _, m) = get(&format!("{}/metrics", s.url));
+    let m = String::from_utf8_lossy(&m).into_owned();
+    let built: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("image_factory_assets_built_total"))
+        .collect();
+    assert_eq!(
+        metric(&s, "image_factory_assets_built_total"),
+        13.0,
+        "{built:#?}"
+    );
+}
+
+#[test]
+fn bad_configuration_is_one_line_and_nothing_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let port = free_port();
+    for (args, want) in [
+        (
+            vec!["--assets", "/nonexistent", "--registry", "r/x"],
+            "--assets /nonexistent: not a directory",
+        ),
+        (
+            vec!["--assets", "/", "--registry", "http://r/x"],
+            "--registry \"http://r/x\": give host[:port]/prefix without a scheme",
+        ),
+        (
+            vec!["--assets", "/", "--registry", "r/UPPER"],
+            "the repository prefix must be lower-case",
+        ),
+        (
+            vec!["--assets", "/", "--registry", "r/x", "--concurrency", "0"],
+            "--concurrency 0",
+        ),
+        (
+            vec![
+                "--assets",
+                "/",
+                "--registry",
+                "r/x",
+                "--secureboot-dir",
+                keys.to_str().unwrap(),
+            ],
+            "uki-signing-key.pem is missing",
+        ),
+        (
+            vec![
+                "--assets",
+                "/",
+                "--registry",
+                "r/x",
+                "--external-url",
+                "ftp://x",
+            ],
+            "--external-url \"ftp://x\": must start with http:// or https://",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_imager"))
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(want),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
