@@ -50,6 +50,10 @@ type Outcome = Result<Arc<Ready>, ServeError>;
 pub struct Builds {
     slots: Arc<Semaphore>,
     inflight: Mutex<HashMap<String, Shared<BoxFuture<'static, Outcome>>>>,
+    /// Keys this replica has pushed to the cache: a request whose cache lookup raced
+    /// with the push (missed it, then found no build in flight) looks again instead of
+    /// building a second time.
+    stored: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Pipeline progress lines as debug events of the build.
@@ -70,6 +74,7 @@ impl Builds {
         Builds {
             slots: Arc::new(Semaphore::new(concurrency)),
             inflight: Mutex::default(),
+            stored: Mutex::default(),
         }
     }
 
@@ -86,20 +91,28 @@ impl Builds {
         labels: AssetLabels,
     ) -> Result<(Arc<Ready>, bool), ServeError> {
         let key = planned.key.clone();
-        if let Some(a) = lookup(state, &key, &labels).await {
-            return Ok((Arc::new(Ready::Cached(a)), true));
-        }
-        let shared = {
+        let mut planned = Some(planned);
+        let mut looked_again = false;
+        let shared = loop {
+            if let Some(a) = lookup(state, &key, &labels).await {
+                return Ok((Arc::new(Ready::Cached(a)), true));
+            }
             let mut inflight = state.builds.inflight.lock().unwrap();
-            inflight
-                .entry(key.clone())
-                .or_insert_with(|| {
-                    let task = tokio::spawn(build_and_store(state.clone(), planned, labels));
-                    async move { task.await.unwrap_or_else(|e| Err(blocking_failed(e))) }
-                        .boxed()
-                        .shared()
-                })
-                .clone()
+            if let Some(running) = inflight.get(&key) {
+                break running.clone();
+            }
+            // Pushed by this replica after the lookup above started: look again (once).
+            if !looked_again && state.builds.stored.lock().unwrap().contains(&key) {
+                looked_again = true;
+                continue;
+            }
+            let planned = planned.take().expect("built at most once per request");
+            let task = tokio::spawn(build_and_store(state.clone(), planned, labels.clone()));
+            let running = async move { task.await.unwrap_or_else(|e| Err(blocking_failed(e))) }
+                .boxed()
+                .shared();
+            inflight.insert(key.clone(), running.clone());
+            break running;
         };
         let ready = shared.await?;
         let cached = matches!(*ready, Ready::Cached(_));
@@ -136,10 +149,15 @@ async fn build_and_store(state: AppState, planned: Planned, labels: AssetLabels)
         Ok(ready) if matches!(**ready, Ready::Local(_)) => {
             let (state, ready) = (state.clone(), ready.clone());
             tokio::spawn(async move {
-                if let Ready::Local(local) = &*ready {
-                    store(&state, &key, local, &labels).await;
+                let stored = match &*ready {
+                    Ready::Local(local) => store(&state, &key, local, &labels).await,
+                    _ => false,
+                };
+                let mut inflight = state.builds.inflight.lock().unwrap();
+                if stored {
+                    state.builds.stored.lock().unwrap().insert(key.clone());
                 }
-                state.builds.inflight.lock().unwrap().remove(&key);
+                inflight.remove(&key);
             });
         }
         _ => {
@@ -150,11 +168,15 @@ async fn build_and_store(state: AppState, planned: Planned, labels: AssetLabels)
 }
 
 /// Pushes a built file to the cache; a failure is counted and logged, not fatal.
-async fn store(state: &AppState, key: &str, local: &LocalFile, labels: &AssetLabels) {
+/// `true` once the cache has it.
+async fn store(state: &AppState, key: &str, local: &LocalFile, labels: &AssetLabels) -> bool {
     let (s, p, k) = (state.clone(), local.path.clone(), key.to_string());
     let (asset, title) = (local.asset.clone(), local.title.clone());
     match tokio::task::spawn_blocking(move || s.store.put_asset(&k, &p, &asset, &title)).await {
-        Ok(Ok(())) => tracing::debug!(cache_key = key, "stored in the cache"),
+        Ok(Ok(())) => {
+            tracing::debug!(cache_key = key, "stored in the cache");
+            return true;
+        }
         Ok(Err(e)) => {
             state
                 .metrics
@@ -165,6 +187,7 @@ async fn store(state: &AppState, key: &str, local: &LocalFile, labels: &AssetLab
         }
         Err(e) => tracing::warn!(cache_key = key, error = %e, "the cache upload task failed"),
     }
+    false
 }
 
 async fn build_once(state: &AppState, planned: Planned, labels: &AssetLabels) -> Outcome {
