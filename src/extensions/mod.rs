@@ -308,7 +308,7 @@ pub fn rebuild(
     let modules_meta = match &modules_layer {
         Some(l) => {
             let sqsh = tree.join(modules::IMAGE);
-            crate::formats::squashfs::write_tree(&l.rootfs, &sqsh, mtime)?;
+            crate::formats::squashfs::write_tree(&l.rootfs, &sqsh, mtime, compression)?;
             Some(modules::metadata(&l.kver))
         }
         None => None,
