@@ -19,6 +19,8 @@ pub enum Media {
     Disk(PathBuf),
     /// A qcow2 disk image, attached the same way.
     Qcow2(PathBuf),
+    /// A VMDK (e.g. the stream-optimized `disk.vmdk` of an OVA), attached the same way.
+    Vmdk(PathBuf),
     /// A directory copied into a FAT disk, e.g. holding `EFI/BOOT/BOOTX64.EFI`.
     EspDir(PathBuf),
 }
@@ -139,6 +141,7 @@ pub fn boot_arch(arch: Arch, media: Media, sb: SecureBoot, tpm: bool, timeout: u
         Media::Cdrom(p) => ("cdrom", p),
         Media::Disk(p) => ("disk", p),
         Media::Qcow2(p) => ("qcow2", p),
+        Media::Vmdk(p) => ("vmdk", p),
         Media::EspDir(p) => {
             require_tool("mkfs.fat");
             require_tool("mcopy");
