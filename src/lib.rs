@@ -3,7 +3,8 @@
 //! The modules follow the pipeline. A [`profile`] says what to build (Talos schema,
 //! built-ins, defaults, version quirks); [`plan`] turns it into a typed plan once
 //! (architecture, epoch, artifact names, one plan per output kind); [`inputs`] opens
-//! the files it names; [`kernel_cmdline`] assembles the kernel command line; [`uki`]
+//! the files it names; [`extensions`] rebuilds the initramfs with system extensions;
+//! [`kernel_cmdline`] assembles the kernel command line; [`uki`]
 //! puts kernel, initramfs and command line on systemd-stub, laid out with the [`pe`]
 //! model; [`measure`] predicts PCR 11 and signs the policy; [`sign`] Authenticode-signs
 //! PE images; [`keys`] loads and makes SecureBoot material; [`meta`] encodes Talos
