@@ -3,60 +3,10 @@
 
 mod common;
 
-use std::io::Read;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{demo_build, demo_dir, require_tool, run_ok};
-
-/// Runs QEMU (SeaBIOS + iPXE network boot) until `marker` shows on the serial
-/// console or `timeout` passes; returns the console text.
-fn pxe_boot(tftp_dir: &Path, bootfile: &str, marker: &str, timeout: Duration) -> String {
-    let qemu = require_tool("qemu-system-x86_64");
-    let log = tftp_dir.join("serial.log");
-    let mut child = Command::new(qemu)
-        .args([
-            "-accel",
-            "tcg",
-            "-m",
-            "1024",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-boot",
-            "n",
-        ])
-        .arg("-netdev")
-        .arg(format!(
-            "user,id=n0,tftp={},bootfile={bootfile}",
-            tftp_dir.display()
-        ))
-        .args(["-device", "virtio-net-pci,netdev=n0"])
-        .arg("-serial")
-        .arg(format!("file:{}", log.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("qemu starts");
-    let start = Instant::now();
-    let mut text = String::new();
-    while start.elapsed() < timeout {
-        text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains(marker) || child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
-    format!("{text}\n--- qemu stderr ---\n{err}")
-}
+use common::boot::pxe_boot;
+use common::{demo_build, demo_dir, run_ok};
 
 #[test]
 fn pxe_recipes_reference_the_assets() {

@@ -190,11 +190,14 @@ fn start(f: &Fixture, name: &str, extra: &[&str]) -> Service {
     start_as(f, name, None, extra)
 }
 
-/// Starts a replica; `external` is the URL clients use (replicas behind one Service share it).
+/// Starts a replica; `external` is the URL clients use (replicas behind one Service share it;
+/// `{port}` in it stands for the replica's port).
 fn start_as(f: &Fixture, name: &str, external: Option<&str>, extra: &[&str]) -> Service {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let external = external.map(str::to_string).unwrap_or_else(|| url.clone());
+    let external = external
+        .map(|e| e.replace("{port}", &port.to_string()))
+        .unwrap_or_else(|| url.clone());
     let log = f.dir.path().join(format!("{name}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_imager"))
         .arg("serve")
@@ -765,6 +768,39 @@ fn ipxe_script_urls_fetch_the_kernel_and_initramfs() {
         "{sb}"
     );
     assert!(!sb.contains("initrd"));
+}
+
+/// The factory's PXE flow in a real firmware: QEMU's iPXE chains to the served script
+/// (`chain http://.../pxe/<id>/<version>/metal-amd64`, as the README shows), fetches the
+/// kernel and the initramfs with the schematic's extension over HTTP and boots them. The
+/// guest reaches the host's loopback as 10.0.2.2, so that is the external URL here.
+#[test]
+fn boot_the_served_ipxe_script_through_qemus_ipxe() {
+    let f = fixture();
+    let s = start_as(&f, "pxe", Some("http://10.0.2.2:{port}"), &[]);
+    let id = create(&s, ARGS_SCHEMATIC);
+    let port = s.url.rsplit(':').next().unwrap();
+    let tftp = f.dir.path().join("tftp");
+    std::fs::create_dir(&tftp).unwrap();
+    std::fs::write(
+        tftp.join("boot.ipxe"),
+        format!("#!ipxe\nchain http://10.0.2.2:{port}/pxe/{id}/{VERSION}/metal-amd64\n"),
+    )
+    .unwrap();
+    let log = common::boot::pxe_boot(
+        &tftp,
+        "boot.ipxe",
+        "IMAGER-BOOT-OK",
+        Duration::from_secs(240),
+    );
+    assert!(
+        log.contains("IMAGER-BOOT-OK"),
+        "iPXE -> served script -> kernel + initramfs:\n{log}"
+    );
+    assert!(
+        log.contains("imager.serve=test"),
+        "the schematic's args reached the kernel:\n{log}"
+    );
 }
 
 #[test]

@@ -196,3 +196,57 @@ fn log_path(media: &Path) -> PathBuf {
         COUNT.fetch_add(1, Ordering::Relaxed)
     ))
 }
+
+/// Runs QEMU (SeaBIOS + iPXE network boot from QEMU's user network: its TFTP server
+/// serves `tftp_dir`, the host's loopback is 10.0.2.2) until `marker` shows on the serial
+/// console or `timeout` passes; returns the console text.
+pub fn pxe_boot(
+    tftp_dir: &Path,
+    bootfile: &str,
+    marker: &str,
+    timeout: std::time::Duration,
+) -> String {
+    let qemu = require_tool("qemu-system-x86_64");
+    let log = tftp_dir.join("serial.log");
+    let mut child = std::process::Command::new(qemu)
+        .args([
+            "-accel",
+            "tcg",
+            "-m",
+            "1024",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-boot",
+            "n",
+        ])
+        .arg("-netdev")
+        .arg(format!(
+            "user,id=n0,tftp={},bootfile={bootfile}",
+            tftp_dir.display()
+        ))
+        .args(["-device", "virtio-net-pci,netdev=n0"])
+        .arg("-serial")
+        .arg(format!("file:{}", log.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("qemu starts");
+    let start = std::time::Instant::now();
+    let mut text = String::new();
+    while start.elapsed() < timeout {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains(marker) || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    format!("{text}\n--- qemu stderr ---\n{err}")
+}
