@@ -128,36 +128,6 @@ fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// A plain tar of the entries, with their directories (0755).
-fn tar_bytes(entries: &[Entry]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut dirs = std::collections::BTreeSet::new();
-    for (p, _, _) in entries {
-        let mut d = Path::new(p).parent();
-        while let Some(x) = d.filter(|x| !x.as_os_str().is_empty()) {
-            dirs.insert(x.to_path_buf());
-            d = x.parent();
-        }
-    }
-    for d in &dirs {
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(0o755);
-        h.set_size(0);
-        h.set_cksum();
-        b.append_data(&mut h, format!("{}/", d.display()), &[][..])
-            .unwrap();
-    }
-    for (p, mode, data) in entries {
-        let mut h = tar::Header::new_ustar();
-        h.set_mode(*mode);
-        h.set_size(data.len() as u64);
-        h.set_cksum();
-        b.append_data(&mut h, p, &data[..]).unwrap();
-    }
-    b.into_inner().unwrap()
-}
-
 fn sha256(b: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)))
 }
@@ -302,7 +272,7 @@ fn reference_squashfs(entries: &[Entry], work: &Path) -> PathBuf {
     let root = work.join("tree");
     std::fs::create_dir_all(&root).unwrap();
     let tar = work.join("fixture.tar");
-    std::fs::write(&tar, tar_bytes(entries)).unwrap();
+    std::fs::write(&tar, common::tar_of(entries)).unwrap();
     run_ok(
         Command::new("tar")
             .arg("-C")
@@ -375,9 +345,9 @@ const EXPECTED_YAML: &str = "layers:
 fn initramfs_with_extensions_from_a_tarball_a_layout_and_a_registry() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("hello.tar"), tar_bytes(&hello_world())).unwrap();
-    oci_layout(&d.join("intel"), &tar_bytes(&intel_ucode()), "amd64");
-    oci_layout(&d.join("amd"), &tar_bytes(&amd_ucode()), "amd64");
+    std::fs::write(d.join("hello.tar"), common::tar_of(&hello_world())).unwrap();
+    oci_layout(&d.join("intel"), &common::tar_of(&intel_ucode()), "amd64");
+    oci_layout(&d.join("amd"), &common::tar_of(&amd_ucode()), "amd64");
     let reg = registry(d);
     let amd_ref = format!("127.0.0.1:{}/siderolabs/amd-ucode:20250211", reg.1);
     run_ok(
@@ -572,7 +542,7 @@ fn size_of_member(cpio: &[u8], name: &str, d: &Path) -> u64 {
 fn every_image_kind_builds_with_an_extension() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("hello.tar"), tar_bytes(&hello_world())).unwrap();
+    std::fs::write(d.join("hello.tar"), common::tar_of(&hello_world())).unwrap();
     let items = vec![format!("tarballPath: {}", d.join("hello.tar").display())];
     let rebuilt = demo_build(profile(d, "v1.10.0", "initramfs", &items))
         .no_console()
@@ -648,13 +618,13 @@ fn bad_extension_inputs() {
     refused(
         d,
         "v1.10.0",
-        tar_bytes(&with(hw(), ("bin/sh", 0o755, b"x".to_vec()))),
+        common::tar_of(&with(hw(), ("bin/sh", 0o755, b"x".to_vec()))),
         r#"unexpected file "bin""#,
     );
     refused(
         d,
         "v1.10.0",
-        tar_bytes(&hw()[1..]),
+        common::tar_of(&hw()[1..]),
         "extension manifest is missing",
     );
     let mut no_rootfs = tar::Builder::new(Vec::new());
@@ -677,7 +647,7 @@ fn bad_extension_inputs() {
     refused(
         d,
         "v1.10.0",
-        tar_bytes(&v),
+        common::tar_of(&v),
         r#"unsupported manifest version: "v1alpha2""#,
     );
     let mut v = hw();
@@ -685,7 +655,7 @@ fn bad_extension_inputs() {
     refused(
         d,
         "v1.10.0",
-        tar_bytes(&v),
+        common::tar_of(&v),
         "error unmarshalling extension manifest",
     );
     let mut v = hw();
@@ -693,11 +663,11 @@ fn bad_extension_inputs() {
     refused(
         d,
         "v1.10.0",
-        tar_bytes(&v),
+        common::tar_of(&v),
         r#"error validating extension "hello-world-service": version constraint >= v1.11.0 can't be satisfied with Talos version 1.10.0"#,
     );
     // A path escape in the layer.
-    let mut esc = tar_bytes(&hw());
+    let mut esc = common::tar_of(&hw());
     esc.truncate(esc.len() - 1024);
     let mut b = tar::Builder::new(esc);
     let mut h = tar::Header::new_gnu();
@@ -720,7 +690,7 @@ fn bad_extension_inputs() {
     refused(
         d,
         "v1.10.0",
-        tar_bytes(&with(
+        common::tar_of(&with(
             intel_ucode(),
             (
                 "rootfs/usr/lib/firmware/intel-ucode/06-00-00/x",
@@ -734,7 +704,7 @@ fn bad_extension_inputs() {
     refused(
         d,
         "v1.10.0",
-        tar_bytes(&with(
+        common::tar_of(&with(
             hw(),
             (
                 "rootfs/usr/lib/modules/6.12.25-talos/extras/x.ko",
@@ -746,7 +716,7 @@ fn bad_extension_inputs() {
     );
 
     // Wrong architecture: a layout for arm64 only.
-    oci_layout(&d.join("arm"), &tar_bytes(&hw()), "arm64");
+    oci_layout(&d.join("arm"), &common::tar_of(&hw()), "arm64");
     let p = profile(
         d,
         "v1.10.0",
@@ -773,7 +743,7 @@ fn eleven_extensions_are_layered_in_string_order() {
         let mut f = hello_world();
         f[0].2 = manifest_yaml(&format!("ext-{j}"), "v1.0.0", "d", "");
         let t = d.join(format!("e{j}.tar"));
-        std::fs::write(&t, tar_bytes(&f)).unwrap();
+        std::fs::write(&t, common::tar_of(&f)).unwrap();
         items.push(format!("tarballPath: {}", t.display()));
     }
     let built = demo_build(profile(d, "v1.10.0", "initramfs", &items))
@@ -911,7 +881,7 @@ fn embedded_machine_configuration_is_the_last_extension() {
     assert_eq!(std::fs::read(&got).unwrap(), MACHINE_CONFIG);
 
     // customization.embeddedMachineConfiguration after a real extension: 1.sqsh, last.
-    std::fs::write(d.join("hello.tar"), tar_bytes(&hello_world())).unwrap();
+    std::fs::write(d.join("hello.tar"), common::tar_of(&hello_world())).unwrap();
     let p = d.join("both.yaml");
     let indented: String = String::from_utf8_lossy(MACHINE_CONFIG)
         .lines()
@@ -1029,7 +999,7 @@ fn layers_are_flattened_across_whiteouts_and_zstd() {
             .map(|(p, m, c)| (&*Box::leak(p.clone().into_boxed_str()), *m, c.clone()))
             .collect()
     };
-    let (lower, upper) = (tar_bytes(&leak(&lower)), tar_bytes(&leak(&upper)));
+    let (lower, upper) = (common::tar_of(&leak(&lower)), common::tar_of(&leak(&upper)));
     oci_layout_of(
         &d.join("two"),
         &[(&lower, Layer::Gzip), (&upper, Layer::Zstd)],
@@ -1076,7 +1046,7 @@ fn layers_are_flattened_across_whiteouts_and_zstd() {
 fn tampered_layers_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let tar = tar_bytes(&hello_world());
+    let tar = common::tar_of(&hello_world());
     let layout = |name: &str, how: Layer| {
         let blobs = oci_layout_of(&d.join(name), &[(&tar, how)], "amd64");
         blobs[0].clone()
@@ -1207,14 +1177,14 @@ fn every_output_kind_carries_the_rebuilt_initramfs_reproducibly() {
         0o644,
         [pseudo_random(2 << 20, 7), vec![b'a'; 3 << 20]].concat(),
     ));
-    std::fs::write(d.join("hello.tar"), tar_bytes(&hello)).unwrap();
-    oci_layout(&d.join("intel"), &tar_bytes(&intel_ucode()), "amd64");
+    std::fs::write(d.join("hello.tar"), common::tar_of(&hello)).unwrap();
+    oci_layout(&d.join("intel"), &common::tar_of(&intel_ucode()), "amd64");
     let items = vec![
         format!("tarballPath: {}", d.join("hello.tar").display()),
         format!("ociPath: {}", d.join("intel").display()),
     ];
     // An installer base image: one layer with the installer binary.
-    let base = tar_bytes(&[("usr/bin/installer", 0o755, b"#!/bin/sh\n".to_vec())]);
+    let base = common::tar_of(&[("usr/bin/installer", 0o755, b"#!/bin/sh\n".to_vec())]);
     oci_layout(&d.join("base"), &base, "amd64");
     let base_ref = format!("oci:{}:v1", d.join("base").display());
 
@@ -1335,8 +1305,8 @@ fn boot_secureboot_uki_with_a_service_and_a_firmware_extension() {
             b"IMAGER-EXT-FIRMWARE-OK\n".to_vec(),
         ),
     ];
-    std::fs::write(d.join("service.tar"), tar_bytes(&service)).unwrap();
-    oci_layout(&d.join("firmware"), &tar_bytes(&firmware), "amd64");
+    std::fs::write(d.join("service.tar"), common::tar_of(&service)).unwrap();
+    oci_layout(&d.join("firmware"), &common::tar_of(&firmware), "amd64");
     let p = d.join("sb.yaml");
     std::fs::write(
         &p,
@@ -1398,7 +1368,7 @@ fn profiles_before_1_8_get_xz_squashfs_and_an_xz_cpio() {
         0o644,
         [pseudo_random(1 << 20, 9), vec![b'z'; 1 << 20]].concat(),
     ));
-    std::fs::write(d.join("hello.tar"), tar_bytes(&hello)).unwrap();
+    std::fs::write(d.join("hello.tar"), common::tar_of(&hello)).unwrap();
     let p = profile(
         d,
         "v1.7.6",
@@ -1430,7 +1400,7 @@ fn profiles_before_1_8_get_xz_squashfs_and_an_xz_cpio() {
     let work = d.join("ref");
     let root = work.join("tree");
     std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(work.join("f.tar"), tar_bytes(&hello)).unwrap();
+    std::fs::write(work.join("f.tar"), common::tar_of(&hello)).unwrap();
     run_ok(
         Command::new("tar")
             .arg("-C")
@@ -1501,7 +1471,7 @@ fn progress_bars_only_on_a_terminal() {
         0o644,
         pseudo_random(4 << 20, 11),
     ));
-    oci_layout(&d.join("hello"), &tar_bytes(&hello), "amd64");
+    oci_layout(&d.join("hello"), &common::tar_of(&hello), "amd64");
     let reg = registry(d);
     let r = format!("127.0.0.1:{}/siderolabs/hello:v1", reg.1);
     run_ok(
@@ -1753,8 +1723,8 @@ fn module_layer_case(version: &str, mdir: &str) {
     let d = dir.path();
     let (install, kver) = module_base(d, mdir);
     let ext = module_extension(&kver, mdir);
-    oci_layout(&d.join("gasket"), &tar_bytes(&ext), "amd64");
-    std::fs::write(d.join("hello.tar"), tar_bytes(&hello_world())).unwrap();
+    oci_layout(&d.join("gasket"), &common::tar_of(&ext), "amd64");
+    std::fs::write(d.join("hello.tar"), common::tar_of(&hello_world())).unwrap();
     let items = vec![
         format!("ociPath: {}", d.join("gasket").display()),
         format!("tarballPath: {}", d.join("hello.tar").display()),
@@ -1906,7 +1876,7 @@ fn module_layer_case(version: &str, mdir: &str) {
 /// One failing module build with `install`: one `error:` line containing every `want`.
 fn modules_refused(d: &Path, install: &Path, fixture: &[Entry], want: &[&str]) {
     let tar = d.join("mods.tar");
-    std::fs::write(&tar, tar_bytes(fixture)).unwrap();
+    std::fs::write(&tar, common::tar_of(fixture)).unwrap();
     let p = profile(
         d,
         "v1.10.0",

@@ -51,36 +51,6 @@ fn sha256(b: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)))
 }
 
-/// A plain tar of (path, mode, bytes) with its parent directories.
-fn tar_of(entries: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut dirs = std::collections::BTreeSet::new();
-    for (p, _, _) in entries {
-        let mut d = Path::new(p).parent();
-        while let Some(x) = d.filter(|x| !x.as_os_str().is_empty()) {
-            dirs.insert(x.to_path_buf());
-            d = x.parent();
-        }
-    }
-    for d in &dirs {
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(0o755);
-        h.set_size(0);
-        h.set_cksum();
-        b.append_data(&mut h, format!("{}/", d.display()), &[][..])
-            .unwrap();
-    }
-    for (p, mode, data) in entries {
-        let mut h = tar::Header::new_ustar();
-        h.set_mode(*mode);
-        h.set_size(data.len() as u64);
-        h.set_cksum();
-        b.append_data(&mut h, p, &data[..]).unwrap();
-    }
-    b.into_inner().unwrap()
-}
-
 /// An OCI layout with one single-layer image per (arch, layer tar), platforms in the index.
 fn oci_layout(dir: &Path, images: &[(&str, Vec<u8>)]) {
     let blobs = dir.join("blobs/sha256");
@@ -136,7 +106,7 @@ fn fixture() -> Fixture {
     std::os::unix::fs::symlink(demo.join("amd64"), assets.join("v1.10.0/amd64")).unwrap();
     std::fs::create_dir_all(assets.join("not-a-version")).unwrap();
     let base = |arch: &str| {
-        tar_of(&[
+        common::tar_of(&[
             (
                 "usr/bin/installer",
                 0o755,
@@ -150,7 +120,7 @@ fn fixture() -> Fixture {
         &[("amd64", base("amd64")), ("arm64", base("arm64"))],
     );
     let manifest = b"version: v1alpha1\nmetadata:\n  name: hello-world-service\n  version: v1.0.0\n  author: Sidero Labs\n  description: An example extension service.\n  compatibility:\n    talos:\n      version: \">= v1.0.0\"\n".to_vec();
-    let ext = tar_of(&[
+    let ext = common::tar_of(&[
         ("manifest.yaml", 0o644, manifest),
         (
             "rootfs/usr/local/etc/containers/hello-world.yaml",

@@ -224,3 +224,33 @@ pub fn partition(image: &Path, n: u32, sector: u64) -> (u64, u64, String) {
     let last = num("Last sector");
     (first * sector, (last - first + 1) * sector, info)
 }
+
+/// A plain tar of (path, mode, bytes) entries, with their parent directories (0755).
+pub fn tar_of(entries: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dirs = std::collections::BTreeSet::new();
+    for (p, _, _) in entries {
+        let mut d = Path::new(p).parent();
+        while let Some(x) = d.filter(|x| !x.as_os_str().is_empty()) {
+            dirs.insert(x.to_path_buf());
+            d = x.parent();
+        }
+    }
+    for d in &dirs {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        h.set_cksum();
+        b.append_data(&mut h, format!("{}/", d.display()), &[][..])
+            .unwrap();
+    }
+    for (p, mode, data) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(*mode);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append_data(&mut h, p, &data[..]).unwrap();
+    }
+    b.into_inner().unwrap()
+}
