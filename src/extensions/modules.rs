@@ -24,9 +24,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use backhand::compression::{CompressionAction, Compressor, DefaultCompressor};
-use backhand::kind::Kind;
-use backhand::{BackhandError, FilesystemCompressor, FilesystemReader, InnerNode, SuperBlock};
+use backhand::{FilesystemReader, InnerNode};
 
 use super::depmod;
 use super::manifest::{Compatibility, Metadata, TalosCompat};
@@ -307,45 +305,6 @@ fn skip(r: &mut impl Read, n: u64) -> io::Result<u64> {
     io::copy(&mut r.take(n), &mut io::sink())
 }
 
-/// A squashfs decompressor for reading: xz through `xz2`, the rest as backhand does.
-struct ReadCompressor;
-static READ_COMPRESSOR: ReadCompressor = ReadCompressor;
-
-impl CompressionAction for ReadCompressor {
-    type Error = BackhandError;
-    type Compressor = Compressor;
-    type FilesystemCompressor = FilesystemCompressor;
-    type SuperBlock = SuperBlock;
-
-    fn decompress(
-        &self,
-        bytes: &[u8],
-        out: &mut Vec<u8>,
-        compressor: Compressor,
-    ) -> std::result::Result<(), BackhandError> {
-        match compressor {
-            Compressor::Xz => {
-                xz2::read::XzDecoder::new_multi_decoder(bytes).read_to_end(out)?;
-                Ok(())
-            }
-            Compressor::Gzip => {
-                flate2::read::ZlibDecoder::new(bytes).read_to_end(out)?;
-                Ok(())
-            }
-            other => DefaultCompressor.decompress(bytes, out, other),
-        }
-    }
-
-    fn compress(
-        &self,
-        bytes: &[u8],
-        fc: FilesystemCompressor,
-        block_size: u32,
-    ) -> std::result::Result<Vec<u8>, BackhandError> {
-        DefaultCompressor.compress(bytes, fc, block_size)
-    }
-}
-
 /// Extracts `<modules dir>/<release>/` of the squashfs image `sqsh` into
 /// `dest/<release>`; returns the release. Errors are messages.
 pub fn extract_modules(
@@ -354,7 +313,7 @@ pub fn extract_modules(
     dest: &Path,
 ) -> std::result::Result<String, String> {
     let file = File::open(sqsh).map_err(|e| format!("opening: {e}"))?;
-    let kind = Kind::new_v4(&READ_COMPRESSOR);
+    let kind = crate::formats::squashfs::read_kind();
     let fs = FilesystemReader::from_reader_with_offset_and_kind(BufReader::new(file), 0, kind)
         .map_err(|e| format!("not a readable squashfs image: {e}"))?;
     let base = Path::new("/").join(modules_dir);

@@ -70,10 +70,17 @@ fn compressor(c: Compression) -> Result<FilesystemCompressor> {
 }
 
 /// The compressor of xz images: every block and metadata block through xz2's
-/// liblzma; reading any other compressor as `backhand` does.
+/// liblzma. Reading also goes through it ([`read_kind`]): xz and gzip blocks by xz2 and
+/// flate2, any other compressor as `backhand` does.
 pub struct XzBlocks;
 
 static XZ_BLOCKS: XzBlocks = XzBlocks;
+
+/// The `backhand` kind for reading squashfs images of any compressor this build can
+/// decode (xz, gzip, zstd): Talos's `rootfs.sqsh` is xz.
+pub fn read_kind() -> Kind {
+    Kind::new_v4(&XZ_BLOCKS)
+}
 
 /// One block as mksquashfs's xz compressor writes it.
 fn xz_block(bytes: &[u8], dict_size: u32) -> std::result::Result<Vec<u8>, BackhandError> {
@@ -134,11 +141,17 @@ impl CompressionAction for XzBlocks {
         out: &mut Vec<u8>,
         compressor: Compressor,
     ) -> std::result::Result<(), BackhandError> {
-        if compressor != Compressor::Xz {
-            return DefaultCompressor.decompress(bytes, out, compressor);
+        match compressor {
+            Compressor::Xz => {
+                xz2::read::XzDecoder::new_multi_decoder(bytes).read_to_end(out)?;
+                Ok(())
+            }
+            Compressor::Gzip => {
+                flate2::read::ZlibDecoder::new(bytes).read_to_end(out)?;
+                Ok(())
+            }
+            other => DefaultCompressor.decompress(bytes, out, other),
         }
-        xz2::read::XzDecoder::new(bytes).read_to_end(out)?;
-        Ok(())
     }
 
     fn compress(
