@@ -11,7 +11,8 @@
 //! META; [`formats`] writes each file format (FAT ESP, ISO 9660, GPT disk, GRUB boot images,
 //! the XFS BOOT partition, qcow2, VHD, VMDK/OVA, compression, OCI installer image, PXE recipes)
 //! and [`oci`] reads base images and reads and writes registries.
-//! [`schematic`] parses Image Factory schematics and computes their IDs.
+//! [`schematic`] parses Image Factory schematics and computes their IDs; [`goyaml`] writes
+//! YAML byte for byte as go-yaml v3 does (schematics, `extensions.yaml`, extension manifests).
 //! [`pipeline`] runs the stages for a plan; [`io`] holds the streaming adapters and
 //! [`report`] the progress lines and the build manifest. The `imager` binary is a thin
 //! CLI over [`pipeline::build`]; [`serve`] is the Image-Factory-compatible HTTP service
@@ -20,6 +21,7 @@
 pub mod error;
 pub mod extensions;
 pub mod formats;
+pub mod goyaml;
 pub mod inputs;
 pub mod io;
 pub mod kernel_cmdline;

@@ -9,7 +9,7 @@
 //! `saphyr-parser`'s event stream, which lets it refuse anchors, aliases, merge keys,
 //! unusual tags and nesting deeper than [`MAX_DEPTH`] before anything is built, and
 //! then decodes the events with go-yaml v3's rules; [`Schematic::canonical_yaml`] writes
-//! the bytes with the go-yaml emitter rules of [`goyaml`] (see there for why that is
+//! the bytes with the go-yaml emitter rules of [`crate::goyaml`] (see there for why that is
 //! written here rather than taken from serde_yaml).
 //!
 //! Stricter than the factory where it is cheap: bodies over [`MAX_BODY`], `owner`
@@ -21,9 +21,7 @@
 //! Judged by go-yaml itself: `tests/schematic.rs` runs thousands of bodies through
 //! Debian's `gopkg.in/yaml.v3` and compares the bytes.
 
-mod goyaml;
-
-use goyaml::{Out, Resolved, resolve};
+use crate::goyaml::{self, Out, Resolved, resolve};
 use saphyr_parser::{Event, Parser, ScalarStyle};
 use sha2::{Digest, Sha256};
 

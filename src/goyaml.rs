@@ -1,17 +1,32 @@
-//! The parts of go-yaml v3 (`gopkg.in/yaml.v3`) that decide a schematic's canonical bytes:
-//! the plain-scalar resolver (`resolve.go`), the string style choice (`encode.go`
-//! `stringv`), the map key order (`sorter.go`) and a block-style emitter that keeps the
-//! libyaml emitter's state (column, whitespace, indention, indent stack) the way
-//! `emitterc.go` does.
+//! The parts of go-yaml v3 (`gopkg.in/yaml.v3`) that decide the bytes of the YAML files
+//! Talos tools write with it: the plain-scalar resolver (`resolve.go`), the string style
+//! choice (`encode.go` `stringv`), the map key order (`sorter.go`) and a block-style
+//! emitter that keeps the libyaml emitter's state (column, whitespace, indention, indent
+//! stack) the way `emitterc.go` does. Its users are an Image Factory schematic's
+//! canonical bytes ([`crate::schematic`]) and the `extensions.yaml` and extension
+//! `manifest.yaml` files of the initramfs rebuild ([`crate::extensions::manifest`]).
 //!
 //! Why not serde_yaml: its emitter (libyaml through `unsafe-libyaml`, with its own
 //! settings: 2-space indent, indentless sequences, different quoting of `yes`/`on` and
 //! numeric-looking strings) produces other bytes, and a schematic's ID is the SHA-256 of
-//! exactly the bytes the factory's go-yaml writes. The schema is fixed and small, so the
-//! emitter below covers only block mappings, block sequences, the empty flow collections
-//! `{}`/`[]` and the four scalar styles go-yaml picks from (plain, single-quoted,
-//! double-quoted, literal), with best_width unlimited (no folding), indent 4 and Unicode
-//! output, as `yaml.Marshal` configures it.
+//! exactly the bytes the factory's go-yaml writes. The schemas are fixed and small, so
+//! the emitter below covers only block mappings, block sequences, the empty flow
+//! collections `{}`/`[]` and the four scalar styles go-yaml picks from (plain,
+//! single-quoted, double-quoted, literal), with best_width unlimited (no folding),
+//! indent 4 and Unicode output, as `yaml.Marshal` and `yaml.NewEncoder` configure it.
+//!
+//! go-yaml's own output is not always a fixed point of its reader;
+//! [`unstable_encoding`] names those cases for round-trip checks.
+
+/// Whether `yaml` (this emitter's output) holds one of the encodings go-yaml writes
+/// but does not read back as the same text: a `|4` block scalar (the indentation
+/// indicator of a multi-line value starting with a space or a break is relative to the
+/// wrong column inside a sequence item), raw tabs (in literal blocks, where a reader
+/// may take them for indentation) and raw U+2028/U+2029 (copied into single quotes,
+/// where a reader folds them as line breaks).
+pub fn unstable_encoding(yaml: &str) -> bool {
+    yaml.contains("|4") || yaml.contains(['\t', '\u{2028}', '\u{2029}'])
+}
 
 /// What a plain scalar resolves to under go-yaml v3's resolver (`resolve("", s)`).
 #[derive(Debug, Clone, PartialEq)]
@@ -968,6 +983,44 @@ mod tests {
         ] {
             assert_eq!(resolve(s), r, "{s:?}");
         }
+    }
+
+    #[test]
+    fn string_styles() {
+        let one = |s: &str| marshal(&Out::Map(vec![("k".into(), Out::Str(s.into()))]));
+        for (s, want) in [
+            ("20250211", "\"20250211\""),
+            ("1.10", "\"1.10\""),
+            ("1e3", "\"1e3\""),
+            ("0x10", "\"0x10\""),
+            ("012", "\"012\""),
+            ("yes", "\"yes\""),
+            ("on", "\"on\""),
+            ("y", "\"y\""),
+            ("true", "\"true\""),
+            ("null", "\"null\""),
+            ("~", "\"~\""),
+            ("", "\"\""),
+            ("a\tb", "\"a\\tb\""),
+            ("'>= v1.0.0'", "'''>= v1.0.0'''"),
+            ("a: b", "'a: b'"),
+            ("- x", "'- x'"),
+            ("1.10.0", "1.10.0"),
+            ("v1.0.0", "v1.0.0"),
+            ("-x", "-x"),
+            ("x,y", "x,y"),
+            ("6.12.9-talos", "6.12.9-talos"),
+            ("2025-02-11", "\"2025-02-11\""),
+            ("1:20", "\"1:20\""),
+            ("a\u{2028}b", "'a\u{2028}    b'"),
+            ("a\nb", "|-\n    a\n    b"),
+            ("a\n\nb\n\n", "|+\n    a\n\n    b\n"),
+            (" a\n", "|4\n     a"),
+        ] {
+            assert_eq!(one(s), format!("k: {want}\n"), "{s:?}");
+        }
+        assert!(unstable_encoding(&one("a\u{2028}b")) && unstable_encoding(&one(" a\n")));
+        assert!(!unstable_encoding(&one("a\nb")));
     }
 
     #[test]
