@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 
 use common::registry::registry;
 use common::{demo_build, demo_dir, entries, require_tool, run_ok};
+use imager::extensions::manifest::{self, Compatibility, Metadata, TalosCompat, extensions_yaml};
 use sha2::Digest;
 
 /// One file of a fixture: path (relative to the image root), mode, content.
@@ -1958,3 +1959,156 @@ fn module_extension_for_another_kernel_or_a_corrupt_base_is_refused() {
         ],
     );
 }
+
+/// One generated `extensions.yaml` input: up to three layers whose every string is made
+/// of scalars go-yaml treats specially (numbers, booleans, indicators, breaks, escapes).
+fn random_layers(r: &mut common::goyaml::Rng) -> Vec<(String, Metadata)> {
+    use common::goyaml::random_string;
+    (0..1 + r.below(3))
+        .map(|i| {
+            let image = match r.below(3) {
+                0 => random_string(r),
+                _ => format!("{i}.sqsh"),
+            };
+            let m = Metadata {
+                name: random_string(r),
+                version: random_string(r),
+                author: random_string(r),
+                description: random_string(r),
+                compatibility: Compatibility {
+                    talos: TalosCompat {
+                        version: random_string(r),
+                    },
+                },
+                extra_info: if r.below(2) == 0 {
+                    String::new()
+                } else {
+                    random_string(r)
+                },
+            };
+            (image, m)
+        })
+        .collect()
+}
+
+/// `extensions.yaml` is byte for byte what go-yaml v3 (the Talos imager's encoder)
+/// writes for the same `Config`: the spec's example and the manifests of this file's
+/// fixtures, then a few thousand generated ones.
+#[test]
+fn extensions_yaml_matches_go_yaml() {
+    let meta =
+        |name: &str, version: &str, author: &str, desc: &str, c: &str, extra: &str| Metadata {
+            name: name.into(),
+            version: version.into(),
+            author: author.into(),
+            description: desc.into(),
+            compatibility: Compatibility {
+                talos: TalosCompat { version: c.into() },
+            },
+            extra_info: extra.into(),
+        };
+    let mut configs = vec![
+        vec![
+            (
+                "0.sqsh".to_string(),
+                meta(
+                    "intel-ucode",
+                    "20250211",
+                    "Sidero Labs",
+                    "[core] This system extension provides Intel microcode binaries.\n",
+                    ">= v1.0.0",
+                    "",
+                ),
+            ),
+            (
+                "modules.dep.sqsh".to_string(),
+                meta(
+                    "modules.dep",
+                    "6.12.9-talos",
+                    "Talos Machinery",
+                    "Combined modules.dep for all extensions",
+                    "",
+                    "",
+                ),
+            ),
+        ],
+        vec![(
+            "0.sqsh".to_string(),
+            meta(
+                "schematic",
+                "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba",
+                "Image Factory (https://factory.talos.dev)",
+                "",
+                "",
+                "customization:\n    extraKernelArgs:\n        - console=ttyS0\n",
+            ),
+        )],
+        vec![],
+    ];
+    let mut r = common::goyaml::Rng(0x5eed_e87e_0000_0001);
+    configs.extend((0..3000).map(|_| random_layers(&mut r)));
+    let bodies: Vec<Vec<u8>> = configs
+        .iter()
+        .map(|layers| {
+            let layers: Vec<_> = layers
+                .iter()
+                .map(|(image, m)| {
+                    serde_json::json!({
+                        "image": image,
+                        "metadata": {
+                            "name": m.name,
+                            "version": m.version,
+                            "author": m.author,
+                            "description": m.description,
+                            "compatibility": {"talos": {"version": m.compatibility.talos.version}},
+                            "extraInfo": m.extra_info,
+                        },
+                    })
+                })
+                .collect();
+            serde_json::to_vec(&serde_json::json!({ "layers": layers })).unwrap()
+        })
+        .collect();
+    let want = common::goyaml::oracle("extensions", &bodies);
+    assert_eq!(
+        want[0].as_deref(),
+        Ok(&*format!("layers:\n{}", EXPECTED_SPEC_TAIL)),
+        "the oracle writes the spec's example"
+    );
+    for (layers, want) in configs.iter().zip(want) {
+        let want = want.unwrap_or_else(|e| panic!("go-yaml refuses {layers:?}: {e}"));
+        let got = extensions_yaml(
+            &layers
+                .iter()
+                .map(|(image, m)| manifest::Layer {
+                    image: image.clone(),
+                    metadata: m,
+                })
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(got, want, "extensions.yaml differs for {layers:?}");
+    }
+}
+
+/// The spec's `extensions.yaml` example after its `layers:` line
+/// (`/work/shared/spec/extensions.md` §3).
+const EXPECTED_SPEC_TAIL: &str = "    - image: 0.sqsh
+      metadata:
+        name: intel-ucode
+        version: \"20250211\"
+        author: Sidero Labs
+        description: |
+            [core] This system extension provides Intel microcode binaries.
+        compatibility:
+            talos:
+                version: '>= v1.0.0'
+    - image: modules.dep.sqsh
+      metadata:
+        name: modules.dep
+        version: 6.12.9-talos
+        author: Talos Machinery
+        description: Combined modules.dep for all extensions
+        compatibility:
+            talos:
+                version: \"\"
+";

@@ -19,7 +19,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::manifest::scalar;
+use super::manifest::{self, Compatibility, Manifest, Metadata, TalosCompat};
 use crate::error::{Error, IoContext, Result};
 use crate::profile::Profile;
 
@@ -47,11 +47,21 @@ pub fn validate(profile: &Profile) -> Result<()> {
 
 /// The virtual extension's `manifest.yaml`, as go-yaml encodes Talos's `Manifest`.
 pub fn manifest(config: &[u8]) -> String {
-    let version = hex::encode(Sha256::digest(config));
-    format!(
-        "version: v1alpha1\nmetadata:\n    name: embedded-config\n    version: {}\n    author: Imager\n    description: Virtual extension which embeds the machine configuration.\n    compatibility:\n        talos:\n            version: '>= 1.0.0'\n",
-        scalar(&version, 8)
-    )
+    manifest::manifest_yaml(&Manifest {
+        version: "v1alpha1".into(),
+        metadata: Metadata {
+            name: "embedded-config".into(),
+            version: hex::encode(Sha256::digest(config)),
+            author: "Imager".into(),
+            description: "Virtual extension which embeds the machine configuration.".into(),
+            compatibility: Compatibility {
+                talos: TalosCompat {
+                    version: ">= 1.0.0".into(),
+                },
+            },
+            extra_info: String::new(),
+        },
+    })
 }
 
 /// Writes the virtual extension's tarball for `config` to `dest`.
@@ -88,8 +98,7 @@ mod tests {
 
     #[test]
     fn manifest_reads_back_as_talos_writes_it() {
-        let m: super::super::manifest::Manifest =
-            serde_yaml::from_str(&manifest(b"machine: {}\n")).unwrap();
+        let m: Manifest = serde_yaml::from_str(&manifest(b"machine: {}\n")).unwrap();
         assert_eq!(m.version, "v1alpha1");
         assert_eq!(m.metadata.name, "embedded-config");
         assert_eq!(
@@ -98,5 +107,15 @@ mod tests {
         );
         assert_eq!(m.metadata.author, "Imager");
         assert_eq!(m.metadata.compatibility.talos.version, ">= 1.0.0");
+    }
+
+    #[test]
+    fn manifest_bytes() {
+        let config = b"machine: {}\n";
+        let want = format!(
+            "version: v1alpha1\nmetadata:\n    name: embedded-config\n    version: {}\n    author: Imager\n    description: Virtual extension which embeds the machine configuration.\n    compatibility:\n        talos:\n            version: '>= 1.0.0'\n",
+            hex::encode(Sha256::digest(config))
+        );
+        assert_eq!(manifest(config), want);
     }
 }

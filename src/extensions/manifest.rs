@@ -5,13 +5,15 @@
 //! exactly `manifest.yaml` and the directory `rootfs` at the top, manifest `version`
 //! `v1alpha1`, and `metadata.compatibility.talos.version` a semver range (blang/semver
 //! syntax, each `v` before a digit dropped) that the profile's Talos version
-//! (major.minor.patch) must satisfy. `extensions.yaml` is written as go-yaml v3
-//! encodes `pkg/machinery/extensions/config.go`'s `Config` (4-space indentation).
+//! (major.minor.patch) must satisfy. `extensions.yaml` is written by [`crate::goyaml`]
+//! as go-yaml v3 encodes `pkg/machinery/extensions/config.go`'s `Config` (4-space
+//! indentation), and so are the manifests of virtual extensions.
 
 use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::goyaml::{self, Out};
 use crate::profile::quirks::Semver;
 
 /// `manifest.yaml`.
@@ -291,268 +293,49 @@ pub struct Layer<'a> {
     pub metadata: &'a Metadata,
 }
 
-/// `extensions.yaml` as the Talos imager writes it.
+/// `extensions.yaml` as the Talos imager writes it (go-yaml, `Config{Layers}`).
 pub fn extensions_yaml(layers: &[Layer]) -> String {
-    let mut out = String::from("layers:\n");
-    for l in layers {
-        let m = l.metadata;
-        out.push_str(&format!("    - image: {}\n", scalar(&l.image, 8)));
-        out.push_str("      metadata:\n");
-        for (k, v) in [
-            ("name", &m.name),
-            ("version", &m.version),
-            ("author", &m.author),
-            ("description", &m.description),
-        ] {
-            out.push_str(&format!("        {k}: {}\n", scalar(v, 12)));
-        }
-        out.push_str("        compatibility:\n            talos:\n");
-        out.push_str(&format!(
-            "                version: {}\n",
-            scalar(&m.compatibility.talos.version, 20)
-        ));
-        if !m.extra_info.is_empty() {
-            out.push_str(&format!(
-                "        extraInfo: {}\n",
-                scalar(&m.extra_info, 12)
-            ));
-        }
-    }
-    out
-}
-
-/// A string scalar as go-yaml v3 writes it, `indent` being the column of a block
-/// scalar's body. Plain when that reads back as the same string, double-quoted when
-/// it would read as another type or holds characters plain text cannot, single-quoted
-/// when YAML syntax forbids it plain, literal block style for multi-line text.
-pub fn scalar(s: &str, indent: usize) -> String {
-    // U+2028/U+2029 are line breaks to a YAML reader: plain they would split the value.
-    // go-yaml single-quotes such a string with the raw separator (an exotic case this
-    // does not copy byte for byte); escaped in double quotes it reads back the same.
-    let special = s.chars().any(|c| {
-        c != '\n' && (c.is_control() || matches!(c, '\u{feff}' | '\u{2028}' | '\u{2029}'))
-    });
-    if s.contains('\n') {
-        let space_break = s.contains(" \n");
-        let trailing_space = s.ends_with(' ');
-        if special || space_break || trailing_space {
-            return double_quoted(s);
-        }
-        return literal(s, indent);
-    }
-    if special {
-        return double_quoted(s);
-    }
-    if resolves_to_non_string(s) {
-        return double_quoted(s);
-    }
-    if plain_allowed(s) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "''"))
-    }
-}
-
-fn literal(s: &str, indent: usize) -> String {
-    let trailing = s.len() - s.trim_end_matches('\n').len();
-    let mut head = String::from("|");
-    if s.starts_with(' ') || s.starts_with('\n') {
-        head.push('4');
-    }
-    match trailing {
-        0 => head.push('-'),
-        1 => {}
-        _ => head.push('+'),
-    }
-    // The last line break is the one after the scalar; the rest are part of the body.
-    let body = if trailing == 0 { s } else { &s[..s.len() - 1] };
-    let pad = " ".repeat(indent);
-    let mut out = head;
-    for line in body.split('\n') {
-        out.push('\n');
-        if !line.is_empty() {
-            out.push_str(&pad);
-            out.push_str(line);
-        }
-    }
-    out
-}
-
-fn double_quoted(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '\0' => out.push_str("\\0"),
-            '\x07' => out.push_str("\\a"),
-            '\x08' => out.push_str("\\b"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\x0b' => out.push_str("\\v"),
-            '\x0c' => out.push_str("\\f"),
-            '\r' => out.push_str("\\r"),
-            '\x1b' => out.push_str("\\e"),
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{85}' => out.push_str("\\N"),
-            '\u{a0}' => out.push_str("\\_"),
-            '\u{2028}' => out.push_str("\\L"),
-            '\u{2029}' => out.push_str("\\P"),
-            c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\x{:02X}", c as u32)),
-            c if c.is_control() || c == '\u{feff}' => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// Whether go-yaml v3 would read the plain text as something other than a string
-/// (null, bool including YAML 1.1's, int, float, base-60 float, timestamp, merge).
-fn resolves_to_non_string(s: &str) -> bool {
-    const WORDS: &[&str] = &[
-        "", "~", "null", "Null", "NULL", "true", "True", "TRUE", "false", "False", "FALSE", "y",
-        "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off",
-        "OFF", ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf", "-.Inf", "-.INF",
-        ".nan", ".NaN", ".NAN", "<<",
-    ];
-    if WORDS.contains(&s) {
-        return true;
-    }
-    is_int(s) || is_float(s) || is_base60(s) || is_timestamp(s)
-}
-
-/// Go's `strconv.ParseInt(s, 0, 64)` syntax (sign, 0x/0o/0b/leading-0 prefixes, `_`).
-fn is_int(s: &str) -> bool {
-    let body = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let (digits, radix): (&str, u32) =
-        if let Some(r) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
-            (r, 16)
-        } else if let Some(r) = body.strip_prefix("0o").or_else(|| body.strip_prefix("0O")) {
-            (r, 8)
-        } else if let Some(r) = body.strip_prefix("0b").or_else(|| body.strip_prefix("0B")) {
-            (r, 2)
-        } else if body.len() > 1 && body.starts_with('0') {
-            (&body[1..], 8)
-        } else {
-            (body, 10)
-        };
-    let clean: String = digits.chars().filter(|&c| c != '_').collect();
-    if clean.is_empty()
-        || digits.starts_with('_') && radix == 10
-        || digits.ends_with('_')
-        || digits.contains("__")
-    {
-        return false;
-    }
-    u64::from_str_radix(&clean, radix).is_ok()
-        && i64::try_from(u64::from_str_radix(&clean, radix).unwrap_or(u64::MAX)).is_ok()
-}
-
-/// go-yaml's float pattern `^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$`.
-fn is_float(s: &str) -> bool {
-    let b = s.strip_prefix(['+', '-']).unwrap_or(s).as_bytes();
-    let mut i = 0;
-    let digits = |i: &mut usize| {
-        let start = *i;
-        while *i < b.len() && b[*i].is_ascii_digit() {
-            *i += 1;
-        }
-        *i - start
-    };
-    if b.first() == Some(&b'.') {
-        i = 1;
-        if digits(&mut i) == 0 {
-            return false;
-        }
-    } else {
-        if digits(&mut i) == 0 {
-            return false;
-        }
-        if b.get(i) == Some(&b'.') {
-            i += 1;
-            digits(&mut i);
-        }
-    }
-    if matches!(b.get(i), Some(b'e' | b'E')) {
-        i += 1;
-        if matches!(b.get(i), Some(b'+' | b'-')) {
-            i += 1;
-        }
-        if digits(&mut i) == 0 {
-            return false;
-        }
-    }
-    i == b.len()
-}
-
-/// `^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$`.
-fn is_base60(s: &str) -> bool {
-    let body = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let (main, frac) = match body.split_once('.') {
-        Some((m, f)) => (m, Some(f)),
-        None => (body, None),
-    };
-    if frac.is_some_and(|f| !f.bytes().all(|c| c.is_ascii_digit() || c == b'_')) {
-        return false;
-    }
-    let mut parts = main.split(':');
-    let first = parts.next().unwrap_or("");
-    if !first.starts_with(|c: char| c.is_ascii_digit())
-        || !first.bytes().all(|c| c.is_ascii_digit() || c == b'_')
-    {
-        return false;
-    }
-    let rest: Vec<&str> = parts.collect();
-    !rest.is_empty()
-        && rest.iter().all(|p| {
-            let b = p.as_bytes();
-            match b.len() {
-                1 => b[0].is_ascii_digit(),
-                2 => (b'0'..=b'5').contains(&b[0]) && b[1].is_ascii_digit(),
-                _ => false,
-            }
+    let layers = layers
+        .iter()
+        .map(|l| {
+            Out::Map(vec![
+                ("image".into(), Out::Str(l.image.clone())),
+                ("metadata".into(), metadata_out(l.metadata)),
+            ])
         })
+        .collect();
+    goyaml::marshal(&Out::Map(vec![("layers".into(), Out::Seq(layers))]))
 }
 
-/// A `YYYY-MM-DD` date (go-yaml's timestamps all start with one).
-fn is_timestamp(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() >= 10
-        && b[..4].iter().all(u8::is_ascii_digit)
-        && b[4] == b'-'
-        && b[5..7].iter().all(u8::is_ascii_digit)
-        && b[7] == b'-'
-        && b[8..10].iter().all(u8::is_ascii_digit)
-        && (b.len() == 10 || matches!(b[10], b'T' | b't' | b' ' | b'\t'))
+/// A `manifest.yaml` as go-yaml encodes Talos's `Manifest` (the virtual extensions the
+/// imager writes itself).
+pub fn manifest_yaml(m: &Manifest) -> String {
+    goyaml::marshal(&Out::Map(vec![
+        ("version".into(), Out::Str(m.version.clone())),
+        ("metadata".into(), metadata_out(&m.metadata)),
+    ]))
 }
 
-/// libyaml's analysis: may the text be written plain in block context?
-fn plain_allowed(s: &str) -> bool {
-    if s.is_empty() || s.starts_with(' ') || s.ends_with(' ') {
-        return false;
+/// Talos's `Metadata` in its field order; `extraInfo` is `omitempty`.
+fn metadata_out(m: &Metadata) -> Out {
+    let s = |v: &String| Out::Str(v.clone());
+    let mut fields = vec![
+        ("name".into(), s(&m.name)),
+        ("version".into(), s(&m.version)),
+        ("author".into(), s(&m.author)),
+        ("description".into(), s(&m.description)),
+        (
+            "compatibility".into(),
+            Out::Map(vec![(
+                "talos".into(),
+                Out::Map(vec![("version".into(), s(&m.compatibility.talos.version))]),
+            )]),
+        ),
+    ];
+    if !m.extra_info.is_empty() {
+        fields.push(("extraInfo".into(), s(&m.extra_info)));
     }
-    if s.starts_with("---") || s.starts_with("...") {
-        return false;
-    }
-    let chars: Vec<char> = s.chars().collect();
-    let blank_after = |i: usize| chars.get(i + 1).is_none_or(|c| *c == ' ');
-    for (i, &c) in chars.iter().enumerate() {
-        if i == 0 {
-            match c {
-                '#' | ',' | '[' | ']' | '{' | '}' | '&' | '*' | '!' | '|' | '>' | '\'' | '"'
-                | '%' | '@' | '`' => return false,
-                '?' | ':' | '-' if blank_after(i) => return false,
-                _ => {}
-            }
-        } else {
-            match c {
-                ':' if blank_after(i) => return false,
-                '#' if chars[i - 1] == ' ' => return false,
-                _ => {}
-            }
-        }
-    }
-    true
+    Out::Map(fields)
 }
 
 #[cfg(test)]
@@ -620,41 +403,6 @@ mod tests {
                 version: \"\"
 ";
         assert_eq!(got, want);
-    }
-
-    #[test]
-    fn scalar_styles() {
-        assert_eq!(scalar("a\u{2028}b", 12), "\"a\\Lb\"");
-        for (s, want) in [
-            ("20250211", "\"20250211\""),
-            ("1.10", "\"1.10\""),
-            ("1e3", "\"1e3\""),
-            ("0x10", "\"0x10\""),
-            ("012", "\"012\""),
-            ("yes", "\"yes\""),
-            ("on", "\"on\""),
-            ("y", "\"y\""),
-            ("true", "\"true\""),
-            ("null", "\"null\""),
-            ("~", "\"~\""),
-            ("", "\"\""),
-            ("a\tb", "\"a\\tb\""),
-            ("'>= v1.0.0'", "'''>= v1.0.0'''"),
-            ("a: b", "'a: b'"),
-            ("- x", "'- x'"),
-            ("1.10.0", "1.10.0"),
-            ("v1.0.0", "v1.0.0"),
-            ("-x", "-x"),
-            ("x,y", "x,y"),
-            ("6.12.9-talos", "6.12.9-talos"),
-            ("2025-02-11", "\"2025-02-11\""),
-            ("1:20", "\"1:20\""),
-        ] {
-            assert_eq!(scalar(s, 12), want, "{s:?}");
-        }
-        assert_eq!(scalar("a\nb", 4), "|-\n    a\n    b");
-        assert_eq!(scalar("a\n\nb\n\n", 4), "|+\n    a\n\n    b\n");
-        assert_eq!(scalar(" a\n", 4), "|4\n     a");
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod boot;
 pub mod bootpart;
 pub mod build;
 pub mod fat;
+pub mod goyaml;
 pub mod meta;
 pub mod registry;
 

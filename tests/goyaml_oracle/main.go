@@ -1,15 +1,21 @@
-// Reference encoder for the schematic canonical-YAML tests: decodes each body with
-// gopkg.in/yaml.v3 (strict, first document only) into the factory's schematic struct
-// and prints the re-encoded bytes, so the Rust emitter is judged by go-yaml itself.
+// Reference encoder for the go-yaml tests, so the Rust emitter is judged by
+// gopkg.in/yaml.v3 itself. Two modes:
+//
+//   - schematic (default): decodes each body (strict, first document only) into the
+//     Image Factory's schematic struct and prints yaml.Marshal of it;
+//   - extensions: decodes each body as JSON into Talos's extensions Config
+//     (pkg/machinery/extensions/config.go) and prints what yaml.NewEncoder's Encode
+//     writes, as the Talos imager writes extensions.yaml.
 //
 // Input on stdin: one hex-encoded body per line. Output: one line per body,
-// "ok <hex of yaml.Marshal>" or "err <message>".
+// "ok <hex of the YAML>" or "err <message>".
 package main
 
 import (
 	"bufio"
 	"bytes"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -88,7 +94,49 @@ func one(body []byte) (out []byte, err error) {
 	return yaml.Marshal(&s)
 }
 
+type Config struct {
+	Layers []*Layer `yaml:"layers" json:"layers"`
+}
+
+type Layer struct {
+	Image    string   `yaml:"image" json:"image"`
+	Metadata Metadata `yaml:"metadata" json:"metadata"`
+}
+
+type Metadata struct {
+	Name          string        `yaml:"name" json:"name"`
+	Version       string        `yaml:"version" json:"version"`
+	Author        string        `yaml:"author" json:"author"`
+	Description   string        `yaml:"description" json:"description"`
+	Compatibility Compatibility `yaml:"compatibility" json:"compatibility"`
+	ExtraInfo     string        `yaml:"extraInfo,omitempty" json:"extraInfo"`
+}
+
+type Compatibility struct {
+	Talos Constraint `yaml:"talos" json:"talos"`
+}
+
+type Constraint struct {
+	Version string `yaml:"version" json:"version"`
+}
+
+func extensions(body []byte) ([]byte, error) {
+	var cfg Config
+	if err := json.Unmarshal(body, &cfg); err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if err := yaml.NewEncoder(&buf).Encode(&cfg); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
 func main() {
+	encode := one
+	if len(os.Args) > 1 && os.Args[1] == "extensions" {
+		encode = extensions
+	}
 	in := bufio.NewScanner(os.Stdin)
 	in.Buffer(make([]byte, 1<<20), 1<<24)
 	w := bufio.NewWriter(os.Stdout)
@@ -99,7 +147,7 @@ func main() {
 			fmt.Fprintf(w, "err bad hex\n")
 			continue
 		}
-		out, err := one(body)
+		out, err := encode(body)
 		if err != nil {
 			fmt.Fprintf(w, "err %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
 		} else {
