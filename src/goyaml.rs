@@ -565,18 +565,30 @@ struct Emitter {
     whitespace: bool,
     indention: bool,
     indent: i64,
+    /// The encoder's indentation (`SetIndent`; 4 unless set).
+    best_indent: i64,
 }
 
-const BEST_INDENT: i64 = 4;
-
-/// `yaml.Marshal` of the document rooted at `root` (a mapping).
+/// `yaml.Marshal` of the document rooted at `root` (a mapping), which is also what
+/// `yaml.NewEncoder(w).Encode` writes for one document.
 pub(crate) fn marshal(root: &Out) -> String {
+    marshal_indent(root, 4)
+}
+
+/// What an encoder with `SetIndent(indent)` writes for the document rooted at `root`.
+pub(crate) fn marshal_indent(root: &Out, indent: u8) -> String {
     let mut e = Emitter {
         out: String::new(),
         column: 0,
         whitespace: true,
         indention: true,
         indent: -1,
+        // libyaml's emitter takes 2..=9 and falls back to 2.
+        best_indent: if (2..=9).contains(&indent) {
+            i64::from(indent)
+        } else {
+            2
+        },
     };
     e.node(root, Parent::Root, false);
     // DOCUMENT-END (implicit): one indent at the root's level.
@@ -629,11 +641,11 @@ impl Emitter {
     fn increase_indent(&mut self, flow: bool, parent: Parent) -> i64 {
         let saved = self.indent;
         if self.indent < 0 {
-            self.indent = if flow { BEST_INDENT } else { 0 };
+            self.indent = if flow { self.best_indent } else { 0 };
         } else if parent == Parent::SeqItem {
             self.indent += 2;
         } else {
-            self.indent = BEST_INDENT * ((self.indent + BEST_INDENT) / BEST_INDENT);
+            self.indent = self.best_indent * ((self.indent + self.best_indent) / self.best_indent);
         }
         saved
     }
@@ -804,7 +816,8 @@ impl Emitter {
         // space or a break, a chomping indicator from its trailing breaks.
         let first = s.chars().next();
         if first.is_some_and(|c| c == ' ' || is_break(c)) {
-            self.write_indicator(&BEST_INDENT.to_string(), false, false, false);
+            let hint = self.best_indent.to_string();
+            self.write_indicator(&hint, false, false, false);
         }
         let mut rev = s.chars().rev();
         let chomp = match (rev.next(), rev.next()) {
@@ -1021,6 +1034,40 @@ mod tests {
         }
         assert!(unstable_encoding(&one("a\u{2028}b")) && unstable_encoding(&one(" a\n")));
         assert!(!unstable_encoding(&one("a\nb")));
+    }
+
+    #[test]
+    fn set_indent_2_indents_sequences_as_go_yaml() {
+        // go-yaml v3: NewEncoder, SetIndent(2), Encode of a struct with these fields.
+        let entry = |fields: &[(&str, &str)]| {
+            Out::Map(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), Out::Str(v.to_string())))
+                    .collect(),
+            )
+        };
+        let doc = Out::Map(vec![
+            (
+                "input".into(),
+                Out::Map(vec![(
+                    "systemExtensions".into(),
+                    Out::Seq(vec![
+                        entry(&[("imageRef", "ghcr.io/x/y:1")]),
+                        entry(&[
+                            ("imageRef", ""),
+                            ("tarballPath", "/tmp/imager123/embedded-config.tar"),
+                        ]),
+                    ]),
+                )]),
+            ),
+            ("args".into(), Out::Seq(vec![Out::Str("a".into())])),
+            ("text".into(), Out::Str(" a\n".into())),
+        ]);
+        assert_eq!(
+            marshal_indent(&doc, 2),
+            "input:\n  systemExtensions:\n    - imageRef: ghcr.io/x/y:1\n    - imageRef: \"\"\n      tarballPath: /tmp/imager123/embedded-config.tar\nargs:\n  - a\ntext: |2\n   a\n"
+        );
     }
 
     #[test]

@@ -828,6 +828,18 @@ fn embedded_machine_configuration_is_the_last_extension() {
         "{}",
         built.stderr
     );
+    // The dump before the build lists the virtual extension where it is written.
+    let entry = format!(
+        "  systemExtensions:\n    - imageRef: \"\"\n      tarballPath: {}/.imager-work-",
+        built.out.display()
+    );
+    let dump = &built.stderr[..built.stderr.find("\noutput:\n").unwrap()];
+    assert!(
+        dump.starts_with("profile ready:\n") && dump.contains(&entry),
+        "{}",
+        built.stderr
+    );
+    assert!(dump.ends_with("/embedded-config.tar"), "{}", built.stderr);
     let x = d.join("only");
     extract_tail(&built.bytes(), &x);
     assert_eq!(

@@ -178,3 +178,81 @@ fn dry_run_on_stdin_prints_the_talos_dump() {
         assert_eq!(String::from_utf8(out.stdout).unwrap(), expected, "{name}");
     }
 }
+
+/// With an embedded machine configuration Talos appends the virtual extension's tarball
+/// (`<scratch>/embedded-config.tar`, an `imageRef: ""` entry) to `input.systemExtensions`
+/// before it dumps the profile (`pkg/imager/imager.go`: `handleEmbeddedConfig`, then
+/// `Dump`), after the profile's own extensions and whatever the output kind: the dump
+/// is the golden one with `customization.embeddedMachineConfiguration` and that list.
+#[test]
+fn dump_with_an_embedded_config_lists_its_virtual_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "machine:\n  type: worker\n").unwrap();
+    let out_dir = dir.path().join("out");
+    let golden = std::fs::read_to_string(golden_dir().join("metal-amd64-1.12.0.yaml")).unwrap();
+    for (extra, kind) in [
+        (None, "image"),
+        (Some("ghcr.io/siderolabs/intel-ucode:20250211"), "image"),
+        (None, "cmdline"),
+    ] {
+        let mut cmd = common::imager();
+        cmd.args(["-", "--dry-run", "--output-kind", kind])
+            .arg("--output")
+            .arg(&out_dir)
+            .arg("--embedded-config-path")
+            .arg(&config)
+            .env_remove("IMAGER_INSTALL_DIR")
+            .env_remove("IMAGER_SECUREBOOT_DIR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(image) = extra {
+            cmd.args(["--system-extension-image", image]);
+        }
+        let mut child = cmd.spawn().unwrap();
+        std::io::Write::write_all(
+            child.stdin.as_mut().unwrap(),
+            user_profile("metal", "amd64", "1.12.0").as_bytes(),
+        )
+        .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let mut list = String::from("  systemExtensions:\n");
+        if let Some(image) = extra {
+            list.push_str(&format!("    - imageRef: {image}\n"));
+        }
+        list.push_str(&format!(
+            "    - imageRef: \"\"\n      tarballPath: {}/.imager-work-PID/embedded-config.tar\n",
+            out_dir.display()
+        ));
+        let want = golden
+            .replace(
+                "version: 1.12.0\ninput:\n",
+                "version: 1.12.0\ncustomization:\n  embeddedMachineConfiguration: |\n    machine:\n      type: worker\ninput:\n",
+            )
+            .replace("\noutput:\n", &format!("\n{list}output:\n"));
+        // The scratch directory is named by the process id (Talos's is random).
+        let at = stdout
+            .find(".imager-work-")
+            .expect("the dump names the scratch directory")
+            + ".imager-work-".len();
+        let pid: String = stdout[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let got = stdout.replace(&format!(".imager-work-{pid}/"), ".imager-work-PID/");
+        let cut = |s: &str| s[..s.find("output:\n").unwrap()].to_string();
+        if kind == "image" {
+            assert_eq!(got, want, "{extra:?}");
+        } else {
+            assert_eq!(cut(&got), cut(&want), "{kind}");
+        }
+        assert!(!out_dir.exists(), "a dry run writes nothing");
+    }
+}

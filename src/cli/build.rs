@@ -174,24 +174,25 @@ impl BuildArgs {
 pub fn run(args: BuildArgs, output_given: bool) -> anyhow::Result<()> {
     let source = Source::parse(args.profile.as_deref().unwrap_or_default());
     let profile = resolve::resolve(&source, &args.overrides()?, &args.roots())?;
+    // With --tar-to-stdout and no explicit --output, build into a private directory.
+    let (output_dir, scratch) = if args.tar_to_stdout && !output_given {
+        let dir = std::env::temp_dir().join(format!("imager-out-{}", std::process::id()));
+        (dir.clone(), Some(dir))
+    } else {
+        (args.output.clone(), None)
+    };
     if args.dry_run {
         // The effective profile as Talos prints it, then whether this imager builds it.
-        print!("{}", profile.to_yaml());
+        print!("{}", build::printed_profile(&profile, &output_dir));
         Plan::new(&profile, 0)?;
         return Ok(());
     }
     let plan = Plan::new(&profile, imager::plan::epoch_from_env())?;
     eprintln!("profile ready:");
-    eprint!("{}", profile.to_yaml());
-
-    // With --tar-to-stdout and no explicit --output, build into a private directory.
-    let (output_dir, scratch) = if args.tar_to_stdout && !output_given {
-        let dir = std::env::temp_dir().join(format!("imager-out-{}", std::process::id()));
-        imager::io::cleanup::register_dir(&dir);
-        (dir.clone(), Some(dir))
-    } else {
-        (args.output.clone(), None)
-    };
+    eprint!("{}", build::printed_profile(&profile, &output_dir));
+    if let Some(dir) = &scratch {
+        imager::io::cleanup::register_dir(dir);
+    }
     build::check_writable(&output_dir)?;
     let result = build::build(
         &plan,

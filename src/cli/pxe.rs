@@ -41,7 +41,7 @@ pub fn run(mut args: PxeArgs) -> anyhow::Result<()> {
     let out_dir = args.build.output.clone();
     build::check_writable(&out_dir)?;
     eprintln!("profile ready:");
-    eprint!("{}", profile.to_yaml());
+    eprint!("{}", build::printed_profile(&profile, &out_dir));
     let options = PxeOptions {
         base_url: args.base_url.clone(),
         matchbox_id: args.matchbox_id.clone(),

@@ -25,6 +25,9 @@ use crate::profile::Profile;
 
 /// The `source` the build manifest records for the virtual extension.
 pub const SOURCE: &str = "customization.embeddedMachineConfiguration";
+/// The tarball's file name in the build's scratch directory (Talos:
+/// `<tmp>/embedded-config.tar`).
+pub const TARBALL: &str = "embedded-config.tar";
 /// Where the configuration lands in the extension's rootfs.
 pub const CONFIG_PATH: &str = "usr/local/etc/talos/config.yaml";
 const SELINUX_LABEL: &str = "system_u:object_r:system_state_t:s0";

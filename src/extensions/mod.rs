@@ -178,7 +178,7 @@ pub fn rebuild(
     let mut exts = profile.input.system_extensions.clone();
     let mut sources: Vec<String> = exts.iter().map(source_name).collect();
     if !config.is_empty() {
-        let tar = scratch.join("embedded-config.tar");
+        let tar = scratch.join(embedded::TARBALL);
         embedded::write_tarball(config.as_bytes(), &tar)?;
         exts.push(ContainerAsset {
             tarball_path: tar.to_string_lossy().into_owned(),

@@ -24,7 +24,7 @@ use crate::formats::{gpt_disk, grub, iso9660, oci_image, ova, qcow2, vhd, xfs};
 use crate::plan::{
     BootPlan, DiskFormatPlan, DiskPlan, InstallerContents, InstallerPlan, IsoPlan, KindPlan, Plan,
 };
-use crate::profile::Bootloader;
+use crate::profile::{Bootloader, Profile};
 use crate::report::{Pcr11Bank, Progress, SecureBootFacts};
 use boot::{Boot, Placement};
 use esp_layout::EspFlavor;
@@ -73,9 +73,39 @@ pub struct WorkDir {
     path: PathBuf,
 }
 
+/// The scratch directory of a build into `output_dir` by this process.
+fn work_dir_path(output_dir: &Path) -> PathBuf {
+    output_dir.join(format!(".imager-work-{}", std::process::id()))
+}
+
+/// The profile as it is printed before a build into `output_dir` ("profile ready:").
+/// Talos appends the embedded configuration's virtual extension (a `tarballPath` in its
+/// scratch directory) to `input.systemExtensions` before it dumps the profile
+/// (`pkg/imager/imager.go`: `handleEmbeddedConfig`, then `Dump`), whatever the output
+/// kind; the entry printed here names the tarball this build writes.
+pub fn printed_profile(profile: &Profile, output_dir: &Path) -> String {
+    if profile
+        .customization
+        .embedded_machine_configuration
+        .is_empty()
+    {
+        return profile.to_yaml();
+    }
+    let mut shown = profile.clone();
+    let tarball = work_dir_path(output_dir).join(crate::extensions::embedded::TARBALL);
+    shown
+        .input
+        .system_extensions
+        .push(crate::profile::ContainerAsset {
+            tarball_path: tarball.to_string_lossy().into_owned(),
+            ..Default::default()
+        });
+    shown.to_yaml()
+}
+
 impl WorkDir {
     fn new(output_dir: &Path) -> Result<Self> {
-        let path = output_dir.join(format!(".imager-work-{}", std::process::id()));
+        let path = work_dir_path(output_dir);
         std::fs::create_dir_all(&path).op("creating", &path)?;
         crate::io::cleanup::register_dir(&path);
         Ok(WorkDir { path })

@@ -461,9 +461,11 @@ impl Profile {
         Ok(profile)
     }
 
-    /// The profile as YAML, the way it is printed before a build.
+    /// The profile as YAML, the way Talos prints it before a build (`Profile.Dump`:
+    /// go-yaml with `SetIndent(2)`, written by [`crate::goyaml`]).
     pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).expect("profile serializes")
+        let value = serde_yaml::to_value(self).expect("profile serializes");
+        crate::goyaml::marshal_indent(&yaml_out(&value), 2)
     }
 
     /// `secureboot`, with unset meaning off.
@@ -474,6 +476,29 @@ impl Profile {
     /// Version quirks of the target version.
     pub fn quirks(&self) -> quirks::Quirks {
         quirks::Quirks::new(&self.version)
+    }
+}
+
+/// A serialized profile as go-yaml nodes: strings are go-yaml strings (quoted as it
+/// quotes them), numbers, booleans and null are written as they are.
+fn yaml_out(v: &serde_yaml::Value) -> crate::goyaml::Out {
+    use crate::goyaml::Out;
+    use serde_yaml::Value;
+    match v {
+        Value::Null => Out::Raw("null".into()),
+        Value::Bool(b) => Out::Raw(b.to_string()),
+        Value::Number(n) => Out::Raw(n.to_string()),
+        Value::String(s) => Out::Str(s.clone()),
+        Value::Sequence(items) => Out::Seq(items.iter().map(yaml_out).collect()),
+        Value::Mapping(m) => Out::Map(
+            m.iter()
+                .map(|(k, v)| {
+                    let k = k.as_str().expect("profile keys are field names");
+                    (k.to_string(), yaml_out(v))
+                })
+                .collect(),
+        ),
+        Value::Tagged(t) => yaml_out(&t.value),
     }
 }
 
