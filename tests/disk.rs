@@ -290,3 +290,86 @@ fn qcow2_and_vhd_convert_back_to_the_raw_image() {
     // The qcow2 stores only the written clusters.
     assert!(std::fs::metadata(&outputs[1]).unwrap().len() < 64 * MIB);
 }
+
+/// `sha256sum`'s digest of `path`.
+fn sha256sum(path: &std::path::Path) -> String {
+    let out = run_ok(Command::new(require_tool("sha256sum")).arg(path));
+    out.split_whitespace().next().unwrap().to_string()
+}
+
+/// The build manifest's size and SHA-256 are those of the file, as `sha256sum` and the
+/// file system see it, for every way an output is written: hashed on the way (kernel,
+/// command line, VHD, compressed images) or afterwards from the file (the sparse raw
+/// disk written by regions, qcow2, OVA, ISO, UKI).
+#[test]
+fn manifest_digests_are_sha256sum_of_every_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = |name: &str, body: &str| {
+        let p = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&p, body).unwrap();
+        p
+    };
+    let disk = |format: &str, out: &str| {
+        profile(
+            format,
+            &format!(
+                "baseProfileName: nocloud\noutput:\n  imageOptions:\n    diskFormat: {format}\n  outFormat: {out}\n"
+            ),
+        )
+    };
+    let builds = vec![
+        demo_build("metal").args(["--out-format", "raw"]).run(),
+        demo_build("metal").run(),
+        demo_build("metal").args(["--out-format", ".gz"]).run(),
+        demo_build(disk("qcow2", "raw")).no_console().run(),
+        demo_build(disk("vhd", "raw")).no_console().run(),
+        demo_build(disk("vhd", ".xz")).no_console().run(),
+        demo_build("vmware").no_console().run(),
+        demo_build("iso").run(),
+        demo_build("metal").args(["--output-kind", "uki"]).run(),
+        demo_build("metal")
+            .no_console()
+            .args(["--output-kind", "kernel"])
+            .run(),
+        demo_build("metal").args(["--output-kind", "cmdline"]).run(),
+    ];
+    let mut names = Vec::new();
+    for b in &builds {
+        let out = &b.manifest["outputs"][0];
+        assert_eq!(
+            out["sha256"].as_str().unwrap(),
+            sha256sum(&b.artifact),
+            "{}",
+            b.name()
+        );
+        assert_eq!(
+            out["size"].as_u64().unwrap(),
+            std::fs::metadata(&b.artifact).unwrap().len(),
+            "{}",
+            b.name()
+        );
+        names.push(b.name());
+    }
+    assert_eq!(
+        names,
+        [
+            "metal-amd64.raw",
+            "metal-amd64.raw.zst",
+            "metal-amd64.raw.gz",
+            "nocloud-amd64.qcow2",
+            "nocloud-amd64.vhd",
+            "nocloud-amd64.vhd.xz",
+            "vmware-amd64.ova",
+            "metal-amd64.iso",
+            "metal-amd64-uki.efi",
+            "kernel-amd64",
+            "cmdline-metal-amd64",
+        ]
+    );
+    // The raw and VHD images are mostly holes: their zeros were hashed, not read.
+    use std::os::unix::fs::MetadataExt;
+    for b in [&builds[0], &builds[4]] {
+        let m = std::fs::metadata(&b.artifact).unwrap();
+        assert!(m.blocks() * 512 < m.len() / 4, "{} is sparse", b.name());
+    }
+}

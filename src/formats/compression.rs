@@ -29,7 +29,7 @@ const GZIP_LEVEL: u32 = 6;
 pub fn compress(
     src: &Path,
     format: OutFormat,
-    dest: &mut File,
+    dest: &mut impl Write,
     dest_name: &Path,
     epoch: u64,
 ) -> Result<()> {

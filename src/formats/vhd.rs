@@ -70,13 +70,22 @@ pub fn footer(size: u64, epoch: u64) -> [u8; 512] {
     f
 }
 
-/// Turns the raw image at `raw` into a fixed VHD at `dest` (raw bytes + footer).
-pub fn convert(raw: &Path, dest: &mut File, dest_path: &Path, epoch: u64) -> Result<()> {
+/// Turns the raw image at `raw` into a fixed VHD at `dest` (raw bytes + footer), written
+/// in order; returns the VHD's size and SHA-256, hashed on the way.
+pub fn convert(
+    raw: &Path,
+    dest: &mut File,
+    dest_path: &Path,
+    epoch: u64,
+) -> Result<(u64, [u8; 32])> {
     let size = std::fs::metadata(raw).at(raw)?.len();
     let mut input = crate::io::sparse::SparseReader::new(File::open(raw).at(raw)?).at(raw)?;
-    crate::io::copy_sparse(&mut input, raw, dest, dest_path, size)?;
-    dest.write_all(&footer(size, epoch)).writing(dest_path)?;
-    Ok(())
+    let mut hasher = Sha256::new();
+    crate::io::copy_sparse(&mut input, raw, dest, dest_path, size, Some(&mut hasher))?;
+    let footer = footer(size, epoch);
+    dest.write_all(&footer).writing(dest_path)?;
+    hasher.update(footer);
+    Ok((size + footer.len() as u64, hasher.finalize().into()))
 }
 
 #[cfg(test)]

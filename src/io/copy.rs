@@ -60,20 +60,26 @@ fn copy_loop(
 /// over blocks that are all zeros instead of writing them, so a mostly empty disk
 /// image stays sparse. `to` ends up `len` bytes longer than the position it started
 /// at (its length is set, so trailing zeros still count), positioned at that end.
-/// A source shorter than `len` fails as `reading FROM_PATH: ...`.
+/// A source shorter than `len` fails as `reading FROM_PATH: ...`. With `hasher`, the
+/// `len` bytes (holes included) are hashed on the way.
 pub fn copy_sparse(
     from: &mut impl Read,
     from_path: &Path,
     to: &mut File,
     to_path: &Path,
     len: u64,
+    mut hasher: Option<&mut sha2::Sha256>,
 ) -> Result<()> {
+    use sha2::Digest;
     let mut buf = vec![0u8; BUFFER_SIZE];
     let start = to.stream_position().writing(to_path)?;
     let mut done = 0u64;
     while done < len {
         let want = buf.len().min((len - done) as usize);
         from.read_exact(&mut buf[..want]).reading(from_path)?;
+        if let Some(h) = hasher.as_mut() {
+            h.update(&buf[..want]);
+        }
         if buf[..want].iter().all(|&b| b == 0) {
             to.seek(SeekFrom::Current(want as i64)).writing(to_path)?;
         } else {
@@ -167,14 +173,18 @@ mod tests {
         src.resize(100 + (4 << 20), 0);
         src.extend_from_slice(&[9u8; BUFFER_SIZE]);
         src.resize(src.len() + BUFFER_SIZE * 3, 0);
+        let mut hasher = sha2::Sha256::default();
         copy_sparse(
             &mut &src[..],
             Path::new("src"),
             &mut to,
             &path,
             src.len() as u64,
+            Some(&mut hasher),
         )
         .unwrap();
+        use sha2::Digest;
+        assert_eq!(hasher.finalize(), sha2::Sha256::digest(&src));
         assert_eq!(to.stream_position().unwrap(), 4 + src.len() as u64);
         drop(to);
         let got = std::fs::read(&path).unwrap();
@@ -200,6 +210,7 @@ mod tests {
             &mut to,
             &path,
             20,
+            None,
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("reading esp.img: "), "{e}");

@@ -23,15 +23,40 @@ pub fn digest_string(sum: [u8; 32]) -> String {
     format!("sha256:{}", hex::encode(sum))
 }
 
-/// Size and SHA-256 (hex, no `sha256:` prefix) of the file at `path`, streamed; holes
-/// of sparse disk images are hashed as zeros without being read.
+/// Size and SHA-256 (hex, no `sha256:` prefix) of the file at `path`, streamed; only
+/// its data runs are read (`SEEK_DATA`/`SEEK_HOLE`), holes are hashed as zeros from
+/// memory ([`hash_zeros`]). For outputs written by regions (disk images, ISO, qcow2);
+/// writers that write in order hash on the way instead ([`HashingWriter`]).
 pub fn sha256_file(path: &Path) -> Result<(u64, String)> {
+    use std::os::unix::fs::FileExt;
     let file = File::open(path).at(path)?;
-    let mut reader = super::sparse::SparseReader::new(file).at(path)?;
-    let mut sink = HashingWriter::new(io::sink());
-    super::copy(&mut reader, path, &mut sink, path)?;
-    let (_, sum, size) = sink.finish();
-    Ok((size, hex::encode(sum)))
+    let len = file.metadata().at(path)?.len();
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; super::BUFFER_SIZE];
+    let mut pos = 0u64;
+    for (start, end) in super::sparse::data_runs(&file, len).at(path)? {
+        hash_zeros(&mut hasher, start - pos);
+        pos = start;
+        while pos < end {
+            let n = buf.len().min((end - pos) as usize);
+            file.read_exact_at(&mut buf[..n], pos).at(path)?;
+            hasher.update(&buf[..n]);
+            pos += n as u64;
+        }
+    }
+    hash_zeros(&mut hasher, len - pos);
+    Ok((len, hex::encode(hasher.finalize())))
+}
+
+/// Feeds `n` zero bytes to `hasher` from one shared, never written buffer: a hole of a
+/// sparse output costs the SHA-256 rounds only, no reads, no buffer filling.
+pub fn hash_zeros(hasher: &mut Sha256, mut n: u64) {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    while n > 0 {
+        let k = ZEROS.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+        hasher.update(&ZEROS[..k]);
+        n -= k as u64;
+    }
 }
 
 /// Passes writes to `inner` and feeds the same bytes to a SHA-256, so an output's
@@ -55,6 +80,18 @@ impl<W: Write> HashingWriter<W> {
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
         self.written
+    }
+
+    /// The inner writer, to seek over `n` zero bytes that it leaves as a hole; call
+    /// [`HashingWriter::skipped_zeros`] with that count.
+    pub fn inner_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
+    /// Counts `n` zero bytes the inner writer skipped (a hole) into the hash and size.
+    pub fn skipped_zeros(&mut self, n: u64) {
+        hash_zeros(&mut self.hasher, n);
+        self.written += n;
     }
 
     /// Returns the inner writer, the SHA-256 and the byte count.
@@ -159,6 +196,41 @@ mod tests {
         assert_eq!(sha256_file(&empty).unwrap(), (0, EMPTY.to_string()));
         let e = sha256_file(&dir.path().join("missing")).unwrap_err();
         assert!(e.to_string().contains("missing"), "{e}");
+
+        // Data at both ends, a trailing hole, a file of only a hole, odd lengths.
+        for (len, writes) in [
+            (
+                (5 << 20) + 3,
+                vec![(0u64, &b"head"[..]), ((4 << 20) + 1, &b"tail"[..])],
+            ),
+            ((8 << 20) + 7, vec![(2 << 20, &b"middle"[..])]),
+            (70_000, vec![]),
+        ] {
+            let f = File::create(&path).unwrap();
+            f.set_len(len).unwrap();
+            for (at, data) in writes {
+                std::os::unix::fs::FileExt::write_all_at(&f, data, at).unwrap();
+            }
+            drop(f);
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(
+                sha256_file(&path).unwrap(),
+                (len, hex::encode(Sha256::digest(&bytes)))
+            );
+        }
+    }
+
+    #[test]
+    fn skipped_zeros_hash_as_written_zeros() {
+        let mut a = HashingWriter::new(Vec::new());
+        a.write_all(b"x").unwrap();
+        a.skipped_zeros(200_000);
+        a.write_all(b"y").unwrap();
+        let (inner, sum, n) = a.finish();
+        assert_eq!((inner, n), (b"xy".to_vec(), 200_002));
+        let mut want = vec![0u8; 200_002];
+        (want[0], want[200_001]) = (b'x', b'y');
+        assert_eq!(sum, <[u8; 32]>::from(Sha256::digest(&want)));
     }
 
     #[test]

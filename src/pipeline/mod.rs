@@ -16,6 +16,8 @@ pub mod post;
 pub mod pxe;
 
 use std::fs::File;
+
+use sha2::Digest;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
@@ -56,6 +58,9 @@ pub struct BuildResult {
     pub artifact: PathBuf,
     /// The manifest written beside it.
     pub manifest: PathBuf,
+    /// The artifact's size and SHA-256 (hex), as the manifest records them.
+    pub size: u64,
+    pub sha256: String,
 }
 
 /// What building the artifact established, for the manifest.
@@ -65,6 +70,9 @@ pub struct Facts {
     pub pcr11: Vec<Pcr11Bank>,
     /// The system extensions in the initramfs.
     pub extensions: Vec<crate::extensions::ExtensionRecord>,
+    /// Size and SHA-256 (hex) of the artifact, when its writer hashed it on the way;
+    /// else the artifact is hashed once written (holes are not read).
+    pub digest: Option<(u64, String)>,
 }
 
 /// A scratch directory inside the output directory (same file system, so results
@@ -175,7 +183,13 @@ pub fn build(plan: &Plan, options: &BuildOptions, progress: &dyn Progress) -> Re
     let mut facts = match &plan.kind {
         KindPlan::Cmdline => {
             std::fs::write(&produced, plan.cmdline.as_bytes()).writing(&produced)?;
-            Facts::default()
+            Facts {
+                digest: Some((
+                    plan.cmdline.len() as u64,
+                    hex::encode(sha2::Sha256::digest(plan.cmdline.as_bytes())),
+                )),
+                ..Facts::default()
+            }
         }
         KindPlan::Kernel => copy_input("kernel", &input.kernel.path, &produced)?,
         KindPlan::Initramfs => match initramfs {
@@ -194,19 +208,36 @@ pub fn build(plan: &Plan, options: &BuildOptions, progress: &dyn Progress) -> Re
 
     // 5. outFormat, hash, manifest.
     let artifact = out_dir.join(&plan.file_name);
-    post::finish(plan.out_format, &produced, &artifact, plan.epoch)?;
+    let digest = post::finish(
+        plan.out_format,
+        &produced,
+        &artifact,
+        plan.epoch,
+        facts.digest.take(),
+    )?;
     progress.step(&format!("output asset path: {}", artifact.display()));
-    let manifest = post::manifest(plan, &artifact, facts)?;
-    Ok(BuildResult { artifact, manifest })
+    let (size, sha256) = digest.clone();
+    let manifest = post::manifest(plan, &artifact, digest, facts)?;
+    Ok(BuildResult {
+        artifact,
+        manifest,
+        size,
+        sha256,
+    })
 }
 
-/// Copies an input file as the artifact (the kernel and initramfs kinds).
+/// Copies an input file as the artifact (the kernel and initramfs kinds), hashed on
+/// the way.
 fn copy_input(role: &str, source: &str, dest: &Path) -> Result<Facts> {
     let source = crate::inputs::require_file(role, source)?;
     let mut from = File::open(&source).at(&source)?;
-    let mut to = File::create(dest).op("creating", dest)?;
+    let mut to = crate::io::HashingWriter::new(File::create(dest).op("creating", dest)?);
     crate::io::copy(&mut from, &source, &mut to, dest)?;
-    Ok(Facts::default())
+    let (_, sum, size) = to.finish();
+    Ok(Facts {
+        digest: Some((size, hex::encode(sum))),
+        ..Facts::default()
+    })
 }
 
 impl Stage<'_> {
@@ -304,6 +335,7 @@ impl Stage<'_> {
             progress.step("BOOT file system ready");
         }
         drop(file);
+        let mut digest = None;
         match disk.format {
             DiskFormatPlan::Raw => {}
             DiskFormatPlan::Qcow2 { cluster_size } => {
@@ -312,7 +344,8 @@ impl Stage<'_> {
             }
             DiskFormatPlan::Vhd => {
                 let mut out = File::create(dest).op("creating", dest)?;
-                vhd::convert(&raw, &mut out, dest, plan.epoch)?;
+                let (size, sum) = vhd::convert(&raw, &mut out, dest, plan.epoch)?;
+                digest = Some((size, hex::encode(sum)));
             }
             DiskFormatPlan::Ova { enable_uuid } => {
                 let out = crate::io::create_rw(dest)?;
@@ -325,7 +358,8 @@ impl Stage<'_> {
             }
         }
         progress.step("disk image ready");
-        Ok(boot.map(|mut b| b.take_facts()).unwrap_or_default())
+        let facts = boot.map(|mut b| b.take_facts()).unwrap_or_default();
+        Ok(Facts { digest, ..facts })
     }
 
     /// GRUB for BIOS on a GRUB layout: the core image and boot code patched for the

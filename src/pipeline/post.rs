@@ -5,26 +5,47 @@ use std::path::{Path, PathBuf};
 
 use super::Facts;
 use crate::error::{IoContext, Result};
-use crate::io::AtomicFile;
+use crate::io::{AtomicFile, HashingWriter};
 use crate::plan::Plan;
 use crate::profile::OutFormat;
 use crate::report::{Manifest, OutputFile};
 
 /// Applies `format` to the artifact at `produced`: a rename for raw, streaming
-/// compression otherwise. The result appears at `dest` only when complete.
-pub fn finish(format: OutFormat, produced: &Path, dest: &Path, epoch: u64) -> Result<()> {
+/// compression otherwise. The result appears at `dest` only when complete. Returns its
+/// size and SHA-256 (hex): `known` (the produced artifact's, hashed by its writer) for
+/// raw, hashed while compressing otherwise, and else hashed from the file without
+/// reading its holes.
+pub fn finish(
+    format: OutFormat,
+    produced: &Path,
+    dest: &Path,
+    epoch: u64,
+    known: Option<(u64, String)>,
+) -> Result<(u64, String)> {
     if format == OutFormat::Raw {
-        return std::fs::rename(produced, dest).op("renaming into", dest);
+        std::fs::rename(produced, dest).op("renaming into", dest)?;
+        return match known {
+            Some(digest) => Ok(digest),
+            None => crate::io::sha256_file(dest),
+        };
     }
     let mut out = AtomicFile::create(dest)?;
-    crate::formats::compression::compress(produced, format, out.file(), dest, epoch)?;
+    let mut hashed = HashingWriter::new(out.file());
+    crate::formats::compression::compress(produced, format, &mut hashed, dest, epoch)?;
+    let (_, sum, size) = hashed.finish();
     out.commit()?;
-    std::fs::remove_file(produced).op("removing", produced)
+    std::fs::remove_file(produced).op("removing", produced)?;
+    Ok((size, hex::encode(sum)))
 }
 
-/// Writes `<artifact>.manifest.json` beside the artifact; returns its path.
-pub fn manifest(plan: &Plan, artifact: &Path, facts: Facts) -> Result<PathBuf> {
-    let (size, sha256) = crate::io::sha256_file(artifact)?;
+/// Writes `<artifact>.manifest.json` beside the artifact, whose size and SHA-256 (hex)
+/// are `digest`; returns its path.
+pub fn manifest(
+    plan: &Plan,
+    artifact: &Path,
+    (size, sha256): (u64, String),
+    facts: Facts,
+) -> Result<PathBuf> {
     let dir = artifact.parent().unwrap_or(Path::new("."));
     let manifest = Manifest {
         manifest_version: 1,

@@ -237,14 +237,16 @@ async fn build_once(state: &AppState, planned: Planned, labels: &AssetLabels) ->
             },
             &TraceProgress(&k),
         )
-        .and_then(|r| {
-            let (size, hex) = crate::io::sha256_file(&r.artifact)?;
-            let digest = format!("sha256:{hex}");
-            Ok((
+        .map(|r| {
+            let digest = format!("sha256:{}", r.sha256);
+            (
                 r.artifact,
                 planned.plan.file_name.clone(),
-                CachedAsset { digest, size },
-            ))
+                CachedAsset {
+                    digest,
+                    size: r.size,
+                },
+            )
         });
         if result.is_ok() {
             std::mem::forget(guard);
