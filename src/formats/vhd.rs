@@ -3,7 +3,7 @@
 //! subformat=fixed,force_size`; this writes the same layout directly.
 
 use std::fs::File;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -70,20 +70,22 @@ pub fn footer(size: u64, epoch: u64) -> [u8; 512] {
     f
 }
 
-/// Turns the raw image at `raw` into a fixed VHD at `dest` (raw bytes + footer), written
-/// in order; returns the VHD's size and SHA-256, hashed on the way.
+/// Turns the raw image at `raw` into a fixed VHD at `dest` (raw bytes + footer); holes
+/// of the raw image stay holes and are not read. Returns the VHD's size and SHA-256,
+/// hashed on the way.
 pub fn convert(
     raw: &Path,
     dest: &mut File,
     dest_path: &Path,
     epoch: u64,
 ) -> Result<(u64, [u8; 32])> {
-    let size = std::fs::metadata(raw).at(raw)?.len();
-    let mut input = crate::io::sparse::SparseReader::new(File::open(raw).at(raw)?).at(raw)?;
+    let input = File::open(raw).at(raw)?;
+    let size = input.metadata().at(raw)?.len();
     let mut hasher = Sha256::new();
-    crate::io::copy_sparse(&mut input, raw, dest, dest_path, size, Some(&mut hasher))?;
+    dest.set_len(0).writing(dest_path)?;
+    crate::io::copy_file_sparse(&input, raw, size, dest, dest_path, 0, &mut hasher)?;
     let footer = footer(size, epoch);
-    dest.write_all(&footer).writing(dest_path)?;
+    dest.write_all_at(&footer, size).writing(dest_path)?;
     hasher.update(footer);
     Ok((size + footer.len() as u64, hasher.finalize().into()))
 }

@@ -60,26 +60,20 @@ fn copy_loop(
 /// over blocks that are all zeros instead of writing them, so a mostly empty disk
 /// image stays sparse. `to` ends up `len` bytes longer than the position it started
 /// at (its length is set, so trailing zeros still count), positioned at that end.
-/// A source shorter than `len` fails as `reading FROM_PATH: ...`. With `hasher`, the
-/// `len` bytes (holes included) are hashed on the way.
+/// A source shorter than `len` fails as `reading FROM_PATH: ...`.
 pub fn copy_sparse(
     from: &mut impl Read,
     from_path: &Path,
     to: &mut File,
     to_path: &Path,
     len: u64,
-    mut hasher: Option<&mut sha2::Sha256>,
 ) -> Result<()> {
-    use sha2::Digest;
     let mut buf = vec![0u8; BUFFER_SIZE];
     let start = to.stream_position().writing(to_path)?;
     let mut done = 0u64;
     while done < len {
         let want = buf.len().min((len - done) as usize);
         from.read_exact(&mut buf[..want]).reading(from_path)?;
-        if let Some(h) = hasher.as_mut() {
-            h.update(&buf[..want]);
-        }
         if buf[..want].iter().all(|&b| b == 0) {
             to.seek(SeekFrom::Current(want as i64)).writing(to_path)?;
         } else {
@@ -89,6 +83,43 @@ pub fn copy_sparse(
     }
     to.set_len(start + len).writing(to_path)?;
     to.seek(SeekFrom::Start(start + len)).writing(to_path)?;
+    Ok(())
+}
+
+/// Copies the `len` bytes of the file `from` to `to` at `to_at`, reading only the data
+/// runs `SEEK_DATA`/`SEEK_HOLE` report and writing only the non-zero blocks among them,
+/// so holes stay holes and are never read; `to` is extended to `to_at + len`. The bytes
+/// (holes as zeros) go through `hasher` in order, so the copy's digest comes free.
+pub fn copy_file_sparse(
+    from: &File,
+    from_path: &Path,
+    len: u64,
+    to: &File,
+    to_path: &Path,
+    to_at: u64,
+    hasher: &mut sha2::Sha256,
+) -> Result<()> {
+    use sha2::Digest;
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; BUFFER_SIZE];
+    let mut pos = 0u64;
+    for (start, end) in super::sparse::data_runs(from, len).reading(from_path)? {
+        super::hashing::hash_zeros(hasher, start - pos);
+        pos = start;
+        while pos < end {
+            let n = buf.len().min((end - pos) as usize);
+            from.read_exact_at(&mut buf[..n], pos).reading(from_path)?;
+            hasher.update(&buf[..n]);
+            if buf[..n].iter().any(|&b| b != 0) {
+                to.write_all_at(&buf[..n], to_at + pos).writing(to_path)?;
+            }
+            pos += n as u64;
+        }
+    }
+    super::hashing::hash_zeros(hasher, len - pos);
+    if to.metadata().writing(to_path)?.len() < to_at + len {
+        to.set_len(to_at + len).writing(to_path)?;
+    }
     Ok(())
 }
 
@@ -173,18 +204,14 @@ mod tests {
         src.resize(100 + (4 << 20), 0);
         src.extend_from_slice(&[9u8; BUFFER_SIZE]);
         src.resize(src.len() + BUFFER_SIZE * 3, 0);
-        let mut hasher = sha2::Sha256::default();
         copy_sparse(
             &mut &src[..],
             Path::new("src"),
             &mut to,
             &path,
             src.len() as u64,
-            Some(&mut hasher),
         )
         .unwrap();
-        use sha2::Digest;
-        assert_eq!(hasher.finalize(), sha2::Sha256::digest(&src));
         assert_eq!(to.stream_position().unwrap(), 4 + src.len() as u64);
         drop(to);
         let got = std::fs::read(&path).unwrap();
@@ -200,6 +227,35 @@ mod tests {
     }
 
     #[test]
+    fn file_sparse_copy_keeps_holes_and_hashes_every_byte() {
+        use sha2::Digest;
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (src_path, dst_path) = (dir.path().join("src"), dir.path().join("dst"));
+        let src = File::create(&src_path).unwrap();
+        let len = (16 << 20) + 5;
+        src.set_len(len).unwrap();
+        src.write_all_at(&[7u8; 100], 3).unwrap();
+        // Written zeros (data on disk, zero content) and data near the end.
+        src.write_all_at(&vec![0u8; 2 * BUFFER_SIZE], 8 << 20)
+            .unwrap();
+        src.write_all_at(b"tail", len - 4).unwrap();
+        drop(src);
+        let src = File::open(&src_path).unwrap();
+        let dst = File::create(&dst_path).unwrap();
+        dst.write_all_at(b"head", 0).unwrap();
+        let mut hasher = sha2::Sha256::default();
+        copy_file_sparse(&src, &src_path, len, &dst, &dst_path, 4, &mut hasher).unwrap();
+        let want = std::fs::read(&src_path).unwrap();
+        assert_eq!(hasher.finalize(), sha2::Sha256::digest(&want));
+        let got = std::fs::read(&dst_path).unwrap();
+        assert_eq!(&got[..4], b"head");
+        assert!(got[4..] == want[..]);
+        let meta = std::fs::metadata(&dst_path).unwrap();
+        assert!(meta.blocks() * 512 < 1 << 20, "{} blocks", meta.blocks());
+    }
+
+    #[test]
     fn sparse_copy_of_a_short_source_names_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out");
@@ -210,7 +266,6 @@ mod tests {
             &mut to,
             &path,
             20,
-            None,
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("reading esp.img: "), "{e}");

@@ -16,7 +16,7 @@ mod walk;
 mod zeros;
 
 pub use atomic::AtomicFile;
-pub use copy::{copy, copy_during, copy_sparse};
+pub use copy::{copy, copy_during, copy_file_sparse, copy_sparse};
 pub use device::HostDevice;
 pub use hashing::{HashingReader, HashingWriter, digest_string, sha256_digest, sha256_file};
 pub use region::{FileRegion, Output};
