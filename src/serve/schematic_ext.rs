@@ -9,59 +9,34 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use serde::Serialize;
-
 use super::State;
 use crate::error::{IoContext, Result};
 use crate::profile::quirks::{Quirks, Semver};
 
-#[derive(Serialize)]
-struct Manifest<'a> {
-    version: &'a str,
-    metadata: Metadata<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Metadata<'a> {
-    name: &'a str,
-    version: &'a str,
-    author: String,
-    description: &'a str,
-    compatibility: Compatibility<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    extra_info: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct Compatibility<'a> {
-    talos: Talos<'a>,
-}
-
-#[derive(Serialize)]
-struct Talos<'a> {
-    version: &'a str,
-}
-
-/// The manifest of the extension for schematic `id`.
+/// The manifest of the extension for schematic `id`, as Image Factory's go-yaml writes
+/// Talos's `Manifest` ([`crate::extensions::manifest::manifest_yaml`]).
 pub fn manifest_yaml(id: &str, version: &str, external_url: &str, canonical: &str) -> String {
+    use crate::extensions::manifest::{self, Compatibility, Manifest, Metadata, TalosCompat};
     let extra = Quirks::new(version).version() >= Some(Semver(1, 7, 0));
-    let m = Manifest {
-        version: "v1alpha1",
+    manifest::manifest_yaml(&Manifest {
+        version: "v1alpha1".into(),
         metadata: Metadata {
-            name: "schematic",
-            version: id,
+            name: "schematic".into(),
+            version: id.into(),
             author: format!("Image Factory ({external_url})"),
-            description: "Virtual extension which specifies the schematic ID",
+            description: "Virtual extension which specifies the schematic ID".into(),
             compatibility: Compatibility {
-                talos: Talos {
-                    version: ">= 1.0.0",
+                talos: TalosCompat {
+                    version: ">= 1.0.0".into(),
                 },
             },
-            extra_info: extra.then_some(canonical),
+            extra_info: if extra {
+                canonical.into()
+            } else {
+                String::new()
+            },
         },
-    };
-    serde_yaml::to_string(&m).expect("the manifest serializes")
+    })
 }
 
 /// The extension tarball for schematic `id` and `version`, made if missing.
@@ -104,4 +79,28 @@ pub fn tarball(state: &State, id: &str, version: &str, canonical: &str) -> Resul
     }
     file.commit()?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_is_go_yaml_with_extra_info_from_1_7() {
+        let id = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba";
+        let canonical = "customization:\n    extraKernelArgs:\n        - console=ttyS0\n";
+        let head = format!(
+            "version: v1alpha1\nmetadata:\n    name: schematic\n    version: {id}\n    author: Image Factory (https://factory.example)\n    description: Virtual extension which specifies the schematic ID\n    compatibility:\n        talos:\n            version: '>= 1.0.0'\n"
+        );
+        assert_eq!(
+            manifest_yaml(id, "v1.12.0", "https://factory.example", canonical),
+            format!(
+                "{head}    extraInfo: |\n        customization:\n            extraKernelArgs:\n                - console=ttyS0\n"
+            )
+        );
+        assert_eq!(
+            manifest_yaml(id, "v1.6.0", "https://factory.example", canonical),
+            head
+        );
+    }
 }
