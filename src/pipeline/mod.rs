@@ -16,9 +16,9 @@ pub mod post;
 pub mod pxe;
 
 use std::fs::File;
+use std::path::{Path, PathBuf};
 
 use sha2::Digest;
-use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 use crate::formats::fat_esp::{EspEntry, EspSource};
