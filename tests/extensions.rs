@@ -387,7 +387,7 @@ fn initramfs_with_extensions_from_a_tarball_a_layout_and_a_registry() {
         );
     }
 
-    // [early cpio] + [base initramfs, untouched] + [zstd frame].
+    // [early cpio] + [base initramfs, untouched] + [zstd frames].
     let base = std::fs::read(demo_dir().join("amd64/initramfs.xz")).unwrap();
     let (early, tail) = split(&rebuilt, &base);
     assert!(
@@ -424,6 +424,10 @@ fn initramfs_with_extensions_from_a_tarball_a_layout_and_a_registry() {
     std::fs::write(&zst, &tail).unwrap();
     run_ok(Command::new(require_tool("zstd")).arg("-tq").arg(&zst));
     let cpio = run_ok_bytes(Command::new(require_tool("zstd")).arg("-dcq").arg(&zst));
+    // Frames: the three squashfs images stored, the rest one level-18 frame.
+    let fx = d.join("frames");
+    std::fs::create_dir_all(&fx).unwrap();
+    assert_eq!(judge_frames(&tail, &cpio, &fx), 4);
     let names: Vec<String> = cpio_fields(&cpio_list(&cpio));
     assert_eq!(
         names,
@@ -462,6 +466,12 @@ fn initramfs_with_extensions_from_a_tarball_a_layout_and_a_registry() {
     assert_eq!(
         std::fs::read_to_string(cx.join("extensions.yaml")).unwrap(),
         EXPECTED_YAML
+    );
+    // Decompressed, the frames are the very archive GNU cpio makes of the same tree.
+    let gnu = gnu_cpio_of(&cpio, &cx);
+    assert!(
+        gnu == cpio,
+        "GNU cpio's archive of the extracted tree, byte for byte"
     );
 
     // Each squashfs beside mksquashfs's image of the same rootfs.
@@ -519,6 +529,119 @@ fn initramfs_with_extensions_from_a_tarball_a_layout_and_a_registry() {
     let start = s.pointer_to_raw_data as usize;
     assert_eq!(&bytes[start..start + rebuilt.len()], &rebuilt[..]);
     drop(reg);
+}
+
+/// The start offsets of a newc archive's entries, then the end of its trailer entry
+/// and the archive's end (after the padding): the places a frame may end.
+fn cpio_boundaries(cpio: &[u8]) -> Vec<(u64, String)> {
+    let field = |at: usize, i: usize| {
+        let f = std::str::from_utf8(&cpio[at + 6 + 8 * i..at + 14 + 8 * i]).unwrap();
+        u64::from_str_radix(f, 16).unwrap() as usize
+    };
+    let align = |n: usize| n.div_ceil(4) * 4;
+    let mut out = Vec::new();
+    let mut at = 0;
+    loop {
+        assert_eq!(&cpio[at..at + 6], b"070701", "an entry at {at}");
+        let (size, namesize) = (field(at, 6), field(at, 11));
+        let name = String::from_utf8_lossy(&cpio[at + 110..at + 110 + namesize - 1]).into_owned();
+        out.push((at as u64, name.clone()));
+        at = align(align(at + 110 + namesize) + size);
+        if name == "TRAILER!!!" {
+            break;
+        }
+    }
+    out.push((cpio.len() as u64, "(end)".into()));
+    out
+}
+
+/// Judges the appended part of a rebuilt initramfs frame by frame, as the kernel will
+/// read it (`unpack_to_rootfs`: one decompressor call per frame, the cpio parser between
+/// entries when a frame ends): cut at the frame boundaries the frame headers give, each
+/// piece must decode alone in the zstd CLI (its XXH64 checksum verified), with a window
+/// of at most 8 MiB (`zstd -lv`; the kernel's limit), and end on a cpio entry boundary
+/// of the whole decompressed archive, which is `cpio`. Each `.sqsh` entry must be one
+/// frame of its own, of raw blocks. Returns the number of frames.
+fn judge_frames(tail: &[u8], cpio: &[u8], work: &Path) -> usize {
+    let frames = imager::formats::zstd_frames::frames(tail).unwrap();
+    let bounds = cpio_boundaries(cpio);
+    let mut at = 0u64;
+    let mut starts = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        starts.push(at);
+        let piece = &tail[f.offset as usize..(f.offset + f.len) as usize];
+        let path = work.join(format!("frame{i}.zst"));
+        std::fs::write(&path, piece).unwrap();
+        let plain = run_ok_bytes(Command::new(require_tool("zstd")).arg("-dcq").arg(&path));
+        assert_eq!(
+            &plain[..],
+            &cpio[at as usize..at as usize + plain.len()],
+            "frame {i}"
+        );
+        let info = run_ok(Command::new(require_tool("zstd")).arg("-lv").arg(&path));
+        let window: u64 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("Window Size: "))
+            .and_then(|l| l.rsplit_once('(')?.1.strip_suffix(" B)")?.parse().ok())
+            .unwrap_or_else(|| panic!("a window size in {info}"));
+        assert!(window <= 8 << 20, "frame {i}: window {window}");
+        let start = bounds.iter().position(|b| b.0 == at);
+        at += plain.len() as u64;
+        let end = bounds.iter().position(|b| b.0 == at);
+        let (Some(start), Some(end)) = (start, end) else {
+            panic!("frame {i} ends at {at}, between cpio entries: {bounds:?}")
+        };
+        if bounds[start].1.ends_with(".sqsh") {
+            assert_eq!(end, start + 1, "{} is a frame of its own", bounds[start].1);
+            assert!(f.stored, "{} is stored", bounds[start].1);
+        }
+    }
+    assert_eq!(at, cpio.len() as u64, "the frames hold the whole archive");
+    for (offset, name) in bounds.iter().filter(|b| b.1.ends_with(".sqsh")) {
+        assert!(starts.contains(offset), "{name} begins a frame");
+    }
+    frames.len()
+}
+
+/// GNU cpio's archive (`-H newc --create --reproducible -R +0:+0`, the Talos imager's
+/// command) of the tree `dir` extracted from `ours`, every entry timed at the test
+/// epoch, listed in `ours`'s order.
+fn gnu_cpio_of(ours: &[u8], dir: &Path) -> Vec<u8> {
+    let names: Vec<String> = cpio_boundaries(ours)
+        .into_iter()
+        .map(|b| b.1)
+        .filter(|n| n != "TRAILER!!!" && n != "(end)")
+        .collect();
+    for n in &names {
+        run_ok(
+            Command::new("touch")
+                .args(["-h", "-d"])
+                .arg(format!("@{}", common::build::EPOCH))
+                .arg(dir.join(n)),
+        );
+    }
+    let mut c = Command::new(require_tool("cpio"))
+        .args([
+            "-o",
+            "-H",
+            "newc",
+            "--reproducible",
+            "--quiet",
+            "-R",
+            "+0:+0",
+        ])
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = c.stdin.take().unwrap();
+    let list = names.join("\n") + "\n";
+    let feed = std::thread::spawn(move || stdin.write_all(list.as_bytes()));
+    let out = c.wait_with_output().unwrap();
+    feed.join().unwrap().unwrap();
+    assert!(out.status.success());
+    out.stdout
 }
 
 fn run_ok_bytes(cmd: &mut Command) -> Vec<u8> {
