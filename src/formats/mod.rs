@@ -2,7 +2,7 @@
 //! the FAT EFI system partition, ISO 9660, GPT disk images and their qcow2/VHD/OVA
 //! conversions, GRUB boot images, the XFS BOOT partition, outFormat compression, OCI
 //! installer images, the PXE recipes, the initramfs's newc cpio and squashfs images
-//! and its sequence of zstd frames.
+//! and its sequences of zstd frames and xz streams.
 
 pub mod compression;
 pub mod cpio;
@@ -18,6 +18,7 @@ pub mod squashfs;
 pub mod vhd;
 pub mod vmdk;
 pub mod xfs;
+pub mod xz_streams;
 pub mod zstd_frames;
 
 use crate::error::Error;
