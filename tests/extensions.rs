@@ -1515,9 +1515,44 @@ fn profiles_before_1_8_get_xz_squashfs_and_an_xz_cpio() {
     let info = run_ok(Command::new(require_tool("xz")).args(["-lvv"]).arg(&xz));
     assert!(info.contains("CRC32"), "{info}");
     let cpio = run_ok_bytes(Command::new(require_tool("xz")).arg("-dc").arg(&xz));
+    // Streams, as `xz -lvv` lists them: 0.sqsh stored in one, the rest in another; each
+    // decodes alone (the kernel's unxz takes one stream per call) and ends between
+    // two cpio entries.
+    let bounds = cpio_boundaries(&cpio);
+    let rows: Vec<Vec<String>> = info
+        .lines()
+        .skip_while(|l| l.trim() != "Streams:")
+        .skip(2)
+        .take_while(|l| !l.trim_start().starts_with("Blocks:"))
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{info}");
+    for (i, r) in rows.iter().enumerate() {
+        let n = |k: usize| r[k].parse::<usize>().unwrap();
+        let (comp, uncomp, comp_len, uncomp_len) = (n(2), n(3), n(4), n(5));
+        assert_eq!(r[7], "CRC32", "{info}");
+        let piece = d.join(format!("stream{i}.xz"));
+        std::fs::write(&piece, &tail[comp..comp + comp_len]).unwrap();
+        let plain = run_ok_bytes(Command::new(require_tool("xz")).arg("-dc").arg(&piece));
+        assert!(plain[..] == cpio[uncomp..uncomp + uncomp_len], "stream {i}");
+        for at in [uncomp, uncomp + uncomp_len] {
+            assert!(bounds.iter().any(|b| b.0 == at as u64), "stream {i}: {at}");
+        }
+    }
+    assert_eq!(bounds[0].1, "0.sqsh");
+    assert_eq!(
+        bounds[1].0,
+        n_bytes(&rows[0][5]),
+        "0.sqsh is the first stream"
+    );
     let x = d.join("x");
     cpio_extract(&cpio, &x);
     assert!(x.join("extensions.yaml").is_file());
+    let gnu = gnu_cpio_of(&cpio, &x);
+    assert!(
+        gnu == cpio,
+        "GNU cpio's archive of the extracted tree, byte for byte"
+    );
 
     // The squashfs beside mksquashfs 4.5.1's `-comp xz -Xdict-size 100%` image.
     let work = d.join("ref");
@@ -1569,6 +1604,10 @@ fn profiles_before_1_8_get_xz_squashfs_and_an_xz_cpio() {
         std::fs::metadata(&reference).unwrap().len() as f64,
     );
     assert!((n / m - 1.0).abs() < 0.05, "{n} vs {m}");
+}
+
+fn n_bytes(s: &str) -> u64 {
+    s.parse().unwrap()
 }
 
 /// `cmd` as one shell word list, for `script -c`.

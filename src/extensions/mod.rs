@@ -45,6 +45,7 @@ use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
 use crate::formats::cpio::{self, CpioWriter};
+use crate::formats::xz_streams::{Stream, StreamWriter};
 use crate::formats::zstd_frames::{Frame, FrameWriter};
 use crate::profile::{ContainerAsset, Profile};
 use crate::report::Progress;
@@ -358,19 +359,15 @@ pub fn rebuild(
         );
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
         if xz {
-            // `xz -C crc32 -0 -e -T 0`: the multi-threaded encoder's output depends on
-            // its block size, not on the thread count.
-            let stream = xz2::stream::MtStreamBuilder::new()
-                .preset(lzma_sys::LZMA_PRESET_EXTREME) // level 0, extreme
-                .check(xz2::stream::Check::Crc32)
-                .threads(threads)
-                .encoder()
-                .map_err(|e| Error::invalid(format!("xz encoder: {e}")))?;
-            let mut z = xz2::write::XzEncoder::new_stream(&mut w, stream);
-            write_cpio(&tree, &rest, mtime, &mut z).writing(&out_path)?;
-            z.finish().writing(&out_path)?;
+            let streams = StreamWriter::new(&mut w, threads);
+            write_cpio_chunks(&tree, &rest, mtime, streams)
+                .and_then(|s| s.finish())
+                .writing(&out_path)?;
         } else {
-            write_cpio_frames(&tree, &rest, mtime, &mut w, threads).writing(&out_path)?;
+            let frames = FrameWriter::new(&mut w, threads);
+            write_cpio_chunks(&tree, &rest, mtime, frames)
+                .and_then(|f| f.finish())
+                .writing(&out_path)?;
         }
         w.flush().writing(&out_path)?;
     }
@@ -591,55 +588,81 @@ fn write_cpio(
 /// The zstd level of the compressed frames, as Talos's `zstd -18`.
 const ZSTD_LEVEL: i32 = 18;
 
-/// One newc cpio of `entries` as a sequence of zstd frames ([`crate::formats::zstd_frames`]): each
-/// squashfs image one stored frame holding its whole entry (header, name, data,
-/// padding); each run of other entries, and the trailer with the final padding, one
-/// level-18 frame. Frames begin and end on entry boundaries, which the kernel needs:
-/// `unpack_to_rootfs` (`init/initramfs.c`) decompresses one frame per call, then
-/// requires its cpio parser between entries and continues with the next frame at the
-/// consumed offset, counting the 4-byte alignment from the frame's start.
-/// Decompressed, the stream is the same cpio as [`write_cpio`] writes.
-fn write_cpio_frames<W: Write>(
-    root: &Path,
-    entries: &[PathBuf],
-    mtime: u32,
-    out: W,
-    threads: u32,
-) -> std::io::Result<W> {
-    let items = scan(root, entries)?;
-    // Frames as (first item, items, frame kind, bytes); the trailer joins the last
-    // compressed run (or is one of its own after an image).
-    let mut frames: Vec<(usize, usize, Frame, u64)> = Vec::new();
-    let mut offset = 0u64;
-    for (i, item) in items.iter().enumerate() {
-        let len = item.len();
-        let kind = if item.is_image() {
+/// A writer of concatenated compressed chunks: zstd frames or xz streams.
+trait Chunks: Write + Sized {
+    /// Ends the current chunk and begins one of exactly `size` bytes, stored as is
+    /// (`stored`) or compressed.
+    fn begin(&mut self, stored: bool, size: u64) -> std::io::Result<()>;
+}
+
+impl<W: Write> Chunks for FrameWriter<W> {
+    fn begin(&mut self, stored: bool, size: u64) -> std::io::Result<()> {
+        let frame = if stored {
             Frame::Stored
         } else {
             Frame::Compressed(ZSTD_LEVEL)
         };
-        match frames.last_mut() {
-            Some((_, n, k, size)) if kind != Frame::Stored && *k == kind => {
+        FrameWriter::begin(self, frame, size)
+    }
+}
+
+impl<W: Write> Chunks for StreamWriter<W> {
+    fn begin(&mut self, stored: bool, size: u64) -> std::io::Result<()> {
+        let stream = if stored {
+            Stream::Stored
+        } else {
+            Stream::Compressed
+        };
+        StreamWriter::begin(self, stream, size)
+    }
+}
+
+/// One newc cpio of `entries` as a sequence of compressed chunks (zstd frames,
+/// [`crate::formats::zstd_frames`], or xz streams, [`crate::formats::xz_streams`]):
+/// each squashfs image one stored chunk holding its whole entry (header, name, data,
+/// padding); each run of other entries, and the trailer with the final padding, one
+/// compressed chunk. Chunks begin and end on entry boundaries, which the kernel needs:
+/// `unpack_to_rootfs` (`init/initramfs.c`) decompresses one frame or stream per call,
+/// then requires its cpio parser between entries and continues with the next one at
+/// the consumed offset, counting the 4-byte alignment from the chunk's start.
+/// Decompressed, the stream is the same cpio as [`write_cpio`] writes. Returns `out`
+/// with its last chunk still open.
+fn write_cpio_chunks<C: Chunks>(
+    root: &Path,
+    entries: &[PathBuf],
+    mtime: u32,
+    out: C,
+) -> std::io::Result<C> {
+    let items = scan(root, entries)?;
+    // Chunks as (first item, items, stored, bytes); the trailer joins the last
+    // compressed run (or is one of its own after an image).
+    let mut chunks: Vec<(usize, usize, bool, u64)> = Vec::new();
+    let mut offset = 0u64;
+    for (i, item) in items.iter().enumerate() {
+        let len = item.len();
+        let stored = item.is_image();
+        match chunks.last_mut() {
+            Some((_, n, false, size)) if !stored => {
                 *n += 1;
                 *size += len;
             }
-            _ => frames.push((i, 1, kind, len)),
+            _ => chunks.push((i, 1, stored, len)),
         }
         offset += len;
     }
     let trailer = cpio::trailer_len(offset);
-    match frames.last_mut() {
-        Some((_, _, Frame::Compressed(_), size)) => *size += trailer,
-        _ => frames.push((items.len(), 0, Frame::Compressed(ZSTD_LEVEL), trailer)),
+    match chunks.last_mut() {
+        Some((_, _, false, size)) => *size += trailer,
+        _ => chunks.push((items.len(), 0, false, trailer)),
     }
-    let mut w = CpioWriter::new(FrameWriter::new(out, threads));
-    for &(first, n, kind, size) in &frames {
-        w.get_mut().begin(kind, size)?;
+    let mut w = CpioWriter::new(out);
+    for &(first, n, stored, size) in &chunks {
+        w.get_mut().begin(stored, size)?;
         for item in &items[first..first + n] {
             write_item(&mut w, item, mtime)?;
         }
     }
-    w.finish()?.finish()
+    w.finish()
 }
 
 #[cfg(test)]
@@ -672,8 +695,18 @@ mod tests {
         for entries in [&listing[..], &listing[1..], &listing[..listing.len() - 2]] {
             let mut single = Vec::new();
             write_cpio(root, entries, 7, &mut single).unwrap();
-            let framed = write_cpio_frames(root, entries, 7, Vec::new(), 2).unwrap();
+            let framed = write_cpio_chunks(root, entries, 7, FrameWriter::new(Vec::new(), 2))
+                .and_then(|f| f.finish())
+                .unwrap();
             assert_eq!(zstd::stream::decode_all(&framed[..]).unwrap(), single);
+            let xz = write_cpio_chunks(root, entries, 7, StreamWriter::new(Vec::new(), 2))
+                .and_then(|s| s.finish())
+                .unwrap();
+            let mut plain = Vec::new();
+            xz2::read::XzDecoder::new_multi_decoder(&xz[..])
+                .read_to_end(&mut plain)
+                .unwrap();
+            assert_eq!(plain, single);
             let frames = crate::formats::zstd_frames::frames(&framed).unwrap();
             let images = entries
                 .iter()
