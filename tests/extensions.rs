@@ -1407,6 +1407,36 @@ fn require_extension_aware_demo() {
 
 #[test]
 fn boot_secureboot_uki_with_a_service_and_a_firmware_extension() {
+    boot_with_extensions(
+        "v1.10.0",
+        &[
+            "extension-mounted: 0.sqsh",
+            "extension-mounted: 1.sqsh",
+            "extension-file: 0.sqsh /usr/local/share/imager-test/service-marker: IMAGER-EXT-SERVICE-OK",
+            "firmware-file: /usr/lib/firmware/imager-test/fw-marker: IMAGER-EXT-FIRMWARE-OK",
+        ],
+    );
+}
+
+/// Before Talos 1.8: xz squashfs images in stored xz streams, then the xz stream with
+/// `extensions.yaml` and `/lib/firmware` (which the test `/init` does not print; the
+/// firmware extension's marker under `/usr/lib/firmware` stays in its image there).
+#[test]
+fn boot_secureboot_uki_with_xz_extensions_before_talos_1_8() {
+    boot_with_extensions(
+        "v1.7.6",
+        &[
+            "extension-mounted: 0.sqsh",
+            "extension-mounted: 1.sqsh",
+            "extension-file: 0.sqsh /usr/local/share/imager-test/service-marker: IMAGER-EXT-SERVICE-OK",
+            "extension-file: 1.sqsh /usr/local/share/imager-test/in-image: IMAGER-EXT-IMAGE-OK",
+        ],
+    );
+}
+
+/// Boots a SecureBoot UKI of `version` with a service and a firmware extension under
+/// enforced SecureBoot; the test `/init` reports what it finds (`want`, line by line).
+fn boot_with_extensions(version: &str, want: &[&str]) {
     require_extension_aware_demo();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -1427,6 +1457,16 @@ fn boot_secureboot_uki_with_a_service_and_a_firmware_extension() {
             0o644,
             b"IMAGER-EXT-FIRMWARE-OK\n".to_vec(),
         ),
+        (
+            "rootfs/lib/firmware/imager-test/fw-marker",
+            0o644,
+            b"IMAGER-EXT-FIRMWARE-OK\n".to_vec(),
+        ),
+        (
+            "rootfs/usr/local/share/imager-test/in-image",
+            0o644,
+            b"IMAGER-EXT-IMAGE-OK\n".to_vec(),
+        ),
     ];
     std::fs::write(d.join("service.tar"), common::tar_of(&service)).unwrap();
     oci_layout(&d.join("firmware"), &common::tar_of(&firmware), "amd64");
@@ -1434,7 +1474,7 @@ fn boot_secureboot_uki_with_a_service_and_a_firmware_extension() {
     std::fs::write(
         &p,
         format!(
-            "baseProfileName: secureboot-metal-uki\narch: amd64\nversion: v1.10.0\ninput:\n  systemExtensions:\n    - tarballPath: {}\n    - ociPath: {}\n",
+            "baseProfileName: secureboot-metal-uki\narch: amd64\nversion: {version}\ninput:\n  systemExtensions:\n    - tarballPath: {}\n    - ociPath: {}\n",
             d.join("service.tar").display(),
             d.join("firmware").display()
         ),
@@ -1454,14 +1494,9 @@ fn boot_secureboot_uki_with_a_service_and_a_firmware_extension() {
     );
     log.assert_measured(1, &common::predicted_pcr11(&uki.manifest));
     let at = log.path.display();
-    for line in [
-        "extension-mounted: 0.sqsh",
-        "extension-mounted: 1.sqsh",
-        "extension-file: 0.sqsh /usr/local/share/imager-test/service-marker: IMAGER-EXT-SERVICE-OK",
-        "firmware-file: /usr/lib/firmware/imager-test/fw-marker: IMAGER-EXT-FIRMWARE-OK",
-    ] {
+    for line in want {
         assert!(
-            log.text.lines().any(|l| l.trim() == line),
+            log.text.lines().any(|l| l.trim() == *line),
             "{line:?} in the serial log {at}"
         );
     }
