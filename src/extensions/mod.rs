@@ -11,14 +11,16 @@
 //! [a newc cpio with the .sqsh files, extensions.yaml and the firmware tree, as
 //! concatenated zstd frames]`. Talos pipes that cpio through `zstd -18` as one frame;
 //! here each `.sqsh` entry (header, name, image, padding) is one *stored* frame (raw
-//! blocks: the image is zstd-compressed already, level 18 would only spend 35 s and
-//! ~350 MiB on 150 MiB of it to gain nothing), and each run of the other entries, the
-//! trailer last, one level-18 frame ([`crate::formats::zstd_frames`]). The kernel
+//! blocks: the image is zstd-compressed already; level 18 spent 35 s and ~350 MiB on
+//! 150 MiB of images to make them ~1% smaller), and each run of the other entries,
+//! the trailer last, one level-18 frame ([`crate::formats::zstd_frames`]). The kernel
 //! unpacks concatenated frames (`unpack_to_rootfs` continues after each one) provided
 //! each ends between cpio entries, which they do; decompressed, the stream is the same
-//! cpio, byte for byte. Profiles before Talos 1.8 get one xz stream of it instead
-//! (and xz squashfs images). Every entry of both cpios is timed at the plan's epoch
-//! (Talos records the files' fresh mtimes, so its output is not reproducible; ours is).
+//! cpio, byte for byte. Profiles before Talos 1.8 get xz squashfs images and xz
+//! streams instead of zstd frames, laid out the same way (a stored stream per image,
+//! `xz -0e` streams for the rest; [`crate::formats::xz_streams`]). Every entry of both
+//! cpios is timed at the plan's epoch (Talos records the files' fresh mtimes, so its
+//! output is not reproducible; ours is).
 //!
 //! The embedded machine configuration (`customization.embeddedMachineConfiguration`,
 //! `--embedded-config-path`, Talos >= 1.12) is the virtual extension Talos's
