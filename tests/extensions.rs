@@ -388,7 +388,7 @@ fn initramfs_with_extensions_from_a_tarball_a_layout_and_a_registry() {
         );
     }
 
-    // [early cpio] + [base initramfs, untouched] + [zstd frame].
+    // [early cpio] + [base initramfs, untouched] + [zstd frames].
     let base = std::fs::read(demo_dir().join("amd64/initramfs.xz")).unwrap();
     let (early, tail) = split(&rebuilt, &base);
     assert!(
@@ -425,6 +425,10 @@ fn initramfs_with_extensions_from_a_tarball_a_layout_and_a_registry() {
     std::fs::write(&zst, &tail).unwrap();
     run_ok(Command::new(require_tool("zstd")).arg("-tq").arg(&zst));
     let cpio = run_ok_bytes(Command::new(require_tool("zstd")).arg("-dcq").arg(&zst));
+    // Frames: the three squashfs images stored, the rest one level-18 frame.
+    let fx = d.join("frames");
+    std::fs::create_dir_all(&fx).unwrap();
+    assert_eq!(judge_frames(&tail, &cpio, &fx), 4);
     let names: Vec<String> = cpio_fields(&cpio_list(&cpio));
     assert_eq!(
         names,
@@ -463,6 +467,12 @@ fn initramfs_with_extensions_from_a_tarball_a_layout_and_a_registry() {
     assert_eq!(
         std::fs::read_to_string(cx.join("extensions.yaml")).unwrap(),
         EXPECTED_YAML
+    );
+    // Decompressed, the frames are the very archive GNU cpio makes of the same tree.
+    let gnu = gnu_cpio_of(&cpio, &cx);
+    assert!(
+        gnu == cpio,
+        "GNU cpio's archive of the extracted tree, byte for byte"
     );
 
     // Each squashfs beside mksquashfs's image of the same rootfs.
@@ -520,6 +530,119 @@ fn initramfs_with_extensions_from_a_tarball_a_layout_and_a_registry() {
     let start = s.pointer_to_raw_data as usize;
     assert_eq!(&bytes[start..start + rebuilt.len()], &rebuilt[..]);
     drop(reg);
+}
+
+/// The start offsets of a newc archive's entries, then the end of its trailer entry
+/// and the archive's end (after the padding): the places a frame may end.
+fn cpio_boundaries(cpio: &[u8]) -> Vec<(u64, String)> {
+    let field = |at: usize, i: usize| {
+        let f = std::str::from_utf8(&cpio[at + 6 + 8 * i..at + 14 + 8 * i]).unwrap();
+        u64::from_str_radix(f, 16).unwrap() as usize
+    };
+    let align = |n: usize| n.div_ceil(4) * 4;
+    let mut out = Vec::new();
+    let mut at = 0;
+    loop {
+        assert_eq!(&cpio[at..at + 6], b"070701", "an entry at {at}");
+        let (size, namesize) = (field(at, 6), field(at, 11));
+        let name = String::from_utf8_lossy(&cpio[at + 110..at + 110 + namesize - 1]).into_owned();
+        out.push((at as u64, name.clone()));
+        at = align(align(at + 110 + namesize) + size);
+        if name == "TRAILER!!!" {
+            break;
+        }
+    }
+    out.push((cpio.len() as u64, "(end)".into()));
+    out
+}
+
+/// Judges the appended part of a rebuilt initramfs frame by frame, as the kernel will
+/// read it (`unpack_to_rootfs`: one decompressor call per frame, the cpio parser between
+/// entries when a frame ends): cut at the frame boundaries the frame headers give, each
+/// piece must decode alone in the zstd CLI (its XXH64 checksum verified), with a window
+/// of at most 8 MiB (`zstd -lv`; the kernel's limit), and end on a cpio entry boundary
+/// of the whole decompressed archive, which is `cpio`. Each `.sqsh` entry must be one
+/// frame of its own, of raw blocks. Returns the number of frames.
+fn judge_frames(tail: &[u8], cpio: &[u8], work: &Path) -> usize {
+    let frames = imager::formats::zstd_frames::frames(tail).unwrap();
+    let bounds = cpio_boundaries(cpio);
+    let mut at = 0u64;
+    let mut starts = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        starts.push(at);
+        let piece = &tail[f.offset as usize..(f.offset + f.len) as usize];
+        let path = work.join(format!("frame{i}.zst"));
+        std::fs::write(&path, piece).unwrap();
+        let plain = run_ok_bytes(Command::new(require_tool("zstd")).arg("-dcq").arg(&path));
+        let want = cpio.get(at as usize..at as usize + plain.len());
+        assert!(
+            want == Some(&plain[..]),
+            "frame {i}: the cpio bytes at {at}"
+        );
+        let info = run_ok(Command::new(require_tool("zstd")).arg("-lv").arg(&path));
+        let window: u64 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("Window Size: "))
+            .and_then(|l| l.rsplit_once('(')?.1.strip_suffix(" B)")?.parse().ok())
+            .unwrap_or_else(|| panic!("a window size in {info}"));
+        assert!(window <= 8 << 20, "frame {i}: window {window}");
+        let start = bounds.iter().position(|b| b.0 == at);
+        at += plain.len() as u64;
+        let end = bounds.iter().position(|b| b.0 == at);
+        let (Some(start), Some(end)) = (start, end) else {
+            panic!("frame {i} ends at {at}, between cpio entries: {bounds:?}")
+        };
+        if bounds[start].1.ends_with(".sqsh") {
+            assert_eq!(end, start + 1, "{} is a frame of its own", bounds[start].1);
+            assert!(f.stored, "{} is stored", bounds[start].1);
+        }
+    }
+    assert_eq!(at, cpio.len() as u64, "the frames hold the whole archive");
+    for (offset, name) in bounds.iter().filter(|b| b.1.ends_with(".sqsh")) {
+        assert!(starts.contains(offset), "{name} begins a frame");
+    }
+    frames.len()
+}
+
+/// GNU cpio's archive (`-H newc --create --reproducible -R +0:+0`, the Talos imager's
+/// command) of the tree `dir` extracted from `ours`, every entry timed at the test
+/// epoch, listed in `ours`'s order.
+fn gnu_cpio_of(ours: &[u8], dir: &Path) -> Vec<u8> {
+    let names: Vec<String> = cpio_boundaries(ours)
+        .into_iter()
+        .map(|b| b.1)
+        .filter(|n| n != "TRAILER!!!" && n != "(end)")
+        .collect();
+    for n in &names {
+        run_ok(
+            Command::new("touch")
+                .args(["-h", "-d"])
+                .arg(format!("@{}", common::build::EPOCH))
+                .arg(dir.join(n)),
+        );
+    }
+    let mut c = Command::new(require_tool("cpio"))
+        .args([
+            "-o",
+            "-H",
+            "newc",
+            "--reproducible",
+            "--quiet",
+            "-R",
+            "+0:+0",
+        ])
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = c.stdin.take().unwrap();
+    let list = names.join("\n") + "\n";
+    let feed = std::thread::spawn(move || stdin.write_all(list.as_bytes()));
+    let out = c.wait_with_output().unwrap();
+    feed.join().unwrap().unwrap();
+    assert!(out.status.success());
+    out.stdout
 }
 
 fn run_ok_bytes(cmd: &mut Command) -> Vec<u8> {
@@ -1297,6 +1420,36 @@ fn require_extension_aware_demo() {
 
 #[test]
 fn boot_secureboot_uki_with_a_service_and_a_firmware_extension() {
+    boot_with_extensions(
+        "v1.10.0",
+        &[
+            "extension-mounted: 0.sqsh",
+            "extension-mounted: 1.sqsh",
+            "extension-file: 0.sqsh /usr/local/share/imager-test/service-marker: IMAGER-EXT-SERVICE-OK",
+            "firmware-file: /usr/lib/firmware/imager-test/fw-marker: IMAGER-EXT-FIRMWARE-OK",
+        ],
+    );
+}
+
+/// Before Talos 1.8: xz squashfs images in stored xz streams, then the xz stream with
+/// `extensions.yaml` and `/lib/firmware` (which the test `/init` does not print; the
+/// firmware extension's marker under `/usr/lib/firmware` stays in its image there).
+#[test]
+fn boot_secureboot_uki_with_xz_extensions_before_talos_1_8() {
+    boot_with_extensions(
+        "v1.7.6",
+        &[
+            "extension-mounted: 0.sqsh",
+            "extension-mounted: 1.sqsh",
+            "extension-file: 0.sqsh /usr/local/share/imager-test/service-marker: IMAGER-EXT-SERVICE-OK",
+            "extension-file: 1.sqsh /usr/local/share/imager-test/in-image: IMAGER-EXT-IMAGE-OK",
+        ],
+    );
+}
+
+/// Boots a SecureBoot UKI of `version` with a service and a firmware extension under
+/// enforced SecureBoot; the test `/init` reports what it finds (`want`, line by line).
+fn boot_with_extensions(version: &str, want: &[&str]) {
     require_extension_aware_demo();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -1317,6 +1470,16 @@ fn boot_secureboot_uki_with_a_service_and_a_firmware_extension() {
             0o644,
             b"IMAGER-EXT-FIRMWARE-OK\n".to_vec(),
         ),
+        (
+            "rootfs/lib/firmware/imager-test/fw-marker",
+            0o644,
+            b"IMAGER-EXT-FIRMWARE-OK\n".to_vec(),
+        ),
+        (
+            "rootfs/usr/local/share/imager-test/in-image",
+            0o644,
+            b"IMAGER-EXT-IMAGE-OK\n".to_vec(),
+        ),
     ];
     std::fs::write(d.join("service.tar"), common::tar_of(&service)).unwrap();
     oci_layout(&d.join("firmware"), &common::tar_of(&firmware), "amd64");
@@ -1324,7 +1487,7 @@ fn boot_secureboot_uki_with_a_service_and_a_firmware_extension() {
     std::fs::write(
         &p,
         format!(
-            "baseProfileName: secureboot-metal-uki\narch: amd64\nversion: v1.10.0\ninput:\n  systemExtensions:\n    - tarballPath: {}\n    - ociPath: {}\n",
+            "baseProfileName: secureboot-metal-uki\narch: amd64\nversion: {version}\ninput:\n  systemExtensions:\n    - tarballPath: {}\n    - ociPath: {}\n",
             d.join("service.tar").display(),
             d.join("firmware").display()
         ),
@@ -1344,14 +1507,9 @@ fn boot_secureboot_uki_with_a_service_and_a_firmware_extension() {
     );
     log.assert_measured(1, &common::predicted_pcr11(&uki.manifest));
     let at = log.path.display();
-    for line in [
-        "extension-mounted: 0.sqsh",
-        "extension-mounted: 1.sqsh",
-        "extension-file: 0.sqsh /usr/local/share/imager-test/service-marker: IMAGER-EXT-SERVICE-OK",
-        "firmware-file: /usr/lib/firmware/imager-test/fw-marker: IMAGER-EXT-FIRMWARE-OK",
-    ] {
+    for line in want {
         assert!(
-            log.text.lines().any(|l| l.trim() == line),
+            log.text.lines().any(|l| l.trim() == *line),
             "{line:?} in the serial log {at}"
         );
     }
@@ -1405,9 +1563,44 @@ fn profiles_before_1_8_get_xz_squashfs_and_an_xz_cpio() {
     let info = run_ok(Command::new(require_tool("xz")).args(["-lvv"]).arg(&xz));
     assert!(info.contains("CRC32"), "{info}");
     let cpio = run_ok_bytes(Command::new(require_tool("xz")).arg("-dc").arg(&xz));
+    // Streams, as `xz -lvv` lists them: 0.sqsh stored in one, the rest in another; each
+    // decodes alone (the kernel's unxz takes one stream per call) and ends between
+    // two cpio entries.
+    let bounds = cpio_boundaries(&cpio);
+    let rows: Vec<Vec<String>> = info
+        .lines()
+        .skip_while(|l| l.trim() != "Streams:")
+        .skip(2)
+        .take_while(|l| !l.trim_start().starts_with("Blocks:"))
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{info}");
+    for (i, r) in rows.iter().enumerate() {
+        let n = |k: usize| r[k].parse::<usize>().unwrap();
+        let (comp, uncomp, comp_len, uncomp_len) = (n(2), n(3), n(4), n(5));
+        assert_eq!(r[7], "CRC32", "{info}");
+        let piece = d.join(format!("stream{i}.xz"));
+        std::fs::write(&piece, &tail[comp..comp + comp_len]).unwrap();
+        let plain = run_ok_bytes(Command::new(require_tool("xz")).arg("-dc").arg(&piece));
+        assert!(plain[..] == cpio[uncomp..uncomp + uncomp_len], "stream {i}");
+        for at in [uncomp, uncomp + uncomp_len] {
+            assert!(bounds.iter().any(|b| b.0 == at as u64), "stream {i}: {at}");
+        }
+    }
+    assert_eq!(bounds[0].1, "0.sqsh");
+    assert_eq!(
+        bounds[1].0,
+        n_bytes(&rows[0][5]),
+        "0.sqsh is the first stream"
+    );
     let x = d.join("x");
     cpio_extract(&cpio, &x);
     assert!(x.join("extensions.yaml").is_file());
+    let gnu = gnu_cpio_of(&cpio, &x);
+    assert!(
+        gnu == cpio,
+        "GNU cpio's archive of the extracted tree, byte for byte"
+    );
 
     // The squashfs beside mksquashfs 4.5.1's `-comp xz -Xdict-size 100%` image.
     let work = d.join("ref");
@@ -1459,6 +1652,10 @@ fn profiles_before_1_8_get_xz_squashfs_and_an_xz_cpio() {
         std::fs::metadata(&reference).unwrap().len() as f64,
     );
     assert!((n / m - 1.0).abs() < 0.05, "{n} vs {m}");
+}
+
+fn n_bytes(s: &str) -> u64 {
+    s.parse().unwrap()
 }
 
 /// `cmd` as one shell word list, for `script -c`.

@@ -8,9 +8,19 @@
 //! uncompressed early cpio, the firmware directory is moved into the initramfs, and
 //! the rest becomes `<j>.sqsh` ([`crate::formats::squashfs`]). The result is
 //! `[early cpio, if any microcode] + [the base initramfs, byte for byte] +
-//! [zstd level 18 frame of a newc cpio with the .sqsh files, extensions.yaml and the
-//! firmware tree]` (xz, squashfs and cpio alike, for profiles before Talos 1.8). Every entry of both cpios is timed at the plan's epoch (Talos
-//! records the files' fresh mtimes, so its output is not reproducible; ours is).
+//! [a newc cpio with the .sqsh files, extensions.yaml and the firmware tree, as
+//! concatenated zstd frames]`. Talos pipes that cpio through `zstd -18` as one frame;
+//! here each `.sqsh` entry (header, name, image, padding) is one *stored* frame (raw
+//! blocks: the image is zstd-compressed already; level 18 spent 35 s and ~350 MiB on
+//! 150 MiB of images to make them ~1% smaller), and each run of the other entries,
+//! the trailer last, one level-18 frame ([`crate::formats::zstd_frames`]). The kernel
+//! unpacks concatenated frames (`unpack_to_rootfs` continues after each one) provided
+//! each ends between cpio entries, which they do; decompressed, the stream is the same
+//! cpio, byte for byte. Profiles before Talos 1.8 get xz squashfs images and xz
+//! streams instead of zstd frames, laid out the same way (a stored stream per image,
+//! `xz -0e` streams for the rest; [`crate::formats::xz_streams`]). Every entry of both
+//! cpios is timed at the plan's epoch (Talos records the files' fresh mtimes, so its
+//! output is not reproducible; ours is).
 //!
 //! The embedded machine configuration (`customization.embeddedMachineConfiguration`,
 //! `--embedded-config-path`, Talos >= 1.12) is the virtual extension Talos's
@@ -36,7 +46,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
-use crate::formats::cpio::CpioWriter;
+use crate::formats::cpio::{self, CpioWriter};
+use crate::formats::xz_streams::{Stream, StreamWriter};
+use crate::formats::zstd_frames::{Frame, FrameWriter};
 use crate::profile::{ContainerAsset, Profile};
 use crate::report::Progress;
 use manifest::{Layer, Metadata};
@@ -349,23 +361,15 @@ pub fn rebuild(
         );
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
         if xz {
-            // `xz -C crc32 -0 -e -T 0`: the multi-threaded encoder's output depends on
-            // its block size, not on the thread count.
-            let stream = xz2::stream::MtStreamBuilder::new()
-                .preset(lzma_sys::LZMA_PRESET_EXTREME) // level 0, extreme
-                .check(xz2::stream::Check::Crc32)
-                .threads(threads)
-                .encoder()
-                .map_err(|e| Error::invalid(format!("xz encoder: {e}")))?;
-            let mut z = xz2::write::XzEncoder::new_stream(&mut w, stream);
-            write_cpio(&tree, &rest, mtime, &mut z).writing(&out_path)?;
-            z.finish().writing(&out_path)?;
+            let streams = StreamWriter::new(&mut w, threads);
+            write_cpio_chunks(&tree, &rest, mtime, streams)
+                .and_then(|s| s.finish())
+                .writing(&out_path)?;
         } else {
-            let mut z = zstd::Encoder::new(&mut w, 18).writing(&out_path)?;
-            z.include_checksum(true).writing(&out_path)?;
-            z.multithread(threads.max(1)).writing(&out_path)?;
-            write_cpio(&tree, &rest, mtime, &mut z).writing(&out_path)?;
-            z.finish().writing(&out_path)?;
+            let frames = FrameWriter::new(&mut w, threads);
+            write_cpio_chunks(&tree, &rest, mtime, frames)
+                .and_then(|f| f.finish())
+                .writing(&out_path)?;
         }
         w.flush().writing(&out_path)?;
     }
@@ -489,6 +493,86 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
+/// One entry of a cpio listing, as found on disk.
+struct Item {
+    name: String,
+    path: PathBuf,
+    kind: ItemKind,
+}
+
+enum ItemKind {
+    Dir { perm: u32, nlink: u32 },
+    Symlink { target: String },
+    File { perm: u32, len: u64 },
+}
+
+impl Item {
+    /// Its bytes in the archive.
+    fn len(&self) -> u64 {
+        let data = match &self.kind {
+            ItemKind::Dir { .. } => 0,
+            ItemKind::Symlink { target } => target.len() as u64,
+            ItemKind::File { len, .. } => *len,
+        };
+        cpio::entry_len(&self.name, data)
+    }
+
+    /// A squashfs image at the top of the tree: already compressed, stored as is.
+    fn is_image(&self) -> bool {
+        matches!(self.kind, ItemKind::File { .. })
+            && !self.name.contains('/')
+            && self.name.ends_with(".sqsh")
+    }
+}
+
+/// Reads the listing's metadata from `root` (once: the frame sizes are planned from it).
+fn scan(root: &Path, entries: &[PathBuf]) -> std::io::Result<Vec<Item>> {
+    entries
+        .iter()
+        .map(|rel| {
+            let path = root.join(rel);
+            let name = rel.to_string_lossy().into_owned();
+            let meta = std::fs::symlink_metadata(&path)?;
+            let perm = meta.permissions().mode() & 0o7777;
+            let kind = if meta.is_dir() {
+                let subdirs = std::fs::read_dir(&path)?
+                    .filter(|e| {
+                        e.as_ref()
+                            .is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    })
+                    .count() as u32;
+                ItemKind::Dir {
+                    perm,
+                    nlink: 2 + subdirs,
+                }
+            } else if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path)?;
+                ItemKind::Symlink {
+                    target: target.to_string_lossy().into_owned(),
+                }
+            } else {
+                ItemKind::File {
+                    perm,
+                    len: meta.len(),
+                }
+            };
+            Ok(Item { name, path, kind })
+        })
+        .collect()
+}
+
+fn write_item<W: Write>(w: &mut CpioWriter<W>, item: &Item, mtime: u32) -> std::io::Result<()> {
+    match &item.kind {
+        ItemKind::Dir { perm, nlink } => w.dir(&item.name, *perm, *nlink, mtime),
+        ItemKind::Symlink { target } => w.symlink(&item.name, target, mtime),
+        ItemKind::File { perm, len } => {
+            let mut f = File::open(&item.path)?;
+            w.file(&item.name, *perm, mtime, *len, &mut f as &mut dyn Read)
+        }
+    }
+}
+
+/// One newc cpio of `entries` (relative to `root`) into `out`.
 fn write_cpio(
     root: &Path,
     entries: &[PathBuf],
@@ -496,27 +580,141 @@ fn write_cpio(
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
     let mut w = CpioWriter::new(out);
-    for rel in entries {
-        let path = root.join(rel);
-        let name = rel.to_string_lossy();
-        let meta = std::fs::symlink_metadata(&path)?;
-        let perm = meta.permissions().mode() & 0o7777;
-        if meta.is_dir() {
-            let subdirs = std::fs::read_dir(&path)?
-                .filter(|e| {
-                    e.as_ref()
-                        .is_ok_and(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                })
-                .count() as u32;
-            w.dir(&name, perm, 2 + subdirs, mtime)?;
-        } else if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&path)?;
-            w.symlink(&name, &target.to_string_lossy(), mtime)?;
-        } else {
-            let mut f = File::open(&path)?;
-            w.file(&name, perm, mtime, meta.len(), &mut f as &mut dyn Read)?;
-        }
+    for item in scan(root, entries)? {
+        write_item(&mut w, &item, mtime)?;
     }
     w.finish()?;
     Ok(())
+}
+
+/// The zstd level of the compressed frames, as Talos's `zstd -18`.
+const ZSTD_LEVEL: i32 = 18;
+
+/// A writer of concatenated compressed chunks: zstd frames or xz streams.
+trait Chunks: Write + Sized {
+    /// Ends the current chunk and begins one of exactly `size` bytes, stored as is
+    /// (`stored`) or compressed.
+    fn begin(&mut self, stored: bool, size: u64) -> std::io::Result<()>;
+}
+
+impl<W: Write> Chunks for FrameWriter<W> {
+    fn begin(&mut self, stored: bool, size: u64) -> std::io::Result<()> {
+        let frame = if stored {
+            Frame::Stored
+        } else {
+            Frame::Compressed(ZSTD_LEVEL)
+        };
+        FrameWriter::begin(self, frame, size)
+    }
+}
+
+impl<W: Write> Chunks for StreamWriter<W> {
+    fn begin(&mut self, stored: bool, size: u64) -> std::io::Result<()> {
+        let stream = if stored {
+            Stream::Stored
+        } else {
+            Stream::Compressed
+        };
+        StreamWriter::begin(self, stream, size)
+    }
+}
+
+/// One newc cpio of `entries` as a sequence of compressed chunks (zstd frames,
+/// [`crate::formats::zstd_frames`], or xz streams, [`crate::formats::xz_streams`]):
+/// each squashfs image one stored chunk holding its whole entry (header, name, data,
+/// padding); each run of other entries, and the trailer with the final padding, one
+/// compressed chunk. Chunks begin and end on entry boundaries, which the kernel needs:
+/// `unpack_to_rootfs` (`init/initramfs.c`) decompresses one frame or stream per call,
+/// then requires its cpio parser between entries and continues with the next one at
+/// the consumed offset, counting the 4-byte alignment from the chunk's start.
+/// Decompressed, the stream is the same cpio as [`write_cpio`] writes. Returns `out`
+/// with its last chunk still open.
+fn write_cpio_chunks<C: Chunks>(
+    root: &Path,
+    entries: &[PathBuf],
+    mtime: u32,
+    out: C,
+) -> std::io::Result<C> {
+    let items = scan(root, entries)?;
+    // Chunks as (first item, items, stored, bytes); the trailer joins the last
+    // compressed run (or is one of its own after an image).
+    let mut chunks: Vec<(usize, usize, bool, u64)> = Vec::new();
+    let mut offset = 0u64;
+    for (i, item) in items.iter().enumerate() {
+        let len = item.len();
+        let stored = item.is_image();
+        match chunks.last_mut() {
+            Some((_, n, false, size)) if !stored => {
+                *n += 1;
+                *size += len;
+            }
+            _ => chunks.push((i, 1, stored, len)),
+        }
+        offset += len;
+    }
+    let trailer = cpio::trailer_len(offset);
+    match chunks.last_mut() {
+        Some((_, _, false, size)) => *size += trailer,
+        _ => chunks.push((items.len(), 0, false, trailer)),
+    }
+    let mut w = CpioWriter::new(out);
+    for &(first, n, stored, size) in &chunks {
+        w.get_mut().begin(stored, size)?;
+        for item in &items[first..first + n] {
+            write_item(&mut w, item, mtime)?;
+        }
+    }
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decompressed, the frames are the single cpio [`write_cpio`] writes, wherever the
+    /// images sit in the listing (first, between other entries, last).
+    #[test]
+    fn frames_hold_the_same_cpio() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let files: [(&str, usize); 6] = [
+            ("0.sqsh", 300_001),
+            ("1.sqsh", 4096),
+            ("extensions.yaml", 77),
+            ("lib/firmware/a", 5000),
+            ("modules.dep.sqsh", 131_072),
+            ("usr/x", 3),
+        ];
+        for (name, len) in files {
+            let p = root.join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 31 + i / 7) as u8).collect();
+            std::fs::write(&p, bytes).unwrap();
+        }
+        std::os::unix::fs::symlink("a", root.join("lib/firmware/b")).unwrap();
+        let mut listing = Vec::new();
+        crate::io::walk(root, root, &mut listing).unwrap();
+        for entries in [&listing[..], &listing[1..], &listing[..listing.len() - 2]] {
+            let mut single = Vec::new();
+            write_cpio(root, entries, 7, &mut single).unwrap();
+            let framed = write_cpio_chunks(root, entries, 7, FrameWriter::new(Vec::new(), 2))
+                .and_then(|f| f.finish())
+                .unwrap();
+            assert_eq!(zstd::stream::decode_all(&framed[..]).unwrap(), single);
+            let xz = write_cpio_chunks(root, entries, 7, StreamWriter::new(Vec::new(), 2))
+                .and_then(|s| s.finish())
+                .unwrap();
+            let mut plain = Vec::new();
+            xz2::read::XzDecoder::new_multi_decoder(&xz[..])
+                .read_to_end(&mut plain)
+                .unwrap();
+            assert_eq!(plain, single);
+            let frames = crate::formats::zstd_frames::frames(&framed).unwrap();
+            let images = entries
+                .iter()
+                .filter(|p| p.to_string_lossy().ends_with(".sqsh"))
+                .count();
+            assert_eq!(frames.iter().filter(|f| f.stored).count(), images);
+        }
+    }
 }

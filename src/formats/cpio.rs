@@ -39,6 +39,11 @@ impl<W: Write> CpioWriter<W> {
         }
     }
 
+    /// The output, to act between entries (the archive's bytes so far are all in it).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.out.write_all(bytes)?;
         self.written += bytes.len() as u64;
@@ -159,6 +164,23 @@ impl<W: Write> CpioWriter<W> {
     }
 }
 
+/// The bytes an entry named `name` with `data` bytes (file content or symlink target)
+/// takes in the archive, padding included (entries start 4-byte aligned).
+pub fn entry_len(name: &str, data: u64) -> u64 {
+    align4(110 + name.len() as u64 + 1) + align4(data)
+}
+
+/// The bytes of the trailer and the final padding of an archive whose entries end at
+/// `offset`.
+pub fn trailer_len(offset: u64) -> u64 {
+    let end = offset + entry_len("TRAILER!!!", 0);
+    end.div_ceil(512) * 512 - offset
+}
+
+fn align4(n: u64) -> u64 {
+    n.div_ceil(4) * 4
+}
+
 struct CountingWriter<'a, W: Write> {
     inner: &'a mut W,
     n: u64,
@@ -207,6 +229,24 @@ mod tests {
         assert_eq!(&out[248..254], b"070701");
         let text = String::from_utf8_lossy(&out);
         assert!(text.contains("TRAILER!!!"));
+    }
+
+    #[test]
+    fn entry_lengths_match_the_writer() {
+        let mut w = CpioWriter::new(Vec::new());
+        let mut at = 0;
+        for (name, data) in [("a", &b""[..]), ("kernel/abc", b"xy"), ("0.sqsh", b"1234")] {
+            w.file(name, 0o644, 0, data.len() as u64, &mut &data[..])
+                .unwrap();
+            at += entry_len(name, data.len() as u64);
+            assert_eq!(w.get_mut().len() as u64, at, "{name}");
+        }
+        w.dir("usr", 0o755, 2, 0).unwrap();
+        w.symlink("l", "usr", 0).unwrap();
+        at += entry_len("usr", 0) + entry_len("l", 3);
+        assert_eq!(w.get_mut().len() as u64, at);
+        let out = w.finish().unwrap();
+        assert_eq!(out.len() as u64, at + trailer_len(at));
     }
 
     #[test]

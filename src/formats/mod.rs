@@ -1,7 +1,8 @@
 //! The file formats the pipeline writes, one module each, named for the format:
 //! the FAT EFI system partition, ISO 9660, GPT disk images and their qcow2/VHD/OVA
 //! conversions, GRUB boot images, the XFS BOOT partition, outFormat compression, OCI
-//! installer images and the PXE recipes.
+//! installer images, the PXE recipes, the initramfs's newc cpio and squashfs images
+//! and its sequences of zstd frames and xz streams.
 
 pub mod compression;
 pub mod cpio;
@@ -17,6 +18,8 @@ pub mod squashfs;
 pub mod vhd;
 pub mod vmdk;
 pub mod xfs;
+pub mod xz_streams;
+pub mod zstd_frames;
 
 use crate::error::Error;
 
