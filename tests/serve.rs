@@ -174,9 +174,21 @@ fn start_as(f: &Fixture, name: &str, external: Option<&str>, extra: &[&str]) -> 
         .env("IMAGER_SERVE_LISTEN", format!("127.0.0.1:{port}"))
         .env("IMAGER_SERVE_INSECURE_REGISTRY", "true")
         .env_remove("SOURCE_DATE_EPOCH")
-        .args(["--external-url", &external, "--assets"])
-        .arg(&f.assets)
-        .args(["--registry", &format!("127.0.0.1:{}/factory", f.registry.1)])
+        .args(["--external-url", &external])
+        // Defaults the caller may replace: the inputs directory and the store.
+        .args(if extra.contains(&"--assets-registry") {
+            vec![]
+        } else {
+            vec!["--assets".into(), f.assets.display().to_string()]
+        })
+        .args(if extra.contains(&"--registry") {
+            vec![]
+        } else {
+            vec![
+                "--registry".into(),
+                format!("127.0.0.1:{}/factory", f.registry.1),
+            ]
+        })
         .arg("--secureboot-dir")
         .arg(&f.keys)
         .arg("--work-dir")
@@ -1095,4 +1107,319 @@ fn bad_configuration_is_one_line_and_nothing_listens() {
         );
     }
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+/// An OCI layout holding one image for `arch` (one gzip layer per tar), tagged `tag`.
+fn image_layout(dir: &Path, arch: &str, layers: &[Vec<u8>], tag: &str) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |b: &[u8]| -> String {
+        let d = sha256(b);
+        std::fs::write(blobs.join(&d[7..]), b).unwrap();
+        d
+    };
+    let mut descriptors = Vec::new();
+    let mut diff_ids = Vec::new();
+    for tar in layers {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(tar).unwrap();
+        let layer = gz.finish().unwrap();
+        diff_ids.push(sha256(tar));
+        descriptors.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(&layer), "size": layer.len()}));
+    }
+    let config = serde_json::json!({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}}).to_string();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(config.as_bytes()), "size": config.len()},
+        "layers": descriptors,
+    })
+    .to_string();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": put(manifest.as_bytes()),
+        "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": tag}}]});
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// A copy of the per-arch layout `flat` whose `index.json` names one multi-arch image
+/// index tagged `tag` (what `skopeo copy --all` pushes as one tag).
+fn multi_arch_layout(flat: &Path, out: &Path, tag: &str) {
+    let blobs = out.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    for e in std::fs::read_dir(flat.join("blobs/sha256")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), blobs.join(e.file_name())).unwrap();
+    }
+    let flat_index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(flat.join("index.json")).unwrap()).unwrap();
+    let mut manifests = flat_index["manifests"].as_array().unwrap().clone();
+    for m in &mut manifests {
+        m.as_object_mut().unwrap().remove("annotations");
+    }
+    let inner = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests}).to_string();
+    let d = sha256(inner.as_bytes());
+    std::fs::write(blobs.join(&d[7..]), &inner).unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": d, "size": inner.len(),
+        "annotations": {"org.opencontainers.image.ref.name": tag}}]});
+    std::fs::write(out.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(out.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// `skopeo copy --all` of `from` to `docker://127.0.0.1:<port>/<to>`.
+fn skopeo_push(port: u16, from: &str, to: &str) {
+    run_ok(Command::new(require_tool("skopeo")).args([
+        "copy",
+        "--all",
+        "--quiet",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        from,
+        &format!("docker://127.0.0.1:{port}/{to}"),
+    ]));
+}
+
+/// Images shaped like Talos's in the fixture's registry under `src/`, built from the same
+/// inputs as the fixture's `--assets` directory: `imager` (usr/install/<arch>/ in two
+/// layers, the second whiting out a file of the first), `installer-base` (an index of both
+/// arches), `extensions` (image-digests + descriptions.yaml) and the extension by digest.
+fn push_talos_images(f: &Fixture) {
+    let port = f.registry.1;
+    let demo = demo_dir();
+    let mut files: Vec<(String, u32, Vec<u8>)> = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        for name in [
+            "vmlinuz",
+            "initramfs.xz",
+            "systemd-stub.efi",
+            "systemd-boot.efi",
+        ] {
+            files.push((
+                format!("usr/install/{arch}/{name}"),
+                0o644,
+                std::fs::read(demo.join(arch).join(name)).unwrap(),
+            ));
+        }
+    }
+    files.push(("usr/install/amd64/stale".into(), 0o644, b"old".to_vec()));
+    files.push(("usr/bin/imager".into(), 0o755, b"#!/bin/sh\n".to_vec()));
+    let entries: Vec<(&str, u32, Vec<u8>)> = files
+        .iter()
+        .map(|(n, m, b)| (n.as_str(), *m, b.clone()))
+        .collect();
+    let layer1 = common::tar_of(&entries);
+    let layer2 = common::tar_of(&[("usr/install/amd64/.wh.stale", 0o644, vec![])]);
+    let images = f.dir.path().join("images");
+    image_layout(&images.join("imager"), "amd64", &[layer1, layer2], VERSION);
+    skopeo_push(
+        port,
+        &format!("oci:{}:{VERSION}", images.join("imager").display()),
+        &format!("src/imager:{VERSION}"),
+    );
+    // Tags the factory does not offer (below 1.2.0, not a version, a pre-release of an
+    // older minor), and one it does (a pre-release of the newest minor).
+    for tag in ["v1.1.0", "latest", "v1.9.3-rc.1", "v1.10.0-alpha.1"] {
+        skopeo_push(
+            port,
+            &format!("docker://127.0.0.1:{port}/src/imager:{VERSION}"),
+            &format!("src/imager:{tag}"),
+        );
+    }
+    let v = f.assets.join(VERSION);
+    multi_arch_layout(&v.join("installer-base"), &images.join("base"), VERSION);
+    skopeo_push(
+        port,
+        &format!("oci:{}:{VERSION}", images.join("base").display()),
+        &format!("src/installer-base:{VERSION}"),
+    );
+    multi_arch_layout(
+        &v.join("extensions/siderolabs/hello-world-service"),
+        &images.join("hello"),
+        "v1.0.0",
+    );
+    skopeo_push(
+        port,
+        &format!("oci:{}:v1.0.0", images.join("hello").display()),
+        "src/hello-world-service:v1.0.0",
+    );
+    let index = agent()
+        .get(&format!(
+            "http://127.0.0.1:{port}/v2/src/hello-world-service/manifests/v1.0.0"
+        ))
+        .set("Accept", "application/vnd.oci.image.index.v1+json")
+        .call()
+        .unwrap();
+    let mut bytes = Vec::new();
+    index.into_reader().read_to_end(&mut bytes).unwrap();
+    let hello = format!(
+        "ghcr.io/siderolabs/hello-world-service:v1.0.0@{}",
+        sha256(&bytes)
+    );
+    let missing = format!(
+        "ghcr.io/siderolabs/missing-ext:v1@sha256:{}",
+        "0".repeat(64)
+    );
+    let catalog = common::tar_of(&[
+        (
+            "image-digests",
+            0o644,
+            format!("{hello}\n{missing}\n").into_bytes(),
+        ),
+        (
+            "descriptions.yaml",
+            0o644,
+            format!("\"{hello}\":\n    author: Sidero Labs\n    description: An example extension service.\n")
+                .into_bytes(),
+        ),
+    ]);
+    image_layout(&images.join("extensions"), "amd64", &[catalog], VERSION);
+    skopeo_push(
+        port,
+        &format!("oci:{}:{VERSION}", images.join("extensions").display()),
+        &format!("src/extensions:{VERSION}"),
+    );
+}
+
+#[test]
+fn assets_registry_serves_the_same_bytes_as_the_assets_directory() {
+    let f = fixture();
+    push_talos_images(&f);
+    let port = f.registry.1;
+    // One external URL: it is in the virtual schematic extension's manifest.
+    let external = Some("http://factory.test");
+    let dir = start_as(&f, "dir", external, &[]);
+    let src = format!("127.0.0.1:{port}/src");
+    let store = format!("127.0.0.1:{port}/other");
+    let reg = start_as(
+        &f,
+        "reg",
+        external,
+        &[
+            "--assets-registry",
+            &src,
+            "--insecure-assets-registry",
+            "--registry",
+            &store,
+        ],
+    );
+    // The tags the factory offers, in semver order.
+    let (status, _, body) = get(&format!("{}/versions", reg.url));
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_slice::<Vec<String>>(&body).unwrap(),
+        [VERSION, "v1.10.0-alpha.1"],
+        "{}",
+        reg.log_text()
+    );
+    let (status, _, body) = get(&format!(
+        "{}/version/{VERSION}/extensions/official",
+        reg.url
+    ));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let catalog: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        catalog[0]["name"], "siderolabs/hello-world-service",
+        "{catalog}"
+    );
+    assert_eq!(catalog[0]["author"], "Sidero Labs");
+    assert_eq!(catalog[0]["description"], "An example extension service.");
+    assert_eq!(
+        catalog[0]["ref"],
+        "ghcr.io/siderolabs/hello-world-service:v1.0.0"
+    );
+    // No catalog image for the pre-release: an empty catalog.
+    let (status, _, body) = get(&format!(
+        "{}/version/v1.10.0-alpha.1/extensions/official",
+        reg.url
+    ));
+    assert_eq!((status, body.as_slice()), (200, &b"[]"[..]));
+
+    let schematic = "customization:\n  extraKernelArgs:\n    - imager.serve=registry\n  systemExtensions:\n    officialExtensions:\n      - siderolabs/hello-world-service\n";
+    let id = create(&dir, schematic);
+    assert_eq!(create(&reg, schematic), id);
+    for path in [
+        "kernel-amd64",
+        "metal-amd64-secureboot-uki.efi",
+        "installer-amd64.tar",
+    ] {
+        let (s1, _, a) = get(&format!("{}/image/{id}/{VERSION}/{path}", dir.url));
+        let (s2, h2, b) = get(&format!("{}/image/{id}/{VERSION}/{path}", reg.url));
+        assert_eq!(
+            (s1, s2),
+            (200, 200),
+            "{path}: {}",
+            String::from_utf8_lossy(&b)
+        );
+        assert_eq!(header(&h2, "content-length"), b.len().to_string());
+        assert!(a == b, "{path}: the registry inputs give other bytes");
+    }
+    common::sbverify(&f.keys, &{
+        let p = f.dir.path().join("reg-uki.efi");
+        let (_, _, b) = get(&format!(
+            "{}/image/{id}/{VERSION}/metal-amd64-secureboot-uki.efi",
+            reg.url
+        ));
+        std::fs::write(&p, b).unwrap();
+        p
+    });
+    // The replica built them itself (another store), from inputs pulled once and whited out.
+    assert!(metric(&reg, "image_factory_assets_built_total") >= 3.0);
+    let unpacked = f.dir.path().join("work-reg/inputs").join(VERSION);
+    assert!(unpacked.join("amd64/vmlinuz").is_file());
+    assert!(
+        !unpacked.join("amd64/stale").exists(),
+        "the whiteout applies"
+    );
+    assert!(
+        unpacked
+            .join("extensions/siderolabs/hello-world-service/index.json")
+            .is_file()
+    );
+
+    // What is missing is named: a version that is not offered, an extension whose image
+    // is not in the registry, an installer base that is not there.
+    let (status, _, body) = get(&format!("{}/image/{id}/v1.9.3-rc.1/kernel-amd64", reg.url));
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+    let bad = create(
+        &reg,
+        "customization:\n  systemExtensions:\n    officialExtensions:\n      - siderolabs/missing-ext\n",
+    );
+    let (status, _, body) = get(&format!(
+        "{}/image/{bad}/{VERSION}/initramfs-amd64.xz",
+        reg.url
+    ));
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 502, "{text}");
+    assert!(
+        text.contains("missing-ext") && text.contains(&src),
+        "{text}"
+    );
+    assert_eq!(create(&reg, "{}"), EMPTY_ID);
+    let (status, _, body) = get(&format!(
+        "{}/image/{EMPTY_ID}/v1.10.0-alpha.1/installer-amd64.tar",
+        reg.url
+    ));
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 404, "{text}");
+    assert!(
+        text.contains(&format!("{src}/installer-base:v1.10.0-alpha.1")),
+        "{text}"
+    );
+
+    // An unreachable assets registry: the service comes up, says why it has no versions,
+    // and keeps serving what needs no inputs.
+    let gone = format!("127.0.0.1:{}/src", free_port());
+    let down = start(
+        &f,
+        "down",
+        &["--assets-registry", &gone, "--insecure-assets-registry"],
+    );
+    let (status, _, body) = get(&format!("{}/versions", down.url));
+    assert_eq!((status, body.as_slice()), (200, &b"[]"[..]));
+    let (status, _, body) = get(&format!("{}/image/{id}/{VERSION}/kernel-amd64", down.url));
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains(&gone), "{text}");
+    assert_eq!(get(&format!("{}/schematics/{id}", down.url)).0, 200);
 }

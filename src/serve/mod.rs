@@ -16,6 +16,7 @@ pub mod assets;
 pub mod builds;
 pub mod config;
 pub mod http_log;
+pub mod inputs;
 pub mod ipxe;
 pub mod metrics;
 pub mod paths;
@@ -45,6 +46,8 @@ pub struct State {
     pub store: store::Store,
     pub metrics: metrics::Metrics,
     pub builds: builds::Builds,
+    /// Talos inputs per version (a directory, or pulled from a registry).
+    pub inputs: inputs::Inputs,
     installer_flights: registry_frontend::Flights,
     /// PEM of the UKI signing certificate, when SecureBoot is configured.
     pub signing_cert: Option<Vec<u8>>,
@@ -72,8 +75,25 @@ impl State {
             }
             None => None,
         };
+        let inputs = match &config.assets_registry {
+            None => inputs::Inputs::dir(config.assets.clone()),
+            Some(a) => inputs::Inputs::registry(
+                a.target.clone(),
+                crate::oci::registry::Session::with_credentials(
+                    &a.target.host,
+                    a.insecure,
+                    a.credentials.clone(),
+                ),
+                config.work_dir.join("inputs"),
+            ),
+        };
         Ok(Arc::new(State {
-            store: store::Store::new(config.registry.clone(), config.insecure_registry),
+            store: store::Store::new(
+                config.registry.clone(),
+                config.insecure_registry,
+                config.registry_credentials.clone(),
+            ),
+            inputs,
             builds: builds::Builds::new(config.concurrency),
             installer_flights: Default::default(),
             metrics: metrics::Metrics::new(),
@@ -83,32 +103,32 @@ impl State {
         }))
     }
 
-    /// The versions offered: the `--assets` directories named like `v1.9.2`, in semver order.
+    /// The versions offered, in semver order: the `--assets` directories named like
+    /// `v1.9.2`, or the tags of the assets registry's imager image the factory offers.
     pub fn versions(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.config.assets)
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| {
-                paths::version_key(n).is_some() && paths::parse_version(n).is_ok_and(|p| &p == n)
-            })
-            .collect();
-        v.sort_by_key(|n| paths::version_key(n));
-        v
+        self.inputs.versions()
     }
 
-    /// `text` as an offered version (`v1.9.2` or `1.9.2`), else 404.
+    /// `text` as an offered version (`v1.9.2` or `1.9.2`), else 404 (503 while the
+    /// assets registry's versions are unknown).
     pub fn version(&self, text: &str) -> std::result::Result<String, ServeError> {
         let v = paths::parse_version(text).map_err(ServeError::bad_request)?;
-        if self.config.assets.join(&v).is_dir() && self.versions().contains(&v) {
-            Ok(v)
-        } else {
-            Err(ServeError::not_found(format!(
-                "version {v} is not available"
-            )))
-        }
+        self.inputs.offered(&v)?;
+        Ok(v)
+    }
+
+    /// [`State::version`], with the version's inputs on local disk (pulled from the
+    /// assets registry the first time).
+    pub async fn prepared_version(
+        self: &Arc<Self>,
+        text: &str,
+    ) -> std::result::Result<String, ServeError> {
+        let v = self.version(text)?;
+        let (s, version) = (self.clone(), v.clone());
+        tokio::task::spawn_blocking(move || s.inputs.prepare(&version))
+            .await
+            .map_err(|e| ServeError::internal(e.to_string()))??;
+        Ok(v)
     }
 
     fn remember_schematic(&self, id: &str, canonical: Arc<Vec<u8>>) {
@@ -202,6 +222,7 @@ pub fn run(config: Config) -> Result<()> {
 
 async fn serve(config: Config) -> Result<()> {
     let state = State::new(config)?;
+    check_registries(&state).await?;
     let config = &state.config;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -251,6 +272,50 @@ async fn serve(config: Config) -> Result<()> {
             tracing::warn!("in-flight responses did not finish within 30 s; stopping");
         }
     }
+    Ok(())
+}
+
+/// Before serving: a registry that refuses this service's credentials (or their
+/// absence) stops the start with one line naming it; one that cannot be reached is
+/// logged and tried again (`/readyz` says not ready meanwhile). The assets registry's
+/// versions are then re-read every 15 minutes (every 10 s while they are unknown).
+async fn check_registries(state: &AppState) -> Result<()> {
+    let s = state.clone();
+    let store =
+        tokio::task::spawn_blocking(move || s.store.session().probe(&s.store.repo("schematics")))
+            .await
+            .map_err(|e| Error::io_during("checking --registry", std::io::Error::other(e)))?;
+    match store {
+        Err(e) if e.refused => return Err(Error::Dependency(format!("--registry: {}", e.error))),
+        Err(e) => tracing::warn!(error = %e.error, "the registry does not answer yet"),
+        Ok(()) => {}
+    }
+    if state.inputs.registry_name().is_none() {
+        return Ok(());
+    }
+    let s = state.clone();
+    let first = tokio::task::spawn_blocking(move || s.inputs.refresh())
+        .await
+        .map_err(|e| Error::io_during("checking --assets-registry", std::io::Error::other(e)))?;
+    match first {
+        Err(e) if e.refused => {
+            return Err(Error::Dependency(format!("--assets-registry: {}", e.error)));
+        }
+        Err(e) => tracing::warn!(error = %e.error, "the Talos versions could not be read yet"),
+        Ok(()) => {}
+    }
+    let s = state.clone();
+    tokio::spawn(async move {
+        loop {
+            let known = !s.versions().is_empty();
+            let wait = if known { 15 * 60 } else { 10 };
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            let s2 = s.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s2.inputs.refresh()).await {
+                tracing::warn!(error = %e.error, "re-reading the Talos versions failed");
+            }
+        }
+    });
     Ok(())
 }
 

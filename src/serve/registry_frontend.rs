@@ -129,7 +129,10 @@ async fn dispatch(Extract(state): Extract<AppState>, Path(rest): Path<String>) -
                     .rev()
                     .find(|v| !v.contains('-'))
                 {
-                    Some(v) => v,
+                    Some(v) => match state.prepared_version(&v).await {
+                        Ok(v) => v,
+                        Err(e) => return registry_error(e.status, "MANIFEST_UNKNOWN", &e.message),
+                    },
                     None => {
                         return registry_error(
                             StatusCode::NOT_FOUND,
@@ -139,7 +142,7 @@ async fn dispatch(Extract(state): Extract<AppState>, Path(rest): Path<String>) -
                     }
                 }
             } else {
-                match state.version(reference) {
+                match state.prepared_version(reference).await {
                     Ok(v) => v,
                     Err(e) => return registry_error(e.status, "MANIFEST_UNKNOWN", &e.message),
                 }
@@ -231,8 +234,8 @@ async fn build_installer(
     let mut manifests = Vec::new();
     for arch in [Arch::Amd64, Arch::Arm64] {
         if !state
-            .config
-            .assets
+            .inputs
+            .root()
             .join(version)
             .join(arch.as_str())
             .join("vmlinuz")

@@ -41,7 +41,8 @@ pub fn router() -> Router<AppState> {
                 async |Extract(state): Extract<AppState>, Path(version): Path<String>| {
                     // Board overlays are not built by this service: an empty catalog.
                     state
-                        .version(&version)
+                        .prepared_version(&version)
+                        .await
                         .map(|_| axum::Json(Vec::<String>::new()))
                 },
             ),
@@ -85,69 +86,8 @@ async fn official_extensions(
     Extract(state): Extract<AppState>,
     Path(version): Path<String>,
 ) -> Result<Response, ServeError> {
-    let version = state.version(&version)?;
-    Ok(axum::Json(catalog(&state.config.assets, &version)).into_response())
-}
-
-/// One entry of the extension catalog.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct CatalogEntry {
-    pub name: String,
-    #[serde(rename = "ref")]
-    pub reference: String,
-    pub digest: String,
-    pub author: String,
-    pub description: String,
-}
-
-/// The official extensions of `version`: every OCI layout under `extensions/`, named
-/// by its path there (`siderolabs/hello-world-service`), sorted by name.
-pub fn catalog(assets: &std::path::Path, version: &str) -> Vec<CatalogEntry> {
-    let root = assets.join(version).join("extensions");
-    let mut out = Vec::new();
-    let mut stack = vec![root.clone()];
-    while let Some(dir) = stack.pop() {
-        if dir.join("index.json").is_file() {
-            let Ok(name) = dir.strip_prefix(&root) else {
-                continue;
-            };
-            let name = name.to_string_lossy().into_owned();
-            if assets::extension_dir(assets, version, &name).is_none() {
-                continue;
-            }
-            let index: serde_json::Value = std::fs::read(dir.join("index.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default();
-            let first = &index["manifests"][0];
-            let tag = first["annotations"]["org.opencontainers.image.ref.name"]
-                .as_str()
-                .unwrap_or(version);
-            let description =
-                std::fs::read_to_string(dir.join("description.txt")).unwrap_or_default();
-            out.push(CatalogEntry {
-                reference: format!("ghcr.io/{name}:{tag}"),
-                digest: first["digest"].as_str().unwrap_or_default().to_string(),
-                author: if name.starts_with("siderolabs/") {
-                    "Sidero Labs".into()
-                } else {
-                    String::new()
-                },
-                description: description.trim().to_string(),
-                name,
-            });
-            continue;
-        }
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                if e.path().is_dir() && stack.len() < 10_000 {
-                    stack.push(e.path());
-                }
-            }
-        }
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
+    let version = state.prepared_version(&version).await?;
+    Ok(axum::Json(state.inputs.catalog(&version)).into_response())
 }
 
 async fn signing_cert(Extract(state): Extract<AppState>) -> Result<Response, ServeError> {
@@ -267,7 +207,7 @@ async fn image(
         ));
     }
     let custom = load_customization(&state, &id).await?;
-    let version = state.version(&version)?;
+    let version = state.prepared_version(&version).await?;
     let parsed = paths::parse_asset_path(&path).map_err(ServeError::bad_request)?;
     let s = state.clone();
     let (i, v, p) = (id.clone(), version.clone(), parsed.clone());
