@@ -1423,3 +1423,229 @@ fn assets_registry_serves_the_same_bytes_as_the_assets_directory() {
     assert!(text.contains(&gone), "{text}");
     assert_eq!(get(&format!("{}/schematics/{id}", down.url)).0, 200);
 }
+
+#[test]
+fn registry_credentials_from_flags_or_auth_files_and_one_line_without() {
+    let f = fixture();
+    let (user, password) = ("imager", "s3cret-pass");
+    let auth_dir = f.dir.path().join("auth-registry");
+    std::fs::create_dir_all(&auth_dir).unwrap();
+    let locked = common::registry::registry_with_htpasswd(&auth_dir, user, password);
+    let store = format!("127.0.0.1:{}/factory", locked.1);
+    let password_file = f.dir.path().join("password");
+    std::fs::write(&password_file, format!("{password}\n")).unwrap();
+    let basic = |req: ureq::Request| {
+        use base64::Engine as _;
+        let raw = format!("{user}:{password}");
+        req.set(
+            "Authorization",
+            &format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(raw)
+            ),
+        )
+    };
+
+    // With the flags: schematics and assets are stored and served.
+    let s = start(
+        &f,
+        "flags",
+        &[
+            "--registry",
+            &store,
+            "--registry-username",
+            user,
+            "--registry-password-file",
+            password_file.to_str().unwrap(),
+        ],
+    );
+    let id = create(&s, ARGS_SCHEMATIC);
+    let (status, _, kernel) = get(&format!("{}/image/{id}/{VERSION}/kernel-amd64", s.url));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&kernel));
+    let stored = |repo: &str| -> Vec<String> {
+        let url = format!("http://127.0.0.1:{}/v2/factory/{repo}/tags/list", locked.1);
+        assert_eq!(
+            agent()
+                .get(&url)
+                .call()
+                .map_err(|e| e.to_string())
+                .unwrap_err()
+                .split(':')
+                .next_back()
+                .map(str::trim),
+            Some("status code 401"),
+            "the registry refuses anonymous reads"
+        );
+        let body = match basic(agent().get(&url)).call() {
+            Ok(r) => r.into_string().unwrap(),
+            Err(ureq::Error::Status(404, _)) => return vec![],
+            Err(e) => panic!("{e}"),
+        };
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(stored("schematics"), [id.clone()]);
+    for _ in 0..100 {
+        if !stored("cache").is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(stored("cache").len(), 1, "{}", s.log_text());
+    assert!(
+        !s.log_text().contains(password),
+        "the password is never logged"
+    );
+    let external = s.url.clone();
+    drop(s);
+
+    // From a docker config.json (DOCKER_CONFIG), no flags: served from the cache.
+    let docker = f.dir.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let auth = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    };
+    std::fs::write(
+        docker.join("config.json"),
+        format!(
+            r#"{{"auths": {{"http://127.0.0.1:{}": {{"auth": "{auth}"}}}}}}"#,
+            locked.1
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_imager"))
+        .arg("serve")
+        .env("DOCKER_CONFIG", &docker)
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("XDG_RUNTIME_DIR")
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--insecure-registry",
+        ])
+        .arg("--assets")
+        .arg(&f.assets)
+        .args([
+            "--registry",
+            &store,
+            "--external-url",
+            &external,
+            "--work-dir",
+        ])
+        .arg(f.dir.path().join("work-docker"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let s = Service {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        log: f.dir.path().join("none.log"),
+    };
+    let mut up = false;
+    for _ in 0..100 {
+        if get(&format!("{}/healthz", s.url)).0 == 200 {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(up, "the service with a docker config came up");
+    let (status, _, again) = get(&format!("{}/image/{id}/{VERSION}/kernel-amd64", s.url));
+    assert_eq!(status, 200);
+    assert!(again == kernel);
+    assert_eq!(metric(&s, "image_factory_assets_built_total"), 0.0);
+    drop(s);
+
+    // Without credentials, or with a wrong password: one line naming the registry and
+    // the refusal, and nothing listens. The same for an assets registry.
+    let wrong = f.dir.path().join("wrong");
+    std::fs::write(&wrong, "nope\n").unwrap();
+    let empty = f.dir.path().join("no-docker");
+    let assets_ref = format!("127.0.0.1:{}/src", locked.1);
+    for (args, want) in [
+        (
+            vec!["--assets", f.assets.to_str().unwrap(), "--registry", &store],
+            "no credentials for",
+        ),
+        (
+            vec![
+                "--assets",
+                f.assets.to_str().unwrap(),
+                "--registry",
+                &store,
+                "--registry-username",
+                user,
+                "--registry-password-file",
+                wrong.to_str().unwrap(),
+            ],
+            "were refused",
+        ),
+        (
+            vec![
+                "--assets-registry",
+                &assets_ref,
+                "--insecure-assets-registry",
+                "--registry",
+                &format!("127.0.0.1:{}/factory", f.registry.1),
+            ],
+            "no credentials for",
+        ),
+    ] {
+        let port = free_port();
+        let out = Command::new(env!("CARGO_BIN_EXE_imager"))
+            .arg("serve")
+            .env("DOCKER_CONFIG", &empty)
+            .env("HOME", &empty)
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_RUNTIME_DIR")
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--insecure-registry",
+            ])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("error: ")
+                && stderr.contains(&format!("127.0.0.1:{}", locked.1))
+                && stderr.contains("HTTP 401")
+                && stderr.contains(want)
+                && !stderr.contains(password),
+            "{args:?}: {stderr}"
+        );
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    }
+    // With the credentials, the assets registry is read (it has no imager images: no versions).
+    let s = start(
+        &f,
+        "assets-auth",
+        &[
+            "--assets-registry",
+            &assets_ref,
+            "--insecure-assets-registry",
+            "--assets-registry-username",
+            user,
+            "--assets-registry-password-file",
+            password_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(create(&s, ARGS_SCHEMATIC), id);
+    let (status, _, body) = get(&format!("{}/image/{id}/{VERSION}/kernel-amd64", s.url));
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{text}");
+    assert!(
+        text.contains(&format!("{assets_ref}/imager not found")),
+        "{text}"
+    );
+}

@@ -166,7 +166,7 @@ impl Inputs {
                 Err(format!(
                     "assets registry: the tags of {} could not be read: {}",
                     r.name("imager"),
-                    e.error
+                    e.error.detail()
                 )),
                 Some(e),
             ),

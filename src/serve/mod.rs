@@ -286,7 +286,12 @@ async fn check_registries(state: &AppState) -> Result<()> {
             .await
             .map_err(|e| Error::io_during("checking --registry", std::io::Error::other(e)))?;
     match store {
-        Err(e) if e.refused => return Err(Error::Dependency(format!("--registry: {}", e.error))),
+        Err(e) if e.refused => {
+            return Err(Error::Dependency(format!(
+                "--registry: {}",
+                e.error.detail()
+            )));
+        }
         Err(e) => tracing::warn!(error = %e.error, "the registry does not answer yet"),
         Ok(()) => {}
     }
@@ -299,7 +304,10 @@ async fn check_registries(state: &AppState) -> Result<()> {
         .map_err(|e| Error::io_during("checking --assets-registry", std::io::Error::other(e)))?;
     match first {
         Err(e) if e.refused => {
-            return Err(Error::Dependency(format!("--assets-registry: {}", e.error)));
+            return Err(Error::Dependency(format!(
+                "--assets-registry: {}",
+                e.error.detail()
+            )));
         }
         Err(e) => tracing::warn!(error = %e.error, "the Talos versions could not be read yet"),
         Ok(()) => {}
