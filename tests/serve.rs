@@ -1649,3 +1649,118 @@ fn registry_credentials_from_flags_or_auth_files_and_one_line_without() {
         "{text}"
     );
 }
+
+/// Resident memory of process `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn slow_clients_are_cut_after_the_header_timeout_and_others_are_served() {
+    let f = fixture();
+    let s = start(&f, "slow", &["--header-read-timeout", "3"]);
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let before = rss_kib(s.child.id());
+    // Slowloris: many connections, each sending its headers a byte a second, never done.
+    let slow: Vec<_> = (0..100)
+        .map(|i| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut c = std::net::TcpStream::connect(&addr).unwrap();
+                c.set_read_timeout(Some(Duration::from_millis(1000)))
+                    .unwrap();
+                let t = Instant::now();
+                c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                    .unwrap();
+                let mut buf = [0u8; 512];
+                while t.elapsed() < Duration::from_secs(20) {
+                    if c.write_all(&[b'a' + (i % 26) as u8]).is_err() {
+                        return t.elapsed();
+                    }
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) if t.elapsed() >= Duration::from_millis(900) => {
+                            // Closed (0, reset) — or just our 1 s read timeout: look again.
+                            if let Ok(0) | Err(_) = c.peek(&mut buf)
+                                && c.write_all(b"b").is_err()
+                            {
+                                return t.elapsed();
+                            }
+                        }
+                        Ok(_) => {
+                            // The server answered (408) before closing.
+                            return t.elapsed();
+                        }
+                        _ => {}
+                    }
+                }
+                t.elapsed()
+            })
+        })
+        .collect();
+    // Meanwhile ordinary requests are served promptly.
+    let mut slowest = Duration::ZERO;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5) {
+        let r = Instant::now();
+        assert_eq!(get(&format!("{}/healthz", s.url)).0, 200);
+        slowest = slowest.max(r.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let during = rss_kib(s.child.id());
+    let cut: Vec<Duration> = slow.into_iter().map(|h| h.join().unwrap()).collect();
+    let latest = cut.iter().max().unwrap();
+    println!(
+        "100 slow clients cut after {:.1}..{:.1} s; slowest ordinary request {:.0} ms; RSS {} -> {} KiB",
+        cut.iter().min().unwrap().as_secs_f64(),
+        latest.as_secs_f64(),
+        slowest.as_secs_f64() * 1000.0,
+        before,
+        during
+    );
+    assert!(
+        cut.iter()
+            .all(|d| *d >= Duration::from_secs(2) && *d < Duration::from_secs(8)),
+        "every slow client is cut after the 3 s header timeout: {cut:?}"
+    );
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    assert!(
+        during < before + 64 * 1024,
+        "memory stays bounded: {before} -> {during} KiB"
+    );
+    assert_eq!(get(&format!("{}/healthz", s.url)).0, 200);
+}
+
+#[test]
+fn connections_beyond_the_cap_wait_for_a_free_one() {
+    let f = fixture();
+    let s = start(
+        &f,
+        "cap",
+        &["--header-read-timeout", "2", "--max-connections", "2"],
+    );
+    // healthz polling in start() left no connection open (each request closes its agent's).
+    std::thread::sleep(Duration::from_millis(200));
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(&addr).unwrap();
+            c.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    assert_eq!(get(&format!("{}/healthz", s.url)).0, 200);
+    let waited = t.elapsed();
+    // Served once the header timeout freed a slot, not before.
+    assert!(
+        waited >= Duration::from_millis(1200) && waited < Duration::from_secs(6),
+        "{waited:?}"
+    );
+    drop(held);
+}

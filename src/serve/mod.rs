@@ -240,7 +240,10 @@ async fn serve(config: Config) -> Result<()> {
         external_url = %config.external_url,
         registry = %format!("{}/{}", config.registry.host, config.registry.prefix),
         versions = ?state.versions(),
+        assets_registry = ?state.inputs.registry_name(),
         concurrency = config.concurrency,
+        header_read_timeout_s = config.header_read_timeout.as_secs_f64(),
+        max_connections = config.max_connections,
         secureboot = state.signing_cert.is_some(),
         "serving"
     );
@@ -250,11 +253,11 @@ async fn serve(config: Config) -> Result<()> {
             .route("/metrics", axum::routing::get(routes::metrics))
             .with_state(state.clone());
         let stop = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(l, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-        });
+        let limits = Limits {
+            header_read_timeout: config.header_read_timeout,
+            max_connections: 64,
+        };
+        tokio::spawn(serve_connections(l, app, stop, limits));
     }
     let app = app(state.clone(), config.metrics_listen.is_none());
     let signal_stop = stop.clone();
@@ -263,16 +266,84 @@ async fn serve(config: Config) -> Result<()> {
         tracing::info!("shutting down: no new connections, in-flight responses get 30 s");
         signal_stop.cancel();
     });
-    let graceful = stop.clone();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { graceful.cancelled().await });
-    tokio::select! {
-        r = server => r.map_err(|e| Error::io_during("serving", e))?,
-        _ = async { stop.cancelled().await; tokio::time::sleep(Duration::from_secs(30)).await } => {
-            tracing::warn!("in-flight responses did not finish within 30 s; stopping");
-        }
+    let limits = Limits {
+        header_read_timeout: config.header_read_timeout,
+        max_connections: config.max_connections,
+    };
+    if !serve_connections(listener, app, stop.clone(), limits).await {
+        tracing::warn!("in-flight responses did not finish within 30 s; stopping");
     }
     Ok(())
+}
+
+/// What one client may hold of a listener.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    header_read_timeout: Duration,
+    max_connections: usize,
+}
+
+/// Serves `app` on `listener` until `stop`, then lets open connections finish their
+/// in-flight responses for at most 30 s (`false` when some did not).
+///
+/// hyper's own connection builder rather than `axum::serve`, which sets no timer, so
+/// a client that opens connections and never finishes its request headers would hold
+/// them (and their buffers) forever: here HTTP/1 headers must arrive within
+/// `header_read_timeout` (between keep-alive requests too), and at most
+/// `max_connections` are served at once — further clients wait in the listen queue.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stop: tokio_util::sync::CancellationToken,
+    limits: Limits,
+) -> bool {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(limits.header_read_timeout));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = stop.cancelled() => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, keep serving.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => true,
+        _ = tokio::time::sleep(Duration::from_secs(30)) => false,
+    }
 }
 
 /// Before serving: a registry that refuses this service's credentials (or their
