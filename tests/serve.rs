@@ -1274,6 +1274,17 @@ fn push_talos_images(f: &Fixture) {
         ),
     ]);
     image_layout(&images.join("extensions"), "amd64", &[catalog], VERSION);
+    let talosctl = common::tar_of(&[(
+        "talosctl-linux-amd64",
+        0o755,
+        b"\x7fELF talosctl from the registry".to_vec(),
+    )]);
+    image_layout(&images.join("talosctl"), "amd64", &[talosctl], VERSION);
+    skopeo_push(
+        port,
+        &format!("oci:{}:{VERSION}", images.join("talosctl").display()),
+        &format!("src/talosctl-all:{VERSION}"),
+    );
     skopeo_push(
         port,
         &format!("oci:{}:{VERSION}", images.join("extensions").display()),
@@ -1363,6 +1374,16 @@ fn assets_registry_serves_the_same_bytes_as_the_assets_directory() {
         std::fs::write(&p, b).unwrap();
         p
     });
+    let (status, h, body) = get(&format!(
+        "{}/talosctl/{VERSION}/talosctl-linux-amd64",
+        reg.url
+    ));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, b"\x7fELF talosctl from the registry");
+    assert_eq!(
+        header(&h, "content-disposition"),
+        "attachment; filename=\"talosctl-linux-amd64\""
+    );
     // The replica built them itself (another store), from inputs pulled once and whited out.
     assert!(metric(&reg, "image_factory_assets_built_total") >= 3.0);
     let unpacked = f.dir.path().join("work-reg/inputs").join(VERSION);
@@ -1763,4 +1784,98 @@ fn connections_beyond_the_cap_wait_for_a_free_one() {
         "{waited:?}"
     );
     drop(held);
+}
+
+#[test]
+fn talosctl_downloads_overlays_and_cosign_answers() {
+    let f = fixture();
+    let v11 = f.assets.join("v1.11.0");
+    std::fs::create_dir_all(v11.join("talosctl")).unwrap();
+    std::os::unix::fs::symlink(demo_dir().join("amd64"), v11.join("amd64")).unwrap();
+    for name in [
+        "talosctl-linux-amd64",
+        "talosctl-darwin-arm64",
+        "talosctl-windows-amd64.exe",
+        "README",
+    ] {
+        std::fs::write(v11.join("talosctl").join(name), format!("binary {name}")).unwrap();
+    }
+    std::fs::create_dir_all(f.assets.join(VERSION).join("talosctl")).unwrap();
+    std::fs::write(
+        f.assets.join(VERSION).join("talosctl/talosctl-linux-amd64"),
+        "old",
+    )
+    .unwrap();
+    let s = start(&f, "talosctl", &[]);
+    // 1.11 and later list the binaries' URLs, older versions nothing (as the factory).
+    let (status, _, body) = get(&format!("{}/talosctl/1.11.0", s.url));
+    assert_eq!(status, 200);
+    let urls: Vec<String> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        urls,
+        [
+            "talosctl-darwin-arm64",
+            "talosctl-linux-amd64",
+            "talosctl-windows-amd64.exe"
+        ]
+        .map(|n| format!("{}/talosctl/v1.11.0/{n}", s.url))
+    );
+    let (status, _, body) = get(&format!("{}/talosctl/{VERSION}", s.url));
+    assert_eq!((status, body.as_slice()), (200, &b"[]"[..]));
+    let (status, h, body) = get(&urls[2]);
+    assert_eq!(
+        (status, body.as_slice()),
+        (200, &b"binary talosctl-windows-amd64.exe"[..])
+    );
+    assert_eq!(header(&h, "content-type"), "application/octet-stream");
+    assert_eq!(
+        header(&h, "content-disposition"),
+        "attachment; filename=\"talosctl-windows-amd64.exe\""
+    );
+    let (status, h, body) = request("HEAD", &urls[1], None);
+    assert_eq!((status, body.len()), (200, 0));
+    assert_eq!(header(&h, "content-length"), "27");
+    for (path, want) in [
+        ("/talosctl/v1.11.0/README", "not a talosctl binary name"),
+        (
+            "/talosctl/v1.11.0/talosctl-linux-riscv64",
+            "not available for Talos version v1.11.0",
+        ),
+        (
+            "/talosctl/v1.11.0/..%2Fvmlinuz",
+            "not a talosctl binary name",
+        ),
+        (
+            "/talosctl/v9.9.9/talosctl-linux-amd64",
+            "version v9.9.9 is not available",
+        ),
+        (
+            "/oci/cosign/signing-key.pub",
+            "cosign signing is not implemented",
+        ),
+    ] {
+        let (status, _, body) = get(&format!("{}{path}", s.url));
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(status, 404, "{path}: {text}");
+        assert!(text.contains(want), "{path}: {text}");
+    }
+    // Overlays: an empty catalog, and a schematic naming one is stored (same ID as the
+    // factory's) but its assets are refused with the reason.
+    let (status, _, body) = get(&format!("{}/version/v1.11.0/overlays/official", s.url));
+    assert_eq!((status, body.as_slice()), (200, &b"[]"[..]));
+    let id = create(
+        &s,
+        "overlay:\n  image: siderolabs/sbc-raspberrypi\n  name: rpi_generic\n",
+    );
+    let (status, _, body) = get(&format!(
+        "{}/image/{id}/{VERSION}/metal-arm64.raw.xz",
+        s.url
+    ));
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("\"rpi_generic\"")
+            && text.contains("overlays are not supported by this service"),
+        "{text}"
+    );
 }

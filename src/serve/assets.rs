@@ -30,7 +30,8 @@ pub struct Customization {
     pub enroll_keys: Option<String>,
     pub include_well_known_certs: bool,
     pub sector_size: u32,
-    pub overlay: bool,
+    /// The overlay's name, when the schematic names one.
+    pub overlay: Option<String>,
     pub embedded_config: String,
     /// The canonical YAML (the virtual extension's `extraInfo`).
     pub canonical: String,
@@ -56,7 +57,7 @@ impl Customization {
                 .sector_size()
                 .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
                 .unwrap_or(0),
-            overlay: s.overlay().is_some(),
+            overlay: s.overlay().map(|o| o.name.clone()),
             embedded_config: s
                 .embedded_machine_configuration()
                 .unwrap_or_default()
@@ -123,8 +124,10 @@ pub fn plan(
     if path.secureboot && config.secureboot_dir.is_none() {
         return Err(bad("secure boot is disabled"));
     }
-    if custom.overlay {
-        return Err(bad("overlays are not supported by this service"));
+    if let Some(name) = &custom.overlay {
+        return Err(bad(format!(
+            "the schematic names overlay {name:?}: board overlays are not supported by this service"
+        )));
     }
     let base = base_profile(path);
     let mut p: Profile = builtin::get(base).map_err(|e| ServeError::internal(e.to_string()))?;

@@ -295,6 +295,32 @@ impl Inputs {
         Ok(Some(dir))
     }
 
+    /// The directory of the talosctl binaries of a prepared `version`: `talosctl/` of
+    /// the version, or the `talosctl-<os>-<arch>[.exe]` files of `REF/talosctl-all:<version>`
+    /// (pulled the first time; an empty directory when the registry has no such image).
+    pub fn talosctl(&self, version: &str) -> Result<PathBuf, ServeError> {
+        let dir = self.root.join(version).join("talosctl");
+        let Some(r) = &self.remote else {
+            return Ok(dir);
+        };
+        let repo = r.target.repo("talosctl-all");
+        r.once(&format!("{version}/talosctl"), &dir, |tmp| {
+            let Some((manifest, _, _)) = r.image_manifest(&repo, version, "amd64")? else {
+                return Ok(());
+            };
+            let blobs = tmp.join(".layers");
+            let layers = r.layers(&repo, &manifest, &blobs)?;
+            apply_layers(&layers, tmp, &|p| {
+                let name = p.file_name()?.to_str()?;
+                name.starts_with("talosctl-").then(|| PathBuf::from(name))
+            })
+            .map_err(gateway)?;
+            let _ = std::fs::remove_dir_all(&blobs);
+            Ok(())
+        })?;
+        Ok(dir)
+    }
+
     /// The installer base of a prepared `version` as an OCI layout (pulled the first
     /// time), or the 404 naming what is missing.
     pub fn installer_base(&self, version: &str) -> Result<PathBuf, ServeError> {

@@ -49,6 +49,16 @@ pub fn router() -> Router<AppState> {
         )
         .route("/secureboot/signing-cert.pem", get(signing_cert))
         .route(
+            "/oci/cosign/signing-key.pub",
+            get(|| async {
+                ServeError::not_found(
+                    "cosign signing is not implemented by this service: cached assets and installer images are not signed, so there is no signing key",
+                )
+            }),
+        )
+        .route("/talosctl/{version}", get(talosctl_list))
+        .route("/talosctl/{version}/{file}", get(talosctl_file))
+        .route(
             "/schematics",
             post(create_schematic).layer(DefaultBodyLimit::max(BODY_LIMIT)),
         )
@@ -88,6 +98,105 @@ async fn official_extensions(
 ) -> Result<Response, ServeError> {
     let version = state.prepared_version(&version).await?;
     Ok(axum::Json(state.inputs.catalog(&version)).into_response())
+}
+
+/// `talosctl-<os>-<arch>[.exe]`.
+fn is_talosctl_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("talosctl-") else {
+        return false;
+    };
+    let rest = rest.strip_suffix(".exe").unwrap_or(rest);
+    let mut parts = rest.split('-');
+    let ok = |p: Option<&str>| {
+        p.is_some_and(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+    };
+    ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+}
+
+/// The talosctl binaries of a version (file names, sorted): `<inputs>/<version>/talosctl/`,
+/// or the `talosctl-all` image of the assets registry.
+async fn talosctl_files(
+    state: &AppState,
+    version: &str,
+) -> Result<(String, std::path::PathBuf, Vec<String>), ServeError> {
+    let version = state.prepared_version(version).await?;
+    let (s, v) = (state.clone(), version.clone());
+    let dir = tokio::task::spawn_blocking(move || s.inputs.talosctl(&v))
+        .await
+        .map_err(|e| ServeError::internal(e.to_string()))??;
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| is_talosctl_name(n))
+        .collect();
+    names.sort();
+    Ok((version, dir, names))
+}
+
+/// `GET /talosctl/:v`: the download URLs, for Talos 1.11 and later (`[]` before, as the factory).
+async fn talosctl_list(
+    Extract(state): Extract<AppState>,
+    Path(version): Path<String>,
+) -> Result<Response, ServeError> {
+    let v = paths::parse_version(&version).map_err(ServeError::bad_request)?;
+    let new_enough = paths::version_key(&v)
+        .is_some_and(|(s, _, _)| s >= crate::profile::quirks::Semver(1, 11, 0));
+    if !new_enough {
+        state.version(&v)?;
+        return Ok(axum::Json(Vec::<String>::new()).into_response());
+    }
+    let (version, _, names) = talosctl_files(&state, &v).await?;
+    let base = state.config.external_url.trim_end_matches('/');
+    let urls: Vec<String> = names
+        .iter()
+        .map(|n| format!("{base}/talosctl/{version}/{n}"))
+        .collect();
+    Ok(axum::Json(urls).into_response())
+}
+
+/// `GET|HEAD /talosctl/:v/:file`: one binary, as an attachment.
+async fn talosctl_file(
+    Extract(state): Extract<AppState>,
+    Path((version, file)): Path<(String, String)>,
+) -> Result<Response, ServeError> {
+    if !is_talosctl_name(&file) {
+        return Err(ServeError::not_found(format!(
+            "{file:?} is not a talosctl binary name (talosctl-<os>-<arch>[.exe])"
+        )));
+    }
+    let (version, dir, names) = talosctl_files(&state, &version).await?;
+    if !names.contains(&file) {
+        return Err(ServeError::not_found(format!(
+            "{file} is not available for Talos version {version}"
+        )));
+    }
+    let path = dir.join(&file);
+    let f = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| ServeError::internal(format!("{}: {e}", path.display())))?;
+    let size = f
+        .metadata()
+        .await
+        .map_err(|e| ServeError::internal(format!("{}: {e}", path.display())))?
+        .len();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, CHUNK));
+    Ok((headers, body).into_response())
 }
 
 async fn signing_cert(Extract(state): Extract<AppState>) -> Result<Response, ServeError> {
