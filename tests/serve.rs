@@ -1510,7 +1510,7 @@ fn registry_credentials_from_flags_or_auth_files_and_one_line_without() {
             .map(|t| t.as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(stored("schematics"), [id.clone()]);
+    assert_eq!(stored("schematics"), std::slice::from_ref(&id));
     for _ in 0..100 {
         if !stored("cache").is_empty() {
             break;

@@ -505,9 +505,7 @@ fn apply_layers(
                 };
                 if let Some(t) = target {
                     let t = dest.join(t);
-                    if hidden == ".wh..opq" {
-                        let _ = std::fs::remove_dir_all(&t);
-                    } else if t.is_dir() {
+                    if hidden == ".wh..opq" || t.is_dir() {
                         let _ = std::fs::remove_dir_all(&t);
                     } else {
                         let _ = std::fs::remove_file(&t);
