@@ -1522,6 +1522,29 @@ fn registry_credentials_from_flags_or_auth_files_and_one_line_without() {
         !s.log_text().contains(password),
         "the password is never logged"
     );
+    // The installer through /v2/: the store needs credentials the client does not
+    // have, so the service relays the store's manifests and blobs instead of redirecting.
+    let host = s.url.trim_start_matches("http://");
+    let layout = f.dir.path().join("pulled-with-auth");
+    run_ok(
+        Command::new(require_tool("skopeo"))
+            .args(["copy", "--all", "--src-tls-verify=false"])
+            .arg(format!("docker://{host}/installer/{id}:{VERSION}"))
+            .arg(format!("oci:{}:x", layout.display())),
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
+    let (status, _, _) = request(
+        "GET",
+        &format!("{}/v2/installer/{id}/manifests/{VERSION}", s.url),
+        None,
+    );
+    assert_eq!(
+        status, 200,
+        "relayed, not a redirect the client could not follow"
+    );
+    assert!(!s.log_text().contains(password));
     let external = s.url.clone();
     drop(s);
 

@@ -374,12 +374,18 @@ async fn image(
 /// bytes do not match the digest ends in an error (the client sees a cut response,
 /// never wrong bytes reported complete). A few chunks in flight at most.
 pub fn stream_cached(state: &AppState, asset: super::store::CachedAsset) -> Body {
+    stream_blob(state, state.store.repo("cache"), asset)
+}
+
+/// Streams blob `asset` of `repo` in the store, checked against its digest as in
+/// [`stream_cached`].
+pub fn stream_blob(state: &AppState, repo: String, asset: super::store::CachedAsset) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let s = state.clone();
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
         let fail = |m: String| std::io::Error::other(m);
-        let mut reader = match s.store.open_asset(&asset) {
+        let mut reader = match s.store.session().open_blob(&repo, &asset.digest) {
             Ok(Some((_, r))) => crate::io::HashingReader::new(r),
             Ok(None) => {
                 let _ =
