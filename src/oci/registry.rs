@@ -787,3 +787,112 @@ impl Session {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+
+    /// A registry on loopback that wants a bearer token, handed out by its token
+    /// endpoint for `user:pass` only (as Harbor, GitLab and Docker Hub do); serves
+    /// `connections` connections, one request each.
+    fn token_registry(connections: usize) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let realm = format!("http://{host}/token");
+        let handle = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for stream in listener.incoming().take(connections) {
+                let mut stream = stream.unwrap();
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let mut auth = String::new();
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).unwrap();
+                    if h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = h
+                        .strip_prefix("Authorization: ")
+                        .or(h.strip_prefix("authorization: "))
+                    {
+                        auth = v.trim().to_string();
+                    }
+                }
+                let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                seen.push(format!("{path} [{auth}]"));
+                let (status, extra, body) = if path.starts_with("/token") {
+                    if auth == Credentials::new("user", "pass").basic()
+                        && path.contains("scope=repository%3Ax%3Apull")
+                    {
+                        ("200 OK", String::new(), r#"{"token":"T0K3N"}"#.to_string())
+                    } else {
+                        ("401 Unauthorized", String::new(), "{}".to_string())
+                    }
+                } else if auth == "Bearer T0K3N" {
+                    (
+                        "200 OK",
+                        String::new(),
+                        r#"{"name":"x","tags":["v1.9.2"]}"#.to_string(),
+                    )
+                } else {
+                    (
+                        "401 Unauthorized",
+                        format!(
+                            "WWW-Authenticate: Bearer realm=\"{realm}\",service=\"fake\",scope=\"repository:x:pull\"\r\n"
+                        ),
+                        "{}".to_string(),
+                    )
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
+                    body.len()
+                );
+            }
+            seen
+        });
+        (host, handle)
+    }
+
+    #[test]
+    fn bearer_tokens_are_asked_for_with_the_credentials() {
+        let (host, server) = token_registry(3);
+        let s = Session::with_credentials(&host, true, Some(Credentials::new("user", "pass")));
+        assert_eq!(s.tags("x").unwrap(), Some(vec!["v1.9.2".to_string()]));
+        let seen = server.join().unwrap();
+        assert!(
+            seen[1].starts_with("/token?")
+                && seen[1].ends_with(&format!("[{}]", Credentials::new("user", "pass").basic())),
+            "{seen:?}"
+        );
+        assert!(seen[2].ends_with("[Bearer T0K3N]"), "{seen:?}");
+
+        // A wrong password: refused, one line naming the registry and the token service.
+        let (host, server) = token_registry(2);
+        let s = Session::with_credentials(&host, true, Some(Credentials::new("user", "wrong")));
+        let e = s.tags("x").unwrap_err();
+        assert!(e.refused, "{:?}", e.error);
+        let text = e.error.to_string();
+        assert!(
+            text.contains(&host)
+                && text.contains("HTTP 401")
+                && text.contains("refused")
+                && !text.contains("wrong"),
+            "{text}"
+        );
+        server.join().unwrap();
+
+        // No credentials: refused, saying there are none.
+        let (host, server) = token_registry(2);
+        let e = Session::new(&host, true).tags("x").unwrap_err();
+        assert!(
+            e.refused && e.error.to_string().contains("no credentials"),
+            "{:?}",
+            e.error
+        );
+        server.join().unwrap();
+    }
+}
