@@ -124,6 +124,7 @@ impl Inputs {
     /// Inputs pulled from `target` (anonymous or with the session's credentials) and
     /// unpacked under `root`.
     pub fn registry(target: RegistryTarget, session: Session, root: PathBuf) -> Inputs {
+        remove_unfinished(&root, 0);
         Inputs {
             root,
             remote: Some(Remote {
@@ -345,6 +346,25 @@ impl Inputs {
             Ok(())
         })?;
         Ok(dir)
+    }
+}
+
+/// Removes the temporary directories of pulls a stopped process left (`.pull-*`) under
+/// `dir`, down to where extensions live.
+fn remove_unfinished(dir: &Path, depth: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if e.file_name().to_string_lossy().starts_with(".pull-") {
+            let _ = std::fs::remove_dir_all(&path);
+        } else if depth < 5 {
+            remove_unfinished(&path, depth + 1);
+        }
     }
 }
 
