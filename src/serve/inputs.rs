@@ -500,6 +500,18 @@ fn clean(path: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
+/// Applies the imager image's `layers` in order to `dest`: the regular files under
+/// `usr/install/` (as `<arch>/vmlinuz`, ...), whiteouts honoured, nothing written
+/// outside `dest` whatever the layers hold.
+pub fn unpack_usr_install(layers: &[PathBuf], dest: &Path) -> crate::error::Result<()> {
+    apply_layers(layers, dest, &|p| {
+        p.strip_prefix("usr/install")
+            .ok()
+            .filter(|r| !r.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+    })
+}
+
 /// Applies `layers` in order to `dest`, keeping only the regular files `keep` maps to
 /// a destination path (relative); whiteouts remove what earlier layers put there.
 fn apply_layers(
@@ -668,13 +680,7 @@ impl Remote {
         };
         let blobs = tmp.join(".layers");
         let layers = self.layers(&repo, &manifest, &blobs)?;
-        apply_layers(&layers, tmp, &|p| {
-            p.strip_prefix("usr/install")
-                .ok()
-                .filter(|r| !r.as_os_str().is_empty())
-                .map(Path::to_path_buf)
-        })
-        .map_err(gateway)?;
+        unpack_usr_install(&layers, tmp).map_err(gateway)?;
         let _ = std::fs::remove_dir_all(&blobs);
         let arches: Vec<&str> = ["amd64", "arm64"]
             .into_iter()
