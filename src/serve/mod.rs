@@ -5,7 +5,8 @@
 //! Replicas are stateless: schematics, built assets and installer images live in an
 //! OCI registry ([`store`]). Requests are served by axum on tokio; builds run on the
 //! blocking pipeline in a bounded pool, single-flight per cache key ([`builds`]).
-//! One file per concern: [`config`], [`paths`] (request paths), [`assets`] (path and
+//! One file per concern: [`config`], [`inputs`] (Talos inputs: `--assets` or pulled
+//! from `--assets-registry`), [`paths`] (request paths), [`assets`] (path and
 //! schematic to a plan), [`schematic_ext`] (the virtual `schematic` extension),
 //! [`routes`] (the HTTP API), [`ipxe`], [`registry_frontend`] (`/v2/`), [`metrics`],
 //! [`http_log`] (request IDs, JSON request logs, HTTP metrics).
