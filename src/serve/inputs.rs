@@ -21,6 +21,10 @@
 //! service reads both kinds of input alike and a pull cut short leaves nothing half
 //! there. Pulls are single-flight per part (one thread pulls, the others wait for it)
 //! and run on the blocking pool.
+//!
+//! Layers are applied here rather than with `extensions::unpack`, which writes a whole
+//! extension rootfs (links, modes, ownership): from an imager image of a gigabyte or
+//! more only a handful of regular files are wanted, and nothing else is written.
 
 use std::collections::HashMap;
 use std::io::Read;
