@@ -1169,15 +1169,24 @@ fn multi_arch_layout(flat: &Path, out: &Path, tag: &str) {
 
 /// `skopeo copy --all` of `from` to `docker://127.0.0.1:<port>/<to>`.
 fn skopeo_push(port: u16, from: &str, to: &str) {
-    run_ok(Command::new(require_tool("skopeo")).args([
-        "copy",
-        "--all",
-        "--quiet",
-        "--src-tls-verify=false",
-        "--dest-tls-verify=false",
-        from,
-        &format!("docker://127.0.0.1:{port}/{to}"),
-    ]));
+    skopeo_push_as(port, from, to, &[]);
+}
+
+/// [`skopeo_push`] with more `skopeo copy` flags (e.g. `--format v2s2`).
+fn skopeo_push_as(port: u16, from: &str, to: &str, flags: &[&str]) {
+    run_ok(
+        Command::new(require_tool("skopeo"))
+            .arg("copy")
+            .args(flags)
+            .args([
+                "--all",
+                "--quiet",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                from,
+                &format!("docker://127.0.0.1:{port}/{to}"),
+            ]),
+    );
 }
 
 /// Images shaped like Talos's in the fixture's registry under `src/`, built from the same
@@ -1219,7 +1228,13 @@ fn push_talos_images(f: &Fixture) {
     );
     // Tags the factory does not offer (below 1.2.0, not a version, a pre-release of an
     // older minor), and one it does (a pre-release of the newest minor).
-    for tag in ["v1.1.0", "latest", "v1.9.3-rc.1", "v1.10.0-alpha.1"] {
+    for tag in [
+        "v1.1.0",
+        "latest",
+        "v1.9.3-rc.1",
+        "v1.10.0-alpha.1",
+        "v1.10.1-rc.0",
+    ] {
         skopeo_push(
             port,
             &format!("docker://127.0.0.1:{port}/src/imager:{VERSION}"),
@@ -1232,6 +1247,14 @@ fn push_talos_images(f: &Fixture) {
         port,
         &format!("oci:{}:{VERSION}", images.join("base").display()),
         &format!("src/installer-base:{VERSION}"),
+    );
+    // The same as docker schema 2 (a manifest list of docker manifests), as some mirrors
+    // store it, for the pre-release.
+    skopeo_push_as(
+        port,
+        &format!("oci:{}:{VERSION}", images.join("base").display()),
+        "src/installer-base:v1.10.0-alpha.1",
+        &["--format", "v2s2"],
     );
     multi_arch_layout(
         &v.join("extensions/siderolabs/hello-world-service"),
@@ -1319,7 +1342,7 @@ fn assets_registry_serves_the_same_bytes_as_the_assets_directory() {
     assert_eq!(status, 200);
     assert_eq!(
         serde_json::from_slice::<Vec<String>>(&body).unwrap(),
-        [VERSION, "v1.10.0-alpha.1"],
+        [VERSION, "v1.10.0-alpha.1", "v1.10.1-rc.0"],
         "{}",
         reg.log_text()
     );
@@ -1418,14 +1441,28 @@ fn assets_registry_serves_the_same_bytes_as_the_assets_directory() {
     );
     assert_eq!(create(&reg, "{}"), EMPTY_ID);
     let (status, _, body) = get(&format!(
-        "{}/image/{EMPTY_ID}/v1.10.0-alpha.1/installer-amd64.tar",
+        "{}/image/{EMPTY_ID}/v1.10.1-rc.0/installer-amd64.tar",
         reg.url
     ));
     let text = String::from_utf8_lossy(&body);
     assert_eq!(status, 404, "{text}");
     assert!(
-        text.contains(&format!("{src}/installer-base:v1.10.0-alpha.1")),
+        text.contains(&format!("{src}/installer-base:v1.10.1-rc.0")),
         "{text}"
+    );
+
+    // A docker schema 2 installer base: the installer is built on it and carries its layers.
+    let (status, _, body) = get(&format!(
+        "{}/image/{EMPTY_ID}/v1.10.0-alpha.1/installer-amd64.tar",
+        reg.url
+    ));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let tar = f.dir.path().join("alpha-installer.tar");
+    std::fs::write(&tar, &body).unwrap();
+    let listing = run_ok(Command::new("tar").arg("tf").arg(&tar));
+    assert!(
+        listing.contains("manifest.json") && listing.contains("index.json"),
+        "{listing}"
     );
 
     // An unreachable assets registry: the service comes up, says why it has no versions,

@@ -815,8 +815,14 @@ impl Remote {
             }
             let path = blobs.join(digest.trim_start_matches("sha256:"));
             std::fs::write(&path, &bytes).map_err(|e| internal(Error::io(&path, e)))?;
+            // Docker schema 2 manifests keep their own media type.
+            let media_type = manifest
+                .media_type()
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".into());
             entries.push(serde_json::json!({
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "mediaType": media_type,
                 "digest": digest,
                 "size": bytes.len(),
                 "platform": {"architecture": found_arch, "os": "linux"},
