@@ -101,6 +101,14 @@ impl Error {
         }
     }
 
+    /// The message without its category prefix, for quoting inside another message.
+    pub fn detail(&self) -> String {
+        match self {
+            Error::Dependency(m) | Error::Invalid(m) | Error::Unsupported(m) => m.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// Process exit code for this category.
     pub fn exit_code(&self) -> i32 {
         match self {

@@ -174,9 +174,21 @@ fn start_as(f: &Fixture, name: &str, external: Option<&str>, extra: &[&str]) -> 
         .env("IMAGER_SERVE_LISTEN", format!("127.0.0.1:{port}"))
         .env("IMAGER_SERVE_INSECURE_REGISTRY", "true")
         .env_remove("SOURCE_DATE_EPOCH")
-        .args(["--external-url", &external, "--assets"])
-        .arg(&f.assets)
-        .args(["--registry", &format!("127.0.0.1:{}/factory", f.registry.1)])
+        .args(["--external-url", &external])
+        // Defaults the caller may replace: the inputs directory and the store.
+        .args(if extra.contains(&"--assets-registry") {
+            vec![]
+        } else {
+            vec!["--assets".into(), f.assets.display().to_string()]
+        })
+        .args(if extra.contains(&"--registry") {
+            vec![]
+        } else {
+            vec![
+                "--registry".into(),
+                format!("127.0.0.1:{}/factory", f.registry.1),
+            ]
+        })
         .arg("--secureboot-dir")
         .arg(&f.keys)
         .arg("--work-dir")
@@ -1095,4 +1107,835 @@ fn bad_configuration_is_one_line_and_nothing_listens() {
         );
     }
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+/// An OCI layout holding one image for `arch` (one gzip layer per tar), tagged `tag`.
+fn image_layout(dir: &Path, arch: &str, layers: &[Vec<u8>], tag: &str) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |b: &[u8]| -> String {
+        let d = sha256(b);
+        std::fs::write(blobs.join(&d[7..]), b).unwrap();
+        d
+    };
+    let mut descriptors = Vec::new();
+    let mut diff_ids = Vec::new();
+    for tar in layers {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(tar).unwrap();
+        let layer = gz.finish().unwrap();
+        diff_ids.push(sha256(tar));
+        descriptors.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(&layer), "size": layer.len()}));
+    }
+    let config = serde_json::json!({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}}).to_string();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(config.as_bytes()), "size": config.len()},
+        "layers": descriptors,
+    })
+    .to_string();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": put(manifest.as_bytes()),
+        "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": tag}}]});
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// A copy of the per-arch layout `flat` whose `index.json` names one multi-arch image
+/// index tagged `tag` (what `skopeo copy --all` pushes as one tag).
+fn multi_arch_layout(flat: &Path, out: &Path, tag: &str) {
+    let blobs = out.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    for e in std::fs::read_dir(flat.join("blobs/sha256")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), blobs.join(e.file_name())).unwrap();
+    }
+    let flat_index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(flat.join("index.json")).unwrap()).unwrap();
+    let mut manifests = flat_index["manifests"].as_array().unwrap().clone();
+    for m in &mut manifests {
+        m.as_object_mut().unwrap().remove("annotations");
+    }
+    let inner = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests}).to_string();
+    let d = sha256(inner.as_bytes());
+    std::fs::write(blobs.join(&d[7..]), &inner).unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": d, "size": inner.len(),
+        "annotations": {"org.opencontainers.image.ref.name": tag}}]});
+    std::fs::write(out.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(out.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// `skopeo copy --all` of `from` to `docker://127.0.0.1:<port>/<to>`.
+fn skopeo_push(port: u16, from: &str, to: &str) {
+    skopeo_push_as(port, from, to, &[]);
+}
+
+/// [`skopeo_push`] with more `skopeo copy` flags (e.g. `--format v2s2`).
+fn skopeo_push_as(port: u16, from: &str, to: &str, flags: &[&str]) {
+    run_ok(
+        Command::new(require_tool("skopeo"))
+            .arg("copy")
+            .args(flags)
+            .args([
+                "--all",
+                "--quiet",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                from,
+                &format!("docker://127.0.0.1:{port}/{to}"),
+            ]),
+    );
+}
+
+/// Images shaped like Talos's in the fixture's registry under `src/`, built from the same
+/// inputs as the fixture's `--assets` directory: `imager` (usr/install/<arch>/ in two
+/// layers, the second whiting out a file of the first), `installer-base` (an index of both
+/// arches), `extensions` (image-digests + descriptions.yaml) and the extension by digest.
+fn push_talos_images(f: &Fixture) {
+    let port = f.registry.1;
+    let demo = demo_dir();
+    let mut files: Vec<(String, u32, Vec<u8>)> = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        for name in [
+            "vmlinuz",
+            "initramfs.xz",
+            "systemd-stub.efi",
+            "systemd-boot.efi",
+        ] {
+            files.push((
+                format!("usr/install/{arch}/{name}"),
+                0o644,
+                std::fs::read(demo.join(arch).join(name)).unwrap(),
+            ));
+        }
+    }
+    files.push(("usr/install/amd64/stale".into(), 0o644, b"old".to_vec()));
+    files.push(("usr/bin/imager".into(), 0o755, b"#!/bin/sh\n".to_vec()));
+    let entries: Vec<(&str, u32, Vec<u8>)> = files
+        .iter()
+        .map(|(n, m, b)| (n.as_str(), *m, b.clone()))
+        .collect();
+    let layer1 = common::tar_of(&entries);
+    let layer2 = common::tar_of(&[("usr/install/amd64/.wh.stale", 0o644, vec![])]);
+    let images = f.dir.path().join("images");
+    image_layout(&images.join("imager"), "amd64", &[layer1, layer2], VERSION);
+    skopeo_push(
+        port,
+        &format!("oci:{}:{VERSION}", images.join("imager").display()),
+        &format!("src/imager:{VERSION}"),
+    );
+    // Tags the factory does not offer (below 1.2.0, not a version, a pre-release of an
+    // older minor), and one it does (a pre-release of the newest minor).
+    for tag in [
+        "v1.1.0",
+        "latest",
+        "v1.9.3-rc.1",
+        "v1.10.0-alpha.1",
+        "v1.10.1-rc.0",
+    ] {
+        skopeo_push(
+            port,
+            &format!("docker://127.0.0.1:{port}/src/imager:{VERSION}"),
+            &format!("src/imager:{tag}"),
+        );
+    }
+    let v = f.assets.join(VERSION);
+    multi_arch_layout(&v.join("installer-base"), &images.join("base"), VERSION);
+    skopeo_push(
+        port,
+        &format!("oci:{}:{VERSION}", images.join("base").display()),
+        &format!("src/installer-base:{VERSION}"),
+    );
+    // The same as docker schema 2 (a manifest list of docker manifests), as some mirrors
+    // store it, for the pre-release.
+    skopeo_push_as(
+        port,
+        &format!("oci:{}:{VERSION}", images.join("base").display()),
+        "src/installer-base:v1.10.0-alpha.1",
+        &["--format", "v2s2"],
+    );
+    multi_arch_layout(
+        &v.join("extensions/siderolabs/hello-world-service"),
+        &images.join("hello"),
+        "v1.0.0",
+    );
+    skopeo_push(
+        port,
+        &format!("oci:{}:v1.0.0", images.join("hello").display()),
+        "src/hello-world-service:v1.0.0",
+    );
+    let index = agent()
+        .get(&format!(
+            "http://127.0.0.1:{port}/v2/src/hello-world-service/manifests/v1.0.0"
+        ))
+        .set("Accept", "application/vnd.oci.image.index.v1+json")
+        .call()
+        .unwrap();
+    let mut bytes = Vec::new();
+    index.into_reader().read_to_end(&mut bytes).unwrap();
+    let hello = format!(
+        "ghcr.io/siderolabs/hello-world-service:v1.0.0@{}",
+        sha256(&bytes)
+    );
+    let missing = format!(
+        "ghcr.io/siderolabs/missing-ext:v1@sha256:{}",
+        "0".repeat(64)
+    );
+    let catalog = common::tar_of(&[
+        (
+            "image-digests",
+            0o644,
+            format!("{hello}\n{missing}\n").into_bytes(),
+        ),
+        (
+            "descriptions.yaml",
+            0o644,
+            format!("\"{hello}\":\n    author: Sidero Labs\n    description: An example extension service.\n")
+                .into_bytes(),
+        ),
+    ]);
+    image_layout(&images.join("extensions"), "amd64", &[catalog], VERSION);
+    let talosctl = common::tar_of(&[(
+        "talosctl-linux-amd64",
+        0o755,
+        b"\x7fELF talosctl from the registry".to_vec(),
+    )]);
+    image_layout(&images.join("talosctl"), "amd64", &[talosctl], VERSION);
+    skopeo_push(
+        port,
+        &format!("oci:{}:{VERSION}", images.join("talosctl").display()),
+        &format!("src/talosctl-all:{VERSION}"),
+    );
+    skopeo_push(
+        port,
+        &format!("oci:{}:{VERSION}", images.join("extensions").display()),
+        &format!("src/extensions:{VERSION}"),
+    );
+}
+
+#[test]
+fn assets_registry_serves_the_same_bytes_as_the_assets_directory() {
+    let f = fixture();
+    push_talos_images(&f);
+    let port = f.registry.1;
+    // One external URL: it is in the virtual schematic extension's manifest.
+    let external = Some("http://factory.test");
+    let dir = start_as(&f, "dir", external, &[]);
+    let src = format!("127.0.0.1:{port}/src");
+    let store = format!("127.0.0.1:{port}/other");
+    let reg = start_as(
+        &f,
+        "reg",
+        external,
+        &[
+            "--assets-registry",
+            &src,
+            "--insecure-assets-registry",
+            "--registry",
+            &store,
+        ],
+    );
+    // The tags the factory offers, in semver order.
+    let (status, _, body) = get(&format!("{}/versions", reg.url));
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_slice::<Vec<String>>(&body).unwrap(),
+        [VERSION, "v1.10.0-alpha.1", "v1.10.1-rc.0"],
+        "{}",
+        reg.log_text()
+    );
+    let (status, _, body) = get(&format!(
+        "{}/version/{VERSION}/extensions/official",
+        reg.url
+    ));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let catalog: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        catalog[0]["name"], "siderolabs/hello-world-service",
+        "{catalog}"
+    );
+    assert_eq!(catalog[0]["author"], "Sidero Labs");
+    assert_eq!(catalog[0]["description"], "An example extension service.");
+    assert_eq!(
+        catalog[0]["ref"],
+        "ghcr.io/siderolabs/hello-world-service:v1.0.0"
+    );
+    // No catalog image for the pre-release: an empty catalog.
+    let (status, _, body) = get(&format!(
+        "{}/version/v1.10.0-alpha.1/extensions/official",
+        reg.url
+    ));
+    assert_eq!((status, body.as_slice()), (200, &b"[]"[..]));
+
+    let schematic = "customization:\n  extraKernelArgs:\n    - imager.serve=registry\n  systemExtensions:\n    officialExtensions:\n      - siderolabs/hello-world-service\n";
+    let id = create(&dir, schematic);
+    assert_eq!(create(&reg, schematic), id);
+    for path in [
+        "kernel-amd64",
+        "metal-amd64-secureboot-uki.efi",
+        "installer-amd64.tar",
+    ] {
+        let (s1, _, a) = get(&format!("{}/image/{id}/{VERSION}/{path}", dir.url));
+        let (s2, h2, b) = get(&format!("{}/image/{id}/{VERSION}/{path}", reg.url));
+        assert_eq!(
+            (s1, s2),
+            (200, 200),
+            "{path}: {}",
+            String::from_utf8_lossy(&b)
+        );
+        assert_eq!(header(&h2, "content-length"), b.len().to_string());
+        assert!(a == b, "{path}: the registry inputs give other bytes");
+    }
+    common::sbverify(&f.keys, &{
+        let p = f.dir.path().join("reg-uki.efi");
+        let (_, _, b) = get(&format!(
+            "{}/image/{id}/{VERSION}/metal-amd64-secureboot-uki.efi",
+            reg.url
+        ));
+        std::fs::write(&p, b).unwrap();
+        p
+    });
+    let (status, h, body) = get(&format!(
+        "{}/talosctl/{VERSION}/talosctl-linux-amd64",
+        reg.url
+    ));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, b"\x7fELF talosctl from the registry");
+    assert_eq!(
+        header(&h, "content-disposition"),
+        "attachment; filename=\"talosctl-linux-amd64\""
+    );
+    // The replica built them itself (another store), from inputs pulled once and whited out.
+    assert!(metric(&reg, "image_factory_assets_built_total") >= 3.0);
+    let unpacked = f.dir.path().join("work-reg/inputs").join(VERSION);
+    assert!(unpacked.join("amd64/vmlinuz").is_file());
+    assert!(
+        !unpacked.join("amd64/stale").exists(),
+        "the whiteout applies"
+    );
+    assert!(
+        unpacked
+            .join("extensions/siderolabs/hello-world-service/index.json")
+            .is_file()
+    );
+
+    // What is missing is named: a version that is not offered, an extension whose image
+    // is not in the registry, an installer base that is not there.
+    let (status, _, body) = get(&format!("{}/image/{id}/v1.9.3-rc.1/kernel-amd64", reg.url));
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+    let bad = create(
+        &reg,
+        "customization:\n  systemExtensions:\n    officialExtensions:\n      - siderolabs/missing-ext\n",
+    );
+    let (status, _, body) = get(&format!(
+        "{}/image/{bad}/{VERSION}/initramfs-amd64.xz",
+        reg.url
+    ));
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 502, "{text}");
+    assert!(
+        text.contains("missing-ext") && text.contains(&src),
+        "{text}"
+    );
+    assert_eq!(create(&reg, "{}"), EMPTY_ID);
+    let (status, _, body) = get(&format!(
+        "{}/image/{EMPTY_ID}/v1.10.1-rc.0/installer-amd64.tar",
+        reg.url
+    ));
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 404, "{text}");
+    assert!(
+        text.contains(&format!("{src}/installer-base:v1.10.1-rc.0")),
+        "{text}"
+    );
+
+    // A docker schema 2 installer base: the installer is built on it and carries its layers.
+    let (status, _, body) = get(&format!(
+        "{}/image/{EMPTY_ID}/v1.10.0-alpha.1/installer-amd64.tar",
+        reg.url
+    ));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let tar = f.dir.path().join("alpha-installer.tar");
+    std::fs::write(&tar, &body).unwrap();
+    let listing = run_ok(Command::new("tar").arg("tf").arg(&tar));
+    assert!(
+        listing.contains("manifest.json") && listing.contains("index.json"),
+        "{listing}"
+    );
+
+    // An unreachable assets registry: the service comes up, says why it has no versions,
+    // and keeps serving what needs no inputs.
+    let gone = format!("127.0.0.1:{}/src", free_port());
+    let down = start(
+        &f,
+        "down",
+        &["--assets-registry", &gone, "--insecure-assets-registry"],
+    );
+    let (status, _, body) = get(&format!("{}/versions", down.url));
+    assert_eq!((status, body.as_slice()), (200, &b"[]"[..]));
+    let (status, _, body) = get(&format!("{}/image/{id}/{VERSION}/kernel-amd64", down.url));
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains(&gone), "{text}");
+    assert_eq!(get(&format!("{}/schematics/{id}", down.url)).0, 200);
+}
+
+#[test]
+fn registry_credentials_from_flags_or_auth_files_and_one_line_without() {
+    let f = fixture();
+    let (user, password) = ("imager", "s3cret-pass");
+    let auth_dir = f.dir.path().join("auth-registry");
+    std::fs::create_dir_all(&auth_dir).unwrap();
+    let locked = common::registry::registry_with_htpasswd(&auth_dir, user, password);
+    let store = format!("127.0.0.1:{}/factory", locked.1);
+    let password_file = f.dir.path().join("password");
+    std::fs::write(&password_file, format!("{password}\n")).unwrap();
+    let basic = |req: ureq::Request| {
+        use base64::Engine as _;
+        let raw = format!("{user}:{password}");
+        req.set(
+            "Authorization",
+            &format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(raw)
+            ),
+        )
+    };
+
+    // With the flags: schematics and assets are stored and served.
+    let s = start(
+        &f,
+        "flags",
+        &[
+            "--registry",
+            &store,
+            "--registry-username",
+            user,
+            "--registry-password-file",
+            password_file.to_str().unwrap(),
+        ],
+    );
+    let id = create(&s, ARGS_SCHEMATIC);
+    let (status, _, kernel) = get(&format!("{}/image/{id}/{VERSION}/kernel-amd64", s.url));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&kernel));
+    let stored = |repo: &str| -> Vec<String> {
+        let url = format!("http://127.0.0.1:{}/v2/factory/{repo}/tags/list", locked.1);
+        assert_eq!(
+            agent()
+                .get(&url)
+                .call()
+                .map_err(|e| e.to_string())
+                .unwrap_err()
+                .split(':')
+                .next_back()
+                .map(str::trim),
+            Some("status code 401"),
+            "the registry refuses anonymous reads"
+        );
+        let body = match basic(agent().get(&url)).call() {
+            Ok(r) => r.into_string().unwrap(),
+            Err(ureq::Error::Status(404, _)) => return vec![],
+            Err(e) => panic!("{e}"),
+        };
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(stored("schematics"), std::slice::from_ref(&id));
+    for _ in 0..100 {
+        if !stored("cache").is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(stored("cache").len(), 1, "{}", s.log_text());
+    assert!(
+        !s.log_text().contains(password),
+        "the password is never logged"
+    );
+    // The installer through /v2/: the store needs credentials the client does not
+    // have, so the service relays the store's manifests and blobs instead of redirecting.
+    let host = s.url.trim_start_matches("http://");
+    let layout = f.dir.path().join("pulled-with-auth");
+    run_ok(
+        Command::new(require_tool("skopeo"))
+            .args(["copy", "--all", "--src-tls-verify=false"])
+            .arg(format!("docker://{host}/installer/{id}:{VERSION}"))
+            .arg(format!("oci:{}:x", layout.display())),
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
+    let (status, _, _) = request(
+        "GET",
+        &format!("{}/v2/installer/{id}/manifests/{VERSION}", s.url),
+        None,
+    );
+    assert_eq!(
+        status, 200,
+        "relayed, not a redirect the client could not follow"
+    );
+    assert!(!s.log_text().contains(password));
+    let external = s.url.clone();
+    drop(s);
+
+    // From a docker config.json (DOCKER_CONFIG), no flags: served from the cache.
+    let docker = f.dir.path().join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let auth = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    };
+    std::fs::write(
+        docker.join("config.json"),
+        format!(
+            r#"{{"auths": {{"http://127.0.0.1:{}": {{"auth": "{auth}"}}}}}}"#,
+            locked.1
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_imager"))
+        .arg("serve")
+        .env("DOCKER_CONFIG", &docker)
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("XDG_RUNTIME_DIR")
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--insecure-registry",
+        ])
+        .arg("--assets")
+        .arg(&f.assets)
+        .args([
+            "--registry",
+            &store,
+            "--external-url",
+            &external,
+            "--work-dir",
+        ])
+        .arg(f.dir.path().join("work-docker"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let s = Service {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        log: f.dir.path().join("none.log"),
+    };
+    let mut up = false;
+    for _ in 0..100 {
+        if get(&format!("{}/healthz", s.url)).0 == 200 {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(up, "the service with a docker config came up");
+    let (status, _, again) = get(&format!("{}/image/{id}/{VERSION}/kernel-amd64", s.url));
+    assert_eq!(status, 200);
+    assert!(again == kernel);
+    assert_eq!(metric(&s, "image_factory_assets_built_total"), 0.0);
+    drop(s);
+
+    // Without credentials, or with a wrong password: one line naming the registry and
+    // the refusal, and nothing listens. The same for an assets registry.
+    let wrong = f.dir.path().join("wrong");
+    std::fs::write(&wrong, "nope\n").unwrap();
+    let empty = f.dir.path().join("no-docker");
+    let assets_ref = format!("127.0.0.1:{}/src", locked.1);
+    for (args, want) in [
+        (
+            vec!["--assets", f.assets.to_str().unwrap(), "--registry", &store],
+            "no credentials for",
+        ),
+        (
+            vec![
+                "--assets",
+                f.assets.to_str().unwrap(),
+                "--registry",
+                &store,
+                "--registry-username",
+                user,
+                "--registry-password-file",
+                wrong.to_str().unwrap(),
+            ],
+            "were refused",
+        ),
+        (
+            vec![
+                "--assets-registry",
+                &assets_ref,
+                "--insecure-assets-registry",
+                "--registry",
+                &format!("127.0.0.1:{}/factory", f.registry.1),
+            ],
+            "no credentials for",
+        ),
+    ] {
+        let port = free_port();
+        let out = Command::new(env!("CARGO_BIN_EXE_imager"))
+            .arg("serve")
+            .env("DOCKER_CONFIG", &empty)
+            .env("HOME", &empty)
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_RUNTIME_DIR")
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--insecure-registry",
+            ])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("error: ")
+                && stderr.contains(&format!("127.0.0.1:{}", locked.1))
+                && stderr.contains("HTTP 401")
+                && stderr.contains(want)
+                && !stderr.contains(password),
+            "{args:?}: {stderr}"
+        );
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    }
+    // With the credentials, the assets registry is read (it has no imager images: no versions).
+    let s = start(
+        &f,
+        "assets-auth",
+        &[
+            "--assets-registry",
+            &assets_ref,
+            "--insecure-assets-registry",
+            "--assets-registry-username",
+            user,
+            "--assets-registry-password-file",
+            password_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(create(&s, ARGS_SCHEMATIC), id);
+    let (status, _, body) = get(&format!("{}/image/{id}/{VERSION}/kernel-amd64", s.url));
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{text}");
+    assert!(
+        text.contains(&format!("{assets_ref}/imager not found")),
+        "{text}"
+    );
+}
+
+/// Resident memory of process `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn slow_clients_are_cut_after_the_header_timeout_and_others_are_served() {
+    let f = fixture();
+    let s = start(&f, "slow", &["--header-read-timeout", "3"]);
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let before = rss_kib(s.child.id());
+    // Slowloris: many connections, each sending its headers a byte a second, never done.
+    let slow: Vec<_> = (0..100)
+        .map(|i| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut c = std::net::TcpStream::connect(&addr).unwrap();
+                c.set_read_timeout(Some(Duration::from_millis(1000)))
+                    .unwrap();
+                let t = Instant::now();
+                c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                    .unwrap();
+                let mut buf = [0u8; 512];
+                while t.elapsed() < Duration::from_secs(20) {
+                    if c.write_all(&[b'a' + (i % 26) as u8]).is_err() {
+                        return t.elapsed();
+                    }
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) if t.elapsed() >= Duration::from_millis(900) => {
+                            // Closed (0, reset) — or just our 1 s read timeout: look again.
+                            if let Ok(0) | Err(_) = c.peek(&mut buf)
+                                && c.write_all(b"b").is_err()
+                            {
+                                return t.elapsed();
+                            }
+                        }
+                        Ok(_) => {
+                            // The server answered (408) before closing.
+                            return t.elapsed();
+                        }
+                        _ => {}
+                    }
+                }
+                t.elapsed()
+            })
+        })
+        .collect();
+    // Meanwhile ordinary requests are served promptly.
+    let mut slowest = Duration::ZERO;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5) {
+        let r = Instant::now();
+        assert_eq!(get(&format!("{}/healthz", s.url)).0, 200);
+        slowest = slowest.max(r.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let during = rss_kib(s.child.id());
+    let cut: Vec<Duration> = slow.into_iter().map(|h| h.join().unwrap()).collect();
+    let latest = cut.iter().max().unwrap();
+    println!(
+        "100 slow clients cut after {:.1}..{:.1} s; slowest ordinary request {:.0} ms; RSS {} -> {} KiB",
+        cut.iter().min().unwrap().as_secs_f64(),
+        latest.as_secs_f64(),
+        slowest.as_secs_f64() * 1000.0,
+        before,
+        during
+    );
+    assert!(
+        cut.iter()
+            .all(|d| *d >= Duration::from_secs(2) && *d < Duration::from_secs(8)),
+        "every slow client is cut after the 3 s header timeout: {cut:?}"
+    );
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    assert!(
+        during < before + 64 * 1024,
+        "memory stays bounded: {before} -> {during} KiB"
+    );
+    assert_eq!(get(&format!("{}/healthz", s.url)).0, 200);
+}
+
+#[test]
+fn connections_beyond_the_cap_wait_for_a_free_one() {
+    let f = fixture();
+    let s = start(
+        &f,
+        "cap",
+        &["--header-read-timeout", "2", "--max-connections", "2"],
+    );
+    // healthz polling in start() left no connection open (each request closes its agent's).
+    std::thread::sleep(Duration::from_millis(200));
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(&addr).unwrap();
+            c.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    assert_eq!(get(&format!("{}/healthz", s.url)).0, 200);
+    let waited = t.elapsed();
+    // Served once the header timeout freed a slot, not before.
+    assert!(
+        waited >= Duration::from_millis(1200) && waited < Duration::from_secs(6),
+        "{waited:?}"
+    );
+    drop(held);
+}
+
+#[test]
+fn talosctl_downloads_overlays_and_cosign_answers() {
+    let f = fixture();
+    let v11 = f.assets.join("v1.11.0");
+    std::fs::create_dir_all(v11.join("talosctl")).unwrap();
+    std::os::unix::fs::symlink(demo_dir().join("amd64"), v11.join("amd64")).unwrap();
+    for name in [
+        "talosctl-linux-amd64",
+        "talosctl-darwin-arm64",
+        "talosctl-windows-amd64.exe",
+        "README",
+    ] {
+        std::fs::write(v11.join("talosctl").join(name), format!("binary {name}")).unwrap();
+    }
+    std::fs::create_dir_all(f.assets.join(VERSION).join("talosctl")).unwrap();
+    std::fs::write(
+        f.assets.join(VERSION).join("talosctl/talosctl-linux-amd64"),
+        "old",
+    )
+    .unwrap();
+    let s = start(&f, "talosctl", &[]);
+    // 1.11 and later list the binaries' URLs, older versions nothing (as the factory).
+    let (status, _, body) = get(&format!("{}/talosctl/1.11.0", s.url));
+    assert_eq!(status, 200);
+    let urls: Vec<String> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        urls,
+        [
+            "talosctl-darwin-arm64",
+            "talosctl-linux-amd64",
+            "talosctl-windows-amd64.exe"
+        ]
+        .map(|n| format!("{}/talosctl/v1.11.0/{n}", s.url))
+    );
+    let (status, _, body) = get(&format!("{}/talosctl/{VERSION}", s.url));
+    assert_eq!((status, body.as_slice()), (200, &b"[]"[..]));
+    let (status, h, body) = get(&urls[2]);
+    assert_eq!(
+        (status, body.as_slice()),
+        (200, &b"binary talosctl-windows-amd64.exe"[..])
+    );
+    assert_eq!(header(&h, "content-type"), "application/octet-stream");
+    assert_eq!(
+        header(&h, "content-disposition"),
+        "attachment; filename=\"talosctl-windows-amd64.exe\""
+    );
+    let (status, h, body) = request("HEAD", &urls[1], None);
+    assert_eq!((status, body.len()), (200, 0));
+    assert_eq!(header(&h, "content-length"), "27");
+    for (path, want) in [
+        ("/talosctl/v1.11.0/README", "not a talosctl binary name"),
+        (
+            "/talosctl/v1.11.0/talosctl-linux-riscv64",
+            "not available for Talos version v1.11.0",
+        ),
+        (
+            "/talosctl/v1.11.0/..%2Fvmlinuz",
+            "not a talosctl binary name",
+        ),
+        (
+            "/talosctl/v9.9.9/talosctl-linux-amd64",
+            "version v9.9.9 is not available",
+        ),
+        (
+            "/oci/cosign/signing-key.pub",
+            "cosign signing is not implemented",
+        ),
+    ] {
+        let (status, _, body) = get(&format!("{}{path}", s.url));
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(status, 404, "{path}: {text}");
+        assert!(text.contains(want), "{path}: {text}");
+    }
+    // Overlays: an empty catalog, and a schematic naming one is stored (same ID as the
+    // factory's) but its assets are refused with the reason.
+    let (status, _, body) = get(&format!("{}/version/v1.11.0/overlays/official", s.url));
+    assert_eq!((status, body.as_slice()), (200, &b"[]"[..]));
+    let id = create(
+        &s,
+        "overlay:\n  image: siderolabs/sbc-raspberrypi\n  name: rpi_generic\n",
+    );
+    let (status, _, body) = get(&format!(
+        "{}/image/{id}/{VERSION}/metal-arm64.raw.xz",
+        s.url
+    ));
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("\"rpi_generic\"")
+            && text.contains("overlays are not supported by this service"),
+        "{text}"
+    );
 }

@@ -6,7 +6,20 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use imager::serve::config::{Config, FACTORY_EPOCH, RegistryTarget};
+use imager::oci::auth::{self, Credentials};
+use imager::serve::config::{AssetsRegistry, Config, FACTORY_EPOCH, RegistryTarget};
+
+/// Credentials from a user name and password file, else from an auth file for `host`.
+fn credentials(
+    user: Option<&str>,
+    password_file: Option<&PathBuf>,
+    host: &str,
+) -> anyhow::Result<Option<Credentials>> {
+    match (user, password_file) {
+        (Some(u), Some(f)) => Ok(Some(Credentials::from_password_file(u, f)?)),
+        _ => Ok(auth::lookup(host)?),
+    }
+}
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -20,8 +33,28 @@ pub struct ServeArgs {
 
     /// Inputs per Talos version: DIR/<version>/<arch>/{vmlinuz,initramfs.xz,systemd-stub.efi,systemd-boot.efi},
     /// DIR/<version>/installer-base/ (OCI layout), DIR/<version>/extensions/<name>/ (OCI layouts).
-    #[arg(long, env = "IMAGER_SERVE_ASSETS", value_name = "DIR")]
-    pub assets: PathBuf,
+    #[arg(
+        long,
+        env = "IMAGER_SERVE_ASSETS",
+        value_name = "DIR",
+        required_unless_present = "assets_registry",
+        conflicts_with = "assets_registry"
+    )]
+    pub assets: Option<PathBuf>,
+
+    /// Inputs per Talos version from images in a registry, as Image Factory takes them:
+    /// REF/imager:<version> (usr/install/<arch>/...), REF/installer-base:<version>,
+    /// REF/extensions:<version> (image-digests, descriptions.yaml) and the extensions by digest.
+    #[arg(
+        long,
+        env = "IMAGER_SERVE_ASSETS_REGISTRY",
+        value_name = "HOST[:PORT]/PREFIX"
+    )]
+    pub assets_registry: Option<String>,
+
+    /// Talk to the assets registry over plain HTTP.
+    #[arg(long, env = "IMAGER_SERVE_INSECURE_ASSETS_REGISTRY")]
+    pub insecure_assets_registry: bool,
 
     /// Shared store: host[:port]/prefix of an OCI registry (schematics, asset cache, installers).
     #[arg(long, env = "IMAGER_SERVE_REGISTRY", value_name = "HOST[:PORT]/PREFIX")]
@@ -30,6 +63,54 @@ pub struct ServeArgs {
     /// Talk to the registry over plain HTTP.
     #[arg(long, env = "IMAGER_SERVE_INSECURE_REGISTRY")]
     pub insecure_registry: bool,
+
+    /// User name for the shared store (else an auth file entry: REGISTRY_AUTH_FILE,
+    /// $XDG_RUNTIME_DIR/containers/auth.json, $DOCKER_CONFIG/config.json, ~/.docker/config.json).
+    #[arg(
+        long,
+        env = "IMAGER_SERVE_REGISTRY_USERNAME",
+        requires = "registry_password_file"
+    )]
+    pub registry_username: Option<String>,
+
+    /// File holding the shared store's password (one line).
+    #[arg(
+        long,
+        env = "IMAGER_SERVE_REGISTRY_PASSWORD_FILE",
+        value_name = "FILE",
+        requires = "registry_username"
+    )]
+    pub registry_password_file: Option<PathBuf>,
+
+    /// User name for the assets registry (else the shared store's when it is the same host, else an auth file entry).
+    #[arg(
+        long,
+        env = "IMAGER_SERVE_ASSETS_REGISTRY_USERNAME",
+        requires = "assets_registry_password_file"
+    )]
+    pub assets_registry_username: Option<String>,
+
+    /// File holding the assets registry's password (one line).
+    #[arg(
+        long,
+        env = "IMAGER_SERVE_ASSETS_REGISTRY_PASSWORD_FILE",
+        value_name = "FILE",
+        requires = "assets_registry_username"
+    )]
+    pub assets_registry_password_file: Option<PathBuf>,
+
+    /// Seconds a client gets to send a request's headers before its connection is dropped.
+    #[arg(
+        long,
+        env = "IMAGER_SERVE_HEADER_READ_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 30
+    )]
+    pub header_read_timeout: u64,
+
+    /// Connections served at once; more wait in the listen queue.
+    #[arg(long, env = "IMAGER_SERVE_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
 
     /// SecureBoot keys: uki-signing-key.pem, uki-signing-cert.pem, pcr-signing-key.pem (without it, no SecureBoot assets).
     #[arg(long, env = "IMAGER_SERVE_SECUREBOOT_DIR", value_name = "DIR")]
@@ -71,12 +152,44 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(FACTORY_EPOCH);
+    let registry = RegistryTarget::parse(&args.registry)?;
+    let registry_credentials = credentials(
+        args.registry_username.as_deref(),
+        args.registry_password_file.as_ref(),
+        &registry.host,
+    )?;
+    let assets_registry = match &args.assets_registry {
+        None => None,
+        Some(text) => {
+            let target = RegistryTarget::parse_flag("--assets-registry", text)?;
+            let credentials = if args.assets_registry_username.is_some() {
+                credentials(
+                    args.assets_registry_username.as_deref(),
+                    args.assets_registry_password_file.as_ref(),
+                    &target.host,
+                )?
+            } else if target.host == registry.host && args.registry_username.is_some() {
+                registry_credentials.clone()
+            } else {
+                auth::lookup(&target.host)?
+            };
+            Some(AssetsRegistry {
+                target,
+                insecure: args.insecure_assets_registry,
+                credentials,
+            })
+        }
+    };
     let config = Config {
         listen: args.listen,
         metrics_listen: args.metrics_listen,
         external_url,
-        assets: args.assets,
-        registry: RegistryTarget::parse(&args.registry)?,
+        assets: args.assets.unwrap_or_default(),
+        assets_registry,
+        registry,
+        registry_credentials,
+        header_read_timeout: std::time::Duration::from_secs(args.header_read_timeout),
+        max_connections: args.max_connections,
         insecure_registry: args.insecure_registry,
         secureboot_dir: args.secureboot_dir,
         concurrency: args.concurrency,

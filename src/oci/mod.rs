@@ -11,6 +11,7 @@
 //! outside the OCI spec (docker's `container_config`, `docker_version`, ...), and the
 //! installer's config is the base's with a layer added, every other field unchanged.
 
+pub mod auth;
 pub mod reference;
 pub mod registry;
 pub mod source;

@@ -1,6 +1,7 @@
 //! Pulling a base image over the OCI distribution API: manifest (resolving an index
-//! to `linux/<arch>`), config and layers, with anonymous bearer-token auth as public
-//! registries use. HTTPS by default (webpki roots); `insecure` uses plain HTTP, as
+//! to `linux/<arch>`), config and layers, with bearer-token auth as public registries
+//! use (anonymous, or with the credentials of [`super::auth`]) and HTTP basic auth as
+//! an htpasswd-protected registry asks. HTTPS by default (webpki roots); `insecure` uses plain HTTP, as
 //! for a registry on loopback. Layers are streamed into a cache by digest
 //! (`$XDG_CACHE_HOME/imager/blobs`, else `~/.cache/imager/blobs`), verified as they
 //! arrive, and reused by later builds.
@@ -13,6 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::RegistryRef;
+use super::auth::Credentials;
 use super::source::{BaseImage, Blob, describe_json_error, for_platform};
 use crate::error::{Error, IoContext, Result};
 use crate::io::{HashingWriter, digest_string, sha256_digest};
@@ -25,6 +27,9 @@ struct Client {
     base: String,
     what: String,
     token: Option<String>,
+    credentials: Option<Credentials>,
+    /// The registry asked for basic authentication.
+    basic: bool,
 }
 
 impl Client {
@@ -32,14 +37,25 @@ impl Client {
         let url = format!("{}{path}", self.base);
         for _ in 0..2 {
             let mut req = self.agent.get(&url).set("Accept", accept);
-            if let Some(t) = &self.token {
+            if let (true, Some(c)) = (self.basic, &self.credentials) {
+                req = req.set("Authorization", &c.basic());
+            } else if let Some(t) = &self.token {
                 req = req.set("Authorization", &format!("Bearer {t}"));
             }
             match req.call() {
                 Ok(r) => return Ok(r),
-                Err(ureq::Error::Status(401, r)) if self.token.is_none() => {
+                Err(ureq::Error::Status(401, r)) if self.token.is_none() && !self.basic => {
                     let challenge = r.header("www-authenticate").unwrap_or_default().to_string();
-                    self.token = Some(self.token_for(&challenge)?);
+                    if is_basic(&challenge) && self.credentials.is_some() {
+                        self.basic = true;
+                    } else {
+                        self.token = Some(fetch_token(
+                            &self.agent,
+                            &self.what,
+                            &challenge,
+                            self.credentials.as_ref(),
+                        )?);
+                    }
                 }
                 Err(ureq::Error::Status(code, _)) => {
                     return Err(Error::Dependency(format!(
@@ -54,45 +70,6 @@ impl Client {
             "{}: {url}: authorization refused",
             self.what
         )))
-    }
-
-    /// Anonymous token from a `Bearer realm=...,service=...,scope=...` challenge.
-    fn token_for(&self, challenge: &str) -> Result<String> {
-        let params: Vec<(String, String)> = challenge
-            .trim_start_matches("Bearer ")
-            .split(',')
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
-            .collect();
-        let realm = params
-            .iter()
-            .find(|(k, _)| k == "realm")
-            .map(|(_, v)| v.clone())
-            .ok_or_else(|| {
-                Error::Dependency(format!(
-                    "{}: unsupported authentication {:?}",
-                    self.what,
-                    super::one_line(challenge)
-                ))
-            })?;
-        let mut req = self.agent.get(&realm);
-        for (k, v) in params.iter().filter(|(k, _)| k != "realm") {
-            req = req.query(k, v);
-        }
-        let body: Value = req
-            .call()
-            .map_err(|e| Error::Dependency(format!("{}: token: {e}", self.what)))?
-            .into_string()
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .ok_or_else(|| Error::Dependency(format!("{}: token: not JSON", self.what)))?;
-        body["token"]
-            .as_str()
-            .or(body["access_token"].as_str())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                Error::Dependency(format!("{}: no token in the token response", self.what))
-            })
     }
 
     /// A JSON document (at most 16 MiB) with its content type, checked against
@@ -129,6 +106,80 @@ impl Client {
     }
 }
 
+/// Whether a `WWW-Authenticate` challenge asks for HTTP basic authentication.
+fn is_basic(challenge: &str) -> bool {
+    challenge
+        .get(..6)
+        .is_some_and(|p| p.eq_ignore_ascii_case("basic "))
+}
+
+/// A token from a `Bearer realm=...,service=...,scope=...` challenge: anonymous, or
+/// asked for with `credentials` (basic authentication to the token service).
+fn fetch_token(
+    agent: &ureq::Agent,
+    what: &str,
+    challenge: &str,
+    credentials: Option<&Credentials>,
+) -> Result<String> {
+    let unsupported = || {
+        Error::Dependency(format!(
+            "{what}: HTTP 401 Unauthorized and {}",
+            if credentials.is_none() {
+                "no credentials for it (an auth file entry or --registry-username/--registry-password-file)".to_string()
+            } else {
+                format!("an unsupported challenge {:?}", super::one_line(challenge))
+            }
+        ))
+    };
+    let Some(params) = challenge
+        .get(..7)
+        .filter(|p| p.eq_ignore_ascii_case("bearer "))
+        .map(|_| &challenge[7..])
+    else {
+        return Err(unsupported());
+    };
+    let params: Vec<(String, String)> = params
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+        .collect();
+    let realm = params
+        .iter()
+        .find(|(k, _)| k == "realm")
+        .map(|(_, v)| v.clone())
+        .ok_or_else(unsupported)?;
+    let mut req = agent.get(&realm);
+    for (k, v) in params.iter().filter(|(k, _)| k != "realm") {
+        req = req.query(k, v);
+    }
+    if let Some(c) = credentials {
+        req = req.set("Authorization", &c.basic());
+    }
+    let body: Value = match req.call() {
+        Ok(r) => r
+            .into_string()
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .ok_or_else(|| Error::Dependency(format!("{what}: token: not JSON")))?,
+        Err(ureq::Error::Status(code @ (401 | 403), _)) => {
+            return Err(Error::Dependency(format!(
+                "{what}: HTTP {code} from the token service {realm}: {}",
+                if credentials.is_some() {
+                    "the credentials were refused"
+                } else {
+                    "no credentials for it (an auth file entry or --registry-username/--registry-password-file)"
+                }
+            )));
+        }
+        Err(e) => return Err(Error::Dependency(format!("{what}: token: {e}"))),
+    };
+    body["token"]
+        .as_str()
+        .or(body["access_token"].as_str())
+        .map(str::to_string)
+        .ok_or_else(|| Error::Dependency(format!("{what}: no token in the token response")))
+}
+
 /// Whether a manifest response is an index: by its content type, or by having a
 /// `manifests` list when the registry sends a generic type.
 fn is_index_response(media: &str, bytes: &[u8]) -> bool {
@@ -161,6 +212,8 @@ pub fn pull(r: &RegistryRef, arch: &str, insecure: bool) -> Result<BaseImage> {
         base: format!("{scheme}://{}/v2/{}", r.host, r.repository),
         what: format!("base image {text}"),
         token: None,
+        credentials: super::auth::lookup(&r.host)?,
+        basic: false,
     };
     let digest = r
         .reference
@@ -259,8 +312,19 @@ pub struct Session {
     /// `http://host:port` or `https://host`.
     origin: String,
     host: String,
-    /// Bearer tokens by repository (anonymous, from the registry's challenge).
+    credentials: Option<Credentials>,
+    /// The registry asked for basic authentication: every request carries it.
+    basic: std::sync::atomic::AtomicBool,
+    /// Bearer tokens by repository (from the registry's challenge, with the credentials if any).
     tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+/// A request that failed: whether the registry refused the caller (HTTP 401/403, or its
+/// token service did), and the one-line error.
+#[derive(Debug)]
+pub struct SendError {
+    pub refused: bool,
+    pub error: Error,
 }
 
 /// Blobs above this size are uploaded in chunks.
@@ -280,8 +344,17 @@ pub struct StoredManifest {
 pub type BlobReader = (u64, Box<dyn Read + Send + Sync + 'static>);
 
 impl Session {
-    /// A session with `host` (`host[:port]`), over plain HTTP when `insecure`.
+    /// A session with `host` (`host[:port]`), over plain HTTP when `insecure`, anonymous.
     pub fn new(host: &str, insecure: bool) -> Session {
+        Session::with_credentials(host, insecure, None)
+    }
+
+    /// A session with `host` that authenticates with `credentials` when the registry asks.
+    pub fn with_credentials(
+        host: &str,
+        insecure: bool,
+        credentials: Option<Credentials>,
+    ) -> Session {
         let scheme = if insecure { "http" } else { "https" };
         Session {
             agent: ureq::AgentBuilder::new()
@@ -291,8 +364,15 @@ impl Session {
                 .build(),
             origin: format!("{scheme}://{host}"),
             host: host.to_string(),
+            credentials,
+            basic: Default::default(),
             tokens: Default::default(),
         }
+    }
+
+    /// Whether credentials are configured.
+    pub fn has_credentials(&self) -> bool {
+        self.credentials.is_some()
     }
 
     /// `scheme://host[:port]`.
@@ -309,7 +389,7 @@ impl Session {
         Error::Dependency(format!("registry {}: {what}: {e}", self.host))
     }
 
-    /// Sends one request, answering a bearer challenge once. `Ok(None)` for 404.
+    /// Sends one request, answering an authentication challenge once. `Ok(None)` for 404.
     fn send(
         &self,
         method: &str,
@@ -318,13 +398,38 @@ impl Session {
         headers: &[(&str, &str)],
         body: Option<&mut dyn Read>,
     ) -> Result<Option<ureq::Response>> {
+        self.send_classified(method, repo, url, headers, body)
+            .map_err(|e| e.error)
+    }
+
+    /// [`Session::send`], telling a refusal (401/403) from other failures.
+    fn send_classified(
+        &self,
+        method: &str,
+        repo: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&mut dyn Read>,
+    ) -> std::result::Result<Option<ureq::Response>, SendError> {
+        use std::sync::atomic::Ordering;
+        let other = |error| SendError {
+            refused: false,
+            error,
+        };
+        let refused = |error| SendError {
+            refused: true,
+            error,
+        };
         let mut body = body;
         for attempt in 0..2 {
             let mut req = self.agent.request(method, url);
             for (k, v) in headers {
                 req = req.set(k, v);
             }
-            if let Some(t) = self.tokens.lock().unwrap().get(repo) {
+            let basic = self.basic.load(Ordering::Relaxed);
+            if let (true, Some(c)) = (basic, &self.credentials) {
+                req = req.set("Authorization", &c.basic());
+            } else if let Some(t) = self.tokens.lock().unwrap().get(repo) {
                 req = req.set("Authorization", &format!("Bearer {t}"));
             }
             let result = match body.as_mut() {
@@ -336,26 +441,142 @@ impl Session {
                 Err(ureq::Error::Status(404, _)) => return Ok(None),
                 Err(ureq::Error::Status(401, r)) if attempt == 0 && body.is_none() => {
                     let challenge = r.header("www-authenticate").unwrap_or_default().to_string();
-                    let c = Client {
-                        agent: self.agent.clone(),
-                        base: String::new(),
-                        what: format!("registry {}", self.host),
-                        token: None,
-                    };
-                    let token = c.token_for(&challenge)?;
+                    if is_basic(&challenge) && self.credentials.is_some() && !basic {
+                        self.basic.store(true, Ordering::Relaxed);
+                        continue;
+                    }
+                    if is_basic(&challenge) {
+                        return Err(refused(self.unauthorized(method, url, 401)));
+                    }
+                    let what = format!("registry {}", self.host);
+                    let token =
+                        fetch_token(&self.agent, &what, &challenge, self.credentials.as_ref())
+                            .map_err(|e| SendError {
+                                refused: e.to_string().contains(": HTTP 40")
+                                    || e.to_string().contains("no credentials"),
+                                error: e,
+                            })?;
                     self.tokens.lock().unwrap().insert(repo.to_string(), token);
+                }
+                Err(ureq::Error::Status(code @ (401 | 403), _)) => {
+                    return Err(refused(self.unauthorized(method, url, code)));
                 }
                 Err(ureq::Error::Status(code, r)) => {
                     let text: String = r.into_string().unwrap_or_default();
-                    return Err(self.fail(
+                    return Err(other(self.fail(
                         &format!("{method} {url}"),
                         format!("HTTP {code} {}", super::one_line(&text)),
-                    ));
+                    )));
                 }
-                Err(e) => return Err(self.fail(&format!("{method} {url}"), e)),
+                Err(e) => return Err(other(self.fail(&format!("{method} {url}"), e))),
             }
         }
-        Err(self.fail(url, "authorization refused"))
+        Err(refused(self.unauthorized(method, url, 401)))
+    }
+
+    /// The error of a refused request: which registry, and whether credentials were given.
+    fn unauthorized(&self, method: &str, url: &str, code: u16) -> Error {
+        let status = if code == 403 {
+            "HTTP 403 Forbidden"
+        } else {
+            "HTTP 401 Unauthorized"
+        };
+        self.fail(
+            &format!("{method} {url}"),
+            if self.credentials.is_some() {
+                format!("{status}: the credentials for {} were refused", self.host)
+            } else {
+                format!(
+                    "{status}: no credentials for {} (an auth file entry or --registry-username/--registry-password-file)",
+                    self.host
+                )
+            },
+        )
+    }
+
+    /// Reads `repo`'s tag list (a cheap authenticated call): `Ok` when the registry
+    /// answers (an unknown repository is an answer too), else whether it refused us.
+    pub fn probe(&self, repo: &str) -> std::result::Result<(), SendError> {
+        let url = self.url(repo, "tags/list?n=1");
+        self.send_classified("GET", repo, &url, &[], None)
+            .map(|_| ())
+    }
+
+    /// Every tag of `repo` (following `Link` pages); `None` when the repository is unknown.
+    pub fn tags(&self, repo: &str) -> std::result::Result<Option<Vec<String>>, SendError> {
+        #[derive(Deserialize)]
+        struct List {
+            tags: Option<Vec<String>>,
+        }
+        let mut url = self.url(repo, "tags/list?n=1000");
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            let Some(r) = self.send_classified("GET", repo, &url, &[], None)? else {
+                return Ok(None);
+            };
+            let next = r
+                .header("link")
+                .and_then(|l| l.split_once('<'))
+                .and_then(|(_, rest)| rest.split_once('>'))
+                .map(|(u, _)| u.to_string());
+            let text = r.into_string().map_err(|e| SendError {
+                refused: false,
+                error: self.fail(&url, e),
+            })?;
+            let list: List = serde_json::from_str(&text).map_err(|e| SendError {
+                refused: false,
+                error: self.fail(&url, describe_json_error("the tag list", &e)),
+            })?;
+            out.extend(list.tags.unwrap_or_default());
+            match next {
+                Some(n) if n.starts_with('/') => url = format!("{}{n}", self.origin),
+                Some(n) => url = n,
+                None => return Ok(Some(out)),
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// Downloads blob `digest` of `repo` to `path` (atomically: a temporary file beside it,
+    /// renamed once its digest checked out). `false` when the registry has no such blob.
+    pub fn blob_to_file(&self, repo: &str, digest: &str, path: &std::path::Path) -> Result<bool> {
+        let Some((_, mut reader)) = self.open_blob(repo, digest)? else {
+            return Ok(false);
+        };
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        std::fs::create_dir_all(dir).at(dir)?;
+        let tmp = dir.join(format!(
+            ".{}.{}.{:?}",
+            path.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let result = (|| {
+            let mut out = HashingWriter::new(std::fs::File::create(&tmp).at(&tmp)?);
+            let mut buf = vec![0u8; crate::io::BUFFER_SIZE];
+            loop {
+                let n = reader
+                    .read(&mut buf)
+                    .map_err(|e| self.fail(&format!("reading blob {digest} of {repo}"), e))?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n]).writing(&tmp)?;
+            }
+            let (_, sum, _) = out.finish();
+            let actual = digest_string(sum);
+            if actual != digest {
+                return Err(self.fail(
+                    &format!("blob {digest} of {repo}"),
+                    format!("downloaded with digest {actual}"),
+                ));
+            }
+            std::fs::rename(&tmp, path).at(path)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.map(|_| true)
     }
 
     fn url(&self, repo: &str, rest: &str) -> String {
@@ -564,5 +785,114 @@ impl Session {
             media_type,
             digest,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+
+    /// A registry on loopback that wants a bearer token, handed out by its token
+    /// endpoint for `user:pass` only (as Harbor, GitLab and Docker Hub do); serves
+    /// `connections` connections, one request each.
+    fn token_registry(connections: usize) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let realm = format!("http://{host}/token");
+        let handle = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for stream in listener.incoming().take(connections) {
+                let mut stream = stream.unwrap();
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let mut auth = String::new();
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).unwrap();
+                    if h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = h
+                        .strip_prefix("Authorization: ")
+                        .or(h.strip_prefix("authorization: "))
+                    {
+                        auth = v.trim().to_string();
+                    }
+                }
+                let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                seen.push(format!("{path} [{auth}]"));
+                let (status, extra, body) = if path.starts_with("/token") {
+                    if auth == Credentials::new("user", "pass").basic()
+                        && path.contains("scope=repository%3Ax%3Apull")
+                    {
+                        ("200 OK", String::new(), r#"{"token":"T0K3N"}"#.to_string())
+                    } else {
+                        ("401 Unauthorized", String::new(), "{}".to_string())
+                    }
+                } else if auth == "Bearer T0K3N" {
+                    (
+                        "200 OK",
+                        String::new(),
+                        r#"{"name":"x","tags":["v1.9.2"]}"#.to_string(),
+                    )
+                } else {
+                    (
+                        "401 Unauthorized",
+                        format!(
+                            "WWW-Authenticate: Bearer realm=\"{realm}\",service=\"fake\",scope=\"repository:x:pull\"\r\n"
+                        ),
+                        "{}".to_string(),
+                    )
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
+                    body.len()
+                );
+            }
+            seen
+        });
+        (host, handle)
+    }
+
+    #[test]
+    fn bearer_tokens_are_asked_for_with_the_credentials() {
+        let (host, server) = token_registry(3);
+        let s = Session::with_credentials(&host, true, Some(Credentials::new("user", "pass")));
+        assert_eq!(s.tags("x").unwrap(), Some(vec!["v1.9.2".to_string()]));
+        let seen = server.join().unwrap();
+        assert!(
+            seen[1].starts_with("/token?")
+                && seen[1].ends_with(&format!("[{}]", Credentials::new("user", "pass").basic())),
+            "{seen:?}"
+        );
+        assert!(seen[2].ends_with("[Bearer T0K3N]"), "{seen:?}");
+
+        // A wrong password: refused, one line naming the registry and the token service.
+        let (host, server) = token_registry(2);
+        let s = Session::with_credentials(&host, true, Some(Credentials::new("user", "wrong")));
+        let e = s.tags("x").unwrap_err();
+        assert!(e.refused, "{:?}", e.error);
+        let text = e.error.to_string();
+        assert!(
+            text.contains(&host)
+                && text.contains("HTTP 401")
+                && text.contains("refused")
+                && !text.contains("wrong"),
+            "{text}"
+        );
+        server.join().unwrap();
+
+        // No credentials: refused, saying there are none.
+        let (host, server) = token_registry(2);
+        let e = Session::new(&host, true).tags("x").unwrap_err();
+        assert!(
+            e.refused && e.error.to_string().contains("no credentials"),
+            "{:?}",
+            e.error
+        );
+        server.join().unwrap();
     }
 }

@@ -8,8 +8,6 @@
 //! images), then goes through the same defaults, validation and [`Plan::new`] as a
 //! CLI build, so the service builds exactly what `imager` builds for that profile.
 
-use std::path::{Path, PathBuf};
-
 use sha2::Digest as _;
 
 use super::paths::{AssetKind, AssetPath};
@@ -32,7 +30,8 @@ pub struct Customization {
     pub enroll_keys: Option<String>,
     pub include_well_known_certs: bool,
     pub sector_size: u32,
-    pub overlay: bool,
+    /// The overlay's name, when the schematic names one.
+    pub overlay: Option<String>,
     pub embedded_config: String,
     /// The canonical YAML (the virtual extension's `extraInfo`).
     pub canonical: String,
@@ -58,7 +57,7 @@ impl Customization {
                 .sector_size()
                 .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
                 .unwrap_or(0),
-            overlay: s.overlay().is_some(),
+            overlay: s.overlay().map(|o| o.name.clone()),
             embedded_config: s
                 .embedded_machine_configuration()
                 .unwrap_or_default()
@@ -77,21 +76,6 @@ pub struct Planned {
 
 fn bad(msg: impl Into<String>) -> ServeError {
     ServeError::bad_request(msg)
-}
-
-/// The directory of official extension `name` for `version`, if the catalog has it.
-pub fn extension_dir(assets: &Path, version: &str, name: &str) -> Option<PathBuf> {
-    let ok = !name.is_empty()
-        && name.len() <= 200
-        && name.split('/').all(|c| {
-            !c.is_empty()
-                && c != "."
-                && c != ".."
-                && c.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        });
-    let dir = assets.join(version).join("extensions").join(name);
-    (ok && dir.join("index.json").is_file()).then_some(dir)
 }
 
 /// The built-in profile a kind starts from.
@@ -129,7 +113,8 @@ pub fn plan(
     path: &AssetPath,
 ) -> Result<Planned, ServeError> {
     let config = &state.config;
-    let version_dir = config.assets.join(version);
+    state.inputs.prepare(version)?;
+    let version_dir = state.inputs.root().join(version);
     let arch = path.arch.as_str();
     if !version_dir.join(arch).join("vmlinuz").is_file() {
         return Err(ServeError::not_found(format!(
@@ -139,8 +124,10 @@ pub fn plan(
     if path.secureboot && config.secureboot_dir.is_none() {
         return Err(bad("secure boot is disabled"));
     }
-    if custom.overlay {
-        return Err(bad("overlays are not supported by this service"));
+    if let Some(name) = &custom.overlay {
+        return Err(bad(format!(
+            "the schematic names overlay {name:?}: board overlays are not supported by this service"
+        )));
     }
     let base = base_profile(path);
     let mut p: Profile = builtin::get(base).map_err(|e| ServeError::internal(e.to_string()))?;
@@ -221,12 +208,7 @@ pub fn plan(
         _ => {}
     }
     if path.kind == AssetKind::Installer {
-        let base = version_dir.join("installer-base");
-        if !base.join("index.json").is_file() {
-            return Err(ServeError::not_found(format!(
-                "installer assets need an installer base: {version}/installer-base/ (an OCI layout) is missing"
-            )));
-        }
+        let base = state.inputs.installer_base(version)?;
         p.input.base_installer = Some(ContainerAsset {
             image_ref: format!("oci:{}", base.display()),
             oci_path: base.to_string_lossy().into_owned(),
@@ -235,7 +217,7 @@ pub fn plan(
     }
     if !matches!(path.kind, AssetKind::Kernel | AssetKind::Cmdline) {
         for name in &custom.extensions {
-            let dir = extension_dir(&config.assets, version, name).ok_or_else(|| {
+            let dir = state.inputs.extension(version, name)?.ok_or_else(|| {
                 bad(format!(
                     "official extension {name:?} is not available for Talos version {version}"
                 ))
@@ -278,9 +260,14 @@ pub fn plan(
 fn cache_key(state: &State, plan: &Plan) -> String {
     let config = &state.config;
     let mut yaml = plan.profile.to_yaml();
+    // The inputs first: registry inputs are unpacked under the work directory, and the
+    // same inputs give the same key whichever way they came.
     for (dir, name) in [
+        (
+            state.inputs.root().to_string_lossy().into_owned(),
+            "$ASSETS",
+        ),
         (config.work_dir.to_string_lossy().into_owned(), "$WORK"),
-        (config.assets.to_string_lossy().into_owned(), "$ASSETS"),
         (
             config
                 .secureboot_dir

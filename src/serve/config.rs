@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
+use crate::oci::auth::Credentials;
 
 /// The build epoch when `SOURCE_DATE_EPOCH` is not set: the one Image Factory builds
 /// with, so that every replica produces the same bytes for the same request.
@@ -20,10 +21,15 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// How clients reach this service (iPXE scripts, the web page), without a trailing `/`.
     pub external_url: String,
-    /// `<assets>/<version>/<arch>/...`, `installer-base/`, `extensions/<name>/`.
+    /// `<assets>/<version>/<arch>/...`, `installer-base/`, `extensions/<name>/` (unused
+    /// with `assets_registry`).
     pub assets: PathBuf,
+    /// Inputs from images in a registry instead (`--assets-registry`).
+    pub assets_registry: Option<AssetsRegistry>,
     /// The shared store.
     pub registry: RegistryTarget,
+    /// Credentials for the shared store (flags or an auth file), if any.
+    pub registry_credentials: Option<Credentials>,
     /// Talk to the registry over plain HTTP.
     pub insecure_registry: bool,
     /// `uki-signing-key.pem`, `uki-signing-cert.pem`, `pcr-signing-key.pem`; none: no SecureBoot assets.
@@ -36,6 +42,18 @@ pub struct Config {
     pub work_dir: PathBuf,
     /// Timestamp of every built asset.
     pub epoch: u64,
+    /// A connection that has not sent a request's headers within this is dropped.
+    pub header_read_timeout: std::time::Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+/// `--assets-registry REF`: where the imager, installer-base, extensions images are.
+#[derive(Debug, Clone)]
+pub struct AssetsRegistry {
+    pub target: RegistryTarget,
+    pub insecure: bool,
+    pub credentials: Option<Credentials>,
 }
 
 /// `host[:port][/prefix]`: the registry and the repository prefix the store writes under.
@@ -49,7 +67,12 @@ pub struct RegistryTarget {
 impl RegistryTarget {
     /// Parses `--registry`.
     pub fn parse(text: &str) -> Result<RegistryTarget> {
-        let bad = |rule: &str| Error::invalid(format!("--registry {text:?}: {rule}"));
+        Self::parse_flag("--registry", text)
+    }
+
+    /// Parses the value of `flag` (`--registry`, `--assets-registry`).
+    pub fn parse_flag(flag: &str, text: &str) -> Result<RegistryTarget> {
+        let bad = |rule: &str| Error::invalid(format!("{flag} {text:?}: {rule}"));
         if text.contains("://") {
             return Err(bad(
                 "give host[:port]/prefix without a scheme (plain HTTP is --insecure-registry)",
@@ -90,7 +113,17 @@ impl RegistryTarget {
 impl Config {
     /// Checks what can be checked before serving: the assets directory, the keys, the URL.
     pub fn check(&self) -> Result<()> {
-        if !self.assets.is_dir() {
+        if self.assets_registry.is_some() {
+            if !self.assets.as_os_str().is_empty() {
+                return Err(Error::invalid(
+                    "--assets and --assets-registry: give one source of Talos inputs, not both",
+                ));
+            }
+        } else if self.assets.as_os_str().is_empty() {
+            return Err(Error::invalid(
+                "--assets DIR or --assets-registry REF: the Talos inputs are missing",
+            ));
+        } else if !self.assets.is_dir() {
             return Err(Error::invalid(format!(
                 "--assets {}: not a directory (expected <dir>/<version>/<arch>/vmlinuz, ...)",
                 self.assets.display()
@@ -102,6 +135,16 @@ impl Config {
                 "--external-url {:?}: must start with http:// or https://",
                 self.external_url
             )));
+        }
+        if self.header_read_timeout.is_zero() {
+            return Err(Error::invalid(
+                "--header-read-timeout 0: clients need some time to send their headers",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(Error::invalid(
+                "--max-connections 0: at least one connection must be served",
+            ));
         }
         if self.concurrency == 0 {
             return Err(Error::invalid(

@@ -39,7 +39,7 @@ pub async fn script(
     Path((id, version, path)): Path<(String, String, String)>,
 ) -> Result<Response, ServeError> {
     let custom = load_customization(&state, &id).await?;
-    let version = state.version(&version)?;
+    let version = state.prepared_version(&version).await?;
     let (platform, arch, secureboot) =
         paths::parse_platform_arch(&path).map_err(ServeError::bad_request)?;
     let request = AssetPath {

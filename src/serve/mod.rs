@@ -5,7 +5,8 @@
 //! Replicas are stateless: schematics, built assets and installer images live in an
 //! OCI registry ([`store`]). Requests are served by axum on tokio; builds run on the
 //! blocking pipeline in a bounded pool, single-flight per cache key ([`builds`]).
-//! One file per concern: [`config`], [`paths`] (request paths), [`assets`] (path and
+//! One file per concern: [`config`], [`inputs`] (Talos inputs: `--assets` or pulled
+//! from `--assets-registry`), [`paths`] (request paths), [`assets`] (path and
 //! schematic to a plan), [`schematic_ext`] (the virtual `schematic` extension),
 //! [`routes`] (the HTTP API), [`ipxe`], [`registry_frontend`] (`/v2/`), [`metrics`],
 //! [`http_log`] (request IDs, JSON request logs, HTTP metrics).
@@ -16,6 +17,7 @@ pub mod assets;
 pub mod builds;
 pub mod config;
 pub mod http_log;
+pub mod inputs;
 pub mod ipxe;
 pub mod metrics;
 pub mod paths;
@@ -45,6 +47,8 @@ pub struct State {
     pub store: store::Store,
     pub metrics: metrics::Metrics,
     pub builds: builds::Builds,
+    /// Talos inputs per version (a directory, or pulled from a registry).
+    pub inputs: inputs::Inputs,
     installer_flights: registry_frontend::Flights,
     /// PEM of the UKI signing certificate, when SecureBoot is configured.
     pub signing_cert: Option<Vec<u8>>,
@@ -72,8 +76,25 @@ impl State {
             }
             None => None,
         };
+        let inputs = match &config.assets_registry {
+            None => inputs::Inputs::dir(config.assets.clone()),
+            Some(a) => inputs::Inputs::registry(
+                a.target.clone(),
+                crate::oci::registry::Session::with_credentials(
+                    &a.target.host,
+                    a.insecure,
+                    a.credentials.clone(),
+                ),
+                config.work_dir.join("inputs"),
+            ),
+        };
         Ok(Arc::new(State {
-            store: store::Store::new(config.registry.clone(), config.insecure_registry),
+            store: store::Store::new(
+                config.registry.clone(),
+                config.insecure_registry,
+                config.registry_credentials.clone(),
+            ),
+            inputs,
             builds: builds::Builds::new(config.concurrency),
             installer_flights: Default::default(),
             metrics: metrics::Metrics::new(),
@@ -83,32 +104,32 @@ impl State {
         }))
     }
 
-    /// The versions offered: the `--assets` directories named like `v1.9.2`, in semver order.
+    /// The versions offered, in semver order: the `--assets` directories named like
+    /// `v1.9.2`, or the tags of the assets registry's imager image the factory offers.
     pub fn versions(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.config.assets)
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| {
-                paths::version_key(n).is_some() && paths::parse_version(n).is_ok_and(|p| &p == n)
-            })
-            .collect();
-        v.sort_by_key(|n| paths::version_key(n));
-        v
+        self.inputs.versions()
     }
 
-    /// `text` as an offered version (`v1.9.2` or `1.9.2`), else 404.
+    /// `text` as an offered version (`v1.9.2` or `1.9.2`), else 404 (503 while the
+    /// assets registry's versions are unknown).
     pub fn version(&self, text: &str) -> std::result::Result<String, ServeError> {
         let v = paths::parse_version(text).map_err(ServeError::bad_request)?;
-        if self.config.assets.join(&v).is_dir() && self.versions().contains(&v) {
-            Ok(v)
-        } else {
-            Err(ServeError::not_found(format!(
-                "version {v} is not available"
-            )))
-        }
+        self.inputs.offered(&v)?;
+        Ok(v)
+    }
+
+    /// [`State::version`], with the version's inputs on local disk (pulled from the
+    /// assets registry the first time).
+    pub async fn prepared_version(
+        self: &Arc<Self>,
+        text: &str,
+    ) -> std::result::Result<String, ServeError> {
+        let v = self.version(text)?;
+        let (s, version) = (self.clone(), v.clone());
+        tokio::task::spawn_blocking(move || s.inputs.prepare(&version))
+            .await
+            .map_err(|e| ServeError::internal(e.to_string()))??;
+        Ok(v)
     }
 
     fn remember_schematic(&self, id: &str, canonical: Arc<Vec<u8>>) {
@@ -202,6 +223,7 @@ pub fn run(config: Config) -> Result<()> {
 
 async fn serve(config: Config) -> Result<()> {
     let state = State::new(config)?;
+    check_registries(&state).await?;
     let config = &state.config;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -219,7 +241,10 @@ async fn serve(config: Config) -> Result<()> {
         external_url = %config.external_url,
         registry = %format!("{}/{}", config.registry.host, config.registry.prefix),
         versions = ?state.versions(),
+        assets_registry = ?state.inputs.registry_name(),
         concurrency = config.concurrency,
+        header_read_timeout_s = config.header_read_timeout.as_secs_f64(),
+        max_connections = config.max_connections,
         secureboot = state.signing_cert.is_some(),
         "serving"
     );
@@ -229,11 +254,11 @@ async fn serve(config: Config) -> Result<()> {
             .route("/metrics", axum::routing::get(routes::metrics))
             .with_state(state.clone());
         let stop = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(l, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-        });
+        let limits = Limits {
+            header_read_timeout: config.header_read_timeout,
+            max_connections: 64,
+        };
+        tokio::spawn(serve_connections(l, app, stop, limits));
     }
     let app = app(state.clone(), config.metrics_listen.is_none());
     let signal_stop = stop.clone();
@@ -242,15 +267,127 @@ async fn serve(config: Config) -> Result<()> {
         tracing::info!("shutting down: no new connections, in-flight responses get 30 s");
         signal_stop.cancel();
     });
-    let graceful = stop.clone();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { graceful.cancelled().await });
-    tokio::select! {
-        r = server => r.map_err(|e| Error::io_during("serving", e))?,
-        _ = async { stop.cancelled().await; tokio::time::sleep(Duration::from_secs(30)).await } => {
-            tracing::warn!("in-flight responses did not finish within 30 s; stopping");
-        }
+    let limits = Limits {
+        header_read_timeout: config.header_read_timeout,
+        max_connections: config.max_connections,
+    };
+    if !serve_connections(listener, app, stop.clone(), limits).await {
+        tracing::warn!("in-flight responses did not finish within 30 s; stopping");
     }
+    Ok(())
+}
+
+/// What one client may hold of a listener.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    header_read_timeout: Duration,
+    max_connections: usize,
+}
+
+/// Serves `app` on `listener` until `stop`, then lets open connections finish their
+/// in-flight responses for at most 30 s (`false` when some did not).
+///
+/// hyper's own connection builder rather than `axum::serve`, which sets no timer, so
+/// a client that opens connections and never finishes its request headers would hold
+/// them (and their buffers) forever: here HTTP/1 headers must arrive within
+/// `header_read_timeout` (between keep-alive requests too), and at most
+/// `max_connections` are served at once — further clients wait in the listen queue.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stop: tokio_util::sync::CancellationToken,
+    limits: Limits,
+) -> bool {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = stop.cancelled() => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, keep serving.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => true,
+        _ = tokio::time::sleep(Duration::from_secs(30)) => false,
+    }
+}
+
+/// Before serving: a registry that refuses this service's credentials (or their
+/// absence) stops the start with one line naming it; one that cannot be reached is
+/// logged and tried again (`/readyz` says not ready meanwhile). The assets registry's
+/// versions are then re-read every 15 minutes (every 10 s while they are unknown).
+async fn check_registries(state: &AppState) -> Result<()> {
+    let s = state.clone();
+    let store =
+        tokio::task::spawn_blocking(move || s.store.session().probe(&s.store.repo("schematics")))
+            .await
+            .map_err(|e| Error::io_during("checking --registry", std::io::Error::other(e)))?;
+    match store {
+        Err(e) if e.refused => {
+            return Err(Error::Dependency(format!(
+                "--registry: {}",
+                e.error.detail()
+            )));
+        }
+        Err(e) => tracing::warn!(error = %e.error, "the registry does not answer yet"),
+        Ok(()) => {}
+    }
+    if state.inputs.registry_name().is_none() {
+        return Ok(());
+    }
+    let s = state.clone();
+    let first = tokio::task::spawn_blocking(move || s.inputs.refresh())
+        .await
+        .map_err(|e| Error::io_during("checking --assets-registry", std::io::Error::other(e)))?;
+    match first {
+        Err(e) if e.refused => {
+            return Err(Error::Dependency(format!(
+                "--assets-registry: {}",
+                e.error.detail()
+            )));
+        }
+        Err(e) => tracing::warn!(error = %e.error, "the Talos versions could not be read yet"),
+        Ok(()) => {}
+    }
+    let s = state.clone();
+    tokio::spawn(async move {
+        loop {
+            let known = !s.versions().is_empty();
+            let wait = if known { 15 * 60 } else { 10 };
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            let s2 = s.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s2.inputs.refresh()).await {
+                tracing::warn!(error = %e.error, "re-reading the Talos versions failed");
+            }
+        }
+    });
     Ok(())
 }
 

@@ -6,6 +6,8 @@
 //! an OCI index to the backing registry (the tag last, marking it complete) and
 //! answers `307` to the index by digest there; later requests redirect at once.
 //! Blobs and digests always redirect. One build per image and tag in a replica.
+//! With credentials for the store, clients could not follow a redirect there: the
+//! service then answers from the store itself (as the factory proxies when auth is on).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -98,7 +100,80 @@ fn redirect(state: &AppState, repo: &str, resource: &str, digest: &str) -> Respo
     r
 }
 
-async fn dispatch(Extract(state): Extract<AppState>, Path(rest): Path<String>) -> Response {
+/// A manifest or blob by digest: a redirect to the store, or, when the store needs
+/// credentials, the store's answer relayed (the blob streamed and digest-checked).
+async fn answer(
+    state: &AppState,
+    method: &axum::http::Method,
+    repo: &str,
+    resource: &str,
+    digest: &str,
+) -> Response {
+    if !state.store.session().has_credentials() {
+        return redirect(state, repo, resource, digest);
+    }
+    let (s, r, d) = (state.clone(), repo.to_string(), digest.to_string());
+    let head = method == axum::http::Method::HEAD;
+    if resource == "manifests" {
+        let found = tokio::task::spawn_blocking(move || s.store.session().manifest(&r, &d)).await;
+        return match found {
+            Ok(Ok(Some(m))) => {
+                let mut headers = axum::http::HeaderMap::new();
+                if let Ok(v) = HeaderValue::from_str(&m.media_type) {
+                    headers.insert(header::CONTENT_TYPE, v);
+                }
+                if let Ok(v) = HeaderValue::from_str(&m.digest) {
+                    headers.insert("docker-content-digest", v);
+                }
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(m.bytes.len()));
+                let body = if head { Vec::new() } else { m.bytes };
+                (headers, body).into_response()
+            }
+            Ok(Ok(None)) => registry_error(
+                StatusCode::NOT_FOUND,
+                "MANIFEST_UNKNOWN",
+                "manifest unknown",
+            ),
+            Ok(Err(e)) => from_serve(ServeError::new(StatusCode::BAD_GATEWAY, e.to_string())),
+            Err(e) => from_serve(ServeError::internal(e.to_string())),
+        };
+    }
+    let size = tokio::task::spawn_blocking(move || s.store.session().blob_size(&r, &d)).await;
+    match size {
+        Ok(Ok(Some(size))) => {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            if let Ok(v) = HeaderValue::from_str(digest) {
+                headers.insert("docker-content-digest", v);
+            }
+            if head {
+                return (headers, axum::body::Body::empty()).into_response();
+            }
+            let asset = super::store::CachedAsset {
+                digest: digest.to_string(),
+                size,
+            };
+            (
+                headers,
+                super::routes::stream_blob(state, repo.to_string(), asset),
+            )
+                .into_response()
+        }
+        Ok(Ok(None)) => registry_error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", "blob unknown"),
+        Ok(Err(e)) => from_serve(ServeError::new(StatusCode::BAD_GATEWAY, e.to_string())),
+        Err(e) => from_serve(ServeError::internal(e.to_string())),
+    }
+}
+
+async fn dispatch(
+    Extract(state): Extract<AppState>,
+    method: axum::http::Method,
+    Path(rest): Path<String>,
+) -> Response {
     let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     let [image, schematic, resource, reference] = segments.as_slice() else {
         return registry_error(
@@ -119,8 +194,12 @@ async fn dispatch(Extract(state): Extract<AppState>, Path(rest): Path<String>) -
         r.starts_with("sha256:") && r.len() == 71 && r[7..].bytes().all(|b| b.is_ascii_hexdigit())
     };
     match *resource {
-        "blobs" if digest_like(reference) => redirect(&state, &repo, "blobs", reference),
-        "manifests" if digest_like(reference) => redirect(&state, &repo, "manifests", reference),
+        "blobs" if digest_like(reference) => {
+            answer(&state, &method, &repo, "blobs", reference).await
+        }
+        "manifests" if digest_like(reference) => {
+            answer(&state, &method, &repo, "manifests", reference).await
+        }
         "manifests" => {
             let version = if *reference == "latest" {
                 match state
@@ -129,7 +208,10 @@ async fn dispatch(Extract(state): Extract<AppState>, Path(rest): Path<String>) -
                     .rev()
                     .find(|v| !v.contains('-'))
                 {
-                    Some(v) => v,
+                    Some(v) => match state.prepared_version(&v).await {
+                        Ok(v) => v,
+                        Err(e) => return registry_error(e.status, "MANIFEST_UNKNOWN", &e.message),
+                    },
                     None => {
                         return registry_error(
                             StatusCode::NOT_FOUND,
@@ -139,7 +221,7 @@ async fn dispatch(Extract(state): Extract<AppState>, Path(rest): Path<String>) -
                     }
                 }
             } else {
-                match state.version(reference) {
+                match state.prepared_version(reference).await {
                     Ok(v) => v,
                     Err(e) => return registry_error(e.status, "MANIFEST_UNKNOWN", &e.message),
                 }
@@ -149,7 +231,7 @@ async fn dispatch(Extract(state): Extract<AppState>, Path(rest): Path<String>) -
             )
             .await
             {
-                Ok(digest) => redirect(&state, &repo, "manifests", &digest),
+                Ok(digest) => answer(&state, &method, &repo, "manifests", &digest).await,
                 Err(e) => from_serve(e),
             }
         }
@@ -231,8 +313,8 @@ async fn build_installer(
     let mut manifests = Vec::new();
     for arch in [Arch::Amd64, Arch::Arm64] {
         if !state
-            .config
-            .assets
+            .inputs
+            .root()
             .join(version)
             .join(arch.as_str())
             .join("vmlinuz")

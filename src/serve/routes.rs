@@ -41,12 +41,23 @@ pub fn router() -> Router<AppState> {
                 async |Extract(state): Extract<AppState>, Path(version): Path<String>| {
                     // Board overlays are not built by this service: an empty catalog.
                     state
-                        .version(&version)
+                        .prepared_version(&version)
+                        .await
                         .map(|_| axum::Json(Vec::<String>::new()))
                 },
             ),
         )
         .route("/secureboot/signing-cert.pem", get(signing_cert))
+        .route(
+            "/oci/cosign/signing-key.pub",
+            get(|| async {
+                ServeError::not_found(
+                    "cosign signing is not implemented by this service: cached assets and installer images are not signed, so there is no signing key",
+                )
+            }),
+        )
+        .route("/talosctl/{version}", get(talosctl_list))
+        .route("/talosctl/{version}/{file}", get(talosctl_file))
         .route(
             "/schematics",
             post(create_schematic).layer(DefaultBodyLimit::max(BODY_LIMIT)),
@@ -85,69 +96,107 @@ async fn official_extensions(
     Extract(state): Extract<AppState>,
     Path(version): Path<String>,
 ) -> Result<Response, ServeError> {
-    let version = state.version(&version)?;
-    Ok(axum::Json(catalog(&state.config.assets, &version)).into_response())
+    let version = state.prepared_version(&version).await?;
+    Ok(axum::Json(state.inputs.catalog(&version)).into_response())
 }
 
-/// One entry of the extension catalog.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct CatalogEntry {
-    pub name: String,
-    #[serde(rename = "ref")]
-    pub reference: String,
-    pub digest: String,
-    pub author: String,
-    pub description: String,
+/// `talosctl-<os>-<arch>[.exe]`.
+fn is_talosctl_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("talosctl-") else {
+        return false;
+    };
+    let rest = rest.strip_suffix(".exe").unwrap_or(rest);
+    let mut parts = rest.split('-');
+    let ok = |p: Option<&str>| {
+        p.is_some_and(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+    };
+    ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
 }
 
-/// The official extensions of `version`: every OCI layout under `extensions/`, named
-/// by its path there (`siderolabs/hello-world-service`), sorted by name.
-pub fn catalog(assets: &std::path::Path, version: &str) -> Vec<CatalogEntry> {
-    let root = assets.join(version).join("extensions");
-    let mut out = Vec::new();
-    let mut stack = vec![root.clone()];
-    while let Some(dir) = stack.pop() {
-        if dir.join("index.json").is_file() {
-            let Ok(name) = dir.strip_prefix(&root) else {
-                continue;
-            };
-            let name = name.to_string_lossy().into_owned();
-            if assets::extension_dir(assets, version, &name).is_none() {
-                continue;
-            }
-            let index: serde_json::Value = std::fs::read(dir.join("index.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default();
-            let first = &index["manifests"][0];
-            let tag = first["annotations"]["org.opencontainers.image.ref.name"]
-                .as_str()
-                .unwrap_or(version);
-            let description =
-                std::fs::read_to_string(dir.join("description.txt")).unwrap_or_default();
-            out.push(CatalogEntry {
-                reference: format!("ghcr.io/{name}:{tag}"),
-                digest: first["digest"].as_str().unwrap_or_default().to_string(),
-                author: if name.starts_with("siderolabs/") {
-                    "Sidero Labs".into()
-                } else {
-                    String::new()
-                },
-                description: description.trim().to_string(),
-                name,
-            });
-            continue;
-        }
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                if e.path().is_dir() && stack.len() < 10_000 {
-                    stack.push(e.path());
-                }
-            }
-        }
+/// The talosctl binaries of a version (file names, sorted): `<inputs>/<version>/talosctl/`,
+/// or the `talosctl-all` image of the assets registry.
+async fn talosctl_files(
+    state: &AppState,
+    version: &str,
+) -> Result<(String, std::path::PathBuf, Vec<String>), ServeError> {
+    let version = state.prepared_version(version).await?;
+    let (s, v) = (state.clone(), version.clone());
+    let dir = tokio::task::spawn_blocking(move || s.inputs.talosctl(&v))
+        .await
+        .map_err(|e| ServeError::internal(e.to_string()))??;
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| is_talosctl_name(n))
+        .collect();
+    names.sort();
+    Ok((version, dir, names))
+}
+
+/// `GET /talosctl/:v`: the download URLs, for Talos 1.11 and later (`[]` before, as the factory).
+async fn talosctl_list(
+    Extract(state): Extract<AppState>,
+    Path(version): Path<String>,
+) -> Result<Response, ServeError> {
+    let v = paths::parse_version(&version).map_err(ServeError::bad_request)?;
+    let new_enough = paths::version_key(&v)
+        .is_some_and(|(s, _, _)| s >= crate::profile::quirks::Semver(1, 11, 0));
+    if !new_enough {
+        state.version(&v)?;
+        return Ok(axum::Json(Vec::<String>::new()).into_response());
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
+    let (version, _, names) = talosctl_files(&state, &v).await?;
+    let base = state.config.external_url.trim_end_matches('/');
+    let urls: Vec<String> = names
+        .iter()
+        .map(|n| format!("{base}/talosctl/{version}/{n}"))
+        .collect();
+    Ok(axum::Json(urls).into_response())
+}
+
+/// `GET|HEAD /talosctl/:v/:file`: one binary, as an attachment.
+async fn talosctl_file(
+    Extract(state): Extract<AppState>,
+    Path((version, file)): Path<(String, String)>,
+) -> Result<Response, ServeError> {
+    if !is_talosctl_name(&file) {
+        return Err(ServeError::not_found(format!(
+            "{file:?} is not a talosctl binary name (talosctl-<os>-<arch>[.exe])"
+        )));
+    }
+    let (version, dir, names) = talosctl_files(&state, &version).await?;
+    if !names.contains(&file) {
+        return Err(ServeError::not_found(format!(
+            "{file} is not available for Talos version {version}"
+        )));
+    }
+    let path = dir.join(&file);
+    let f = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| ServeError::internal(format!("{}: {e}", path.display())))?;
+    let size = f
+        .metadata()
+        .await
+        .map_err(|e| ServeError::internal(format!("{}: {e}", path.display())))?
+        .len();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, CHUNK));
+    Ok((headers, body).into_response())
 }
 
 async fn signing_cert(Extract(state): Extract<AppState>) -> Result<Response, ServeError> {
@@ -267,7 +316,7 @@ async fn image(
         ));
     }
     let custom = load_customization(&state, &id).await?;
-    let version = state.version(&version)?;
+    let version = state.prepared_version(&version).await?;
     let parsed = paths::parse_asset_path(&path).map_err(ServeError::bad_request)?;
     let s = state.clone();
     let (i, v, p) = (id.clone(), version.clone(), parsed.clone());
@@ -325,12 +374,18 @@ async fn image(
 /// bytes do not match the digest ends in an error (the client sees a cut response,
 /// never wrong bytes reported complete). A few chunks in flight at most.
 pub fn stream_cached(state: &AppState, asset: super::store::CachedAsset) -> Body {
+    stream_blob(state, state.store.repo("cache"), asset)
+}
+
+/// Streams blob `asset` of `repo` in the store, checked against its digest as in
+/// [`stream_cached`].
+pub fn stream_blob(state: &AppState, repo: String, asset: super::store::CachedAsset) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let s = state.clone();
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
         let fail = |m: String| std::io::Error::other(m);
-        let mut reader = match s.store.open_asset(&asset) {
+        let mut reader = match s.store.session().open_blob(&repo, &asset.digest) {
             Ok(Some((_, r))) => crate::io::HashingReader::new(r),
             Ok(None) => {
                 let _ =

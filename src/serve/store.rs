@@ -65,9 +65,13 @@ fn registry_error(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl Store {
-    pub fn new(target: RegistryTarget, insecure: bool) -> Store {
+    pub fn new(
+        target: RegistryTarget,
+        insecure: bool,
+        credentials: Option<crate::oci::auth::Credentials>,
+    ) -> Store {
         Store {
-            session: Session::new(&target.host, insecure),
+            session: Session::with_credentials(&target.host, insecure, credentials),
             target,
         }
     }

@@ -16,7 +16,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 
-use super::routes::{catalog, load_schematic, store_schematic};
+use super::routes::{load_schematic, store_schematic};
 use super::{AppState, ServeError};
 
 /// Platforms offered, with their label and the disk image file the factory names
@@ -271,7 +271,13 @@ Show this version's extensions</button></fieldset>",
 </fieldset>"
     ));
     h.push_str("<fieldset><legend>System extensions</legend>");
-    let cat = catalog(&state.config.assets, &c.version);
+    let cat = match state.prepared_version(&c.version).await {
+        Ok(v) => state.inputs.catalog(&v),
+        Err(e) => {
+            h.push_str(&format!("<p class=\"muted\">{}</p>", esc(&e.message)));
+            Vec::new()
+        }
+    };
     if cat.is_empty() {
         h.push_str(&format!(
             "<p class=\"muted\">No official extensions for {}.</p>",

@@ -18,6 +18,27 @@ impl Drop for Registry {
 
 /// Starts a registry storing its blobs under `dir`, and waits until it answers.
 pub fn registry(dir: &Path) -> Registry {
+    start(dir, "")
+}
+
+/// A registry that asks for HTTP basic authentication: `user` with `password`
+/// (bcrypt in an htpasswd file, made by apache2-utils' `htpasswd -B`).
+pub fn registry_with_htpasswd(dir: &Path, user: &str, password: &str) -> Registry {
+    let line = super::run_ok(
+        std::process::Command::new(require_tool("htpasswd")).args(["-nbB", user, password]),
+    );
+    let file = dir.join("htpasswd");
+    std::fs::write(&file, line.trim()).unwrap();
+    start(
+        dir,
+        &format!(
+            "auth:\n  htpasswd:\n    realm: imager-test\n    path: {}\n",
+            file.display()
+        ),
+    )
+}
+
+fn start(dir: &Path, auth: &str) -> Registry {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -27,7 +48,7 @@ pub fn registry(dir: &Path) -> Registry {
     std::fs::write(
         &config,
         format!(
-            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nlog:\n  level: error\n",
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nlog:\n  level: error\n{auth}",
             dir.join("registry-data").display()
         ),
     )
