@@ -99,10 +99,37 @@ fn edge_tree(root: &Path) {
 }
 
 fn mksquashfs(root: &Path, out: &Path, extra: &[&str]) {
+    mksquashfs_with(root, out, extra, None)
+}
+
+/// Debian 13's libzstd 1.5.7 (the version this build bundles and the Talos imager
+/// links), unpacked with kmod 34 by `tests/extensions/kmod-34`, in a directory of its
+/// own for `LD_LIBRARY_PATH`.
+fn zstd_1_5_7(work: &Path) -> Option<PathBuf> {
+    let depmod = std::env::var_os("KMOD34_DEPMOD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/opt/kmod-34/bin/depmod".into());
+    let lib = depmod
+        .parent()?
+        .parent()?
+        .join("root/usr/lib/x86_64-linux-gnu/libzstd.so.1.5.7");
+    if !lib.is_file() {
+        return None;
+    }
+    let dir = work.join("zstd-1.5.7");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&lib, dir.join("libzstd.so.1")).unwrap();
+    Some(dir)
+}
+
+fn mksquashfs_with(root: &Path, out: &Path, extra: &[&str], libs: Option<&Path>) {
     let _ = std::fs::remove_file(out);
+    let mut cmd = Command::new(require_tool("mksquashfs"));
+    if let Some(l) = libs {
+        cmd.env("LD_LIBRARY_PATH", l);
+    }
     run_ok(
-        Command::new(require_tool("mksquashfs"))
-            .arg(root)
+        cmd.arg(root)
             .arg(out)
             .args(["-all-root", "-noappend", "-no-progress"])
             .args(extra)
@@ -282,6 +309,32 @@ fn uncompressed_image_is_byte_identical_to_mksquashfs() {
             superblock(&theirs)
         );
     }
+}
+
+/// With the same zstd library as ours under mksquashfs, the zstd-18 image is
+/// mksquashfs's byte for byte (block bytes included).
+#[test]
+fn zstd_image_is_byte_identical_to_mksquashfs_on_zstd_1_5_7() {
+    let d = tempfile::tempdir().unwrap();
+    let Some(libs) = zstd_1_5_7(d.path()) else {
+        panic!("libzstd 1.5.7 missing: run tests/extensions/kmod-34 (or set KMOD34_DEPMOD)");
+    };
+    let root = d.path().join("root");
+    edge_tree(&root);
+    let theirs = d.path().join("theirs.sqsh");
+    let mine = d.path().join("ours.sqsh");
+    mksquashfs_with(&root, &theirs, &zstd_flags(), Some(&libs));
+    ours(&root, &mine, Compression::Zstd18, 2, false);
+    let (a, b) = (
+        std::fs::read(&mine).unwrap(),
+        std::fs::read(&theirs).unwrap(),
+    );
+    assert!(
+        a == b,
+        "ours {} bytes, mksquashfs on zstd 1.5.7 {} bytes",
+        a.len(),
+        b.len()
+    );
 }
 
 #[test]
