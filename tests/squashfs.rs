@@ -352,3 +352,156 @@ fn bytes_do_not_depend_on_the_thread_count() {
     assert_eq!(a, std::fs::read(&two).unwrap());
     assert_eq!(a, std::fs::read(&four).unwrap());
 }
+
+const LABEL: &str = "system_u:object_r:system_state_t:s0";
+
+/// squashfs-tools 4.6.1 (Debian 13; Talos imager v1.10's version), installed by
+/// `tests/extensions/squashfs-tools-461`.
+fn mksquashfs_461() -> PathBuf {
+    let p = std::env::var_os("MKSQUASHFS461")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/opt/squashfs-tools-4.6.1/bin/mksquashfs".into());
+    assert!(
+        p.is_file(),
+        "{} missing: run tests/extensions/squashfs-tools-461",
+        p.display()
+    );
+    p
+}
+
+/// The labels Talos v1.13+ passes as `-p "PATH x security.selinux=LABEL"`: a file (as
+/// the embedded configuration's `config.yaml`), a directory, a symlink, the root.
+fn labels() -> (Xattrs, Vec<String>) {
+    let mut x = Xattrs::new();
+    let mut pseudo = Vec::new();
+    for (path, label) in [
+        ("etc/a.conf", LABEL),
+        ("usr/share/doc/text", LABEL),
+        ("var/empty/a", "system_u:object_r:var_t:s0"),
+        ("etc/tool-link", LABEL),
+        ("", "system_u:object_r:root_t:s0"),
+    ] {
+        x.insert(
+            PathBuf::from(path),
+            vec![("security.selinux".into(), label.as_bytes().to_vec())],
+        );
+        let p = if path.is_empty() { "/" } else { path };
+        pseudo.push(format!("{p} x security.selinux={label}"));
+    }
+    (x, pseudo)
+}
+
+/// With the SELinux labels as pseudo xattrs, our image is mksquashfs 4.6.1's byte for
+/// byte (its zstd is 1.5.7 too); without them as well.
+#[test]
+fn xattr_image_is_byte_identical_to_mksquashfs_461_pseudo_xattrs() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    edge_tree(&root);
+    let (xattrs, pseudo) = labels();
+    for labelled in [false, true] {
+        let theirs = d.path().join("theirs.sqsh");
+        let mine = d.path().join("ours.sqsh");
+        let _ = std::fs::remove_file(&theirs);
+        let mut cmd = Command::new(mksquashfs_461());
+        cmd.arg(&root)
+            .arg(&theirs)
+            .args(["-all-root", "-noappend", "-no-progress"])
+            .args(zstd_flags())
+            .env("SOURCE_DATE_EPOCH", EPOCH.to_string());
+        let none = Xattrs::new();
+        if labelled {
+            cmd.args(["-xattrs-exclude", ".*"]);
+            for p in &pseudo {
+                cmd.arg("-p").arg(p);
+            }
+        }
+        run_ok(&mut cmd);
+        let o = Options {
+            compression: Compression::Zstd18,
+            epoch: EPOCH,
+            threads: Some(2),
+            uncompressed: false,
+        };
+        write_tree_with(&root, &mine, if labelled { &xattrs } else { &none }, &o).unwrap();
+        let (a, b) = (
+            std::fs::read(&mine).unwrap(),
+            std::fs::read(&theirs).unwrap(),
+        );
+        if a != b
+            && let Some(keep) = std::env::var_os("SQUASHFS_KEEP")
+        {
+            std::fs::copy(&mine, Path::new(&keep).join("ours.sqsh")).unwrap();
+            std::fs::copy(&theirs, Path::new(&keep).join("theirs.sqsh")).unwrap();
+        }
+        assert!(
+            a == b,
+            "labelled {labelled}: ours {} bytes, mksquashfs 4.6.1 {} bytes",
+            a.len(),
+            b.len()
+        );
+    }
+}
+
+/// Debian's unsquashfs 4.5.1 lists the labelled image as mksquashfs 4.5.1's image of the
+/// same tree without xattrs, and extracts the labels (as root) where they were put.
+#[test]
+fn xattrs_list_as_without_and_extract_with_their_labels() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    edge_tree(&root);
+    let (xattrs, _) = labels();
+    let theirs = d.path().join("theirs.sqsh");
+    let mine = d.path().join("ours.sqsh");
+    mksquashfs(&root, &theirs, &zstd_flags());
+    let o = Options {
+        compression: Compression::Zstd18,
+        epoch: EPOCH,
+        threads: Some(2),
+        uncompressed: false,
+    };
+    write_tree_with(&root, &mine, &xattrs, &o).unwrap();
+    assert_eq!(
+        unsquashfs(&["-lln"], &mine).replace("ours.sqsh", "X"),
+        unsquashfs(&["-lln"], &theirs).replace("theirs.sqsh", "X")
+    );
+    let sb = superblock(&mine);
+    assert!(sb.contains("Number of xattr ids 3"), "{sb}");
+    let out = d.path().join("x");
+    run_ok(
+        Command::new(require_tool("unsquashfs"))
+            .arg("-d")
+            .arg(&out)
+            .arg(&mine),
+    );
+    let getfattr = |p: &str| {
+        let o = Command::new(require_tool("getfattr"))
+            .args([
+                "--no-dereference",
+                "--only-values",
+                "-n",
+                "security.selinux",
+            ])
+            .arg(out.join(p))
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    assert_eq!(getfattr("etc/a.conf"), (true, LABEL.to_string()));
+    assert_eq!(getfattr("usr/share/doc/text"), (true, LABEL.to_string()));
+    assert_eq!(
+        getfattr("var/empty/a"),
+        (true, "system_u:object_r:var_t:s0".to_string())
+    );
+    assert_eq!(
+        getfattr(""),
+        (true, "system_u:object_r:root_t:s0".to_string())
+    );
+    assert!(
+        !getfattr("etc/a-dup.conf").0,
+        "an unlabelled file has no label"
+    );
+}
