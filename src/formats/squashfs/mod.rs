@@ -123,6 +123,7 @@ pub fn write_tree_with(rootfs: &Path, dest: &Path, xattrs: &Xattrs, o: &Options)
     let mut out = crate::io::AtomicFile::create(dest)?;
     let file = out.file().try_clone().at(dest)?;
     let settings = writer::Settings {
+        dest,
         codec,
         compression_id,
         options,

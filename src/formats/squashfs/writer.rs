@@ -74,6 +74,8 @@ const COMP_OPT: u16 = 1 << 10;
 
 /// What [`write`] needs besides the tree.
 pub struct Settings<'a> {
+    /// The image's final path, for messages.
+    pub dest: &'a Path,
     pub codec: Codec,
     /// The superblock's compression id.
     pub compression_id: u16,
@@ -153,6 +155,8 @@ struct FileData {
 
 struct Tree {
     root: PathBuf,
+    /// Where the image goes, for messages.
+    dest: PathBuf,
     nodes: Vec<Node>,
 }
 
@@ -161,7 +165,7 @@ fn mode_bits(m: &std::fs::Metadata) -> u16 {
 }
 
 impl Tree {
-    fn scan(root: &Path) -> Result<Tree> {
+    fn scan(root: &Path, dest: &Path) -> Result<Tree> {
         let meta = std::fs::metadata(root).at(root)?;
         if !meta.is_dir() {
             return Err(Error::invalid(format!(
@@ -171,6 +175,7 @@ impl Tree {
         }
         let mut t = Tree {
             root: root.to_path_buf(),
+            dest: PathBuf::new(),
             nodes: vec![Node {
                 rel: PathBuf::new(),
                 kind: Kind::Dir {
@@ -185,6 +190,7 @@ impl Tree {
                 iref: 0,
             }],
         };
+        t.dest = dest.to_path_buf();
         let mut links = HashMap::new();
         t.scan_dir(0, &mut links)?;
         Ok(t)
@@ -431,9 +437,7 @@ struct Placer<'t> {
 
 impl Placer<'_> {
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.out
-            .write_all(bytes)
-            .map_err(|e| Error::invalid(format!("writing squashfs: {e}")))?;
+        self.out.write_all(bytes).writing(&self.tree.dest)?;
         self.pos += bytes.len() as u64;
         Ok(())
     }
@@ -530,12 +534,10 @@ impl Placer<'_> {
         let data = match self.seen.get(&key) {
             Some(earlier) => {
                 // Drop the blocks just written; the next data overwrites them.
-                self.out
-                    .flush()
-                    .map_err(|e| Error::invalid(format!("writing squashfs: {e}")))?;
+                self.out.flush().writing(&self.tree.dest)?;
                 self.out
                     .seek(SeekFrom::Start(open.start))
-                    .map_err(|e| Error::invalid(format!("writing squashfs: {e}")))?;
+                    .writing(&self.tree.dest)?;
                 self.pos = open.start;
                 if earlier.size == size {
                     earlier.clone()
@@ -630,8 +632,7 @@ fn place_in_order(
     token_tx: SyncSender<()>,
 ) -> Result<Placed> {
     let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
-    out.seek(SeekFrom::Start(start))
-        .map_err(|e| Error::invalid(format!("writing squashfs: {e}")))?;
+    out.seek(SeekFrom::Start(start)).writing(&tree.dest)?;
     let mut p = Placer {
         tree,
         out,
@@ -652,13 +653,12 @@ fn place_in_order(
             let _ = token_tx.send(());
         }
     }
-    p.out
-        .flush()
-        .map_err(|e| Error::invalid(format!("writing squashfs: {e}")))?;
+    p.out.flush().writing(&tree.dest)?;
     let out = p
         .out
         .into_inner()
-        .map_err(|e| Error::invalid(format!("writing squashfs: {e}")))?;
+        .map_err(|e| e.into_error())
+        .writing(&tree.dest)?;
     Ok(Placed {
         out,
         pos: p.pos,
@@ -1063,7 +1063,7 @@ impl Meta<'_> {
 /// Writes the tree at `root` as a squashfs image into `out` (an empty file open for
 /// writing).
 pub fn write(root: &Path, out: File, s: &Settings) -> Result<()> {
-    let mut tree = Tree::scan(root)?;
+    let mut tree = Tree::scan(root, s.dest)?;
     let inodes = tree.number();
     let mut total = 0;
     for n in &tree.nodes {
@@ -1197,13 +1197,12 @@ pub fn write(root: &Path, out: File, s: &Settings) -> Result<()> {
     ] {
         sb.extend_from_slice(&v.to_le_bytes());
     }
-    let io = |e: std::io::Error| Error::invalid(format!("writing squashfs: {e}"));
-    out.seek(SeekFrom::Start(pos)).map_err(io)?;
-    out.write_all(&tables).map_err(io)?;
-    out.set_len(padded).map_err(io)?;
-    out.seek(SeekFrom::Start(0)).map_err(io)?;
-    out.write_all(&sb).map_err(io)?;
-    out.write_all(&head).map_err(io)?;
+    out.seek(SeekFrom::Start(pos)).writing(s.dest)?;
+    out.write_all(&tables).writing(s.dest)?;
+    out.set_len(padded).writing(s.dest)?;
+    out.seek(SeekFrom::Start(0)).writing(s.dest)?;
+    out.write_all(&sb).writing(s.dest)?;
+    out.write_all(&head).writing(s.dest)?;
     Ok(())
 }
 
