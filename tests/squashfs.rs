@@ -505,3 +505,56 @@ fn xattrs_list_as_without_and_extract_with_their_labels() {
         "an unlabelled file has no label"
     );
 }
+
+/// Hard links (one inode, nlink counted in the tree), fifos, devices and sockets as
+/// mksquashfs stores them: the uncompressed image byte for byte, the listing.
+#[test]
+fn hard_links_and_special_files_as_mksquashfs() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    write(&root, "a/file", &pseudo_random(300_000, 7), 0o644);
+    write(&root, "a/small", b"small file\n", 0o600);
+    std::fs::hard_link(root.join("a/file"), root.join("b-link")).unwrap();
+    std::fs::create_dir_all(root.join("c")).unwrap();
+    std::fs::hard_link(root.join("a/file"), root.join("c/third")).unwrap();
+    std::fs::hard_link(root.join("a/small"), root.join("c/small-link")).unwrap();
+    run_ok(Command::new("mkfifo").arg(root.join("c/fifo")));
+    run_ok(
+        Command::new("mknod")
+            .arg(root.join("c/null"))
+            .args(["c", "1", "3"]),
+    );
+    run_ok(
+        Command::new("mknod")
+            .arg(root.join("c/loop9"))
+            .args(["b", "7", "300"]),
+    );
+    let _sock = std::os::unix::net::UnixListener::bind(root.join("c/sock")).unwrap();
+    for (compression, uncompressed, flags) in [
+        (
+            Compression::Zstd18,
+            true,
+            vec!["-noI", "-noD", "-noF", "-noX"],
+        ),
+        (
+            Compression::Xz,
+            false,
+            vec!["-comp", "xz", "-Xdict-size", "100%"],
+        ),
+    ] {
+        let theirs = d.path().join("theirs.sqsh");
+        let mine = d.path().join("ours.sqsh");
+        let mut all = if uncompressed { zstd_flags() } else { vec![] };
+        all.extend(flags);
+        mksquashfs(&root, &theirs, &all);
+        ours(&root, &mine, compression, 2, uncompressed);
+        assert_eq!(
+            unsquashfs(&["-lln"], &mine).replace("ours.sqsh", "X"),
+            unsquashfs(&["-lln"], &theirs).replace("theirs.sqsh", "X")
+        );
+        assert!(
+            std::fs::read(&mine).unwrap() == std::fs::read(&theirs).unwrap(),
+            "{compression:?}: images differ"
+        );
+    }
+}
