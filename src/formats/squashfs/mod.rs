@@ -27,6 +27,7 @@
 //! size and no extra filter are mksquashfs's defaults, for which it stores no
 //! compressor options (superblock flags without "compressor options present").
 
+mod data;
 mod meta;
 mod writer;
 mod xattr;
