@@ -558,3 +558,57 @@ fn hard_links_and_special_files_as_mksquashfs() {
         );
     }
 }
+
+/// The Linux kernel's squashfs driver mounts the labelled image (loop device, as root)
+/// and reads back every file, symlink target and label as they were written.
+#[test]
+fn kernel_mounts_the_labelled_image() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    edge_tree(&root);
+    let (xattrs, _) = labels();
+    let image = d.path().join("ours.sqsh");
+    let o = Options {
+        compression: Compression::Zstd18,
+        epoch: EPOCH,
+        threads: Some(2),
+        uncompressed: false,
+    };
+    write_tree_with(&root, &image, &xattrs, &o).unwrap();
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    run_ok(
+        Command::new("mount")
+            .args(["-t", "squashfs", "-o", "loop,ro"])
+            .arg(&image)
+            .arg(&mnt),
+    );
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(&mnt);
+    trees_equal(&root, &mnt);
+    let getfattr = |p: &str| {
+        run_ok(
+            Command::new(require_tool("getfattr"))
+                .args([
+                    "--no-dereference",
+                    "--only-values",
+                    "-n",
+                    "security.selinux",
+                ])
+                .arg(mnt.join(p)),
+        )
+    };
+    assert_eq!(getfattr("etc/a.conf"), LABEL);
+    assert_eq!(getfattr("etc/tool-link"), LABEL);
+    assert_eq!(getfattr("var/empty/a"), "system_u:object_r:var_t:s0");
+    assert_eq!(getfattr(""), "system_u:object_r:root_t:s0");
+    let meta = std::fs::metadata(mnt.join("usr/bin/suid")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o4755);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((meta.uid(), meta.gid(), meta.mtime()), (0, 0, EPOCH as i64));
+}
