@@ -16,7 +16,12 @@
 //! xattrs, no NFS export table, and cannot time the root directory. The layout follows
 //! the kernel's `fs/squashfs/squashfs_fs.h` (on-disk structures) and squashfs-tools
 //! 4.5.1's `mksquashfs.c` (order of blocks, inodes, directory headers and tables;
-//! `xattr.c` of 4.6.1 for the xattr table), so the bytes are mksquashfs's.
+//! `xattr.c` of 4.6.1 for the xattr table), so the bytes are mksquashfs's wherever the
+//! compressor library is the same: images with compression off (`-noI -noD -noF -noX`),
+//! xz images, zstd images when mksquashfs runs on zstd 1.5.7 (the version bundled here
+//! and linked by the Talos imager), and labelled images beside mksquashfs 4.6.1's
+//! `-xattrs-exclude .* -p "PATH x security.selinux=..."` (`tests/squashfs.rs`). With
+//! Debian 12's zstd 1.5.4 the compressed blocks differ, the listing does not.
 //!
 //! xz blocks: `backhand`'s xz feature links a second liblzma beside the one `xz2` links,
 //! which cargo refuses, so [`XzBlocks`] is a `backhand` custom compressor over xz2's
