@@ -2321,3 +2321,137 @@ const EXPECTED_SPEC_TAIL: &str = "    - image: 0.sqsh
             talos:
                 version: \"\"
 ";
+/// SELinux labels of extension files (PAX `SCHILY.xattr.security.selinux`): dropped
+/// before Talos 1.12; from 1.12 on in the squashfs exactly as mksquashfs 4.6.1 (Debian
+/// 13, zstd 1.5.7, `tests/extensions/squashfs-tools-461`) stores them from Talos
+/// v1.13's `-xattrs-exclude .* -p "PATH x security.selinux=LABEL"`, byte for byte;
+/// `unsquashfs` extracts the label where it was.
+#[test]
+fn selinux_labels_reach_the_squashfs_from_talos_1_12() {
+    const LABEL: &str = "system_u:object_r:system_state_t:s0";
+    const LABELLED: &str = "usr/local/etc/containers/hello-world.yaml";
+    let mksquashfs_461 = std::env::var_os("MKSQUASHFS461")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/opt/squashfs-tools-4.6.1/bin/mksquashfs".into());
+    assert!(
+        mksquashfs_461.is_file(),
+        "{} missing: run tests/extensions/squashfs-tools-461",
+        mksquashfs_461.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The hello-world fixture with a label on its service file.
+    let plain = common::tar_of(&hello_world());
+    let mut b = tar::Builder::new(Vec::new());
+    for entry in tar::Archive::new(&plain[..]).entries().unwrap() {
+        let mut e = entry.unwrap();
+        let path = e.path().unwrap().into_owned();
+        if path == Path::new("rootfs").join(LABELLED) {
+            b.append_pax_extensions([("SCHILY.xattr.security.selinux", LABEL.as_bytes())])
+                .unwrap();
+        }
+        let mut h = e.header().clone();
+        b.append_data(&mut h, &path, &mut e).unwrap();
+    }
+    let tar = d.join("hello.tar");
+    std::fs::write(&tar, b.into_inner().unwrap()).unwrap();
+    let tree = d.join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&tree)
+            .arg("-mxf")
+            .arg(&tar),
+    );
+
+    for (version, labelled) in [("v1.11.0", false), ("v1.13.0", true)] {
+        let p = d.join(format!("{version}.yaml"));
+        std::fs::write(
+            &p,
+            format!(
+                "baseProfileName: metal\narch: amd64\nversion: {version}\noutput:\n  kind: initramfs\n  outFormat: raw\ninput:\n  systemExtensions:\n    - tarballPath: {}\n",
+                tar.display()
+            ),
+        )
+        .unwrap();
+        let built = demo_build(&p).no_console().run();
+        let x = d.join(version);
+        extract_tail(&built.bytes(), &x);
+        let ours = x.join("0.sqsh");
+        let reference = d.join(format!("{version}.sqsh"));
+        let mut cmd = Command::new(&mksquashfs_461);
+        cmd.arg(tree.join("rootfs"))
+            .arg(&reference)
+            .args(["-all-root", "-noappend", "-no-progress"])
+            .args(["-comp", "zstd", "-Xcompression-level", "18"])
+            .env("SOURCE_DATE_EPOCH", common::build::EPOCH.to_string());
+        if labelled {
+            cmd.args(["-xattrs-exclude", ".*", "-p"])
+                .arg(format!("{LABELLED} x security.selinux={LABEL}"));
+        }
+        run_ok(&mut cmd);
+        assert!(
+            std::fs::read(&ours).unwrap() == std::fs::read(&reference).unwrap(),
+            "{version}: 0.sqsh is not mksquashfs 4.6.1's image"
+        );
+        let sb = unsquashfs(&["-s"], &ours);
+        let ids = if labelled { 1 } else { 0 };
+        assert!(
+            sb.contains(&format!("Number of xattr ids {ids}")),
+            "{version}: {sb}"
+        );
+        if labelled {
+            let out = d.join(format!("{version}-x"));
+            unsquashfs(&["-q", "-n", "-d", out.to_str().unwrap()], &ours);
+            let got = run_ok(
+                Command::new(require_tool("getfattr"))
+                    .args(["--only-values", "-n", "security.selinux"])
+                    .arg(out.join(LABELLED)),
+            );
+            assert_eq!(got, LABEL);
+        }
+    }
+
+    // The embedded machine configuration's virtual extension labels config.yaml.
+    let config = d.join("config.yaml");
+    std::fs::write(&config, MACHINE_CONFIG).unwrap();
+    let p = d.join("embedded.yaml");
+    std::fs::write(
+        &p,
+        "baseProfileName: metal\narch: amd64\nversion: v1.13.0\noutput:\n  kind: initramfs\n  outFormat: raw\n",
+    )
+    .unwrap();
+    let built = demo_build(&p)
+        .no_console()
+        .arg("--embedded-config-path")
+        .arg(&config)
+        .run();
+    let x = d.join("embedded");
+    extract_tail(&built.bytes(), &x);
+    let tree = d.join("embedded-tree");
+    std::fs::create_dir_all(tree.join("usr/local/etc/talos")).unwrap();
+    std::fs::write(tree.join("usr/local/etc/talos/config.yaml"), MACHINE_CONFIG).unwrap();
+    run_ok(
+        Command::new("chmod")
+            .arg("0400")
+            .arg(tree.join("usr/local/etc/talos/config.yaml")),
+    );
+    let reference = d.join("embedded.sqsh");
+    run_ok(
+        Command::new(&mksquashfs_461)
+            .arg(&tree)
+            .arg(&reference)
+            .args(["-all-root", "-noappend", "-no-progress"])
+            .args(["-comp", "zstd", "-Xcompression-level", "18"])
+            .args(["-xattrs-exclude", ".*", "-p"])
+            .arg(format!(
+                "usr/local/etc/talos/config.yaml x security.selinux={LABEL}"
+            ))
+            .env("SOURCE_DATE_EPOCH", common::build::EPOCH.to_string()),
+    );
+    assert!(
+        std::fs::read(x.join("0.sqsh")).unwrap() == std::fs::read(&reference).unwrap(),
+        "the embedded configuration's 0.sqsh is not mksquashfs 4.6.1's image"
+    );
+}

@@ -11,9 +11,9 @@
 //! `SCHILY.xattr.security.selinux=system_u:object_r:system_state_t:s0`. The same
 //! tarball is written here and goes through the ordinary unpack and rebuild.
 //!
-//! The squashfs writer stores no xattrs, so the SELinux label of `config.yaml` is not
-//! in the image (Talos v1.12 labels it on disk, v1.13+ through mksquashfs pseudo
-//! definitions).
+//! The unpack step keeps that label and the squashfs writer stores it as the
+//! `security.selinux` xattr of `config.yaml` (Talos v1.12 labels the file on disk and
+//! mksquashfs stores it; v1.13+ passes it as a mksquashfs pseudo xattr definition).
 
 use std::path::Path;
 

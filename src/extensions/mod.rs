@@ -306,7 +306,9 @@ pub fn rebuild(
         move_firmware(&rootfs, fw, &tree).map_err(wrap)?;
         let image = format!("{dir}.sqsh");
         let sqsh = tree.join(&image);
-        crate::formats::squashfs::write_tree(&rootfs, &sqsh, mtime, compression).map_err(wrap)?;
+        let xattrs = unpack::squashfs_xattrs(&rootfs, profile).map_err(wrap)?;
+        crate::formats::squashfs::write_tree(&rootfs, &sqsh, mtime, compression, &xattrs)
+            .map_err(wrap)?;
         let (_, digest) = crate::io::sha256_file(&sqsh)?;
         records.push(ExtensionRecord {
             image,
@@ -320,7 +322,8 @@ pub fn rebuild(
     let modules_meta = match &modules_layer {
         Some(l) => {
             let sqsh = tree.join(modules::IMAGE);
-            crate::formats::squashfs::write_tree(&l.rootfs, &sqsh, mtime, compression)?;
+            let none = crate::formats::squashfs::Xattrs::new();
+            crate::formats::squashfs::write_tree(&l.rootfs, &sqsh, mtime, compression, &none)?;
             Some(modules::metadata(&l.kver))
         }
         None => None,

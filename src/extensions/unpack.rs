@@ -13,6 +13,12 @@
 //! bits kept. Ownership and times are not restored. Unlike Talos, which silently
 //! forces names relative, a name that climbs out of the image root, or one that
 //! would be written through a symlink of the image, is refused.
+//!
+//! SELinux labels (PAX `SCHILY.xattr.security.selinux` records) of the entries written
+//! are kept beside the unpacked image (`<dest>.xattrs.json`) for the squashfs writer:
+//! Talos v1.12 sets them on the unpacked files, which mksquashfs then stores, and
+//! v1.13+ passes them to mksquashfs as pseudo xattrs; before v1.12 they are dropped
+//! ([`squashfs_xattrs`]).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -21,6 +27,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::formats::squashfs::Xattrs;
 use crate::io::HashingReader;
 use crate::oci::Blob;
 
@@ -38,7 +45,14 @@ pub struct Unpacker {
     /// Names the image for messages.
     source: String,
     seen: HashMap<PathBuf, Seen>,
+    /// `security.selinux` labels of the entries written, by path relative to `dest`.
+    labels: Vec<(String, Vec<u8>)>,
 }
+
+/// The PAX record holding an entry's SELinux label.
+const SELINUX_PAX: &str = "SCHILY.xattr.security.selinux";
+/// The xattr it becomes.
+const SELINUX_XATTR: &str = "security.selinux";
 
 /// Cleans a tar entry name; `None` for the root itself, an error for an escape.
 fn clean(name: &str) -> std::result::Result<Option<PathBuf>, ()> {
@@ -78,7 +92,22 @@ impl Unpacker {
             dest: dest.to_path_buf(),
             source: source.to_string(),
             seen: HashMap::new(),
+            labels: Vec::new(),
         })
+    }
+
+    fn labels_file(&self) -> PathBuf {
+        self.dest.with_extension("xattrs.json")
+    }
+
+    /// Keeps the labels met so far beside the unpacked image.
+    fn save_labels(&self) -> Result<()> {
+        if self.labels.is_empty() {
+            return Ok(());
+        }
+        let path = self.labels_file();
+        let json = serde_json::to_vec(&self.labels).expect("labels serialize");
+        std::fs::write(&path, json).writing(&path)
     }
 
     fn bad(&self, msg: String) -> Error {
@@ -111,7 +140,7 @@ impl Unpacker {
             unpacked?;
             drained?;
         }
-        Ok(())
+        self.save_labels()
     }
 
     /// Unpacks one tar stream (a layer, or a plain tarball).
@@ -159,6 +188,15 @@ impl Unpacker {
                 return Err(self.bad(format!(
                     "layer entry {raw:?} would be written through a symlink of the image"
                 )));
+            }
+            if let Some(pax) = entry.pax_extensions().map_err(corrupt)? {
+                for ext in pax {
+                    let ext = ext.map_err(corrupt)?;
+                    if ext.key_bytes() == SELINUX_PAX.as_bytes() {
+                        let rel = name.to_string_lossy().into_owned();
+                        self.labels.push((rel, ext.value_bytes().to_vec()));
+                    }
+                }
             }
             let header = entry.header();
             let mode = header.mode().map_err(corrupt)? & 0o7777;
@@ -218,7 +256,37 @@ pub fn tarball(path: &Path, dest: &Path, source: &str) -> Result<()> {
     let mut u = Unpacker::new(dest, source)?;
     let file =
         File::open(path).map_err(|e| Error::invalid(format!("system extension {source}: {e}")))?;
-    u.tar(BufReader::new(file), path)
+    u.tar(BufReader::new(file), path)?;
+    u.save_labels()
+}
+
+/// The xattrs of the squashfs image of `rootfs` (an unpacked image's `rootfs/`): the
+/// SELinux labels its entries carried, on the paths still there (firmware and
+/// microcode moved out lose theirs), for profiles that keep them (Talos >= 1.12).
+pub fn squashfs_xattrs(rootfs: &Path, profile: &crate::profile::Profile) -> Result<Xattrs> {
+    let mut out = Xattrs::new();
+    let Some(dest) = rootfs.parent() else {
+        return Ok(out);
+    };
+    let path = dest.with_extension("xattrs.json");
+    if !profile.quirks().selinux_labels() || !path.exists() {
+        return Ok(out);
+    }
+    let bytes = std::fs::read(&path).at(&path)?;
+    let labels: Vec<(String, Vec<u8>)> = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::format(&path, format!("unreadable labels: {e}")))?;
+    for (rel, value) in labels {
+        let Ok(inside) = Path::new(&rel).strip_prefix("rootfs") else {
+            continue;
+        };
+        if std::fs::symlink_metadata(rootfs.join(inside)).is_err() {
+            continue;
+        }
+        let list = out.entry(inside.to_path_buf()).or_default();
+        list.retain(|(n, _)| n != SELINUX_XATTR);
+        list.push((SELINUX_XATTR.to_string(), value));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

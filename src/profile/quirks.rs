@@ -175,6 +175,13 @@ impl Quirks {
         self.at_least(1, 12, 0)
     }
 
+    /// SELinux labels of extension files (PAX `SCHILY.xattr.security.selinux`) end up
+    /// in their squashfs images (>= 1.12: set on disk and stored by mksquashfs in
+    /// v1.12, passed as `-p "PATH x security.selinux=..."` from v1.13).
+    pub fn selinux_labels(&self) -> bool {
+        self.at_least(1, 12, 0)
+    }
+
     /// `module.sig_enforce=1` (>= 1.12).
     pub fn module_sig_enforce(&self) -> bool {
         self.at_least(1, 12, 0)
