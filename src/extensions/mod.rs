@@ -46,9 +46,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
+use crate::formats::chunked::{Chunk, ChunkWriter, Codec};
 use crate::formats::cpio::{self, CpioWriter};
-use crate::formats::xz_streams::{Stream, StreamWriter};
-use crate::formats::zstd_frames::{Frame, FrameWriter};
+use crate::formats::xz_streams::{StreamWriter, Xz};
+use crate::formats::zstd_frames::{FrameWriter, Zstd};
 use crate::profile::{ContainerAsset, Profile};
 use crate::report::Progress;
 use manifest::{Layer, Metadata};
@@ -364,12 +365,18 @@ pub fn rebuild(
         );
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
         if xz {
-            let streams = StreamWriter::new(&mut w, threads);
+            let streams = StreamWriter::new(&mut w, Xz { threads });
             write_cpio_chunks(&tree, &rest, mtime, streams)
                 .and_then(|s| s.finish())
                 .writing(&out_path)?;
         } else {
-            let frames = FrameWriter::new(&mut w, threads);
+            let frames = FrameWriter::new(
+                &mut w,
+                Zstd {
+                    level: ZSTD_LEVEL,
+                    threads,
+                },
+            );
             write_cpio_chunks(&tree, &rest, mtime, frames)
                 .and_then(|f| f.finish())
                 .writing(&out_path)?;
@@ -593,35 +600,6 @@ fn write_cpio(
 /// The zstd level of the compressed frames, as Talos's `zstd -18`.
 const ZSTD_LEVEL: i32 = 18;
 
-/// A writer of concatenated compressed chunks: zstd frames or xz streams.
-trait Chunks: Write + Sized {
-    /// Ends the current chunk and begins one of exactly `size` bytes, stored as is
-    /// (`stored`) or compressed.
-    fn begin(&mut self, stored: bool, size: u64) -> std::io::Result<()>;
-}
-
-impl<W: Write> Chunks for FrameWriter<W> {
-    fn begin(&mut self, stored: bool, size: u64) -> std::io::Result<()> {
-        let frame = if stored {
-            Frame::Stored
-        } else {
-            Frame::Compressed(ZSTD_LEVEL)
-        };
-        FrameWriter::begin(self, frame, size)
-    }
-}
-
-impl<W: Write> Chunks for StreamWriter<W> {
-    fn begin(&mut self, stored: bool, size: u64) -> std::io::Result<()> {
-        let stream = if stored {
-            Stream::Stored
-        } else {
-            Stream::Compressed
-        };
-        StreamWriter::begin(self, stream, size)
-    }
-}
-
 /// One newc cpio of `entries` as a sequence of compressed chunks (zstd frames,
 /// [`crate::formats::zstd_frames`], or xz streams, [`crate::formats::xz_streams`]):
 /// each squashfs image one stored chunk holding its whole entry (header, name, data,
@@ -632,12 +610,12 @@ impl<W: Write> Chunks for StreamWriter<W> {
 /// the consumed offset, counting the 4-byte alignment from the chunk's start.
 /// Decompressed, the stream is the same cpio as [`write_cpio`] writes. Returns `out`
 /// with its last chunk still open.
-fn write_cpio_chunks<C: Chunks>(
+fn write_cpio_chunks<W: Write, C: Codec>(
     root: &Path,
     entries: &[PathBuf],
     mtime: u32,
-    out: C,
-) -> std::io::Result<C> {
+    out: ChunkWriter<W, C>,
+) -> std::io::Result<ChunkWriter<W, C>> {
     let items = scan(root, entries)?;
     // Chunks as (first item, items, stored, bytes); the trailer joins the last
     // compressed run (or is one of its own after an image).
@@ -662,7 +640,12 @@ fn write_cpio_chunks<C: Chunks>(
     }
     let mut w = CpioWriter::new(out);
     for &(first, n, stored, size) in &chunks {
-        w.get_mut().begin(stored, size)?;
+        let chunk = if stored {
+            Chunk::Stored
+        } else {
+            Chunk::Compressed
+        };
+        w.get_mut().begin(chunk, size)?;
         for item in &items[first..first + n] {
             write_item(&mut w, item, mtime)?;
         }
@@ -700,13 +683,29 @@ mod tests {
         for entries in [&listing[..], &listing[1..], &listing[..listing.len() - 2]] {
             let mut single = Vec::new();
             write_cpio(root, entries, 7, &mut single).unwrap();
-            let framed = write_cpio_chunks(root, entries, 7, FrameWriter::new(Vec::new(), 2))
-                .and_then(|f| f.finish())
-                .unwrap();
+            let framed = write_cpio_chunks(
+                root,
+                entries,
+                7,
+                FrameWriter::new(
+                    Vec::new(),
+                    Zstd {
+                        level: ZSTD_LEVEL,
+                        threads: 2,
+                    },
+                ),
+            )
+            .and_then(|f| f.finish())
+            .unwrap();
             assert_eq!(zstd::stream::decode_all(&framed[..]).unwrap(), single);
-            let xz = write_cpio_chunks(root, entries, 7, StreamWriter::new(Vec::new(), 2))
-                .and_then(|s| s.finish())
-                .unwrap();
+            let xz = write_cpio_chunks(
+                root,
+                entries,
+                7,
+                StreamWriter::new(Vec::new(), Xz { threads: 2 }),
+            )
+            .and_then(|s| s.finish())
+            .unwrap();
             let mut plain = Vec::new();
             xz2::read::XzDecoder::new_multi_decoder(&xz[..])
                 .read_to_end(&mut plain)

@@ -4,6 +4,7 @@
 //! installer images, the PXE recipes, the initramfs's newc cpio and squashfs images
 //! and its sequences of zstd frames and xz streams.
 
+pub mod chunked;
 pub mod compression;
 pub mod cpio;
 pub mod fat_esp;

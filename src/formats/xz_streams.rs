@@ -21,6 +21,8 @@
 
 use std::io::{self, Write};
 
+use crate::formats::chunked::{self, ChunkWriter, Codec, StoredChunk};
+
 /// Stream header magic (§2.1.1.1).
 const HEADER_MAGIC: [u8; 6] = [0xFD, b'7', b'z', b'X', b'Z', 0];
 /// Stream flags: no reserved bits, check type CRC32 (0x01).
@@ -32,121 +34,39 @@ const DICT_PROP: u8 = 8;
 
 const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
 
-/// How the next stream is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    /// liblzma, preset 0 extreme, CRC32 check, as Talos's `xz -C crc32 -0 -e -T 0`.
-    Compressed,
-    /// LZMA2 uncompressed chunks, CRC32 check.
-    Stored,
+/// xz as a [`Codec`]: compressed streams by liblzma, preset 0 extreme, CRC32 check, as
+/// Talos's `xz -C crc32 -0 -e -T 0`, on `threads` workers (the multi-threaded encoder
+/// cuts blocks by the preset's block size, so the bytes do not depend on the thread
+/// count).
+#[derive(Debug, Clone, Copy)]
+pub struct Xz {
+    pub threads: u32,
 }
 
-enum Current<W: Write> {
-    None(W),
-    Compressed {
-        enc: xz2::write::XzEncoder<W>,
-        left: u64,
-    },
-    Stored(Stored<W>),
-}
+/// Writes xz streams one after another; [`ChunkWriter::begin`] starts each.
+pub type StreamWriter<W> = ChunkWriter<W, Xz>;
 
-/// Writes xz streams one after another into `W`; [`StreamWriter::begin`] starts each.
-pub struct StreamWriter<W: Write> {
-    current: Option<Current<W>>,
-    threads: u32,
-}
+impl Codec for Xz {
+    const CHUNK: &'static str = "xz stream";
+    type Encoder<W: Write> = xz2::write::XzEncoder<W>;
+    type Stored<W: Write> = Stored<W>;
 
-impl<W: Write> StreamWriter<W> {
-    /// A writer whose compressed streams use `threads` workers (at least one); the
-    /// multi-threaded encoder cuts blocks by the preset's block size, so the bytes do
-    /// not depend on the thread count.
-    pub fn new(out: W, threads: u32) -> Self {
-        StreamWriter {
-            current: Some(Current::None(out)),
-            threads: threads.max(1),
-        }
+    fn encoder<W: Write>(&self, out: W, _size: u64) -> io::Result<Self::Encoder<W>> {
+        let s = xz2::stream::MtStreamBuilder::new()
+            .preset(lzma_sys::LZMA_PRESET_EXTREME) // level 0, extreme
+            .check(xz2::stream::Check::Crc32)
+            .threads(self.threads.max(1))
+            .encoder()
+            .map_err(|e| io::Error::other(format!("xz encoder: {e}")))?;
+        Ok(xz2::write::XzEncoder::new_stream(out, s))
     }
 
-    /// Ends the current stream, if any, and begins one that holds exactly `size` bytes.
-    pub fn begin(&mut self, stream: Stream, size: u64) -> io::Result<()> {
-        let out = self.end()?;
-        let next = match stream {
-            Stream::Compressed => {
-                let s = xz2::stream::MtStreamBuilder::new()
-                    .preset(lzma_sys::LZMA_PRESET_EXTREME) // level 0, extreme
-                    .check(xz2::stream::Check::Crc32)
-                    .threads(self.threads)
-                    .encoder()
-                    .map_err(|e| io::Error::other(format!("xz encoder: {e}")))?;
-                Current::Compressed {
-                    enc: xz2::write::XzEncoder::new_stream(out, s),
-                    left: size,
-                }
-            }
-            Stream::Stored => Current::Stored(Stored::begin(out, size)?),
-        };
-        self.current = Some(next);
-        Ok(())
+    fn finish<W: Write>(enc: Self::Encoder<W>) -> io::Result<W> {
+        enc.finish()
     }
 
-    fn end(&mut self) -> io::Result<W> {
-        match self.current.take().expect("a stream state") {
-            Current::None(out) => Ok(out),
-            Current::Compressed { enc, left } => {
-                if left != 0 {
-                    return Err(short(left));
-                }
-                enc.finish()
-            }
-            Current::Stored(s) => s.finish(),
-        }
-    }
-
-    /// Ends the last stream; returns the output.
-    pub fn finish(mut self) -> io::Result<W> {
-        let mut out = self.end()?;
-        out.flush()?;
-        Ok(out)
-    }
-}
-
-fn short(left: u64) -> io::Error {
-    io::Error::other(format!(
-        "xz stream: {left} bytes fewer than the stream was begun with"
-    ))
-}
-
-fn overflow() -> io::Error {
-    io::Error::other("xz stream: more bytes than the stream was begun with")
-}
-
-impl<W: Write> Write for StreamWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        match self.current.as_mut().expect("a stream state") {
-            Current::None(_) => Err(io::Error::other("xz stream: bytes before any stream")),
-            Current::Compressed { enc, left } => {
-                let take = (buf.len() as u64).min(*left) as usize;
-                if take == 0 {
-                    return Err(overflow());
-                }
-                let n = enc.write(&buf[..take])?;
-                *left -= n as u64;
-                Ok(n)
-            }
-            Current::Stored(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        // A compressed stream is flushed when it ends (liblzma's flush would end a block).
-        match self.current.as_mut().expect("a stream state") {
-            Current::None(out) => out.flush(),
-            Current::Compressed { .. } => Ok(()),
-            Current::Stored(s) => s.out.flush(),
-        }
+    fn stored<W: Write>(out: W, size: u64) -> io::Result<Self::Stored<W>> {
+        Stored::begin(out, size)
     }
 }
 
@@ -160,7 +80,7 @@ fn vli(mut n: u64, out: &mut Vec<u8>) {
 }
 
 /// A stored stream being written: chunks are cut at 64 KiB as the bytes pass through.
-struct Stored<W: Write> {
+pub struct Stored<W: Write> {
     out: W,
     crc: crc::Digest<'static, u32>,
     size: u64,
@@ -194,10 +114,12 @@ impl<W: Write> Stored<W> {
             packed: 0,
         })
     }
+}
 
+impl<W: Write> StoredChunk<W> for Stored<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.left == 0 {
-            return Err(overflow());
+            return Err(chunked::overflow(Xz::CHUNK));
         }
         if self.chunk_left == 0 {
             let n = self.left.min(CHUNK_MAX);
@@ -219,7 +141,7 @@ impl<W: Write> Stored<W> {
 
     fn finish(mut self) -> io::Result<W> {
         if self.left != 0 {
-            return Err(short(self.left));
+            return Err(chunked::short(Xz::CHUNK, self.left));
         }
         // End of LZMA2 data, block padding, check.
         self.out.write_all(&[0])?;
@@ -250,11 +172,16 @@ impl<W: Write> Stored<W> {
         self.out.write_all(&footer)?;
         Ok(self.out)
     }
+
+    fn out(&mut self) -> &mut W {
+        &mut self.out
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::chunked::Chunk;
     use std::io::Read;
 
     fn decode(x: &[u8]) -> Vec<u8> {
@@ -270,15 +197,15 @@ mod tests {
     fn stored_and_compressed_streams_concatenate() {
         let stored: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 3) as u8).collect();
         let text = b"abcabcabc".repeat(1000);
-        let mut w = StreamWriter::new(Vec::new(), 2);
-        w.begin(Stream::Compressed, text.len() as u64).unwrap();
+        let mut w = StreamWriter::new(Vec::new(), Xz { threads: 2 });
+        w.begin(Chunk::Compressed, text.len() as u64).unwrap();
         w.write_all(&text).unwrap();
-        w.begin(Stream::Stored, stored.len() as u64).unwrap();
+        w.begin(Chunk::Stored, stored.len() as u64).unwrap();
         for chunk in stored.chunks(50_001) {
             w.write_all(chunk).unwrap();
         }
-        w.begin(Stream::Stored, 0).unwrap();
-        w.begin(Stream::Compressed, 3).unwrap();
+        w.begin(Chunk::Stored, 0).unwrap();
+        w.begin(Chunk::Compressed, 3).unwrap();
         w.write_all(b"end").unwrap();
         let x = w.finish().unwrap();
         assert_eq!(decode(&x), [&text[..], &stored, b"end"].concat());
@@ -286,19 +213,19 @@ mod tests {
 
     #[test]
     fn a_stream_takes_exactly_its_size() {
-        let mut w = StreamWriter::new(Vec::new(), 1);
-        w.begin(Stream::Stored, 4).unwrap();
+        let mut w = StreamWriter::new(Vec::new(), Xz { threads: 1 });
+        w.begin(Chunk::Stored, 4).unwrap();
         assert!(w.write_all(b"12345").is_err());
-        let mut w = StreamWriter::new(Vec::new(), 1);
-        w.begin(Stream::Stored, 4).unwrap();
+        let mut w = StreamWriter::new(Vec::new(), Xz { threads: 1 });
+        w.begin(Chunk::Stored, 4).unwrap();
         w.write_all(b"123").unwrap();
         assert!(w.finish().is_err());
     }
 
     #[test]
     fn a_bad_check_is_caught_by_liblzma() {
-        let mut w = StreamWriter::new(Vec::new(), 1);
-        w.begin(Stream::Stored, 5).unwrap();
+        let mut w = StreamWriter::new(Vec::new(), Xz { threads: 1 });
+        w.begin(Chunk::Stored, 5).unwrap();
         w.write_all(b"hello").unwrap();
         let mut x = w.finish().unwrap();
         x[12 + 12 + 3] ^= 1; // the first content byte

@@ -27,6 +27,8 @@ use std::io::{self, Write};
 
 use xxhash_rust::xxh64::Xxh64;
 
+use crate::formats::chunked::{self, ChunkWriter, Codec, StoredChunk};
+
 /// zstd's frame magic number, little-endian on disk.
 pub const MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 /// The largest block: Block_Maximum_Size for a stored frame's 128 KiB window.
@@ -38,124 +40,44 @@ const STORED_WINDOW: u8 = 7 << 3;
 /// worker (~200 MiB for one worker), worth it only where the second core saves seconds.
 pub const MT_MIN: u64 = 32 << 20;
 
-/// How the next frame is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Frame {
-    /// libzstd at this level, with the content checksum.
-    Compressed(i32),
-    /// Raw blocks, with the content checksum.
-    Stored,
+/// zstd as a [`Codec`]: compressed frames at `level`, with the content size and
+/// checksum, multi-threaded (`threads` workers) from [`MT_MIN`] bytes on.
+#[derive(Debug, Clone, Copy)]
+pub struct Zstd {
+    pub level: i32,
+    pub threads: u32,
 }
 
-enum Current<W: Write> {
-    None(W),
-    Compressed {
-        enc: zstd::stream::write::Encoder<'static, W>,
-        left: u64,
-    },
-    Stored(Stored<W>),
-}
+/// Writes zstd frames one after another; [`ChunkWriter::begin`] starts each.
+pub type FrameWriter<W> = ChunkWriter<W, Zstd>;
 
-/// Writes frames one after another into `W`; [`FrameWriter::begin`] starts each.
-pub struct FrameWriter<W: Write> {
-    current: Option<Current<W>>,
-    threads: u32,
-}
+impl Codec for Zstd {
+    const CHUNK: &'static str = "zstd frame";
+    type Encoder<W: Write> = zstd::stream::write::Encoder<'static, W>;
+    type Stored<W: Write> = Stored<W>;
 
-impl<W: Write> FrameWriter<W> {
-    /// A writer whose large compressed frames use `threads` workers (at least one).
-    pub fn new(out: W, threads: u32) -> Self {
-        FrameWriter {
-            current: Some(Current::None(out)),
-            threads: threads.max(1),
+    fn encoder<W: Write>(&self, out: W, size: u64) -> io::Result<Self::Encoder<W>> {
+        let mut enc = zstd::stream::write::Encoder::new(out, self.level)?;
+        enc.include_checksum(true)?;
+        enc.include_contentsize(true)?;
+        if size >= MT_MIN {
+            enc.multithread(self.threads.max(1))?;
         }
+        enc.set_pledged_src_size(Some(size))?;
+        Ok(enc)
     }
 
-    /// Ends the current frame, if any, and begins one that holds exactly `size` bytes.
-    pub fn begin(&mut self, frame: Frame, size: u64) -> io::Result<()> {
-        let out = self.end()?;
-        let next = match frame {
-            Frame::Compressed(level) => {
-                let mut enc = zstd::stream::write::Encoder::new(out, level)?;
-                enc.include_checksum(true)?;
-                enc.include_contentsize(true)?;
-                if size >= MT_MIN {
-                    enc.multithread(self.threads)?;
-                }
-                enc.set_pledged_src_size(Some(size))?;
-                Current::Compressed { enc, left: size }
-            }
-            Frame::Stored => Current::Stored(Stored::begin(out, size)?),
-        };
-        self.current = Some(next);
-        Ok(())
+    fn finish<W: Write>(enc: Self::Encoder<W>) -> io::Result<W> {
+        enc.finish()
     }
 
-    /// Ends the current frame (which must have received all its bytes).
-    fn end(&mut self) -> io::Result<W> {
-        match self.current.take().expect("a frame state") {
-            Current::None(out) => Ok(out),
-            Current::Compressed { enc, left } => {
-                if left != 0 {
-                    return Err(short(left));
-                }
-                enc.finish()
-            }
-            Current::Stored(s) => s.finish(),
-        }
-    }
-
-    /// Ends the last frame; returns the output.
-    pub fn finish(mut self) -> io::Result<W> {
-        let mut out = self.end()?;
-        out.flush()?;
-        Ok(out)
-    }
-}
-
-fn short(left: u64) -> io::Error {
-    io::Error::other(format!(
-        "zstd frame: {left} bytes fewer than the frame was begun with"
-    ))
-}
-
-fn overflow() -> io::Error {
-    io::Error::other("zstd frame: more bytes than the frame was begun with")
-}
-
-impl<W: Write> Write for FrameWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        match self.current.as_mut().expect("a frame state") {
-            Current::None(_) => Err(io::Error::other("zstd frame: bytes before any frame")),
-            Current::Compressed { enc, left } => {
-                let take = (buf.len() as u64).min(*left) as usize;
-                if take == 0 {
-                    return Err(overflow());
-                }
-                let n = enc.write(&buf[..take])?;
-                *left -= n as u64;
-                Ok(n)
-            }
-            Current::Stored(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        // A compressed frame is flushed when it ends: flushing libzstd mid-frame would
-        // end a block early and change the bytes.
-        match self.current.as_mut().expect("a frame state") {
-            Current::None(out) => out.flush(),
-            Current::Compressed { .. } => Ok(()),
-            Current::Stored(s) => s.out.flush(),
-        }
+    fn stored<W: Write>(out: W, size: u64) -> io::Result<Self::Stored<W>> {
+        Stored::begin(out, size)
     }
 }
 
 /// A stored frame being written: blocks are cut at 128 KiB as the bytes pass through.
-struct Stored<W: Write> {
+pub struct Stored<W: Write> {
     out: W,
     hash: Xxh64,
     /// Content bytes still to come, in the frame and in the current block.
@@ -186,10 +108,12 @@ impl<W: Write> Stored<W> {
             block_left: 0,
         })
     }
+}
 
+impl<W: Write> StoredChunk<W> for Stored<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.left == 0 {
-            return Err(overflow());
+            return Err(chunked::overflow(Zstd::CHUNK));
         }
         if self.block_left == 0 {
             let n = self.left.min(BLOCK_MAX);
@@ -207,11 +131,15 @@ impl<W: Write> Stored<W> {
 
     fn finish(mut self) -> io::Result<W> {
         if self.left != 0 {
-            return Err(short(self.left));
+            return Err(chunked::short(Zstd::CHUNK, self.left));
         }
         let check = self.hash.digest() as u32;
         self.out.write_all(&check.to_le_bytes())?;
         Ok(self.out)
+    }
+
+    fn out(&mut self) -> &mut W {
+        &mut self.out
     }
 }
 
@@ -316,6 +244,7 @@ pub fn frames(data: &[u8]) -> Result<Vec<FrameInfo>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::chunked::Chunk;
 
     fn decode(z: &[u8]) -> Vec<u8> {
         zstd::stream::decode_all(z).unwrap()
@@ -325,15 +254,21 @@ mod tests {
     fn stored_and_compressed_frames_concatenate() {
         let stored: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 3) as u8).collect();
         let text = b"abcabcabc".repeat(1000);
-        let mut w = FrameWriter::new(Vec::new(), 2);
-        w.begin(Frame::Compressed(18), text.len() as u64).unwrap();
+        let mut w = FrameWriter::new(
+            Vec::new(),
+            Zstd {
+                level: 18,
+                threads: 2,
+            },
+        );
+        w.begin(Chunk::Compressed, text.len() as u64).unwrap();
         w.write_all(&text).unwrap();
-        w.begin(Frame::Stored, stored.len() as u64).unwrap();
+        w.begin(Chunk::Stored, stored.len() as u64).unwrap();
         for chunk in stored.chunks(77_777) {
             w.write_all(chunk).unwrap();
         }
-        w.begin(Frame::Stored, 0).unwrap();
-        w.begin(Frame::Compressed(18), 3).unwrap();
+        w.begin(Chunk::Stored, 0).unwrap();
+        w.begin(Chunk::Compressed, 3).unwrap();
         w.write_all(b"end").unwrap();
         let z = w.finish().unwrap();
         assert_eq!(decode(&z), [&text[..], &stored, b"end"].concat());
@@ -364,8 +299,8 @@ mod tests {
             .map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(7) as u8 & 0x3f)
             .collect();
         let encode = |threads| {
-            let mut w = FrameWriter::new(Vec::new(), threads);
-            w.begin(Frame::Compressed(3), len as u64).unwrap();
+            let mut w = FrameWriter::new(Vec::new(), Zstd { level: 3, threads });
+            w.begin(Chunk::Compressed, len as u64).unwrap();
             w.write_all(&data).unwrap();
             w.finish().unwrap()
         };
@@ -378,25 +313,55 @@ mod tests {
 
     #[test]
     fn a_frame_takes_exactly_its_size() {
-        let mut w = FrameWriter::new(Vec::new(), 1);
-        w.begin(Frame::Stored, 4).unwrap();
+        let mut w = FrameWriter::new(
+            Vec::new(),
+            Zstd {
+                level: 3,
+                threads: 1,
+            },
+        );
+        w.begin(Chunk::Stored, 4).unwrap();
         assert!(w.write_all(b"12345").is_err());
-        let mut w = FrameWriter::new(Vec::new(), 1);
-        w.begin(Frame::Stored, 4).unwrap();
+        let mut w = FrameWriter::new(
+            Vec::new(),
+            Zstd {
+                level: 3,
+                threads: 1,
+            },
+        );
+        w.begin(Chunk::Stored, 4).unwrap();
         w.write_all(b"123").unwrap();
         assert!(w.finish().is_err());
-        let mut w = FrameWriter::new(Vec::new(), 1);
-        w.begin(Frame::Compressed(3), 4).unwrap();
+        let mut w = FrameWriter::new(
+            Vec::new(),
+            Zstd {
+                level: 3,
+                threads: 1,
+            },
+        );
+        w.begin(Chunk::Compressed, 4).unwrap();
         w.write_all(b"123").unwrap();
-        assert!(w.begin(Frame::Stored, 1).is_err());
-        let mut w = FrameWriter::new(Vec::new(), 1);
+        assert!(w.begin(Chunk::Stored, 1).is_err());
+        let mut w = FrameWriter::new(
+            Vec::new(),
+            Zstd {
+                level: 3,
+                threads: 1,
+            },
+        );
         assert!(w.write_all(b"x").is_err());
     }
 
     #[test]
     fn a_bad_checksum_is_caught_by_libzstd() {
-        let mut w = FrameWriter::new(Vec::new(), 1);
-        w.begin(Frame::Stored, 5).unwrap();
+        let mut w = FrameWriter::new(
+            Vec::new(),
+            Zstd {
+                level: 3,
+                threads: 1,
+            },
+        );
+        w.begin(Chunk::Stored, 5).unwrap();
         w.write_all(b"hello").unwrap();
         let mut z = w.finish().unwrap();
         let n = z.len();
