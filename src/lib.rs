@@ -9,7 +9,8 @@
 //! model; [`measure`] predicts PCR 11 and signs the policy; [`sign`] Authenticode-signs
 //! PE images; [`keys`] loads and makes SecureBoot material; [`meta`] encodes Talos
 //! META; [`formats`] writes each file format (FAT ESP, ISO 9660, GPT disk, GRUB boot images,
-//! the XFS BOOT partition, qcow2, VHD, VMDK/OVA, compression, OCI installer image, PXE recipes)
+//! the XFS BOOT partition, qcow2, VHD, VMDK/OVA, squashfs, newc cpio, compression and the
+//! initramfs's chunked zstd frames / xz streams, OCI installer image, PXE recipes)
 //! and [`oci`] reads base images and reads and writes registries.
 //! [`schematic`] parses Image Factory schematics and computes their IDs; [`goyaml`] writes
 //! YAML byte for byte as go-yaml v3 does (schematics, `extensions.yaml`, extension manifests).
