@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 use crate::formats::squashfs::Xattrs;
@@ -53,37 +53,6 @@ pub struct Unpacker {
 const SELINUX_PAX: &str = "SCHILY.xattr.security.selinux";
 /// The xattr it becomes.
 const SELINUX_XATTR: &str = "security.selinux";
-
-/// Cleans a tar entry name; `None` for the root itself, an error for an escape.
-fn clean(name: &str) -> std::result::Result<Option<PathBuf>, ()> {
-    let mut out = PathBuf::new();
-    for c in Path::new(name).components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::CurDir | Component::RootDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    return Err(());
-                }
-            }
-            Component::Prefix(_) => return Err(()),
-        }
-    }
-    Ok((!out.as_os_str().is_empty()).then_some(out))
-}
-
-/// Opens a layer: gzip, zstd or plain tar, told apart by magic.
-fn decompressed<'a>(r: impl Read + 'a) -> std::io::Result<Box<dyn Read + 'a>> {
-    let mut r = BufReader::new(r);
-    let head = std::io::BufRead::fill_buf(&mut r)?.to_vec();
-    Ok(if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(r))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(zstd::Decoder::with_buffer(r)?)
-    } else {
-        Box::new(r)
-    })
-}
 
 impl Unpacker {
     pub fn new(dest: &Path, source: &str) -> Result<Self> {
@@ -120,7 +89,7 @@ impl Unpacker {
     pub fn layers(&mut self, layers: &[Blob]) -> Result<()> {
         for blob in layers.iter().rev() {
             let mut hashing = HashingReader::new(blob.open()?);
-            let unpacked = decompressed(&mut hashing)
+            let unpacked = crate::io::tar::layer_decoder(&mut hashing)
                 .map_err(|e| Error::format(&blob.file, format!("reading a layer: {e}")))
                 .and_then(|reader| self.tar(reader, &blob.file));
             let drained = std::io::copy(&mut hashing, &mut std::io::sink()).at(&blob.file);
@@ -150,7 +119,7 @@ impl Unpacker {
         for entry in archive.entries().map_err(corrupt)? {
             let mut entry = entry.map_err(corrupt)?;
             let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let name = match clean(&raw) {
+            let name = match crate::io::tar::clean_name(Path::new(&raw)) {
                 Ok(Some(n)) => n,
                 Ok(None) => continue,
                 Err(()) => {
@@ -287,18 +256,4 @@ pub fn squashfs_xattrs(rootfs: &Path, profile: &crate::profile::Profile) -> Resu
         list.push((SELINUX_XATTR.to_string(), value));
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_cleaned_and_escapes_refused() {
-        assert_eq!(clean("./a/b").unwrap(), Some(PathBuf::from("a/b")));
-        assert_eq!(clean("/a/./b/../c").unwrap(), Some(PathBuf::from("a/c")));
-        assert_eq!(clean("./").unwrap(), None);
-        assert!(clean("../etc/passwd").is_err());
-        assert!(clean("a/../../x").is_err());
-    }
 }

@@ -1,4 +1,4 @@
-//! Reproducible tar headers.
+//! Tar helpers: reproducible headers, and reading image layers safely.
 //!
 //! Every tar this program writes (the installer image and its layer, `--tar-to-stdout`,
 //! the `.tar.gz` disk format) must be byte-identical across builds of the same
@@ -25,6 +25,43 @@ fn header(size: u64, mode: u32, mtime: u64, kind: tar::EntryType) -> tar::Header
     h.set_gid(0);
     h.set_entry_type(kind);
     h
+}
+
+/// Opens an image layer: gzip (members concatenated, as `MultiGzDecoder` reads them),
+/// zstd or plain tar, told apart by their magic bytes.
+pub fn layer_decoder<'a>(
+    r: impl std::io::Read + 'a,
+) -> std::io::Result<Box<dyn std::io::Read + 'a>> {
+    let mut r = std::io::BufReader::new(r);
+    let head = std::io::BufRead::fill_buf(&mut r)?.to_vec();
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(r))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::Decoder::with_buffer(r)?)
+    } else {
+        Box::new(r)
+    })
+}
+
+/// A tar entry's name made relative and lexically clean (`./a`, `/a` and `a` are the
+/// same; `a/../b` is `b`): `Ok(None)` for the root itself, `Err(())` for a name that
+/// leaves the root (`../x`, `a/../../x`).
+pub fn clean_name(name: &std::path::Path) -> Result<Option<std::path::PathBuf>, ()> {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in name.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return Err(());
+                }
+            }
+            Component::Prefix(_) => return Err(()),
+        }
+    }
+    Ok((!out.as_os_str().is_empty()).then_some(out))
 }
 
 #[cfg(test)]
@@ -100,5 +137,21 @@ mod tests {
         assert_eq!(one().len(), 4 * 512);
         let other = archive(&mut [(file_header(3, 0o600, 1), "x", b"abc")]);
         assert_ne!(one(), other);
+    }
+
+    #[test]
+    fn names_are_cleaned_and_escapes_refused() {
+        use std::path::{Path, PathBuf};
+        assert_eq!(
+            clean_name(Path::new("./a/b")).unwrap(),
+            Some(PathBuf::from("a/b"))
+        );
+        assert_eq!(
+            clean_name(Path::new("/a/./b/../c")).unwrap(),
+            Some(PathBuf::from("a/c"))
+        );
+        assert_eq!(clean_name(Path::new("./")).unwrap(), None);
+        assert!(clean_name(Path::new("../etc/passwd")).is_err());
+        assert!(clean_name(Path::new("a/../../x")).is_err());
     }
 }

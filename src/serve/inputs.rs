@@ -28,7 +28,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::http::StatusCode;
@@ -478,30 +478,13 @@ fn parse_digest_line(line: &str) -> Option<DigestLine> {
 
 /// Reads a gzip-, zstd- or un-compressed tar layer (told apart by magic bytes).
 fn layer_reader(path: &Path) -> crate::error::Result<Box<dyn Read>> {
-    let mut f = std::fs::File::open(path).at(path)?;
-    let mut magic = [0u8; 4];
-    let n = f.read(&mut magic).at(path)?;
-    let f = std::io::BufReader::new(std::io::Cursor::new(magic[..n].to_vec()).chain(f));
-    Ok(if magic[..n].starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::GzDecoder::new(f))
-    } else if magic[..n] == [0x28, 0xb5, 0x2f, 0xfd] {
-        Box::new(zstd::stream::read::Decoder::with_buffer(f).at(path)?)
-    } else {
-        Box::new(f)
-    })
+    let f = std::fs::File::open(path).at(path)?;
+    crate::io::tar::layer_decoder(f).at(path)
 }
 
-/// A tar entry's path made relative and safe (`None` for `..` or absolute escapes).
+/// A tar entry's path made relative and safe (`None` for the root and for escapes).
 fn clean(path: &Path) -> Option<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::CurDir | Component::RootDir => {}
-            _ => return None,
-        }
-    }
-    Some(out)
+    crate::io::tar::clean_name(path).ok().flatten()
 }
 
 /// Applies the imager image's `layers` in order to `dest`: the regular files under
