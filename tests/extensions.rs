@@ -2455,3 +2455,55 @@ fn selinux_labels_reach_the_squashfs_from_talos_1_12() {
         "the embedded configuration's 0.sqsh is not mksquashfs 4.6.1's image"
     );
 }
+
+/// An extension in a registry behind an internal CA: refused with one line naming the
+/// certificate problem until `SSL_CERT_FILE` names the CA, then pulled over HTTPS and
+/// built into the same bytes as from its OCI layout; a bad `SSL_CERT_FILE` is one line
+/// naming the file.
+#[test]
+fn extension_from_an_https_registry_behind_an_internal_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    oci_layout(&d.join("amd"), &common::tar_of(&amd_ucode()), "amd64");
+    let (reg, ca) = common::registry::registry_with_tls(d);
+    let r = format!("127.0.0.1:{}/siderolabs/amd-ucode:20250211", reg.1);
+    run_ok(
+        Command::new(require_tool("skopeo"))
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:v1", d.join("amd").display()))
+            .arg(format!("docker://{r}")),
+    );
+    let cache = d.join("cache");
+    let pulled = profile(d, "v1.10.0", "initramfs", &[format!("imageRef: \"{r}\"")]);
+    let build = || {
+        demo_build(&pulled)
+            .env("XDG_CACHE_HOME", &cache)
+            .env("SSL_CERT_DIR", d.join("no-such-dir"))
+    };
+
+    refused_build(
+        build().env("SSL_CERT_FILE", ""),
+        "invalid peer certificate: UnknownIssuer (a registry behind an internal CA: set SSL_CERT_FILE",
+    );
+    let not_pem = d.join("not-a-ca.pem");
+    std::fs::write(&not_pem, "just text\n").unwrap();
+    refused_build(
+        build().env("SSL_CERT_FILE", &not_pem),
+        "not-a-ca.pem: holds no PEM certificate",
+    );
+
+    let built = build().env("SSL_CERT_FILE", &ca).no_console().run();
+    std::fs::create_dir(d.join("layout")).unwrap();
+    let from_layout = profile(
+        &d.join("layout"),
+        "v1.10.0",
+        "initramfs",
+        &[format!("ociPath: {}", d.join("amd").display())],
+    );
+    let expected = demo_build(&from_layout).no_console().run();
+    assert!(
+        std::fs::read(&built.artifact).unwrap() == std::fs::read(&expected.artifact).unwrap(),
+        "the extension pulled over HTTPS builds the same initramfs as its layout"
+    );
+    drop(reg);
+}

@@ -163,6 +163,17 @@ fn start(f: &Fixture, name: &str, extra: &[&str]) -> Service {
 /// Starts a replica; `external` is the URL clients use (replicas behind one Service share it;
 /// `{port}` in it stands for the replica's port).
 fn start_as(f: &Fixture, name: &str, external: Option<&str>, extra: &[&str]) -> Service {
+    start_with_env(f, name, external, &[], extra)
+}
+
+/// [`start_as`] with environment variables `env` set last (over the defaults).
+fn start_with_env(
+    f: &Fixture,
+    name: &str,
+    external: Option<&str>,
+    env: &[(&str, &std::ffi::OsStr)],
+    extra: &[&str],
+) -> Service {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let external = external
@@ -194,6 +205,7 @@ fn start_as(f: &Fixture, name: &str, external: Option<&str>, extra: &[&str]) -> 
         .arg("--work-dir")
         .arg(f.dir.path().join(format!("work-{name}")))
         .args(extra)
+        .envs(env.iter().copied())
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(Stdio::inherit())
         .spawn()
@@ -951,6 +963,135 @@ fn hostile_paths_are_refused_and_the_service_keeps_serving() {
     drop(slow);
 }
 
+/// The shared store on HTTPS behind an internal CA: trusted through `SSL_CERT_FILE`,
+/// schematics and a built asset land there and the second request is served from it;
+/// a bad `SSL_CERT_FILE` stops the service at start with one line naming the file.
+#[test]
+fn store_on_an_https_registry_behind_an_internal_ca() {
+    let f = fixture();
+    let tls_dir = f.dir.path().join("tls");
+    std::fs::create_dir(&tls_dir).unwrap();
+    let (reg, ca) = common::registry::registry_with_tls(&tls_dir);
+    let store = format!("127.0.0.1:{}/factory", reg.1);
+    let trust: [(&str, &std::ffi::OsStr); 2] = [
+        ("IMAGER_SERVE_INSECURE_REGISTRY", "false".as_ref()),
+        ("SSL_CERT_FILE", ca.as_os_str()),
+    ];
+    let s = start_with_env(&f, "tls", None, &trust, &["--registry", &store]);
+    let id = create(&s, "customization:\n  extraKernelArgs:\n    - over=https\n");
+    let url = format!("{}/image/{id}/{VERSION}/cmdline-metal-amd64", s.url);
+    let (status, _, first) = get(&url);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&first));
+    // Asked again until the push to the HTTPS registry has landed: then from the cache.
+    for _ in 0..100 {
+        let (status, _, again) = get(&url);
+        assert_eq!((status, &again), (200, &first));
+        if metric(&s, "image_factory_assets_delivered_cached_total") >= 1.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        metric(&s, "image_factory_assets_delivered_cached_total"),
+        1.0,
+        "{}",
+        s.log_text()
+    );
+    assert_eq!(metric(&s, "image_factory_assets_built_total"), 1.0);
+    // The schematic is in the HTTPS registry, read there by an independent client
+    // that trusts the same CA.
+    std::fs::create_dir(tls_dir.join("certs.d")).unwrap();
+    std::fs::copy(&ca, tls_dir.join("certs.d/ca.crt")).unwrap();
+    let listed = run_ok(
+        Command::new(require_tool("skopeo"))
+            .args(["inspect", "--raw", "--cert-dir"])
+            .arg(&tls_dir.join("certs.d"))
+            .arg(format!("docker://{store}/schematics:{id}")),
+    );
+    assert!(
+        listed.contains("application/vnd.sidero.dev-image.schematic"),
+        "{listed}"
+    );
+
+    let not_pem = tls_dir.join("not-a-ca.pem");
+    std::fs::write(&not_pem, "just text\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_imager"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--registry",
+            &store,
+            "--assets",
+        ])
+        .arg(&f.assets)
+        .env("SSL_CERT_FILE", &not_pem)
+        .env_remove("IMAGER_SERVE_INSECURE_REGISTRY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("not-a-ca.pem: holds no PEM certificate"),
+        "{stderr}"
+    );
+    drop(reg);
+}
+
+/// Every schematic image shares one config blob (`{}`): 60 schematics created by 20
+/// clients at once push it concurrently. A registry on file-system storage fails some
+/// of those pushes for a moment (500 on the blob, BLOB_UNKNOWN on the manifest); the
+/// service retries them, and every schematic lands and reads back.
+#[test]
+fn concurrent_pushes_sharing_a_blob_all_land() {
+    let f = fixture();
+    let s = start(&f, "a", &[]);
+    let bodies: Vec<String> = (0..60)
+        .map(|i| format!("customization:\n  extraKernelArgs:\n    - shared={i}\n"))
+        .collect();
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(bodies));
+    let url = s.url.clone();
+    let workers: Vec<_> = (0..20)
+        .map(|_| {
+            let (q, url) = (queue.clone(), url.clone());
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                loop {
+                    let Some(body) = q.lock().unwrap().pop() else {
+                        break;
+                    };
+                    let (status, _, answer) =
+                        request("POST", &format!("{url}/schematics"), Some(body.as_bytes()));
+                    out.push((status, String::from_utf8_lossy(&answer).into_owned()));
+                }
+                out
+            })
+        })
+        .collect();
+    let answers: Vec<_> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    assert_eq!(answers.len(), 60);
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status != 201)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{failed:?}\nservice log:\n{}",
+        s.log_text()
+    );
+    for (_, answer) in &answers {
+        let v: serde_json::Value = serde_json::from_str(answer).unwrap();
+        let id = v["id"].as_str().unwrap();
+        let (status, _, body) = get(&format!("{}/schematics/{id}", s.url));
+        assert_eq!(status, 200, "GET /schematics/{id}");
+        assert_eq!(sha256(&body), format!("sha256:{id}"));
+    }
+}
+
 #[test]
 fn load_test_200_requests_20_at_once() {
     let f = fixture();
@@ -1005,8 +1146,9 @@ fn load_test_200_requests_20_at_once() {
     let errors: Vec<_> = results.iter().filter(|r| r.0 != 200).collect();
     assert!(
         errors.is_empty(),
-        "errors: {:?}",
-        errors.iter().map(|r| (r.0, &r.3)).collect::<Vec<_>>()
+        "errors: {:?}\nservice log:\n{}",
+        errors.iter().map(|r| (r.0, &r.3)).collect::<Vec<_>>(),
+        s.log_text()
     );
     assert_eq!(results.len(), 200);
     results.sort_by_key(|r| r.1);
@@ -1042,7 +1184,8 @@ fn load_test_200_requests_20_at_once() {
     assert_eq!(
         metric(&s, "image_factory_assets_built_total"),
         13.0,
-        "{built:#?}"
+        "{built:#?}\nservice log:\n{}",
+        s.log_text()
     );
 }
 

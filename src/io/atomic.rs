@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{IoContext, Result};
 
@@ -15,22 +16,36 @@ pub struct AtomicFile {
     dest: PathBuf,
 }
 
+/// The serial number of the next temporary name this process makes.
+static SERIAL: AtomicU64 = AtomicU64::new(0);
+
 impl AtomicFile {
-    /// Creates `.<name>.partial` beside `dest`.
+    /// Creates `.<name>.<pid>.<n>.partial` beside `dest`: a name of its own, so
+    /// writers racing for the same destination (requests of a service, pulls of one
+    /// blob) never write into each other's file; the last rename wins, and every
+    /// writer's bytes are whole.
     pub fn create(dest: impl AsRef<Path>) -> Result<Self> {
         let dest = dest.as_ref().to_path_buf();
         let name = dest
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = dest.with_file_name(format!(".{name}.partial"));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .at(&tmp)?;
+        // A name left by a killed run of the same PID (PID 1 in a container) is skipped.
+        let (tmp, file) = loop {
+            let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
+            let tmp =
+                dest.with_file_name(format!(".{name}.{}.{serial}.partial", std::process::id()));
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+            {
+                Ok(file) => break (tmp, file),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e).at(&tmp),
+            }
+        };
         crate::io::cleanup::register(&tmp);
         Ok(AtomicFile {
             file: Some(file),
@@ -85,5 +100,56 @@ impl Drop for AtomicFile {
             let _ = std::fs::remove_file(&self.tmp);
             crate::io::cleanup::unregister(&self.tmp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn writers_of_one_destination_do_not_share_a_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("asset.tar");
+        let mut a = AtomicFile::create(&dest).unwrap();
+        let mut b = AtomicFile::create(&dest).unwrap();
+        assert_ne!(a.temp_path(), b.temp_path());
+        a.file().write_all(b"first writer").unwrap();
+        b.file().write_all(b"second").unwrap();
+        a.commit().unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"first writer");
+        b.commit().unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"second");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_leftover_temporary_name_is_skipped_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.iso");
+        let next = SERIAL.load(Ordering::Relaxed);
+        // Names a killed run of this PID could have left for the next few serials.
+        for n in next..next + 4 {
+            let stale = dir
+                .path()
+                .join(format!(".out.iso.{}.{n}.partial", std::process::id()));
+            std::fs::write(stale, b"stale").unwrap();
+        }
+        let mut f = AtomicFile::create(&dest).unwrap();
+        f.file().write_all(b"fresh").unwrap();
+        f.commit().unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"fresh");
+    }
+
+    #[test]
+    fn an_uncommitted_file_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = AtomicFile::create(dir.path().join("x")).unwrap();
+        let tmp = f.temp_path().to_path_buf();
+        assert!(tmp.exists());
+        drop(f);
+        assert!(!tmp.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

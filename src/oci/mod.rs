@@ -15,6 +15,7 @@ pub mod auth;
 pub mod reference;
 pub mod registry;
 pub mod source;
+pub mod tls;
 
 pub use reference::{Reference, RegistryRef};
 pub use source::{BaseImage, Blob};

@@ -63,7 +63,13 @@ impl Client {
                         self.what
                     )));
                 }
-                Err(e) => return Err(Error::Dependency(format!("{}: {url}: {e}", self.what))),
+                Err(e) => {
+                    return Err(Error::Dependency(format!(
+                        "{}: {url}: {}",
+                        self.what,
+                        transport_text(&e)
+                    )));
+                }
             }
         }
         Err(Error::Dependency(format!(
@@ -200,11 +206,49 @@ fn cache_dir() -> PathBuf {
         .join("imager/blobs/sha256")
 }
 
+/// A request that failed before an answer, in one line without the URL ureq repeats
+/// (the caller names it); a certificate the roots do not cover says how to trust it.
+fn transport_text(e: &ureq::Error) -> String {
+    let text = match e {
+        ureq::Error::Transport(t) => {
+            let mut text = t.kind().to_string();
+            for part in [
+                t.message().map(str::to_string),
+                std::error::Error::source(e).map(|s| s.to_string()),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                text.push_str(": ");
+                text.push_str(&part);
+            }
+            text
+        }
+        other => other.to_string(),
+    };
+    if text.contains("invalid peer certificate") {
+        format!("{text} (a registry behind an internal CA: set SSL_CERT_FILE to the CA's PEM file)")
+    } else {
+        text
+    }
+}
+
+/// An HTTP client builder: plain HTTP when `insecure`, else HTTPS checked against
+/// [`super::tls`]'s roots.
+fn agent_builder(insecure: bool) -> Result<ureq::AgentBuilder> {
+    let builder = ureq::AgentBuilder::new();
+    Ok(if insecure {
+        builder
+    } else {
+        builder.tls_config(super::tls::client_config()?)
+    })
+}
+
 /// Pulls `r` for `arch`: plain HTTP when `insecure`, else HTTPS.
 pub fn pull(r: &RegistryRef, arch: &str, insecure: bool) -> Result<BaseImage> {
     let text = r.as_written();
     let scheme = if insecure { "http" } else { "https" };
-    let agent = ureq::AgentBuilder::new()
+    let agent = agent_builder(insecure)?
         .timeout_connect(std::time::Duration::from_secs(10))
         .build();
     let mut c = Client {
@@ -245,17 +289,18 @@ pub fn pull(r: &RegistryRef, arch: &str, insecure: bool) -> Result<BaseImage> {
             .ok_or_else(|| Error::Dependency(format!("{}: layer digest {digest:?}", c.what)))?;
         let path = dir.join(hex_part);
         if !path.is_file() {
-            let tmp = dir.join(format!(".{hex_part}.{}", std::process::id()));
+            // Its own temporary name: two builds of one process may pull the same layer.
+            let mut file = crate::io::AtomicFile::create(&path)?;
+            let tmp = file.temp_path().to_path_buf();
             let mut reader = c.get(&format!("/blobs/{digest}"), "*/*")?.into_reader();
-            let mut out = HashingWriter::new(std::fs::File::create(&tmp).at(&tmp)?);
+            let mut out = HashingWriter::new(file.file());
             let mut buf = vec![0u8; crate::io::BUFFER_SIZE];
             let short = &hex_part[..12.min(hex_part.len())];
             let bar = crate::report::Bar::new(&format!("pulling {short}"), l.size());
             loop {
-                let n = reader.read(&mut buf).map_err(|e| {
-                    let _ = std::fs::remove_file(&tmp);
-                    Error::Dependency(format!("{}: layer {digest}: {e}", c.what))
-                })?;
+                let n = reader
+                    .read(&mut buf)
+                    .map_err(|e| Error::Dependency(format!("{}: layer {digest}: {e}", c.what)))?;
                 if n == 0 {
                     break;
                 }
@@ -266,13 +311,12 @@ pub fn pull(r: &RegistryRef, arch: &str, insecure: bool) -> Result<BaseImage> {
             let (_, sum, _) = out.finish();
             let actual = digest_string(sum);
             if actual != digest {
-                let _ = std::fs::remove_file(&tmp);
                 return Err(Error::Dependency(format!(
                     "{}: layer {digest} downloaded with digest {actual}",
                     c.what
                 )));
             }
-            std::fs::rename(&tmp, &path).at(&path)?;
+            file.commit()?;
         }
         let size = std::fs::metadata(&path).at(&path)?.len();
         layers.push(Blob {
@@ -345,19 +389,20 @@ pub type BlobReader = (u64, Box<dyn Read + Send + Sync + 'static>);
 
 impl Session {
     /// A session with `host` (`host[:port]`), over plain HTTP when `insecure`, anonymous.
-    pub fn new(host: &str, insecure: bool) -> Session {
+    pub fn new(host: &str, insecure: bool) -> Result<Session> {
         Session::with_credentials(host, insecure, None)
     }
 
     /// A session with `host` that authenticates with `credentials` when the registry asks.
+    /// Fails only on a bad `SSL_CERT_FILE`/`SSL_CERT_DIR` ([`super::tls`]).
     pub fn with_credentials(
         host: &str,
         insecure: bool,
         credentials: Option<Credentials>,
-    ) -> Session {
+    ) -> Result<Session> {
         let scheme = if insecure { "http" } else { "https" };
-        Session {
-            agent: ureq::AgentBuilder::new()
+        Ok(Session {
+            agent: agent_builder(insecure)?
                 .timeout_connect(std::time::Duration::from_secs(10))
                 .timeout_read(std::time::Duration::from_secs(300))
                 .redirects(5)
@@ -367,7 +412,7 @@ impl Session {
             credentials,
             basic: Default::default(),
             tokens: Default::default(),
-        }
+        })
     }
 
     /// Whether credentials are configured.
@@ -468,7 +513,11 @@ impl Session {
                         format!("HTTP {code} {}", super::one_line(&text)),
                     )));
                 }
-                Err(e) => return Err(other(self.fail(&format!("{method} {url}"), e))),
+                Err(e) => {
+                    return Err(other(
+                        self.fail(&format!("{method} {url}"), transport_text(&e)),
+                    ));
+                }
             }
         }
         Err(refused(self.unauthorized(method, url, 401)))
@@ -860,7 +909,8 @@ mod tests {
     #[test]
     fn bearer_tokens_are_asked_for_with_the_credentials() {
         let (host, server) = token_registry(3);
-        let s = Session::with_credentials(&host, true, Some(Credentials::new("user", "pass")));
+        let s =
+            Session::with_credentials(&host, true, Some(Credentials::new("user", "pass"))).unwrap();
         assert_eq!(s.tags("x").unwrap(), Some(vec!["v1.9.2".to_string()]));
         let seen = server.join().unwrap();
         assert!(
@@ -872,7 +922,8 @@ mod tests {
 
         // A wrong password: refused, one line naming the registry and the token service.
         let (host, server) = token_registry(2);
-        let s = Session::with_credentials(&host, true, Some(Credentials::new("user", "wrong")));
+        let s = Session::with_credentials(&host, true, Some(Credentials::new("user", "wrong")))
+            .unwrap();
         let e = s.tags("x").unwrap_err();
         assert!(e.refused, "{:?}", e.error);
         let text = e.error.to_string();
@@ -887,7 +938,7 @@ mod tests {
 
         // No credentials: refused, saying there are none.
         let (host, server) = token_registry(2);
-        let e = Session::new(&host, true).tags("x").unwrap_err();
+        let e = Session::new(&host, true).unwrap().tags("x").unwrap_err();
         assert!(
             e.refused && e.error.to_string().contains("no credentials"),
             "{:?}",

@@ -84,7 +84,7 @@ impl State {
                     &a.target.host,
                     a.insecure,
                     a.credentials.clone(),
-                ),
+                )?,
                 config.work_dir.join("inputs"),
             ),
         };
@@ -93,7 +93,7 @@ impl State {
                 config.registry.clone(),
                 config.insecure_registry,
                 config.registry_credentials.clone(),
-            ),
+            )?,
             inputs,
             builds: builds::Builds::new(config.concurrency),
             installer_flights: Default::default(),

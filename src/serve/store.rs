@@ -69,11 +69,11 @@ impl Store {
         target: RegistryTarget,
         insecure: bool,
         credentials: Option<crate::oci::auth::Credentials>,
-    ) -> Store {
-        Store {
-            session: Session::with_credentials(&target.host, insecure, credentials),
+    ) -> Result<Store> {
+        Ok(Store {
+            session: Session::with_credentials(&target.host, insecure, credentials)?,
             target,
-        }
+        })
     }
 
     /// The registry session (for redirects and the installer frontend).
@@ -129,6 +129,10 @@ impl Store {
 
     /// Stores the canonical bytes of schematic `id`; false when it was there already.
     pub fn put_schematic(&self, id: &str, canonical: &[u8]) -> Result<bool> {
+        retrying(|| self.put_schematic_once(id, canonical))
+    }
+
+    fn put_schematic_once(&self, id: &str, canonical: &[u8]) -> Result<bool> {
         let repo = self.repo("schematics");
         let digest = format!("sha256:{id}");
         debug_assert_eq!(sha256_digest(canonical), digest);
@@ -194,6 +198,16 @@ impl Store {
         asset: &CachedAsset,
         title: &str,
     ) -> Result<()> {
+        retrying(|| self.put_asset_once(key, path, asset, title))
+    }
+
+    fn put_asset_once(
+        &self,
+        key: &str,
+        path: &Path,
+        asset: &CachedAsset,
+        title: &str,
+    ) -> Result<()> {
         let repo = self.repo("cache");
         let mut file = std::fs::File::open(path).at(path)?;
         self.session
@@ -214,6 +228,15 @@ impl Store {
     /// Pushes the image of an installer tarball (an OCI archive of one image) into
     /// `repo`; returns its manifest's descriptor with the platform `linux/<arch>`.
     pub fn push_installer_archive(
+        &self,
+        repo: &str,
+        tarball: &Path,
+        arch: &str,
+    ) -> Result<Descriptor> {
+        retrying(|| self.push_installer_archive_once(repo, tarball, arch))
+    }
+
+    fn push_installer_archive_once(
         &self,
         repo: &str,
         tarball: &Path,
@@ -309,12 +332,42 @@ impl Store {
             .expect("all index fields are set");
         let bytes = document_bytes(&index);
         let media = MediaType::ImageIndex;
-        let digest =
+        retrying(|| {
+            let digest =
+                self.session
+                    .put_manifest(repo, &sha256_digest(&bytes), media.as_ref(), &bytes)?;
             self.session
-                .put_manifest(repo, &sha256_digest(&bytes), media.as_ref(), &bytes)?;
-        self.session
-            .put_manifest(repo, tag, media.as_ref(), &bytes)?;
-        Ok(digest)
+                .put_manifest(repo, tag, media.as_ref(), &bytes)?;
+            Ok(digest)
+        })
+    }
+}
+
+/// Attempts of a push before its error is final.
+const PUSH_ATTEMPTS: u32 = 5;
+
+/// Runs push `op` again (after 25 ms, 100, 400, 1600, with jitter) when the registry
+/// fails it. A registry on file-system storage (CNCF distribution, Debian's
+/// `docker-registry`) fails pushes that race with another push of the same blob — the
+/// `{}` config every image here shares, the layers two replicas push at once — with a
+/// 500 on the blob or BLOB_UNKNOWN / DIGEST_INVALID on the manifest until the other
+/// commit lands. Every push here is idempotent (a blob the registry has is not sent
+/// again, a manifest is the same bytes), so a later attempt finds the blob whole.
+/// Local I/O errors are final at once.
+fn retrying<T>(mut op: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut delay_ms = 25u64;
+    let mut attempt = 1;
+    loop {
+        match op() {
+            Err(Error::Dependency(m)) if attempt < PUSH_ATTEMPTS => {
+                tracing::debug!(attempt, error = %m, "registry push failed; trying again");
+                let jitter = getrandom::u64().unwrap_or(0) % delay_ms.max(1);
+                std::thread::sleep(std::time::Duration::from_millis(delay_ms + jitter));
+                delay_ms *= 4;
+                attempt += 1;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -340,4 +393,43 @@ fn for_each_entry(
         f(&name, size, &mut entry)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_failures_are_tried_again_and_local_ones_are_not() {
+        let mut calls = 0;
+        let got = retrying(|| {
+            calls += 1;
+            if calls < 3 {
+                Err(Error::Dependency("HTTP 500".into()))
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(got.unwrap(), 3);
+
+        let mut calls = 0;
+        let got: Result<()> = retrying(|| {
+            calls += 1;
+            Err(Error::Dependency("BLOB_UNKNOWN".into()))
+        });
+        assert!(matches!(got, Err(Error::Dependency(_))));
+        assert_eq!(calls, PUSH_ATTEMPTS);
+
+        let mut calls = 0;
+        let got: Result<()> = retrying(|| {
+            calls += 1;
+            Err(Error::io_op(
+                "reading",
+                Path::new("asset"),
+                std::io::Error::other("gone"),
+            ))
+        });
+        assert!(got.is_err());
+        assert_eq!(calls, 1);
+    }
 }
