@@ -2507,3 +2507,93 @@ fn extension_from_an_https_registry_behind_an_internal_ca() {
     );
     drop(reg);
 }
+
+/// An extension in a registry that asks for a password (htpasswd), the password coming
+/// from a docker credential helper that `DOCKER_CONFIG/config.json` names for the host
+/// (`credHelpers`), as ECR or GCR users have it: pulled and built as from its layout; a
+/// helper that fails is one line naming it.
+#[test]
+fn extension_from_a_registry_with_a_credential_helper() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    oci_layout(&d.join("amd"), &common::tar_of(&amd_ucode()), "amd64");
+    let (user, password) = ("robot", "h3lper-pass");
+    let reg = common::registry::registry_with_htpasswd(d, user, password);
+    let host = format!("127.0.0.1:{}", reg.1);
+    let r = format!("{host}/siderolabs/amd-ucode:20250211");
+    run_ok(
+        Command::new(require_tool("skopeo"))
+            .args(["copy", "--quiet", "--dest-tls-verify=false", "--dest-creds"])
+            .arg(format!("{user}:{password}"))
+            .arg(format!("oci:{}:v1", d.join("amd").display()))
+            .arg(format!("docker://{r}")),
+    );
+    let bin = d.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let helper = |name: &str, body: &str| {
+        let p = bin.join(format!("docker-credential-{name}"));
+        std::fs::write(&p, format!("#!/bin/sh\nread -r server || true\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    helper(
+        "imager-test",
+        &format!(
+            r#"[ "$1" = get ] && [ "$server" = {host} ] || exit 3
+printf '{{"ServerURL":"%s","Username":"{user}","Secret":"{password}"}}' "$server""#
+        ),
+    );
+    helper("broken", "echo 'token service unreachable' >&2; exit 1");
+    let docker = |helper: &str| {
+        let dir = d.join(format!("docker-{helper}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("config.json"),
+            format!(r#"{{"credHelpers": {{"{host}": "{helper}"}}, "auths": {{}}}}"#),
+        )
+        .unwrap();
+        dir
+    };
+    let p = profile(
+        d,
+        "v1.10.0",
+        "initramfs",
+        &[format!("{{imageRef: \"{r}\", forceInsecure: true}}")],
+    );
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let build = |helper: &str| {
+        demo_build(&p)
+            .env("XDG_CACHE_HOME", d.join("cache"))
+            .env("PATH", &path)
+            .env("HOME", d)
+            .env("REGISTRY_AUTH_FILE", "")
+            .env("XDG_RUNTIME_DIR", "")
+            .env("DOCKER_CONFIG", docker(helper))
+    };
+    refused_build(
+        build("broken"),
+        "credential helper docker-credential-broken: failed (exit status: 1)",
+    );
+    let built = build("imager-test").no_console().run();
+    std::fs::create_dir(d.join("layout")).unwrap();
+    let from_layout = profile(
+        &d.join("layout"),
+        "v1.10.0",
+        "initramfs",
+        &[format!("ociPath: {}", d.join("amd").display())],
+    );
+    let expected = demo_build(&from_layout).no_console().run();
+    assert!(
+        std::fs::read(&built.artifact).unwrap() == std::fs::read(&expected.artifact).unwrap(),
+        "the extension pulled with the helper's credentials builds as from its layout"
+    );
+    assert!(
+        !built.stderr.contains(password),
+        "the password is never printed"
+    );
+    drop(reg);
+}
