@@ -2456,6 +2456,23 @@ fn selinux_labels_reach_the_squashfs_from_talos_1_12() {
     );
 }
 
+/// `built` (a v1.10.0 initramfs with one pulled extension) is byte for byte the
+/// initramfs built from the extension's OCI layout `layout`.
+fn assert_built_as_from_layout(built: &common::build::Built, layout: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let from_layout = profile(
+        dir.path(),
+        "v1.10.0",
+        "initramfs",
+        &[format!("ociPath: {}", layout.display())],
+    );
+    let expected = demo_build(&from_layout).no_console().run();
+    assert!(
+        std::fs::read(&built.artifact).unwrap() == std::fs::read(&expected.artifact).unwrap(),
+        "the pulled extension builds the same initramfs as its layout"
+    );
+}
+
 /// An extension in a registry behind an internal CA: refused with one line naming the
 /// certificate problem until `SSL_CERT_FILE` names the CA, then pulled over HTTPS and
 /// built into the same bytes as from its OCI layout; a bad `SSL_CERT_FILE` is one line
@@ -2493,18 +2510,7 @@ fn extension_from_an_https_registry_behind_an_internal_ca() {
     );
 
     let built = build().env("SSL_CERT_FILE", &ca).no_console().run();
-    std::fs::create_dir(d.join("layout")).unwrap();
-    let from_layout = profile(
-        &d.join("layout"),
-        "v1.10.0",
-        "initramfs",
-        &[format!("ociPath: {}", d.join("amd").display())],
-    );
-    let expected = demo_build(&from_layout).no_console().run();
-    assert!(
-        std::fs::read(&built.artifact).unwrap() == std::fs::read(&expected.artifact).unwrap(),
-        "the extension pulled over HTTPS builds the same initramfs as its layout"
-    );
+    assert_built_as_from_layout(&built, &d.join("amd"));
     drop(reg);
 }
 
@@ -2579,18 +2585,7 @@ printf '{{"ServerURL":"%s","Username":"{user}","Secret":"{password}"}}' "$server
         "credential helper docker-credential-broken: failed (exit status: 1)",
     );
     let built = build("imager-test").no_console().run();
-    std::fs::create_dir(d.join("layout")).unwrap();
-    let from_layout = profile(
-        &d.join("layout"),
-        "v1.10.0",
-        "initramfs",
-        &[format!("ociPath: {}", d.join("amd").display())],
-    );
-    let expected = demo_build(&from_layout).no_console().run();
-    assert!(
-        std::fs::read(&built.artifact).unwrap() == std::fs::read(&expected.artifact).unwrap(),
-        "the extension pulled with the helper's credentials builds as from its layout"
-    );
+    assert_built_as_from_layout(&built, &d.join("amd"));
     assert!(
         !built.stderr.contains(password),
         "the password is never printed"
