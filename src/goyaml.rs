@@ -88,10 +88,10 @@ pub(crate) fn resolve(s: &str) -> Resolved {
             if let Some(v) = go_parse_int_base0(&plain) {
                 return Resolved::Int(v);
             }
-            if is_yaml_style_float(&plain) {
-                if let Some(f) = go_parse_float(&plain) {
-                    return Resolved::Float(f);
-                }
+            if is_yaml_style_float(&plain)
+                && let Some(f) = go_parse_float(&plain)
+            {
+                return Resolved::Float(f);
             }
             for (prefix, radix) in [("0b", 2), ("0o", 8)] {
                 if let Some(rest) = plain.strip_prefix(prefix) {
@@ -100,13 +100,11 @@ pub(crate) fn resolve(s: &str) -> Resolved {
                     }
                 } else if let Some(rest) =
                     plain.strip_prefix('-').and_then(|p| p.strip_prefix(prefix))
-                {
-                    if let Some(v) = parse_digits(rest, radix)
+                    && let Some(v) = parse_digits(rest, radix)
                         .map(|v| -v)
                         .filter(|&v| v >= i64::MIN as i128)
-                    {
-                        return Resolved::Int(v);
-                    }
+                {
+                    return Resolved::Int(v);
                 }
             }
         }
@@ -363,7 +361,9 @@ impl Cursor<'_> {
 
 fn days_in(month: u32, year: u32) -> u32 {
     match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
+            29
+        }
         2 => 28,
         4 | 6 | 9 | 11 => 30,
         _ => 31,
@@ -699,10 +699,8 @@ impl Emitter {
         if simple_key && a.multiline {
             style = Style::Double;
         }
-        if style == Style::Plain {
-            if !a.block_plain_allowed || (s.is_empty() && simple_key) {
-                style = Style::Single;
-            }
+        if style == Style::Plain && (!a.block_plain_allowed || (s.is_empty() && simple_key)) {
+            style = Style::Single;
         }
         if style == Style::Single && !a.single_quoted_allowed {
             style = Style::Double;

@@ -1005,7 +1005,7 @@ fn store_on_an_https_registry_behind_an_internal_ca() {
     let listed = run_ok(
         Command::new(require_tool("skopeo"))
             .args(["inspect", "--raw", "--cert-dir"])
-            .arg(&tls_dir.join("certs.d"))
+            .arg(tls_dir.join("certs.d"))
             .arg(format!("docker://{store}/schematics:{id}")),
     );
     assert!(

@@ -122,7 +122,7 @@ impl Unpacker {
             let name = match crate::io::tar::clean_name(Path::new(&raw)) {
                 Ok(Some(n)) => n,
                 Ok(None) => continue,
-                Err(()) => {
+                Err(crate::io::tar::EscapesRoot) => {
                     return Err(self.bad(format!("layer entry {raw:?} escapes the image root")));
                 }
             };

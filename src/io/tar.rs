@@ -43,10 +43,14 @@ pub fn layer_decoder<'a>(
     })
 }
 
+/// A tar entry name that leaves the root it is unpacked into.
+#[derive(Debug, PartialEq, Eq)]
+pub struct EscapesRoot;
+
 /// A tar entry's name made relative and lexically clean (`./a`, `/a` and `a` are the
-/// same; `a/../b` is `b`): `Ok(None)` for the root itself, `Err(())` for a name that
-/// leaves the root (`../x`, `a/../../x`).
-pub fn clean_name(name: &std::path::Path) -> Result<Option<std::path::PathBuf>, ()> {
+/// same; `a/../b` is `b`): `Ok(None)` for the root itself, [`EscapesRoot`] for a name
+/// that leaves the root (`../x`, `a/../../x`).
+pub fn clean_name(name: &std::path::Path) -> Result<Option<std::path::PathBuf>, EscapesRoot> {
     use std::path::Component;
     let mut out = std::path::PathBuf::new();
     for c in name.components() {
@@ -55,10 +59,10 @@ pub fn clean_name(name: &std::path::Path) -> Result<Option<std::path::PathBuf>, 
             Component::CurDir | Component::RootDir => {}
             Component::ParentDir => {
                 if !out.pop() {
-                    return Err(());
+                    return Err(EscapesRoot);
                 }
             }
-            Component::Prefix(_) => return Err(()),
+            Component::Prefix(_) => return Err(EscapesRoot),
         }
     }
     Ok((!out.as_os_str().is_empty()).then_some(out))
