@@ -1015,27 +1015,35 @@ fn store_on_an_https_registry_behind_an_internal_ca() {
 
     let not_pem = tls_dir.join("not-a-ca.pem");
     std::fs::write(&not_pem, "just text\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_imager"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--registry",
-            &store,
-            "--assets",
-        ])
-        .arg(&f.assets)
-        .env("SSL_CERT_FILE", &not_pem)
-        .env_remove("IMAGER_SERVE_INSECURE_REGISTRY")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.contains("not-a-ca.pem: holds no PEM certificate"),
-        "{stderr}"
-    );
+    let untrusted = "invalid peer certificate: UnknownIssuer (a registry behind an internal CA: set SSL_CERT_FILE";
+    for (ca_file, want) in [
+        (std::ffi::OsStr::new(""), untrusted),
+        (
+            not_pem.as_os_str(),
+            "not-a-ca.pem: holds no PEM certificate",
+        ),
+    ] {
+        let port = free_port();
+        let out = Command::new(env!("CARGO_BIN_EXE_imager"))
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--registry", &store, "--assets"])
+            .arg(&f.assets)
+            .arg("--work-dir")
+            .arg(tls_dir.join("work-refused"))
+            .env("SSL_CERT_FILE", ca_file)
+            .env_remove("IMAGER_SERVE_INSECURE_REGISTRY")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(want), "{want:?} in {stderr}");
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "nothing listens"
+        );
+    }
     drop(reg);
 }
 

@@ -363,8 +363,9 @@ pub struct Session {
     tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
-/// A request that failed: whether the registry refused the caller (HTTP 401/403, or its
-/// token service did), and the one-line error.
+/// A request that failed, and the one-line error. `refused`: asking again will not help —
+/// the registry refused the caller (HTTP 401/403, or its token service did) or its
+/// certificate is not trusted ([`super::tls`]).
 #[derive(Debug)]
 pub struct SendError {
     pub refused: bool,
@@ -514,9 +515,14 @@ impl Session {
                     )));
                 }
                 Err(e) => {
-                    return Err(other(
-                        self.fail(&format!("{method} {url}"), transport_text(&e)),
-                    ));
+                    let text = transport_text(&e);
+                    let untrusted = text.contains("invalid peer certificate");
+                    let error = self.fail(&format!("{method} {url}"), text);
+                    return Err(if untrusted {
+                        refused(error)
+                    } else {
+                        other(error)
+                    });
                 }
             }
         }
