@@ -226,11 +226,34 @@ fn transport_text(e: &ureq::Error) -> String {
         }
         other => other.to_string(),
     };
-    if text.contains("invalid peer certificate") {
+    if untrusted_certificate(e) {
         format!("{text} (a registry behind an internal CA: set SSL_CERT_FILE to the CA's PEM file)")
     } else {
         text
     }
+}
+
+/// Whether `e` is the TLS handshake refusing the registry's certificate (rustls's
+/// `InvalidCertificate`, inside the I/O error ureq's transport carries).
+fn untrusted_certificate(e: &ureq::Error) -> bool {
+    let invalid = |err: &(dyn std::error::Error + 'static)| {
+        matches!(
+            err.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(_))
+        )
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        let inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|i| i as &(dyn std::error::Error + 'static));
+        if invalid(err) || inner.is_some_and(invalid) {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// An HTTP client builder: plain HTTP when `insecure`, else HTTPS checked against
@@ -515,10 +538,8 @@ impl Session {
                     )));
                 }
                 Err(e) => {
-                    let text = transport_text(&e);
-                    let untrusted = text.contains("invalid peer certificate");
-                    let error = self.fail(&format!("{method} {url}"), text);
-                    return Err(if untrusted {
+                    let error = self.fail(&format!("{method} {url}"), transport_text(&e));
+                    return Err(if untrusted_certificate(&e) {
                         refused(error)
                     } else {
                         other(error)

@@ -7,7 +7,7 @@
 //! stay trusted beside it, so public registries still work.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
@@ -16,40 +16,45 @@ use rustls::pki_types::pem::PemObject;
 use crate::error::{Error, IoContext, Result};
 
 /// The client TLS configuration: TLS 1.2 and 1.3 on *ring*, as ureq's own default,
-/// with the roots above.
+/// with the roots above. Made once per process (every registry session shares it); a
+/// bad `SSL_CERT_FILE` is an error each time it is asked for.
 pub fn client_config() -> Result<Arc<rustls::ClientConfig>> {
-    let set = |name| std::env::var_os(name).filter(|v: &std::ffi::OsString| !v.is_empty());
-    let mut files: Vec<PathBuf> = set("SSL_CERT_FILE")
-        .into_iter()
-        .map(PathBuf::from)
-        .collect();
-    let required = files.len();
-    for dir in set("SSL_CERT_DIR").iter().flat_map(std::env::split_paths) {
-        files.extend(pem_files_in(&dir)?);
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    if let Some(c) = CONFIG.get() {
+        return Ok(c.clone());
     }
-    client_config_with(&files, required)
+    let set = |name| std::env::var_os(name).filter(|v: &std::ffi::OsString| !v.is_empty());
+    let file = set("SSL_CERT_FILE").map(PathBuf::from);
+    let mut dir_files = Vec::new();
+    for dir in set("SSL_CERT_DIR").iter().flat_map(std::env::split_paths) {
+        dir_files.extend(pem_files_in(&dir)?);
+    }
+    let config = client_config_with(file.as_deref(), &dir_files)?;
+    Ok(CONFIG.get_or_init(|| config).clone())
 }
 
-/// The configuration trusting the built-in roots and the certificates in `files`;
-/// each of the first `required` files must hold at least one.
-fn client_config_with(files: &[PathBuf], required: usize) -> Result<Arc<rustls::ClientConfig>> {
+/// The configuration trusting the built-in roots, the certificates of `file` (which
+/// must hold at least one usable CA certificate) and those of `dir_files` (where, as
+/// Go does, files and certificates that are not usable are skipped).
+fn client_config_with(
+    file: Option<&Path>,
+    dir_files: &[PathBuf],
+) -> Result<Arc<rustls::ClientConfig>> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
-    for (i, path) in files.iter().enumerate() {
-        let certs = read_certificates(path)?;
-        if certs.is_empty() && i < required {
+    if let Some(path) = file {
+        let (added, _) = roots.add_parsable_certificates(read_certificates(path)?);
+        if added == 0 {
             return Err(Error::format(
                 path,
-                "holds no PEM certificate (SSL_CERT_FILE names a bundle of CA certificates)",
+                "holds no PEM certificate usable as a CA (SSL_CERT_FILE names a bundle of CA certificates)",
             ));
         }
-        let (_, refused) = roots.add_parsable_certificates(certs);
-        if refused > 0 {
-            return Err(Error::format(
-                path,
-                format!("holds {refused} certificate(s) that are not valid X.509 trust anchors"),
-            ));
+    }
+    for path in dir_files {
+        if let Ok(certs) = read_certificates(path) {
+            roots.add_parsable_certificates(certs);
         }
     }
     let config = rustls::ClientConfig::builder_with_provider(
@@ -105,17 +110,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key_only = dir.path().join("ca.pem");
         std::fs::write(&key_only, "not a certificate\n").unwrap();
-        let e = client_config_with(std::slice::from_ref(&key_only), 1).unwrap_err();
+        let e = client_config_with(Some(&key_only), &[]).unwrap_err();
         let text = e.to_string();
         assert!(text.contains("ca.pem: holds no PEM certificate"), "{text}");
         // In a directory, such a file is skipped.
-        assert!(client_config_with(&[key_only], 0).is_ok());
+        assert!(client_config_with(None, &[key_only]).is_ok());
     }
 
     #[test]
     fn a_missing_file_is_an_error_and_a_missing_directory_is_not() {
         let dir = tempfile::tempdir().unwrap();
-        let e = client_config_with(&[dir.path().join("absent.pem")], 1).unwrap_err();
+        let e = client_config_with(Some(&dir.path().join("absent.pem")), &[]).unwrap_err();
         assert!(e.to_string().contains("absent.pem"), "{e}");
         assert!(pem_files_in(&dir.path().join("absent")).unwrap().is_empty());
     }
@@ -134,6 +139,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(read_certificates(&bundle).unwrap().len(), 2);
-        assert!(client_config_with(&[bundle], 1).is_ok());
+        assert!(client_config_with(Some(&bundle), &[]).is_ok());
     }
 }

@@ -340,8 +340,9 @@ async fn serve_connections(
 }
 
 /// Before serving: a registry that refuses this service's credentials (or their
-/// absence), or whose certificate is not trusted, stops the start with one line naming it; one that cannot be reached is
-/// logged and tried again (`/readyz` says not ready meanwhile). The assets registry's
+/// absence), or whose certificate is not trusted, stops the start with one line naming
+/// it; one that cannot be reached is logged and tried again (`/readyz` says not ready
+/// meanwhile). The assets registry's
 /// versions are then re-read every 15 minutes (every 10 s while they are unknown).
 async fn check_registries(state: &AppState) -> Result<()> {
     let s = state.clone();
