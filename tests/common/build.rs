@@ -129,8 +129,9 @@ impl DemoBuild {
         self
     }
 
-    /// Runs the build on one CPU (`taskset -c 0`, `RAYON_NUM_THREADS=1`), for
-    /// reproducibility checks against a build on every core.
+    /// Runs the build pinned to one CPU (`taskset -c 0`: the affinity mask a one-CPU
+    /// cpuset gives, with no thread-count variable), for reproducibility checks against
+    /// a build on every core.
     pub fn single_core(mut self) -> Self {
         self.single_core = true;
         self
@@ -148,7 +149,6 @@ impl DemoBuild {
         let mut cmd = if self.single_core {
             let mut c = Command::new(super::require_tool("taskset"));
             c.args(["-c", "0"]).arg(imager().get_program());
-            c.env("RAYON_NUM_THREADS", "1");
             c
         } else {
             imager()
