@@ -963,6 +963,43 @@ fn hostile_paths_are_refused_and_the_service_keeps_serving() {
     drop(slow);
 }
 
+/// An extension layout whose `index.json` is unreadable or not JSON is left out of the
+/// catalog with one log line naming the file; the others are listed.
+#[test]
+fn extension_layouts_with_a_broken_index_are_skipped_and_named() {
+    let f = fixture();
+    let ext = f.assets.join(VERSION).join("extensions/siderolabs");
+    let garbled = ext.join("garbled/index.json");
+    std::fs::create_dir_all(garbled.parent().unwrap()).unwrap();
+    std::fs::write(&garbled, b"{\"manifests\": [").unwrap();
+    let no_digest = ext.join("no-digest/index.json");
+    std::fs::create_dir_all(no_digest.parent().unwrap()).unwrap();
+    std::fs::write(&no_digest, br#"{"manifests": [{"size": 1}]}"#).unwrap();
+    let s = start(&f, "a", &[]);
+    let (status, _, body) = get(&format!("{}/version/{VERSION}/extensions/official", s.url));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let cat: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let names: Vec<&str> = cat
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["siderolabs/hello-world-service"]);
+    assert!(cat[0]["digest"].as_str().unwrap().starts_with("sha256:"));
+    let log = s.log_text();
+    for (file, why) in [(&garbled, "not JSON"), (&no_digest, "no sha256 digest")] {
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&file.display().to_string()))
+            .collect();
+        assert!(
+            lines.len() == 1 && lines[0].contains(why),
+            "{file:?}: {log}"
+        );
+    }
+}
+
 /// The shared store on HTTPS behind an internal CA: trusted through `SSL_CERT_FILE`,
 /// schematics and a built asset land there and the second request is served from it;
 /// a bad `SSL_CERT_FILE` stops the service at start with one line naming the file.
@@ -1513,6 +1550,31 @@ fn assets_registry_serves_the_same_bytes_as_the_assets_directory() {
         catalog[0]["ref"],
         "ghcr.io/siderolabs/hello-world-service:v1.0.0"
     );
+    // A pulled catalog.json that is not a catalog: a 500 and one log line naming the
+    // file, not an empty catalog; the service keeps serving.
+    let pulled = f
+        .dir
+        .path()
+        .join(format!("work-reg/inputs/{VERSION}/catalog.json"));
+    let good = std::fs::read(&pulled).unwrap();
+    std::fs::write(&pulled, b"[{\"name\": 1").unwrap();
+    let (status, _, body) = get(&format!(
+        "{}/version/{VERSION}/extensions/official",
+        reg.url
+    ));
+    assert_eq!(status, 500, "{}", String::from_utf8_lossy(&body));
+    let logged: Vec<String> = reg
+        .log_text()
+        .lines()
+        .filter(|l| l.contains(&pulled.display().to_string()))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        logged.len() == 1 && logged[0].contains("not an extension catalog"),
+        "{logged:?}"
+    );
+    assert_eq!(get(&format!("{}/healthz", reg.url)).0, 200);
+    std::fs::write(&pulled, good).unwrap();
     // No catalog image for the pre-release: an empty catalog.
     let (status, _, body) = get(&format!(
         "{}/version/v1.10.0-alpha.1/extensions/official",

@@ -253,15 +253,16 @@ impl Inputs {
         })
     }
 
-    /// The extension catalog of a prepared `version`, sorted by name.
-    pub fn catalog(&self, version: &str) -> Vec<CatalogEntry> {
+    /// The extension catalog of a prepared `version`, sorted by name; a 500 (logged
+    /// with the file) when the pulled `catalog.json` is not readable.
+    pub fn catalog(&self, version: &str) -> Result<Vec<CatalogEntry>, ServeError> {
         if self.remote.is_some() {
-            return remote_catalog(&self.root, version)
+            return Ok(remote_catalog(&self.root, version)?
                 .into_iter()
                 .map(|e| e.entry)
-                .collect();
+                .collect());
         }
-        dir_catalog(&self.root, version)
+        Ok(dir_catalog(&self.root, version))
     }
 
     /// The OCI layout of official extension `name` for a prepared `version` (pulled the
@@ -273,7 +274,7 @@ impl Inputs {
         let Some(r) = &self.remote else {
             return Ok(dir.join("index.json").is_file().then_some(dir));
         };
-        let Some(e) = remote_catalog(&self.root, version)
+        let Some(e) = remote_catalog(&self.root, version)?
             .into_iter()
             .find(|e| e.entry.name == name)
         else {
@@ -386,16 +387,54 @@ fn extension_path(root: &Path, version: &str, name: &str) -> Option<PathBuf> {
     ok.then(|| root.join(version).join("extensions").join(name))
 }
 
-/// The unpacked catalog of a registry version (`catalog.json`, written by the pull).
-fn remote_catalog(root: &Path, version: &str) -> Vec<RemoteEntry> {
-    std::fs::read(root.join(version).join("catalog.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+/// The unpacked catalog of a registry version (`catalog.json`, written by the pull of
+/// a prepared version): one it cannot read is this service's error, never an empty
+/// catalog.
+fn remote_catalog(root: &Path, version: &str) -> Result<Vec<RemoteEntry>, ServeError> {
+    let path = root.join(version).join("catalog.json");
+    let bytes = std::fs::read(&path).map_err(|e| internal(Error::io(&path, e)))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        internal(Error::format(
+            &path,
+            format!("not an extension catalog (JSON list of entries): {e}"),
+        ))
+    })
+}
+
+/// The catalog entry of the OCI layout `dir` (its `index.json`'s first manifest), or
+/// why it cannot be listed.
+fn dir_entry(dir: &Path, name: String, version: &str) -> std::result::Result<CatalogEntry, String> {
+    let bytes = std::fs::read(dir.join("index.json")).map_err(|e| e.to_string())?;
+    let index: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}"))?;
+    let first = &index["manifests"][0];
+    let digest = first["digest"]
+        .as_str()
+        .filter(|d| {
+            d.strip_prefix("sha256:")
+                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        })
+        .ok_or("its first manifest has no sha256 digest")?;
+    let tag = first["annotations"]["org.opencontainers.image.ref.name"]
+        .as_str()
+        .unwrap_or(version);
+    let description = std::fs::read_to_string(dir.join("description.txt")).unwrap_or_default();
+    Ok(CatalogEntry {
+        reference: format!("ghcr.io/{name}:{tag}"),
+        digest: digest.to_string(),
+        author: if name.starts_with("siderolabs/") {
+            "Sidero Labs".into()
+        } else {
+            String::new()
+        },
+        description: description.trim().to_string(),
+        name,
+    })
 }
 
 /// The catalog of an `--assets` directory: every OCI layout under `extensions/`, named
-/// by its path there (`siderolabs/hello-world-service`), sorted by name.
+/// by its path there (`siderolabs/hello-world-service`), sorted by name. A layout whose
+/// `index.json` cannot be read is left out with one log line naming the file.
 fn dir_catalog(assets: &Path, version: &str) -> Vec<CatalogEntry> {
     let root = assets.join(version).join("extensions");
     let mut out = Vec::new();
@@ -409,27 +448,14 @@ fn dir_catalog(assets: &Path, version: &str) -> Vec<CatalogEntry> {
             if extension_path(assets, version, &name).is_none() {
                 continue;
             }
-            let index: serde_json::Value = std::fs::read(dir.join("index.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default();
-            let first = &index["manifests"][0];
-            let tag = first["annotations"]["org.opencontainers.image.ref.name"]
-                .as_str()
-                .unwrap_or(version);
-            let description =
-                std::fs::read_to_string(dir.join("description.txt")).unwrap_or_default();
-            out.push(CatalogEntry {
-                reference: format!("ghcr.io/{name}:{tag}"),
-                digest: first["digest"].as_str().unwrap_or_default().to_string(),
-                author: if name.starts_with("siderolabs/") {
-                    "Sidero Labs".into()
-                } else {
-                    String::new()
-                },
-                description: description.trim().to_string(),
-                name,
-            });
+            match dir_entry(&dir, name, version) {
+                Ok(entry) => out.push(entry),
+                Err(m) => tracing::warn!(
+                    file = %dir.join("index.json").display(),
+                    error = %m,
+                    "extension catalog: skipping an extension whose index.json cannot be read"
+                ),
+            }
             continue;
         }
         if let Ok(entries) = std::fs::read_dir(&dir) {

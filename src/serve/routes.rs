@@ -97,7 +97,7 @@ async fn official_extensions(
     Path(version): Path<String>,
 ) -> Result<Response, ServeError> {
     let version = state.prepared_version(&version).await?;
-    Ok(axum::Json(state.inputs.catalog(&version)).into_response())
+    Ok(axum::Json(state.inputs.catalog(&version)?).into_response())
 }
 
 /// `talosctl-<os>-<arch>[.exe]`.

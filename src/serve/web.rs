@@ -271,8 +271,12 @@ Show this version's extensions</button></fieldset>",
 </fieldset>"
     ));
     h.push_str("<fieldset><legend>System extensions</legend>");
-    let cat = match state.prepared_version(&c.version).await {
-        Ok(v) => state.inputs.catalog(&v),
+    let cat = match state
+        .prepared_version(&c.version)
+        .await
+        .and_then(|v| state.inputs.catalog(&v))
+    {
+        Ok(cat) => cat,
         Err(e) => {
             h.push_str(&format!("<p class=\"muted\">{}</p>", esc(&e.message)));
             Vec::new()
