@@ -225,8 +225,11 @@ pub enum InstallerContents {
 }
 
 impl Plan {
-    /// Plans the build of a resolved (defaulted, validated) profile, stamped `epoch`.
+    /// Plans the build of a resolved (defaulted, validated) profile, stamped `epoch`;
+    /// what this imager does not build is refused here
+    /// ([`crate::profile::validate::supported`], then the output kind's rules).
     pub fn new(profile: &Profile, epoch: u64) -> Result<Plan> {
+        crate::profile::validate::supported(profile)?;
         let arch: Arch = profile.arch.parse()?;
         let output_kind = profile.output.kind.ok_or_else(|| {
             Error::invalid(

@@ -1,14 +1,17 @@
-//! The rules a complete profile must satisfy before anything is built.
+//! The rules a complete profile must satisfy before anything is built, in two sets:
+//! [`validate`], what makes it a profile at all (checked when it is resolved, so
+//! `--dry-run` can print it), and [`supported`], what this imager does not build
+//! (checked by [`crate::plan::Plan::new`], after `--dry-run` printed the profile).
 
 use super::Profile;
 use crate::error::{Error, Result};
 
 use super::platforms::known_platform;
 
-/// Checks `profile` (after defaults). The first violated rule is the error. The
-/// rules of the output kind and its options are the plan's ([`crate::plan::Plan::new`]).
+/// Checks `profile` (after defaults) is a valid profile. The first violated rule is
+/// the error. What this imager refuses to build is [`supported`]'s; the rules of the
+/// output kind and its options are the plan's ([`crate::plan::Plan::new`]).
 pub fn validate(profile: &Profile) -> Result<()> {
-    let quirks = profile.quirks();
     if profile.arch != "amd64" && profile.arch != "arm64" {
         return Err(Error::invalid(format!(
             "arch {:?} is not supported: use amd64 or arm64",
@@ -24,7 +27,15 @@ pub fn validate(profile: &Profile) -> Result<()> {
             profile.platform
         )));
     }
-    if profile.secureboot() && !quirks.supports_uki() {
+    crate::extensions::validate_profile(profile)?;
+    validate_secureboot(profile)?;
+    Ok(())
+}
+
+/// Checks this imager builds the valid `profile`: the first thing it does not is the
+/// error ([`Error::unsupported`]).
+pub fn supported(profile: &Profile) -> Result<()> {
+    if profile.secureboot() && !profile.quirks().supports_uki() {
         return Err(Error::unsupported(format!(
             "SecureBoot needs Talos >= 1.5 (version {})",
             profile.version
@@ -35,16 +46,40 @@ pub fn validate(profile: &Profile) -> Result<()> {
             "overlays are not supported by this imager",
         ));
     }
-    crate::extensions::validate_profile(profile)?;
     if profile.input.image_cache.is_some() {
         return Err(Error::unsupported("image caches are not supported yet"));
     }
-    validate_secureboot(profile)?;
-
-    Ok(())
+    supported_signers(profile)
 }
 
 fn validate_secureboot(profile: &Profile) -> Result<()> {
+    let Some(sb) = profile.input.secureboot.as_ref() else {
+        return Ok(());
+    };
+    if !profile.secureboot() {
+        return Ok(());
+    }
+    let dbs = [
+        ("platformKeyPath", &sb.platform_key_path),
+        ("keyExchangeKeyPath", &sb.key_exchange_key_path),
+        ("signatureKeyPath", &sb.signature_key_path),
+    ];
+    let set = dbs.iter().filter(|(_, p)| !p.is_empty()).count();
+    if set != 0 && set != dbs.len() {
+        let missing: Vec<&str> = dbs
+            .iter()
+            .filter(|(_, p)| p.is_empty())
+            .map(|(n, _)| *n)
+            .collect();
+        return Err(Error::invalid(format!(
+            "partial SecureBoot pre-built database configuration: missing {}",
+            missing.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+fn supported_signers(profile: &Profile) -> Result<()> {
     let Some(sb) = profile.input.secureboot.as_ref() else {
         return Ok(());
     };
@@ -64,23 +99,6 @@ fn validate_secureboot(profile: &Profile) -> Result<()> {
         return Err(Error::unsupported(
             "PCR signer: only keyPath (a PEM file) is supported",
         ));
-    }
-    let dbs = [
-        ("platformKeyPath", &sb.platform_key_path),
-        ("keyExchangeKeyPath", &sb.key_exchange_key_path),
-        ("signatureKeyPath", &sb.signature_key_path),
-    ];
-    let set = dbs.iter().filter(|(_, p)| !p.is_empty()).count();
-    if set != 0 && set != dbs.len() {
-        let missing: Vec<&str> = dbs
-            .iter()
-            .filter(|(_, p)| p.is_empty())
-            .map(|(n, _)| *n)
-            .collect();
-        return Err(Error::invalid(format!(
-            "partial SecureBoot pre-built database configuration: missing {}",
-            missing.join(", ")
-        )));
     }
     Ok(())
 }
