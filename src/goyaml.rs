@@ -17,6 +17,15 @@
 //!
 //! go-yaml's own output is not always a fixed point of its reader;
 //! [`unstable_encoding`] names those cases for round-trip checks.
+//!
+//! [`marshal_v4`] writes what `go.yaml.in/yaml/v4`'s `Marshal` writes (its v3 defaults:
+//! indent 4, legacy quoting, unlimited width), which Image Factory uses from v0.9.0;
+//! it differs from v3 in the representer (`internal/libyaml/representer.go`
+//! `stringv`: YAML 1.1 booleans, sexagesimal-looking strings and `<<` single-quoted; a
+//! multi-line string literal only when it has two bytes or more and a non-space
+//! character, else double-quoted) and in the emitter's block scalars (`emitter.go`
+//! `writeBlockScalarHints`/`writeLiteralScalar`: an indentation indicator only before a
+//! leading space, and the header always ends its line).
 
 /// Whether `yaml` (this emitter's output) holds one of the encodings go-yaml writes
 /// but does not read back as the same text: a `|4` block scalar (the indentation
@@ -558,8 +567,18 @@ enum Parent {
     MapKey,
 }
 
+/// Which go-yaml writes the bytes.
+#[derive(Clone, Copy, PartialEq)]
+enum Dialect {
+    /// `gopkg.in/yaml.v3` (Talos's tools).
+    V3,
+    /// `go.yaml.in/yaml/v4` `Marshal` (Image Factory from v0.9.0).
+    V4,
+}
+
 /// The emitter state of libyaml that the output depends on.
 struct Emitter {
+    dialect: Dialect,
     out: String,
     column: usize,
     whitespace: bool,
@@ -575,9 +594,19 @@ pub(crate) fn marshal(root: &Out) -> String {
     marshal_indent(root, 4)
 }
 
+/// `go.yaml.in/yaml/v4` `Marshal` of the document rooted at `root` (a mapping).
+pub(crate) fn marshal_v4(root: &Out) -> String {
+    emit(root, 4, Dialect::V4)
+}
+
 /// What an encoder with `SetIndent(indent)` writes for the document rooted at `root`.
 pub(crate) fn marshal_indent(root: &Out, indent: u8) -> String {
+    emit(root, indent, Dialect::V3)
+}
+
+fn emit(root: &Out, indent: u8, dialect: Dialect) -> String {
     let mut e = Emitter {
+        dialect,
         out: String::new(),
         column: 0,
         whitespace: true,
@@ -678,8 +707,26 @@ impl Emitter {
         }
     }
 
-    /// encode.go `stringv`.
+    /// encode.go `stringv` (v4: representer.go `stringv`, then the desolver, which
+    /// double-quotes a plain string that would not read back as a string).
     fn string(&mut self, s: &str, parent: Parent, simple_key: bool) {
+        if self.dialect == Dialect::V4 {
+            let style = if s.contains('\n') {
+                // `shouldUseLiteralStyle`: Go's unicode.IsSpace is White_Space.
+                if s.len() >= 2 && s.chars().any(|c| !c.is_whitespace()) {
+                    Style::Literal
+                } else {
+                    Style::Double
+                }
+            } else if is_base60_float(s) || is_old_bool(s).is_some() || s == "<<" {
+                Style::Single
+            } else if resolve(s) == Resolved::Str {
+                Style::Plain
+            } else {
+                Style::Double
+            };
+            return self.scalar(s, style, parent, simple_key);
+        }
         let can_use_plain =
             resolve(s) == Resolved::Str && !(is_base60_float(s) || is_old_bool(s).is_some());
         let style = if s.contains('\n') {
@@ -813,7 +860,11 @@ impl Emitter {
         // Block scalar hints: an indentation indicator when the text starts with a
         // space or a break, a chomping indicator from its trailing breaks.
         let first = s.chars().next();
-        if first.is_some_and(|c| c == ' ' || is_break(c)) {
+        let hinted = match self.dialect {
+            Dialect::V3 => first.is_some_and(|c| c == ' ' || is_break(c)),
+            Dialect::V4 => first == Some(' '),
+        };
+        if hinted {
             let hint = self.best_indent.to_string();
             self.write_indicator(&hint, false, false, false);
         }
@@ -827,6 +878,11 @@ impl Emitter {
         };
         if let Some(c) = chomp {
             self.write_indicator(c, false, false, false);
+        }
+        if self.dialect == Dialect::V4 {
+            // `processLineCommentLinebreak(true)`: the header ends its line, so a
+            // leading break of the text is a blank line of its own.
+            self.put_break();
         }
         self.whitespace = true;
         let mut breaks = true;

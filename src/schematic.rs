@@ -2,15 +2,20 @@
 //! canonical YAML re-encoding and the schematic ID (lowercase hex SHA-256 of that
 //! encoding), byte-compatible with factory.talos.dev.
 //!
-//! The factory decodes the body with go-yaml v3 (`KnownFields(true)`, first document
-//! only) into a fixed Go struct and hashes `yaml.Marshal` of it, so the ID depends on
+//! The factory decodes the body with go-yaml (`KnownFields(true)`, first document
+//! only) into a fixed Go struct and hashes `yaml.Marshal` of it; since Image Factory
+//! v0.9.0 that is `go.yaml.in/yaml/v4` (v1.5.0, the release of today, pins
+//! `v4.0.0-rc.6.0.20260809190231-643e93b9c9be`), before it `gopkg.in/yaml.v3`. The
+//! ID depends on
 //! go-yaml's decoding rules (how a scalar becomes a string, a `uint8`, a bool) and on
 //! its emitter's layout and quoting. [`parse`] reads the YAML (JSON is YAML) with
 //! `saphyr-parser`'s event stream, which lets it refuse anchors, aliases, merge keys,
 //! unusual tags and nesting deeper than [`MAX_DEPTH`] before anything is built, and
-//! then decodes the events with go-yaml v3's rules; [`Schematic::canonical_yaml`] writes
-//! the bytes with the go-yaml emitter rules of [`crate::goyaml`] (see there for why that is
-//! written here rather than taken from serde_yaml).
+//! then decodes the events with go-yaml v3's rules (v4's legacy decoder keeps them);
+//! [`Schematic::canonical_yaml`] writes the bytes with the go-yaml v4 emitter rules of
+//! [`crate::goyaml`] (see there for why that is written here rather than taken from
+//! serde_yaml). A schematic stored under a v3 ID stays found by that ID: the store is
+//! keyed by ID and never re-derives it; only new bodies get v4 IDs.
 //!
 //! Stricter than the factory where it is cheap: bodies over [`MAX_BODY`], `owner`
 //! (an Enterprise field), `bootloader: auto`, anchors/aliases/merge keys, tags other
@@ -18,8 +23,8 @@
 //! in overlay options, and raw NEL/LS/PS characters (libyaml reads them as line breaks,
 //! YAML 1.2 parsers as text; their escapes are fine) are refused.
 //!
-//! Judged by go-yaml itself: `tests/schematic.rs` runs thousands of bodies through
-//! Debian's `gopkg.in/yaml.v3` and compares the bytes.
+//! Judged by go-yaml itself: `tests/schematic.rs` compares the bytes for thousands of
+//! bodies with go-yaml v4's answers, kept in `tests/data/goyaml-v4/`.
 
 use crate::goyaml::{self, Out, Resolved, resolve};
 use saphyr_parser::{Event, Parser, ScalarStyle};
@@ -104,9 +109,11 @@ pub struct Schematic {
 }
 
 impl Schematic {
-    /// The bytes the factory hashes: go-yaml v3 `Marshal` of the schematic struct.
+    /// The bytes the factory hashes: go-yaml v4 `Marshal` of the schematic struct
+    /// (Image Factory from v0.9.0; v3's bytes differ in the quoting of YAML 1.1
+    /// booleans, sexagesimal-looking strings and `<<`, and in block scalars).
     pub fn canonical_yaml(&self) -> String {
-        goyaml::marshal(&self.to_out())
+        goyaml::marshal_v4(&self.to_out())
     }
 
     /// The schematic ID: lowercase hex SHA-256 of [`Self::canonical_yaml`].
@@ -279,9 +286,10 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Schematic, Schem
         return Err(SchematicError::TooLarge);
     }
     let text = std::str::from_utf8(body).map_err(|e| invalid(format!("body is not UTF-8: {e}")))?;
-    // libyaml's reader: only these characters may appear in a YAML stream.
+    // go-yaml v4's reader: only these characters may appear in a YAML stream (v3's
+    // refused DEL and the C1 controls too).
     if let Some(c) = text.chars().find(|&c| {
-        !matches!(c as u32, 0x09 | 0x0a | 0x0d | 0x20..=0x7e | 0x85 | 0xa0..=0xd7ff | 0xe000..=0xfffd | 0x10000..=0x10ffff)
+        !matches!(c as u32, 0x09 | 0x0a | 0x0d | 0x20..=0x7e | 0x7f..=0x9f | 0xa0..=0xd7ff | 0xe000..=0xfffd | 0x10000..=0x10ffff)
     }) {
         return Err(invalid(format!("control character U+{:04X} is not allowed in YAML", c as u32)));
     }
@@ -604,6 +612,8 @@ fn for_fields(
 fn decode_string(node: &Node) -> Result<String, SchematicError> {
     match node {
         n if n.is_null() => Ok(String::new()),
+        // go-yaml v4 does not construct a timestamp into a string (v3 kept its text).
+        n if matches!(n.resolved(), Some(Resolved::Timestamp)) => Err(type_error(n, "string")),
         Node::Scalar { value, .. } => Ok(value.clone()),
         n => Err(type_error(n, "string")),
     }
@@ -627,7 +637,7 @@ fn decode_strings(node: &Node) -> Result<Vec<String>, SchematicError> {
 }
 
 /// go-yaml into a Go unsigned integer of at most `max`: an int, or a float that
-/// converts (truncated); null leaves it 0.
+/// converts without loss; null leaves it 0.
 fn decode_uint(node: &Node, max: u64, ty: &str) -> Result<u64, SchematicError> {
     let out_of_range = || {
         invalid(format!(
@@ -640,12 +650,9 @@ fn decode_uint(node: &Node, max: u64, ty: &str) -> Result<u64, SchematicError> {
         Some(Resolved::Null) => Ok(0),
         Some(Resolved::Int(v)) if v >= 0 && v <= max as i128 => Ok(v as u64),
         Some(Resolved::Int(_)) => Err(out_of_range()),
-        Some(Resolved::Float(f))
-            if f >= 0.0 && f.trunc() <= max as f64 && f.trunc() < 18446744073709551616.0 =>
-        {
-            Ok(f.trunc() as u64)
-        }
-        Some(Resolved::Float(_)) => Err(out_of_range()),
+        // go-yaml v4 takes a float only when the conversion is lossless (v3 truncated).
+        Some(Resolved::Float(f)) if f >= 0.0 && f.fract() == 0.0 && f <= max as f64 => Ok(f as u64),
+        Some(Resolved::Float(_)) => Err(type_error(node, ty)),
         _ => Err(type_error(node, ty)),
     }
 }
@@ -876,7 +883,7 @@ mod tests {
             canon(
                 "customization: {extraKernelArgs: ['yes', 'true', '10', '', '#x', 'a: b', ' s', ip=dhcp, -foo, 'ü']}"
             ),
-            "customization:\n    extraKernelArgs:\n        - \"yes\"\n        - \"true\"\n        - \"10\"\n        - \"\"\n        - '#x'\n        - 'a: b'\n        - ' s'\n        - ip=dhcp\n        - -foo\n        - ü\n"
+            "customization:\n    extraKernelArgs:\n        - 'yes'\n        - \"true\"\n        - \"10\"\n        - \"\"\n        - '#x'\n        - 'a: b'\n        - ' s'\n        - ip=dhcp\n        - -foo\n        - ü\n"
         );
     }
 

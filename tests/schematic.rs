@@ -1,18 +1,81 @@
-//! Schematic IDs judged by go-yaml itself: `tests/goyaml_oracle/main.go` decodes each
-//! body with Debian's `gopkg.in/yaml.v3` into the factory's schematic struct and prints
-//! `yaml.Marshal` of it; the Rust canonical bytes must be identical for every body go-yaml
-//! accepts (a few thousand generated ones full of tricky scalars, plus hand-picked
-//! cases), and the Rust parser must refuse what go-yaml refuses. Needs `go` and the
-//! `golang-gopkg-yaml.v3-dev` package (see `.ci/run`).
+//! Schematic IDs judged by go-yaml itself: Image Factory (v1.5.0, today's release)
+//! marshals schematics with `go.yaml.in/yaml/v4`, so the canonical bytes must equal
+//! go-yaml v4's for every body it accepts (a few thousand generated ones full of
+//! tricky scalars, plus hand-picked cases), and the Rust parser must refuse what it
+//! refuses. go-yaml v4's answers (`tests/goyaml_oracle/main.go` built against
+//! `go.yaml.in/yaml/v4`) are stored in `tests/data/goyaml-v4/schematic.jsonl`; the
+//! README there says where they come from and how they are regenerated
+//! (`GOYAML_V4_ORACLE=<oracle binary>` runs these tests against it and records them).
 
 mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use common::goyaml::{Rng, random_string};
 use imager::schematic::{self, SchematicError};
 
-/// go-yaml's answer per body: Ok(canonical bytes) or Err(message).
+fn vectors_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/goyaml-v4/schematic.jsonl")
+}
+
+/// The stored answers: body -> Ok(canonical bytes) or Err(message).
+fn vectors() -> &'static HashMap<String, Result<String, String>> {
+    static V: std::sync::OnceLock<HashMap<String, Result<String, String>>> =
+        std::sync::OnceLock::new();
+    V.get_or_init(|| {
+        let text = std::fs::read_to_string(vectors_path()).unwrap();
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let body = v["body"].as_str().unwrap().to_string();
+                let answer = match (v["ok"].as_str(), v["err"].as_str()) {
+                    (Some(ok), _) => Ok(ok.to_string()),
+                    (None, Some(e)) => Err(e.to_string()),
+                    _ => panic!("bad vector line {l}"),
+                };
+                (body, answer)
+            })
+            .collect()
+    })
+}
+
+/// go-yaml v4's answer per body: Ok(canonical bytes) or Err(message), from the stored
+/// vectors, or from the oracle binary `GOYAML_V4_ORACLE` names (then recorded).
 fn go_yaml(bodies: &[Vec<u8>]) -> Vec<Result<String, String>> {
-    common::goyaml::oracle("schematic", bodies)
+    if let Some(bin) = std::env::var_os("GOYAML_V4_ORACLE") {
+        let answers = common::goyaml::oracle_at(Path::new(&bin), "schematic", bodies);
+        let mut lines = String::new();
+        for (b, a) in bodies.iter().zip(&answers) {
+            let body = String::from_utf8(b.clone()).expect("UTF-8 bodies");
+            let v = match a {
+                Ok(y) => serde_json::json!({"body": body, "ok": y}),
+                Err(e) => serde_json::json!({"body": body, "err": e}),
+            };
+            lines.push_str(&v.to_string());
+            lines.push('\n');
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(vectors_path())
+            .unwrap();
+        std::io::Write::write_all(&mut f, lines.as_bytes()).unwrap();
+        return answers;
+    }
+    let v = vectors();
+    bodies
+        .iter()
+        .map(|b| {
+            let body = String::from_utf8_lossy(b);
+            v.get(body.as_ref()).cloned().unwrap_or_else(|| {
+                panic!(
+                    "no stored go-yaml v4 answer for {body:?}: regenerate {} (README beside it)",
+                    vectors_path().display()
+                )
+            })
+        })
+        .collect()
 }
 
 /// Refusals of bodies go-yaml accepts, on purpose (the module doc's list).
@@ -348,4 +411,39 @@ fn the_issue_limits() {
             other => panic!("{body:?}: {other:?}"),
         }
     }
+}
+
+/// The IDs of today's Image Factory (go-yaml v4): YAML 1.1 booleans and
+/// sexagesimal-looking strings are single-quoted, not double-quoted as go-yaml v3 did.
+/// A schematic stored under its v3 ID still parses from its stored bytes (the store is
+/// keyed by ID; the bytes are read back, never re-hashed).
+#[test]
+fn ids_are_go_yaml_v4s() {
+    let on = schematic::parse(
+        br#"{"customization":{"meta":[{"key":10,"value":"on"}]}}"#,
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        on.canonical_yaml(),
+        "customization:\n    meta:\n        - key: 10\n          value: 'on'\n"
+    );
+    assert_eq!(
+        on.id(),
+        "443521d457ab6ca16178c8421ea043fe296dbf06e4a4742188c3428bddf17eea"
+    );
+    let args = schematic::parse(
+        br#"{"customization":{"extraKernelArgs":["console=ttyS0","on","1:30","<<"]}}"#,
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        args.canonical_yaml(),
+        "customization:\n    extraKernelArgs:\n        - console=ttyS0\n        - 'on'\n        - '1:30'\n        - '<<'\n"
+    );
+    // The bytes go-yaml v3 stored for the first one (ID 91b87a3c...): they still read
+    // as the same schematic.
+    let v3 = b"customization:\n    meta:\n        - key: 10\n          value: \"on\"\n";
+    let stored = schematic::parse(v3, Some("application/yaml")).unwrap();
+    assert_eq!(stored, on);
 }

@@ -34,7 +34,17 @@ fn binary() -> PathBuf {
 /// answer `yaml.Marshal` of it; `extensions`: the body is Talos's extensions `Config`
 /// as JSON, the answer what the imager's encoder writes): Ok(bytes) or Err(message).
 pub fn oracle(mode: &str, bodies: &[Vec<u8>]) -> Vec<Result<String, String>> {
-    let mut child = Command::new(binary())
+    oracle_at(&binary(), mode, bodies)
+}
+
+/// [`oracle`] with another build of `tests/goyaml_oracle/main.go` (go-yaml v4's, to
+/// regenerate `tests/data/goyaml-v4`).
+pub fn oracle_at(
+    bin: &std::path::Path,
+    mode: &str,
+    bodies: &[Vec<u8>],
+) -> Vec<Result<String, String>> {
+    let mut child = Command::new(bin)
         .arg(mode)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -1,5 +1,6 @@
 // Reference encoder for the go-yaml tests, so the Rust emitter is judged by
-// gopkg.in/yaml.v3 itself. Two modes:
+// gopkg.in/yaml.v3 itself. Built with the import go.yaml.in/yaml/v4 instead, it made
+// the stored schematic answers of tests/data/goyaml-v4 (README there). Two modes:
 //
 //   - schematic (default): decodes each body (strict, first document only) into the
 //     Image Factory's schematic struct and prints yaml.Marshal of it;
