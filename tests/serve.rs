@@ -963,6 +963,130 @@ fn hostile_paths_are_refused_and_the_service_keeps_serving() {
     drop(slow);
 }
 
+/// A loopback TCP proxy to the fixture's registry that holds every request writing to
+/// it (`POST`/`PUT`/`PATCH`) while its gate is closed; reads pass.
+struct WriteGate {
+    port: u16,
+    /// (closed, number of requests held so far)
+    state: std::sync::Arc<(std::sync::Mutex<(bool, usize)>, std::sync::Condvar)>,
+}
+
+impl WriteGate {
+    fn new(upstream: u16) -> WriteGate {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::{Arc, Condvar, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new((Mutex::new((false, 0usize)), Condvar::new()));
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Both);
+                });
+                let st = st.clone();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match client.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let chunk = &buf[..n];
+                        // Requests start a read after the previous answer: a chunk that
+                        // starts with a writing method is a request's head.
+                        if [&b"POST "[..], b"PUT ", b"PATCH "]
+                            .iter()
+                            .any(|m| chunk.starts_with(m))
+                        {
+                            let (lock, cv) = &*st;
+                            let mut g = lock.lock().unwrap();
+                            if g.0 {
+                                g.1 += 1;
+                                cv.notify_all();
+                                while g.0 {
+                                    g = cv.wait(g).unwrap();
+                                }
+                            }
+                        }
+                        if server.write_all(chunk).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = server.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        WriteGate { port, state }
+    }
+
+    fn set_closed(&self, closed: bool) {
+        let (lock, cv) = &*self.state;
+        lock.lock().unwrap().0 = closed;
+        cv.notify_all();
+    }
+
+    /// A guard that opens the gate when dropped (before the service it serves stops,
+    /// which waits for its pushes).
+    fn opened_on_drop(&self) -> impl Drop + '_ {
+        struct Open<'a>(&'a WriteGate);
+        impl Drop for Open<'_> {
+            fn drop(&mut self) {
+                self.0.set_closed(false);
+            }
+        }
+        Open(self)
+    }
+
+    /// Waits until a write is held (at most 60 s); whether one was.
+    fn wait_held(&self) -> bool {
+        let (lock, cv) = &*self.state;
+        let g = lock.lock().unwrap();
+        let (g, _) = cv
+            .wait_timeout_while(g, Duration::from_secs(60), |g| g.1 == 0)
+            .unwrap();
+        g.1 > 0
+    }
+}
+
+/// `/metrics` counts a GET answered from an asset this replica built while its push to
+/// the cache still runs as delivered from the cache (it is not built again).
+#[test]
+fn an_asset_served_while_its_push_runs_is_counted_as_delivered() {
+    let f = fixture();
+    let gate = WriteGate::new(f.registry.1);
+    let store = format!("127.0.0.1:{}/factory", gate.port);
+    let s = start(&f, "a", &["--registry", &store]);
+    let id = create(&s, "{}");
+    gate.set_closed(true);
+    let _open = gate.opened_on_drop();
+    let url = format!("{}/image/{id}/{VERSION}/kernel-amd64", s.url);
+    let (status, _, first) = get(&url);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&first));
+    assert!(gate.wait_held(), "the push to the cache never started");
+    // The push is held: the asset is answered from this replica's build.
+    let (status, _, second) = get(&url);
+    assert_eq!(status, 200);
+    assert!(first == second);
+    assert_eq!(metric(&s, "image_factory_assets_built_total"), 1.0);
+    assert_eq!(
+        metric(&s, "image_factory_assets_delivered_cached_total"),
+        1.0,
+        "{}",
+        s.log_text()
+    );
+    assert_eq!(
+        metric(&s, "image_factory_assets_cached_bytes_total"),
+        second.len() as f64
+    );
+}
+
 /// An extension layout whose `index.json` is unreadable or not JSON is left out of the
 /// catalog with one log line naming the file; the others are listed.
 #[test]

@@ -84,7 +84,10 @@ impl Builds {
     }
 
     /// The asset of `planned`: from the cache, from a build already running here, or
-    /// built now. `true` with it when it came from the cache.
+    /// built now. `true` with it when it was delivered without a build for it: from the
+    /// cache, or from an asset this replica had already built (its push to the cache
+    /// still running). A request that joins a build still running shares that build's
+    /// one count of `assets_built`, as with the factory's single-flight.
     pub async fn get(
         state: &AppState,
         planned: Planned,
@@ -99,6 +102,9 @@ impl Builds {
             }
             let mut inflight = state.builds.inflight.lock().unwrap();
             if let Some(running) = inflight.get(&key) {
+                if let Some(Ok(ready)) = running.peek() {
+                    return Ok((ready.clone(), true));
+                }
                 break running.clone();
             }
             // Pushed by this replica after the lookup above started: look again (once).
