@@ -1,25 +1,33 @@
-//! The GRUB x86_64 EFI image (`BOOTX64.efi` of Talos's `grub` layout), as
-//! `grub-mkimage -O x86_64-efi` writes it: `kernel.img` (an ELF64 relocatable
-//! object) linked at RVA 0x1000 into one `.text` and one `.data` (with bss), its
-//! absolute relocations turned into PE base relocations, the module area in a `mods`
-//! section, and a PE32+ header with four sections (`.text`, `.data`, `mods`, `.reloc`).
+//! The GRUB EFI images (`BOOTX64.efi` of Talos's amd64 `grub` layout, `BOOTAA64.efi`
+//! of its arm64 one), as `grub-mkimage -O x86_64-efi|arm64-efi` writes them:
+//! `kernel.img` (an ELF64 relocatable object) linked at RVA 0x1000 into one `.text` and
+//! one `.data` (with bss), its absolute relocations turned into PE base relocations,
+//! the module area in a `mods` section, and a PE32+ header with four sections
+//! (`.text`, `.data`, `mods`, `.reloc`). The two targets differ only in the machine
+//! fields and in the relocation types `kernel.img` uses.
 //!
 //! Rules followed (GRUB 2.06 `util/grub-mkimagexx.c` `locate_sections`,
-//! `relocate_symbols`, `relocate_addrs`, `make_reloc_section`, `add_fixup_entry`, and
+//! `relocate_symbols`, `relocate_addrs`, `translate_relocation`, `add_fixup_entry`,
+//! `grub-core/kern/arm64/dl_helper.c` for the AArch64 instruction fields, and
 //! `util/mkimage.c` for the PE header): code sections (alloc + exec) first, the text
 //! size rounded to 4 KiB; then data sections (alloc, not exec, with contents), then
 //! bss; each at its own alignment; the whole rounded to 4 KiB. Symbols are moved to
 //! their RVA; `__bss_start`/`_end` are defined by the layout; `_start` is the entry.
-//! `R_X86_64_64` relocations are applied against RVA 0 and listed as DIR64 fixups, the
-//! PC-relative ones are resolved. Fixup blocks follow the relocation order (a block
-//! ends when an address leaves its 4 KiB page, padded to 8 bytes; the last block is
-//! padded so the table ends on a 4 KiB boundary). The COFF time stamp is GRUB's fixed
-//! 2015-01-01, so the image is reproducible.
+//! x86_64: `R_X86_64_64` relocations are applied against RVA 0 and listed as DIR64
+//! fixups, the PC-relative ones are resolved. AArch64: `R_AARCH64_ABS64` likewise;
+//! branches (`CALL26`/`JUMP26`), `PREL32` and the page-relative pair
+//! (`ADR_PREL_PG_HI21` with `ADD_ABS_LO12_NC`/`LDST64_ABS_LO12_NC`) are resolved in
+//! place and need no fixup, since the image is loaded page-aligned; GOT relocations
+//! (which GRUB turns into a small GOT after the kernel) do not occur in distribution
+//! `kernel.img` files and are refused. Fixup blocks follow the relocation order (a
+//! block ends when an address leaves its 4 KiB page, padded to 8 bytes; the last
+//! block is padded so the table ends on a 4 KiB boundary). The COFF time stamp is
+//! GRUB's fixed 2015-01-01, so the image is reproducible.
 
 use super::elf::{
     Elf, SHF_ALLOC, SHF_EXECINSTR, SHN_ABS, SHN_UNDEF, SHT_NOBITS, SHT_REL, SHT_RELA, SHT_SYMTAB,
 };
-use super::{GrubDir, PREFIX};
+use super::{EfiTarget, GrubDir, PREFIX};
 use crate::error::{Error, Result};
 
 /// The PE header is one 4 KiB page, so the image's first section is at RVA 0x1000.
@@ -64,16 +72,17 @@ const MSDOS_STUB: [u8; 0x80] = {
     s
 };
 
-/// The x86_64-efi GRUB image with the Talos module list and the prefix
-/// `(hd0,gpt3)/grub`.
+/// The EFI GRUB image of the directory's architecture (x86_64-efi or arm64-efi) with
+/// the Talos module list and the prefix `(hd0,gpt3)/grub`.
 pub fn efi_image(dir: &GrubDir) -> Result<Vec<u8>> {
     let p = dir.efi();
+    let target = dir.efi_target();
     let kernel_path = p.path("kernel.img");
     let kernel = p.read("kernel.img")?;
-    let k = load_kernel(&kernel).map_err(|m| Error::format(&kernel_path, m))?;
+    let k = load_kernel(&kernel, target).map_err(|m| Error::format(&kernel_path, m))?;
     drop(kernel);
     let mods = super::module_area(p, 8, PREFIX)?;
-    Ok(pe_image(&k, &mods))
+    Ok(pe_image(&k, &mods, target))
 }
 
 /// `kernel.img` linked for the PE image.
@@ -100,10 +109,9 @@ fn align_up(v: u64, a: u64) -> std::result::Result<u64, String> {
 
 /// Links the ELF64 relocatable `kernel.img` at RVA [`HEADER_SIZE`] the way
 /// grub-mkimage does.
-pub(crate) fn load_kernel(data: &[u8]) -> std::result::Result<Linked, String> {
-    const EM_X86_64: u16 = 62;
+pub(crate) fn load_kernel(data: &[u8], target: EfiTarget) -> std::result::Result<Linked, String> {
     const VOFF: u64 = HEADER_SIZE;
-    let elf = Elf::parse(data, true, EM_X86_64)?;
+    let elf = Elf::parse(data, true, target.elf_machine())?;
     let secs = &elf.sections;
     let n = secs.len();
     let mask = SHF_ALLOC | SHF_EXECINSTR;
@@ -114,7 +122,7 @@ pub(crate) fn load_kernel(data: &[u8]) -> std::result::Result<Linked, String> {
     // A relocation section is kept when the section its name points at is.
     let is_kept_reloc = |i: usize| -> std::result::Result<bool, String> {
         let name = elf.section_name(&secs[i])?;
-        let target = if let Some(rest) = name.strip_prefix(b".rela") {
+        let wanted = if let Some(rest) = name.strip_prefix(b".rela") {
             if !rest.starts_with(b".") {
                 return Ok(true);
             }
@@ -128,7 +136,7 @@ pub(crate) fn load_kernel(data: &[u8]) -> std::result::Result<Linked, String> {
             return Ok(true);
         };
         for (j, s) in secs.iter().enumerate() {
-            if elf.section_name(s)? == target {
+            if elf.section_name(s)? == wanted {
                 return Ok(is_kept(j));
             }
         }
@@ -220,7 +228,7 @@ pub(crate) fn load_kernel(data: &[u8]) -> std::result::Result<Linked, String> {
             continue;
         }
         let ti = s.info as usize;
-        let target = secs
+        let target_sec = secs
             .get(ti)
             .ok_or_else(|| format!("relocation target section {ti} does not exist"))?;
         let taddr = addrs[ti];
@@ -230,19 +238,19 @@ pub(crate) fn load_kernel(data: &[u8]) -> std::result::Result<Linked, String> {
                 .get(r.sym as usize)
                 .ok_or_else(|| format!("relocation symbol {} does not exist", r.sym))?;
             let a = (r.addend as u64).wrapping_add(sym);
-            let width = match r.kind {
-                0 => continue,
-                1 | 24 => 8,
-                2 | 4 | 10 | 11 => 4,
-                k => return Err(format!("relocation {k:#x} is not implemented yet")),
+            let Some(width) = reloc_width(target, r.kind)? else {
+                continue;
             };
-            if r.offset.checked_add(width).is_none_or(|e| e > target.size) {
+            if r.offset
+                .checked_add(width)
+                .is_none_or(|e| e > target_sec.size)
+            {
                 return Err(format!(
                     "relocation at {:#x} outside its section {ti}",
                     r.offset
                 ));
             }
-            let field = target
+            let field = target_sec
                 .offset
                 .checked_add(r.offset)
                 .and_then(|p| usize::try_from(p).ok())
@@ -253,42 +261,18 @@ pub(crate) fn load_kernel(data: &[u8]) -> std::result::Result<Linked, String> {
                         r.offset
                     )
                 })?;
-            let pc = a
-                .wrapping_sub(taddr)
-                .wrapping_sub(r.offset)
-                .wrapping_sub(VOFF);
-            match r.kind {
-                // R_X86_64_64
-                1 => {
-                    let v = u64::from_le_bytes(field[..8].try_into().unwrap()).wrapping_add(a);
-                    field.copy_from_slice(&v.to_le_bytes());
-                }
-                // R_X86_64_PC64
-                24 => {
-                    let v = u64::from_le_bytes(field[..8].try_into().unwrap()).wrapping_add(pc);
-                    field.copy_from_slice(&v.to_le_bytes());
-                }
-                // R_X86_64_PC32, R_X86_64_PLT32
-                2 | 4 => {
-                    let v =
-                        u32::from_le_bytes(field[..4].try_into().unwrap()).wrapping_add(pc as u32);
-                    field.copy_from_slice(&v.to_le_bytes());
-                }
-                // R_X86_64_32, R_X86_64_32S
-                _ => {
-                    let v =
-                        u32::from_le_bytes(field[..4].try_into().unwrap()).wrapping_add(a as u32);
-                    field.copy_from_slice(&v.to_le_bytes());
-                }
+            // Where the field ends up, as an RVA.
+            let place = taddr.wrapping_add(r.offset).wrapping_add(VOFF);
+            match target {
+                EfiTarget::X86_64 => apply_x86_64(field, r.kind, a, place),
+                EfiTarget::Arm64 => apply_aarch64(field, r.kind, a, place)?,
             }
         }
         if kept_reloc {
             let base = vaddrs[ti];
             for r in &relocs {
-                match r.kind {
-                    10 | 11 => return Err("can't add fixup entry for R_X86_64_32(S)".into()),
-                    1 => fixups.add(base.wrapping_add(r.offset))?,
-                    _ => {}
+                if needs_fixup(target, r.kind)? {
+                    fixups.add(base.wrapping_add(r.offset))?;
                 }
             }
         }
@@ -310,6 +294,121 @@ pub(crate) fn load_kernel(data: &[u8]) -> std::result::Result<Linked, String> {
         entry,
         reloc,
     })
+}
+
+/// x86_64 relocation types grub-mkimage handles for EFI.
+const R_X86_64_NONE: u32 = 0;
+const R_X86_64_64: u32 = 1;
+const R_X86_64_PC32: u32 = 2;
+const R_X86_64_PLT32: u32 = 4;
+const R_X86_64_32: u32 = 10;
+const R_X86_64_32S: u32 = 11;
+const R_X86_64_PC64: u32 = 24;
+/// AArch64 relocation types (ELF for the Arm 64-bit Architecture, table 5-x).
+const R_AARCH64_ABS64: u32 = 257;
+const R_AARCH64_PREL32: u32 = 261;
+const R_AARCH64_ADR_PREL_PG_HI21: u32 = 275;
+const R_AARCH64_ADD_ABS_LO12_NC: u32 = 277;
+const R_AARCH64_JUMP26: u32 = 282;
+const R_AARCH64_CALL26: u32 = 283;
+const R_AARCH64_LDST64_ABS_LO12_NC: u32 = 286;
+
+fn not_implemented(kind: u32) -> String {
+    format!("relocation {kind:#x} is not implemented yet")
+}
+
+/// The width of the field relocation `kind` patches, `None` for one that patches
+/// nothing; an error for a type grub-mkimage does not handle either.
+fn reloc_width(target: EfiTarget, kind: u32) -> std::result::Result<Option<u64>, String> {
+    Ok(Some(match (target, kind) {
+        (EfiTarget::X86_64, R_X86_64_NONE) => return Ok(None),
+        (EfiTarget::X86_64, R_X86_64_64 | R_X86_64_PC64) => 8,
+        (EfiTarget::X86_64, R_X86_64_PC32 | R_X86_64_PLT32 | R_X86_64_32 | R_X86_64_32S) => 4,
+        (EfiTarget::Arm64, R_AARCH64_ABS64) => 8,
+        (
+            EfiTarget::Arm64,
+            R_AARCH64_PREL32
+            | R_AARCH64_ADR_PREL_PG_HI21
+            | R_AARCH64_ADD_ABS_LO12_NC
+            | R_AARCH64_JUMP26
+            | R_AARCH64_CALL26
+            | R_AARCH64_LDST64_ABS_LO12_NC,
+        ) => 4,
+        (_, k) => return Err(not_implemented(k)),
+    }))
+}
+
+/// Whether relocation `kind` becomes a PE base relocation (DIR64).
+fn needs_fixup(target: EfiTarget, kind: u32) -> std::result::Result<bool, String> {
+    match (target, kind) {
+        (EfiTarget::X86_64, R_X86_64_32 | R_X86_64_32S) => {
+            Err("can't add fixup entry for R_X86_64_32(S)".into())
+        }
+        (EfiTarget::X86_64, R_X86_64_64) | (EfiTarget::Arm64, R_AARCH64_ABS64) => Ok(true),
+        _ => Ok(false),
+    }
+}
+
+fn get32(field: &[u8]) -> u32 {
+    u32::from_le_bytes(field[..4].try_into().unwrap())
+}
+fn get64(field: &[u8]) -> u64 {
+    u64::from_le_bytes(field[..8].try_into().unwrap())
+}
+
+/// Applies an x86_64 relocation: `a` = symbol RVA + addend, `place` = the field's RVA.
+fn apply_x86_64(field: &mut [u8], kind: u32, a: u64, place: u64) {
+    let pc = a.wrapping_sub(place);
+    match kind {
+        R_X86_64_64 => field.copy_from_slice(&get64(field).wrapping_add(a).to_le_bytes()),
+        R_X86_64_PC64 => field.copy_from_slice(&get64(field).wrapping_add(pc).to_le_bytes()),
+        R_X86_64_PC32 | R_X86_64_PLT32 => {
+            field.copy_from_slice(&get32(field).wrapping_add(pc as u32).to_le_bytes())
+        }
+        // R_X86_64_32, R_X86_64_32S
+        _ => field.copy_from_slice(&get32(field).wrapping_add(a as u32).to_le_bytes()),
+    }
+}
+
+/// Applies an AArch64 relocation the way grub-mkimage does (dl_helper.c's field
+/// setters: keep the instruction bits outside the immediate, or in the new value).
+fn apply_aarch64(
+    field: &mut [u8],
+    kind: u32,
+    a: u64,
+    place: u64,
+) -> std::result::Result<(), String> {
+    let set = |field: &mut [u8], keep: u32, value: u32| {
+        let v = (get32(field) & keep) | (value & !keep);
+        field.copy_from_slice(&v.to_le_bytes());
+    };
+    match kind {
+        R_AARCH64_ABS64 => field.copy_from_slice(&get64(field).wrapping_add(a).to_le_bytes()),
+        R_AARCH64_PREL32 => {
+            let v = get32(field).wrapping_add(a.wrapping_sub(place) as u32);
+            field.copy_from_slice(&v.to_le_bytes());
+        }
+        R_AARCH64_ADD_ABS_LO12_NC => set(field, 0xffc0_03ff, (a << 10) as u32),
+        R_AARCH64_LDST64_ABS_LO12_NC => set(field, 0xfff8_03ff, (a << 7) as u32),
+        R_AARCH64_JUMP26 | R_AARCH64_CALL26 => {
+            let off = a.wrapping_sub(place) as i64;
+            if !(-(1 << 27)..(1 << 27)).contains(&off) {
+                return Err("CALL26 Relocation out of range".into());
+            }
+            set(field, 0xfc00_0000, (off >> 2) as u32);
+        }
+        R_AARCH64_ADR_PREL_PG_HI21 => {
+            let off = ((a & !0xfff).wrapping_sub(place & !0xfff)) as i64;
+            if off != i64::from(off as i32) {
+                return Err("ADR_PREL_PG_HI21 relocation out of range".into());
+            }
+            let pages = off >> 12;
+            let v = ((pages & 3) << 29) | (((pages >> 2) & 0x7ffff) << 5);
+            set(field, 0x9f00_001f, v as u32);
+        }
+        k => return Err(not_implemented(k)),
+    }
+    Ok(())
 }
 
 /// PE base-relocation blocks, built in relocation order (add_fixup_entry).
@@ -378,7 +477,7 @@ fn put64(b: &mut [u8], at: usize, v: u64) {
 }
 
 /// The PE32+ file: header page, `.text`, `.data`, `mods` (module area), `.reloc`.
-pub(crate) fn pe_image(k: &Linked, mods: &[u8]) -> Vec<u8> {
+pub(crate) fn pe_image(k: &Linked, mods: &[u8], target: EfiTarget) -> Vec<u8> {
     let page = |v: u64| v.div_ceil(PAGE) * PAGE;
     let kernel_size = k.image.len() as u64;
     let core_size = kernel_size + mods.len() as u64;
@@ -393,7 +492,7 @@ pub(crate) fn pe_image(k: &Linked, mods: &[u8]) -> Vec<u8> {
     pe[0x80..0x84].copy_from_slice(b"PE\0\0");
     // COFF header.
     let c = 0x84;
-    put16(&mut pe, c, 0x8664);
+    put16(&mut pe, c, target.pe_machine());
     put16(&mut pe, c + 2, 4);
     put32(&mut pe, c + 4, TIMESTAMP.into());
     put16(&mut pe, c + 16, 240);
