@@ -336,6 +336,38 @@ fn grub_arm64_1_9_image_partitions_esp_and_boot() {
         .single_core()
         .run();
     run_ok(Command::new("cmp").arg(image).arg(&again.artifact));
+
+    // Asked for on a later target (what overlay profiles do): BOOT is 2000 MiB from 1.11
+    // and the disk grows by 1000 MiB, Talos's numbers.
+    let p = d.join("metal-grub-1.11.yaml");
+    std::fs::write(
+        &p,
+        "baseProfileName: metal\nversion: v1.11.0\noutput:\n  imageOptions:\n    bootloader: grub\n",
+    )
+    .unwrap();
+    let later = demo_build(&p)
+        .arch("arm64")
+        .args(["--out-format", "raw"])
+        .run();
+    assert_eq!(
+        std::fs::metadata(&later.artifact).unwrap().len(),
+        2355101696
+    );
+    let verify = run_ok(
+        Command::new(require_tool("sgdisk"))
+            .arg("-v")
+            .arg(&later.artifact),
+    );
+    assert!(verify.contains("No problems found"), "{verify}");
+    assert_eq!(
+        sgdisk_rows(&later.artifact),
+        rows(&[
+            (1, 2048, 206847, "EF00", "EFI"),
+            (2, 206848, 208895, "EF02", "BIOS"),
+            (3, 208896, 4304895, "8300", "BOOT"),
+            (4, 4304896, 4306943, "8300", "META"),
+        ])
+    );
 }
 
 #[test]
