@@ -548,3 +548,58 @@ pub(crate) fn pe_image(k: &Linked, mods: &[u8], target: EfiTarget) -> Vec<u8> {
     pe[reloc_off as usize..][..k.reloc.len()].copy_from_slice(&k.reloc);
     pe
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `insn` with relocation `kind` applied for symbol+addend `a` at RVA `place`.
+    fn reloc(insn: u32, kind: u32, a: u64, place: u64) -> std::result::Result<u32, String> {
+        let mut f = insn.to_le_bytes();
+        apply_aarch64(&mut f, kind, a, place)?;
+        Ok(u32::from_le_bytes(f))
+    }
+
+    #[test]
+    fn aarch64_fields_match_the_architecture_encodings() {
+        // bl +8, bl -4 (imm26 = offset / 4, two's complement).
+        assert_eq!(
+            reloc(0x9400_0000, R_AARCH64_CALL26, 0x1008, 0x1000),
+            Ok(0x9400_0002)
+        );
+        assert_eq!(
+            reloc(0x1400_0000, R_AARCH64_JUMP26, 0x0ffc, 0x1000),
+            Ok(0x17ff_ffff)
+        );
+        // adrp x0, four pages on (0x1ffc's page to 0x5123's): immlo = 0, immhi = 1;
+        // five pages: immlo = 1.
+        assert_eq!(
+            reloc(0x9000_0000, R_AARCH64_ADR_PREL_PG_HI21, 0x5123, 0x1ffc),
+            Ok(0x9000_0020)
+        );
+        assert_eq!(
+            reloc(0x9000_0000, R_AARCH64_ADR_PREL_PG_HI21, 0x6000, 0x1000),
+            Ok(0x9000_0000 | (1 << 29) | (1 << 5))
+        );
+        // add x0, x0, #0xabc; ldr x0, [x1, #0x18] (imm12 scaled by 8).
+        assert_eq!(
+            reloc(0x9100_0000, R_AARCH64_ADD_ABS_LO12_NC, 0x7abc, 0),
+            Ok(0x912a_f000)
+        );
+        assert_eq!(
+            reloc(0xf940_0020, R_AARCH64_LDST64_ABS_LO12_NC, 0x3018, 0),
+            Ok(0xf940_0c20)
+        );
+        // A branch beyond +-128 MiB is GRUB's error, not a wrapped offset.
+        assert!(reloc(0x9400_0000, R_AARCH64_CALL26, 0x1000 + (1 << 27), 0x1000).is_err());
+        // GOT relocations (PIC code) are refused by name.
+        assert_eq!(
+            reloc_width(EfiTarget::Arm64, 311),
+            Err("relocation 0x137 is not implemented yet".into())
+        );
+        assert_eq!(
+            reloc_width(EfiTarget::X86_64, R_AARCH64_ABS64),
+            Err(not_implemented(257))
+        );
+    }
+}
