@@ -17,9 +17,10 @@
 //! fixups, the PC-relative ones are resolved. AArch64: `R_AARCH64_ABS64` likewise;
 //! branches (`CALL26`/`JUMP26`), `PREL32` and the page-relative pair
 //! (`ADR_PREL_PG_HI21` with `ADD_ABS_LO12_NC`/`LDST64_ABS_LO12_NC`) are resolved in
-//! place and need no fixup, since the image is loaded page-aligned; GOT relocations
-//! (which GRUB turns into a small GOT after the kernel) do not occur in distribution
-//! `kernel.img` files and are refused. Fixup blocks follow the relocation order (a
+//! place and need no fixup, since the image is loaded page-aligned; `ADR_GOT_PAGE` /
+//! `LD64_GOT_LO12_NC` pairs (position-independent code) get a slot each in a GOT placed
+//! after the bss, every slot listed as a DIR64 fixup after the relocations' own.
+//! Fixup blocks follow the relocation order (a
 //! block ends when an address leaves its 4 KiB page, padded to 8 bytes; the last
 //! block is padded so the table ends on a 4 KiB boundary). The COFF time stamp is
 //! GRUB's fixed 2015-01-01, so the image is reproducible.
@@ -168,7 +169,32 @@ pub(crate) fn load_kernel(data: &[u8], target: EfiTarget) -> std::result::Result
     }
     let vaddrs: Vec<u64> = addrs.iter().map(|a| a + VOFF).collect();
     let end = align_up(end + VOFF, PAGE)? - VOFF;
-    let kernel_size = align_up(end, PAGE)?;
+    // AArch64: a GOT for ADR_GOT_PAGE relocations after the bss, one slot per such
+    // relocation in any relocation section (grub_arm64_dl_get_tramp_got_size).
+    let got_off = align_up(end, 16)?;
+    let got_slots = if target == EfiTarget::Arm64 {
+        let mut n = 0u64;
+        for s in secs
+            .iter()
+            .filter(|s| s.kind == SHT_REL || s.kind == SHT_RELA)
+        {
+            n += elf
+                .relocs(s)?
+                .iter()
+                .filter(|r| r.kind == R_AARCH64_ADR_GOT_PAGE)
+                .count() as u64;
+        }
+        n
+    } else {
+        0
+    };
+    let kernel_size = align_up(got_off + align_up(8 * got_slots, 16)?, PAGE)?;
+    if kernel_size > MAX_KERNEL {
+        return Err(format!("kernel image ends past {MAX_KERNEL:#x}"));
+    }
+    let mut got = Vec::with_capacity(got_slots as usize);
+    // ADR_GOT_PAGE relocations whose LD64_GOT_LO12_NC has not been seen yet.
+    let mut unmatched_got_pages = 0u64;
 
     // Symbols at their RVAs.
     let symtab = secs
@@ -233,7 +259,7 @@ pub(crate) fn load_kernel(data: &[u8], target: EfiTarget) -> std::result::Result
             .ok_or_else(|| format!("relocation target section {ti} does not exist"))?;
         let taddr = addrs[ti];
         let relocs = elf.relocs(s)?;
-        for r in &relocs {
+        for (j, r) in relocs.iter().enumerate() {
             let sym = *values
                 .get(r.sym as usize)
                 .ok_or_else(|| format!("relocation symbol {} does not exist", r.sym))?;
@@ -250,22 +276,61 @@ pub(crate) fn load_kernel(data: &[u8], target: EfiTarget) -> std::result::Result
                     r.offset
                 ));
             }
-            let field = target_sec
-                .offset
-                .checked_add(r.offset)
-                .and_then(|p| usize::try_from(p).ok())
-                .and_then(|p| buf.get_mut(p..p.checked_add(width as usize)?))
-                .ok_or_else(|| {
-                    format!(
-                        "relocation at {:#x} of section {ti} past the end of file",
-                        r.offset
-                    )
-                })?;
+            let field_at = |len: usize,
+                            offset: u64|
+             -> std::result::Result<std::ops::Range<usize>, String> {
+                target_sec
+                    .offset
+                    .checked_add(offset)
+                    .and_then(|p| usize::try_from(p).ok())
+                    .and_then(|p| Some(p..p.checked_add(width as usize)?))
+                    .filter(|range| range.end <= len)
+                    .ok_or_else(|| {
+                        format!("relocation at {offset:#x} of section {ti} past the end of file")
+                    })
+            };
+            let range = field_at(buf.len(), r.offset)?;
+            let field = &mut buf[range];
             // Where the field ends up, as an RVA.
             let place = taddr.wrapping_add(r.offset).wrapping_add(VOFF);
-            match target {
-                EfiTarget::X86_64 => apply_x86_64(field, r.kind, a, place),
-                EfiTarget::Arm64 => apply_aarch64(field, r.kind, a, place)?,
+            match (target, r.kind) {
+                (EfiTarget::X86_64, _) => apply_x86_64(field, r.kind, a, place),
+                (EfiTarget::Arm64, R_AARCH64_ADR_GOT_PAGE) => {
+                    // The next slot holds the address; ADRP points at its page and the
+                    // matching LDR (same symbol and addend, later in the table) at its
+                    // offset in the page.
+                    let slot = got_off + VOFF + 8 * got.len() as u64;
+                    got.push(a);
+                    let off = ((slot & !0xfff).wrapping_sub(place & !0xfff)) as i64;
+                    if off != i64::from(off as i32) {
+                        return Err("HI21 out of range".into());
+                    }
+                    set_hi21(field, off);
+                    let ld = relocs[j + 1..]
+                        .iter()
+                        .find(|q| {
+                            q.kind == R_AARCH64_LD64_GOT_LO12_NC
+                                && q.sym == r.sym
+                                && q.addend == r.addend
+                        })
+                        .ok_or("ADR_GOT_PAGE without matching LD64_GOT_LO12_NC")?;
+                    if ld.offset.checked_add(4).is_none_or(|e| e > target_sec.size) {
+                        return Err(format!(
+                            "relocation at {:#x} outside its section {ti}",
+                            ld.offset
+                        ));
+                    }
+                    let range = field_at(buf.len(), ld.offset)?;
+                    apply_aarch64(&mut buf[range], R_AARCH64_LDST64_ABS_LO12_NC, slot, 0)?;
+                    unmatched_got_pages += 1;
+                }
+                (EfiTarget::Arm64, R_AARCH64_LD64_GOT_LO12_NC) => {
+                    if unmatched_got_pages == 0 {
+                        return Err("LD64_GOT_LO12_NC without matching ADR_GOT_PAGE".into());
+                    }
+                    unmatched_got_pages -= 1;
+                }
+                (EfiTarget::Arm64, _) => apply_aarch64(field, r.kind, a, place)?,
             }
         }
         if kept_reloc {
@@ -277,9 +342,17 @@ pub(crate) fn load_kernel(data: &[u8], target: EfiTarget) -> std::result::Result
             }
         }
     }
+    // Every GOT slot is an absolute address.
+    for i in 0..got_slots {
+        fixups.add(got_off + VOFF + 8 * i)?;
+    }
     let reloc = fixups.finish();
 
     let mut image = vec![0u8; kernel_size as usize];
+    for (i, v) in got.iter().enumerate() {
+        let at = got_off as usize + 8 * i;
+        image[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
     for i in (0..n).filter(|&i| is_kept(i) && secs[i].kind != SHT_NOBITS) {
         let s = &secs[i];
         let src = buf
@@ -312,6 +385,8 @@ const R_AARCH64_ADD_ABS_LO12_NC: u32 = 277;
 const R_AARCH64_JUMP26: u32 = 282;
 const R_AARCH64_CALL26: u32 = 283;
 const R_AARCH64_LDST64_ABS_LO12_NC: u32 = 286;
+const R_AARCH64_ADR_GOT_PAGE: u32 = 311;
+const R_AARCH64_LD64_GOT_LO12_NC: u32 = 312;
 
 fn not_implemented(kind: u32) -> String {
     format!("relocation {kind:#x} is not implemented yet")
@@ -332,7 +407,9 @@ fn reloc_width(target: EfiTarget, kind: u32) -> std::result::Result<Option<u64>,
             | R_AARCH64_ADD_ABS_LO12_NC
             | R_AARCH64_JUMP26
             | R_AARCH64_CALL26
-            | R_AARCH64_LDST64_ABS_LO12_NC,
+            | R_AARCH64_LDST64_ABS_LO12_NC
+            | R_AARCH64_ADR_GOT_PAGE
+            | R_AARCH64_LD64_GOT_LO12_NC,
         ) => 4,
         (_, k) => return Err(not_implemented(k)),
     }))
@@ -370,6 +447,16 @@ fn apply_x86_64(field: &mut [u8], kind: u32, a: u64, place: u64) {
     }
 }
 
+/// ADRP's 21-bit page offset (immlo in bits 29..30, immhi in bits 5..23) for the byte
+/// distance `off` between two pages.
+fn set_hi21(field: &mut [u8], off: i64) {
+    let pages = off >> 12;
+    let v = (((pages & 3) << 29) | (((pages >> 2) & 0x7ffff) << 5)) as u32;
+    let keep = 0x9f00_001f;
+    let v = (get32(field) & keep) | (v & !keep);
+    field.copy_from_slice(&v.to_le_bytes());
+}
+
 /// Applies an AArch64 relocation the way grub-mkimage does (dl_helper.c's field
 /// setters: keep the instruction bits outside the immediate, or in the new value).
 fn apply_aarch64(
@@ -402,9 +489,7 @@ fn apply_aarch64(
             if off != i64::from(off as i32) {
                 return Err("ADR_PREL_PG_HI21 relocation out of range".into());
             }
-            let pages = off >> 12;
-            let v = ((pages & 3) << 29) | (((pages >> 2) & 0x7ffff) << 5);
-            set(field, 0x9f00_001f, v as u32);
+            set_hi21(field, off);
         }
         k => return Err(not_implemented(k)),
     }
@@ -592,10 +677,10 @@ mod tests {
         );
         // A branch beyond +-128 MiB is GRUB's error, not a wrapped offset.
         assert!(reloc(0x9400_0000, R_AARCH64_CALL26, 0x1000 + (1 << 27), 0x1000).is_err());
-        // GOT relocations (PIC code) are refused by name.
+        // Types grub-mkimage does not handle either are refused by number.
         assert_eq!(
-            reloc_width(EfiTarget::Arm64, 311),
-            Err("relocation 0x137 is not implemented yet".into())
+            reloc_width(EfiTarget::Arm64, 260),
+            Err("relocation 0x104 is not implemented yet".into())
         );
         assert_eq!(
             reloc_width(EfiTarget::X86_64, R_AARCH64_ABS64),
