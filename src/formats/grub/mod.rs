@@ -402,8 +402,8 @@ pub fn resolve(deps: &[ModDep], wanted: &[&str]) -> std::result::Result<Vec<Stri
 
 /// Runs each reader of GRUB-directory content over `data` (moddep.lst and the module
 /// closure, the `kernel.img` loaders of i386-pc, x86_64-efi and arm64-efi and the PE
-/// assembly, the grub.cfg parse-back),
-/// discarding the results: the fuzz target's entry point.
+/// assembly, the grub.cfg parse-back), discarding the results: the fuzz target's entry
+/// point.
 #[doc(hidden)]
 pub fn fuzz_readers(data: &[u8]) {
     if let Ok(deps) = parse_moddep(data) {
