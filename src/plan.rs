@@ -439,11 +439,6 @@ fn disk_plan(profile: &Profile, arch: Arch, boot: BootPlan) -> Result<DiskPlan> 
             "bootloader {bootloader} is not supported with SecureBoot: SecureBoot images boot systemd-boot (sd-boot)"
         )));
     }
-    if arch == Arch::Arm64 && bootloader == Bootloader::Grub {
-        return Err(Error::unsupported(
-            "bootloader grub on arm64 (GRUB arm64-efi) is not supported: use sd-boot (Talos's arm64 default from 1.10)",
-        ));
-    }
     let quirks = profile.quirks();
     let boot_size = quirks.boot_partition_size();
     // The UKI ESP has room for two UKIs (A/B); GRUB's ESP holds only GRUB's EFI image.

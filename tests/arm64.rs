@@ -1,6 +1,6 @@
 //! arm64 outputs from the arm64 demo inputs (systemd 257 aa64 stub and boot loader, Debian's
-//! arm64 `Image`), judged by sbverify, osslsigncode, ukify, xorriso, mtools and sgdisk, and
-//! booted in `qemu-system-aarch64 -machine virt` under AAVMF.
+//! arm64 `Image`, Debian's GRUB arm64-efi), judged by sbverify, osslsigncode, ukify, xorriso,
+//! mtools and sgdisk, and booted in `qemu-system-aarch64 -machine virt` under AAVMF.
 //!
 //! The TPM is not checked in the guest: QEMU's `virt` machine offers only `tpm-tis-device`, and
 //! Debian's arm64 kernels are built without its driver (CONFIG_TCG_TIS unset), so the guest has
@@ -54,8 +54,8 @@ fn arm64(profile: impl AsRef<std::ffi::OsStr>) -> common::build::DemoBuild {
     demo_build(profile).arch("arm64")
 }
 
-/// The metal profile with systemd-boot: for the default target (1.9) Talos would pick
-/// GRUB's arm64-efi layout, which this imager does not write.
+/// The metal profile with systemd-boot (for the default target, 1.9, Talos picks GRUB's
+/// arm64-efi layout: tests/bootloaders.rs and [`boot_grub_arm64_disk_image`]).
 fn sd_boot_metal(dir: &Path) -> PathBuf {
     let p = dir.join("metal-sd-boot.yaml");
     std::fs::write(
@@ -304,4 +304,37 @@ fn boot_arm64_plain_disk_image() {
     let path = log.path.display();
     assert!(log.marker, "boots to the marker; log {path}");
     assert_eq!(log.secureboot, Some(0), "not enforced; log {path}");
+}
+
+/// Talos 1.9's default arm64 disk image (the `grub` layout) under AAVMF: the firmware runs
+/// `EFI/boot/BOOTAA64.efi` (our GRUB arm64-efi image) from the ESP, GRUB shows Talos's
+/// menu from `(hd0,gpt3)/grub/grub.cfg` on the XFS BOOT partition and loads `/A/vmlinuz`
+/// from there (its `linux` command adds `BOOT_IMAGE=`), and the initramfs reaches the
+/// marker.
+#[test]
+fn boot_grub_arm64_disk_image() {
+    let image = arm64("metal").args(["--out-format", "raw"]).run();
+    assert_eq!(
+        image.manifest["profile"]["output"]["imageOptions"]["bootloader"],
+        "grub"
+    );
+    let log = boot_arch(
+        Arch::Arm64,
+        Media::Disk(image.artifact.clone()),
+        SecureBoot::Off,
+        false,
+        180,
+    );
+    let path = log.path.display();
+    assert!(log.contains("GNU GRUB"), "GRUB's menu; log {path}");
+    assert!(
+        log.contains("Booting `A - Talos v1.9.2'"),
+        "entry A; log {path}"
+    );
+    let cmdline = log.cmdline.clone().unwrap_or_default();
+    assert!(
+        cmdline.starts_with("BOOT_IMAGE=/A/vmlinuz talos.platform=metal"),
+        "GRUB loaded /A/vmlinuz with grub.cfg's command line: {cmdline:?}; log {path}"
+    );
+    assert!(log.marker, "boots to the marker; log {path}");
 }

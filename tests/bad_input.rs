@@ -215,12 +215,22 @@ fn bad_input_matrix() {
             "dual-boot is not supported on arm64",
         ),
         (
-            "BIOS (grub) on arm64",
-            profile_build(
-                "baseProfileName: metal\narch: arm64\noutput:\n  imageOptions:\n    bootloader: grub\n",
-                "arm64",
-            ),
-            "bootloader grub on arm64 (GRUB arm64-efi) is not supported",
+            "GRUB directory without arm64-efi for arm64's grub layout",
+            Box::new(|i, d| {
+                let grub = d.join("grub");
+                copy_tree(&common::grub_dir(), &grub);
+                std::fs::remove_dir_all(grub.join("arm64-efi")).unwrap();
+                vec![
+                    "metal".into(),
+                    "--arch".into(),
+                    "arm64".into(),
+                    "--install-dir".into(),
+                    i.install.display().to_string(),
+                    "--grub-dir".into(),
+                    grub.display().to_string(),
+                ]
+            }),
+            "no arm64-efi/ platform directory (install grub-efi-arm64-bin",
         ),
         (
             "GRUB directory missing a module",

@@ -1,8 +1,10 @@
-//! The GRUB disk layouts, `grub` (Talos 1.9's default) and `dual-boot` (amd64 from 1.10),
-//! judged by independent tools: sgdisk for the partitions, the MBR and core.img patches
-//! against Debian's own `boot.img`/`diskboot.img`, xfsprogs for the BOOT file system,
-//! GRUB's `grub-fstest` for the files it will load, fsck.fat/mtools for the ESP, the
-//! tests' own META parser for key 0x11, and SeaBIOS boots.
+//! The GRUB disk layouts, `grub` (Talos 1.9's default, amd64 and arm64) and `dual-boot`
+//! (amd64 from 1.10), judged by independent tools: sgdisk for the partitions, the MBR and
+//! core.img patches against Debian's own `boot.img`/`diskboot.img`, xfsprogs for the
+//! BOOT file system, GRUB's `grub-fstest` for the files it will load and
+//! `grub-script-check` for grub.cfg, Debian's `grub-mkimage` for the arm64 EFI image,
+//! fsck.fat/mtools for the ESP, the tests' own META parser for key 0x11, and SeaBIOS
+//! boots (the AAVMF boot of the arm64 layout is in tests/arm64.rs).
 
 mod common;
 
@@ -13,6 +15,7 @@ use common::boot::{Media, SecureBoot, boot};
 use common::bootpart::{extract, grub_read, read_range, sgdisk_rows, xfs_db, xfs_repair_clean};
 use common::meta::parse_meta;
 use common::{assert_listed, demo_build, demo_dir, fat, grub_dir, require_tool, run_ok};
+use imager::formats::grub;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -104,9 +107,17 @@ fn assert_grub_bios(path: &Path, bios_lba: u64, disk_sectors: u64) {
 }
 
 /// The BOOT partition (GPT 3): clean for xfs_repair, Talos's feature set and label,
-/// the UUID Talos derives from the label (the partition's own GUID), and the files
-/// GRUB will load equal to the inputs.
-fn assert_boot_fs(image: &Path, version: &str, cmdline: &str, initramfs: &Path, d: &Path) {
+/// the UUID Talos derives from the label (the partition's own GUID), the files GRUB
+/// will load equal to the inputs (`arch`'s demo kernel), and grub.cfg Talos's text,
+/// accepted by `grub-script-check`.
+fn assert_boot_fs(
+    image: &Path,
+    arch: &str,
+    version: &str,
+    cmdline: &str,
+    initramfs: &Path,
+    d: &Path,
+) {
     let (at, len, info) = common::partition(image, 3, 512);
     assert!(
         info.contains("0FC63DAF-8483-4772-8E79-3D69D8477DE4"),
@@ -140,7 +151,7 @@ fn assert_boot_fs(image: &Path, version: &str, cmdline: &str, initramfs: &Path, 
         xfs_db(&part, "uuid").contains(&guid),
         "XFS UUID = GUIDFromLabel(BOOT) = {guid}"
     );
-    let kernel = std::fs::read(demo_dir().join("amd64/vmlinuz")).unwrap();
+    let kernel = std::fs::read(demo_dir().join(arch).join("vmlinuz")).unwrap();
     assert!(grub_read(image, 3, "/A/vmlinuz", d) == kernel, "/A/vmlinuz");
     assert!(
         grub_read(image, 3, "/A/initramfs.xz", d) == std::fs::read(initramfs).unwrap(),
@@ -148,6 +159,9 @@ fn assert_boot_fs(image: &Path, version: &str, cmdline: &str, initramfs: &Path, 
     );
     let cfg = String::from_utf8(grub_read(image, 3, "/grub/grub.cfg", d)).unwrap();
     assert_eq!(cfg, expected_grub_cfg(version, cmdline));
+    let cfg_file = d.join("grub.cfg");
+    std::fs::write(&cfg_file, &cfg).unwrap();
+    run_ok(Command::new(require_tool("grub-script-check")).arg(&cfg_file));
 }
 
 fn cmdline_of(built: &common::build::Built) -> String {
@@ -216,6 +230,7 @@ fn grub_1_9_image_partitions_bios_code_esp_and_boot() {
 
     assert_boot_fs(
         image,
+        "amd64",
         "v1.9.2",
         &cmdline_of(&built),
         &demo_dir().join("amd64/initramfs.xz"),
@@ -225,6 +240,134 @@ fn grub_1_9_image_partitions_bios_code_esp_and_boot() {
     let (meta_at, meta_len, _) = common::partition(image, 4, 512);
     let meta = parse_meta(&read_range(image, meta_at, meta_len));
     assert_eq!(meta, vec![]);
+}
+
+/// Talos 1.9's default arm64 disk image: the `grub` layout with GRUB arm64-efi as
+/// `EFI/boot/BOOTAA64.efi` (the bytes Debian's grub-mkimage makes from the same
+/// arm64-efi directory), the BIOS partition present but unused (no boot code anywhere),
+/// BOOT as on amd64; the same bytes when built on one core.
+#[test]
+fn grub_arm64_1_9_image_partitions_esp_and_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let built = demo_build("metal")
+        .arch("arm64")
+        .args(["--out-format", "raw"])
+        .run();
+    let image = &built.artifact;
+    assert_eq!(built.name(), "metal-arm64.raw");
+    assert_eq!(
+        built.manifest["profile"]["output"]["imageOptions"]["bootloader"], "grub",
+        "Talos 1.9's arm64 pick"
+    );
+    assert_eq!(std::fs::metadata(image).unwrap().len(), 1306525696);
+    let verify = run_ok(Command::new(require_tool("sgdisk")).arg("-v").arg(image));
+    assert!(verify.contains("No problems found"), "{verify}");
+    assert_eq!(
+        sgdisk_rows(image),
+        rows(&[
+            (1, 2048, 206847, "EF00", "EFI"),
+            (2, 206848, 208895, "EF02", "BIOS"),
+            (3, 208896, 2256895, "8300", "BOOT"),
+            (4, 2256896, 2258943, "8300", "META"),
+        ])
+    );
+    let (bios_at, bios_len, bios) = common::partition(image, 2, 512);
+    assert!(
+        bios.contains("21686148-6449-6E6F-744E-656564454649")
+            && bios.contains("Attribute flags: 0000000000000004"),
+        "{bios}"
+    );
+    assert!(
+        read_range(image, bios_at, bios_len).iter().all(|&b| b == 0),
+        "the BIOS partition is unused on arm64"
+    );
+    let mbr = read_range(image, 0, 512);
+    assert!(
+        mbr[..446].iter().all(|&b| b == 0),
+        "no MBR boot code on arm64"
+    );
+    assert_eq!(&mbr[510..], &[0x55, 0xaa]);
+
+    // The ESP: GRUB's arm64 EFI image only, as grub-mkimage writes it.
+    let (efi_at, efi_len, _) = common::partition(image, 1, 512);
+    assert_eq!((efi_at, efi_len), (MIB, 100 * MIB));
+    let esp = d.join("esp.img");
+    extract(image, efi_at, efi_len, &esp);
+    fat::fsck(&esp);
+    let files = fat::files(&esp);
+    let listed: Vec<&str> = files.lines().filter(|l| !l.ends_with('/')).collect();
+    assert_eq!(listed, ["::/EFI/boot/BOOTAA64.efi"], "the ESP: {files}");
+    let efi = d.join("BOOTAA64.efi");
+    fat::copy_out(&esp, "::/EFI/boot/BOOTAA64.efi", &efi);
+    let reference = d.join("reference.efi");
+    run_ok(
+        Command::new(require_tool("grub-mkimage"))
+            .arg("-d")
+            .arg(grub_dir().join("arm64-efi"))
+            .args(["-O", "arm64-efi", "-p", grub::PREFIX, "-o"])
+            .arg(&reference)
+            .args(grub::TALOS_MODULES),
+    );
+    let ours = std::fs::read(&efi).unwrap();
+    assert!(
+        ours == std::fs::read(&reference).unwrap(),
+        "BOOTAA64.efi = grub-mkimage -O arm64-efi -p {} <Talos modules>",
+        grub::PREFIX
+    );
+    let pe = u32::from_le_bytes(ours[0x3c..0x40].try_into().unwrap()) as usize;
+    assert_eq!(&ours[pe..pe + 6], b"PE\0\0\x64\xaa", "arm64 PE");
+
+    assert_boot_fs(
+        image,
+        "arm64",
+        "v1.9.2",
+        &cmdline_of(&built),
+        &demo_dir().join("arm64/initramfs.xz"),
+        d,
+    );
+    let (meta_at, meta_len, _) = common::partition(image, 4, 512);
+    assert_eq!(parse_meta(&read_range(image, meta_at, meta_len)), vec![]);
+
+    // One core, same bytes.
+    let again = demo_build("metal")
+        .arch("arm64")
+        .args(["--out-format", "raw"])
+        .single_core()
+        .run();
+    run_ok(Command::new("cmp").arg(image).arg(&again.artifact));
+
+    // Asked for on a later target (what overlay profiles do): BOOT is 2000 MiB from 1.11
+    // and the disk grows by 1000 MiB, Talos's numbers.
+    let p = d.join("metal-grub-1.11.yaml");
+    std::fs::write(
+        &p,
+        "baseProfileName: metal\nversion: v1.11.0\noutput:\n  imageOptions:\n    bootloader: grub\n",
+    )
+    .unwrap();
+    let later = demo_build(&p)
+        .arch("arm64")
+        .args(["--out-format", "raw"])
+        .run();
+    assert_eq!(
+        std::fs::metadata(&later.artifact).unwrap().len(),
+        2355101696
+    );
+    let verify = run_ok(
+        Command::new(require_tool("sgdisk"))
+            .arg("-v")
+            .arg(&later.artifact),
+    );
+    assert!(verify.contains("No problems found"), "{verify}");
+    assert_eq!(
+        sgdisk_rows(&later.artifact),
+        rows(&[
+            (1, 2048, 206847, "EF00", "EFI"),
+            (2, 206848, 208895, "EF02", "BIOS"),
+            (3, 208896, 4304895, "8300", "BOOT"),
+            (4, 4304896, 4306943, "8300", "META"),
+        ])
+    );
 }
 
 #[test]
@@ -292,6 +435,7 @@ fn dual_boot_images_for_1_10_and_1_11() {
         );
         assert_boot_fs(
             image,
+            "amd64",
             version,
             &cmdline_of(&built),
             &demo_dir().join("amd64/initramfs.xz"),

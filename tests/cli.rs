@@ -156,7 +156,7 @@ fn talos_profile_file_and_stdin() {
     );
     assert_eq!(dump["input"]["kernel"]["path"], "/k");
 
-    // 1.10: Talos 1.9's arm64 metal image is GRUB's arm64-efi layout, which is refused.
+    // A nested profile on stdin: arm64 metal for 1.10 (systemd-boot, Talos's arm64 pick).
     let nested = "baseProfileName: metal\narch: arm64\nversion: v1.10.0\ncustomization:\n  extraKernelArgs: [foo=bar]\n  metaContents:\n    - key: 10\n      value: '{}'\n";
     let mut child = imager()
         .args(["-", "--dry-run"])

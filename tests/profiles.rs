@@ -138,6 +138,52 @@ fn every_builtin_dump_equals_talos() {
     );
 }
 
+/// Every golden profile is buildable: its dump validates and plans without a refusal
+/// (Talos 1.9's arm64 `grub` layout included; the 19 arm64 1.9 images that pick it are
+/// built and booted in tests/bootloaders.rs and tests/arm64.rs for metal).
+#[test]
+fn every_golden_profile_plans() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    let mut arm64_grub = 0;
+    for (profile, arch, version, _) in goldens() {
+        let file = scratch
+            .path()
+            .join(format!("{profile}-{arch}-{version}.yaml"));
+        std::fs::write(&file, user_profile(&profile, &arch, &version)).unwrap();
+        let planned = resolve::resolve(
+            &Source::File(file),
+            &Overrides::default(),
+            &Roots::default(),
+        )
+        .and_then(|p| {
+            imager::profile::validate::validate(&p)?;
+            imager::plan::Plan::new(&p, 0)
+        });
+        match planned {
+            Err(e) => failures.push(format!("{profile}-{arch}-{version}: {e}")),
+            Ok(plan) => {
+                if let imager::plan::KindPlan::Disk(disk) = &plan.kind
+                    && arch == "arm64"
+                    && disk.bootloader == imager::profile::Bootloader::Grub
+                {
+                    arm64_grub += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} golden profiles are refused:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert_eq!(
+        arm64_grub, 19,
+        "arm64 Talos 1.9 disk images with the grub layout"
+    );
+}
+
 /// The command line prints the same dump: `imager - --dry-run` with the profile
 /// document on stdin.
 #[test]

@@ -108,7 +108,7 @@ pub struct BuildArgs {
     #[arg(long, default_value = "/usr/install", env = "IMAGER_INSTALL_DIR")]
     pub install_dir: PathBuf,
 
-    /// GRUB's platform directories (i386-pc, x86_64-efi) for the grub and dual-boot disk layouts.
+    /// GRUB's platform directories (i386-pc, x86_64-efi; arm64-efi for arm64) for the grub and dual-boot disk layouts.
     #[arg(long, default_value = imager::formats::grub::DEFAULT_DIR, env = "IMAGER_GRUB_DIR")]
     pub grub_dir: PathBuf,
 

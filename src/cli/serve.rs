@@ -124,7 +124,7 @@ pub struct ServeArgs {
     #[arg(long, env = "IMAGER_SERVE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
-    /// GRUB's platform directories (i386-pc, x86_64-efi) for disk images in the grub and dual-boot layouts.
+    /// GRUB's platform directories (i386-pc, x86_64-efi; arm64-efi for arm64) for disk images in the grub and dual-boot layouts.
     #[arg(long, env = "IMAGER_SERVE_GRUB_DIR", value_name = "DIR", default_value = imager::formats::grub::DEFAULT_DIR)]
     pub grub_dir: PathBuf,
 

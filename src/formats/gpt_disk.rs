@@ -128,7 +128,7 @@ pub struct DiskSpec {
     pub esp_entries: Vec<EspEntry>,
     pub esp_options: EspOptions,
     pub meta: Vec<MetaValue>,
-    /// GRUB for BIOS (the GRUB layouts only).
+    /// GRUB for BIOS (the amd64 GRUB layouts only).
     pub bios: Option<BiosBoot>,
 }
 
@@ -243,8 +243,10 @@ pub fn write_raw(spec: &DiskSpec, file: &File, scratch: &Path, fill: Fill) -> Re
             f.seek(SeekFrom::Start(0)).during(WRITING)?;
             f.write_all(&bios.boot_code).during(WRITING)?;
         }
-        (None, None) => {}
-        _ => panic!("BIOS boot code and the layout's BIOS partition go together"),
+        // sd-boot has no BIOS partition; arm64's grub layout has one, left zeroed
+        // (unused, as Talos leaves it).
+        (None, _) => {}
+        (Some(_), None) => panic!("BIOS boot code needs the layout's BIOS partition"),
     }
     f.flush().during(WRITING)?;
     Ok(())

@@ -36,8 +36,9 @@ use esp_layout::EspFlavor;
 pub struct BuildOptions {
     /// Output directory (created if missing).
     pub output_dir: PathBuf,
-    /// GRUB's platform directories (`i386-pc/`, `x86_64-efi/`) for the GRUB disk
-    /// layouts; Talos's imager has them in [`grub::DEFAULT_DIR`].
+    /// GRUB's platform directories (`i386-pc/`, `x86_64-efi/`; `arm64-efi/` for
+    /// arm64) for the GRUB disk layouts; Talos's imager has them in
+    /// [`grub::DEFAULT_DIR`].
     pub grub_dir: PathBuf,
 }
 
@@ -147,9 +148,9 @@ struct Stage<'a> {
 pub fn build(plan: &Plan, options: &BuildOptions, progress: &dyn Progress) -> Result<BuildResult> {
     // 0. The GRUB directory of a GRUB layout, before any work.
     let grub = match &plan.kind {
-        KindPlan::Disk(disk) if disk.bootloader != Bootloader::SdBoot => {
-            Some(grub::GrubDir::open(&options.grub_dir)?)
-        }
+        KindPlan::Disk(disk) if disk.bootloader != Bootloader::SdBoot => Some(
+            grub::GrubDir::open_for(&options.grub_dir, plan.arch == crate::plan::Arch::Arm64)?,
+        ),
         _ => None,
     };
 
@@ -279,18 +280,20 @@ impl Stage<'_> {
     }
 
     /// The disk image: GPT with the ESP (UKI built in place), for the GRUB layouts
-    /// GRUB's BIOS boot code and the BOOT file system, and META; then its disk format.
+    /// GRUB's BIOS boot code (amd64) and the BOOT file system, and META; then its disk
+    /// format.
     fn disk(&self, disk: &DiskPlan, dest: &Path) -> Result<Facts> {
         let (plan, work, progress) = (self.plan, self.work, self.progress);
         let layout = &disk.layout;
-        // systemd-boot and the UKI on the ESP (sd-boot, dual-boot); GRUB EFI (grub).
+        // systemd-boot and the UKI on the ESP (sd-boot, dual-boot); GRUB EFI (grub:
+        // BOOTX64.efi, or BOOTAA64.efi on arm64).
         let (mut boot, esp_entries) = match disk.bootloader {
             Bootloader::Grub => {
                 let grub = self
                     .grub
                     .expect("the GRUB directory is opened for GRUB layouts");
                 let efi = EspEntry {
-                    path: "EFI/boot/BOOTX64.efi".into(),
+                    path: grub.efi_target().esp_path().into(),
                     source: EspSource::Bytes(grub::efi_image(grub)?),
                     read_only: false,
                 };
@@ -316,7 +319,7 @@ impl Stage<'_> {
                 sector_size: layout.sector_size,
             },
             meta: disk.meta.clone(),
-            bios: bios.as_ref().map(|b| b.code.clone()),
+            bios: bios.as_ref().and_then(|b| b.code.clone()),
         };
         let raw = match disk.format {
             DiskFormatPlan::Raw => dest.to_path_buf(),
@@ -363,7 +366,8 @@ impl Stage<'_> {
     }
 
     /// GRUB for BIOS on a GRUB layout: the core image and boot code patched for the
-    /// BIOS partition, and the BOOT file system (label `BOOT`, Talos's UUID for the
+    /// BIOS partition (amd64; on arm64 the BIOS partition stays zeroed, as Talos
+    /// leaves it), and the BOOT file system (label `BOOT`, Talos's UUID for the
     /// label) with the kernel and initramfs of entry `A` and `grub/grub.cfg`.
     fn grub_bios(
         &self,
@@ -372,9 +376,14 @@ impl Stage<'_> {
         boot: Option<&Boot>,
     ) -> Result<GrubBios> {
         let plan = self.plan;
-        let first_lba = layout.bios_first_lba().expect("GRUB layouts have BIOS");
-        let mut core = grub::bios_core_image(grub)?;
-        let boot_code = grub::patch_for_disk(&grub::boot_image(grub)?, &mut core, first_lba)?;
+        let code = if grub.has_bios() {
+            let first_lba = layout.bios_first_lba().expect("GRUB layouts have BIOS");
+            let mut core = grub::bios_core_image(grub)?;
+            let boot_code = grub::patch_for_disk(&grub::boot_image(grub)?, &mut core, first_lba)?;
+            Some(gpt_disk::BiosBoot { core, boot_code })
+        } else {
+            None
+        };
         // The kernel and initramfs the UKI carries (dual-boot), or the profile's (grub);
         // the initramfs rebuilt with system extensions in both cases.
         let (kernel, initramfs) = match boot {
@@ -416,7 +425,7 @@ impl Stage<'_> {
             },
         ];
         Ok(GrubBios {
-            code: gpt_disk::BiosBoot { core, boot_code },
+            code,
             boot_entries,
             boot_options: xfs::XfsOptions {
                 label: "BOOT".into(),
@@ -482,7 +491,8 @@ impl Stage<'_> {
 
 /// What a GRUB layout adds to a disk image.
 struct GrubBios {
-    code: gpt_disk::BiosBoot,
+    /// The BIOS boot code; none on arm64.
+    code: Option<gpt_disk::BiosBoot>,
     boot_entries: Vec<xfs::Entry>,
     boot_options: xfs::XfsOptions,
 }

@@ -16,11 +16,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// GRUB's platform directories for the GRUB layouts: the demo tree's `grub/` (Debian
-/// 12's grub-pc-bin and grub-efi-amd64-bin, unpacked by `scripts/demo-inputs`) when it
-/// has one, else this machine's `/usr/lib/grub` (the same packages, installed).
+/// 12's grub-pc-bin, grub-efi-amd64-bin and grub-efi-arm64-bin, unpacked by
+/// `scripts/demo-inputs`) when it has all three, else this machine's `/usr/lib/grub`
+/// (the same packages; `.ci/run` adds arm64-efi/ there).
 pub fn grub_dir() -> PathBuf {
     let demo = demo_dir().join("grub");
-    if demo.join("i386-pc").is_dir() {
+    if ["i386-pc", "x86_64-efi", "arm64-efi"]
+        .iter()
+        .all(|p| demo.join(p).is_dir())
+    {
         demo
     } else {
         PathBuf::from("/usr/lib/grub")

@@ -1,11 +1,12 @@
 //! GRUB boot images made without `grub-install` or `grub-mkimage`: the BIOS core image
-//! and boot sector, the x86_64 EFI image and the `grub.cfg` Talos writes on a `grub`
-//! or `dual-boot` disk.
+//! and boot sector, the x86_64 and arm64 EFI images and the `grub.cfg` Talos writes on
+//! a `grub` or `dual-boot` disk.
 //!
 //! The input is a GRUB directory as distributions install it (`/usr/lib/grub` with
-//! `i386-pc/` and `x86_64-efi/`: `kernel.img`, `*.mod`, `moddep.lst`, and for the PC
-//! `diskboot.img`, `lzma_decompress.img`, `boot.img`). The images are what
-//! `grub-mkimage -O i386-pc|x86_64-efi -p '(hd0,gpt3)/grub' <modules>` writes; we
+//! `i386-pc/` and `x86_64-efi/` for amd64, `arm64-efi/` for arm64: `kernel.img`,
+//! `*.mod`, `moddep.lst`, and for the PC `diskboot.img`, `lzma_decompress.img`,
+//! `boot.img`). The images are what
+//! `grub-mkimage -O i386-pc|x86_64-efi|arm64-efi -p '(hd0,gpt3)/grub' <modules>` writes; we
 //! build them ourselves so the product runs no GRUB tool. The layout follows GRUB's
 //! `util/mkimage.c` (image assembly), `util/grub-mkimagexx.c` (ELF loading, relocation,
 //! PE fixups), `util/resolve.c` (module order), `include/grub/kernel.h` (module
@@ -15,7 +16,7 @@
 //! - [`GrubDir`] opens the directory and resolves the module closure.
 //! - [`bios_core_image`], [`boot_image`], [`patch_for_disk`]: the BIOS path
 //!   (`pc.rs`).
-//! - [`efi_image`]: `BOOTX64.efi` (`efi.rs`).
+//! - [`efi_image`]: `BOOTX64.efi` or `BOOTAA64.efi` (`efi.rs`).
 //! - [`config`]: `grub.cfg` (`config.rs`).
 
 mod config;
@@ -68,13 +69,59 @@ pub const BIOS_EXTRA_MODULES: &[&str] = &["biosdisk", "part_msdos"];
 pub const PC: &str = "i386-pc";
 /// The x86_64 UEFI platform directory name.
 pub const EFI: &str = "x86_64-efi";
+/// The arm64 UEFI platform directory name.
+pub const EFI_ARM64: &str = "arm64-efi";
 
-/// A GRUB directory with both platforms, and each platform's resolved module list.
+/// The CPU an EFI image is for: its platform directory, ELF and PE machine, and the
+/// removable-media file name UEFI firmware looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EfiTarget {
+    X86_64,
+    Arm64,
+}
+
+impl EfiTarget {
+    /// The platform directory under the GRUB directory.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            EfiTarget::X86_64 => EFI,
+            EfiTarget::Arm64 => EFI_ARM64,
+        }
+    }
+
+    /// The ESP path Talos gives the image (`efiutils.Name`, lower-case `boot`).
+    pub fn esp_path(self) -> &'static str {
+        match self {
+            EfiTarget::X86_64 => "EFI/boot/BOOTX64.efi",
+            EfiTarget::Arm64 => "EFI/boot/BOOTAA64.efi",
+        }
+    }
+
+    /// ELF `e_machine` of `kernel.img` (EM_X86_64, EM_AARCH64).
+    pub(crate) fn elf_machine(self) -> u16 {
+        match self {
+            EfiTarget::X86_64 => 62,
+            EfiTarget::Arm64 => 183,
+        }
+    }
+
+    /// PE/COFF machine (IMAGE_FILE_MACHINE_AMD64, IMAGE_FILE_MACHINE_ARM64).
+    pub(crate) fn pe_machine(self) -> u16 {
+        match self {
+            EfiTarget::X86_64 => 0x8664,
+            EfiTarget::Arm64 => 0xaa64,
+        }
+    }
+}
+
+/// A GRUB directory with the platforms of one architecture (amd64: i386-pc and
+/// x86_64-efi; arm64: arm64-efi), and each platform's resolved module list.
 #[derive(Debug, Clone)]
 pub struct GrubDir {
     root: PathBuf,
-    pc: Platform,
+    pc: Option<Platform>,
     efi: Platform,
+    target: EfiTarget,
 }
 
 /// One platform directory (`i386-pc`, `x86_64-efi`) and the modules to embed, in
@@ -97,9 +144,41 @@ impl GrubDir {
         let efi = Platform::open(root, EFI, TALOS_MODULES)?;
         Ok(GrubDir {
             root: root.to_path_buf(),
-            pc,
+            pc: Some(pc),
             efi,
+            target: EfiTarget::X86_64,
         })
+    }
+
+    /// Opens `root` for arm64: only `arm64-efi/` is needed (arm64 has no BIOS), with
+    /// its `kernel.img`, `moddep.lst` and the Talos module list's closure.
+    pub fn open_arm64(root: &Path) -> Result<GrubDir> {
+        let efi = Platform::open(root, EFI_ARM64, TALOS_MODULES)?;
+        Ok(GrubDir {
+            root: root.to_path_buf(),
+            pc: None,
+            efi,
+            target: EfiTarget::Arm64,
+        })
+    }
+
+    /// Opens `root` for `arch` (`amd64` or `arm64`).
+    pub fn open_for(root: &Path, arm64: bool) -> Result<GrubDir> {
+        if arm64 {
+            Self::open_arm64(root)
+        } else {
+            Self::open(root)
+        }
+    }
+
+    /// The CPU of the EFI image.
+    pub fn efi_target(&self) -> EfiTarget {
+        self.target
+    }
+
+    /// Whether this directory has the BIOS platform (amd64 only).
+    pub fn has_bios(&self) -> bool {
+        self.pc.is_some()
     }
 
     /// The directory this was opened from.
@@ -107,18 +186,23 @@ impl GrubDir {
         &self.root
     }
 
-    /// The i386-pc modules embedded in the core image, in image order.
+    /// The i386-pc modules embedded in the core image, in image order (none for arm64).
     pub fn bios_modules(&self) -> &[String] {
-        &self.pc.modules
+        self.pc.as_ref().map_or(&[], |p| &p.modules)
     }
 
-    /// The x86_64-efi modules embedded in the EFI image, in image order.
+    /// The EFI platform's modules embedded in the EFI image, in image order.
     pub fn efi_modules(&self) -> &[String] {
         &self.efi.modules
     }
 
-    pub(crate) fn pc(&self) -> &Platform {
-        &self.pc
+    pub(crate) fn pc(&self) -> Result<&Platform> {
+        self.pc.as_ref().ok_or_else(|| {
+            Error::invalid(format!(
+                "GRUB directory {}: opened for arm64, which has no BIOS (i386-pc) image",
+                self.root.display()
+            ))
+        })
     }
 
     pub(crate) fn efi(&self) -> &Platform {
@@ -130,8 +214,13 @@ impl Platform {
     fn open(root: &Path, name: &str, wanted: &[&str]) -> Result<Platform> {
         let dir = root.join(name);
         if !dir.is_dir() {
+            let hint = if name == EFI_ARM64 {
+                "install grub-efi-arm64-bin (Debian's arm64 package), or name a directory holding arm64-efi/"
+            } else {
+                "install grub-pc-bin and grub-efi-amd64-bin, or name a directory holding both"
+            };
             return Err(Error::invalid(format!(
-                "GRUB directory {}: no {name}/ platform directory (install grub-pc-bin and grub-efi-amd64-bin, or name a directory holding both)",
+                "GRUB directory {}: no {name}/ platform directory ({hint})",
                 root.display()
             )));
         }
@@ -312,16 +401,19 @@ pub fn resolve(deps: &[ModDep], wanted: &[&str]) -> std::result::Result<Vec<Stri
 }
 
 /// Runs each reader of GRUB-directory content over `data` (moddep.lst and the module
-/// closure, both `kernel.img` loaders and the PE assembly, the grub.cfg parse-back),
-/// discarding the results: the fuzz target's entry point.
+/// closure, the `kernel.img` loaders of i386-pc, x86_64-efi and arm64-efi and the PE
+/// assembly, the grub.cfg parse-back), discarding the results: the fuzz target's entry
+/// point.
 #[doc(hidden)]
 pub fn fuzz_readers(data: &[u8]) {
     if let Ok(deps) = parse_moddep(data) {
         let _ = resolve(&deps, TALOS_MODULES);
     }
     let _ = pc::load_kernel(data);
-    if let Ok(k) = efi::load_kernel(data) {
-        let _ = efi::pe_image(&k, &[]);
+    for target in [EfiTarget::X86_64, EfiTarget::Arm64] {
+        if let Ok(k) = efi::load_kernel(data, target) {
+            let _ = efi::pe_image(&k, &[], target);
+        }
     }
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = check_config(text);

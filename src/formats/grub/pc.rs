@@ -51,7 +51,7 @@ pub const BIOS_PARTITION_BYTES: usize = 1 << 20;
 /// The i386-pc `core.img` with the Talos module list plus `biosdisk part_msdos` and
 /// the prefix `(hd0,gpt3)/grub`, exactly as laid out by `grub-mkimage`.
 pub fn bios_core_image(dir: &GrubDir) -> Result<Vec<u8>> {
-    let p = dir.pc();
+    let p = dir.pc()?;
     let kernel_path = p.path("kernel.img");
     let kernel = p.read("kernel.img")?;
     let (mut payload, bss) = load_kernel(&kernel).map_err(|m| Error::format(&kernel_path, m))?;
@@ -115,7 +115,7 @@ pub fn bios_core_image(dir: &GrubDir) -> Result<Vec<u8>> {
 
 /// GRUB's `boot.img`: the MBR boot sector, checked to be the one the patches expect.
 pub fn boot_image(dir: &GrubDir) -> Result<[u8; 512]> {
-    let p = dir.pc();
+    let p = dir.pc()?;
     let path = p.path("boot.img");
     let data = p.read("boot.img")?;
     let img: [u8; 512] = data
