@@ -10,9 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::registry::registry;
-use common::{demo_build, demo_dir, entries, require_tool, run_ok};
+use common::{demo_build, demo_dir, entries, pseudo_random, require_tool, run_ok, sha256};
 use imager::extensions::manifest::{self, Compatibility, Metadata, TalosCompat, extensions_yaml};
-use sha2::Digest;
 
 /// One file of a fixture: path (relative to the image root), mode, content.
 type Entry = (&'static str, u32, Vec<u8>);
@@ -115,22 +114,6 @@ fn amd_ucode() -> Vec<Entry> {
             b"sig\n".to_vec(),
         ),
     ]
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn sha256(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)))
 }
 
 /// An OCI image layout of one gzip'd layer for `linux/<arch>`.

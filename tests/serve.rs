@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::boot::{Media, SecureBoot, boot};
 use common::registry::{Registry, registry};
-use common::{demo_dir, fat, require_tool, run_ok};
-use sha2::Digest;
+use common::{demo_dir, fat, require_tool, run_ok, sha256};
 
 const VERSION: &str = "v1.9.2";
 
@@ -45,10 +44,6 @@ struct Fixture {
     assets: PathBuf,
     keys: PathBuf,
     registry: Registry,
-}
-
-fn sha256(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)))
 }
 
 /// An OCI layout with one single-layer image per (arch, layer tar), platforms in the index.
@@ -291,6 +286,20 @@ fn metric(s: &Service, name: &str) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Waits (up to 60 s) until replica `name` of `f` (served as `s`) is building: its build
+/// directory exists under `--work-dir`/builds while `image_factory_assets_built_total` is
+/// still `built_before`. Returns whether that was seen; a test asserts it before it
+/// interrupts "a build in flight".
+fn wait_build_in_flight(f: &Fixture, s: &Service, name: &str, built_before: f64) -> bool {
+    let builds = f.dir.path().join(format!("work-{name}/builds"));
+    common::wait_until(Duration::from_secs(60), || {
+        let building = std::fs::read_dir(&builds)
+            .map(|d| d.filter_map(|e| e.ok()).any(|e| e.path().is_dir()))
+            .unwrap_or(false);
+        building && metric(s, "image_factory_assets_built_total") == built_before
+    })
 }
 
 /// Tags of `repo` in the fixture's registry.
@@ -848,8 +857,13 @@ fn two_replicas_one_registry_same_asset_at_once() {
     let id2 = create(&a, "customization:\n  extraKernelArgs:\n    - killed=1\n");
     let path = format!("image/{id2}/{VERSION}/metal-amd64.raw.xz");
     let ua = format!("{}/{path}", a.url);
+    let built_before = metric(&a, "image_factory_assets_built_total");
     let doomed = std::thread::spawn(move || get(&ua));
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        wait_build_in_flight(&f, &a, "a", built_before),
+        "replica a never showed a build in flight; log:\n{}",
+        a.log_text()
+    );
     a.child.kill().unwrap();
     a.child.wait().unwrap();
     let _ = doomed.join();
@@ -882,8 +896,13 @@ fn sigterm_lets_the_in_flight_response_finish() {
     let s = start(&f, "a", &[]);
     let id = create(&s, "{}");
     let url = format!("{}/image/{id}/{VERSION}/metal-amd64-secureboot.iso", s.url);
+    let built_before = metric(&s, "image_factory_assets_built_total");
     let inflight = std::thread::spawn(move || get(&url));
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        wait_build_in_flight(&f, &s, "a", built_before),
+        "no build in flight; log:\n{}",
+        s.log_text()
+    );
     let mut s = s;
     unsafe {
         libc::kill(s.child.id() as i32, libc::SIGTERM);
@@ -1139,8 +1158,9 @@ fn load_test_200_requests_20_at_once() {
                         break;
                     };
                     let t = Instant::now();
-                    let (status, _, body) = get(&u);
-                    out.push((status, t.elapsed(), body.len(), u));
+                    let (status, headers, body) = get(&u);
+                    let length = header(&headers, "content-length").to_string();
+                    out.push((status, t.elapsed(), body.len(), u, sha256(&body), length));
                 }
                 out
             })
@@ -1159,6 +1179,32 @@ fn load_test_200_requests_20_at_once() {
         s.log_text()
     );
     assert_eq!(results.len(), 200);
+    // Every body is the one answer for its URL: one reference per URL, fetched alone
+    // after the load, and each body as long as its own Content-Length said.
+    let mut reference = std::collections::BTreeMap::new();
+    for r in &results {
+        let (digest, len) = reference.entry(r.3.clone()).or_insert_with(|| {
+            let (status, _, body) = get(&r.3);
+            assert_eq!(status, 200, "{}", r.3);
+            (sha256(&body), body.len())
+        });
+        assert_eq!(
+            r.5,
+            r.2.to_string(),
+            "{}: Content-Length against the bytes received",
+            r.3
+        );
+        assert!(
+            r.4 == *digest && r.2 == *len,
+            "{}: a {}-byte body under load, {} bytes alone (digests {} / {})",
+            r.3,
+            r.2,
+            len,
+            r.4,
+            digest
+        );
+    }
+    assert_eq!(reference.len(), 24, "distinct URLs");
     results.sort_by_key(|r| r.1);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let bytes: usize = results.iter().map(|r| r.2).sum();

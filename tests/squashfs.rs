@@ -9,21 +9,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{require_tool, run_ok};
+use common::{pseudo_random, require_tool, run_ok};
 use imager::formats::squashfs::{Compression, Options, Xattrs, write_tree_with};
 
 const EPOCH: u32 = 1_700_000_000;
-
-fn pseudo_random(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 24) as u8
-        })
-        .collect()
-}
 
 fn write(root: &Path, rel: &str, data: &[u8], mode: u32) {
     let p = root.join(rel);

@@ -255,3 +255,57 @@ pub fn tar_of(entries: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
     }
     b.into_inner().unwrap()
 }
+
+/// Polls `ready` every 100 ms until it holds (true) or `limit` passes (false). Callers assert
+/// the result, so a wait that times out fails where it happened, never later or silently.
+pub fn wait_until(limit: std::time::Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if ready() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// `sha256:<hex>` of `bytes`, as OCI digests and the manifests write it.
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// `len` deterministic, incompressible bytes from `seed` (xorshift64 over the seed spread
+/// by the golden ratio, never zero; the low byte of each step). The one generator of test
+/// data, so fixtures agree across files.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Panics unless GRUB's own parser (`grub-script-check`, package grub-common) accepts
+/// `cfg`; `what` names the file in the message.
+pub fn grub_script_check(cfg: &str, what: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("grub.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    let out = Command::new(require_tool("grub-script-check"))
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "grub-script-check refuses {what}: {}{}\n{cfg}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
