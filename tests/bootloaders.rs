@@ -147,6 +147,7 @@ fn assert_boot_fs(image: &Path, version: &str, cmdline: &str, initramfs: &Path, 
         "/A/initramfs.xz"
     );
     let cfg = String::from_utf8(grub_read(image, 3, "/grub/grub.cfg", d)).unwrap();
+    common::grub_script_check(&cfg, "BOOT's /grub/grub.cfg");
     assert_eq!(cfg, expected_grub_cfg(version, cmdline));
 }
 
