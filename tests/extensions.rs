@@ -1345,6 +1345,20 @@ fn every_output_kind_carries_the_rebuilt_initramfs_reproducibly() {
             .arg(&from_iso),
     );
     assert_eq!(ukify_initrd(&from_iso), want, "iso");
+    // The plain ISO's BIOS path (isolinux: /boot/initramfs.xz) carries it too.
+    let bios_initramfs = d.join("iso-initramfs.xz");
+    run_ok(
+        Command::new(require_tool("xorriso"))
+            .args(["-osirrox", "on", "-indev"])
+            .arg(&iso.artifact)
+            .args(["-extract", "/boot/initramfs.xz"])
+            .arg(&bios_initramfs),
+    );
+    assert_eq!(
+        sha256(&std::fs::read(&bios_initramfs).unwrap()),
+        want,
+        "iso: BIOS /boot/initramfs.xz is the rebuilt initramfs"
+    );
     let disk = build("v1.10.0", "image");
     let (at, len, _) = common::partition(&disk.artifact, 1, 512);
     let bytes = std::fs::read(&disk.artifact).unwrap();
@@ -2571,4 +2585,76 @@ printf '{{"ServerURL":"%s","Username":"{user}","Secret":"{password}"}}' "$server
         "the password is never printed"
     );
     drop(reg);
+}
+
+/// An arm64 initramfs with an extension from a two-arch layout: the arm64 image is the one
+/// taken (its own file is in the squashfs, the amd64 image's is not), the arm64 base
+/// initramfs stays byte for byte, and one core gives the same bytes.
+#[test]
+fn arm64_initramfs_takes_the_arm64_image_of_a_two_arch_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let layout = d.join("multi");
+    let mut manifests = Vec::new();
+    for (arch, only) in [
+        (
+            "amd64",
+            "rootfs/usr/local/lib/containers/hello-world/amd64-only",
+        ),
+        (
+            "arm64",
+            "rootfs/usr/local/lib/containers/hello-world/arm64-only",
+        ),
+    ] {
+        let mut f = hello_world();
+        f.push((only, 0o644, arch.as_bytes().to_vec()));
+        oci_layout(&layout, &common::tar_of(&f), arch);
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+        manifests.push(index["manifests"][0].clone());
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    });
+    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    let p = d.join("arm64.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "baseProfileName: metal\narch: arm64\nversion: v1.10.0\noutput:\n  kind: initramfs\n  outFormat: raw\ninput:\n  systemExtensions:\n    - ociPath: {}\n",
+            layout.display()
+        ),
+    )
+    .unwrap();
+    let built = demo_build(&p).arch("arm64").no_console().run();
+    let single = demo_build(&p)
+        .arch("arm64")
+        .no_console()
+        .single_core()
+        .run();
+    assert!(
+        built.bytes() == single.bytes(),
+        "the same bytes on one core"
+    );
+
+    let base = std::fs::read(demo_dir().join("arm64/initramfs.xz")).unwrap();
+    let (early, tail) = split(&built.bytes(), &base);
+    assert!(early.is_empty(), "no microcode cpio on arm64");
+    let zst = d.join("tail.zst");
+    std::fs::write(&zst, &tail).unwrap();
+    let cpio = run_ok_bytes(Command::new(require_tool("zstd")).arg("-dcq").arg(&zst));
+    let x = d.join("x");
+    cpio_extract(&cpio, &x);
+    let listing = unsquashfs(&["-lln"], &x.join("0.sqsh"));
+    assert!(
+        listing.contains("hello-world/arm64-only") && !listing.contains("amd64-only"),
+        "{listing}"
+    );
+    assert_eq!(
+        built.manifest["extensions"][0]["name"], "hello-world-service",
+        "{}",
+        built.manifest
+    );
 }
