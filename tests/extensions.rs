@@ -266,21 +266,12 @@ fn reference_squashfs(entries: &[Entry], work: &Path) -> PathBuf {
     );
     let _ = std::fs::remove_dir_all(root.join("rootfs/usr/lib/firmware"));
     let out = work.join("ref.sqsh");
-    run_ok(
-        Command::new(require_tool("mksquashfs"))
-            .arg(root.join("rootfs"))
-            .arg(&out)
-            .args([
-                "-all-root",
-                "-noappend",
-                "-no-progress",
-                "-comp",
-                "zstd",
-                "-Xcompression-level",
-                "18",
-            ])
-            .env("SOURCE_DATE_EPOCH", common::build::EPOCH.to_string()),
-    );
+    run_ok(&mut common::talos_mksquashfs(
+        require_tool("mksquashfs"),
+        &root.join("rootfs"),
+        &out,
+        common::TalosSquashfs::Zstd18,
+    ));
     out
 }
 
@@ -964,21 +955,12 @@ fn embedded_machine_configuration_is_the_last_extension() {
             .arg(tree.join("usr/local/etc/talos/config.yaml")),
     );
     let reference = d.join("ref.sqsh");
-    run_ok(
-        Command::new(require_tool("mksquashfs"))
-            .arg(&tree)
-            .arg(&reference)
-            .args([
-                "-all-root",
-                "-noappend",
-                "-no-progress",
-                "-comp",
-                "zstd",
-                "-Xcompression-level",
-                "18",
-            ])
-            .env("SOURCE_DATE_EPOCH", common::build::EPOCH.to_string()),
-    );
+    run_ok(&mut common::talos_mksquashfs(
+        require_tool("mksquashfs"),
+        &tree,
+        &reference,
+        common::TalosSquashfs::Zstd18,
+    ));
     let ours = x.join("0.sqsh");
     let strip = |s: String, img: &Path| s.replace(&img.display().to_string(), "IMG");
     let listing = strip(unsquashfs(&["-lln"], &ours), &ours);
@@ -1609,21 +1591,12 @@ fn profiles_before_1_8_get_xz_squashfs_and_an_xz_cpio() {
             .arg(work.join("f.tar")),
     );
     let reference = work.join("ref.sqsh");
-    run_ok(
-        Command::new(require_tool("mksquashfs"))
-            .arg(root.join("rootfs"))
-            .arg(&reference)
-            .args([
-                "-all-root",
-                "-noappend",
-                "-no-progress",
-                "-comp",
-                "xz",
-                "-Xdict-size",
-                "100%",
-            ])
-            .env("SOURCE_DATE_EPOCH", common::build::EPOCH.to_string()),
-    );
+    run_ok(&mut common::talos_mksquashfs(
+        require_tool("mksquashfs"),
+        &root.join("rootfs"),
+        &reference,
+        common::TalosSquashfs::Xz,
+    ));
     let ours = x.join("0.sqsh");
     let summary = superblock_summary(&ours);
     assert!(
@@ -1893,21 +1866,12 @@ fn reference_modules_layer(d: &Path, kver: &str, mdir: &str, ext: &[Entry]) -> P
         }
     }
     let out = d.join("ref-modules.dep.sqsh");
-    run_ok(
-        Command::new(require_tool("mksquashfs"))
-            .arg(&layer)
-            .arg(&out)
-            .args([
-                "-all-root",
-                "-noappend",
-                "-no-progress",
-                "-comp",
-                "zstd",
-                "-Xcompression-level",
-                "18",
-            ])
-            .env("SOURCE_DATE_EPOCH", common::build::EPOCH.to_string()),
-    );
+    run_ok(&mut common::talos_mksquashfs(
+        require_tool("mksquashfs"),
+        &layer,
+        &out,
+        common::TalosSquashfs::Zstd18,
+    ));
     out
 }
 
@@ -2374,12 +2338,12 @@ fn selinux_labels_reach_the_squashfs_from_talos_1_12() {
         extract_tail(&built.bytes(), &x);
         let ours = x.join("0.sqsh");
         let reference = d.join(format!("{version}.sqsh"));
-        let mut cmd = Command::new(&mksquashfs_461);
-        cmd.arg(tree.join("rootfs"))
-            .arg(&reference)
-            .args(["-all-root", "-noappend", "-no-progress"])
-            .args(["-comp", "zstd", "-Xcompression-level", "18"])
-            .env("SOURCE_DATE_EPOCH", common::build::EPOCH.to_string());
+        let mut cmd = common::talos_mksquashfs(
+            &mksquashfs_461,
+            &tree.join("rootfs"),
+            &reference,
+            common::TalosSquashfs::Zstd18,
+        );
         if labelled {
             cmd.args(["-xattrs-exclude", ".*", "-p"])
                 .arg(format!("{LABELLED} x security.selinux={LABEL}"));
@@ -2433,16 +2397,16 @@ fn selinux_labels_reach_the_squashfs_from_talos_1_12() {
     );
     let reference = d.join("embedded.sqsh");
     run_ok(
-        Command::new(&mksquashfs_461)
-            .arg(&tree)
-            .arg(&reference)
-            .args(["-all-root", "-noappend", "-no-progress"])
-            .args(["-comp", "zstd", "-Xcompression-level", "18"])
-            .args(["-xattrs-exclude", ".*", "-p"])
-            .arg(format!(
-                "usr/local/etc/talos/config.yaml x security.selinux={LABEL}"
-            ))
-            .env("SOURCE_DATE_EPOCH", common::build::EPOCH.to_string()),
+        common::talos_mksquashfs(
+            &mksquashfs_461,
+            &tree,
+            &reference,
+            common::TalosSquashfs::Zstd18,
+        )
+        .args(["-xattrs-exclude", ".*", "-p"])
+        .arg(format!(
+            "usr/local/etc/talos/config.yaml x security.selinux={LABEL}"
+        )),
     );
     assert!(
         std::fs::read(x.join("0.sqsh")).unwrap() == std::fs::read(&reference).unwrap(),

@@ -309,3 +309,33 @@ pub fn grub_script_check(cfg: &str, what: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Compression of a system extension's squashfs as the Talos imager asks mksquashfs for it.
+#[derive(Debug, Clone, Copy)]
+pub enum TalosSquashfs {
+    /// Talos 1.8 on: `-comp zstd -Xcompression-level 18`.
+    Zstd18,
+    /// Before 1.8: `-comp xz -Xdict-size 100%`.
+    Xz,
+}
+
+/// `mksquashfs SRC DEST` (the binary `bin`: Debian's 4.5.1 or trixie's 4.6.1) with the
+/// Talos imager's flags (`-all-root -noappend -no-progress` and the compression) and
+/// `SOURCE_DATE_EPOCH` = the tests' epoch; the caller may add arguments, then runs it.
+pub fn talos_mksquashfs(
+    bin: impl AsRef<std::ffi::OsStr>,
+    src: &Path,
+    dest: &Path,
+    compression: TalosSquashfs,
+) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg(src)
+        .arg(dest)
+        .args(["-all-root", "-noappend", "-no-progress"])
+        .args(match compression {
+            TalosSquashfs::Zstd18 => ["-comp", "zstd", "-Xcompression-level", "18"],
+            TalosSquashfs::Xz => ["-comp", "xz", "-Xdict-size", "100%"],
+        })
+        .env("SOURCE_DATE_EPOCH", build::EPOCH.to_string());
+    cmd
+}
