@@ -206,13 +206,13 @@ fn start_with_env(
         .spawn()
         .unwrap();
     let service = Service { child, url, log };
-    for _ in 0..100 {
-        if get(&format!("{}/healthz", service.url)).0 == 200 {
-            return service;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("the service did not come up; log:\n{}", service.log_text());
+    let healthz = format!("{}/healthz", service.url);
+    assert!(
+        common::wait_until(Duration::from_secs(10), || get(&healthz).0 == 200),
+        "the service did not come up; log:\n{}",
+        service.log_text()
+    );
+    service
 }
 
 fn agent() -> ureq::Agent {
