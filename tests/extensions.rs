@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use common::oci::Layer;
 use common::registry::registry;
 use common::{demo_build, demo_dir, entries, pseudo_random, require_tool, run_ok, sha256};
 use imager::extensions::manifest::{self, Compatibility, Metadata, TalosCompat, extensions_yaml};
@@ -121,70 +122,15 @@ fn oci_layout(dir: &Path, layer_tar: &[u8], arch: &str) {
     oci_layout_of(dir, &[(layer_tar, Layer::Gzip)], arch);
 }
 
-/// How a layer of [`oci_layout_of`] is stored.
-#[derive(Clone, Copy)]
-enum Layer {
-    Gzip,
-    Zstd,
-}
-
 /// An OCI image layout for `linux/<arch>` of the given layers, bottom first; returns
 /// the layers' blob paths.
 fn oci_layout_of(dir: &Path, layers: &[(&[u8], Layer)], arch: &str) -> Vec<PathBuf> {
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |b: &[u8]| -> String {
-        let d = sha256(b);
-        std::fs::write(blobs.join(&d[7..]), b).unwrap();
-        d
+    let image = common::oci::Image {
+        arch,
+        layers: layers.to_vec(),
+        config: serde_json::json!({}),
     };
-    let mut descs = Vec::new();
-    let mut paths = Vec::new();
-    for (tar, how) in layers {
-        let (blob, media) = match how {
-            Layer::Gzip => {
-                let mut gz =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-                gz.write_all(tar).unwrap();
-                (
-                    gz.finish().unwrap(),
-                    "application/vnd.oci.image.layer.v1.tar+gzip",
-                )
-            }
-            Layer::Zstd => (
-                zstd::encode_all(*tar, 3).unwrap(),
-                "application/vnd.oci.image.layer.v1.tar+zstd",
-            ),
-        };
-        let d = put(&blob);
-        paths.push(blobs.join(&d[7..]));
-        descs.push(serde_json::json!({"mediaType": media, "digest": d, "size": blob.len()}));
-    }
-    let diff_ids: Vec<String> = layers.iter().map(|(t, _)| sha256(t)).collect();
-    let config = serde_json::json!({
-        "architecture": arch, "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": diff_ids}, "config": {}
-    })
-    .to_string()
-    .into_bytes();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(&config), "size": config.len()},
-        "layers": descs
-    })
-    .to_string()
-    .into_bytes();
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": put(&manifest),
-            "size": manifest.len(), "platform": {"architecture": arch, "os": "linux"},
-            "annotations": {"org.opencontainers.image.ref.name": "v1"}}]
-    });
-    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    paths
+    common::oci::layout(dir, &[image], "v1").remove(0)
 }
 
 /// A profile file for `kind` with the given `systemExtensions` YAML items.
@@ -2559,8 +2505,7 @@ fn arm64_initramfs_takes_the_arm64_image_of_a_two_arch_layout() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let layout = d.join("multi");
-    let mut manifests = Vec::new();
-    for (arch, only) in [
+    let tars: Vec<(&str, Vec<u8>)> = [
         (
             "amd64",
             "rootfs/usr/local/lib/containers/hello-world/amd64-only",
@@ -2569,20 +2514,23 @@ fn arm64_initramfs_takes_the_arm64_image_of_a_two_arch_layout() {
             "arm64",
             "rootfs/usr/local/lib/containers/hello-world/arm64-only",
         ),
-    ] {
+    ]
+    .into_iter()
+    .map(|(arch, only)| {
         let mut f = hello_world();
         f.push((only, 0o644, arch.as_bytes().to_vec()));
-        oci_layout(&layout, &common::tar_of(&f), arch);
-        let index: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-        manifests.push(index["manifests"][0].clone());
-    }
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": manifests,
-    });
-    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+        (arch, common::tar_of(&f))
+    })
+    .collect();
+    let images: Vec<common::oci::Image> = tars
+        .iter()
+        .map(|(arch, tar)| common::oci::Image {
+            arch,
+            layers: vec![(tar.as_slice(), Layer::Gzip)],
+            config: serde_json::json!({}),
+        })
+        .collect();
+    common::oci::layout(&layout, &images, "v1");
     let p = d.join("arm64.yaml");
     std::fs::write(
         &p,

@@ -48,42 +48,15 @@ struct Fixture {
 
 /// An OCI layout with one single-layer image per (arch, layer tar), platforms in the index.
 fn oci_layout(dir: &Path, images: &[(&str, Vec<u8>)]) {
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |b: &[u8]| -> String {
-        let d = sha256(b);
-        std::fs::write(blobs.join(&d[7..]), b).unwrap();
-        d
-    };
-    let mut entries = Vec::new();
-    for (arch, layer_tar) in images {
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(layer_tar).unwrap();
-        let layer = gz.finish().unwrap();
-        let config = serde_json::json!({
-            "architecture": arch, "os": "linux",
-            "rootfs": {"type": "layers", "diff_ids": [sha256(layer_tar)]},
-            "config": {"Entrypoint": ["/usr/bin/installer"]}
+    let images: Vec<common::oci::Image> = images
+        .iter()
+        .map(|(arch, tar)| common::oci::Image {
+            arch,
+            layers: vec![(tar.as_slice(), common::oci::Layer::Gzip)],
+            config: serde_json::json!({"Entrypoint": ["/usr/bin/installer"]}),
         })
-        .to_string()
-        .into_bytes();
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(&config), "size": config.len()},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(&layer), "size": layer.len()}]
-        })
-        .to_string()
-        .into_bytes();
-        entries.push(serde_json::json!({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": put(&manifest),
-            "size": manifest.len(), "platform": {"architecture": arch, "os": "linux"},
-            "annotations": {"org.opencontainers.image.ref.name": VERSION}
-        }));
-    }
-    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries});
-    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        .collect();
+    common::oci::layout(dir, &images, VERSION);
 }
 
 /// `<assets>/v1.9.2/{amd64,arm64}` (the demo inputs), an installer base for both

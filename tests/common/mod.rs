@@ -7,6 +7,7 @@ pub mod build;
 pub mod fat;
 pub mod goyaml;
 pub mod meta;
+pub mod oci;
 pub mod registry;
 
 #[allow(unused_imports)]
