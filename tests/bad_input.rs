@@ -415,12 +415,11 @@ fn read_only_and_full_output_dirs_and_interrupts() {
         .spawn()
         .unwrap();
     // Wait until work has started (the output directory holds the scratch directory).
-    for _ in 0..200 {
-        if !entries(&out).is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    assert!(
+        common::wait_until(std::time::Duration::from_secs(10), || !entries(&out)
+            .is_empty()),
+        "the build never started its scratch directory"
+    );
     // SAFETY: signalling a child process this test started.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     let o = child.wait_with_output().unwrap();

@@ -9,10 +9,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use common::oci::Layer;
 use common::registry::registry;
-use common::{demo_build, demo_dir, entries, require_tool, run_ok};
+use common::{demo_build, demo_dir, entries, pseudo_random, require_tool, run_ok, sha256};
 use imager::extensions::manifest::{self, Compatibility, Metadata, TalosCompat, extensions_yaml};
-use sha2::Digest;
 
 /// One file of a fixture: path (relative to the image root), mode, content.
 type Entry = (&'static str, u32, Vec<u8>);
@@ -117,91 +117,20 @@ fn amd_ucode() -> Vec<Entry> {
     ]
 }
 
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn sha256(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)))
-}
-
 /// An OCI image layout of one gzip'd layer for `linux/<arch>`.
 fn oci_layout(dir: &Path, layer_tar: &[u8], arch: &str) {
     oci_layout_of(dir, &[(layer_tar, Layer::Gzip)], arch);
 }
 
-/// How a layer of [`oci_layout_of`] is stored.
-#[derive(Clone, Copy)]
-enum Layer {
-    Gzip,
-    Zstd,
-}
-
 /// An OCI image layout for `linux/<arch>` of the given layers, bottom first; returns
 /// the layers' blob paths.
 fn oci_layout_of(dir: &Path, layers: &[(&[u8], Layer)], arch: &str) -> Vec<PathBuf> {
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |b: &[u8]| -> String {
-        let d = sha256(b);
-        std::fs::write(blobs.join(&d[7..]), b).unwrap();
-        d
+    let image = common::oci::Image {
+        arch,
+        layers: layers.to_vec(),
+        config: serde_json::json!({}),
     };
-    let mut descs = Vec::new();
-    let mut paths = Vec::new();
-    for (tar, how) in layers {
-        let (blob, media) = match how {
-            Layer::Gzip => {
-                let mut gz =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-                gz.write_all(tar).unwrap();
-                (
-                    gz.finish().unwrap(),
-                    "application/vnd.oci.image.layer.v1.tar+gzip",
-                )
-            }
-            Layer::Zstd => (
-                zstd::encode_all(*tar, 3).unwrap(),
-                "application/vnd.oci.image.layer.v1.tar+zstd",
-            ),
-        };
-        let d = put(&blob);
-        paths.push(blobs.join(&d[7..]));
-        descs.push(serde_json::json!({"mediaType": media, "digest": d, "size": blob.len()}));
-    }
-    let diff_ids: Vec<String> = layers.iter().map(|(t, _)| sha256(t)).collect();
-    let config = serde_json::json!({
-        "architecture": arch, "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": diff_ids}, "config": {}
-    })
-    .to_string()
-    .into_bytes();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(&config), "size": config.len()},
-        "layers": descs
-    })
-    .to_string()
-    .into_bytes();
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": put(&manifest),
-            "size": manifest.len(), "platform": {"architecture": arch, "os": "linux"},
-            "annotations": {"org.opencontainers.image.ref.name": "v1"}}]
-    });
-    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    paths
+    common::oci::layout(dir, &[image], "v1").remove(0)
 }
 
 /// A profile file for `kind` with the given `systemExtensions` YAML items.
@@ -283,21 +212,12 @@ fn reference_squashfs(entries: &[Entry], work: &Path) -> PathBuf {
     );
     let _ = std::fs::remove_dir_all(root.join("rootfs/usr/lib/firmware"));
     let out = work.join("ref.sqsh");
-    run_ok(
-        Command::new(require_tool("mksquashfs"))
-            .arg(root.join("rootfs"))
-            .arg(&out)
-            .args([
-                "-all-root",
-                "-noappend",
-                "-no-progress",
-                "-comp",
-                "zstd",
-                "-Xcompression-level",
-                "18",
-            ])
-            .env("SOURCE_DATE_EPOCH", common::build::EPOCH.to_string()),
-    );
+    run_ok(&mut common::talos_mksquashfs(
+        require_tool("mksquashfs"),
+        &root.join("rootfs"),
+        &out,
+        common::TalosSquashfs::Zstd18,
+    ));
     out
 }
 
@@ -433,7 +353,12 @@ fn initramfs_with_extensions_from_a_tarball_a_layout_and_a_registry() {
     assert_eq!(
         names,
         [
-            "-rw-r--r-- root root 4096 0.sqsh".to_string(),
+            // Mode, owner and name stated; the size is the member's own (its bytes are
+            // judged against mksquashfs below).
+            format!(
+                "-rw-r--r-- root root {} 0.sqsh",
+                size_of_member(&cpio, "0.sqsh", d)
+            ),
             format!(
                 "-rw-r--r-- root root {} 1.sqsh",
                 size_of_member(&cpio, "1.sqsh", d)
@@ -453,14 +378,6 @@ fn initramfs_with_extensions_from_a_tarball_a_layout_and_a_registry() {
             "-rw-r--r-- root root 4 usr/lib/firmware/amd-ucode/microcode_amd_fam17h.bin.asc".into(),
             "drwxr-xr-x root root 0 usr/lib/firmware/intel-ucode".into(),
         ]
-        .iter()
-        .map(|s| s.to_string())
-        .map(|s| if s.ends_with(" 0.sqsh") {
-            names[0].clone()
-        } else {
-            s
-        })
-        .collect::<Vec<_>>()
     );
     let cx = d.join("compressed");
     cpio_extract(&cpio, &cx);
@@ -984,21 +901,12 @@ fn embedded_machine_configuration_is_the_last_extension() {
             .arg(tree.join("usr/local/etc/talos/config.yaml")),
     );
     let reference = d.join("ref.sqsh");
-    run_ok(
-        Command::new(require_tool("mksquashfs"))
-            .arg(&tree)
-            .arg(&reference)
-            .args([
-                "-all-root",
-                "-noappend",
-                "-no-progress",
-                "-comp",
-                "zstd",
-                "-Xcompression-level",
-                "18",
-            ])
-            .env("SOURCE_DATE_EPOCH", common::build::EPOCH.to_string()),
-    );
+    run_ok(&mut common::talos_mksquashfs(
+        require_tool("mksquashfs"),
+        &tree,
+        &reference,
+        common::TalosSquashfs::Zstd18,
+    ));
     let ours = x.join("0.sqsh");
     let strip = |s: String, img: &Path| s.replace(&img.display().to_string(), "IMG");
     let listing = strip(unsquashfs(&["-lln"], &ours), &ours);
@@ -1365,6 +1273,20 @@ fn every_output_kind_carries_the_rebuilt_initramfs_reproducibly() {
             .arg(&from_iso),
     );
     assert_eq!(ukify_initrd(&from_iso), want, "iso");
+    // The plain ISO's BIOS path (isolinux: /boot/initramfs.xz) carries it too.
+    let bios_initramfs = d.join("iso-initramfs.xz");
+    run_ok(
+        Command::new(require_tool("xorriso"))
+            .args(["-osirrox", "on", "-indev"])
+            .arg(&iso.artifact)
+            .args(["-extract", "/boot/initramfs.xz"])
+            .arg(&bios_initramfs),
+    );
+    assert_eq!(
+        sha256(&std::fs::read(&bios_initramfs).unwrap()),
+        want,
+        "iso: BIOS /boot/initramfs.xz is the rebuilt initramfs"
+    );
     let disk = build("v1.10.0", "image");
     let (at, len, _) = common::partition(&disk.artifact, 1, 512);
     let bytes = std::fs::read(&disk.artifact).unwrap();
@@ -1615,21 +1537,12 @@ fn profiles_before_1_8_get_xz_squashfs_and_an_xz_cpio() {
             .arg(work.join("f.tar")),
     );
     let reference = work.join("ref.sqsh");
-    run_ok(
-        Command::new(require_tool("mksquashfs"))
-            .arg(root.join("rootfs"))
-            .arg(&reference)
-            .args([
-                "-all-root",
-                "-noappend",
-                "-no-progress",
-                "-comp",
-                "xz",
-                "-Xdict-size",
-                "100%",
-            ])
-            .env("SOURCE_DATE_EPOCH", common::build::EPOCH.to_string()),
-    );
+    run_ok(&mut common::talos_mksquashfs(
+        require_tool("mksquashfs"),
+        &root.join("rootfs"),
+        &reference,
+        common::TalosSquashfs::Xz,
+    ));
     let ours = x.join("0.sqsh");
     let summary = superblock_summary(&ours);
     assert!(
@@ -1906,21 +1819,12 @@ fn reference_modules_layer(d: &Path, kver: &str, mdir: &str, ext: &[Entry]) -> P
         }
     }
     let out = d.join("ref-modules.dep.sqsh");
-    run_ok(
-        Command::new(require_tool("mksquashfs"))
-            .arg(&layer)
-            .arg(&out)
-            .args([
-                "-all-root",
-                "-noappend",
-                "-no-progress",
-                "-comp",
-                "zstd",
-                "-Xcompression-level",
-                "18",
-            ])
-            .env("SOURCE_DATE_EPOCH", common::build::EPOCH.to_string()),
-    );
+    run_ok(&mut common::talos_mksquashfs(
+        require_tool("mksquashfs"),
+        &layer,
+        &out,
+        common::TalosSquashfs::Zstd18,
+    ));
     out
 }
 
@@ -2392,12 +2296,12 @@ fn selinux_labels_reach_the_squashfs_from_talos_1_12() {
         extract_tail(&built.bytes(), &x);
         let ours = x.join("0.sqsh");
         let reference = d.join(format!("{version}.sqsh"));
-        let mut cmd = Command::new(&mksquashfs_461);
-        cmd.arg(tree.join("rootfs"))
-            .arg(&reference)
-            .args(["-all-root", "-noappend", "-no-progress"])
-            .args(["-comp", "zstd", "-Xcompression-level", "18"])
-            .env("SOURCE_DATE_EPOCH", common::build::EPOCH.to_string());
+        let mut cmd = common::talos_mksquashfs(
+            &mksquashfs_461,
+            &tree.join("rootfs"),
+            &reference,
+            common::TalosSquashfs::Zstd18,
+        );
         if labelled {
             cmd.args(["-xattrs-exclude", ".*", "-p"])
                 .arg(format!("{LABELLED} x security.selinux={LABEL}"));
@@ -2451,16 +2355,16 @@ fn selinux_labels_reach_the_squashfs_from_talos_1_12() {
     );
     let reference = d.join("embedded.sqsh");
     run_ok(
-        Command::new(&mksquashfs_461)
-            .arg(&tree)
-            .arg(&reference)
-            .args(["-all-root", "-noappend", "-no-progress"])
-            .args(["-comp", "zstd", "-Xcompression-level", "18"])
-            .args(["-xattrs-exclude", ".*", "-p"])
-            .arg(format!(
-                "usr/local/etc/talos/config.yaml x security.selinux={LABEL}"
-            ))
-            .env("SOURCE_DATE_EPOCH", common::build::EPOCH.to_string()),
+        common::talos_mksquashfs(
+            &mksquashfs_461,
+            &tree,
+            &reference,
+            common::TalosSquashfs::Zstd18,
+        )
+        .args(["-xattrs-exclude", ".*", "-p"])
+        .arg(format!(
+            "usr/local/etc/talos/config.yaml x security.selinux={LABEL}"
+        )),
     );
     assert!(
         std::fs::read(x.join("0.sqsh")).unwrap() == std::fs::read(&reference).unwrap(),
@@ -2603,4 +2507,78 @@ printf '{{"ServerURL":"%s","Username":"{user}","Secret":"{password}"}}' "$server
         "the password is never printed"
     );
     drop(reg);
+}
+
+/// An arm64 initramfs with an extension from a two-arch layout: the arm64 image is the one
+/// taken (its own file is in the squashfs, the amd64 image's is not), the arm64 base
+/// initramfs stays byte for byte, and one core gives the same bytes.
+#[test]
+fn arm64_initramfs_takes_the_arm64_image_of_a_two_arch_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let layout = d.join("multi");
+    let tars: Vec<(&str, Vec<u8>)> = [
+        (
+            "amd64",
+            "rootfs/usr/local/lib/containers/hello-world/amd64-only",
+        ),
+        (
+            "arm64",
+            "rootfs/usr/local/lib/containers/hello-world/arm64-only",
+        ),
+    ]
+    .into_iter()
+    .map(|(arch, only)| {
+        let mut f = hello_world();
+        f.push((only, 0o644, arch.as_bytes().to_vec()));
+        (arch, common::tar_of(&f))
+    })
+    .collect();
+    let images: Vec<common::oci::Image> = tars
+        .iter()
+        .map(|(arch, tar)| common::oci::Image {
+            arch,
+            layers: vec![(tar.as_slice(), Layer::Gzip)],
+            config: serde_json::json!({}),
+        })
+        .collect();
+    common::oci::layout(&layout, &images, "v1");
+    let p = d.join("arm64.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "baseProfileName: metal\narch: arm64\nversion: v1.10.0\noutput:\n  kind: initramfs\n  outFormat: raw\ninput:\n  systemExtensions:\n    - ociPath: {}\n",
+            layout.display()
+        ),
+    )
+    .unwrap();
+    let built = demo_build(&p).arch("arm64").no_console().run();
+    let single = demo_build(&p)
+        .arch("arm64")
+        .no_console()
+        .single_core()
+        .run();
+    assert!(
+        built.bytes() == single.bytes(),
+        "the same bytes on one core"
+    );
+
+    let base = std::fs::read(demo_dir().join("arm64/initramfs.xz")).unwrap();
+    let (early, tail) = split(&built.bytes(), &base);
+    assert!(early.is_empty(), "no microcode cpio on arm64");
+    let zst = d.join("tail.zst");
+    std::fs::write(&zst, &tail).unwrap();
+    let cpio = run_ok_bytes(Command::new(require_tool("zstd")).arg("-dcq").arg(&zst));
+    let x = d.join("x");
+    cpio_extract(&cpio, &x);
+    let listing = unsquashfs(&["-lln"], &x.join("0.sqsh"));
+    assert!(
+        listing.contains("hello-world/arm64-only") && !listing.contains("amd64-only"),
+        "{listing}"
+    );
+    assert_eq!(
+        built.manifest["extensions"][0]["name"], "hello-world-service",
+        "{}",
+        built.manifest
+    );
 }

@@ -472,6 +472,23 @@ fn grub_cfg_is_talos_text() {
         "}\n",
     );
     let text = grub::config("v1.9.2", cmdline);
+    // GRUB's own parser first: every character GRUB's lexer treats specially, quotes,
+    // backslashes, a trailing backslash. (Not a lone `'`: Talos's quoting, which ours
+    // follows, leaves it, and the second menu entry's copy closes it, so GRUB parses the
+    // file but not as meant.)
+    common::grub_script_check(&text, "grub.cfg");
+    for odd in [
+        r#"a"b "c d" e\"#,
+        // (Not `[[` or `]]` as whole words: GRUB reserves them and Talos's quoting, which
+        // ours follows, leaves them as they are, so GRUB would refuse that grub.cfg.)
+        r#"x="$(reboot)" y=`id` z=${a} {} [a] b[ # comment"#,
+        "tab\there !~*? \\\"",
+    ] {
+        common::grub_script_check(
+            &grub::config("v1.9.2", odd),
+            &format!("grub.cfg for {odd:?}"),
+        );
+    }
     assert_eq!(text, want);
     let parsed = grub::check_config(&text).unwrap();
     assert_eq!(

@@ -233,12 +233,7 @@ fn boot_tampered_uki_is_refused_by_firmware() {
         120,
     );
 
-    assert!(!log.marker, "tampered UKI booted: {}", log.path.display());
-    assert!(
-        log.contains("Access Denied") || log.contains("Security Violation"),
-        "firmware did not report a refusal: {}",
-        log.path.display()
-    );
+    log.assert_refused_by_secureboot();
 }
 
 /// Setup mode: signed systemd-boot enrols PK/KEK/db from `loader/keys/auto`, resets, and then
@@ -329,5 +324,63 @@ fn log_parser_reads_the_init_report() {
     assert_eq!(
         (log.cmdline, log.pcr11_sha256, log.secureboot),
         (None, None, None)
+    );
+}
+
+/// The harness' outcomes are distinct: QEMU failing to start and a "QEMU" that runs no
+/// firmware both exit 3 (the test helper panics, so no negative boot can pass by them);
+/// SeaBIOS finding nothing to boot exits 1 with its own words on the saved screen.
+#[test]
+fn boot_harness_outcomes_are_distinct() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("empty.img");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(10 << 20)
+        .unwrap();
+    let run = |extra: &[&str], path: Option<&Path>| {
+        let log = dir.path().join("run.log");
+        let mut cmd = Command::new(common::boot::harness());
+        cmd.args(["--bios", "--timeout", "60", "--media", "disk"])
+            .arg(&disk)
+            .arg("--log")
+            .arg(&log)
+            .args(extra);
+        if let Some(p) = path {
+            let old = std::env::var_os("PATH").unwrap_or_default();
+            let mut new = p.as_os_str().to_owned();
+            new.push(":");
+            new.push(old);
+            cmd.env("PATH", new);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            std::fs::read_to_string(&log).unwrap_or_default(),
+        )
+    };
+    // QEMU refuses to start (no host has this much memory to give).
+    let (code, stdout, _) = run(&["--memory", "99999999"], None);
+    assert_eq!(code, Some(3), "{stdout}");
+    assert!(stdout.contains("qemu failed"), "{stdout}");
+    // A "QEMU" that exits at once without running any firmware.
+    let fake = dir.path().join("bin");
+    std::fs::create_dir(&fake).unwrap();
+    let q = fake.join("qemu-system-x86_64");
+    std::fs::write(&q, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&q, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (code, stdout, _) = run(&[], Some(&fake));
+    assert_eq!(code, Some(3), "{stdout}");
+    assert!(stdout.contains("firmware output: 0"), "{stdout}");
+    // Real SeaBIOS, a blank disk: the firmware ran and found nothing to boot.
+    require_tool("qemu-system-x86_64");
+    let (code, stdout, text) = run(&[], None);
+    assert_eq!(code, Some(1), "{stdout}\n{text}");
+    let log = BootLog::parse(&text, "run.log".into());
+    let screen = log.screen().expect("the harness saved the screen");
+    assert!(
+        screen.contains("Booting from Hard Disk") && screen.contains("No bootable device"),
+        "{screen}"
     );
 }

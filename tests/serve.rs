@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::boot::{Media, SecureBoot, boot};
 use common::registry::{Registry, registry};
-use common::{demo_dir, fat, require_tool, run_ok};
-use sha2::Digest;
+use common::{demo_dir, fat, require_tool, run_ok, sha256};
 
 const VERSION: &str = "v1.9.2";
 
@@ -47,48 +46,17 @@ struct Fixture {
     registry: Registry,
 }
 
-fn sha256(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)))
-}
-
 /// An OCI layout with one single-layer image per (arch, layer tar), platforms in the index.
 fn oci_layout(dir: &Path, images: &[(&str, Vec<u8>)]) {
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |b: &[u8]| -> String {
-        let d = sha256(b);
-        std::fs::write(blobs.join(&d[7..]), b).unwrap();
-        d
-    };
-    let mut entries = Vec::new();
-    for (arch, layer_tar) in images {
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(layer_tar).unwrap();
-        let layer = gz.finish().unwrap();
-        let config = serde_json::json!({
-            "architecture": arch, "os": "linux",
-            "rootfs": {"type": "layers", "diff_ids": [sha256(layer_tar)]},
-            "config": {"Entrypoint": ["/usr/bin/installer"]}
+    let images: Vec<common::oci::Image> = images
+        .iter()
+        .map(|(arch, tar)| common::oci::Image {
+            arch,
+            layers: vec![(tar.as_slice(), common::oci::Layer::Gzip)],
+            config: serde_json::json!({"Entrypoint": ["/usr/bin/installer"]}),
         })
-        .to_string()
-        .into_bytes();
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(&config), "size": config.len()},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(&layer), "size": layer.len()}]
-        })
-        .to_string()
-        .into_bytes();
-        entries.push(serde_json::json!({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": put(&manifest),
-            "size": manifest.len(), "platform": {"architecture": arch, "os": "linux"},
-            "annotations": {"org.opencontainers.image.ref.name": VERSION}
-        }));
-    }
-    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries});
-    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        .collect();
+    common::oci::layout(dir, &images, VERSION);
 }
 
 /// `<assets>/v1.9.2/{amd64,arm64}` (the demo inputs), an installer base for both
@@ -211,13 +179,13 @@ fn start_with_env(
         .spawn()
         .unwrap();
     let service = Service { child, url, log };
-    for _ in 0..100 {
-        if get(&format!("{}/healthz", service.url)).0 == 200 {
-            return service;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("the service did not come up; log:\n{}", service.log_text());
+    let healthz = format!("{}/healthz", service.url);
+    assert!(
+        common::wait_until(Duration::from_secs(10), || get(&healthz).0 == 200),
+        "the service did not come up; log:\n{}",
+        service.log_text()
+    );
+    service
 }
 
 fn agent() -> ureq::Agent {
@@ -291,6 +259,20 @@ fn metric(s: &Service, name: &str) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Waits (up to 60 s) until replica `name` of `f` (served as `s`) is building: its build
+/// directory exists under `--work-dir`/builds while `image_factory_assets_built_total` is
+/// still `built_before`. Returns whether that was seen; a test asserts it before it
+/// interrupts "a build in flight".
+fn wait_build_in_flight(f: &Fixture, s: &Service, name: &str, built_before: f64) -> bool {
+    let builds = f.dir.path().join(format!("work-{name}/builds"));
+    common::wait_until(Duration::from_secs(60), || {
+        let building = std::fs::read_dir(&builds)
+            .map(|d| d.filter_map(|e| e.ok()).any(|e| e.path().is_dir()))
+            .unwrap_or(false);
+        building && metric(s, "image_factory_assets_built_total") == built_before
+    })
 }
 
 /// Tags of `repo` in the fixture's registry.
@@ -848,8 +830,13 @@ fn two_replicas_one_registry_same_asset_at_once() {
     let id2 = create(&a, "customization:\n  extraKernelArgs:\n    - killed=1\n");
     let path = format!("image/{id2}/{VERSION}/metal-amd64.raw.xz");
     let ua = format!("{}/{path}", a.url);
+    let built_before = metric(&a, "image_factory_assets_built_total");
     let doomed = std::thread::spawn(move || get(&ua));
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        wait_build_in_flight(&f, &a, "a", built_before),
+        "replica a never showed a build in flight; log:\n{}",
+        a.log_text()
+    );
     a.child.kill().unwrap();
     a.child.wait().unwrap();
     let _ = doomed.join();
@@ -882,8 +869,13 @@ fn sigterm_lets_the_in_flight_response_finish() {
     let s = start(&f, "a", &[]);
     let id = create(&s, "{}");
     let url = format!("{}/image/{id}/{VERSION}/metal-amd64-secureboot.iso", s.url);
+    let built_before = metric(&s, "image_factory_assets_built_total");
     let inflight = std::thread::spawn(move || get(&url));
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        wait_build_in_flight(&f, &s, "a", built_before),
+        "no build in flight; log:\n{}",
+        s.log_text()
+    );
     let mut s = s;
     unsafe {
         libc::kill(s.child.id() as i32, libc::SIGTERM);
@@ -1300,8 +1292,9 @@ fn load_test_200_requests_20_at_once() {
                         break;
                     };
                     let t = Instant::now();
-                    let (status, _, body) = get(&u);
-                    out.push((status, t.elapsed(), body.len(), u));
+                    let (status, headers, body) = get(&u);
+                    let length = header(&headers, "content-length").to_string();
+                    out.push((status, t.elapsed(), body.len(), u, sha256(&body), length));
                 }
                 out
             })
@@ -1320,6 +1313,32 @@ fn load_test_200_requests_20_at_once() {
         s.log_text()
     );
     assert_eq!(results.len(), 200);
+    // Every body is the one answer for its URL: one reference per URL, fetched alone
+    // after the load, and each body as long as its own Content-Length said.
+    let mut reference = std::collections::BTreeMap::new();
+    for r in &results {
+        let (digest, len) = reference.entry(r.3.clone()).or_insert_with(|| {
+            let (status, _, body) = get(&r.3);
+            assert_eq!(status, 200, "{}", r.3);
+            (sha256(&body), body.len())
+        });
+        assert_eq!(
+            r.5,
+            r.2.to_string(),
+            "{}: Content-Length against the bytes received",
+            r.3
+        );
+        assert!(
+            r.4 == *digest && r.2 == *len,
+            "{}: a {}-byte body under load, {} bytes alone (digests {} / {})",
+            r.3,
+            r.2,
+            len,
+            r.4,
+            digest
+        );
+    }
+    assert_eq!(reference.len(), 24, "distinct URLs");
     results.sort_by_key(|r| r.1);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let bytes: usize = results.iter().map(|r| r.2).sum();

@@ -117,12 +117,13 @@ fn the_wizard_in_chromium_creates_the_schematic_the_api_creates() {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(60))
         .build();
-    for _ in 0..100 {
-        if agent.get(&format!("{url}/healthz")).call().is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        common::wait_until(Duration::from_secs(10), || agent
+            .get(&format!("{url}/healthz"))
+            .call()
+            .is_ok()),
+        "the service did not come up"
+    );
 
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("serve-web");
     std::fs::create_dir_all(&shots).unwrap();

@@ -92,6 +92,57 @@ impl BootLog {
         );
     }
 
+    /// Panics unless UEFI firmware ran and refused the image under SecureBoot: no marker, no
+    /// kernel, and the firmware's own words for a failed signature check.
+    pub fn assert_refused_by_secureboot(&self) {
+        let log = self.path.display();
+        assert!(!self.marker, "the image booted; log {log}");
+        assert!(
+            !self.contains("Linux version"),
+            "a kernel started; log {log}"
+        );
+        assert!(
+            self.contains("Access Denied") || self.contains("Security Violation"),
+            "no refusal from the firmware (\"Access Denied\" / \"Security Violation\"); log {log}"
+        );
+    }
+
+    /// The VGA text screen the harness read at the end of a SeaBIOS run (GRUB's boot.img,
+    /// diskboot.img and early core print only there), if any.
+    pub fn screen(&self) -> Option<&str> {
+        let (_, rest) = self
+            .text
+            .split_once("--- VGA text screen at the end ---\n")?;
+        Some(rest.split("\n--- ").next().unwrap_or(rest))
+    }
+
+    /// Panics unless SeaBIOS handed over to the disk, GRUB's boot sectors ran ("GRUB
+    /// loading" on the screen: boot.img and diskboot.img read core.img) and GRUB then
+    /// failed: no "Welcome to GRUB!", no kernel, no marker.
+    pub fn assert_bios_reached_disk_and_grub_failed(&self) {
+        let log = self.path.display();
+        let screen = self
+            .screen()
+            .unwrap_or_else(|| panic!("no VGA screen in the log (not a SeaBIOS run?); log {log}"));
+        assert!(
+            screen.contains("Booting from Hard Disk"),
+            "SeaBIOS never reached the disk; screen:\n{screen}\nlog {log}"
+        );
+        assert!(
+            screen.contains("GRUB loading"),
+            "GRUB's boot sectors did not run; screen:\n{screen}\nlog {log}"
+        );
+        assert!(
+            !screen.contains("Welcome to GRUB"),
+            "GRUB's kernel started; screen:\n{screen}\nlog {log}"
+        );
+        assert!(!self.marker, "the image booted; log {log}");
+        assert!(
+            !self.contains("Linux version"),
+            "a kernel started; log {log}"
+        );
+    }
+
     /// Does the log contain `needle`?
     pub fn contains(&self, needle: &str) -> bool {
         self.text.contains(needle)
@@ -172,16 +223,37 @@ pub fn boot_arch(arch: Arch, media: Media, sb: SecureBoot, tpm: bool, timeout: u
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    // 0: marker seen, 1: boot ran without it, anything else: the harness could not boot.
+    // 0: marker seen, 1: the firmware ran, no marker; 3: QEMU or the firmware did not run;
+    // 2: the harness refused its arguments. Only 0 and 1 are boots a test can judge.
+    let code = out.status.code();
+    let tail = || {
+        format!(
+            "{}{}\nlog {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            log.display()
+        )
+    };
     assert!(
-        matches!(out.status.code(), Some(0 | 1)),
-        "{cmd:?} failed ({}):\n{}{}",
+        code != Some(3),
+        "QEMU or the firmware did not run, nothing was booted ({cmd:?}):\n{}",
+        tail()
+    );
+    assert!(
+        matches!(code, Some(0 | 1)),
+        "{cmd:?} failed ({}):\n{}",
         out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        tail()
     );
     let text = std::fs::read(&log).unwrap_or_else(|e| panic!("cannot read {}: {e}", log.display()));
-    BootLog::parse(&String::from_utf8_lossy(&text), log)
+    let parsed = BootLog::parse(&String::from_utf8_lossy(&text), log);
+    assert_eq!(
+        parsed.marker,
+        code == Some(0),
+        "the harness and the log disagree on the marker; log {}",
+        parsed.path.display()
+    );
+    parsed
 }
 
 /// A fresh log file name under the target directory, named after the medium.

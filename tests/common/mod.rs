@@ -7,6 +7,7 @@ pub mod build;
 pub mod fat;
 pub mod goyaml;
 pub mod meta;
+pub mod oci;
 pub mod registry;
 
 #[allow(unused_imports)]
@@ -258,4 +259,88 @@ pub fn tar_of(entries: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
         b.append_data(&mut h, p, &data[..]).unwrap();
     }
     b.into_inner().unwrap()
+}
+
+/// Polls `ready` every 100 ms until it holds (true) or `limit` passes (false). Callers assert
+/// the result, so a wait that times out fails where it happened, never later or silently.
+pub fn wait_until(limit: std::time::Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if ready() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// `sha256:<hex>` of `bytes`, as OCI digests and the manifests write it.
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// `len` deterministic, incompressible bytes from `seed` (xorshift64 over the seed spread
+/// by the golden ratio, never zero; the low byte of each step). The one generator of test
+/// data, so fixtures agree across files.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Panics unless GRUB's own parser (`grub-script-check`, package grub-common) accepts
+/// `cfg`; `what` names the file in the message.
+pub fn grub_script_check(cfg: &str, what: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("grub.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    let out = Command::new(require_tool("grub-script-check"))
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "grub-script-check refuses {what}: {}{}\n{cfg}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Compression of a system extension's squashfs as the Talos imager asks mksquashfs for it.
+#[derive(Debug, Clone, Copy)]
+pub enum TalosSquashfs {
+    /// Talos 1.8 on: `-comp zstd -Xcompression-level 18`.
+    Zstd18,
+    /// Before 1.8: `-comp xz -Xdict-size 100%`.
+    Xz,
+}
+
+/// `mksquashfs SRC DEST` (the binary `bin`: Debian's 4.5.1 or trixie's 4.6.1) with the
+/// Talos imager's flags (`-all-root -noappend -no-progress` and the compression) and
+/// `SOURCE_DATE_EPOCH` = the tests' epoch; the caller may add arguments, then runs it.
+pub fn talos_mksquashfs(
+    bin: impl AsRef<std::ffi::OsStr>,
+    src: &Path,
+    dest: &Path,
+    compression: TalosSquashfs,
+) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg(src)
+        .arg(dest)
+        .args(["-all-root", "-noappend", "-no-progress"])
+        .args(match compression {
+            TalosSquashfs::Zstd18 => ["-comp", "zstd", "-Xcompression-level", "18"],
+            TalosSquashfs::Xz => ["-comp", "xz", "-Xdict-size", "100%"],
+        })
+        .env("SOURCE_DATE_EPOCH", build::EPOCH.to_string());
+    cmd
 }

@@ -139,11 +139,12 @@ fn start_with(dir: &Path, http: &str, auth: &str) -> Registry {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    Registry(child, port)
+    let registry = Registry(child, port);
+    assert!(
+        super::wait_until(std::time::Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }),
+        "docker-registry did not listen on port {port}"
+    );
+    registry
 }
