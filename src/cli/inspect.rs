@@ -19,9 +19,9 @@ pub struct InspectArgs {
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     let report = inspect(&args.file)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
-        print!("{}", text(&report));
+        super::print_out(&text(&report))?;
     }
     if !report.ok() {
         anyhow::bail!(
