@@ -167,6 +167,11 @@ pub fn missing(plan: &crate::plan::Plan) -> Vec<Missing> {
             ));
         }
     }
+    missing_files(wanted)
+}
+
+/// The files of `wanted` (role, path) that are not there or not regular files.
+pub fn missing_files(wanted: Vec<(&'static str, String)>) -> Vec<Missing> {
     wanted
         .into_iter()
         .filter_map(|(role, path)| {

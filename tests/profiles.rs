@@ -138,10 +138,10 @@ fn every_builtin_dump_equals_talos() {
     );
 }
 
-/// The command line prints the same dump: `imager - --dry-run` with the profile
+/// The command line prints the same dump: `imager - --print-profile` with the profile
 /// document on stdin.
 #[test]
-fn dry_run_on_stdin_prints_the_talos_dump() {
+fn print_profile_on_stdin_prints_the_talos_dump() {
     let dir = golden_dir();
     for (profile, arch, version) in [
         ("metal", "amd64", "1.9.0"),
@@ -154,7 +154,7 @@ fn dry_run_on_stdin_prints_the_talos_dump() {
         ("azure", "amd64", "1.14.0"),
     ] {
         let mut child = common::imager()
-            .args(["-", "--dry-run"])
+            .args(["-", "--print-profile"])
             .env_remove("IMAGER_INSTALL_DIR")
             .env_remove("IMAGER_SECUREBOOT_DIR")
             .stdin(Stdio::piped())
@@ -197,7 +197,7 @@ fn dump_with_an_embedded_config_lists_its_virtual_extension() {
         (None, "cmdline"),
     ] {
         let mut cmd = common::imager();
-        cmd.args(["-", "--dry-run", "--output-kind", kind])
+        cmd.args(["-", "--print-profile", "--output-kind", kind])
             .arg("--output")
             .arg(&out_dir)
             .arg("--embedded-config-path")
@@ -253,6 +253,6 @@ fn dump_with_an_embedded_config_lists_its_virtual_extension() {
         } else {
             assert_eq!(cut(&got), cut(&want), "{kind}");
         }
-        assert!(!out_dir.exists(), "a dry run writes nothing");
+        assert!(!out_dir.exists(), "printing the profile writes nothing");
     }
 }

@@ -78,9 +78,14 @@ pub struct BuildArgs {
     #[arg(long)]
     pub out_format: Option<String>,
 
-    /// Print the effective profile as YAML on stdout, check that it can be built, build nothing.
+    /// Print the effective profile as YAML on stdout, then check every input the build
+    /// would read (exit != 0 listing what is missing); build nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Print the effective profile as YAML on stdout and stop: no input checks.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub print_profile: bool,
 
     /// Write a gzip'd tar of the output directory to stdout (and nothing else).
     #[arg(long)]
@@ -240,6 +245,11 @@ pub fn run(args: BuildArgs, output_given: bool) -> anyhow::Result<()> {
     } else {
         (args.output.clone(), None)
     };
+    if args.print_profile {
+        super::print_out(&build::printed_profile(&profile, &output_dir))?;
+        Plan::new(&profile, 0)?;
+        return Ok(());
+    }
     if args.dry_run {
         // The effective profile as Talos prints it, then whether this imager builds it:
         // every input there, keys and boot files readable.

@@ -44,8 +44,32 @@ pub fn check(plan: &Plan, args: &BuildArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The kernel and initramfs of `imager pxe`, and its command-line length.
+pub fn check_pxe(
+    profile: &imager::profile::Profile,
+    cmdline: &str,
+    args: &BuildArgs,
+) -> anyhow::Result<()> {
+    let input = &profile.input;
+    let missing = imager::inputs::missing_files(vec![
+        ("kernel", input.kernel.path.clone()),
+        ("initramfs", input.initramfs.path.clone()),
+    ]);
+    let problems = describe(&missing, args);
+    if !problems.is_empty() {
+        return Err(Error::Invalid(format!("missing inputs: {}", problems.join("; "))).into());
+    }
+    initramfs_magic(Path::new(&input.initramfs.path))?;
+    imager::kernel_cmdline::check_len(cmdline, &profile.arch, Path::new(&input.kernel.path))?;
+    Ok(())
+}
+
+/// Whether the build boots the initramfs (an `initramfs` output is a plain copy).
 fn reads_initramfs(kind: &KindPlan) -> bool {
-    !matches!(kind, KindPlan::Cmdline | KindPlan::Kernel)
+    !matches!(
+        kind,
+        KindPlan::Cmdline | KindPlan::Kernel | KindPlan::Initramfs
+    )
 }
 
 /// `--output DIR` must be a directory (or not exist yet).

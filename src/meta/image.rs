@@ -469,6 +469,37 @@ mod tests {
     }
 
     #[test]
+    fn reads_zstd_xz_and_gzip_files_by_magic() {
+        use std::io::Write;
+        let d = disk();
+        let dir = tempfile::tempdir().unwrap();
+        let zst = zstd::encode_all(&d[..], 1).unwrap();
+        let mut xz = xz2::write::XzEncoder::new(Vec::new(), 1);
+        xz.write_all(&d).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&d).unwrap();
+        for (name, bytes) in [
+            ("d.zst", zst),
+            ("d.xz", xz.finish().unwrap()),
+            ("d.gz", gz.finish().unwrap()),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let (decoded, found) = read_path(&path).unwrap();
+            assert_eq!(
+                (decoded.values, found),
+                (values(), Found::Partition),
+                "{name}"
+            );
+        }
+        // A truncated stream names the compression.
+        let path = dir.path().join("cut.zst");
+        std::fs::write(&path, &zstd::encode_all(&d[..], 1).unwrap()[..40]).unwrap();
+        let err = read_path(&path).unwrap_err().to_string();
+        assert!(err.contains("zstd-compressed"), "{err}");
+    }
+
+    #[test]
     fn reads_the_cmdline_payload_across_chunks() {
         let mut iso = vec![b'x'; (1 << 20) - 5];
         iso.extend_from_slice(b"talos.environment=INSTALLER_META_BASE64=");
