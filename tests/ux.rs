@@ -347,3 +347,54 @@ fn value_spellings_and_output_paths() {
     one_error(&out, &["is a file, not a directory"]);
     assert_eq!(std::fs::read(&file).unwrap(), b"keep");
 }
+
+#[test]
+fn base_image_mistakes_are_named_before_any_work() {
+    // A local layout directory without `oci:`.
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("installer-base");
+    std::fs::create_dir(&layout).unwrap();
+    let failed = demo_build("installer")
+        .arg("--base-installer-image")
+        .arg(&layout)
+        .run_err();
+    let line = failed.error_line().to_string();
+    assert!(
+        line.contains(&format!("oci:{}", layout.display())),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        !failed.stderr.contains("ready"),
+        "refused before building: {}",
+        failed.stderr
+    );
+    assert!(failed.left().is_empty());
+    // A plain-HTTP registry on loopback without --insecure: the TLS hello gets an
+    // HTTP answer; the error says to add --insecure.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut s = stream;
+            let mut buf = [0u8; 1024];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            let _ = std::io::Write::write_all(
+                &mut s,
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let failed = demo_build("installer")
+        .args([
+            "--base-installer-image",
+            &format!("127.0.0.1:{port}/siderolabs/installer:v1.9.2"),
+        ])
+        .run_err();
+    assert_eq!(failed.error_lines().len(), 1, "{}", failed.stderr);
+    assert!(
+        failed.error_line().contains("add --insecure"),
+        "{}",
+        failed.stderr
+    );
+}
