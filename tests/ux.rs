@@ -398,3 +398,156 @@ fn base_image_mistakes_are_named_before_any_work() {
         failed.stderr
     );
 }
+
+/// `imager serve` on loopback, killed when dropped; stdout (the JSON log) in `log`.
+struct Serve {
+    child: std::process::Child,
+    url: String,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(dir: &Path, name: &str, assets: &Path, registry_port: u16) -> Serve {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let log = dir.join(format!("{name}.log"));
+    let child = imager()
+        .arg("serve")
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--external-url",
+            &url,
+        ])
+        .arg("--assets")
+        .arg(assets)
+        .args(["--registry", &format!("127.0.0.1:{registry_port}/factory")])
+        .arg("--insecure-registry")
+        .arg("--work-dir")
+        .arg(dir.join(format!("work-{name}")))
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let s = Serve { child, url, log };
+    for _ in 0..100 {
+        if ureq::get(&format!("{}/healthz", s.url)).call().is_ok() {
+            return s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!(
+        "serve did not come up:\n{}",
+        std::fs::read_to_string(&s.log).unwrap_or_default()
+    );
+}
+
+fn http(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
+    let req = ureq::request(method, url);
+    let res = match body {
+        Some(b) => req.send_string(b),
+        None => req.call(),
+    };
+    match res {
+        Ok(r) => (r.status(), r.into_string().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
+        Err(e) => panic!("{url}: {e}"),
+    }
+}
+
+#[test]
+fn serve_offers_only_what_it_builds_and_lists_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = common::registry::registry(dir.path());
+    // amd64 inputs only, no SecureBoot keys.
+    let assets = dir.path().join("assets");
+    std::fs::create_dir_all(assets.join("v1.9.2")).unwrap();
+    std::os::unix::fs::symlink(demo_dir().join("amd64"), assets.join("v1.9.2/amd64")).unwrap();
+    let s = serve(dir.path(), "amd64", &assets, registry.1);
+    let (code, page) = http("GET", &format!("{}/", s.url), None);
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("value=\"arm64\" disabled") && !page.contains("value=\"amd64\" disabled"),
+        "{page}"
+    );
+    assert!(
+        page.contains("name=\"secureboot\" value=\"1\" disabled"),
+        "{page}"
+    );
+    assert!(page.contains("without --secureboot-dir"));
+    // A schematic naming an extension this version does not have: no PXE script.
+    let (code, body) = http(
+        "POST",
+        &format!("{}/schematics", s.url),
+        Some(
+            "customization:\n  systemExtensions:\n    officialExtensions:\n      - siderolabs/intel-ucode\n",
+        ),
+    );
+    assert_eq!(code, 201, "{body}");
+    let id: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = id["id"].as_str().unwrap();
+    let (code, body) = http(
+        "GET",
+        &format!("{}/pxe/{id}/v1.9.2/metal-amd64", s.url),
+        None,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("siderolabs/intel-ucode"), "{body}");
+    // A schematic without extensions gets its script.
+    let (_, body) = http(
+        "POST",
+        &format!("{}/schematics", s.url),
+        Some("customization: {}\n"),
+    );
+    let id: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = id["id"].as_str().unwrap();
+    let (code, body) = http(
+        "GET",
+        &format!("{}/pxe/{id}/v1.9.2/metal-amd64", s.url),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.starts_with("#!ipxe"));
+    // tags/list: the versions, read by skopeo's plain `inspect` (not --no-tags).
+    let (code, body) = http(
+        "GET",
+        &format!("{}/v2/installer/{id}/tags/list", s.url),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    let tags: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(tags["tags"], serde_json::json!(["v1.9.2"]));
+    assert_eq!(tags["name"], format!("installer/{id}"));
+    let out = Command::new(require_tool("skopeo"))
+        .args(["list-tags", "--tls-verify=false"])
+        .arg(format!(
+            "docker://{}/installer/{id}",
+            s.url.trim_start_matches("http://")
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"v1.9.2\""));
+    drop(s);
+    // An --assets tree without version directories: a warning naming what it holds.
+    let s = serve(dir.path(), "flat", &demo_dir(), registry.1);
+    let log = std::fs::read_to_string(&s.log).unwrap();
+    assert!(
+        log.contains("no Talos version directory under --assets") && log.contains("amd64/"),
+        "{log}"
+    );
+}
