@@ -551,3 +551,23 @@ fn serve_offers_only_what_it_builds_and_lists_tags() {
         "{log}"
     );
 }
+
+#[test]
+fn gen_in_the_wrong_order_or_place_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = imager()
+        .args(["gen", "secureboot", "database"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    one_error(&out, &["uki-signing-key.pem", "imager gen secureboot uki"]);
+    // An output directory that cannot be made fails before the RSA-4096 work.
+    let start = std::time::Instant::now();
+    let out = imager()
+        .args(["gen", "secureboot", "uki", "--output", "/proc/imager-x"])
+        .output()
+        .unwrap();
+    one_error(&out, &["/proc/imager-x"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("generating"));
+    assert!(start.elapsed().as_secs() < 5);
+}
