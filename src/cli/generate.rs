@@ -150,9 +150,14 @@ pub fn run(cmd: GenCommand) -> anyhow::Result<()> {
 /// ([`generate::write_files`] checks again right before writing.)
 fn refuse_existing(out: &Output, names: &[&str]) -> anyhow::Result<()> {
     generate::refuse_existing(&out.output, names, out.force)?;
-    // Created now (as writing would), so an unwritable place fails before the RSA work.
+    // Created now, private as writing would make it, so an unwritable place fails
+    // before the RSA work.
     if !out.output.is_dir() {
-        std::fs::create_dir_all(&out.output)
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&out.output)
             .map_err(|e| imager::Error::io_op("creating the output directory", &out.output, e))?;
     }
     let probe = out
