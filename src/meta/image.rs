@@ -297,7 +297,7 @@ fn meta_partition<S: Skip>(
         let entries_lba = le::u64_at(header, 72).expect(IN_HEADER);
         let count = le::u32_at(header, 80).expect(IN_HEADER);
         let size = le::u32_at(header, 84).expect(IN_HEADER);
-        if !(128..=MAX_ENTRY_SIZE).contains(&size) || size % 8 != 0 {
+        if !(128..=MAX_ENTRY_SIZE).contains(&size) || !size.is_multiple_of(8) {
             return bad(format!(
                 "GPT header at byte {sector}: partition entry size {size} is not 128..={MAX_ENTRY_SIZE} bytes"
             ));
