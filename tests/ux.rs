@@ -66,6 +66,14 @@ fn meta_dump_reads_a_compressed_disk_image_and_an_iso() {
     assert_eq!(values[0]["key"], 10);
     assert_eq!(values[0]["value"], "{\"externalIPs\":[\"1.2.3.4\"]}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("kernel command line"));
+    // `imager inspect` of the ISO and of the disk image says what they are.
+    for (file, what) in [
+        (&iso.artifact, "an ISO image"),
+        (&metal.artifact, "a compressed image"),
+    ] {
+        let out = imager().arg("inspect").arg(file).output().unwrap();
+        one_error(&out, &[what, "-uki.efi"]);
+    }
 }
 
 #[test]
@@ -288,6 +296,15 @@ fn talos_flags_are_accepted_and_unbuilt_features_refused() {
 
 #[test]
 fn value_spellings_and_output_paths() {
+    // `-o` as `gen` has it.
+    let dir = tempfile::tempdir().unwrap();
+    let o = dir.path().join("o");
+    run_ok(
+        imager()
+            .args(["metal", "--arch", "amd64", "--output-kind", "cmdline", "-o"])
+            .arg(&o),
+    );
+    assert!(o.join("cmdline-metal-amd64").is_file());
     // `zst` without the dot.
     let built = demo_build("metal").args(["--out-format", "zst"]).run();
     assert!(built.artifact.to_string_lossy().ends_with(".raw.zst"));

@@ -66,8 +66,8 @@ pub struct BuildArgs {
     #[arg(long = "meta", value_name = "KEY=VALUE")]
     pub meta: Vec<String>,
 
-    /// Output directory.
-    #[arg(long, default_value = "/out", env = "IMAGER_OUTPUT")]
+    /// Output directory (created when the build starts writing).
+    #[arg(short, long, default_value = "/out", env = "IMAGER_OUTPUT")]
     pub output: PathBuf,
 
     /// Override the output kind: iso, image, installer, kernel, initramfs, uki, cmdline.
