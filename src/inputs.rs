@@ -101,3 +101,92 @@ impl SecureBootInputs {
         })
     }
 }
+
+/// One input a build would read that is not there (or not a file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    /// The input's role as errors name it (`kernel`, `PCR signing key`, ...).
+    pub role: &'static str,
+    pub path: PathBuf,
+    /// Why it cannot be read (`not found`, `a directory`, ...).
+    pub why: String,
+}
+
+/// Every file the build of `plan` would open, by role: found up front so a first run
+/// hears of all that is missing at once, not one file per run. Checks existence and
+/// type only; contents are checked by the build (and by `--dry-run`).
+pub fn missing(plan: &crate::plan::Plan) -> Vec<Missing> {
+    use crate::plan::{InstallerContents, KindPlan};
+    let input = &plan.profile.input;
+    let mut wanted: Vec<(&'static str, String)> = Vec::new();
+    let boot = match &plan.kind {
+        KindPlan::Cmdline => None,
+        KindPlan::Kernel => {
+            wanted.push(("kernel", input.kernel.path.clone()));
+            None
+        }
+        KindPlan::Initramfs => {
+            wanted.push(("initramfs", input.initramfs.path.clone()));
+            None
+        }
+        KindPlan::Uki(b) => Some(b),
+        KindPlan::Iso(iso) => Some(&iso.boot),
+        KindPlan::Disk(disk) if disk.bootloader != crate::profile::Bootloader::Grub => {
+            Some(&disk.boot)
+        }
+        KindPlan::Disk(_) => None,
+        KindPlan::Installer(i) => match &i.contents {
+            InstallerContents::Uki { boot, .. } => Some(boot),
+            InstallerContents::KernelAndInitramfs => None,
+        },
+    };
+    if !matches!(
+        plan.kind,
+        KindPlan::Cmdline | KindPlan::Kernel | KindPlan::Initramfs
+    ) {
+        wanted.push(("kernel", input.kernel.path.clone()));
+        wanted.push(("initramfs", input.initramfs.path.clone()));
+    }
+    let path_of = |a: &Option<crate::profile::FileAsset>| {
+        a.as_ref().map(|a| a.path.clone()).unwrap_or_default()
+    };
+    if let Some(boot) = boot {
+        wanted.push(("sdStub", path_of(&input.sd_stub)));
+        if boot.sd_boot {
+            wanted.push(("sdBoot", path_of(&input.sd_boot)));
+        }
+        if plan.secureboot
+            && let Some(sb) = &input.secureboot
+        {
+            let signer = sb.secure_boot_signer.clone().unwrap_or_default();
+            wanted.push(("secureboot signing key", signer.key_path));
+            wanted.push(("secureboot signing certificate", signer.cert_path));
+            wanted.push((
+                "PCR signing key",
+                sb.pcr_signer.clone().unwrap_or_default().key_path,
+            ));
+        }
+    }
+    missing_files(wanted)
+}
+
+/// The files of `wanted` (role, path) that are not there or not regular files.
+pub fn missing_files(wanted: Vec<(&'static str, String)>) -> Vec<Missing> {
+    wanted
+        .into_iter()
+        .filter_map(|(role, path)| {
+            let why = match std::fs::metadata(&path) {
+                _ if path.is_empty() => "no path given".to_string(),
+                Ok(m) if m.is_file() => return None,
+                Ok(_) => "not a regular file".to_string(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => "not found".to_string(),
+                Err(e) => e.to_string(),
+            };
+            Some(Missing {
+                role,
+                path: PathBuf::from(path),
+                why,
+            })
+        })
+        .collect()
+}

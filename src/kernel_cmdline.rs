@@ -186,6 +186,52 @@ pub fn build(profile: &Profile, kind: OutputKind) -> Cmdline {
     c
 }
 
+/// Longest command line (bytes, without the terminating NUL) the arm64 kernel takes:
+/// `COMMAND_LINE_SIZE` (4096, NUL included).
+const ARM64_MAX: usize = 4095;
+/// x86 kernels whose boot header predates `cmdline_size` (boot protocol < 2.06) take 255.
+const X86_OLD_MAX: usize = 255;
+
+/// Longest command line (without the NUL) the kernel at `kernel` accepts on `arch`. On
+/// x86 the bzImage boot header says so (`cmdline_size` at 0x238, boot protocol >= 2.06,
+/// Documentation/arch/x86/boot.rst); 2047 (`COMMAND_LINE_SIZE` 2048) when the header
+/// cannot be read.
+pub fn max_len(arch: &str, kernel: &std::path::Path) -> usize {
+    if arch != "amd64" {
+        return ARM64_MAX;
+    }
+    let mut head = [0u8; 0x23c];
+    let read =
+        std::fs::File::open(kernel).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
+    if read.is_err() || &head[0x202..0x206] != b"HdrS" {
+        return 2047;
+    }
+    let protocol = u16::from_le_bytes([head[0x206], head[0x207]]);
+    if protocol < 0x206 {
+        return X86_OLD_MAX;
+    }
+    u32::from_le_bytes(head[0x238..0x23c].try_into().expect("4 bytes")) as usize
+}
+
+/// Refuses a command line longer than the kernel takes (the kernel would cut it, and
+/// with it the META network configuration or `talos.config=`).
+pub fn check_len(cmdline: &str, arch: &str, kernel: &std::path::Path) -> crate::error::Result<()> {
+    let max = max_len(arch, kernel);
+    if cmdline.len() <= max {
+        return Ok(());
+    }
+    let meta = if cmdline.contains("INSTALLER_META_BASE64=") {
+        "; large META values (a network configuration) belong in the META partition of a disk image (`imager metal --meta ...`)"
+    } else {
+        ""
+    };
+    Err(crate::error::Error::invalid(format!(
+        "the kernel command line is {} bytes; the {arch} kernel {} takes at most {max}{meta}",
+        cmdline.len(),
+        kernel.display()
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -431,3 +431,57 @@ fn read_only_and_full_output_dirs_and_interrupts() {
         entries(&out)
     );
 }
+
+/// `imager meta dump` on crafted 4 KiB GPT disks: lengths and offsets read from the file
+/// are bounded by the file (a 0xFFFFFFFF entry size once allocated 4 TiB, a huge
+/// PartitionEntryLBA overflowed): one error line naming the file and the rule, no panic.
+#[test]
+fn meta_dump_of_crafted_gpt_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = |entries_lba: u64, size: u32, meta_lba: u64| -> Vec<u8> {
+        let mut d = vec![0u8; 4096];
+        d[512..520].copy_from_slice(b"EFI PART");
+        d[512 + 72..512 + 80].copy_from_slice(&entries_lba.to_le_bytes());
+        d[512 + 80..512 + 84].copy_from_slice(&4u32.to_le_bytes());
+        d[512 + 84..512 + 88].copy_from_slice(&size.to_le_bytes());
+        d[1024 + 32..1024 + 40].copy_from_slice(&meta_lba.to_le_bytes());
+        for (i, c) in "META".encode_utf16().enumerate() {
+            d[1024 + 56 + 2 * i..1024 + 58 + 2 * i].copy_from_slice(&c.to_le_bytes());
+        }
+        d
+    };
+    for (what, bytes, needle) in [
+        (
+            "entry size 0xFFFFFFFF",
+            disk(2, u32::MAX, 64),
+            "partition entry size 4294967295",
+        ),
+        (
+            "PartitionEntryLBA overflows",
+            disk(u64::MAX / 3, 128, 64),
+            "partition entries at LBA",
+        ),
+        (
+            "META partition past the end",
+            disk(2, 128, u64::MAX / 512),
+            "runs past the end of the file",
+        ),
+        ("nothing to read", vec![0u8; 4096], "no META found"),
+    ] {
+        let path = dir.path().join("crafted.raw");
+        std::fs::write(&path, &bytes).unwrap();
+        let start = std::time::Instant::now();
+        let o = imager().args(["meta", "dump"]).arg(&path).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{what}: must fail:\n{err}");
+        assert!(start.elapsed().as_secs() < 10, "{what}: quick refusal");
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{what}: one error line:\n{err}");
+        assert!(
+            errors[0].contains("crafted.raw") && errors[0].contains(needle),
+            "{what}: the error names the file and {needle}: {}",
+            errors[0]
+        );
+        assert!(!err.contains("panicked"), "{what}: no panic:\n{err}");
+    }
+}

@@ -569,7 +569,7 @@ fn secureboot_replaces_a_chosen_grub_layout_with_sd_boot_as_talos_does() {
         let dump = run_ok(
             common::imager()
                 .arg(&p)
-                .args(["--arch", "amd64", "--dry-run"]),
+                .args(["--arch", "amd64", "--print-profile"]),
         );
         assert!(dump.contains("    bootloader: sd-boot\n"), "{dump}");
         assert!(dump.contains("    diskSize: 2355101696\n"), "{dump}");

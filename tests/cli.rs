@@ -77,7 +77,7 @@ fn every_builtin_profile_dumps_and_validates() {
         );
     }
     for name in names {
-        let out = run(imager().args([&name, "--dry-run", "--arch", "amd64"]));
+        let out = run(imager().args([&name, "--print-profile", "--arch", "amd64"]));
         assert!(out.status.success(), "{name}: {}", stderr(&out));
         let dump: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).unwrap();
         assert_eq!(dump["arch"], "amd64", "{name}");
@@ -103,7 +103,7 @@ fn every_builtin_profile_dumps_and_validates() {
 
 #[test]
 fn secureboot_iso_dump_matches_talos() {
-    let out = run(imager().args(["secureboot-iso", "--dry-run", "--arch", "amd64"]));
+    let out = run(imager().args(["secureboot-iso", "--print-profile", "--arch", "amd64"]));
     assert!(out.status.success(), "{}", stderr(&out));
     let dump: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).unwrap();
     assert_eq!(dump["platform"], "metal");
@@ -139,7 +139,7 @@ fn talos_profile_file_and_stdin() {
     let flat = "arch: amd64\nplatform: metal\nsecureboot: true\nversion: v1.9.2\ninput:\n  kernel:\n    path: /k\n  initramfs:\n    path: /i\n  secureboot:\n    signingKeyPath: /sb/key.pem\n    signingCertPath: /sb/cert.pem\n    pcrSigningKeyPath: /sb/pcr.pem\n    pcrPublicKeyPath: /sb/pcr-pub.pem\noutput:\n  kind: iso\n  outFormat: raw\n";
     let file = dir.path().join("profile.yaml");
     std::fs::write(&file, flat).unwrap();
-    let out = run(imager().arg(&file).arg("--dry-run"));
+    let out = run(imager().arg(&file).arg("--print-profile"));
     assert!(out.status.success(), "{}", stderr(&out));
     let dump: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -159,7 +159,7 @@ fn talos_profile_file_and_stdin() {
     // A nested profile on stdin: arm64 metal for 1.10 (systemd-boot, Talos's arm64 pick).
     let nested = "baseProfileName: metal\narch: arm64\nversion: v1.10.0\ncustomization:\n  extraKernelArgs: [foo=bar]\n  metaContents:\n    - key: 10\n      value: '{}'\n";
     let mut child = imager()
-        .args(["-", "--dry-run"])
+        .args(["-", "--print-profile"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -426,7 +426,7 @@ fn bad_flags_and_inputs_fail_clearly_and_leave_nothing() {
                 "--install-dir",
                 "/nonexistent",
             ],
-            "/nonexistent/amd64/vmlinuz",
+            "--install-dir /nonexistent lacks amd64/vmlinuz",
         ),
         (
             vec![

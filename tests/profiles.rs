@@ -184,10 +184,10 @@ fn every_golden_profile_plans() {
     );
 }
 
-/// The command line prints the same dump: `imager - --dry-run` with the profile
+/// The command line prints the same dump: `imager - --print-profile` with the profile
 /// document on stdin.
 #[test]
-fn dry_run_on_stdin_prints_the_talos_dump() {
+fn print_profile_on_stdin_prints_the_talos_dump() {
     let dir = golden_dir();
     for (profile, arch, version) in [
         ("metal", "amd64", "1.9.0"),
@@ -200,7 +200,7 @@ fn dry_run_on_stdin_prints_the_talos_dump() {
         ("azure", "amd64", "1.14.0"),
     ] {
         let mut child = common::imager()
-            .args(["-", "--dry-run"])
+            .args(["-", "--print-profile"])
             .env_remove("IMAGER_INSTALL_DIR")
             .env_remove("IMAGER_SECUREBOOT_DIR")
             .stdin(Stdio::piped())
@@ -225,20 +225,24 @@ fn dry_run_on_stdin_prints_the_talos_dump() {
     }
 }
 
-/// `imager - --dry-run` on every golden profile: the effective profile is printed, equal
-/// to Talos's, and planned (exit 0, nothing on stderr but progress): every golden profile
-/// is one this imager builds.
+/// `imager - --dry-run` on every golden profile, with every input it names present (the
+/// demo inputs, generated SecureBoot keys, the GRUB directory): the effective profile is
+/// printed, equal to Talos's, and the check that this imager can build it passes (exit 0).
 #[test]
-fn dry_run_prints_and_plans_every_golden_profile() {
+fn dry_run_prints_and_checks_every_golden_profile() {
+    let scratch = tempfile::tempdir().unwrap();
+    let keys = common::gen_keys(scratch.path());
     let goldens = goldens();
     let mut failures = Vec::new();
     for (profile, arch, version, path) in &goldens {
         let name = format!("{profile}-{arch}-{version}");
         let expected = std::fs::read_to_string(path).unwrap();
         let mut child = common::imager()
-            .args(["-", "--dry-run"])
-            .env_remove("IMAGER_INSTALL_DIR")
-            .env_remove("IMAGER_SECUREBOOT_DIR")
+            .args(["-", "--dry-run", "--install-dir"])
+            .arg(common::demo_dir())
+            .arg("--secureboot-dir")
+            .arg(&keys)
+            .env("IMAGER_GRUB_DIR", common::grub_dir())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -317,7 +321,7 @@ fn dump_with_an_embedded_config_lists_its_virtual_extension() {
         (None, "cmdline"),
     ] {
         let mut cmd = common::imager();
-        cmd.args(["-", "--dry-run", "--output-kind", kind])
+        cmd.args(["-", "--print-profile", "--output-kind", kind])
             .arg("--output")
             .arg(&out_dir)
             .arg("--embedded-config-path")
@@ -373,6 +377,6 @@ fn dump_with_an_embedded_config_lists_its_virtual_extension() {
         } else {
             assert_eq!(cut(&got), cut(&want), "{kind}");
         }
-        assert!(!out_dir.exists(), "a dry run writes nothing");
+        assert!(!out_dir.exists(), "printing the profile writes nothing");
     }
 }

@@ -1,5 +1,6 @@
 //! PXE: the assets, the iPXE script and the Matchbox profile; the script boots the
-//! demo kernel + initramfs through iPXE from QEMU's built-in TFTP server.
+//! demo kernel + initramfs through iPXE from QEMU's built-in TFTP server, fetched by
+//! the URLs `--base-url` (typed without a trailing slash) put in the script.
 
 mod common;
 
@@ -94,11 +95,20 @@ fn pxe_recipes_reference_the_assets() {
 #[test]
 fn ipxe_script_boots_the_demo_kernel_over_tftp() {
     let out = tempfile::tempdir().unwrap();
+    // QEMU's user network answers TFTP at 10.0.2.2 from the output directory. A base
+    // URL without a trailing slash once gave `tftp://10.0.2.2kernel-amd64`.
     run_ok(
         &mut demo_build("metal")
             .subcommand("pxe")
+            .args(["--base-url", "tftp://10.0.2.2"])
             .out(out.path())
             .command(),
+    );
+    let script = std::fs::read_to_string(out.path().join("metal-amd64.ipxe")).unwrap();
+    assert!(
+        script.contains("\nkernel tftp://10.0.2.2/kernel-amd64 ")
+            && script.contains("\ninitrd tftp://10.0.2.2/initramfs-metal-amd64.xz\n"),
+        "{script}"
     );
     let log = pxe_boot(
         out.path(),

@@ -25,8 +25,14 @@ Examples:
   # ISO as a gzip'd tar on stdout (Talos docs style)
   imager iso --arch amd64 --tar-to-stdout --meta 0x0a='{...}' | tar xz
 
-  # PXE assets
-  imager metal --output-kind kernel;  imager metal --output-kind initramfs;  imager metal --output-kind cmdline
+  # PXE assets: kernel, initramfs, command line, an iPXE script and a Matchbox profile
+  imager pxe metal --base-url http://10.0.0.1/assets --output tftp
+
+  # Read META back from a disk image (compressed or not) or an ISO
+  imager meta dump _out/metal-amd64.raw.zst
+
+  # Another Talos version or bootloader
+  imager metal --arch arm64 --talos-version v1.10.0 --bootloader sd-boot --output _out
 
   # A full profile on stdin
   imager - < profile.yaml
@@ -60,21 +66,26 @@ pub struct BuildArgs {
     #[arg(long = "meta", value_name = "KEY=VALUE")]
     pub meta: Vec<String>,
 
-    /// Output directory.
-    #[arg(long, default_value = "/out", env = "IMAGER_OUTPUT")]
+    /// Output directory (created when the build starts writing).
+    #[arg(short, long, default_value = "/out", env = "IMAGER_OUTPUT")]
     pub output: PathBuf,
 
     /// Override the output kind: iso, image, installer, kernel, initramfs, uki, cmdline.
     #[arg(long)]
     pub output_kind: Option<String>,
 
-    /// Override the output post-processing: raw, .xz, .gz, .zst, .tar.gz.
+    /// Override the output post-processing: raw, .xz, .gz, .zst, .tar.gz (the dot is optional).
     #[arg(long)]
     pub out_format: Option<String>,
 
-    /// Print the effective profile as YAML on stdout, check that it can be built, build nothing.
+    /// Print the effective profile as YAML on stdout, then check every input the build
+    /// would read (exit != 0 listing what is missing); build nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Print the effective profile as YAML on stdout and stop: no input checks.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub print_profile: bool,
 
     /// Write a gzip'd tar of the output directory to stdout (and nothing else).
     #[arg(long)]
@@ -100,7 +111,7 @@ pub struct BuildArgs {
     #[arg(long)]
     pub secureboot_enroll_keys: Option<String>,
 
-    /// Machine configuration to embed (not supported yet, rejected with a clear error).
+    /// Machine configuration file to embed in the image (Talos >= 1.12).
     #[arg(long)]
     pub embedded_config_path: Option<PathBuf>,
 
@@ -115,6 +126,27 @@ pub struct BuildArgs {
     /// Directory of the default SecureBoot keys (uki-signing-key.pem, uki-signing-cert.pem, pcr-signing-key.pem).
     #[arg(long, default_value = "/secureboot", env = "IMAGER_SECUREBOOT_DIR")]
     pub secureboot_dir: PathBuf,
+
+    /// Talos version to build for, e.g. v1.10.0 (default: the profile's, else v1.9.2).
+    #[arg(long, value_name = "VERSION")]
+    pub talos_version: Option<String>,
+
+    /// Bootloader of a disk image or ISO: sd-boot, dual-boot or grub (default: Talos's for the version and arch).
+    #[arg(long, value_name = "BOOTLOADER")]
+    pub bootloader: Option<String>,
+
+    #[command(flatten)]
+    pub talos: super::talos_flags::TalosFlags,
+}
+
+/// Parses a flag's value with the enum's own list, the error naming the flag.
+fn parse_flag<T: std::str::FromStr>(flag: &str, value: &str, all: &[&str]) -> imager::Result<T> {
+    value.parse::<T>().map_err(|_| {
+        imager::Error::invalid(format!(
+            "{flag} {value:?}: expected one of: {}",
+            all.join(", ")
+        ))
+    })
 }
 
 impl BuildArgs {
@@ -132,21 +164,51 @@ impl BuildArgs {
             .iter()
             .map(|m| MetaValue::parse(m))
             .collect::<Result<Vec<_>, _>>()?;
+        use imager::profile::{Bootloader, OutFormat};
+        self.talos.refuse_unbuilt()?;
+        let names = |all: &[&'static str]| all.to_vec();
         let output_kind = self
             .output_kind
             .as_deref()
-            .map(str::parse::<OutputKind>)
+            .map(|v| {
+                let all: Vec<_> = OutputKind::ALL.iter().map(|k| k.as_str()).collect();
+                parse_flag::<OutputKind>("--output-kind", v, &names(&all))
+            })
             .transpose()?;
         let out_format = self
             .out_format
             .as_deref()
-            .map(str::parse::<imager::profile::OutFormat>)
+            .map(|v| {
+                // `zst`, `xz`, `gz`, `tar.gz` as well as Talos's `.zst`, ...
+                let dotted = match v {
+                    "zst" | "xz" | "gz" | "tar.gz" => format!(".{v}"),
+                    _ => v.to_string(),
+                };
+                let all: Vec<_> = OutFormat::ALL.iter().map(|k| k.as_str()).collect();
+                parse_flag::<OutFormat>("--out-format", &dotted, &names(&all))
+            })
             .transpose()?;
         let enroll_keys = self
             .secureboot_enroll_keys
             .as_deref()
-            .map(str::parse::<EnrollKeys>)
+            .map(|v| {
+                let all: Vec<_> = EnrollKeys::ALL.iter().map(|k| k.as_str()).collect();
+                parse_flag::<EnrollKeys>("--secureboot-enroll-keys", v, &names(&all))
+            })
             .transpose()?;
+        let bootloader = self
+            .bootloader
+            .as_deref()
+            .map(|v| {
+                let all: Vec<_> = Bootloader::ALL.iter().map(|k| k.as_str()).collect();
+                parse_flag::<Bootloader>("--bootloader", v, &names(&all))
+            })
+            .transpose()?;
+        if let Some(platform) = self.platform.as_deref()
+            && !imager::profile::platforms::known_platform(platform)
+        {
+            return Err(unknown_platform(platform).into());
+        }
         let embedded_config = match &self.embedded_config_path {
             Some(p) => Some(
                 std::fs::read_to_string(p)
@@ -167,12 +229,14 @@ impl BuildArgs {
             include_well_known_certs: self.secureboot_include_well_known_certs,
             enroll_keys,
             embedded_config,
+            version: self.talos_version.clone(),
+            bootloader,
         })
     }
 }
 
 pub fn run(args: BuildArgs, output_given: bool) -> anyhow::Result<()> {
-    let source = Source::parse(args.profile.as_deref().unwrap_or_default());
+    let source = profile_source(args.profile.as_deref().unwrap_or_default())?;
     let profile = resolve::resolve(&source, &args.overrides()?, &args.roots())?;
     // With --tar-to-stdout and no explicit --output, build into a private directory.
     let (output_dir, scratch) = if args.tar_to_stdout && !output_given {
@@ -181,27 +245,48 @@ pub fn run(args: BuildArgs, output_given: bool) -> anyhow::Result<()> {
     } else {
         (args.output.clone(), None)
     };
-    if args.dry_run {
-        // The effective profile as Talos prints it, then whether this imager builds it.
-        print!("{}", build::printed_profile(&profile, &output_dir));
+    if args.print_profile {
+        super::print_out(&build::printed_profile(&profile, &output_dir))?;
         Plan::new(&profile, 0)?;
         return Ok(());
     }
+    if args.dry_run {
+        // The effective profile as Talos prints it, then whether this imager builds it:
+        // every input there, keys and boot files readable.
+        super::print_out(&build::printed_profile(&profile, &output_dir))?;
+        let plan = Plan::new(&profile, 0)?;
+        super::preflight::check(&plan, &args)?;
+        super::preflight::output_dir(&output_dir)?;
+        super::preflight::contents(&plan)?;
+        eprintln!("dry run: the inputs are there; nothing was built");
+        return Ok(());
+    }
     let plan = Plan::new(&profile, imager::plan::epoch_from_env())?;
+    super::preflight::check(&plan, &args)?;
+    super::preflight::output_dir(&output_dir)?;
+    if args.tar_to_stdout && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        return Err(imager::Error::invalid(
+            "--tar-to-stdout: stdout is a terminal; pipe it (`| tar xz`) or redirect it to a file",
+        )
+        .into());
+    }
     eprintln!("profile ready:");
     eprint!("{}", build::printed_profile(&profile, &output_dir));
     if let Some(dir) = &scratch {
         imager::io::cleanup::register_dir(dir);
     }
-    build::check_writable(&output_dir)?;
-    let result = build::build(
-        &plan,
-        &BuildOptions {
-            output_dir: output_dir.clone(),
-            grub_dir: args.grub_dir.clone(),
-        },
-        &Stderr,
-    );
+    // A directory this run creates is removed again if the run fails (when empty).
+    let created = !output_dir.exists();
+    let result = build::check_writable(&output_dir).and_then(|()| {
+        build::build(
+            &plan,
+            &BuildOptions {
+                output_dir: output_dir.clone(),
+                grub_dir: args.grub_dir.clone(),
+            },
+            &Stderr,
+        )
+    });
     let result = result.and_then(|built| match args.tar_to_stdout {
         // An installer image is already a tarball: it goes to stdout as it is, so
         // `imager secureboot-installer --tar-to-stdout | docker load` works.
@@ -213,8 +298,78 @@ pub fn run(args: BuildArgs, output_given: bool) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
         imager::io::cleanup::unregister_dir(&dir);
     }
-    result?;
-    Ok(())
+    if result.is_err() && created {
+        let _ = std::fs::remove_dir(&output_dir);
+    }
+    Ok(result?)
+}
+
+/// The profile argument: `-`, a file (which must exist) or a built-in name (with the
+/// nearest name suggested when it is not one).
+pub fn profile_source(arg: &str) -> anyhow::Result<Source> {
+    match Source::parse(arg) {
+        Source::File(path) if !path.exists() => Err(imager::Error::invalid(format!(
+            "profile file {}: not found (built-in profiles: `imager profiles`)",
+            path.display()
+        ))
+        .into()),
+        Source::Builtin(name) if builtin::yaml(&name).is_none() => {
+            let names = builtin::BUILTINS.iter().map(|(n, _)| *n);
+            let hint = match nearest(&name, names) {
+                Some(n) => format!("did you mean {n:?}? "),
+                None => String::new(),
+            };
+            Err(imager::Error::invalid(format!(
+                "unknown profile {name:?}: not a built-in profile and not a file ({hint}see `imager profiles`)"
+            ))
+            .into())
+        }
+        source => Ok(source),
+    }
+}
+
+/// An unknown `--platform`, with the nearest known one and the list.
+fn unknown_platform(platform: &str) -> imager::Error {
+    let mut all: Vec<&str> = imager::profile::platforms::PLATFORM_ARGS
+        .iter()
+        .map(|(p, _, _)| *p)
+        .collect();
+    all.dedup();
+    let hint = match nearest(platform, all.iter().copied()) {
+        Some(n) => format!("did you mean {n:?}? "),
+        None => String::new(),
+    };
+    imager::Error::invalid(format!(
+        "--platform {platform:?}: unknown platform ({hint}known: {})",
+        all.join(", ")
+    ))
+}
+
+/// The candidate closest to `word` by edit distance, if it is close (at most a third
+/// of the word's length, at least 1).
+fn nearest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).max(1);
+    candidates
+        .map(|c| (distance(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// What failed when stdout could not take the output (a closed pipe, a full disk).
@@ -260,8 +415,26 @@ fn tar_to_stdout(dir: &Path, mtime: u64) -> imager::Result<()> {
 }
 
 pub fn list_profiles() -> anyhow::Result<()> {
+    let mut text = String::new();
     for (name, yaml) in builtin::BUILTINS {
-        println!("{name:<24} {}", builtin::summary(yaml));
+        text.push_str(&format!("{name:<24} {}\n", summary(yaml)));
+        if *name == "metal" {
+            // Talos's docs build disk images with `imager image --platform ...`.
+            text.push_str(&format!(
+                "{:<24} {}\n",
+                "image", "the same as metal; pick the platform with --platform"
+            ));
+        }
     }
-    Ok(())
+    super::print_out(&text)
+}
+
+/// The leading comment block of a built-in profile, joined into one line.
+fn summary(yaml: &str) -> String {
+    yaml.lines()
+        .map_while(|l| l.strip_prefix('#'))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }

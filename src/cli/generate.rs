@@ -115,6 +115,19 @@ pub fn run(cmd: GenCommand) -> anyhow::Result<()> {
                     "--signing-key needs --signing-certificate (the certificate of that key)"
                 ),
             };
+            let missing: Vec<String> = [&key_path, &cert_path]
+                .iter()
+                .filter(|p| !p.is_file())
+                .map(|p| p.display().to_string())
+                .collect();
+            if !missing.is_empty() {
+                return Err(imager::Error::invalid(format!(
+                    "{} not found: run `imager gen secureboot uki --common-name NAME --output {}` first, or pass --signing-key/--signing-certificate",
+                    missing.join(" and "),
+                    out.output.display()
+                ))
+                .into());
+            }
             let signer = Signer::load(&key_path, &cert_path)?;
             let enrolled =
                 enrolled_certificate.unwrap_or_else(|| default(generate::UKI_SIGNING_CERT_PEM));
@@ -132,8 +145,26 @@ pub fn run(cmd: GenCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Fails early, before the slow key generation, if an output exists and `--force` is off.
+/// Fails early, before the slow key generation, if an output exists and `--force` is off,
+/// or if the output directory cannot be made or written.
 /// ([`generate::write_files`] checks again right before writing.)
 fn refuse_existing(out: &Output, names: &[&str]) -> anyhow::Result<()> {
-    Ok(generate::refuse_existing(&out.output, names, out.force)?)
+    generate::refuse_existing(&out.output, names, out.force)?;
+    // Created now, private as writing would make it, so an unwritable place fails
+    // before the RSA work.
+    if !out.output.is_dir() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&out.output)
+            .map_err(|e| imager::Error::io_op("creating the output directory", &out.output, e))?;
+    }
+    let probe = out
+        .output
+        .join(format!(".imager-probe-{}", std::process::id()));
+    std::fs::File::create(&probe)
+        .map_err(|e| imager::Error::io_op("writing into", &out.output, e))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }

@@ -17,11 +17,18 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
+    if let Some(what) = not_pe(&args.file) {
+        return Err(imager::Error::invalid(format!(
+            "{}: {what}, not an EFI binary: inspect the UKI itself (`imager secureboot-metal-uki` or `metal-uki` writes `*-uki.efi`)",
+            args.file.display()
+        ))
+        .into());
+    }
     let report = inspect(&args.file)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
-        print!("{}", text(&report));
+        super::print_out(&text(&report))?;
     }
     if !report.ok() {
         anyhow::bail!(
@@ -31,6 +38,34 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// What the file is when it is an image `imager` writes rather than a PE binary:
+/// an ISO 9660 image (`CD001` at byte 0x8001), a GPT disk (`EFI PART` at 512 or
+/// 4096), or a compressed disk image (zstd, xz, gzip magic).
+fn not_pe(path: &std::path::Path) -> Option<&'static str> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(0x8006)
+        .read_to_end(&mut head)
+        .ok()?;
+    if head.starts_with(b"MZ") {
+        return None;
+    }
+    if head.get(0x8001..0x8006) == Some(b"CD001") {
+        Some("an ISO image")
+    } else if head.get(512..520) == Some(b"EFI PART") || head.get(4096..4104) == Some(b"EFI PART") {
+        Some("a GPT disk image")
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
+        || head.starts_with(&[0x1f, 0x8b])
+    {
+        Some("a compressed image")
+    } else {
+        None
+    }
 }
 
 /// The human-readable report.

@@ -5,8 +5,10 @@ mod build;
 mod generate;
 mod inspect;
 mod meta;
+mod preflight;
 mod pxe;
 mod serve;
+mod talos_flags;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -36,7 +38,7 @@ enum Command {
     Gen(generate::GenCommand),
     /// Shows what is inside a UKI or signed EFI binary and checks it.
     Inspect(inspect::InspectArgs),
-    /// Reads and writes Talos META partitions.
+    /// Reads the Talos META values of a disk image, META partition or ISO.
     #[command(subcommand)]
     Meta(meta::MetaCommand),
     /// Writes the PXE assets with an iPXE script and a Matchbox profile.
@@ -76,12 +78,50 @@ pub fn main() -> i32 {
     };
     match result {
         Ok(()) => 0,
+        // The reader went away (`imager profiles | head -1`): stop quietly, as Unix tools do.
+        Err(err) if err.is::<ClosedStdout>() => 0,
         Err(err) => {
             imager::io::cleanup::remove_all();
-            eprintln!("error: {err:#}");
+            eprintln!("error: {err:#}{}", hint(&format!("{err:#}")));
             err.downcast_ref::<imager::Error>()
                 .map(imager::Error::exit_code)
                 .unwrap_or(1)
         }
+    }
+}
+
+/// Stdout was closed by its reader (a pipe into `head`).
+#[derive(Debug)]
+pub struct ClosedStdout;
+
+impl std::fmt::Display for ClosedStdout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout closed")
+    }
+}
+
+impl std::error::Error for ClosedStdout {}
+
+/// Writes `text` to stdout; a closed pipe becomes [`ClosedStdout`] (not a panic, as
+/// `print!` would give).
+pub fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(ClosedStdout.into()),
+        Err(e) => Err(imager::Error::io_during("writing to stdout", e).into()),
+    }
+}
+
+/// A way out for errors whose text comes from a transport library.
+fn hint(message: &str) -> &'static str {
+    if message.contains("InvalidContentType") || message.contains("corrupt message") {
+        // rustls got a plain-HTTP answer to its TLS hello.
+        "; the registry answers plain HTTP: add --insecure (imager serve: --insecure-registry)"
+    } else if message.contains("base image") && message.contains("Dns Failed") {
+        "; offline? use a local base: --base-installer-image oci:DIR, oci-archive:FILE or docker-archive:FILE"
+    } else {
+        ""
     }
 }

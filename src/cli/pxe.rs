@@ -7,7 +7,7 @@ use super::build::BuildArgs;
 use imager::pipeline::pxe::{PxeOptions, build_pxe};
 use imager::pipeline::{self as build, BuildOptions};
 use imager::profile::OutputKind;
-use imager::profile::resolve::{self, Source};
+use imager::profile::resolve;
 use imager::report::Stderr;
 
 #[derive(Debug, Args)]
@@ -19,7 +19,7 @@ pub struct PxeArgs {
     #[arg(long)]
     pub config_url: Option<String>,
 
-    /// URL prefix of the assets in the iPXE script (default: relative to the script).
+    /// URL of the directory holding the assets, for the iPXE script (default: relative to the script).
     #[arg(long, default_value = "")]
     pub base_url: String,
 
@@ -34,20 +34,43 @@ pub fn run(mut args: PxeArgs) -> anyhow::Result<()> {
             .extra_kernel_args
             .push(format!("talos.config={url}"));
     }
-    let source = Source::parse(args.build.profile.as_deref().unwrap_or("metal"));
+    let source = super::build::profile_source(args.build.profile.as_deref().unwrap_or("metal"))?;
     let mut overrides = args.build.overrides()?;
     overrides.output_kind = Some(OutputKind::Cmdline);
     let profile = resolve::resolve(&source, &overrides, &args.build.roots())?;
+    if profile.secureboot() {
+        return Err(imager::Error::unsupported(format!(
+            "imager pxe: SecureBoot network boot uses the signed UKI, not a kernel and initramfs: build it with `imager secureboot-metal-uki` and chain it from iPXE (`chain <URL>/metal-{}-secureboot-uki.efi`)",
+            profile.arch
+        ))
+        .into());
+    }
+    let cmdline = imager::kernel_cmdline::build(&profile, OutputKind::Cmdline).to_string();
+    super::preflight::check_pxe(&profile, &cmdline, &args.build)?;
     let out_dir = args.build.output.clone();
+    super::preflight::output_dir(&out_dir)?;
+    let created = !out_dir.exists();
+    let result = write(&args, &profile, out_dir.clone());
+    if result.is_err() && created {
+        let _ = std::fs::remove_dir(&out_dir);
+    }
+    result
+}
+
+fn write(
+    args: &PxeArgs,
+    profile: &imager::profile::Profile,
+    out_dir: std::path::PathBuf,
+) -> anyhow::Result<()> {
     build::check_writable(&out_dir)?;
     eprintln!("profile ready:");
-    eprint!("{}", build::printed_profile(&profile, &out_dir));
+    eprint!("{}", build::printed_profile(profile, &out_dir));
     let options = PxeOptions {
         base_url: args.base_url.clone(),
         matchbox_id: args.matchbox_id.clone(),
     };
     build_pxe(
-        &profile,
+        profile,
         imager::plan::epoch_from_env(),
         &options,
         &BuildOptions {

@@ -11,10 +11,12 @@ pub struct PxeAssets {
     pub cmdline: String,
 }
 
-/// An iPXE script. `base_url` prefixes the asset names (empty = relative to the
-/// script, which works for TFTP and HTTP alike). The `initrd=` argument names the
-/// initramfs so EFI-stub kernels find it.
+/// An iPXE script. `base_url` is the directory holding the assets (empty = relative
+/// to the script, which works for TFTP and HTTP alike); a `/` joins it to the asset
+/// names unless it already ends in one. The `initrd=` argument names the initramfs so
+/// EFI-stub kernels find it.
 pub fn ipxe_script(assets: &PxeAssets, base_url: &str) -> String {
+    let base_url = directory_url(base_url);
     format!(
         "#!ipxe\n\
          kernel {base_url}{kernel} initrd={initramfs} {cmdline}\n\
@@ -24,6 +26,16 @@ pub fn ipxe_script(assets: &PxeAssets, base_url: &str) -> String {
         initramfs = assets.initramfs,
         cmdline = assets.cmdline,
     )
+}
+
+/// `base` as a directory prefix: `http://h/assets` and `http://h/assets/` both give
+/// `http://h/assets/`; empty stays empty (names relative to the script).
+pub fn directory_url(base: &str) -> String {
+    match base {
+        "" => String::new(),
+        b if b.ends_with('/') => b.to_string(),
+        b => format!("{b}/"),
+    }
 }
 
 /// A Matchbox profile (`/var/lib/matchbox/profiles/<id>.json`) with the assets under
@@ -62,6 +74,19 @@ mod tests {
         assert!(s.starts_with("#!ipxe\n"));
         assert!(s.contains("kernel http://10.0.0.1/kernel-amd64 initrd=initramfs-metal-amd64.xz talos.platform=metal"));
         assert!(s.contains("\ninitrd http://10.0.0.1/initramfs-metal-amd64.xz\nboot\n"));
+    }
+
+    #[test]
+    fn base_url_without_a_trailing_slash_is_joined_with_one() {
+        for base in ["http://10.0.0.1/assets", "http://10.0.0.1/assets/"] {
+            let s = ipxe_script(&assets(), base);
+            assert!(
+                s.contains("kernel http://10.0.0.1/assets/kernel-amd64 ")
+                    && s.contains("initrd http://10.0.0.1/assets/initramfs-metal-amd64.xz\n"),
+                "{s}"
+            );
+        }
+        assert!(ipxe_script(&assets(), "").contains("kernel kernel-amd64 "));
     }
 
     #[test]

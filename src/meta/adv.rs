@@ -12,7 +12,8 @@ use crate::error::{Error, Result};
 pub const COPY_LEN: usize = 256 * 1024;
 /// Size of the META partition Talos creates.
 pub const PARTITION_LEN: usize = 1024 * 1024;
-const MAGIC1: u32 = 0x5a4b3c2d;
+/// The first magic of a copy (big-endian at its start).
+pub const MAGIC1: u32 = 0x5a4b3c2d;
 const MAGIC2: u32 = 0xa5b4c3d2;
 /// Bytes of a copy available to records: all but magic1, the checksum and magic2.
 pub const CAPACITY: usize = COPY_LEN - 4 - 32 - 4;

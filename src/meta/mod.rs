@@ -1,8 +1,10 @@
 //! Talos META: key/value pairs (e.g. `0x0a` = platform network config) that reach
 //! the machine in the META partition of a disk image ([`adv`]), or on the kernel
-//! command line as `talos.environment=INSTALLER_META_BASE64=...` ([`cmdline_payload`]).
+//! command line as `talos.environment=INSTALLER_META_BASE64=...` ([`cmdline_payload`]);
+//! [`image`] finds them again in what `imager` wrote.
 
 pub mod adv;
+pub mod image;
 
 use std::io::Write;
 
@@ -111,57 +113,10 @@ pub fn decode_cmdline_payload(payload: &str) -> Result<Vec<MetaValue>> {
         .collect()
 }
 
-/// Reads the META values of a disk image (the GPT partition named `META`, 512- or
-/// 4096-byte sectors) or of a bare META partition image.
+/// Reads the META values of a disk image (compressed or not), a META partition image
+/// or an ISO/UKI/PXE command line ([`image`]).
 pub fn read(path: &std::path::Path) -> Result<adv::Decoded> {
-    use crate::error::IoContext;
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(path).at(path)?;
-    let offset = find_meta_partition(&mut file).at(path)?.unwrap_or(0);
-    let mut buf = vec![0u8; 2 * adv::COPY_LEN];
-    file.seek(SeekFrom::Start(offset)).at(path)?;
-    file.read_exact(&mut buf)
-        .map_err(|_| Error::format(path, "too short for a META partition"))?;
-    adv::decode(&buf).map_err(|e| Error::format(path, e))
-}
-
-/// Byte offset of the GPT partition named `META`, if `file` has a GPT.
-fn find_meta_partition(file: &mut std::fs::File) -> std::io::Result<Option<u64>> {
-    use crate::io::le;
-    use std::io::{Read, Seek, SeekFrom};
-    for sector in [512u64, 4096] {
-        let mut header = [0u8; 92];
-        file.seek(SeekFrom::Start(sector))?;
-        if file.read_exact(&mut header).is_err() || &header[..8] != b"EFI PART" {
-            continue;
-        }
-        // GPT header (UEFI specification, "GUID Partition Table (GPT) Disk Layout"):
-        // PartitionEntryLBA at 72, NumberOfPartitionEntries at 80,
-        // SizeOfPartitionEntry at 84; all inside the 92 bytes read.
-        const IN_HEADER: &str = "inside the 92 bytes read";
-        let entries_lba = le::u64_at(&header, 72).expect(IN_HEADER);
-        let count = le::u32_at(&header, 80).expect(IN_HEADER).min(1024) as usize;
-        let size = le::u32_at(&header, 84).expect(IN_HEADER) as usize;
-        if size < 128 {
-            continue;
-        }
-        let mut table = vec![0u8; count * size];
-        file.seek(SeekFrom::Start(entries_lba * sector))?;
-        file.read_exact(&mut table)?;
-        // Each entry: StartingLBA at 32, PartitionName (36 UTF-16LE units) at 56.
-        for entry in table.chunks(size) {
-            let name: Vec<u16> = (56..128)
-                .step_by(2)
-                .map(|at| le::u16_at(entry, at).expect("entries are at least 128 bytes"))
-                .take_while(|&c| c != 0)
-                .collect();
-            if String::from_utf16_lossy(&name) == "META" {
-                let start = le::u64_at(entry, 32).expect("entries are at least 128 bytes");
-                return Ok(Some(start * sector));
-            }
-        }
-    }
-    Ok(None)
+    image::read_path(path).map(|(decoded, _)| decoded)
 }
 
 #[cfg(test)]

@@ -57,6 +57,11 @@ impl Reference {
         }
         if let Some(rest) = text.strip_prefix("oci-archive:") {
             let (path, tag) = split_tag(rest);
+            if std::path::Path::new(path).is_dir() {
+                return Err(Error::invalid(format!(
+                    "base image {text:?}: {path} is a directory; an OCI layout directory is oci:{path}"
+                )));
+            }
             return Ok(Reference::OciArchive {
                 path: path.into(),
                 tag,
@@ -64,6 +69,12 @@ impl Reference {
         }
         if let Some(rest) = text.strip_prefix("docker-archive:") {
             return Ok(Reference::DockerArchive(rest.into()));
+        }
+        if let Some(hint) = local_path_hint(text) {
+            return Err(Error::invalid(format!(
+                "image {:?} is a local path, not a registry reference: {hint}",
+                super::one_line(text)
+            )));
         }
         RegistryRef::parse(text).map(Reference::Registry)
     }
@@ -164,6 +175,34 @@ impl RegistryRef {
     }
 }
 
+/// How to name `text` if it is a local path written without a transport: it starts
+/// like a path (`/`, `./`, `../`, `~`) or names an existing file or directory. A
+/// registry reference never starts so, and its first component is a host or a
+/// repository, which a user rarely has as a directory in the working directory.
+fn local_path_hint(text: &str) -> Option<String> {
+    let path_like = text.starts_with('/')
+        || text.starts_with("./")
+        || text.starts_with("../")
+        || text.starts_with('~')
+        || text == "."
+        || text == "..";
+    let (untagged, _) = split_tag(text);
+    let p = std::path::Path::new(untagged);
+    if p.is_dir() {
+        return Some(format!("an OCI layout directory is oci:{text}"));
+    }
+    if p.is_file() {
+        return Some(format!(
+            "a tar is oci-archive:{text} (OCI layout) or docker-archive:{text} (`docker save`)"
+        ));
+    }
+    path_like.then(|| {
+        format!(
+            "name a layout directory oci:{text}, an OCI tar oci-archive:{text} or a `docker save` tar docker-archive:{text}"
+        )
+    })
+}
+
 /// `PATH:TAG` → (`PATH`, `TAG`); a last `:` followed by a `/` or nothing is part of
 /// the path.
 fn split_tag(rest: &str) -> (&str, Option<String>) {
@@ -182,6 +221,26 @@ mod tests {
             Reference::Registry(r) => (r.host, r.repository, r.reference),
             other => panic!("{text}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn local_paths_without_a_transport_are_refused_with_the_right_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("installer-base");
+        std::fs::create_dir(&layout).unwrap();
+        let tar = dir.path().join("base.tar");
+        std::fs::write(&tar, b"x").unwrap();
+        let err = |t: &str| Reference::parse(t).unwrap_err().to_string();
+        let l = layout.display().to_string();
+        assert!(err(&l).contains(&format!("oci:{l}")), "{}", err(&l));
+        let t = tar.display().to_string();
+        assert!(err(&t).contains(&format!("oci-archive:{t}")), "{}", err(&t));
+        assert!(err("./installer-base").contains("oci:./installer-base"));
+        assert!(err("../base/x:v1").contains("docker-archive:../base/x:v1"));
+        assert!(err(&format!("oci-archive:{l}")).contains(&format!("oci:{l}")));
+        // Registry references are not paths.
+        assert!(Reference::parse("ghcr.io/siderolabs/installer:v1.9.2").is_ok());
+        assert!(Reference::parse("127.0.0.1:5000/x/y:v1").is_ok());
     }
 
     #[test]

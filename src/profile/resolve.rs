@@ -56,6 +56,11 @@ pub struct Overrides {
     pub include_well_known_certs: bool,
     pub enroll_keys: Option<EnrollKeys>,
     pub embedded_config: Option<String>,
+    /// Talos version (`version:`), e.g. `v1.10.0`.
+    pub version: Option<String>,
+    /// Bootloader of a disk image or ISO (`output.imageOptions.bootloader`,
+    /// `output.isoOptions.bootloader`).
+    pub bootloader: Option<super::Bootloader>,
 }
 
 /// Reads, merges, overrides, defaults and validates: the profile a build runs with.
@@ -149,6 +154,27 @@ fn apply(profile: &mut Profile, o: &Overrides) {
     }
     if let Some(format) = o.out_format {
         profile.output.out_format = Some(format);
+    }
+    if let Some(version) = o.version.as_ref().filter(|v| !v.is_empty()) {
+        profile.version = version.clone();
+    }
+    if let Some(bootloader) = o.bootloader {
+        match profile.output.kind {
+            Some(OutputKind::Iso) => {
+                let iso = profile
+                    .output
+                    .iso_options
+                    .get_or_insert_with(Default::default);
+                iso.bootloader = Some(bootloader);
+            }
+            _ => {
+                let image = profile
+                    .output
+                    .image_options
+                    .get_or_insert_with(Default::default);
+                image.bootloader = Some(bootloader);
+            }
+        }
     }
     if let Some(image) = &o.base_installer_image {
         profile.input.base_installer = Some(ContainerAsset {

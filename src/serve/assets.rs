@@ -122,7 +122,9 @@ pub fn plan(
         )));
     }
     if path.secureboot && config.secureboot_dir.is_none() {
-        return Err(bad("secure boot is disabled"));
+        return Err(bad(
+            "secure boot is disabled: this service runs without --secureboot-dir",
+        ));
     }
     if let Some(name) = &custom.overlay {
         return Err(bad(format!(

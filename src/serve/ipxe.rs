@@ -51,10 +51,21 @@ pub async fn script(
     };
     let s = state.clone();
     let (i, v) = (id.clone(), version.clone());
-    // The command line is part of the plan: nothing to build.
-    let planned = tokio::task::spawn_blocking(move || assets::plan(&s, &i, &custom, &v, &request))
-        .await
-        .map_err(|e| ServeError::internal(e.to_string()))??;
+    // The command line is part of the plan: nothing to build. The initramfs the script
+    // names must be buildable too: every extension of the schematic exists for the
+    // version (else the script would fail at boot on a 400).
+    let planned = tokio::task::spawn_blocking(move || {
+        for name in &custom.extensions {
+            if s.inputs.extension(&v, name)?.is_none() {
+                return Err(ServeError::bad_request(format!(
+                    "official extension {name:?} is not available for Talos version {v}"
+                )));
+            }
+        }
+        assets::plan(&s, &i, &custom, &v, &request)
+    })
+    .await
+    .map_err(|e| ServeError::internal(e.to_string()))??;
     let text = render(
         &state.config.external_url,
         &id,

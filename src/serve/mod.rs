@@ -248,6 +248,23 @@ async fn serve(config: Config) -> Result<()> {
         secureboot = state.signing_cert.is_some(),
         "serving"
     );
+    if state.inputs.registry_name().is_none() && state.versions().is_empty() {
+        // An --assets tree without version directories serves nothing: say what is there.
+        let mut found: Vec<String> = std::fs::read_dir(&config.assets)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .map(|e| format!("{}/", e.file_name().to_string_lossy()))
+            .collect();
+        found.sort();
+        tracing::warn!(
+            assets = %config.assets.display(),
+            found = %found.join(" "),
+            expected = %format!("{}/<version>/<arch>/vmlinuz, e.g. {}/v1.9.2/amd64/vmlinuz", config.assets.display(), config.assets.display()),
+            "no Talos version directory under --assets: every asset will answer 404"
+        );
+    }
     let stop = tokio_util::sync::CancellationToken::new();
     if let Some(l) = metrics_listener {
         let app = Router::new()

@@ -235,10 +235,20 @@ async fn dispatch(
                 Err(e) => from_serve(e),
             }
         }
+        // The tags are the Talos versions this service builds the installer for
+        // (skopeo inspect lists them before reading the manifest).
+        "tags" if *reference == "list" => {
+            let body = serde_json::json!({
+                "name": format!("{image}/{schematic}"),
+                "tags": state.versions(),
+            })
+            .to_string();
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
         _ => registry_error(
             StatusCode::NOT_FOUND,
             "UNSUPPORTED",
-            "only manifests and blobs are served",
+            "only manifests, blobs and tags/list are served",
         ),
     }
 }

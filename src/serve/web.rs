@@ -255,27 +255,56 @@ Show this version's extensions</button></fieldset>",
             esc(label)
         ));
     }
+    // Only what this service can build: the architectures with inputs for the version,
+    // SecureBoot only with keys.
+    let prepared = state.prepared_version(&c.version).await;
+    let buildable = |a: &str| match &prepared {
+        Ok(v) => state
+            .inputs
+            .root()
+            .join(v)
+            .join(a)
+            .join("vmlinuz")
+            .is_file(),
+        Err(_) => false,
+    };
+    if !buildable(&c.arch)
+        && let Some(a) = ARCHES.iter().find(|a| buildable(a))
+    {
+        c.arch = a.to_string();
+    }
     h.push_str("</fieldset><fieldset><legend>Architecture</legend>");
     for a in ARCHES {
         let chk = if *a == c.arch { " checked" } else { "" };
+        let (off, note) = match buildable(a) {
+            true => ("", ""),
+            false => (
+                " disabled",
+                " <span class=\"muted\">(no inputs for this version on this service)</span>",
+            ),
+        };
         h.push_str(&format!(
-            "<label><input type=\"radio\" name=\"arch\" value=\"{a}\"{chk}> {a}</label>"
+            "<label><input type=\"radio\" name=\"arch\" value=\"{a}\"{chk}{off}> {a}{note}</label>"
         ));
     }
-    let sb = if c.secureboot { " checked" } else { "" };
+    let keys = state.config.secureboot_dir.is_some();
+    let sb = if c.secureboot && keys { " checked" } else { "" };
     let wk = if c.well_known_certs { " checked" } else { "" };
+    let (off, note) = match keys {
+        true => ("", ""),
+        false => (
+            " disabled",
+            " <span class=\"muted\">(this service runs without --secureboot-dir)</span>",
+        ),
+    };
     h.push_str(&format!(
         "</fieldset><fieldset><legend>SecureBoot</legend>\
-<label><input type=\"checkbox\" name=\"secureboot\" value=\"1\"{sb}> SecureBoot images (signed UKI, enrolls the keys)</label>\
-<label><input type=\"checkbox\" name=\"well_known_certs\" value=\"1\"{wk}> Include well-known UEFI certificates in the enrolled db</label>\
+<label><input type=\"checkbox\" name=\"secureboot\" value=\"1\"{sb}{off}> SecureBoot images (signed UKI, enrolls the keys){note}</label>\
+<label><input type=\"checkbox\" name=\"well_known_certs\" value=\"1\"{wk}{off}> Include well-known UEFI certificates in the enrolled db</label>\
 </fieldset>"
     ));
     h.push_str("<fieldset><legend>System extensions</legend>");
-    let cat = match state
-        .prepared_version(&c.version)
-        .await
-        .and_then(|v| state.inputs.catalog(&v))
-    {
+    let cat = match prepared.and_then(|v| state.inputs.catalog(&v)) {
         Ok(cat) => cat,
         Err(e) => {
             h.push_str(&format!("<p class=\"muted\">{}</p>", esc(&e.message)));
