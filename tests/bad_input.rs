@@ -403,10 +403,13 @@ fn read_only_and_full_output_dirs_and_interrupts() {
     for f in ["vmlinuz", "systemd-stub.efi", "systemd-boot.efi"] {
         std::fs::copy(ins.install.join("amd64").join(f), big.join("amd64").join(f)).unwrap();
     }
+    // Random bytes behind an xz stream's magic: the build checks the magic, not the stream.
+    let mut initramfs = std::fs::File::create(big.join("amd64/initramfs.xz")).unwrap();
+    std::io::Write::write_all(&mut initramfs, &[0xfd, b'7', b'z', b'X', b'Z', 0]).unwrap();
     run_ok(
         Command::new("head")
             .args(["-c", "268435456", "/dev/urandom"])
-            .stdout(std::fs::File::create(big.join("amd64/initramfs.xz")).unwrap()),
+            .stdout(initramfs),
     );
     let out = dir.path().join("interrupted");
     let child = build(&big, &out)

@@ -1,5 +1,11 @@
 //! The container image: built offline with buildah by scripts/build-container, then
-//! used the way users do (`docker run ... imager secureboot-iso`), through `buildah run`.
+//! used the way users do (`docker run ... imager secureboot-iso`), through `buildah run`;
+//! its docker-archive is read by skopeo and loaded by `podman load`, as `docker load` would.
+//!
+//! The image is a fixture: .ci/run builds it with scripts/build-container before the tests
+//! (target/container/), so its static release build does not count against this test's
+//! time. Run alone, the test builds it itself when it is missing or older than the sources,
+//! and says so.
 
 mod common;
 
@@ -9,18 +15,61 @@ use std::process::{Command, Stdio};
 use common::build::Built;
 use common::{buildah, demo_dir, require_tool, run_ok};
 
-/// Builds the image once per test process; returns the OCI archive.
+/// Where scripts/build-container (run by .ci/run before the tests) leaves the image.
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/container")
+}
+
+/// The newest modification time of the files the image is built from.
+fn newest_source() -> std::time::SystemTime {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    let mut stack: Vec<PathBuf> = [
+        "src",
+        "Cargo.toml",
+        "Cargo.lock",
+        "Containerfile",
+        "scripts/build-container",
+    ]
+    .iter()
+    .map(|p| root.join(p))
+    .collect();
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::metadata(&p).unwrap();
+        if meta.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            newest = newest.max(meta.modified().unwrap());
+        }
+    }
+    newest
+}
+
+/// The image's OCI archive: the fixture when it is there and newer than the sources, else
+/// built here (once per test process) with a note saying why.
 fn image() -> PathBuf {
     static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let out = root.join("target/container-test");
-        let stdout = run_ok(
-            Command::new(root.join("scripts/build-container"))
-                .arg(demo_dir())
-                .arg(&out),
-        );
-        let archive = PathBuf::from(stdout.trim());
+        let out = fixture_dir();
+        let archive = out.join(format!("imager-{}.oci.tar", env!("CARGO_PKG_VERSION")));
+        let fresh = std::fs::metadata(&archive)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= newest_source());
+        if !fresh {
+            eprintln!(
+                "container fixture {} is missing or older than the sources: building it with \
+                 scripts/build-container (.ci/run builds it before the tests; this takes a \
+                 static release build)",
+                archive.display()
+            );
+            let stdout = run_ok(
+                Command::new(root.join("scripts/build-container"))
+                    .arg(demo_dir())
+                    .arg(&out),
+            );
+            assert_eq!(Path::new(stdout.trim()), archive);
+        }
         eprintln!(
             "image size: {} bytes ({})",
             std::fs::metadata(&archive).unwrap().len(),
@@ -114,8 +163,7 @@ fn image_metadata_and_static_binary() {
     let inspect: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     assert_eq!(inspect["Architecture"], "amd64");
 
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/x86_64-unknown-linux-gnu/release/imager");
+    let bin = fixture_dir().join("context/imager");
     let ldd = Command::new("ldd").arg(&bin).output().unwrap();
     let text =
         String::from_utf8_lossy(&ldd.stdout).to_string() + &String::from_utf8_lossy(&ldd.stderr);
@@ -162,6 +210,66 @@ fn image_metadata_and_static_binary() {
         print.contains("EF02  BIOS") && print.contains("8300  BOOT"),
         "{print}"
     );
+}
+
+/// The docker-archive beside the OCI archive (what the README's `docker load` reads) holds
+/// the same image: skopeo reads its config, and `podman load` (the docker-archive reader
+/// Docker's own `docker load` shares the format with) loads it under its name.
+fn docker_archive_loads() {
+    let oci = image();
+    let archive = fixture_dir().join(format!("imager-{}.docker.tar", env!("CARGO_PKG_VERSION")));
+    let skopeo = require_tool("skopeo");
+    let config = |transport: &str, path: &Path| -> serde_json::Value {
+        let text = run_ok(
+            Command::new(&skopeo)
+                .args(["inspect", "--config"])
+                .arg(format!("{transport}:{}", path.display())),
+        );
+        serde_json::from_str(&text).unwrap()
+    };
+    let docker = config("docker-archive", &archive);
+    assert_eq!(
+        docker["config"]["Entrypoint"],
+        serde_json::json!(["/usr/bin/imager"])
+    );
+    assert_eq!(
+        docker["rootfs"],
+        config("oci-archive", &oci)["rootfs"],
+        "the docker-archive's layers are the OCI archive's"
+    );
+    let inspect = run_ok(
+        Command::new(&skopeo)
+            .arg("inspect")
+            .arg(format!("docker-archive:{}", archive.display())),
+    );
+    let inspect: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(inspect["Architecture"], "amd64");
+
+    // podman load into a private store; the image is then there under its tag.
+    let store = tempfile::tempdir().unwrap();
+    let podman = || {
+        let mut c = Command::new(require_tool("podman"));
+        c.arg("--root")
+            .arg(store.path().join("root"))
+            .arg("--runroot")
+            .arg(store.path().join("run"))
+            .args(["--storage-driver", "vfs"]);
+        c
+    };
+    let loaded = run_ok(podman().arg("load").arg("-i").arg(&archive));
+    let tag = format!("imager:{}", env!("CARGO_PKG_VERSION"));
+    assert!(loaded.contains(&tag), "podman load: {loaded}");
+    let image = run_ok(
+        podman()
+            .args([
+                "image",
+                "inspect",
+                "--format",
+                "{{json .Config.Entrypoint}}",
+            ])
+            .arg(&tag),
+    );
+    assert_eq!(image.trim(), r#"["/usr/bin/imager"]"#);
 }
 
 fn secureboot_uki_and_keys_inside_the_container() {
@@ -235,6 +343,7 @@ fn secureboot_iso_from_the_container_boots() {
 #[test]
 fn container_image_works_like_docker_run_and_its_iso_boots() {
     image_metadata_and_static_binary();
+    docker_archive_loads();
     secureboot_uki_and_keys_inside_the_container();
     tar_to_stdout_from_the_container();
     secureboot_iso_from_the_container_boots();

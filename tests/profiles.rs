@@ -2,8 +2,8 @@
 //! one the Talos imager prints, field for field and in Talos's field order.
 //!
 //! The expected dumps are Talos's own (`pkg/imager/profile/testdata`), kept in
-//! `tests/data/talos-golden-profiles/<profile>-<arch>-<version>.yaml` (origin in the
-//! README there). Each is reproduced the way a Talos user asks for it: a profile document
+//! `tests/data/talos-golden-profiles/<profile>-<arch>-<version>.yaml` (origin, commit and
+//! licence in the README there). Each is reproduced the way a Talos user asks for it: a profile document
 //! `{baseProfileName: <profile>, arch: <arch>, version: <version>}`, with the version
 //! spelled as in the file name (Talos prints the version it was given, unchanged).
 //! Nothing is masked: the bootloader Talos picks (GRUB before 1.10, dual-boot on amd64
@@ -28,7 +28,7 @@ fn golden_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/talos-golden-profiles");
     assert!(
         dir.join("README.md").is_file(),
-        "Talos golden profile dumps not found at {}",
+        "Talos golden profile dumps not found at {}: they are part of the repository",
         dir.display()
     );
     dir
