@@ -232,6 +232,7 @@ fn print_profile_on_stdin_prints_the_talos_dump() {
 fn dry_run_prints_and_checks_every_golden_profile() {
     let scratch = tempfile::tempdir().unwrap();
     let keys = common::gen_keys(scratch.path());
+    let demo = common::demo_dir();
     let goldens = goldens();
     let mut failures = Vec::new();
     for (profile, arch, version, path) in &goldens {
@@ -239,7 +240,7 @@ fn dry_run_prints_and_checks_every_golden_profile() {
         let expected = std::fs::read_to_string(path).unwrap();
         let mut child = common::imager()
             .args(["-", "--dry-run", "--install-dir"])
-            .arg(common::demo_dir())
+            .arg(&demo)
             .arg("--secureboot-dir")
             .arg(&keys)
             .env("IMAGER_GRUB_DIR", common::grub_dir())
@@ -254,13 +255,16 @@ fn dry_run_prints_and_checks_every_golden_profile() {
         )
         .unwrap();
         let out = child.wait_with_output().unwrap();
-        let (stdout, stderr) = (
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-        );
+        // The dump names the inputs where they are: Talos's defaults are /usr/install and
+        // /secureboot.
+        let stdout = String::from_utf8_lossy(&out.stdout)
+            .replace(&*demo.to_string_lossy(), "/usr/install")
+            .replace(&*keys.to_string_lossy(), "/secureboot");
+        let stderr = String::from_utf8_lossy(&out.stderr);
         if stdout != expected {
             failures.push(format!(
-                "{name}: the printed profile is not Talos's: {stderr}"
+                "{name}: the printed profile is not Talos's: {}",
+                first_difference(&expected, &stdout)
             ));
         }
         if !out.status.success() {
