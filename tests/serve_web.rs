@@ -110,6 +110,9 @@ fn the_wizard_in_chromium_creates_the_schematic_the_api_creates() {
         ])
         .arg("--work-dir")
         .arg(dir.path().join("work"))
+        // With keys, so the page offers SecureBoot (it greys it out without them).
+        .arg("--secureboot-dir")
+        .arg(common::gen_keys(dir.path()))
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
