@@ -7,6 +7,7 @@ mod inspect;
 mod meta;
 mod pxe;
 mod serve;
+mod verify;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -45,6 +46,8 @@ enum Command {
     Profiles,
     /// Runs the Image-Factory-compatible HTTP service.
     Serve(Box<serve::ServeArgs>),
+    /// Check an image's cosign signature as `imager serve` checks its inputs.
+    Verify(Box<verify::VerifyArgs>),
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -72,6 +75,7 @@ pub fn main() -> i32 {
         Some(Command::Pxe(args)) => pxe::run(*args),
         Some(Command::Profiles) => build::list_profiles(),
         Some(Command::Serve(args)) => serve::run(*args),
+        Some(Command::Verify(args)) => verify::run(*args),
         None => build::run(cli.build, output_given),
     };
     match result {
