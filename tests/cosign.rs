@@ -95,7 +95,7 @@ fn verify(port: u16, image: &str, extra: &[&str]) -> std::process::Output {
             "--insecure-registry",
         ])
         .arg("--container-signature-trusted-root")
-        .arg(data().join("sigstore-trusted-root.json"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/sigstore/trusted_root.json"))
         .args(extra)
         .output()
         .unwrap()

@@ -41,6 +41,10 @@ pub const DEFAULT_SUBJECT_REGEXP: &str =
 /// Image Factory's default OIDC issuer for keyless signatures.
 pub const DEFAULT_ISSUER: &str = "https://accounts.google.com";
 
+/// The Sigstore public-good trusted root this binary was built with (assets/sigstore),
+/// the keyless default when no `--container-signature-trusted-root` is given.
+pub const EMBEDDED_ROOT: &[u8] = include_bytes!("../../assets/sigstore/trusted_root.json");
+
 /// Largest signature manifest, bundle or payload read.
 const SMALL: u64 = 1 << 20;
 
@@ -267,9 +271,8 @@ pub struct Options {
 
 impl Options {
     /// The policies these options give, in Image Factory's order: the public key, then
-    /// keyless when a subject regexp is set (it is by default: Sidero's signers). Keyless
-    /// needs a trusted root file: without one, only the public key is used, and with
-    /// neither, the start fails.
+    /// keyless when the subject regexp is not empty (by default: Sidero's signers), against
+    /// the trusted root file or else the embedded one ([`EMBEDDED_ROOT`]).
     pub fn load(&self) -> Result<Verification> {
         if self.disabled {
             return Ok(Verification::Disabled);
@@ -285,10 +288,13 @@ impl Options {
             .subject_regexp
             .as_deref()
             .unwrap_or(DEFAULT_SUBJECT_REGEXP);
-        if let Some(root_path) = &self.trusted_root
-            && !subject.is_empty()
-        {
-            let root = std::sync::Arc::new(TrustedRoot::load(root_path)?);
+        if !subject.is_empty() {
+            let root = std::sync::Arc::new(match &self.trusted_root {
+                Some(path) => TrustedRoot::load(path)?,
+                None => {
+                    TrustedRoot::from_json(EMBEDDED_ROOT).expect("the embedded trusted root parses")
+                }
+            });
             let re = |what: &str, s: &str| {
                 regex::Regex::new(s).map_err(|e| {
                     Error::invalid(format!("{what} {s:?} is not a regular expression: {e}"))
@@ -310,8 +316,8 @@ impl Options {
         }
         if policies.is_empty() {
             return Err(Error::invalid(
-                "image signature verification needs --container-signature-pubkey or \
-                 --container-signature-trusted-root (or --container-signature-disabled)",
+                "an empty --container-signature-subject-regexp needs --container-signature-pubkey \
+                 (or --container-signature-disabled)",
             ));
         }
         Ok(Verification::Policies(policies))
@@ -449,9 +455,7 @@ mod tests {
     fn keyless(subject: &str) -> Policy {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cosign");
         Policy::Keyless {
-            root: std::sync::Arc::new(
-                TrustedRoot::load(&dir.join("sigstore-trusted-root.json")).unwrap(),
-            ),
+            root: std::sync::Arc::new(TrustedRoot::from_json(EMBEDDED_ROOT).unwrap()),
             identity: Identity {
                 subject: regex::Regex::new(subject).unwrap(),
                 issuer: IssuerRule::Exact(DEFAULT_ISSUER.into()),

@@ -46,6 +46,8 @@ pub struct Config {
     pub header_read_timeout: std::time::Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// What the cosign signatures of images pulled from the assets registry must satisfy.
+    pub container_signature: crate::cosign::Verification,
 }
 
 /// `--assets-registry REF`: where the imager, installer-base, extensions images are.

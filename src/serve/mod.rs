@@ -86,6 +86,7 @@ impl State {
                     a.credentials.clone(),
                 )?,
                 config.work_dir.join("inputs"),
+                config.container_signature.clone(),
             ),
         };
         Ok(Arc::new(State {

@@ -1,0 +1,314 @@
+//! `imager serve` trusts only signed inputs: images pulled from the assets registry
+//! are verified (legacy signatures made by Python `cryptography`, the Sidero-signed
+//! keyless catalog of Image Factory's test data) before anything of them is used, and a
+//! refused one is one log line, a 502 naming the image and the reason, and nothing kept.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::cosign::{oracle, push_blob, push_legacy_signature, put_manifest, simple_signing};
+use common::registry::registry;
+
+struct Service {
+    child: Child,
+    url: String,
+    log: PathBuf,
+    work: PathBuf,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Service {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn start(dir: &Path, name: &str, port: u16, extra: &[&str]) -> Service {
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = dir.join(format!("{name}.log"));
+    let work = dir.join(format!("work-{name}"));
+    let child = Command::new(env!("CARGO_BIN_EXE_imager"))
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{http}")])
+        .args(["--registry", &format!("127.0.0.1:{port}/factory")])
+        .args(["--assets-registry", &format!("127.0.0.1:{port}/talos")])
+        .args(["--insecure-registry", "--insecure-assets-registry"])
+        .arg("--work-dir")
+        .arg(&work)
+        .args(extra)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let s = Service {
+        child,
+        url: format!("http://127.0.0.1:{http}"),
+        log,
+        work,
+    };
+    for _ in 0..100 {
+        if get(&format!("{}/healthz", s.url)).0 == 200 {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the service did not come up; log:\n{}", s.log_text());
+}
+
+fn get(url: &str) -> (u16, String) {
+    match ureq::get(url).call() {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default()),
+        Err(_) => (0, String::new()),
+    }
+}
+
+/// A gzip'd tar layer with `files`.
+fn layer(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    for (path, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, path, *data).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+/// `talos/imager:<tag>`: an image with the kernel inputs under usr/install/amd64/.
+fn push_imager(port: u16, tag: &str) -> String {
+    let l = layer(&[
+        ("usr/install/amd64/vmlinuz", b"kernel"),
+        ("usr/install/amd64/initramfs.xz", b"initramfs"),
+        ("usr/install/amd64/systemd-stub.efi", b"stub"),
+        ("usr/install/amd64/systemd-boot.efi", b"boot"),
+    ]);
+    push_image_layer(port, "talos/imager", tag, &l)
+}
+
+fn push_image_layer(port: u16, repo: &str, tag: &str, l: &[u8]) -> String {
+    let diff = common::cosign::sha256(&{
+        use std::io::Read;
+        let mut v = Vec::new();
+        flate2::read::GzDecoder::new(l).read_to_end(&mut v).unwrap();
+        v
+    });
+    let ld = push_blob(port, repo, l);
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff}"]}},"config":{{}}}}"#
+    );
+    let cd = push_blob(port, repo, config.as_bytes());
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{ld}","size":{}}}]}}"#,
+        config.len(),
+        l.len()
+    );
+    put_manifest(
+        port,
+        repo,
+        tag,
+        "application/vnd.oci.image.manifest.v1+json",
+        manifest.as_bytes(),
+    )
+}
+
+fn data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cosign")
+}
+
+/// Pushes the Sidero-signed extensions catalog as `talos/extensions:<tag>` with its
+/// bundle referrer under the `sha256-<hex>` tag.
+fn push_sidero_catalog(port: u16, tag: &str) {
+    let repo = "talos/extensions";
+    let blob = |layout: &str, d: &str| {
+        std::fs::read(data().join(layout).join("blobs/sha256").join(d)).unwrap()
+    };
+    for d in [
+        "263ff3409c99ab6abed308b160ebd774dceb75568b0e019479098226a800ced4",
+        "574d9e16099696929f5eeb890ef9a53ba012939b59bd3866b5eb8acc97760b3c",
+        "37e1a6bb7d947f4347826f92090f95e9214cd4d218b0c12128a4aa7de5906c7d",
+    ] {
+        push_blob(port, repo, &blob("extensions-catalog-image", d));
+    }
+    let digest = put_manifest(
+        port,
+        repo,
+        tag,
+        "application/vnd.docker.distribution.manifest.v2+json",
+        &blob(
+            "extensions-catalog-image",
+            "35b6021450b858574e182bbee95d6b9c8ab95f3623fdcc38e62997f763af631e",
+        ),
+    );
+    let sig = "extensions-catalog-signature";
+    push_blob(
+        port,
+        repo,
+        &blob(
+            sig,
+            "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+        ),
+    );
+    push_blob(
+        port,
+        repo,
+        &blob(
+            sig,
+            "1cb58d4133145491babe234449ab14b88f5ee750eaeec3b20ec0345f5352a4bf",
+        ),
+    );
+    let referrer = "a7bef7f443fe8dd71efb4970fef7e085039656c17b4fc0857a81968dd1e61b3c";
+    put_manifest(
+        port,
+        repo,
+        &format!("sha256:{referrer}"),
+        "application/vnd.oci.image.manifest.v1+json",
+        &blob(sig, referrer),
+    );
+    let index = "dc55f0aeed24ed51131f2a5d6100461df0a86351045660e2ad438a82653e43a5";
+    put_manifest(
+        port,
+        repo,
+        &digest.replacen(':', "-", 1),
+        "application/vnd.oci.image.index.v1+json",
+        &blob(sig, index),
+    );
+}
+
+#[test]
+fn inputs_are_verified_and_a_refused_image_is_neither_used_nor_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path());
+    let port = reg.1;
+    let (key, pubkey) = (dir.path().join("key.pem"), dir.path().join("key.pub"));
+    assert!(oracle(&["genkey", key.to_str().unwrap(), pubkey.to_str().unwrap()]).0);
+    let pubkey_s = pubkey.to_str().unwrap().to_string();
+
+    // v1.9.0: imager signed with the operator's key (legacy, by Python cryptography),
+    // extensions catalog signed keylessly by Sidero Labs.
+    let signed = push_imager(port, "v1.9.0");
+    push_legacy_signature(
+        port,
+        "talos/imager",
+        &signed,
+        &key,
+        &simple_signing(&format!("127.0.0.1:{port}/talos/imager"), &signed),
+        dir.path(),
+    );
+    push_sidero_catalog(port, "v1.9.0");
+    // v1.9.1: imager not signed at all.
+    let unsigned = push_imager_other(port, "v1.9.1");
+
+    let s = start(
+        dir.path(),
+        "verify",
+        port,
+        &["--container-signature-pubkey", &pubkey_s],
+    );
+    let (code, body) = get(&format!("{}/version/v1.9.0/extensions/official", s.url));
+    assert_eq!(code, 200, "{body}\n{}", s.log_text());
+    assert!(body.contains("my-extension"), "{body}");
+    let log = s.log_text();
+    assert!(
+        log.contains("image signature verified") && log.contains("legacy: public key"),
+        "{log}"
+    );
+    assert!(
+        log.contains("bundled: certificate subject albert.kostusev@siderolabs.com"),
+        "{log}"
+    );
+
+    // Unsigned: one line naming the image and the reason, 502, nothing unpacked.
+    let (code, body) = get(&format!("{}/version/v1.9.1/extensions/official", s.url));
+    assert_eq!(code, 502, "{body}");
+    assert_eq!(body.trim_end().lines().count(), 1, "{body}");
+    assert!(
+        body.contains(&format!(
+            "talos/imager:v1.9.1 ({unsigned}) refused: no signature"
+        )),
+        "{body}"
+    );
+    assert!(s.log_text().contains("image signature refused"));
+    assert!(!s.work.join("inputs/v1.9.1").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(s.work.join("inputs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("v1.9.1"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // The service keeps serving.
+    assert_eq!(get(&format!("{}/healthz", s.url)).0, 200);
+    drop(s);
+
+    // Default policy (Sidero's keyless identity only): the operator-signed imager is refused.
+    let s = start(dir.path(), "default", port, &[]);
+    let (code, body) = get(&format!("{}/version/v1.9.0/extensions/official", s.url));
+    assert_eq!(code, 502, "{body}");
+    assert!(
+        body.contains("talos/imager:v1.9.0") && body.contains("refused"),
+        "{body}"
+    );
+    drop(s);
+
+    // A signature by another key: refused.
+    let other_pub = dir.path().join("other.pub");
+    oracle(&[
+        "genkey",
+        dir.path().join("other.pem").to_str().unwrap(),
+        other_pub.to_str().unwrap(),
+    ]);
+    let s = start(
+        dir.path(),
+        "other",
+        port,
+        &["--container-signature-pubkey", other_pub.to_str().unwrap()],
+    );
+    let (code, body) = get(&format!("{}/version/v1.9.0/extensions/official", s.url));
+    assert_eq!(code, 502, "{body}");
+    assert!(
+        body.contains("does not verify with the public key"),
+        "{body}"
+    );
+    drop(s);
+
+    // Verification disabled: the unsigned image is used.
+    let s = start(
+        dir.path(),
+        "disabled",
+        port,
+        &["--container-signature-disabled"],
+    );
+    let (code, body) = get(&format!("{}/version/v1.9.1/extensions/official", s.url));
+    assert_eq!(code, 200, "{body}\n{}", s.log_text());
+    assert!(s.work.join("inputs/v1.9.1/amd64/vmlinuz").is_file());
+}
+
+/// Another imager image (different bytes, so a different digest).
+fn push_imager_other(port: u16, tag: &str) -> String {
+    let l = layer(&[
+        ("usr/install/amd64/vmlinuz", b"kernel 2"),
+        ("usr/install/amd64/initramfs.xz", b"initramfs"),
+        ("usr/install/amd64/systemd-stub.efi", b"stub"),
+        ("usr/install/amd64/systemd-boot.efi", b"boot"),
+    ]);
+    push_image_layer(port, "talos/imager", tag, &l)
+}
