@@ -2064,7 +2064,7 @@ fn talosctl_downloads_overlays_and_cosign_answers() {
         ),
         (
             "/oci/cosign/signing-key.pub",
-            "cosign signing is not implemented",
+            "no cache signing key is configured",
         ),
     ] {
         let (status, _, body) = get(&format!("{}{path}", s.url));

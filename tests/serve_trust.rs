@@ -312,3 +312,176 @@ fn push_imager_other(port: u16, tag: &str) -> String {
     ]);
     push_image_layer(port, "talos/imager", tag, &l)
 }
+
+/// A cosign legacy verifier written from the spec (sigstore `payload.go`, cosign's
+/// `.sig` tag scheme), with Python `cryptography` checking the ECDSA signature:
+/// manifest `repo@digest` is signed by the PEM public key `pubkey`. Returns why not.
+fn cosign_spec_verify(
+    port: u16,
+    repo: &str,
+    digest: &str,
+    pubkey: &Path,
+    dir: &Path,
+) -> Result<(), String> {
+    let tag = format!("{}.sig", digest.replacen(':', "-", 1));
+    let sig_manifest =
+        common::cosign::get(port, &format!("{repo}/manifests/{tag}")).ok_or(format!("no {tag}"))?;
+    let m: serde_json::Value = serde_json::from_slice(&sig_manifest).unwrap();
+    let layers = m["layers"].as_array().ok_or("no layers")?;
+    for l in layers {
+        if l["mediaType"] != "application/vnd.dev.cosign.simplesigning.v1+json" {
+            continue;
+        }
+        let payload = common::cosign::get(
+            port,
+            &format!("{repo}/blobs/{}", l["digest"].as_str().unwrap()),
+        )
+        .ok_or("payload blob missing")?;
+        let p: serde_json::Value = serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
+        if p["critical"]["type"] != "cosign container image signature"
+            || p["critical"]["image"]["docker-manifest-digest"] != digest
+            || p["critical"]["identity"]["docker-reference"]
+                != format!("127.0.0.1:{port}/{repo}").as_str()
+            || !p["optional"].is_null()
+        {
+            return Err(format!("payload {p}"));
+        }
+        let sig = l["annotations"]["dev.cosignproject.cosign/signature"]
+            .as_str()
+            .ok_or("no signature annotation")?;
+        let f = dir.join("signed-payload.json");
+        std::fs::write(&f, &payload).unwrap();
+        let (ok, why) = oracle(&["verify", pubkey.to_str().unwrap(), f.to_str().unwrap(), sig]);
+        return if ok { Ok(()) } else { Err(why) };
+    }
+    Err("no simple-signing layer".into())
+}
+
+fn tags(port: u16, repo: &str) -> Vec<String> {
+    let list = common::cosign::get(port, &format!("{repo}/tags/list")).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_slice(&list).unwrap_or_default();
+    v["tags"]
+        .as_array()
+        .map(|t| t.iter().map(|t| t.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn cached_assets_are_signed_and_a_bad_signature_is_a_cache_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path());
+    let port = reg.1;
+    let (key, pubkey) = (dir.path().join("cache.pem"), dir.path().join("cache.pub"));
+    assert!(oracle(&["genkey", key.to_str().unwrap(), pubkey.to_str().unwrap()]).0);
+    push_imager_other(port, "v1.9.1");
+    // The external URL is part of the cache key: the same for both replicas.
+    let args = [
+        "--external-url",
+        "http://factory.test",
+        "--container-signature-disabled",
+        "--cache-signing-key-path",
+        key.to_str().unwrap(),
+    ];
+    let s = start(dir.path(), "signer", port, &args);
+
+    // The public key served is the key's.
+    let (code, served) = get(&format!("{}/oci/cosign/signing-key.pub", s.url));
+    assert_eq!(code, 200);
+    let served_file = dir.path().join("served.pub");
+    std::fs::write(&served_file, &served).unwrap();
+
+    let created = ureq::post(&format!("{}/schematics", s.url))
+        .send_string("customization: {}\n")
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let url = format!("{}/image/{id}/v1.9.1/kernel-amd64", s.url);
+    let (code, body) = get(&url);
+    assert_eq!(code, 200, "{body}\n{}", s.log_text());
+    assert_eq!(body, "kernel 2");
+
+    // One cache entry, signed: the spec-written verifier accepts it with the key file's
+    // public key and with the one served.
+    let mut cache_tags = tags(port, "factory/cache");
+    for _ in 0..50 {
+        if cache_tags.len() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        cache_tags = tags(port, "factory/cache");
+    }
+    let entry: Vec<&String> = cache_tags
+        .iter()
+        .filter(|t| !t.starts_with("sha256-"))
+        .collect();
+    assert_eq!(entry.len(), 1, "{cache_tags:?}");
+    let manifest = (0..50)
+        .find_map(|_| {
+            let m = common::cosign::get(port, &format!("factory/cache/manifests/{}", entry[0]));
+            if m.is_none() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            m
+        })
+        .expect("the cache entry's manifest");
+    let digest = common::cosign::sha256(&manifest);
+    assert!(
+        cache_tags.contains(&format!("{}.sig", digest.replacen(':', "-", 1))),
+        "{cache_tags:?}"
+    );
+    cosign_spec_verify(port, "factory/cache", &digest, &pubkey, dir.path()).unwrap();
+    cosign_spec_verify(port, "factory/cache", &digest, &served_file, dir.path()).unwrap();
+    drop(s);
+
+    // A signature by another key: the entry is a cache miss, built again and signed anew.
+    let (other, other_pub) = (dir.path().join("o.pem"), dir.path().join("o.pub"));
+    oracle(&[
+        "genkey",
+        other.to_str().unwrap(),
+        other_pub.to_str().unwrap(),
+    ]);
+    push_legacy_signature(
+        port,
+        "factory/cache",
+        &digest,
+        &other,
+        &simple_signing(&format!("127.0.0.1:{port}/factory/cache"), &digest),
+        dir.path(),
+    );
+    assert!(cosign_spec_verify(port, "factory/cache", &digest, &pubkey, dir.path()).is_err());
+    // The same work directory: the cache key covers the inputs as unpacked there.
+    let s = start(dir.path(), "signer", port, &args);
+    let url = format!("{}/image/{id}/v1.9.1/kernel-amd64", s.url);
+    let (code, body) = get(&url);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body, "kernel 2");
+    let log = s.log_text();
+    assert!(log.contains("cache entry signature invalid"), "{log}");
+    // The entry is stored again after the response: signed anew with the cache key.
+    let mut verdict = Err(String::new());
+    for _ in 0..50 {
+        verdict = cosign_spec_verify(port, "factory/cache", &digest, &pubkey, dir.path());
+        if verdict.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    verdict.unwrap();
+    // Read again: now a hit, no further warning.
+    let warned = s
+        .log_text()
+        .matches("cache entry signature invalid")
+        .count();
+    let (code, _) = get(&url);
+    assert_eq!(code, 200);
+    assert_eq!(
+        s.log_text()
+            .matches("cache entry signature invalid")
+            .count(),
+        warned,
+        "{}",
+        s.log_text()
+    );
+}

@@ -175,6 +175,12 @@ pub struct ServeArgs {
     )]
     pub container_signature_trusted_root: Option<PathBuf>,
 
+    /// Sign cached assets and installer images with this ECDSA P-256 key (PEM; cosign's
+    /// legacy format); its public key is served at /oci/cosign/signing-key.pub and cached
+    /// assets whose signature does not verify are built again.
+    #[arg(long, env = "IMAGER_SERVE_CACHE_SIGNING_KEY_PATH", value_name = "FILE")]
+    pub cache_signing_key_path: Option<PathBuf>,
+
     /// Use images from the assets registry without checking their signatures.
     #[arg(long, env = "IMAGER_SERVE_CONTAINER_SIGNATURE_DISABLED")]
     pub container_signature_disabled: bool,
@@ -241,6 +247,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let config = Config {
         container_signature,
+        cache_signing_key: args.cache_signing_key_path,
         listen: args.listen,
         metrics_listen: args.metrics_listen,
         external_url,

@@ -48,6 +48,8 @@ pub struct Config {
     pub max_connections: usize,
     /// What the cosign signatures of images pulled from the assets registry must satisfy.
     pub container_signature: crate::cosign::Verification,
+    /// ECDSA P-256 PEM key that signs cache entries and installer indexes (cosign legacy format).
+    pub cache_signing_key: Option<PathBuf>,
 }
 
 /// `--assets-registry REF`: where the imager, installer-base, extensions images are.

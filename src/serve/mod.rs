@@ -56,6 +56,23 @@ pub struct State {
     schematics: std::sync::Mutex<std::collections::HashMap<String, Arc<Vec<u8>>>>,
 }
 
+/// The cache signing key of `--cache-signing-key-path` (an ECDSA P-256 PEM file).
+fn cache_signing_key(path: Option<&std::path::Path>) -> Result<Option<crate::cosign::SigningKey>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    if path.to_string_lossy().starts_with("pkcs11:") {
+        return Err(Error::unsupported(format!(
+            "--cache-signing-key-path {}: PKCS#11 keys are not supported yet; give an ECDSA P-256 PEM file",
+            path.display()
+        )));
+    }
+    let pem = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    crate::cosign::SigningKey::from_pem(&pem)
+        .map(Some)
+        .map_err(|e| Error::format(path, format!("not a cache signing key: {e}")))
+}
+
 /// At most this many schematics are kept in memory; the registry has them all.
 const SCHEMATIC_MEMORY: usize = 10_000;
 
@@ -94,7 +111,8 @@ impl State {
                 config.registry.clone(),
                 config.insecure_registry,
                 config.registry_credentials.clone(),
-            )?,
+            )?
+            .signed_with(cache_signing_key(config.cache_signing_key.as_deref())?),
             inputs,
             builds: builds::Builds::new(config.concurrency),
             installer_flights: Default::default(),
