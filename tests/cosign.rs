@@ -294,3 +294,81 @@ fn legacy_signatures_made_by_python_cryptography() {
     assert!(get(reg.1, "siderolabs/overlay/tags/list").is_some());
     let _ = run_ok;
 }
+
+/// A system extension image layer: manifest.yaml and one file under rootfs/.
+fn extension_layer() -> Vec<u8> {
+    let manifest = b"version: v1alpha1\nmetadata:\n    name: signed-hello\n    version: v1.0.0\n    author: Test\n    description: |\n        A test extension.\n    compatibility:\n        talos:\n            version: '>= v1.0.0'\n";
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data, mode) in [
+        ("manifest.yaml", &manifest[..], 0o644),
+        (
+            "rootfs/usr/local/share/signed-hello/hello.txt",
+            &b"hello\n"[..],
+            0o644,
+        ),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(mode);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_data(&mut h, path, data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn cli_verifies_registry_extension_images_behind_a_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry(dir.path());
+    let (key, pubkey) = (dir.path().join("key.pem"), dir.path().join("key.pub"));
+    assert!(oracle(&["genkey", key.to_str().unwrap(), pubkey.to_str().unwrap()]).0);
+    let layer = extension_layer();
+    let signed = push_image(reg.1, "ext/signed", "v1", &layer);
+    let signed_ref = format!("127.0.0.1:{}/ext/signed:v1", reg.1);
+    push_legacy_signature(
+        reg.1,
+        "ext/signed",
+        &signed,
+        &key,
+        &simple_signing(&format!("127.0.0.1:{}/ext/signed", reg.1), &signed),
+        dir.path(),
+    );
+    push_image(reg.1, "ext/unsigned", "v1", &layer);
+    let unsigned_ref = format!("127.0.0.1:{}/ext/unsigned:v1", reg.1);
+    let build = |image: &str, verify: bool| {
+        let mut b = common::demo_build("metal")
+            .no_console()
+            .args(["--output-kind", "initramfs", "--insecure"])
+            .args(["--system-extension-image", image]);
+        if verify {
+            b = b
+                .arg("--verify-image-signatures")
+                .arg("--container-signature-pubkey")
+                .arg(&pubkey);
+        }
+        b
+    };
+
+    // Unsigned, with the flag: one line naming the image and the reason, nothing written.
+    let failed = build(&unsigned_ref, true).run_err();
+    let line = failed.error_line();
+    assert!(
+        line.contains(&unsigned_ref) && line.contains("refused: no signature"),
+        "{}",
+        failed.stderr
+    );
+    assert!(failed.left().is_empty(), "{:?}", failed.left());
+    // Signed, with the flag: verified, then built.
+    let built = build(&signed_ref, true).run();
+    assert!(
+        built.stderr.contains(&format!(
+            "{signed_ref}: signature verified (legacy: public key)"
+        )),
+        "{}",
+        built.stderr
+    );
+    // Without the flag the unsigned image is used (the refusal above is the flag's).
+    let built = build(&unsigned_ref, false).run();
+    assert!(!built.stderr.contains("signature"), "{}", built.stderr);
+}

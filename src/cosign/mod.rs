@@ -359,6 +359,42 @@ pub fn verify_reference(
     }
 }
 
+/// What the CLI's registry pulls must satisfy (`--verify-image-signatures`); unset: no check.
+static PULL_VERIFICATION: std::sync::OnceLock<Verification> = std::sync::OnceLock::new();
+
+/// Makes every registry pull of this process ([`crate::oci::registry::pull`]) check
+/// signatures under `verification` first.
+pub fn verify_pulls(verification: Verification) {
+    let _ = PULL_VERIFICATION.set(verification);
+}
+
+/// The check [`verify_pulls`] asks for, on image `text` resolved to `digest`.
+pub fn check_pull(
+    r: &crate::oci::reference::RegistryRef,
+    digest: &str,
+    insecure: bool,
+) -> Result<()> {
+    let Some(Verification::Policies(policies)) = PULL_VERIFICATION.get() else {
+        return Ok(());
+    };
+    let session = Session::with_credentials(&r.host, insecure, crate::oci::auth::lookup(&r.host)?)?;
+    let source = RegistrySource {
+        session: &session,
+        repo: &r.repository,
+    };
+    match verify(&source, digest, policies) {
+        Ok(how) => {
+            eprintln!("{}: signature verified ({how})", r.as_written());
+            Ok(())
+        }
+        Err(e) => Err(Error::Invalid(format!(
+            "image {} ({digest}) refused: {}",
+            r.as_written(),
+            e.to_string().trim_start_matches("invalid input: ")
+        ))),
+    }
+}
+
 /// Reads an OCI image layout directory as a signature source (tests, air-gapped copies):
 /// tags are `org.opencontainers.image.ref.name` annotations of `index.json`.
 pub struct LayoutSource<'a> {

@@ -288,6 +288,8 @@ pub fn pull(r: &RegistryRef, arch: &str, insecure: bool) -> Result<BaseImage> {
         .then_some(r.reference.as_str());
     let mut path = format!("/manifests/{}", r.reference);
     let (mut bytes, media) = c.document(&path, ACCEPT, digest)?;
+    // --verify-image-signatures: the signature of what the reference names, before use.
+    crate::cosign::check_pull(r, &sha256_digest(&bytes), insecure)?;
     if is_index_response(&media, &bytes) {
         let index: ImageIndex = c.parse(&bytes, &path)?;
         let chosen = for_platform(&index, arch).ok_or_else(|| {
