@@ -485,3 +485,274 @@ fn cached_assets_are_signed_and_a_bad_signature_is_a_cache_miss() {
         s.log_text()
     );
 }
+
+fn request(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String, Vec<u8>) {
+    let mut r = ureq::request(method, url);
+    if let Some(t) = token {
+        r = r.set("Authorization", &format!("Bearer {t}"));
+    }
+    let res = match body {
+        Some(b) => r.send_string(b),
+        None => r.call(),
+    };
+    let resp = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = resp.status();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut resp.into_reader(), &mut bytes).unwrap();
+    (status, String::from_utf8_lossy(&bytes).into_owned(), bytes)
+}
+
+#[test]
+fn access_control_matrix_audit_and_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let reg = registry(d);
+    // Inputs: the demo kernel inputs as Talos v1.10.0; SecureBoot keys for signed assets.
+    let assets = d.join("assets");
+    std::fs::create_dir_all(assets.join("v1.10.0")).unwrap();
+    std::os::unix::fs::symlink(
+        common::demo_dir().join("amd64"),
+        assets.join("v1.10.0/amd64"),
+    )
+    .unwrap();
+    let keys = common::gen_keys(d);
+    // An OIDC provider's key (Python cryptography) and its JWKS.
+    let (idp, idp_pub) = (d.join("idp.pem"), d.join("idp.pub"));
+    assert!(oracle(&["genkey", idp.to_str().unwrap(), idp_pub.to_str().unwrap()]).0);
+    let (ok, jwks) = oracle(&["jwks", idp_pub.to_str().unwrap(), "k1"]);
+    assert!(ok, "{jwks}");
+    std::fs::write(d.join("jwks.json"), jwks).unwrap();
+    std::fs::write(
+        d.join("tokens"),
+        "# identity token\nalice alice-0123456789abcdef\nbob bob-0123456789abcdef0\ndave dave-0123456789abcdef\n",
+    )
+    .unwrap();
+    let audit = d.join("audit.log");
+    std::fs::write(
+        d.join("policy.yaml"),
+        format!(
+            "tokens: {tokens}\noidc:\n  issuer: https://idp.test\n  audience: imager\n  jwks: {jwks}\n\
+             anonymous:\n  createSchematics: false\n\
+             rules:\n\
+             - identities: [alice, \"re:^ci-[a-z]+@idp\\\\.test$\"]\n  signedAssets: true\n  talosVersions: [\"v1.10.*\"]\n  extensions: [\"siderolabs/hello-*\"]\n  kernelArgs: [\"console=*\", \"talos.config=https://cfg.test/*\"]\n  denyKernelArgs: [\"init=*\"]\n\
+             - identities: [\"*\"]\n\
+             limits:\n  schematicsPerMinute: 5\n\
+             auditLog: {audit}\n",
+            tokens = d.join("tokens").display(),
+            jwks = d.join("jwks.json").display(),
+            audit = audit.display(),
+        ),
+    )
+    .unwrap();
+    let log = d.join("serve.log");
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_imager"))
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{http}")])
+        .args([
+            "--registry",
+            &format!("127.0.0.1:{}/factory", reg.1),
+            "--insecure-registry",
+        ])
+        .arg("--assets")
+        .arg(&assets)
+        .arg("--secureboot-dir")
+        .arg(&keys)
+        .arg("--auth-policy")
+        .arg(d.join("policy.yaml"))
+        .arg("--work-dir")
+        .arg(d.join("work"))
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let s = Service {
+        child,
+        url: format!("http://127.0.0.1:{http}"),
+        log,
+        work: d.join("work"),
+    };
+    for _ in 0..100 {
+        if get(&format!("{}/healthz", s.url)).0 == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let alice = Some("alice-0123456789abcdef");
+    let bob = Some("bob-0123456789abcdef0");
+    let create = |token: Option<&str>, body: &str| {
+        request("POST", &format!("{}/schematics", s.url), token, Some(body))
+    };
+    let id_of = |r: (u16, String, Vec<u8>)| -> String {
+        assert_eq!(r.0, 201, "{}", r.1);
+        serde_json::from_str::<serde_json::Value>(&r.1).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let one_line = |r: &(u16, String, Vec<u8>), status: u16, needle: &str| {
+        assert_eq!(r.0, status, "{}", r.1);
+        assert_eq!(r.1.trim_end().lines().count(), 1, "{}", r.1);
+        assert!(r.1.contains(needle), "{needle:?} in {}", r.1);
+    };
+    let built = || s.log_text().matches("\"message\":\"built\"").count();
+
+    // Schematics: anonymous may not create; alice may.
+    one_line(
+        &create(None, "customization: {}\n"),
+        401,
+        "authentication required to create schematics",
+    );
+    let good = id_of(create(
+        alice,
+        "customization:\n    extraKernelArgs:\n        - console=ttyS1\n",
+    ));
+    let init = id_of(create(
+        alice,
+        "customization:\n    extraKernelArgs:\n        - init=/bin/sh\n",
+    ));
+    let ext = id_of(create(
+        alice,
+        "customization:\n    systemExtensions:\n        officialExtensions:\n            - siderolabs/gvisor\n",
+    ));
+
+    let signed = |id: &str| {
+        format!(
+            "{}/image/{id}/v1.10.0/metal-amd64-secureboot-uki.efi",
+            s.url
+        )
+    };
+    let unsigned = |id: &str| format!("{}/image/{id}/v1.10.0/kernel-amd64", s.url);
+    // Unsigned asset without a token: served.
+    let r = request("GET", &unsigned(&good), None, None);
+    assert_eq!(r.0, 200, "{}", r.1);
+    let before = built();
+    // Signed asset: no token 401, wrong token 401, bob 403, alice with init= 403,
+    // alice with a forbidden extension 403 — and none of them builds anything.
+    one_line(
+        &request("GET", &signed(&good), None, None),
+        401,
+        "authentication required to get signed assets",
+    );
+    one_line(
+        &request("GET", &signed(&good), Some("nope-0123456789abcdef"), None),
+        401,
+        "invalid credentials",
+    );
+    one_line(
+        &request("GET", &signed(&good), bob, None),
+        403,
+        "bob may not get signed assets",
+    );
+    one_line(
+        &request("GET", &signed(&init), alice, None),
+        403,
+        "with kernel argument init=/bin/sh",
+    );
+    one_line(
+        &request("GET", &signed(&ext), alice, None),
+        403,
+        "with extension siderolabs/gvisor",
+    );
+    let expired = oracle(&[
+        "jwt",
+        idp.to_str().unwrap(),
+        "k1",
+        "https://idp.test",
+        "imager",
+        "ci-deploy@idp.test",
+        "-3600",
+    ])
+    .1;
+    one_line(
+        &request("GET", &signed(&good), Some(&expired), None),
+        401,
+        "token expired",
+    );
+    let other_aud = oracle(&[
+        "jwt",
+        idp.to_str().unwrap(),
+        "k1",
+        "https://idp.test",
+        "other",
+        "ci-deploy@idp.test",
+        "600",
+    ])
+    .1;
+    one_line(
+        &request("GET", &signed(&good), Some(&other_aud), None),
+        401,
+        "audience",
+    );
+    assert_eq!(
+        built(),
+        before,
+        "a refused request built something:\n{}",
+        s.log_text()
+    );
+    assert!(!audit.exists() || std::fs::read_to_string(&audit).unwrap().is_empty());
+
+    // Allowed: alice by token, then ci-deploy by an OIDC token; each is one audit line
+    // with the SHA-256 of the bytes served.
+    let r = request("GET", &signed(&good), alice, None);
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(&r.2[..2], b"MZ");
+    let jwt = oracle(&[
+        "jwt",
+        idp.to_str().unwrap(),
+        "k1",
+        "https://idp.test",
+        "imager",
+        "ci-deploy@idp.test",
+        "600",
+    ])
+    .1;
+    let r2 = request("GET", &signed(&good), Some(&jwt), None);
+    assert_eq!(r2.0, 200, "{}", r2.1);
+    std::thread::sleep(Duration::from_millis(200));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let digest = common::cosign::sha256(&r.2);
+    for (l, who) in lines.iter().zip(["alice", "ci-deploy@idp.test"]) {
+        assert_eq!(l["identity"], who);
+        assert_eq!(l["schematic"], good.as_str());
+        assert_eq!(l["version"], "v1.10.0");
+        assert_eq!(l["asset"], "metal-amd64-secureboot-uki.efi");
+        assert_eq!(l["sha256"], digest.as_str());
+        assert_eq!(l["bytes"], r.2.len());
+    }
+
+    // Per-client schematic limit: dave's 6th in a minute is 429, alice (3 so far) is
+    // still served.
+    let dave = Some("dave-0123456789abcdef");
+    for i in 0..5 {
+        id_of(create(
+            dave,
+            &format!("customization:\n    extraKernelArgs:\n        - n={i}\n"),
+        ));
+    }
+    one_line(
+        &create(dave, "customization: {}\n"),
+        429,
+        "dave created 5 schematics in the last minute",
+    );
+    id_of(create(alice, "customization: {}\n"));
+    assert_eq!(get(&format!("{}/healthz", s.url)).0, 200);
+}

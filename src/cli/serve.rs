@@ -181,6 +181,12 @@ pub struct ServeArgs {
     #[arg(long, env = "IMAGER_SERVE_CACHE_SIGNING_KEY_PATH", value_name = "FILE")]
     pub cache_signing_key_path: Option<PathBuf>,
 
+    /// Access control: bearer tokens and OIDC tokens, who may create schematics and get
+    /// signed (SecureBoot) assets with which extensions, overlays and kernel arguments,
+    /// per-client limits, the audit log (YAML; the format is in the README).
+    #[arg(long, env = "IMAGER_SERVE_AUTH_POLICY", value_name = "FILE")]
+    pub auth_policy: Option<PathBuf>,
+
     /// Use images from the assets registry without checking their signatures.
     #[arg(long, env = "IMAGER_SERVE_CONTAINER_SIGNATURE_DISABLED")]
     pub container_signature_disabled: bool,
@@ -248,6 +254,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config {
         container_signature,
         cache_signing_key: args.cache_signing_key_path,
+        auth_policy: args.auth_policy,
         listen: args.listen,
         metrics_listen: args.metrics_listen,
         external_url,

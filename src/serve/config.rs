@@ -50,6 +50,8 @@ pub struct Config {
     pub container_signature: crate::cosign::Verification,
     /// ECDSA P-256 PEM key that signs cache entries and installer indexes (cosign legacy format).
     pub cache_signing_key: Option<PathBuf>,
+    /// Access control policy (`--auth-policy`): who may create schematics and get signed assets.
+    pub auth_policy: Option<PathBuf>,
 }
 
 /// `--assets-registry REF`: where the imager, installer-base, extensions images are.

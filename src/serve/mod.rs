@@ -14,11 +14,13 @@
 //! The web page ([`web`]) is merged in [`app`], on the shared [`AppState`].
 
 pub mod assets;
+pub mod auth;
 pub mod builds;
 pub mod config;
 pub mod http_log;
 pub mod inputs;
 pub mod ipxe;
+pub mod jwt;
 pub mod metrics;
 pub mod paths;
 pub mod registry_frontend;
@@ -52,6 +54,8 @@ pub struct State {
     installer_flights: registry_frontend::Flights,
     /// PEM of the UKI signing certificate, when SecureBoot is configured.
     pub signing_cert: Option<Vec<u8>>,
+    /// Access control (`--auth-policy`), if configured.
+    pub auth: Option<auth::Auth>,
     /// Schematics this replica has read or written (canonical bytes by ID).
     schematics: std::sync::Mutex<std::collections::HashMap<String, Arc<Vec<u8>>>>,
 }
@@ -118,6 +122,11 @@ impl State {
             installer_flights: Default::default(),
             metrics: metrics::Metrics::new(),
             signing_cert,
+            auth: config
+                .auth_policy
+                .as_deref()
+                .map(auth::Auth::load)
+                .transpose()?,
             schematics: Default::default(),
             config,
         }))
@@ -227,6 +236,7 @@ pub fn app(state: AppState, with_metrics: bool) -> Router {
     if with_metrics {
         router = router.route("/metrics", axum::routing::get(routes::metrics));
     }
+    let router = auth::layer(router, &state);
     http_log::layer(router.with_state(state.clone()), state)
 }
 

@@ -7,6 +7,8 @@
   genkey PRIV PUB                        an ECDSA P-256 key (SEC 1 PEM) and its public key
   sign PRIV FILE                         base64 ECDSA-SHA256 signature of FILE's bytes
   verify PUB FILE SIG_B64                exit 0 when the signature verifies
+  jwks PUB KID                           a JWKS holding the P-256 public key PUB
+  jwt PRIV KID ISS AUD SUB EXP           an ES256 ID token (EXP: seconds from now)
 """
 import base64
 import json
@@ -81,6 +83,27 @@ def main():
             print(f"refused: {e}")
             return 1
         print("ok")
+        return 0
+    if cmd == "jwks":
+        pub = serialization.load_pem_public_key(open(sys.argv[2], "rb").read())
+        n = pub.public_numbers()
+        b64 = lambda i: base64.urlsafe_b64encode(i.to_bytes(32, "big")).rstrip(b"=").decode()
+        print(json.dumps({"keys": [{"kty": "EC", "crv": "P-256", "kid": sys.argv[3], "alg": "ES256",
+                                    "x": b64(n.x), "y": b64(n.y)}]}))
+        return 0
+    if cmd == "jwt":
+        import time
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+        key = serialization.load_pem_private_key(open(sys.argv[2], "rb").read(), None)
+        enc = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+        now = int(time.time())
+        header = {"alg": "ES256", "typ": "JWT", "kid": sys.argv[3]}
+        claims = {"iss": sys.argv[4], "aud": sys.argv[5], "sub": sys.argv[6],
+                  "iat": now, "exp": now + int(sys.argv[7])}
+        signing_input = enc(json.dumps(header).encode()) + "." + enc(json.dumps(claims).encode())
+        r, s_ = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+        print(signing_input + "." + enc(r.to_bytes(32, "big") + s_.to_bytes(32, "big")))
         return 0
     print(f"unknown command {cmd}", file=sys.stderr)
     return 2
