@@ -489,7 +489,6 @@ mod tests {
     }
 
     fn keyless(subject: &str) -> Policy {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cosign");
         Policy::Keyless {
             root: std::sync::Arc::new(TrustedRoot::from_json(EMBEDDED_ROOT).unwrap()),
             identity: Identity {
