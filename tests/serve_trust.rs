@@ -756,3 +756,150 @@ fn access_control_matrix_audit_and_limits() {
     id_of(create(alice, "customization: {}\n"));
     assert_eq!(get(&format!("{}/healthz", s.url)).0, 200);
 }
+
+/// An OCI layout holding an installer base per architecture (a shell script installer).
+fn installer_base_layout(dir: &Path, tag: &str) {
+    use std::io::Write;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |b: &[u8]| -> String {
+        let d = common::cosign::sha256(b);
+        std::fs::write(blobs.join(&d[7..]), b).unwrap();
+        d
+    };
+    let mut entries = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let tar = common::tar_of(&[
+            (
+                "usr/bin/installer",
+                0o755,
+                format!("#!/bin/sh\necho installer {arch}\n").into_bytes(),
+            ),
+            ("etc/os-release", 0o644, b"ID=talos\n".to_vec()),
+        ]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&tar).unwrap();
+        let layer = gz.finish().unwrap();
+        let config = serde_json::json!({
+            "architecture": arch, "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [common::cosign::sha256(&tar)]},
+            "config": {"Entrypoint": ["/usr/bin/installer"]}
+        })
+        .to_string()
+        .into_bytes();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(&config), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(&layer), "size": layer.len()}]
+        })
+        .to_string()
+        .into_bytes();
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": put(&manifest),
+            "size": manifest.len(), "platform": {"architecture": arch, "os": "linux"},
+            "annotations": {"org.opencontainers.image.ref.name": tag}
+        }));
+    }
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries});
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// What a Talos node with an `ImageVerificationConfig` public-key rule does with the
+/// installer the service hands it: resolve the tag to the index digest (here the 307
+/// to the store), then require a cosign signature of that digest by the rule's key.
+#[test]
+fn served_installer_passes_a_public_key_image_verification_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let reg = registry(d);
+    let assets = d.join("assets");
+    let v = assets.join("v1.10.0");
+    std::fs::create_dir_all(&v).unwrap();
+    for arch in ["amd64", "arm64"] {
+        std::os::unix::fs::symlink(common::demo_dir().join(arch), v.join(arch)).unwrap();
+    }
+    installer_base_layout(&v.join("installer-base"), "v1.10.0");
+    let (key, pubkey) = (d.join("cache.pem"), d.join("cache.pub"));
+    assert!(oracle(&["genkey", key.to_str().unwrap(), pubkey.to_str().unwrap()]).0);
+    let log = d.join("serve.log");
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_imager"))
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{http}")])
+        .args([
+            "--registry",
+            &format!("127.0.0.1:{}/factory", reg.1),
+            "--insecure-registry",
+        ])
+        .arg("--assets")
+        .arg(&assets)
+        .arg("--cache-signing-key-path")
+        .arg(&key)
+        .arg("--work-dir")
+        .arg(d.join("work"))
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let s = Service {
+        child,
+        url: format!("http://127.0.0.1:{http}"),
+        log,
+        work: d.join("work"),
+    };
+    for _ in 0..100 {
+        if get(&format!("{}/healthz", s.url)).0 == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The rule's key is the one the service publishes.
+    let (code, served) = get(&format!("{}/oci/cosign/signing-key.pub", s.url));
+    assert_eq!(code, 200);
+    let served_file = d.join("served.pub");
+    std::fs::write(&served_file, &served).unwrap();
+
+    let r = request(
+        "POST",
+        &format!("{}/schematics", s.url),
+        None,
+        Some("customization:\n    extraKernelArgs:\n        - console=ttyS1\n"),
+    );
+    let id = serde_json::from_str::<serde_json::Value>(&r.1).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let resp = match agent
+        .head(&format!("{}/v2/installer/{id}/manifests/v1.10.0", s.url))
+        .call()
+    {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(resp.status(), 307, "{}", s.log_text());
+    let location = resp.header("location").unwrap().to_string();
+    let digest = location.rsplit('/').next().unwrap().to_string();
+    assert!(
+        location.contains(&format!("/v2/factory/installer/{id}/manifests/sha256:")),
+        "{location}"
+    );
+    let repo = format!("factory/installer/{id}");
+    cosign_spec_verify(reg.1, &repo, &digest, &served_file, d).unwrap();
+    cosign_spec_verify(reg.1, &repo, &digest, &pubkey, d).unwrap();
+    // Another key (a rule naming someone else's key) refuses it.
+    let other = d.join("other.pub");
+    oracle(&[
+        "genkey",
+        d.join("other.pem").to_str().unwrap(),
+        other.to_str().unwrap(),
+    ]);
+    assert!(cosign_spec_verify(reg.1, &repo, &digest, &other, d).is_err());
+}
