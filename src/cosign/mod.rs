@@ -583,4 +583,54 @@ mod tests {
             assert!(e.to_string().contains(want), "{e}");
         }
     }
+
+    /// Truncated and bit-flipped bundles and certificates are refused, never a panic
+    /// (the fuzz target's seeds, walked exhaustively for truncation).
+    #[test]
+    fn damaged_bundles_and_certificates_are_refused() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/cosign/extensions-catalog-signature/blobs/sha256");
+        let bundle = std::fs::read(
+            dir.join("1cb58d4133145491babe234449ab14b88f5ee750eaeec3b20ec0345f5352a4bf"),
+        )
+        .unwrap();
+        let policy = keyless(DEFAULT_SUBJECT_REGEXP);
+        for n in 0..bundle.len() {
+            if let Ok(b) = bundle::Bundle::parse(&bundle[..n]) {
+                assert!(b.verify(CATALOG, &policy).is_err());
+            }
+        }
+        for i in (0..bundle.len()).step_by(7) {
+            let mut b = bundle.clone();
+            b[i] ^= 0x01;
+            if let Ok(b) = bundle::Bundle::parse(&b) {
+                let _ = b.verify(CATALOG, &policy);
+            }
+        }
+        let v: serde_json::Value = serde_json::from_slice(&bundle).unwrap();
+        use base64::Engine;
+        let cert = base64::engine::general_purpose::STANDARD
+            .decode(
+                v["verificationMaterial"]["certificate"]["rawBytes"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
+        assert!(der::Certificate::parse(&cert).is_ok());
+        for n in 0..cert.len() {
+            assert!(der::Certificate::parse(&cert[..n]).is_err());
+        }
+        for i in 0..cert.len() {
+            let mut c = cert.clone();
+            c[i] ^= 0x80;
+            if let Ok(c) = der::Certificate::parse(&c) {
+                let _ = (
+                    c.san_identities(),
+                    c.fulcio_issuer(),
+                    c.has_eku(der::oid::CODE_SIGNING),
+                );
+                let _ = c.tbs_without(der::oid::SCT_LIST);
+            }
+        }
+    }
 }
