@@ -531,6 +531,33 @@ fn access_control_matrix_audit_and_limits() {
     let (ok, jwks) = oracle(&["jwks", idp_pub.to_str().unwrap(), "k1"]);
     assert!(ok, "{jwks}");
     std::fs::write(d.join("jwks.json"), jwks).unwrap();
+    // The JWKS is read from a URL (a loopback HTTP server, as an IdP's jwks_uri).
+    let jwks_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _jwks_server = KillOnDrop(
+        Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &jwks_port.to_string(),
+            ])
+            .current_dir(d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..100 {
+        if get(&format!("http://127.0.0.1:{jwks_port}/jwks.json")).0 == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     std::fs::write(
         d.join("tokens"),
         "# identity token\nalice alice-0123456789abcdef\nbob bob-0123456789abcdef0\ndave dave-0123456789abcdef\n",
@@ -548,7 +575,7 @@ fn access_control_matrix_audit_and_limits() {
              limits:\n  schematicsPerMinute: 5\n\
              auditLog: {audit}\n",
             tokens = d.join("tokens").display(),
-            jwks = d.join("jwks.json").display(),
+            jwks = format!("http://127.0.0.1:{jwks_port}/jwks.json"),
             audit = audit.display(),
         ),
     )
@@ -755,6 +782,16 @@ fn access_control_matrix_audit_and_limits() {
     );
     id_of(create(alice, "customization: {}\n"));
     assert_eq!(get(&format!("{}/healthz", s.url)).0, 200);
+}
+
+/// A helper process ended with the test, whatever its outcome.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// An OCI layout holding an installer base per architecture (a shell script installer).

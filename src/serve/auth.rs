@@ -17,7 +17,7 @@
 //! oidc:
 //!   issuer: https://idp.example.com
 //!   audience: imager
-//!   jwks: /etc/imager/jwks.json       # a JWKS file (RS256, ES256 keys)
+//!   jwks: /etc/imager/jwks.json       # a JWKS file or URL, read at start (RS256, ES256 keys)
 //!   identityClaim: email              # default sub
 //! anonymous:                          # clients without credentials
 //!   createSchematics: true            # default true
@@ -74,7 +74,8 @@ struct PolicyFile {
 struct OidcFile {
     issuer: String,
     audience: String,
-    jwks: PathBuf,
+    /// A JWKS file, or an `https://` (or `http://`) URL read once at start.
+    jwks: String,
     #[serde(default = "default_claim")]
     identity_claim: String,
 }
@@ -215,7 +216,11 @@ impl Auth {
         let oidc = match &file.oidc {
             None => None,
             Some(o) => {
-                let bytes = std::fs::read(&o.jwks).map_err(|e| Error::io(&o.jwks, e))?;
+                let bytes = if o.jwks.starts_with("https://") || o.jwks.starts_with("http://") {
+                    fetch_jwks(&o.jwks)?
+                } else {
+                    std::fs::read(&o.jwks).map_err(|e| Error::io(&o.jwks, e))?
+                };
                 let jwks = jwt::Jwks::parse(&bytes)
                     .map_err(|e| Error::format(&o.jwks, format!("not a JWKS: {e}")))?;
                 Some((
@@ -311,6 +316,24 @@ impl Auth {
             })
             .map(|r| &r.grants)
     }
+}
+
+/// Reads a JWKS from `url` (at most 1 MiB; HTTPS checked against the system's roots and
+/// `SSL_CERT_FILE`/`SSL_CERT_DIR`, as registries are).
+fn fetch_jwks(url: &str) -> Result<Vec<u8>> {
+    let fail = |e: String| Error::Dependency(format!("JWKS {url}: {e}"));
+    let agent = ureq::AgentBuilder::new()
+        .tls_config(crate::oci::tls::client_config()?)
+        .timeout(Duration::from_secs(30))
+        .build();
+    let r = agent.get(url).call().map_err(|e| fail(e.to_string()))?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(r.into_reader(), 1 << 20),
+        &mut bytes,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    Ok(bytes)
 }
 
 /// What a request asks for.
