@@ -564,6 +564,7 @@ fn access_control_matrix_audit_and_limits() {
     )
     .unwrap();
     let audit = d.join("audit.log");
+    let jwks_url = format!("http://127.0.0.1:{jwks_port}/jwks.json");
     std::fs::write(
         d.join("policy.yaml"),
         format!(
@@ -575,7 +576,7 @@ fn access_control_matrix_audit_and_limits() {
              limits:\n  schematicsPerMinute: 5\n\
              auditLog: {audit}\n",
             tokens = d.join("tokens").display(),
-            jwks = format!("http://127.0.0.1:{jwks_port}/jwks.json"),
+            jwks = jwks_url,
             audit = audit.display(),
         ),
     )
