@@ -19,6 +19,7 @@
 //! CLI over [`pipeline::build`]; [`serve`] is the Image-Factory-compatible HTTP service
 //! on the same pipeline, its shared state in an OCI registry.
 
+pub mod cosign;
 pub mod error;
 pub mod extensions;
 pub mod formats;

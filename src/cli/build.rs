@@ -99,6 +99,15 @@ pub struct BuildArgs {
     #[arg(long)]
     pub insecure: bool,
 
+    /// Check the cosign signature of every image pulled from a registry (base installer,
+    /// system extensions, overlays) before using it, as `imager serve` does: a public key
+    /// (--container-signature-pubkey), else keyless for Sidero Labs' signers.
+    #[arg(long)]
+    pub verify_image_signatures: bool,
+
+    #[command(flatten)]
+    pub image_signature: super::verify::SignatureArgs,
+
     /// System extension image (repeatable; `--insecure` applies): the initramfs is rebuilt with it.
     #[arg(long = "system-extension-image")]
     pub system_extension_images: Vec<String>,
@@ -249,6 +258,9 @@ pub fn run(args: BuildArgs, output_given: bool) -> anyhow::Result<()> {
         super::print_out(&build::printed_profile(&profile, &output_dir))?;
         Plan::new(&profile, 0)?;
         return Ok(());
+    }
+    if args.verify_image_signatures {
+        imager::cosign::verify_pulls(args.image_signature.options(false).load()?);
     }
     if args.dry_run {
         // The effective profile as Talos prints it, then whether this imager builds it:

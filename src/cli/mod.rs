@@ -9,6 +9,7 @@ mod preflight;
 mod pxe;
 mod serve;
 mod talos_flags;
+mod verify;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -47,6 +48,8 @@ enum Command {
     Profiles,
     /// Runs the Image-Factory-compatible HTTP service.
     Serve(Box<serve::ServeArgs>),
+    /// Check an image's cosign signature as `imager serve` checks its inputs.
+    Verify(Box<verify::VerifyArgs>),
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -74,6 +77,7 @@ pub fn main() -> i32 {
         Some(Command::Pxe(args)) => pxe::run(*args),
         Some(Command::Profiles) => build::list_profiles(),
         Some(Command::Serve(args)) => serve::run(*args),
+        Some(Command::Verify(args)) => verify::run(*args),
         None => build::run(cli.build, output_given),
     };
     match result {

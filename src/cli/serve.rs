@@ -131,6 +131,65 @@ pub struct ServeArgs {
     /// Scratch space for builds (default: a directory under the system temp dir).
     #[arg(long, env = "IMAGER_SERVE_WORK_DIR", value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+
+    /// Images pulled from the assets registry may be signed with this public key (PEM;
+    /// offline, no transparency log), tried before keyless.
+    #[arg(
+        long,
+        env = "IMAGER_SERVE_CONTAINER_SIGNATURE_PUBKEY",
+        value_name = "FILE"
+    )]
+    pub container_signature_pubkey: Option<PathBuf>,
+
+    /// Keyless: the signing certificate's subject must match this regexp (default: Sidero
+    /// Labs' release signers; empty: no keyless verification).
+    #[arg(
+        long,
+        env = "IMAGER_SERVE_CONTAINER_SIGNATURE_SUBJECT_REGEXP",
+        value_name = "REGEXP"
+    )]
+    pub container_signature_subject_regexp: Option<String>,
+
+    /// Keyless: the OIDC issuer the certificate must name (default https://accounts.google.com).
+    #[arg(
+        long,
+        env = "IMAGER_SERVE_CONTAINER_SIGNATURE_ISSUER",
+        value_name = "URL",
+        conflicts_with = "container_signature_issuer_regexp"
+    )]
+    pub container_signature_issuer: Option<String>,
+
+    /// Keyless: a regexp the OIDC issuer must match instead.
+    #[arg(
+        long,
+        env = "IMAGER_SERVE_CONTAINER_SIGNATURE_ISSUER_REGEXP",
+        value_name = "REGEXP"
+    )]
+    pub container_signature_issuer_regexp: Option<String>,
+
+    /// Keyless: the Sigstore trusted root (trusted_root.json; default: the one built in).
+    #[arg(
+        long,
+        env = "IMAGER_SERVE_CONTAINER_SIGNATURE_TRUSTED_ROOT",
+        value_name = "FILE"
+    )]
+    pub container_signature_trusted_root: Option<PathBuf>,
+
+    /// Sign cached assets and installer images with this ECDSA P-256 key (PEM; cosign's
+    /// legacy format); its public key is served at /oci/cosign/signing-key.pub and cached
+    /// assets whose signature does not verify are built again.
+    #[arg(long, env = "IMAGER_SERVE_CACHE_SIGNING_KEY_PATH", value_name = "FILE")]
+    pub cache_signing_key_path: Option<PathBuf>,
+
+    /// Access control: bearer tokens and OIDC tokens, who may create schematics and get
+    /// signed (SecureBoot) assets with which extensions, overlays and kernel arguments,
+    /// per-client limits, the audit log (YAML; the format is in the README).
+    #[arg(long, env = "IMAGER_SERVE_AUTH_POLICY", value_name = "FILE")]
+    pub auth_policy: Option<PathBuf>,
+
+    /// Use images from the assets registry without checking their signatures.
+    #[arg(long, env = "IMAGER_SERVE_CONTAINER_SIGNATURE_DISABLED")]
+    pub container_signature_disabled: bool,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -180,7 +239,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             })
         }
     };
+    let container_signature = imager::cosign::Options {
+        disabled: args.container_signature_disabled,
+        public_key: args.container_signature_pubkey,
+        subject_regexp: args.container_signature_subject_regexp,
+        issuer: args.container_signature_issuer,
+        issuer_regexp: args.container_signature_issuer_regexp,
+        trusted_root: args.container_signature_trusted_root,
+    }
+    .load()?;
+    if args.container_signature_disabled && assets_registry.is_some() {
+        tracing::warn!("image signature verification is disabled");
+    }
     let config = Config {
+        container_signature,
+        cache_signing_key: args.cache_signing_key_path,
+        auth_policy: args.auth_policy,
         listen: args.listen,
         metrics_listen: args.metrics_listen,
         external_url,

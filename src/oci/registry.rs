@@ -288,6 +288,8 @@ pub fn pull(r: &RegistryRef, arch: &str, insecure: bool) -> Result<BaseImage> {
         .then_some(r.reference.as_str());
     let mut path = format!("/manifests/{}", r.reference);
     let (mut bytes, media) = c.document(&path, ACCEPT, digest)?;
+    // --verify-image-signatures: the signature of what the reference names, before use.
+    crate::cosign::check_pull(r, &sha256_digest(&bytes), insecure)?;
     if is_index_response(&media, &bytes) {
         let index: ImageIndex = c.parse(&bytes, &path)?;
         let chosen = for_platform(&index, arch).ok_or_else(|| {
@@ -830,6 +832,35 @@ impl Session {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         Ok(Some((digest, r.content_type().to_string(), size)))
+    }
+
+    /// The referrers index of manifest `digest` in `repo` (OCI Distribution 1.1
+    /// referrers API), at most 4 MiB; `None` when the registry has no referrers API or
+    /// answers 404 (then referrers are found under the `sha256-<hex>` tag).
+    pub fn referrers(&self, repo: &str, digest: &str) -> Result<Option<Vec<u8>>> {
+        let url = self.url(repo, &format!("referrers/{digest}"));
+        let r = match self.send_classified(
+            "GET",
+            repo,
+            &url,
+            &[("Accept", "application/vnd.oci.image.index.v1+json")],
+            None,
+        ) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(None),
+            Err(e) if e.refused => return Err(e.error),
+            // Registries without the API answer 400/405/500 as often as 404.
+            Err(_) => return Ok(None),
+        };
+        if !r.content_type().contains("image.index") {
+            return Ok(None);
+        }
+        let mut bytes = Vec::new();
+        r.into_reader()
+            .take(4 << 20)
+            .read_to_end(&mut bytes)
+            .map_err(|e| self.fail(&url, e))?;
+        Ok(Some(bytes))
     }
 
     /// Manifest `reference` of `repo` (at most 4 MiB), checked against its digest.

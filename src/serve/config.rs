@@ -46,6 +46,12 @@ pub struct Config {
     pub header_read_timeout: std::time::Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// What the cosign signatures of images pulled from the assets registry must satisfy.
+    pub container_signature: crate::cosign::Verification,
+    /// ECDSA P-256 PEM key that signs cache entries and installer indexes (cosign legacy format).
+    pub cache_signing_key: Option<PathBuf>,
+    /// Access control policy (`--auth-policy`): who may create schematics and get signed assets.
+    pub auth_policy: Option<PathBuf>,
 }
 
 /// `--assets-registry REF`: where the imager, installer-base, extensions images are.

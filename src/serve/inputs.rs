@@ -78,6 +78,10 @@ struct Remote {
     versions: RwLock<Option<Result<Vec<String>, String>>>,
     /// Single-flight locks by part (`<version>`, `<version>/installer-base`, ...).
     flights: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// What every pulled image's cosign signature must satisfy.
+    verification: crate::cosign::Verification,
+    /// `repo@digest` of the images whose signatures verified.
+    verified: Mutex<std::collections::HashSet<String>>,
 }
 
 /// The Image Factory version filter over the tags of the imager repository, in semver order.
@@ -126,8 +130,13 @@ impl Inputs {
     }
 
     /// Inputs pulled from `target` (anonymous or with the session's credentials) and
-    /// unpacked under `root`.
-    pub fn registry(target: RegistryTarget, session: Session, root: PathBuf) -> Inputs {
+    /// unpacked under `root`; every image pulled must pass `verification` first.
+    pub fn registry(
+        target: RegistryTarget,
+        session: Session,
+        root: PathBuf,
+        verification: crate::cosign::Verification,
+    ) -> Inputs {
         remove_unfinished(&root, 0);
         Inputs {
             root,
@@ -136,6 +145,8 @@ impl Inputs {
                 session,
                 versions: RwLock::new(None),
                 flights: Mutex::default(),
+                verification,
+                verified: Mutex::default(),
             }),
         }
     }
@@ -641,6 +652,7 @@ impl Remote {
         let Some(m) = self.session.manifest(repo, reference).map_err(gateway)? else {
             return Ok(None);
         };
+        self.verify_signature(repo, reference, &m.digest)?;
         let what = format!("{}:{reference}", self.name(repo_tail(&self.target, repo)));
         let parse_err = |e: serde_json::Error| gateway(format!("{what}: not an image: {e}"));
         if is_index(&m.media_type, &m.bytes) {
@@ -657,6 +669,53 @@ impl Remote {
         }
         let manifest = serde_json::from_slice(&m.bytes).map_err(parse_err)?;
         Ok(Some((manifest, m.bytes, m.digest)))
+    }
+
+    /// Checks the cosign signature of `repo`@`digest` (what `reference` resolved to)
+    /// before anything of it is read, as Image Factory does (`internal/image/verify`).
+    /// A refusal is one log line and a 502 naming the image and the reason; the pull
+    /// stops, so nothing of the image is unpacked or kept.
+    fn verify_signature(
+        &self,
+        repo: &str,
+        reference: &str,
+        digest: &str,
+    ) -> Result<(), ServeError> {
+        let crate::cosign::Verification::Policies(policies) = &self.verification else {
+            return Ok(());
+        };
+        let key = format!("{repo}@{digest}");
+        if self.verified.lock().unwrap().contains(&key) {
+            return Ok(());
+        }
+        let sep = if reference.starts_with("sha256:") {
+            '@'
+        } else {
+            ':'
+        };
+        let image = format!(
+            "{}{sep}{reference}",
+            self.name(repo_tail(&self.target, repo))
+        );
+        let source = crate::cosign::RegistrySource {
+            session: &self.session,
+            repo,
+        };
+        match crate::cosign::verify(&source, digest, policies) {
+            Ok(how) => {
+                tracing::info!(image, digest, method = %how, "image signature verified");
+                self.verified.lock().unwrap().insert(key);
+                Ok(())
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                let reason = reason.trim_start_matches("invalid input: ");
+                tracing::warn!(image, digest, reason, "image signature refused");
+                Err(gateway(format!(
+                    "image {image} ({digest}) refused: {reason}"
+                )))
+            }
+        }
     }
 
     /// Downloads the layers of `manifest` into `dir`; their paths in order.

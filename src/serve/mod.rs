@@ -14,11 +14,13 @@
 //! The web page ([`web`]) is merged in [`app`], on the shared [`AppState`].
 
 pub mod assets;
+pub mod auth;
 pub mod builds;
 pub mod config;
 pub mod http_log;
 pub mod inputs;
 pub mod ipxe;
+pub mod jwt;
 pub mod metrics;
 pub mod paths;
 pub mod registry_frontend;
@@ -52,8 +54,27 @@ pub struct State {
     installer_flights: registry_frontend::Flights,
     /// PEM of the UKI signing certificate, when SecureBoot is configured.
     pub signing_cert: Option<Vec<u8>>,
+    /// Access control (`--auth-policy`), if configured.
+    pub auth: Option<auth::Auth>,
     /// Schematics this replica has read or written (canonical bytes by ID).
     schematics: std::sync::Mutex<std::collections::HashMap<String, Arc<Vec<u8>>>>,
+}
+
+/// The cache signing key of `--cache-signing-key-path` (an ECDSA P-256 PEM file).
+fn cache_signing_key(path: Option<&std::path::Path>) -> Result<Option<crate::cosign::SigningKey>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    if path.to_string_lossy().starts_with("pkcs11:") {
+        return Err(Error::unsupported(format!(
+            "--cache-signing-key-path {}: PKCS#11 keys are not supported yet; give an ECDSA P-256 PEM file",
+            path.display()
+        )));
+    }
+    let pem = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    crate::cosign::SigningKey::from_pem(&pem)
+        .map(Some)
+        .map_err(|e| Error::format(path, format!("not a cache signing key: {e}")))
 }
 
 /// At most this many schematics are kept in memory; the registry has them all.
@@ -86,6 +107,7 @@ impl State {
                     a.credentials.clone(),
                 )?,
                 config.work_dir.join("inputs"),
+                config.container_signature.clone(),
             ),
         };
         Ok(Arc::new(State {
@@ -93,12 +115,18 @@ impl State {
                 config.registry.clone(),
                 config.insecure_registry,
                 config.registry_credentials.clone(),
-            )?,
+            )?
+            .signed_with(cache_signing_key(config.cache_signing_key.as_deref())?),
             inputs,
             builds: builds::Builds::new(config.concurrency),
             installer_flights: Default::default(),
             metrics: metrics::Metrics::new(),
             signing_cert,
+            auth: config
+                .auth_policy
+                .as_deref()
+                .map(auth::Auth::load)
+                .transpose()?,
             schematics: Default::default(),
             config,
         }))
@@ -208,6 +236,7 @@ pub fn app(state: AppState, with_metrics: bool) -> Router {
     if with_metrics {
         router = router.route("/metrics", axum::routing::get(routes::metrics));
     }
+    let router = auth::layer(router, &state);
     http_log::layer(router.with_state(state.clone()), state)
 }
 

@@ -50,10 +50,14 @@ pub fn router() -> Router<AppState> {
         .route("/secureboot/signing-cert.pem", get(signing_cert))
         .route(
             "/oci/cosign/signing-key.pub",
-            get(|| async {
-                ServeError::not_found(
-                    "cosign signing is not implemented by this service: cached assets and installer images are not signed, so there is no signing key",
-                )
+            get(async |Extract(state): Extract<AppState>| match state.store.signing_key_pem() {
+                Some(pem) => Ok((
+                    [(axum::http::header::CONTENT_TYPE, "application/x-pem-file")],
+                    pem,
+                )),
+                None => Err(ServeError::not_found(
+                    "no cache signing key is configured (--cache-signing-key-path): cached assets and installer images are not signed",
+                )),
             }),
         )
         .route("/talosctl/{version}", get(talosctl_list))

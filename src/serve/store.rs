@@ -11,6 +11,12 @@
 //!   reproducible), so the race needs no lock;
 //! - `<prefix>/<image>/<schematic>:<version>`: installer images (an index per tag).
 //!
+//! With a cache signing key (`--cache-signing-key-path`), cache entries and installer
+//! indexes are pushed by digest, signed in the legacy cosign format (tag
+//! `sha256-<hex>.sig`, as Image Factory's `internal/image/signer/key.go` does), and
+//! only then tagged; a cache entry whose signature does not verify with that key is
+//! a cache miss.
+//!
 //! Everything here is blocking (the registry client is); callers run it off the
 //! async runtime.
 
@@ -49,6 +55,8 @@ pub struct CachedAsset {
 pub struct Store {
     session: Session,
     target: RegistryTarget,
+    /// Signs cache entries and installer indexes; verifies cache entries on read.
+    signing_key: Option<crate::cosign::SigningKey>,
 }
 
 fn descriptor(media: MediaType, digest: &str, size: u64) -> Descriptor {
@@ -73,7 +81,48 @@ impl Store {
         Ok(Store {
             session: Session::with_credentials(&target.host, insecure, credentials)?,
             target,
+            signing_key: None,
         })
+    }
+
+    /// This store signing what it pushes to the cache and installers with `key`.
+    pub fn signed_with(mut self, key: Option<crate::cosign::SigningKey>) -> Store {
+        self.signing_key = key;
+        self
+    }
+
+    /// The PEM public key of the cache signing key, if any (`/oci/cosign/signing-key.pub`).
+    pub fn signing_key_pem(&self) -> Option<String> {
+        self.signing_key.as_ref().map(|k| k.public.to_pem())
+    }
+
+    /// Signs manifest `digest` of `repo` (no-op without a signing key).
+    fn sign(&self, repo: &str, digest: &str) -> Result<()> {
+        let Some(key) = &self.signing_key else {
+            return Ok(());
+        };
+        let reference = format!("{}/{repo}", self.session.host());
+        crate::cosign::sign_and_push(&self.session, repo, &reference, digest, key)
+    }
+
+    /// Whether manifest `digest` of `repo` carries a legacy signature by the signing key
+    /// (true without a key).
+    fn signature_verifies(&self, repo: &str, digest: &str) -> bool {
+        let Some(key) = &self.signing_key else {
+            return true;
+        };
+        let source = crate::cosign::RegistrySource {
+            session: &self.session,
+            repo,
+        };
+        let policy = [crate::cosign::Policy::PublicKey(key.public.clone())];
+        match crate::cosign::verify(&source, digest, &policy) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(repo, digest, reason = %e, "cache entry signature invalid: treated as a cache miss");
+                false
+            }
+        }
     }
 
     /// The registry session (for redirects and the installer frontend).
@@ -118,12 +167,19 @@ impl Store {
             )]));
         }
         let manifest = builder.build().expect("all manifest fields are set");
-        self.session.put_manifest(
-            repo,
-            tag,
-            MediaType::ImageManifest.as_ref(),
-            &document_bytes(&manifest),
-        )?;
+        let bytes = document_bytes(&manifest);
+        if self.signing_key.is_some() && repo == self.repo("cache") {
+            // By digest, signed, then tagged: a tagged entry always has its signature.
+            let digest = self.session.put_manifest(
+                repo,
+                &sha256_digest(&bytes),
+                MediaType::ImageManifest.as_ref(),
+                &bytes,
+            )?;
+            self.sign(repo, &digest)?;
+        }
+        self.session
+            .put_manifest(repo, tag, MediaType::ImageManifest.as_ref(), &bytes)?;
         Ok(())
     }
 
@@ -171,6 +227,9 @@ impl Store {
         let Some(m) = self.session.manifest(&repo, key)? else {
             return Ok(None);
         };
+        if !self.signature_verifies(&repo, &m.digest) {
+            return Ok(None);
+        }
         let manifest: ImageManifest = serde_json::from_slice(&m.bytes)
             .map_err(|e| registry_error(&format!("cache entry {key}"), e))?;
         let [layer] = manifest.layers().as_slice() else {
@@ -336,6 +395,7 @@ impl Store {
             let digest =
                 self.session
                     .put_manifest(repo, &sha256_digest(&bytes), media.as_ref(), &bytes)?;
+            self.sign(repo, &digest)?;
             self.session
                 .put_manifest(repo, tag, media.as_ref(), &bytes)?;
             Ok(digest)

@@ -4,6 +4,7 @@
 pub mod boot;
 pub mod bootpart;
 pub mod build;
+pub mod cosign;
 pub mod fat;
 pub mod goyaml;
 pub mod meta;
