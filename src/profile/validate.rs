@@ -36,9 +36,6 @@ pub fn validate(profile: &Profile) -> Result<()> {
         ));
     }
     crate::extensions::validate_profile(profile)?;
-    if profile.input.image_cache.is_some() {
-        return Err(Error::unsupported("image caches are not supported yet"));
-    }
     validate_secureboot(profile)?;
 
     Ok(())

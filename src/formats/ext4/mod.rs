@@ -295,7 +295,7 @@ impl Geometry {
     /// Groups with a superblock and descriptor backup (sparse_super).
     fn has_super(&self, g: u32) -> bool {
         let power_of = |mut n: u32, b: u32| {
-            while n % b == 0 {
+            while n.is_multiple_of(b) {
                 n /= b;
             }
             n == 1
@@ -807,7 +807,7 @@ impl Plan {
 fn set_bits(b: &mut [u8], from: u64, to: u64) {
     let mut k = from;
     while k < to {
-        if k % 8 == 0 && k + 8 <= to {
+        if k.is_multiple_of(8) && k + 8 <= to {
             b[(k / 8) as usize] = 0xFF;
             k += 8;
         } else {
