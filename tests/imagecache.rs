@@ -412,3 +412,192 @@ fn a_blob_named_for_another_digest_is_refused() {
         failed.stderr
     );
 }
+
+/// A two-platform image as an OCI layout (an index of two manifests, tagged `v1`).
+fn multi_arch_layout(dir: &Path, seed: u64) -> PathBuf {
+    let layout = dir.join(format!("image-{seed}"));
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let d = sha(bytes);
+        std::fs::write(blobs.join(&d), bytes).unwrap();
+        d
+    };
+    let mut children = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let tar = common::tar_of(&[(&format!("{arch}-{seed}.bin"), 0o644, noise(seed, 30_000))]);
+        gz.write_all(&tar).unwrap();
+        let layer = gz.finish().unwrap();
+        let layer_d = put(&layer);
+        let config = format!(
+            r#"{{"architecture":"{arch}","os":"linux","rootfs":{{"type":"layers","diff_ids":["sha256:{}"]}}}}"#,
+            sha(&tar)
+        );
+        let config_d = put(config.as_bytes());
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{config_d}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:{layer_d}","size":{}}}]}}"#,
+            config.len(),
+            layer.len()
+        );
+        let md = put(manifest.as_bytes());
+        children.push(format!(
+            r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{md}","size":{},"platform":{{"architecture":"{arch}","os":"linux"}}}}"#,
+            manifest.len()
+        ));
+    }
+    let inner = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{}]}}"#,
+        children.join(",")
+    );
+    let id = put(inner.as_bytes());
+    let index = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"sha256:{id}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"v1"}}}}]}}"#,
+        inner.len()
+    );
+    std::fs::write(layout.join("index.json"), index).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    layout
+}
+
+/// Every file name under `dir` (recursively), as `sha256:<hex>` for blob names.
+fn digests(dir: &Path) -> std::collections::BTreeSet<String> {
+    let mut paths = Vec::new();
+    imager::io::walk(dir, dir, &mut paths).unwrap();
+    paths
+        .iter()
+        .filter(|p| dir.join(p).is_file())
+        .filter_map(|p| {
+            let n = p.file_name()?.to_string_lossy().into_owned();
+            let hex = n
+                .strip_prefix("sha256-")
+                .map(str::to_string)
+                .or_else(|| (n.len() == 64 && p.starts_with("blobs")).then_some(n.clone()))?;
+            Some(format!("sha256:{hex}"))
+        })
+        .collect()
+}
+
+#[test]
+fn cache_create_pulls_what_skopeo_pulls_and_refuses_a_bad_blob() {
+    let skopeo = require_tool("skopeo");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let reg = common::registry::registry(d);
+    let refs: Vec<String> = ["org/app:v1", "org/team/deep/tool:2.0"]
+        .iter()
+        .enumerate()
+        .map(|(k, name)| {
+            let layout = multi_arch_layout(d, k as u64 + 1);
+            let r = format!("127.0.0.1:{}/{name}", reg.1);
+            run_ok(
+                Command::new(&skopeo)
+                    .args(["copy", "--quiet", "--all", "--dest-tls-verify=false"])
+                    .arg(format!("oci:{}:v1", layout.display()))
+                    .arg(format!("docker://{r}")),
+            );
+            r
+        })
+        .collect();
+    let list = d.join("images.txt");
+    std::fs::write(
+        &list,
+        format!("# the cluster's images\n{}\n", refs.join("\n")),
+    )
+    .unwrap();
+    let out = d.join("cache");
+    run_ok(
+        common::imager()
+            .args([
+                "cache",
+                "create",
+                "--insecure",
+                "--platform",
+                "linux/amd64,linux/arm64",
+            ])
+            .arg("--images")
+            .arg(&list)
+            .arg("--output")
+            .arg(&out),
+    );
+    // The same blobs and manifests as skopeo copies of every image (all platforms).
+    let mut want = std::collections::BTreeSet::new();
+    for (k, r) in refs.iter().enumerate() {
+        let sk = d.join(format!("skopeo-{k}"));
+        run_ok(
+            Command::new(&skopeo)
+                .args(["copy", "--quiet", "--all", "--src-tls-verify=false"])
+                .arg(format!("docker://{r}"))
+                .arg(format!("oci:{}:x", sk.display())),
+        );
+        want.extend(digests(&sk));
+    }
+    assert_eq!(digests(&out), want);
+    let port_dir = format!("127.0.0.1_{}_", reg.1);
+    assert!(
+        out.join("manifests")
+            .join(&port_dir)
+            .join("org/app/reference/v1")
+            .is_file()
+    );
+    assert!(
+        out.join("manifests")
+            .join(&port_dir)
+            .join("org/team/deep/tool/reference/2.0")
+            .is_file()
+    );
+
+    // As an OCI layout for amd64, it goes into an ISO (tested above for a made tree).
+    let layout = d.join("cache-oci");
+    run_ok(
+        common::imager()
+            .args(["cache", "create", "--insecure", "--images", "-", "--output"])
+            .arg(format!("oci:{}", layout.display()))
+            .stdin(std::fs::File::open(&list).unwrap()),
+    );
+    let index = std::fs::read_to_string(layout.join("index.json")).unwrap();
+    assert!(index.contains(r#""architecture":"amd64""#), "{index}");
+
+    // A registry serving other bytes for a layer: refused, nothing written.
+    let blob_root = d.join("registry-data/docker/registry/v2/blobs/sha256");
+    let mut tampered = false;
+    for entry in walkdir(&blob_root) {
+        if entry.ends_with("data") && std::fs::metadata(&entry).unwrap().len() > 1000 {
+            let mut bytes = std::fs::read(&entry).unwrap();
+            bytes[500] ^= 0xFF;
+            std::fs::write(&entry, bytes).unwrap();
+            tampered = true;
+            break;
+        }
+    }
+    assert!(tampered);
+    let bad = d.join("bad.tar");
+    let failed = common::imager()
+        .args([
+            "cache",
+            "create",
+            "--insecure",
+            "--platform",
+            "linux/amd64,linux/arm64",
+        ])
+        .arg("--images")
+        .arg(&list)
+        .arg("--output")
+        .arg(format!("tar:{}", bad.display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "{stderr}");
+    assert!(stderr.contains("downloaded with digest"), "{stderr}");
+    assert!(!bad.exists());
+}
+
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    imager::io::walk(dir, dir, &mut paths).unwrap();
+    paths.into_iter().map(|p| dir.join(p)).collect()
+}

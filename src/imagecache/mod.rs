@@ -11,6 +11,8 @@
 //! memory) and checked: only `blob/` and `manifests/`, only directories and regular
 //! files, every blob named for the SHA-256 of its bytes.
 
+pub mod create;
+
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
