@@ -65,10 +65,7 @@ pub fn prepare(
     let arch = profile.arch.as_str();
     if !asset.tarball_path.is_empty() {
         progress.step(&format!("extracting image cache {source}..."));
-        let path = Path::new(&asset.tarball_path);
-        let f =
-            File::open(path).map_err(|e| Error::invalid(format!("image cache {source}: {e}")))?;
-        unpack_tar(std::io::BufReader::new(f), path, &root, &source)?;
+        unpack_tarball(Path::new(&asset.tarball_path), &root, &source)?;
     } else if !asset.oci_path.is_empty() {
         progress.step(&format!("using image cache from {source}..."));
         for layer in layout_layers(Path::new(&asset.oci_path), arch)? {
@@ -188,6 +185,12 @@ fn read_blob<T: serde::de::DeserializeOwned>(dir: &Path, digest: &str, what: &st
         ));
     }
     parse(&bytes, what, &path)
+}
+
+/// Unpacks a tarball of the cache tree (`tarballPath`) into `root`.
+pub fn unpack_tarball(path: &Path, root: &Path, source: &str) -> Result<()> {
+    let f = File::open(path).map_err(|e| Error::invalid(format!("image cache {source}: {e}")))?;
+    unpack_tar(std::io::BufReader::new(f), path, root, source)
 }
 
 /// Unpacks one (compressed) layer, checking its digest.
