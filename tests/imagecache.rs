@@ -601,3 +601,57 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
     imager::io::walk(dir, dir, &mut paths).unwrap();
     paths.into_iter().map(|p| dir.join(p)).collect()
 }
+
+/// A guest finds the cache as Talos does and reads a blob back: the ISO by its
+/// `TALOS_` volume label (`imagecache/` in it), the disk's ext4 by its `IMAGECACHE`
+/// label (the demo `/init` does this when `imager.imagecache` is on the command line).
+#[test]
+fn boot_finds_the_cache_on_the_iso_and_in_the_disk_image() {
+    use common::boot::{Media, SecureBoot, boot};
+    let dir = tempfile::tempdir().unwrap();
+    let tree = cache_tree(dir.path());
+    let layout = oci_layout(&tree, dir.path(), "amd64");
+    let iso = demo_build("iso")
+        .args(["--extra-kernel-arg", "imager.imagecache", "--image-cache"])
+        .arg(&layout)
+        .run();
+    let log = boot(
+        Media::Cdrom(iso.artifact.clone()),
+        SecureBoot::Off,
+        false,
+        300,
+    );
+    assert!(log.marker, "log {}", log.path.display());
+    assert!(
+        log.text.contains("imagecache-blob-ok: TALOS_"),
+        "the guest did not read the ISO's cache; log {}",
+        log.path.display()
+    );
+    let disk = profile(
+        dir.path(),
+        "disk.yaml",
+        "baseProfileName: metal\nversion: v1.13.0\noutput:\n  imageOptions:\n    bootloader: sd-boot\n",
+    );
+    let image = demo_build(&disk)
+        .args([
+            "--out-format",
+            "raw",
+            "--extra-kernel-arg",
+            "imager.imagecache",
+            "--image-cache",
+        ])
+        .arg(&layout)
+        .run();
+    let log = boot(
+        Media::Disk(image.artifact.clone()),
+        SecureBoot::Off,
+        false,
+        300,
+    );
+    assert!(log.marker, "log {}", log.path.display());
+    assert!(
+        log.text.contains("imagecache-blob-ok: IMAGECACHE sha256-"),
+        "the guest did not read the partition's cache; log {}",
+        log.path.display()
+    );
+}
