@@ -372,6 +372,26 @@ fn disk_image_of_talos_1_12_fills_the_remaining_space() {
         failed.stderr
     );
     assert!(std::fs::read_dir(&out).map_or(true, |d| d.count() == 0));
+
+    // A diskSize that leaves nothing after META (2104 MiB once Talos adds its 1000 MiB
+    // for the boot partitions): one line, nothing left.
+    let full = profile(
+        dir.path(),
+        "full.yaml",
+        "baseProfileName: metal\nversion: v1.12.0\noutput:\n  imageOptions:\n    bootloader: sd-boot\n    diskSize: 1157627904\n",
+    );
+    let out = dir.path().join("out-full");
+    let failed = demo_build(&full)
+        .out(&out)
+        .args(["--out-format", "raw", "--image-cache"])
+        .arg(&layout)
+        .run_err();
+    assert!(
+        failed.stderr.contains("leaves no room for the image cache"),
+        "{}",
+        failed.stderr
+    );
+    assert!(std::fs::read_dir(&out).map_or(true, |d| d.count() == 0));
 }
 
 #[test]
