@@ -276,3 +276,38 @@ fn the_kernel_mounts_it_and_writes_to_it() {
     changed.unwrap();
     run_ok(Command::new("e2fsck").arg("-fn").arg(&img));
 }
+
+#[test]
+fn directories_too_large_for_one_index_block_get_two_levels() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tree");
+    std::fs::create_dir_all(root.join("blob")).unwrap();
+    for i in 0..3000u64 {
+        let name = format!("sha256-{:064x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        std::fs::write(root.join("blob").join(name), i.to_string()).unwrap();
+    }
+    // 1 KiB blocks: 12 blob entries a leaf, 123 leaves under a root, so two levels.
+    let img = build(dir.path(), "fs", 0, 64 * MIB, &opts(Some(1024)), &root);
+    run_ok(Command::new(require_tool("e2fsck")).arg("-fn").arg(&img));
+    let htree = run_ok(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg("htree /blob")
+            .arg(&img),
+    );
+    assert!(htree.contains("Indirect levels: 1"), "{htree}");
+    let out = dir.path().join("rdump");
+    std::fs::create_dir(&out).unwrap();
+    run_ok(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("rdump /blob {}", out.display()))
+            .arg(&img),
+    );
+    run_ok(
+        Command::new("diff")
+            .arg("-r")
+            .arg(root.join("blob"))
+            .arg(out.join("blob")),
+    );
+}

@@ -15,7 +15,7 @@
 //! mke2fs.conf picks (1 KiB below 512 MiB, else 4 KiB) unless one is given, all group
 //! bitmaps and inode tables packed after the group descriptors (flex_bg), superblock
 //! backups in groups 0, 1 and the powers of 3, 5 and 7. Directories larger than one
-//! block are htrees (one index level) hashed with the given seed. The root, a
+//! block are htrees (one or two index levels) hashed with the given seed. The root, a
 //! `lost+found` (inode 11, as e2fsck expects) and the tree's directories and regular
 //! files, owned by 0:0, every timestamp the given epoch, generation 0: the same inputs
 //! give the same bytes.
@@ -26,8 +26,9 @@
 //! `debugfs` and a loop mount (tests/ext4.rs).
 //!
 //! Limits (an error says so): group metadata within the first block group (about
-//! 1 TiB with 4 KiB blocks), directories of at most one index block of leaves, files
-//! of at most four extent leaf blocks (42 GiB with 4 KiB blocks).
+//! 1 TiB with 4 KiB blocks), directories of two htree levels (about 12 million blob
+//! entries with 4 KiB blocks, 180 000 with 1 KiB), files of at most four extent leaf
+//! blocks (170 GiB with 4 KiB blocks).
 
 mod ondisk;
 
@@ -547,21 +548,51 @@ impl Plan {
             last_hash = Some(h);
             leaves.last_mut().expect("a leaf").push(e);
         }
-        if index.len() > ondisk::dx_root_limit(bs) {
+        let (root_limit, node_limit) = (ondisk::dx_root_limit(bs), ondisk::dx_node_limit(bs));
+        if index.len() <= root_limit {
+            let mut blocks = vec![ondisk::dx_root(
+                bs,
+                self.csum_seed,
+                ino,
+                parent,
+                version,
+                0,
+                &index,
+            )];
+            for l in &leaves {
+                blocks.push(ondisk::dir_leaf(bs, self.csum_seed, ino, l));
+            }
+            return Ok(Some((blocks, true)));
+        }
+        // Two levels: the root indexes interior nodes (blocks 1..=n), each indexing up to
+        // a node's worth of leaves (the blocks after them).
+        let nodes = index.len().div_ceil(node_limit);
+        if nodes > root_limit {
             return Err(Error::unsupported(format!(
-                "ext4 directory {:?}: {} entries need a second htree index level",
+                "ext4 directory {:?}: {} entries need a third htree level",
                 node_path(&self.tree, i),
                 children.len()
             )));
         }
+        let shifted: Vec<(u32, u32)> = index.iter().map(|&(h, b)| (h, b + nodes as u32)).collect();
+        let groups: Vec<&[(u32, u32)]> = shifted.chunks(node_limit).collect();
+        let root_index: Vec<(u32, u32)> = groups
+            .iter()
+            .enumerate()
+            .map(|(k, g)| (g[0].0, k as u32 + 1))
+            .collect();
         let mut blocks = vec![ondisk::dx_root(
             bs,
             self.csum_seed,
             ino,
             parent,
             version,
-            &index,
+            1,
+            &root_index,
         )];
+        for g in &groups {
+            blocks.push(ondisk::dx_node(bs, self.csum_seed, ino, g));
+        }
         for l in &leaves {
             blocks.push(ondisk::dir_leaf(bs, self.csum_seed, ino, l));
         }

@@ -366,14 +366,54 @@ pub fn dx_root_limit(block_size: usize) -> usize {
     (block_size - 32 - 8) / 8
 }
 
+/// Index entries an htree interior node holds (with the checksum tail).
+pub fn dx_node_limit(block_size: usize) -> usize {
+    (block_size - 8 - 8) / 8
+}
+
+/// An htree interior node of directory `ino`: an empty entry spanning the block, then
+/// the index of its leaves, the first hash implied by the parent's entry.
+pub fn dx_node(block_size: usize, csum_seed: u32, ino: u32, index: &[(u32, u32)]) -> Vec<u8> {
+    let mut b = vec![0u8; block_size];
+    le16(&mut b, 4, block_size as u16);
+    dx_entries(&mut b, 8, dx_node_limit(block_size), csum_seed, ino, index);
+    b
+}
+
+/// Writes count/limit and the entries at `at` of an index block, and its checksum tail.
+fn dx_entries(
+    b: &mut [u8],
+    at: usize,
+    limit: usize,
+    csum_seed: u32,
+    ino: u32,
+    index: &[(u32, u32)],
+) {
+    le16(b, at, limit as u16);
+    le16(b, at + 2, index.len() as u16);
+    for (k, &(hash, block)) in index.iter().enumerate() {
+        if k > 0 {
+            le32(b, at + 8 * k, hash);
+        }
+        le32(b, at + 8 * k + 4, block);
+    }
+    let tail = at + 8 * limit;
+    let size = at + 8 * index.len();
+    let crc = crc32c(inode_seed(csum_seed, ino), &b[..size]);
+    let crc = crc32c(crc32c(crc, &b[tail..tail + 4]), &[0; 4]);
+    le32(b, tail + 4, crc);
+}
+
 /// The htree root block of directory `ino` (parent `parent`): `.` and `..` and the
-/// index of the leaves, `(hash, block)` with the first hash implied 0.
+/// index of the leaves (`levels` 0) or of interior nodes (1), `(hash, block)` with the
+/// first hash implied 0.
 pub fn dx_root(
     block_size: usize,
     csum_seed: u32,
     ino: u32,
     parent: u32,
     version: HashVersion,
+    levels: u8,
     index: &[(u32, u32)],
 ) -> Vec<u8> {
     let mut b = vec![0u8; block_size];
@@ -388,23 +428,11 @@ pub fn dx_root(
     b[19] = FT_DIR;
     b[20] = b'.';
     b[21] = b'.';
-    // dx_root_info: reserved, hash version, info length 8, indirect levels 0.
+    // dx_root_info: reserved, hash version, info length 8, indirect levels.
     b[28] = version as u8;
     b[29] = 8;
-    let limit = dx_root_limit(block_size);
-    le16(&mut b, 32, limit as u16);
-    le16(&mut b, 34, index.len() as u16);
-    for (k, &(hash, block)) in index.iter().enumerate() {
-        if k > 0 {
-            le32(&mut b, 32 + 8 * k, hash);
-        }
-        le32(&mut b, 32 + 8 * k + 4, block);
-    }
-    let tail = 32 + 8 * limit;
-    let size = 32 + 8 * index.len();
-    let crc = crc32c(inode_seed(csum_seed, ino), &b[..size]);
-    let crc = crc32c(crc32c(crc, &b[tail..tail + 4]), &[0; 4]);
-    le32(&mut b, tail + 4, crc);
+    b[30] = levels;
+    dx_entries(&mut b, 32, dx_root_limit(block_size), csum_seed, ino, index);
     b
 }
 
