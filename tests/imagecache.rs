@@ -675,3 +675,56 @@ fn boot_finds_the_cache_on_the_iso_and_in_the_disk_image() {
         log.path.display()
     );
 }
+
+/// metal-4k (4096-byte sectors): the ext4 gets 4 KiB blocks, as Talos passes the sector
+/// size to mkfs.ext4; the image is the same bytes built on one core.
+#[test]
+fn metal_4k_cache_has_4k_blocks_and_the_same_bytes_on_one_core() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = cache_tree(dir.path());
+    // Talos's size rule (files + 20%) leaves room for the small files' 4 KiB blocks
+    // when most of the cache is large layers, as real caches are.
+    let big = noise(77, 20 << 20);
+    std::fs::write(
+        tree.join("blob").join(format!("sha256-{}", sha(&big))),
+        &big,
+    )
+    .unwrap();
+    let layout = oci_layout(&tree, dir.path(), "amd64");
+    let p = profile(
+        dir.path(),
+        "4k.yaml",
+        "baseProfileName: metal-4k\nversion: v1.13.0\noutput:\n  imageOptions:\n    bootloader: sd-boot\n",
+    );
+    let build = |single: bool| {
+        let b = demo_build(&p)
+            .out(&dir.path().join(format!("out-{single}")))
+            .args(["--out-format", "raw", "--image-cache"])
+            .arg(&layout);
+        if single { b.single_core() } else { b }.run()
+    };
+    let a = build(false);
+    let b = build(true);
+    let bytes = std::fs::read(&a.artifact).unwrap();
+    assert!(
+        bytes == std::fs::read(&b.artifact).unwrap(),
+        "not reproducible"
+    );
+    // The third GPT entry (4096-byte LBAs): IMAGECACHE.
+    let entries = u64::from_le_bytes(bytes[4096 + 72..4096 + 80].try_into().unwrap()) as usize;
+    let e = &bytes[entries * 4096 + 2 * 128..entries * 4096 + 3 * 128];
+    let first = u64::from_le_bytes(e[32..40].try_into().unwrap()) as usize;
+    let last = u64::from_le_bytes(e[40..48].try_into().unwrap()) as usize;
+    let name: String = e[56..]
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .take_while(|&c| c != 0)
+        .map(|c| char::from_u32(u32::from(c)).unwrap())
+        .collect();
+    assert_eq!(name, "IMAGECACHE");
+    let fs = dir.path().join("fs");
+    std::fs::write(&fs, &bytes[first * 4096..(last + 1) * 4096]).unwrap();
+    run_ok(Command::new(require_tool("e2fsck")).arg("-fn").arg(&fs));
+    let dump = run_ok(Command::new("dumpe2fs").arg("-h").arg(&fs));
+    assert!(dump.contains("Block size:               4096"), "{dump}");
+}

@@ -363,6 +363,11 @@ impl Stage<'_> {
                         plan.profile.version
                     ))
                 }
+                Error::Invalid(m) => Error::invalid(format!(
+                    "image cache: {m}; Talos {} sizes the partition as its files plus 20%, which the small files' {}-byte blocks outgrew",
+                    plan.profile.version,
+                    options.block_size.unwrap_or_else(|| ext4::default_block_size(len))
+                )),
                 other => other.at_output(&raw),
             })?;
             progress.step("image cache partition ready");
