@@ -4,6 +4,7 @@
 //! built-ins, defaults, version quirks); [`plan`] turns it into a typed plan once
 //! (architecture, epoch, artifact names, one plan per output kind); [`inputs`] opens
 //! the files it names; [`extensions`] rebuilds the initramfs with system extensions;
+//! [`imagecache`] unpacks and checks the image cache input (air-gapped installs);
 //! [`kernel_cmdline`] assembles the kernel command line; [`uki`]
 //! puts kernel, initramfs and command line on systemd-stub, laid out with the [`pe`]
 //! model; [`measure`] predicts PCR 11 and signs the policy; [`sign`] Authenticode-signs
@@ -24,6 +25,7 @@ pub mod error;
 pub mod extensions;
 pub mod formats;
 pub mod goyaml;
+pub mod imagecache;
 pub mod inputs;
 pub mod io;
 pub mod kernel_cmdline;

@@ -171,6 +171,39 @@ pub struct DiskPlan {
     pub enroll: EnrollKeys,
     /// Values for the META partition.
     pub meta: Vec<MetaValue>,
+    /// How the IMAGECACHE partition is sized, with an image cache input.
+    pub image_cache: Option<CacheSizeRule>,
+}
+
+/// Talos's sizes for the IMAGECACHE partition (`pkg/imager/out.go` `buildImage`,
+/// `internal/pkg/partition/partition.go`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheSizeRule {
+    /// Talos < 1.13: the space left after META (the user sizes `diskSize`).
+    Remaining,
+    /// Talos >= 1.13: the files' total plus 20%, rounded up to 1 MiB; the disk grows
+    /// by it.
+    Grow,
+}
+
+impl CacheSizeRule {
+    /// The partition size for `layout` and a cache of `files_size` bytes of files, and
+    /// the disk size that goes with it; `None` when no space is left.
+    pub fn apply(self, layout: &gpt_disk::Layout, files_size: u64) -> Option<(u64, u64)> {
+        match self {
+            CacheSizeRule::Grow => {
+                let size = (files_size + files_size * 20 / 100)
+                    .next_multiple_of(MIB)
+                    .max(MIB);
+                Some((size, layout.size + size))
+            }
+            CacheSizeRule::Remaining => {
+                let left = layout.size.checked_sub(layout.minimum_size())?;
+                let size = left / MIB * MIB;
+                (size > 0).then_some((size, layout.size))
+            }
+        }
+    }
 }
 
 /// The format the raw disk image is converted to (diskFormat with its options).
@@ -453,6 +486,7 @@ fn disk_plan(profile: &Profile, arch: Arch, boot: BootPlan) -> Result<DiskPlan> 
         sector_size,
         efi_size,
         boot_size: bios_boot,
+        image_cache: None,
     };
     if layout.size < layout.minimum_size() {
         return Err(Error::invalid(format!(
@@ -485,6 +519,16 @@ fn disk_plan(profile: &Profile, arch: Arch, boot: BootPlan) -> Result<DiskPlan> 
             EnrollKeys::Off
         },
         meta,
+        image_cache: profile.input.image_cache.as_ref().map(|_| {
+            if quirks
+                .version()
+                .is_none_or(|v| v >= crate::profile::quirks::Semver(1, 13, 0))
+            {
+                CacheSizeRule::Grow
+            } else {
+                CacheSizeRule::Remaining
+            }
+        }),
     })
 }
 

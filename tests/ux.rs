@@ -269,7 +269,6 @@ fn talos_flags_are_accepted_and_unbuilt_features_refused() {
         ),
         ("--overlay-name", "rpi_generic", "overlays"),
         ("--overlay-option", "configTxtAppend=x", "overlays"),
-        ("--image-cache", "oci:cache", "image caches"),
         ("--board", "rpi_generic", "--board rpi_generic"),
     ] {
         let failed = demo_build("metal").args([flag, value]).run_err();

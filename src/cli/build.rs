@@ -108,6 +108,11 @@ pub struct BuildArgs {
     #[command(flatten)]
     pub image_signature: super::verify::SignatureArgs,
 
+    /// Image cache for `iso` and `image`: a registry reference, else an OCI layout directory
+    /// (`talosctl images cache-create` output; `--insecure` applies).
+    #[arg(long)]
+    pub image_cache: Option<String>,
+
     /// System extension image (repeatable; `--insecure` applies): the initramfs is rebuilt with it.
     #[arg(long = "system-extension-image")]
     pub system_extension_images: Vec<String>,
@@ -234,6 +239,7 @@ impl BuildArgs {
             out_format,
             base_installer_image: self.base_installer_image.clone(),
             insecure: self.insecure,
+            image_cache: self.image_cache.clone(),
             system_extension_images: self.system_extension_images.clone(),
             include_well_known_certs: self.secureboot_include_well_known_certs,
             enroll_keys,

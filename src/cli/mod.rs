@@ -2,6 +2,7 @@
 //! each subcommand is one small function over its parsed arguments.
 
 mod build;
+mod cache;
 mod generate;
 mod inspect;
 mod meta;
@@ -34,6 +35,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Builds image caches for air-gapped installs (`--image-cache`).
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
     /// Generates SecureBoot keys, certificates and enrollment files.
     #[command(subcommand)]
     Gen(generate::GenCommand),
@@ -71,6 +75,7 @@ pub fn main() -> i32 {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     imager::report::enable_bars_on_terminal();
     let result = match cli.command {
+        Some(Command::Cache(cmd)) => cache::run(cmd),
         Some(Command::Gen(cmd)) => generate::run(cmd),
         Some(Command::Inspect(args)) => inspect::run(args),
         Some(Command::Meta(cmd)) => meta::run(cmd),

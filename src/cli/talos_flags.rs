@@ -1,7 +1,6 @@
 //! Flags of Talos's imager (`cmd/installer/cmd/imager/root.go`) for features this
 //! imager does not build yet: overlays (`--overlay-image`, `--overlay-name`,
-//! `--overlay-option`), image caches (`--image-cache`) and the board selection of older
-//! releases (`--board`). They are accepted by name, so a Talos command line gets a
+//! `--overlay-option`) and the board selection of older releases (`--board`). They are accepted by name, so a Talos command line gets a
 //! clear refusal instead of a parser tip, and this is the one place to wire them
 //! when the features land.
 
@@ -21,10 +20,6 @@ pub struct TalosFlags {
     #[arg(long = "overlay-option", value_name = "KEY=VALUE")]
     pub overlay_options: Vec<String>,
 
-    /// Image cache: a container image or OCI layout (Talos's flag; image caches are not built yet).
-    #[arg(long, value_name = "IMAGE|DIR")]
-    pub image_cache: Option<String>,
-
     /// Board name of Talos < 1.7 (replaced by overlays; not built).
     #[arg(long, value_name = "BOARD")]
     pub board: Option<String>,
@@ -39,11 +34,6 @@ impl TalosFlags {
         if overlay {
             return Err(imager::Error::unsupported(
                 "--overlay-image/--overlay-name/--overlay-option: overlays (single-board computer images) are not supported by this imager yet; build without an overlay",
-            ));
-        }
-        if self.image_cache.is_some() {
-            return Err(imager::Error::unsupported(
-                "--image-cache: image caches are not supported by this imager yet; build without one (the node pulls its images)",
             ));
         }
         if let Some(board) = &self.board {

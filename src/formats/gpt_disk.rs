@@ -37,6 +37,8 @@ const BIOS_BOOT_TYPE: &str = "21686148-6449-6E6F-744E-656564454649";
 const LEGACY_BIOS_BOOTABLE: u64 = 1 << 2;
 /// Size of the BIOS boot partition (`GrubBIOSSize`).
 const BIOS_SIZE: u64 = MIB;
+/// The image cache partition's label (its GUID is [`label_guid`] of it).
+pub const IMAGECACHE: &str = "IMAGECACHE";
 /// Length of the MBR boot code, the only MBR bytes GRUB's boot.img may replace.
 pub const MBR_BOOT_CODE_LEN: usize = 446;
 
@@ -62,6 +64,9 @@ pub struct Layout {
     /// Size of the BOOT partition of the GRUB layouts (1000 MiB before 1.11, 2000 MiB
     /// from 1.11); `None` for `sd-boot`, which has neither BIOS nor BOOT.
     pub boot_size: Option<u64>,
+    /// Size of the IMAGECACHE partition (ext4, the image cache), the last one, after
+    /// META; `None` without an image cache.
+    pub image_cache: Option<u64>,
 }
 
 impl Layout {
@@ -83,6 +88,9 @@ impl Layout {
             parts.push(part("BOOT", LINUX_DATA, boot, 0));
         }
         parts.push(part("META", LINUX_DATA, adv::PARTITION_LEN as u64, 0));
+        if let Some(size) = self.image_cache {
+            parts.push(part(IMAGECACHE, LINUX_DATA, size, 0));
+        }
         parts
     }
 
@@ -279,6 +287,7 @@ mod tests {
             sector_size: 512,
             efi_size: 100 * MIB,
             boot_size: Some(1000 * MIB),
+            image_cache: None,
         };
         assert_eq!(lbas(&grub, "EFI"), (2048, 206847));
         assert_eq!(lbas(&grub, "BIOS"), (206848, 208895));
@@ -291,6 +300,7 @@ mod tests {
             sector_size: 512,
             efi_size: 2101 * MIB,
             boot_size: Some(2000 * MIB),
+            image_cache: None,
         };
         assert_eq!(lbas(&dual, "EFI"), (2048, 4304895));
         assert_eq!(lbas(&dual, "BIOS"), (4304896, 4306943));

@@ -43,6 +43,9 @@ pub struct IsoSpec {
     pub label: String,
     pub epoch: u64,
     pub bios: Option<BiosBoot>,
+    /// An image cache tree (`blob/`, `manifests/`), placed as `imagecache/` (Talos
+    /// `pkg/imager/out.go` `outISO`); its files are streamed from their paths.
+    pub image_cache: Option<PathBuf>,
 }
 
 /// The ISO 9660 volume id for a label: upper case, `-` `.` `_` as `_`, other
@@ -121,6 +124,25 @@ fn write_image(spec: &IsoSpec, dest: &File, fill: Fill) -> Result<Placed> {
             add(&e.path, Content::bytes([0u8]))?;
         } else {
             add(&e.path, content(&e.source)?)?;
+        }
+    }
+    if let Some(root) = &spec.image_cache {
+        let mut paths = Vec::new();
+        crate::io::walk(root, root, &mut paths)?;
+        for rel in paths {
+            let path = root.join(&rel);
+            let md = std::fs::symlink_metadata(&path).at(&path)?;
+            if !md.is_file() {
+                continue;
+            }
+            if md.len() >= 1 << 32 {
+                return Err(Error::unsupported(format!(
+                    "image cache file {}: 4 GiB or more needs ISO 9660 multi-extent files, which this writer does not make",
+                    path.display()
+                )));
+            }
+            let name = format!("imagecache/{}", rel.to_string_lossy());
+            add(&name, content(&EspSource::File(path))?)?;
         }
     }
     let mut el_torito = ElTorito::new();

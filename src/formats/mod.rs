@@ -7,6 +7,7 @@
 pub mod chunked;
 pub mod compression;
 pub mod cpio;
+pub mod ext4;
 pub mod fat_esp;
 pub mod gpt_disk;
 pub mod grub;

@@ -49,7 +49,7 @@ fn descriptor(media_type: MediaType, size: u64, digest: &str) -> Descriptor {
     Descriptor::new(media_type, size, digest)
 }
 
-fn rfc3339(epoch: u64) -> String {
+pub(crate) fn rfc3339(epoch: u64) -> String {
     let days = (epoch / 86_400) as i64;
     let secs = epoch % 86_400;
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

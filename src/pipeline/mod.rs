@@ -22,9 +22,10 @@ use sha2::Digest;
 
 use crate::error::{Error, IoContext, Result};
 use crate::formats::fat_esp::{EspEntry, EspSource};
-use crate::formats::{gpt_disk, grub, iso9660, oci_image, ova, qcow2, vhd, xfs};
+use crate::formats::{ext4, gpt_disk, grub, iso9660, oci_image, ova, qcow2, vhd, xfs};
 use crate::plan::{
-    BootPlan, DiskFormatPlan, DiskPlan, InstallerContents, InstallerPlan, IsoPlan, KindPlan, Plan,
+    BootPlan, CacheSizeRule, DiskFormatPlan, DiskPlan, InstallerContents, InstallerPlan, IsoPlan,
+    KindPlan, Plan,
 };
 use crate::profile::{Bootloader, Profile};
 use crate::report::{Pcr11Bank, Progress, SecureBootFacts};
@@ -142,6 +143,8 @@ struct Stage<'a> {
     initramfs: Option<&'a Path>,
     /// GRUB's files, for the GRUB disk layouts.
     grub: Option<&'a grub::GrubDir>,
+    /// The image cache, unpacked (ISO and disk image kinds).
+    cache: Option<&'a crate::imagecache::ImageCache>,
 }
 
 /// Runs the pipeline for a plan.
@@ -165,6 +168,13 @@ pub fn build(plan: &Plan, options: &BuildOptions, progress: &dyn Progress) -> Re
         _ => crate::extensions::rebuild(&plan.profile, &work.path, plan.epoch, progress)?,
     };
     let initramfs = rebuilt.as_ref().map(|r| r.initramfs.as_path());
+    // The image cache goes into ISOs and disk images only (Talos ignores it elsewhere).
+    let cache = match plan.kind {
+        KindPlan::Iso(_) | KindPlan::Disk(_) => {
+            crate::imagecache::prepare(&plan.profile, &work.path, progress)?
+        }
+        _ => None,
+    };
 
     // 3. The kernel command line.
     if !matches!(plan.kind, KindPlan::Kernel | KindPlan::Initramfs) {
@@ -180,6 +190,7 @@ pub fn build(plan: &Plan, options: &BuildOptions, progress: &dyn Progress) -> Re
         progress,
         initramfs,
         grub: grub.as_ref(),
+        cache: cache.as_ref(),
     };
     let mut facts = match &plan.kind {
         KindPlan::Cmdline => {
@@ -271,6 +282,7 @@ impl Stage<'_> {
             label: plan.label.clone(),
             epoch: plan.epoch,
             bios,
+            image_cache: self.cache.map(|c| c.root.clone()),
         };
         let file = crate::io::create_rw(dest)?;
         iso9660::write(&spec, &file, &mut |out| boot.write_uki(out, progress))
@@ -284,7 +296,7 @@ impl Stage<'_> {
     /// format.
     fn disk(&self, disk: &DiskPlan, dest: &Path) -> Result<Facts> {
         let (plan, work, progress) = (self.plan, self.work, self.progress);
-        let layout = &disk.layout;
+        let layout = &self.disk_layout(disk)?;
         // systemd-boot and the UKI on the ESP (sd-boot, dual-boot); GRUB EFI (grub:
         // BOOTX64.efi, or BOOTAA64.efi on arm64).
         let (mut boot, esp_entries) = match disk.bootloader {
@@ -337,6 +349,32 @@ impl Stage<'_> {
                 .map_err(|e| e.at_output(&raw))?;
             progress.step("BOOT file system ready");
         }
+        if let (Some(cache), Some((at, len))) = (self.cache, layout.range(gpt_disk::IMAGECACHE)) {
+            let guid = gpt_disk::label_guid(gpt_disk::IMAGECACHE);
+            let options = ext4::Ext4Options {
+                label: gpt_disk::IMAGECACHE.into(),
+                uuid: guid,
+                hash_seed: guid,
+                epoch: plan.epoch as i64,
+                // Talos passes the disk's sector size as the block size when it is set.
+                block_size: (layout.sector_size == 4096).then_some(4096),
+            };
+            ext4::write(&file, at, len, &options, &cache.root).map_err(|e| match e {
+                Error::Invalid(m) if disk.image_cache == Some(CacheSizeRule::Remaining) => {
+                    Error::invalid(format!(
+                        "image cache: {m}; Talos {} puts it in the space left after META: raise output.imageOptions.diskSize",
+                        plan.profile.version
+                    ))
+                }
+                Error::Invalid(m) => Error::invalid(format!(
+                    "image cache: {m}; Talos {} sizes the partition as its files plus 20%, which the small files' {}-byte blocks outgrew",
+                    plan.profile.version,
+                    options.block_size.unwrap_or_else(|| ext4::default_block_size(len))
+                )),
+                other => other.at_output(&raw),
+            })?;
+            progress.step("image cache partition ready");
+        }
         drop(file);
         let mut digest = None;
         match disk.format {
@@ -363,6 +401,30 @@ impl Stage<'_> {
         progress.step("disk image ready");
         let facts = boot.map(|mut b| b.take_facts()).unwrap_or_default();
         Ok(Facts { digest, ..facts })
+    }
+
+    /// The disk layout, with the IMAGECACHE partition sized by Talos's rule for the
+    /// version when there is an image cache.
+    fn disk_layout(&self, disk: &DiskPlan) -> Result<gpt_disk::Layout> {
+        let mut layout = disk.layout.clone();
+        let (Some(cache), Some(rule)) = (self.cache, disk.image_cache) else {
+            return Ok(layout);
+        };
+        let (size, disk_size) = rule.apply(&layout, cache.files_size).ok_or_else(|| {
+            Error::invalid(format!(
+                "output.imageOptions.diskSize {} leaves no room for the image cache after META (Talos {} puts it in the remaining space): raise diskSize",
+                layout.size, self.plan.profile.version
+            ))
+        })?;
+        if disk_size != layout.size {
+            self.progress.step(&format!(
+                "updating image size to accommodate image cache: +{}",
+                human_size(size)
+            ));
+        }
+        layout.size = disk_size;
+        layout.image_cache = Some(size);
+        Ok(layout)
     }
 
     /// GRUB for BIOS on a GRUB layout: the core image and boot code patched for the
@@ -495,6 +557,21 @@ struct GrubBios {
     code: Option<gpt_disk::BiosBoot>,
     boot_entries: Vec<xfs::Entry>,
     boot_options: xfs::XfsOptions,
+}
+
+/// Bytes as go-humanize's `Bytes` prints them (`13 MB`), as Talos's message does.
+fn human_size(n: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    if n < 10 {
+        return format!("{n} B");
+    }
+    let e = ((n as f64).ln() / 1000f64.ln()).floor() as usize;
+    let v = n as f64 / 1000f64.powi(e as i32);
+    if v < 10.0 {
+        format!("{v:.1} {}", UNITS[e])
+    } else {
+        format!("{v:.0} {}", UNITS[e])
+    }
 }
 
 /// Refuses to run when `dir` cannot be written, before any work.

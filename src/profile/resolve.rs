@@ -52,6 +52,8 @@ pub struct Overrides {
     pub out_format: Option<super::OutFormat>,
     pub base_installer_image: Option<String>,
     pub insecure: bool,
+    /// `--image-cache`: a reference when it parses as one, else an OCI layout path.
+    pub image_cache: Option<String>,
     pub system_extension_images: Vec<String>,
     pub include_well_known_certs: bool,
     pub enroll_keys: Option<EnrollKeys>,
@@ -186,6 +188,25 @@ fn apply(profile: &mut Profile, o: &Overrides) {
         && let Some(base) = profile.input.base_installer.as_mut()
     {
         base.force_insecure = true;
+    }
+    if let Some(cache) = &o.image_cache {
+        // As Talos's imager: a strict image reference is pulled, anything else is an
+        // OCI layout on disk.
+        let is_ref = !std::path::Path::new(cache).exists()
+            && crate::oci::Reference::parse(cache)
+                .is_ok_and(|r| matches!(r, crate::oci::Reference::Registry(_)));
+        profile.input.image_cache = Some(if is_ref {
+            ContainerAsset {
+                image_ref: cache.clone(),
+                force_insecure: o.insecure,
+                ..Default::default()
+            }
+        } else {
+            ContainerAsset {
+                oci_path: cache.clone(),
+                ..Default::default()
+            }
+        });
     }
     for image in &o.system_extension_images {
         profile.input.system_extensions.push(ContainerAsset {

@@ -46,9 +46,6 @@ pub fn supported(profile: &Profile) -> Result<()> {
             "overlays are not supported by this imager",
         ));
     }
-    if profile.input.image_cache.is_some() {
-        return Err(Error::unsupported("image caches are not supported yet"));
-    }
     supported_signers(profile)
 }
 
