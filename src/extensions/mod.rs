@@ -32,6 +32,8 @@
 //! files become the last layer, `modules.dep.sqsh` ([`modules`], [`depmod`]).
 
 pub mod embedded;
+pub mod schematic;
+pub mod virtual_ext;
 
 pub mod depmod;
 pub mod manifest;

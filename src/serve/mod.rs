@@ -7,8 +7,8 @@
 //! blocking pipeline in a bounded pool, single-flight per cache key ([`builds`]).
 //! One file per concern: [`config`], [`inputs`] (Talos inputs: `--assets` or pulled
 //! from `--assets-registry`), [`paths`] (request paths), [`assets`] (path and
-//! schematic to a plan), [`schematic_ext`] (the virtual `schematic` extension),
-//! [`routes`] (the HTTP API), [`ipxe`], [`registry_frontend`] (`/v2/`), [`metrics`],
+//! schematic to a plan; the virtual `schematic` extension is
+//! [`crate::extensions::schematic`]), [`routes`] (the HTTP API), [`ipxe`], [`registry_frontend`] (`/v2/`), [`metrics`],
 //! [`http_log`] (request IDs, JSON request logs, HTTP metrics).
 //!
 //! The web page ([`web`]) is merged in [`app`], on the shared [`AppState`].
@@ -23,7 +23,6 @@ pub mod metrics;
 pub mod paths;
 pub mod registry_frontend;
 pub mod routes;
-pub mod schematic_ext;
 pub mod store;
 pub mod web;
 
