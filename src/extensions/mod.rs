@@ -45,8 +45,6 @@ use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
 use crate::error::{Error, IoContext, Result};
 use crate::formats::chunked::{Chunk, ChunkWriter, Codec};
 use crate::formats::cpio::{self, CpioWriter};
@@ -56,19 +54,7 @@ use crate::profile::{ContainerAsset, Profile};
 use crate::report::Progress;
 use manifest::{Layer, Metadata};
 
-/// One extension of a build, for the manifest.
-#[derive(Debug, Clone, Serialize)]
-pub struct ExtensionRecord {
-    /// The image name in the initramfs (`0.sqsh`, ...).
-    pub image: String,
-    pub name: String,
-    pub version: String,
-    pub author: String,
-    /// Where it came from: the tarball, `oci:DIR` or the registry reference.
-    pub source: String,
-    /// `sha256:` of the squashfs image built from it.
-    pub digest: String,
-}
+pub use crate::report::ExtensionRecord;
 
 /// The rebuilt initramfs and what went into it.
 pub struct Rebuilt {
