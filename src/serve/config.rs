@@ -46,6 +46,8 @@ pub struct Config {
     pub header_read_timeout: std::time::Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// After SIGTERM: how long in-flight responses, builds and cache pushes get.
+    pub shutdown_drain: std::time::Duration,
 }
 
 /// `--assets-registry REF`: where the imager, installer-base, extensions images are.
