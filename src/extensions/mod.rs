@@ -64,24 +64,23 @@ pub struct Rebuilt {
 
 /// The firmware directory inside an extension and the initramfs.
 fn firmware_dir(profile: &Profile) -> &'static str {
-    match profile.quirks().version() {
-        Some(v) if v < crate::profile::quirks::Semver(1, 10, 0) => "lib/firmware",
-        _ => "usr/lib/firmware",
+    if profile.quirks().usr_lib() {
+        "usr/lib/firmware"
+    } else {
+        "lib/firmware"
     }
 }
 
 /// Talos compresses squashfs images and the appended cpio with xz before 1.8, zstd since.
 fn uses_xz(profile: &Profile) -> bool {
-    profile
-        .quirks()
-        .version()
-        .is_some_and(|v| v < crate::profile::quirks::Semver(1, 8, 0))
+    profile.quirks().xz_extensions()
 }
 
 fn modules_dir(profile: &Profile) -> &'static str {
-    match profile.quirks().version() {
-        Some(v) if v < crate::profile::quirks::Semver(1, 10, 0) => "lib/modules",
-        _ => "usr/lib/modules",
+    if profile.quirks().usr_lib() {
+        "usr/lib/modules"
+    } else {
+        "lib/modules"
     }
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::manifest::{self, Compatibility, Manifest, Metadata, TalosCompat};
 use crate::error::{IoContext, Result};
-use crate::profile::quirks::{Quirks, Semver};
+use crate::profile::quirks::Quirks;
 
 /// The manifest's description, as Image Factory v1.5.0 writes it.
 const DESCRIPTION: &str =
@@ -20,7 +20,7 @@ const DESCRIPTION: &str =
 /// The manifest of the extension for schematic `id`, as Image Factory's go-yaml v4 writes
 /// Talos's `Manifest` ([`manifest::manifest_yaml_v4`]).
 pub fn manifest_yaml(id: &str, version: &str, external_url: &str, canonical: &str) -> String {
-    let extra = Quirks::new(version).version() >= Some(Semver(1, 7, 0));
+    let extra = Quirks::new(version).supports_overlay();
     manifest::manifest_yaml_v4(&Manifest {
         version: "v1alpha1".into(),
         metadata: Metadata {
