@@ -143,7 +143,21 @@ pub struct Manifest {
     pub pcr11: Vec<Pcr11Bank>,
     /// System extensions in the initramfs, in `extensions.yaml` order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub extensions: Vec<crate::extensions::ExtensionRecord>,
+    pub extensions: Vec<ExtensionRecord>,
+}
+
+/// One system extension of a build, for the manifest (filled by [`crate::extensions`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct ExtensionRecord {
+    /// The image name in the initramfs (`0.sqsh`, ...).
+    pub image: String,
+    pub name: String,
+    pub version: String,
+    pub author: String,
+    /// Where it came from: the tarball, `oci:DIR` or the registry reference.
+    pub source: String,
+    /// `sha256:` of the squashfs image built from it.
+    pub digest: String,
 }
 
 impl Manifest {

@@ -1081,6 +1081,47 @@ fn an_asset_served_while_its_push_runs_is_counted_as_delivered() {
     );
 }
 
+/// SIGTERM while a push to the cache is held: the process exits once the shutdown drain
+/// (`IMAGER_SERVE_SHUTDOWN_DRAIN`, 3 s here) has run out, saying so, instead of waiting
+/// for the push.
+#[test]
+fn sigterm_with_a_stuck_push_exits_after_the_drain() {
+    let f = fixture();
+    let gate = WriteGate::new(f.registry.1);
+    let store = format!("127.0.0.1:{}/factory", gate.port);
+    let drain = ("IMAGER_SERVE_SHUTDOWN_DRAIN", std::ffi::OsStr::new("3"));
+    let mut s = start_with_env(&f, "a", None, &[drain], &["--registry", &store]);
+    let id = create(&s, "{}");
+    gate.set_closed(true);
+    let _open = gate.opened_on_drop();
+    let url = format!("{}/image/{id}/{VERSION}/kernel-amd64", s.url);
+    let (status, _, body) = get(&url);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(gate.wait_held(), "the push to the cache never started");
+    let started = Instant::now();
+    unsafe {
+        libc::kill(s.child.id() as i32, libc::SIGTERM);
+    }
+    let mut exit = None;
+    while exit.is_none() && started.elapsed() < Duration::from_secs(30) {
+        exit = s.child.try_wait().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = started.elapsed();
+    let exit =
+        exit.unwrap_or_else(|| panic!("still running 30 s after SIGTERM:\n{}", s.log_text()));
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(10),
+        "exited {took:?} after SIGTERM"
+    );
+    let log = s.log_text();
+    assert!(
+        log.contains("still running after the shutdown drain"),
+        "{log}"
+    );
+}
+
 /// An extension layout whose `index.json` is unreadable or not JSON is left out of the
 /// catalog with one log line naming the file; the others are listed.
 #[test]

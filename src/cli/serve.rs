@@ -108,6 +108,16 @@ pub struct ServeArgs {
     )]
     pub header_read_timeout: u64,
 
+    /// Seconds after SIGTERM for in-flight responses, builds and cache pushes to finish
+    /// before the process exits anyway.
+    #[arg(
+        long,
+        env = "IMAGER_SERVE_SHUTDOWN_DRAIN",
+        value_name = "SECONDS",
+        default_value_t = 30
+    )]
+    pub shutdown_drain: u64,
+
     /// Connections served at once; more wait in the listen queue.
     #[arg(long, env = "IMAGER_SERVE_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
@@ -264,6 +274,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         registry_credentials,
         header_read_timeout: std::time::Duration::from_secs(args.header_read_timeout),
         max_connections: args.max_connections,
+        shutdown_drain: std::time::Duration::from_secs(args.shutdown_drain),
         insecure_registry: args.insecure_registry,
         secureboot_dir: args.secureboot_dir,
         concurrency: args.concurrency,

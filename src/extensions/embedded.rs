@@ -2,7 +2,7 @@
 //!
 //! Talos's `pkg/imager/embed.go` (`BuildEmbeddedConfigExtension`) turns
 //! `customization.embeddedMachineConfiguration` into a tarball appended as the last
-//! `systemExtensions` entry: `manifest.yaml` (0644; name `embedded-config`, version
+//! `systemExtensions` entry ([`super::virtual_ext`]): `manifest.yaml` (0644; name `embedded-config`, version
 //! the lowercase hex SHA-256 of the configuration bytes, author `Imager`,
 //! description `Virtual extension which embeds the machine configuration.`,
 //! constraint `>= 1.0.0`), the directories `rootfs`, `rootfs/usr`, `rootfs/usr/local`,
@@ -20,7 +20,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::manifest::{self, Compatibility, Manifest, Metadata, TalosCompat};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::profile::Profile;
 
 /// The `source` the build manifest records for the virtual extension.
@@ -69,30 +69,13 @@ pub fn manifest(config: &[u8]) -> String {
 
 /// Writes the virtual extension's tarball for `config` to `dest`.
 pub fn write_tarball(config: &[u8], dest: &Path) -> Result<()> {
-    let file = std::fs::File::create(dest).op("creating", dest)?;
-    let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
-    let m = manifest(config);
-    let mut h = crate::io::tar::file_header(m.len() as u64, 0o644, 0);
-    tar.append_data(&mut h, "manifest.yaml", m.as_bytes())
-        .writing(dest)?;
-    let mut dir = String::from("rootfs");
-    for part in [None, Some("usr"), Some("local"), Some("etc"), Some("talos")] {
-        if let Some(p) = part {
-            dir = format!("{dir}/{p}");
-        }
-        let mut h = crate::io::tar::dir_header(0o755, 0);
-        tar.append_data(&mut h, format!("{dir}/"), &[][..])
-            .writing(dest)?;
-    }
-    tar.append_pax_extensions([("SCHILY.xattr.security.selinux", SELINUX_LABEL.as_bytes())])
-        .writing(dest)?;
-    let mut h = crate::io::tar::file_header(config.len() as u64, 0o400, 0);
-    tar.append_data(&mut h, format!("rootfs/{CONFIG_PATH}"), config)
-        .writing(dest)?;
-    tar.into_inner()
-        .and_then(|mut w| std::io::Write::flush(&mut w))
-        .writing(dest)?;
-    Ok(())
+    let files = [super::virtual_ext::File {
+        path: CONFIG_PATH,
+        mode: 0o400,
+        data: config,
+        selinux: Some(SELINUX_LABEL),
+    }];
+    super::virtual_ext::write(&manifest(config), &files, 0, dest)
 }
 
 #[cfg(test)]

@@ -310,10 +310,20 @@ pub fn extensions_yaml(layers: &[Layer]) -> String {
 /// A `manifest.yaml` as go-yaml encodes Talos's `Manifest` (the virtual extensions the
 /// imager writes itself).
 pub fn manifest_yaml(m: &Manifest) -> String {
-    goyaml::marshal(&Out::Map(vec![
+    goyaml::marshal(&manifest_out(m))
+}
+
+/// A manifest as go-yaml v4's `Marshal` writes it (Image Factory's virtual
+/// `schematic` extension, [`super::schematic`]).
+pub fn manifest_yaml_v4(m: &Manifest) -> String {
+    goyaml::marshal_v4(&manifest_out(m))
+}
+
+fn manifest_out(m: &Manifest) -> Out {
+    Out::Map(vec![
         ("version".into(), Out::Str(m.version.clone())),
         ("metadata".into(), metadata_out(&m.metadata)),
-    ]))
+    ])
 }
 
 /// Talos's `Metadata` in its field order; `extraInfo` is `omitempty`.

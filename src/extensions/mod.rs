@@ -32,6 +32,8 @@
 //! files become the last layer, `modules.dep.sqsh` ([`modules`], [`depmod`]).
 
 pub mod embedded;
+pub mod schematic;
+pub mod virtual_ext;
 
 pub mod depmod;
 pub mod manifest;
@@ -43,8 +45,6 @@ use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
 use crate::error::{Error, IoContext, Result};
 use crate::formats::chunked::{Chunk, ChunkWriter, Codec};
 use crate::formats::cpio::{self, CpioWriter};
@@ -54,19 +54,7 @@ use crate::profile::{ContainerAsset, Profile};
 use crate::report::Progress;
 use manifest::{Layer, Metadata};
 
-/// One extension of a build, for the manifest.
-#[derive(Debug, Clone, Serialize)]
-pub struct ExtensionRecord {
-    /// The image name in the initramfs (`0.sqsh`, ...).
-    pub image: String,
-    pub name: String,
-    pub version: String,
-    pub author: String,
-    /// Where it came from: the tarball, `oci:DIR` or the registry reference.
-    pub source: String,
-    /// `sha256:` of the squashfs image built from it.
-    pub digest: String,
-}
+pub use crate::report::ExtensionRecord;
 
 /// The rebuilt initramfs and what went into it.
 pub struct Rebuilt {
@@ -76,24 +64,23 @@ pub struct Rebuilt {
 
 /// The firmware directory inside an extension and the initramfs.
 fn firmware_dir(profile: &Profile) -> &'static str {
-    match profile.quirks().version() {
-        Some(v) if v < crate::profile::quirks::Semver(1, 10, 0) => "lib/firmware",
-        _ => "usr/lib/firmware",
+    if profile.quirks().usr_lib() {
+        "usr/lib/firmware"
+    } else {
+        "lib/firmware"
     }
 }
 
 /// Talos compresses squashfs images and the appended cpio with xz before 1.8, zstd since.
 fn uses_xz(profile: &Profile) -> bool {
-    profile
-        .quirks()
-        .version()
-        .is_some_and(|v| v < crate::profile::quirks::Semver(1, 8, 0))
+    profile.quirks().xz_extensions()
 }
 
 fn modules_dir(profile: &Profile) -> &'static str {
-    match profile.quirks().version() {
-        Some(v) if v < crate::profile::quirks::Semver(1, 10, 0) => "lib/modules",
-        _ => "usr/lib/modules",
+    if profile.quirks().usr_lib() {
+        "usr/lib/modules"
+    } else {
+        "lib/modules"
     }
 }
 
@@ -174,8 +161,32 @@ fn table(rows: &[[&str; 3]]) -> Vec<String> {
         .collect()
 }
 
+/// Where one rebuild works and what it keeps fixed: the profile, the scratch
+/// directories, the base initramfs and the entries' mtime.
+struct Work<'a> {
+    profile: &'a Profile,
+    progress: &'a dyn Progress,
+    scratch: &'a Path,
+    /// `<scratch>/unpacked/<j>`: extension `j` unpacked.
+    unpacked: PathBuf,
+    /// `<scratch>/initramfs-tree`: what goes into the appended cpio.
+    tree: PathBuf,
+    base: PathBuf,
+    mtime: u32,
+}
+
+/// One extension, unpacked and its manifest read.
+struct Loaded {
+    /// Its directory under `unpacked/` (the profile index), also its image name.
+    dir: String,
+    metadata: Metadata,
+    /// Where it came from, for messages and the build manifest.
+    source: String,
+}
+
 /// Rebuilds the profile's initramfs with its extensions inside `scratch`; `None`
-/// (and the skip line) when there are no extensions.
+/// (and the skip line) when there are no extensions. The steps of Talos's
+/// `extensions.Builder.Build`: unpack, validate (and depmod), compress, write.
 pub fn rebuild(
     profile: &Profile,
     scratch: &Path,
@@ -187,11 +198,46 @@ pub fn rebuild(
         progress.step("skipped initramfs rebuild (no system extensions)");
         return Ok(None);
     }
-    // The profile's extensions, then the embedded configuration as the last one.
+    let base = crate::inputs::require_file("initramfs", &profile.input.initramfs.path)?;
+    let mtime = u32::try_from(epoch).map_err(|_| {
+        Error::invalid(format!("SOURCE_DATE_EPOCH {epoch} does not fit in 32 bits"))
+    })?;
+    let w = Work {
+        profile,
+        progress,
+        scratch,
+        unpacked: scratch.join("unpacked"),
+        tree: scratch.join("initramfs-tree"),
+        base,
+        mtime,
+    };
+    std::fs::create_dir_all(&w.tree).op("creating", &w.tree)?;
+    let out_path = scratch.join("initramfs.xz");
+    detail(
+        progress,
+        &format!("copying {} to {}", w.base.display(), out_path.display()),
+    );
+    let loaded = unpack_all(&w)?;
+    let modules_layer = validate_all(&w, &loaded)?;
+    let records = build_images(&w, &loaded, modules_layer.as_ref())?;
+    write_initramfs(&w, &out_path)?;
+    progress.step("initramfs ready");
+    Ok(Some(Rebuilt {
+        initramfs: out_path,
+        extensions: records,
+    }))
+}
+
+/// Unpacks the profile's extensions, then the embedded configuration as the last one,
+/// into directories named by index, and reads their manifests in byte-sorted directory
+/// order (`0, 1, 10, 2, ...`, as Talos lists them).
+fn unpack_all(w: &Work) -> Result<Vec<Loaded>> {
+    let profile = w.profile;
+    let config = &profile.customization.embedded_machine_configuration;
     let mut exts = profile.input.system_extensions.clone();
     let mut sources: Vec<String> = exts.iter().map(source_name).collect();
     if !config.is_empty() {
-        let tar = scratch.join(embedded::TARBALL);
+        let tar = w.scratch.join(embedded::TARBALL);
         embedded::write_tarball(config.as_bytes(), &tar)?;
         exts.push(ContainerAsset {
             tarball_path: tar.to_string_lossy().into_owned(),
@@ -199,196 +245,190 @@ pub fn rebuild(
         });
         sources.push(embedded::SOURCE.to_string());
     }
-    let exts = &exts;
-    let base = crate::inputs::require_file("initramfs", &profile.input.initramfs.path)?;
-    let base = base.as_path();
-    let mtime = u32::try_from(epoch).map_err(|_| {
-        Error::invalid(format!("SOURCE_DATE_EPOCH {epoch} does not fit in 32 bits"))
-    })?;
-    let unpacked = scratch.join("unpacked");
-    let tree = scratch.join("initramfs-tree");
-    std::fs::create_dir_all(&tree).op("creating", &tree)?;
-    let out_path = scratch.join("initramfs.xz");
-    detail(
-        progress,
-        &format!("copying {} to {}", base.display(), out_path.display()),
-    );
-
-    // Unpack, in profile order, into directories named by index.
     for (j, e) in exts.iter().enumerate() {
-        unpack_one(
-            profile,
-            e,
-            &sources[j],
-            &unpacked.join(j.to_string()),
-            progress,
-        )?;
+        let dest = w.unpacked.join(j.to_string());
+        unpack_one(profile, e, &sources[j], &dest, w.progress)?;
     }
-    // Load in byte-sorted directory order.
     let mut names: Vec<String> = (0..exts.len()).map(|j| j.to_string()).collect();
     names.sort();
-    let mut loaded: Vec<(String, Metadata, String)> = Vec::new();
-    for name in &names {
-        let j: usize = name.parse().expect("an index");
+    let mut loaded = Vec::new();
+    for dir in names {
+        let j: usize = dir.parse().expect("an index");
         let source = sources[j].clone();
-        let m = manifest::load(&unpacked.join(name)).map_err(|cause| {
+        let m = manifest::load(&w.unpacked.join(&dir)).map_err(|cause| {
             Error::invalid(format!(
                 "error listing extensions: error loading extension {source}: {cause}"
             ))
         })?;
-        loaded.push((name.clone(), m.metadata, source));
+        loaded.push(Loaded {
+            dir,
+            metadata: m.metadata,
+            source,
+        });
     }
-    detail(progress, "discovered system extensions:");
+    detail(w.progress, "discovered system extensions:");
     let mut rows = vec![["NAME", "VERSION", "AUTHOR"]];
-    rows.extend(
-        loaded
-            .iter()
-            .map(|(_, m, _)| [m.name.as_str(), m.version.as_str(), m.author.as_str()]),
-    );
+    rows.extend(loaded.iter().map(|l| {
+        let m = &l.metadata;
+        [m.name.as_str(), m.version.as_str(), m.author.as_str()]
+    }));
     for line in table(&rows) {
-        detail(progress, &line);
+        detail(w.progress, &line);
     }
-    detail(progress, "validating system extensions");
-    let talos = profile.quirks().version();
-    let modules = modules_dir(profile);
+    Ok(loaded)
+}
+
+/// Checks each extension's Talos version constraint and, when some carry kernel
+/// modules, runs depmod over the base initramfs's modules and theirs.
+fn validate_all(w: &Work, loaded: &[Loaded]) -> Result<Option<modules::ModulesLayer>> {
+    detail(w.progress, "validating system extensions");
+    let talos = w.profile.quirks().version();
+    let modules = modules_dir(w.profile);
     let mut module_exts = Vec::new();
-    for (dir, m, _) in &loaded {
+    for l in loaded {
+        let m = &l.metadata;
         if let Some(v) = talos {
             manifest::check_constraint(&m.compatibility.talos.version, v).map_err(|cause| {
                 Error::invalid(format!("error validating extension {:?}: {cause}", m.name))
             })?;
         }
-        let rootfs = unpacked.join(dir).join("rootfs");
+        let rootfs = w.unpacked.join(&l.dir).join("rootfs");
         if modules::carries_modules(&rootfs, modules) {
             module_exts.push((m.name.clone(), rootfs));
         }
     }
-    let modules_layer = if module_exts.is_empty() {
-        None
-    } else {
+    if module_exts.is_empty() {
+        return Ok(None);
+    }
+    detail(
+        w.progress,
+        "preparing to run depmod to generate kernel modules dependency tree",
+    );
+    let on_depmod = || {
         detail(
-            progress,
-            "preparing to run depmod to generate kernel modules dependency tree",
-        );
-        let on_depmod = || {
-            detail(
-                progress,
-                "running depmod to generate kernel modules dependency tree",
-            )
-        };
-        Some(modules::build_layer(
-            base,
-            scratch,
-            modules,
-            &module_exts,
-            &on_depmod,
-        )?)
+            w.progress,
+            "running depmod to generate kernel modules dependency tree",
+        )
     };
+    let layer = modules::build_layer(&w.base, w.scratch, modules, &module_exts, &on_depmod)?;
+    Ok(Some(layer))
+}
 
-    detail(progress, "compressing system extensions");
-    let fw = firmware_dir(profile);
-    let xz = uses_xz(profile);
-    let compression = if xz {
-        crate::formats::squashfs::Compression::Xz
+/// Moves microcode and firmware into the tree, compresses each extension's rootfs (and
+/// the depmod layer) into `<dir>.sqsh`, and writes `extensions.yaml`.
+fn build_images(
+    w: &Work,
+    loaded: &[Loaded],
+    modules_layer: Option<&modules::ModulesLayer>,
+) -> Result<Vec<ExtensionRecord>> {
+    use crate::formats::squashfs::{self, Compression};
+    detail(w.progress, "compressing system extensions");
+    let fw = firmware_dir(w.profile);
+    let compression = if uses_xz(w.profile) {
+        Compression::Xz
     } else {
-        crate::formats::squashfs::Compression::Zstd18
+        Compression::Zstd18
     };
     let mut records = Vec::new();
-    for (dir, m, source) in &loaded {
-        let rootfs = unpacked.join(dir).join("rootfs");
+    for l in loaded {
+        let rootfs = w.unpacked.join(&l.dir).join("rootfs");
         let wrap = |e: Error| {
+            let name = &l.metadata.name;
             Error::invalid(format!(
-                "error compressing extension {:?}: {}",
-                m.name,
+                "error compressing extension {name:?}: {}",
                 plain(&e)
             ))
         };
-        microcode(&rootfs, fw, &tree).map_err(wrap)?;
-        move_firmware(&rootfs, fw, &tree).map_err(wrap)?;
-        let image = format!("{dir}.sqsh");
-        let sqsh = tree.join(&image);
-        let xattrs = unpack::squashfs_xattrs(&rootfs, profile).map_err(wrap)?;
-        crate::formats::squashfs::write_tree(&rootfs, &sqsh, mtime, compression, &xattrs)
-            .map_err(wrap)?;
+        microcode(&rootfs, fw, &w.tree).map_err(wrap)?;
+        move_firmware(&rootfs, fw, &w.tree).map_err(wrap)?;
+        let image = format!("{}.sqsh", l.dir);
+        let sqsh = w.tree.join(&image);
+        let xattrs = unpack::squashfs_xattrs(&rootfs, w.profile).map_err(wrap)?;
+        squashfs::write_tree(&rootfs, &sqsh, w.mtime, compression, &xattrs).map_err(wrap)?;
         let (_, digest) = crate::io::sha256_file(&sqsh)?;
         records.push(ExtensionRecord {
             image,
-            name: m.name.clone(),
-            version: m.version.clone(),
-            author: m.author.clone(),
-            source: source.clone(),
+            name: l.metadata.name.clone(),
+            version: l.metadata.version.clone(),
+            author: l.metadata.author.clone(),
+            source: l.source.clone(),
             digest: format!("sha256:{digest}"),
         });
     }
-    let modules_meta = match &modules_layer {
+    let modules_meta = match modules_layer {
         Some(l) => {
-            let sqsh = tree.join(modules::IMAGE);
-            let none = crate::formats::squashfs::Xattrs::new();
-            crate::formats::squashfs::write_tree(&l.rootfs, &sqsh, mtime, compression, &none)?;
+            let sqsh = w.tree.join(modules::IMAGE);
+            let none = squashfs::Xattrs::new();
+            squashfs::write_tree(&l.rootfs, &sqsh, w.mtime, compression, &none)?;
             Some(modules::metadata(&l.kver))
         }
         None => None,
     };
+    write_extensions_yaml(w, loaded, modules_meta.as_ref())?;
+    Ok(records)
+}
+
+/// `extensions.yaml`: the extensions in directory order, then the depmod layer.
+fn write_extensions_yaml(w: &Work, loaded: &[Loaded], modules: Option<&Metadata>) -> Result<()> {
     let mut layers: Vec<Layer> = loaded
         .iter()
-        .map(|(dir, m, _)| Layer {
-            image: format!("{dir}.sqsh"),
-            metadata: m,
+        .map(|l| Layer {
+            image: format!("{}.sqsh", l.dir),
+            metadata: &l.metadata,
         })
         .collect();
-    layers.extend(modules_meta.iter().map(|m| Layer {
+    layers.extend(modules.map(|m| Layer {
         image: modules::IMAGE.into(),
         metadata: m,
     }));
-    let yaml = tree.join("extensions.yaml");
+    let yaml = w.tree.join("extensions.yaml");
     std::fs::write(&yaml, manifest::extensions_yaml(&layers)).writing(&yaml)?;
     std::fs::set_permissions(&yaml, std::fs::Permissions::from_mode(0o644)).at(&yaml)?;
+    Ok(())
+}
 
-    // The listing: pre-order, byte-sorted; `kernel` and below go uncompressed first.
+/// Writes `[early cpio] + [base initramfs] + [compressed cpio of the tree]` to
+/// `out_path`: the listing is pre-order, byte-sorted, `kernel` and below uncompressed
+/// first.
+fn write_initramfs(w: &Work, out_path: &Path) -> Result<()> {
     let mut listing = Vec::new();
-    crate::io::walk(&tree, &tree, &mut listing)?;
+    crate::io::walk(&w.tree, &w.tree, &mut listing)?;
     let (early, rest): (Vec<_>, Vec<_>) =
         listing.into_iter().partition(|p| p.starts_with("kernel"));
-
-    let mut out = crate::io::AtomicFile::create(&out_path)?;
+    let (tree, mtime) = (&w.tree, w.mtime);
+    let mut out = crate::io::AtomicFile::create(out_path)?;
     {
-        let mut w = BufWriter::new(out.file());
+        let mut wr = BufWriter::new(out.file());
         if !early.is_empty() {
-            detail(progress, "creating uncompressed initramfs archive");
-            write_cpio(&tree, &early, mtime, &mut w).writing(&out_path)?;
+            detail(w.progress, "creating uncompressed initramfs archive");
+            write_cpio(tree, &early, mtime, &mut wr).writing(out_path)?;
         }
-        let mut from = File::open(base).at(base)?;
-        std::io::copy(&mut from, &mut w).writing(&out_path)?;
+        let mut from = File::open(&w.base).at(&w.base)?;
+        std::io::copy(&mut from, &mut wr).writing(out_path)?;
         detail(
-            progress,
+            w.progress,
             "creating system extensions initramfs archive and compressing it",
         );
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-        if xz {
-            let streams = StreamWriter::new(&mut w, Xz { threads });
-            write_cpio_chunks(&tree, &rest, mtime, streams)
+        if uses_xz(w.profile) {
+            let streams = StreamWriter::new(&mut wr, Xz { threads });
+            write_cpio_chunks(tree, &rest, mtime, streams)
                 .and_then(|s| s.finish())
-                .writing(&out_path)?;
+                .writing(out_path)?;
         } else {
-            let frames = FrameWriter::new(
-                &mut w,
-                Zstd {
-                    level: ZSTD_LEVEL,
-                    threads,
-                },
-            );
-            write_cpio_chunks(&tree, &rest, mtime, frames)
+            let zstd = Zstd {
+                level: ZSTD_LEVEL,
+                threads,
+            };
+            let frames = FrameWriter::new(&mut wr, zstd);
+            write_cpio_chunks(tree, &rest, mtime, frames)
                 .and_then(|f| f.finish())
-                .writing(&out_path)?;
+                .writing(out_path)?;
         }
-        w.flush().writing(&out_path)?;
+        wr.flush().writing(out_path)?;
     }
     out.commit()?;
-    progress.step("initramfs ready");
-    Ok(Some(Rebuilt {
-        initramfs: out_path,
-        extensions: records,
-    }))
+    Ok(())
 }
 
 /// An error's message without the category prefix (for wrapping).

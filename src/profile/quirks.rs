@@ -197,6 +197,23 @@ impl Quirks {
         !self.at_least(1, 14, 0)
     }
 
+    /// Overlays exist, and Image Factory's `schematic` extension carries the schematic
+    /// as `extraInfo` (>= 1.7; Talos `SupportsOverlay`; needs a parsed version).
+    pub fn supports_overlay(&self) -> bool {
+        self.parsed_at_least(1, 7)
+    }
+
+    /// Extensions' squashfs images and the appended cpio are xz-compressed (< 1.8, zstd
+    /// since; needs a parsed version).
+    pub fn xz_extensions(&self) -> bool {
+        self.parsed.is_some_and(|v| v < Semver(1, 8, 0))
+    }
+
+    /// Firmware and kernel modules live under `/usr/lib` (>= 1.10; `/lib` before).
+    pub fn usr_lib(&self) -> bool {
+        self.at_least(1, 10, 0)
+    }
+
     /// `lockdown=confidentiality` for SecureBoot (< 1.14; needs a parsed version).
     pub fn lockdown(&self) -> bool {
         self.parsed.is_some_and(|v| v < Semver(1, 14, 0))
@@ -290,5 +307,15 @@ mod tests {
         assert_eq!(size("1.10.0", Bootloader::DualBoot), 2356150272);
         assert_eq!(size("1.11.0", Bootloader::SdBoot), 2355101696);
         assert_eq!(size("1.15.0", Bootloader::DualBoot), 4453302272);
+    }
+
+    #[test]
+    fn extension_layout_quirks() {
+        let q = Quirks::new;
+        assert!(!q("v1.6.9").supports_overlay() && q("v1.7.0").supports_overlay());
+        assert!(!q("").supports_overlay(), "needs a parsed version");
+        assert!(q("v1.7.6").xz_extensions() && !q("v1.8.0").xz_extensions());
+        assert!(!q("").xz_extensions(), "needs a parsed version");
+        assert!(!q("v1.9.5").usr_lib() && q("v1.10.0").usr_lib() && q("").usr_lib());
     }
 }

@@ -229,8 +229,15 @@ pub fn plan(
                 ..Default::default()
             });
         }
-        let tarball = super::schematic_ext::tarball(state, id, version, &custom.canonical)
-            .map_err(|e| ServeError::internal(e.to_string()))?;
+        let tarball = crate::extensions::schematic::tarball(
+            &state.config.work_dir,
+            &state.config.external_url,
+            state.config.epoch,
+            id,
+            version,
+            &custom.canonical,
+        )
+        .map_err(|e| ServeError::internal(e.to_string()))?;
         p.input.system_extensions.push(ContainerAsset {
             tarball_path: tarball.to_string_lossy().into_owned(),
             ..Default::default()

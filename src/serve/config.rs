@@ -52,6 +52,8 @@ pub struct Config {
     pub cache_signing_key: Option<PathBuf>,
     /// Access control policy (`--auth-policy`): who may create schematics and get signed assets.
     pub auth_policy: Option<PathBuf>,
+    /// After SIGTERM: how long in-flight responses, builds and cache pushes get.
+    pub shutdown_drain: std::time::Duration,
 }
 
 /// `--assets-registry REF`: where the imager, installer-base, extensions images are.

@@ -7,8 +7,8 @@
 //! blocking pipeline in a bounded pool, single-flight per cache key ([`builds`]).
 //! One file per concern: [`config`], [`inputs`] (Talos inputs: `--assets` or pulled
 //! from `--assets-registry`), [`paths`] (request paths), [`assets`] (path and
-//! schematic to a plan), [`schematic_ext`] (the virtual `schematic` extension),
-//! [`routes`] (the HTTP API), [`ipxe`], [`registry_frontend`] (`/v2/`), [`metrics`],
+//! schematic to a plan; the virtual `schematic` extension is
+//! [`crate::extensions::schematic`]), [`routes`] (the HTTP API), [`ipxe`], [`registry_frontend`] (`/v2/`), [`metrics`],
 //! [`http_log`] (request IDs, JSON request logs, HTTP metrics).
 //!
 //! The web page ([`web`]) is merged in [`app`], on the shared [`AppState`].
@@ -25,7 +25,6 @@ pub mod metrics;
 pub mod paths;
 pub mod registry_frontend;
 pub mod routes;
-pub mod schematic_ext;
 pub mod store;
 pub mod web;
 
@@ -240,17 +239,42 @@ pub fn app(state: AppState, with_metrics: bool) -> Router {
     http_log::layer(router.with_state(state.clone()), state)
 }
 
-/// Runs the service until SIGTERM or Ctrl-C; in-flight responses then get 30 s.
+/// Runs the service until SIGTERM or Ctrl-C; in-flight responses, builds and cache
+/// pushes then get `--shutdown-drain` (30 s) in all, after which the process exits.
+///
+/// Builds and pushes run on tokio's blocking pool, which dropping the runtime would
+/// wait for without end (a push to a registry that stopped answering held the process
+/// alive): the runtime is shut down with the rest of the drain as its timeout, and its
+/// blocking threads are then left behind as the process exits.
 pub fn run(config: Config) -> Result<()> {
+    let drain = config.shutdown_drain;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("imager-serve")
         .build()
         .map_err(|e| Error::io_during("starting the async runtime", e))?;
-    runtime.block_on(serve(config))
+    let deadline = match runtime.block_on(serve(config)) {
+        Ok(deadline) => deadline,
+        Err(e) => {
+            runtime.shutdown_background();
+            return Err(e);
+        }
+    };
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    let started = std::time::Instant::now();
+    runtime.shutdown_timeout(left);
+    if started.elapsed() >= left {
+        tracing::warn!(
+            drain_s = drain.as_secs_f64(),
+            "builds or cache pushes still running after the shutdown drain; exiting without them"
+        );
+    }
+    tracing::info!("stopped");
+    Ok(())
 }
 
-async fn serve(config: Config) -> Result<()> {
+/// Serves until the stop signal and the drain of the connections; the end of the drain.
+async fn serve(config: Config) -> Result<std::time::Instant> {
     let state = State::new(config)?;
     check_registries(&state).await?;
     let config = &state.config;
@@ -295,6 +319,7 @@ async fn serve(config: Config) -> Result<()> {
         );
     }
     let stop = tokio_util::sync::CancellationToken::new();
+    let drain = config.shutdown_drain;
     if let Some(l) = metrics_listener {
         let app = Router::new()
             .route("/metrics", axum::routing::get(routes::metrics))
@@ -304,23 +329,24 @@ async fn serve(config: Config) -> Result<()> {
             header_read_timeout: config.header_read_timeout,
             max_connections: 64,
         };
-        tokio::spawn(serve_connections(l, app, stop, limits));
+        tokio::spawn(serve_connections(l, app, stop, limits, drain));
     }
     let app = app(state.clone(), config.metrics_listen.is_none());
     let signal_stop = stop.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
-        tracing::info!("shutting down: no new connections, in-flight responses get 30 s");
+        tracing::info!(
+            drain_s = drain.as_secs_f64(),
+            "shutting down: no new connections, in-flight work gets the drain"
+        );
         signal_stop.cancel();
     });
     let limits = Limits {
         header_read_timeout: config.header_read_timeout,
         max_connections: config.max_connections,
     };
-    if !serve_connections(listener, app, stop.clone(), limits).await {
-        tracing::warn!("in-flight responses did not finish within 30 s; stopping");
-    }
-    Ok(())
+    let deadline = serve_connections(listener, app, stop.clone(), limits, drain).await;
+    Ok(deadline)
 }
 
 /// What one client may hold of a listener.
@@ -331,7 +357,7 @@ struct Limits {
 }
 
 /// Serves `app` on `listener` until `stop`, then lets open connections finish their
-/// in-flight responses for at most 30 s (`false` when some did not).
+/// in-flight responses for at most `drain`; the end of that drain.
 ///
 /// hyper's own connection builder rather than `axum::serve`, which sets no timer, so
 /// a client that opens connections and never finishes its request headers would hold
@@ -343,7 +369,8 @@ async fn serve_connections(
     app: Router,
     stop: tokio_util::sync::CancellationToken,
     limits: Limits,
-) -> bool {
+    drain: Duration,
+) -> std::time::Instant {
     use hyper_util::rt::{TokioIo, TokioTimer};
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -379,10 +406,17 @@ async fn serve_connections(
         });
     }
     drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => true,
-        _ = tokio::time::sleep(Duration::from_secs(30)) => false,
+    let deadline = tokio::time::Instant::now() + drain;
+    if tokio::time::timeout_at(deadline, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            drain_s = drain.as_secs_f64(),
+            "in-flight responses did not finish within the shutdown drain; stopping"
+        );
     }
+    deadline.into_std()
 }
 
 /// Before serving: a registry that refuses this service's credentials (or their
