@@ -167,7 +167,7 @@ pub fn enrollment_db(
     include_well_known: bool,
     timestamp: u64,
 ) -> Result<EnrollmentDb> {
-    enrollment_db_for(&signer.cert_der, signer, include_well_known, timestamp)
+    enrollment_db_for(signer.cert_der(), signer, include_well_known, timestamp)
 }
 
 /// Like [`enrollment_db`], enrolling `enrolled_cert_der` instead of the signer's certificate.

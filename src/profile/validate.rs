@@ -51,20 +51,16 @@ fn validate_secureboot(profile: &Profile) -> Result<()> {
     if !profile.secureboot() {
         return Ok(());
     }
-    if let Some(signer) = &sb.secure_boot_signer
-        && (signer.key_path.is_empty() || signer.cert_path.is_empty())
-    {
-        return Err(Error::unsupported(
-            "SecureBoot signer: only keyPath + certPath (PEM files) are supported; remote, Azure and AWS signers are not",
-        ));
-    }
-    if let Some(pcr) = &sb.pcr_signer
-        && pcr.key_path.is_empty()
-    {
-        return Err(Error::unsupported(
-            "PCR signer: only keyPath (a PEM file) is supported",
-        ));
-    }
+    // Talos's precedence decides the backend; a backend this build lacks is refused
+    // here, before any work.
+    use crate::sign::backends;
+    let signer = sb.secure_boot_signer.clone().unwrap_or_default();
+    backends::check_available(
+        backends::choose(&signer)?,
+        "input.secureboot.secureBootSigner",
+    )?;
+    let pcr = sb.pcr_signer.clone().unwrap_or_default();
+    backends::check_available(backends::choose_key(&pcr)?, "input.secureboot.pcrSigner")?;
     let dbs = [
         ("platformKeyPath", &sb.platform_key_path),
         ("keyExchangeKeyPath", &sb.key_exchange_key_path),

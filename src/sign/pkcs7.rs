@@ -62,7 +62,7 @@ pub fn signed_data(signer: &Signer, content: Content, signing_time: u64) -> Resu
         .map_err(|e| fail("signed attributes", e))?;
     let signature = signer.sign_sha256_digest(&Sha256::digest(&attributes_der).into())?;
 
-    let tbs = signer.cert.tbs_certificate();
+    let tbs = signer.cert().tbs_certificate();
     let signer_info = SignerInfo {
         version: CmsVersion::V1,
         sid: SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
@@ -84,7 +84,7 @@ pub fn signed_data(signer: &Signer, content: Content, signing_time: u64) -> Resu
             econtent: content.content,
         },
         certificates: Some(CertificateSet(
-            SetOfVec::try_from(vec![CertificateChoices::Certificate(signer.cert.clone())])
+            SetOfVec::try_from(vec![CertificateChoices::Certificate(signer.cert().clone())])
                 .map_err(one)?,
         )),
         crls: None,

@@ -1,0 +1,109 @@
+//! Signer backends, and [`open`]/[`open_key`]: the one place a backend is chosen from
+//! the profile's signer fields, with Talos's precedence and errors
+//! (`SigningKeyAndCertificate.GetSigner` / `SigningKey.GetSigner` in
+//! `pkg/imager/profile/input.go`). No other module reads the key fields.
+
+pub mod file;
+
+use std::sync::Arc;
+
+use super::signer::{KeySigner, Signer};
+use crate::error::{Error, Result};
+use crate::inputs::require_file;
+use crate::profile::{SigningKey, SigningKeyAndCertificate};
+
+/// Which backend a SecureBoot signer block selects (Talos's precedence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    External,
+    File,
+    Azure,
+    AwsAcm,
+    AwsCertFile,
+}
+
+/// The backend `cfg` selects: `signerAddress` > `keyPath`+`certPath` >
+/// `azureVaultURL`+`azureCertificateID` > `awsKMSKeyID`+`awsCertARN` >
+/// `awsKMSKeyID`+`awsCertPath`, else `unsupported SecureBoot signer`.
+pub fn choose(cfg: &SigningKeyAndCertificate) -> Result<Choice> {
+    let set = |s: &str| !s.is_empty();
+    Ok(if set(&cfg.signer_address) {
+        Choice::External
+    } else if set(&cfg.key_path) && set(&cfg.cert_path) {
+        Choice::File
+    } else if set(&cfg.azure_vault_url) && set(&cfg.azure_certificate_id) {
+        Choice::Azure
+    } else if set(&cfg.aws_kms_key_id) && set(&cfg.aws_cert_arn) {
+        Choice::AwsAcm
+    } else if set(&cfg.aws_kms_key_id) && set(&cfg.aws_cert_path) {
+        Choice::AwsCertFile
+    } else {
+        return Err(Error::invalid(
+            "input.secureboot.secureBootSigner: unsupported SecureBoot signer (set signerAddress, \
+             keyPath + certPath, azureVaultURL + azureCertificateID, or awsKMSKeyID + awsCertARN or awsCertPath)",
+        ));
+    })
+}
+
+/// Which backend a PCR signer block selects: `signerAddress` > `keyPath` >
+/// `azureVaultURL`+`azureKeyID` > `awsKMSKeyID`, else `unsupported PCR signer`.
+pub fn choose_key(cfg: &SigningKey) -> Result<Choice> {
+    let set = |s: &str| !s.is_empty();
+    Ok(if set(&cfg.signer_address) {
+        Choice::External
+    } else if set(&cfg.key_path) {
+        Choice::File
+    } else if set(&cfg.azure_vault_url) && set(&cfg.azure_key_id) {
+        Choice::Azure
+    } else if set(&cfg.aws_kms_key_id) {
+        Choice::AwsCertFile
+    } else {
+        return Err(Error::invalid(
+            "input.secureboot.pcrSigner: unsupported PCR signer (set signerAddress, keyPath, \
+             azureVaultURL + azureKeyID, or awsKMSKeyID)",
+        ));
+    })
+}
+
+/// Whether this build can use the backend `choice` (checked when the profile is
+/// validated, before any work).
+pub fn check_available(choice: Choice, role: &str) -> Result<()> {
+    match choice {
+        Choice::File => Ok(()),
+        Choice::External => Err(not_built(role, "an external signer (signerAddress)")),
+        Choice::Azure => Err(not_built(role, "Azure Key Vault")),
+        Choice::AwsAcm | Choice::AwsCertFile => Err(not_built(role, "AWS KMS")),
+    }
+}
+
+fn not_built(role: &str, what: &str) -> Error {
+    Error::unsupported(format!("{role}: {what} is not supported by this build"))
+}
+
+/// Opens the SecureBoot signer `cfg` names: its key and its certificate, checked
+/// to belong together.
+pub fn open(cfg: &SigningKeyAndCertificate) -> Result<Signer> {
+    let choice = choose(cfg)?;
+    check_available(choice, "input.secureboot.secureBootSigner")?;
+    match choice {
+        Choice::File => {
+            let key = require_file("secureboot signing key", &cfg.key_path)?;
+            let cert = require_file("secureboot signing certificate", &cfg.cert_path)?;
+            Signer::load(&key, &cert)
+        }
+        _ => unreachable!("refused by check_available"),
+    }
+}
+
+/// Opens the PCR signer `cfg` names.
+pub fn open_key(cfg: &SigningKey) -> Result<Arc<dyn KeySigner>> {
+    let choice = choose_key(cfg)?;
+    check_available(choice, "input.secureboot.pcrSigner")?;
+    match choice {
+        Choice::File => {
+            let path = require_file("PCR signing key", &cfg.key_path)?;
+            Ok(Arc::new(file::FileKey::load(&path)?))
+        }
+        _ => unreachable!("refused by check_available"),
+    }
+}
