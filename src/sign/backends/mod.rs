@@ -4,10 +4,11 @@
 //! `pkg/imager/profile/input.go`). No other module reads the key fields.
 
 pub mod file;
+pub mod pkcs11;
 
 use std::sync::Arc;
 
-use super::signer::{KeySigner, Signer};
+use super::signer::{KeySigner, Signer, load_certificate, parse_certificate};
 use crate::error::{Error, Result};
 use crate::inputs::require_file;
 use crate::profile::{SigningKey, SigningKeyAndCertificate};
@@ -87,9 +88,23 @@ pub fn open(cfg: &SigningKeyAndCertificate) -> Result<Signer> {
     check_available(choice, "input.secureboot.secureBootSigner")?;
     match choice {
         Choice::File => {
-            let key = require_file("secureboot signing key", &cfg.key_path)?;
-            let cert = require_file("secureboot signing certificate", &cfg.cert_path)?;
-            Signer::load(&key, &cert)
+            let key: Arc<dyn KeySigner> = if pkcs11::is_uri(&cfg.key_path) {
+                Arc::new(pkcs11::Pkcs11Key::open(&cfg.key_path)?)
+            } else {
+                let path = require_file("secureboot signing key", &cfg.key_path)?;
+                Arc::new(file::FileKey::load(&path)?)
+            };
+            let (cert, source) = if pkcs11::is_uri(&cfg.cert_path) {
+                let der = pkcs11::certificate(&cfg.cert_path)?;
+                let source = pkcs11::redact(&cfg.cert_path);
+                let (cert, _) = parse_certificate(&der)
+                    .map_err(|e| Error::invalid(format!("{source}: {e}")))?;
+                (cert, source)
+            } else {
+                let path = require_file("secureboot signing certificate", &cfg.cert_path)?;
+                (load_certificate(&path)?.0, path.display().to_string())
+            };
+            Signer::new(key, cert, &source)
         }
         _ => unreachable!("refused by check_available"),
     }
@@ -100,6 +115,9 @@ pub fn open_key(cfg: &SigningKey) -> Result<Arc<dyn KeySigner>> {
     let choice = choose_key(cfg)?;
     check_available(choice, "input.secureboot.pcrSigner")?;
     match choice {
+        Choice::File if pkcs11::is_uri(&cfg.key_path) => {
+            Ok(Arc::new(pkcs11::Pkcs11Key::open(&cfg.key_path)?))
+        }
         Choice::File => {
             let path = require_file("PCR signing key", &cfg.key_path)?;
             Ok(Arc::new(file::FileKey::load(&path)?))

@@ -1,0 +1,337 @@
+//! Signer backends judged against the file signer: the same RSA keys in PEM files and
+//! in a backend must give byte-identical artifacts (RSASSA-PKCS1-v1_5 is
+//! deterministic), and sbverify must accept them. PKCS#11 is judged with SoftHSM2
+//! (Debian `softhsm2`), the keys imported (not generated) so the file build is
+//! comparable; certificates are written to the token with OpenSC's `pkcs11-tool`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::build::demo_build;
+use common::{gen_keys, imager, require_tool, run_ok, sbverify};
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const PIN: &str = "1234";
+
+/// A SoftHSM2 token `release` (user PIN 1234) in a temporary directory, holding the
+/// UKI signing key (`object=uki`, id 01) with its certificate and the PCR key
+/// (`object=pcr`, id 02) of a `gen_keys` directory, plus an EC key (`object=ec`).
+struct SoftHsm {
+    dir: tempfile::TempDir,
+    keys: PathBuf,
+}
+
+impl SoftHsm {
+    fn new() -> SoftHsm {
+        assert!(
+            Path::new(MODULE).exists(),
+            "{MODULE} is missing (the CI script installs softhsm2)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let keys = gen_keys(dir.path());
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        std::fs::write(
+            dir.path().join("softhsm2.conf"),
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("pin"), format!("{PIN}\n")).unwrap();
+        let hsm = SoftHsm { dir, keys };
+        hsm.util(&[
+            "--init-token",
+            "--free",
+            "--label",
+            "release",
+            "--pin",
+            PIN,
+            "--so-pin",
+            "5678",
+        ]);
+        let openssl = require_tool("openssl");
+        let p8 = |from: &Path, name: &str| {
+            let to = hsm.dir.path().join(name);
+            run_ok(
+                Command::new(&openssl)
+                    .args(["pkcs8", "-topk8", "-nocrypt", "-in"])
+                    .arg(from)
+                    .arg("-out")
+                    .arg(&to),
+            );
+            to
+        };
+        let uki = p8(&hsm.keys.join("uki-signing-key.pem"), "uki.p8");
+        let pcr = p8(&hsm.keys.join("pcr-signing-key.pem"), "pcr.p8");
+        let ec = hsm.dir.path().join("ec.pem");
+        common::ec_key(&ec);
+        let ec = p8(&ec, "ec.p8");
+        for (file, label, id) in [(&uki, "uki", "01"), (&pcr, "pcr", "02"), (&ec, "ec", "03")] {
+            let file = file.to_str().unwrap();
+            hsm.util(&[
+                "--import", file, "--token", "release", "--label", label, "--id", id, "--pin", PIN,
+            ]);
+        }
+        let der = hsm.dir.path().join("uki.der");
+        run_ok(
+            Command::new(&openssl)
+                .args(["x509", "-outform", "der", "-in"])
+                .arg(hsm.keys.join("uki-signing-cert.pem"))
+                .arg("-out")
+                .arg(&der),
+        );
+        run_ok(
+            hsm.env(&mut Command::new(require_tool("pkcs11-tool")))
+                .args(["--module", MODULE, "--token-label", "release", "--login"])
+                .args([
+                    "--pin", PIN, "--type", "cert", "--label", "uki", "--id", "01",
+                ])
+                .arg("--write-object")
+                .arg(&der),
+        );
+        hsm
+    }
+
+    fn env<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        cmd.env("SOFTHSM2_CONF", self.dir.path().join("softhsm2.conf"))
+    }
+
+    fn util(&self, args: &[&str]) {
+        run_ok(
+            self.env(&mut Command::new(require_tool("softhsm2-util")))
+                .args(["--module", MODULE])
+                .args(args),
+        );
+    }
+
+    fn pin_file(&self) -> String {
+        self.dir.path().join("pin").display().to_string()
+    }
+
+    /// The key `object` on the token, PIN from a file, module from the URI.
+    fn uri(&self, object: &str) -> String {
+        format!(
+            "pkcs11:token=release;object={object}?pin-source=file:{}&module-path={MODULE}",
+            self.pin_file()
+        )
+    }
+
+    /// The effective profile of a `profile` build with the PEM keys, as YAML, its
+    /// signer fields replaced by `key`, `cert` and `pcr` where given; written to a file.
+    fn profile(
+        &self,
+        profile: &str,
+        arch: &str,
+        key: Option<&str>,
+        cert: Option<&str>,
+        pcr: Option<&str>,
+    ) -> PathBuf {
+        let out = demo_build(profile)
+            .keys(&self.keys)
+            .arch(arch)
+            .arg("--dry-run")
+            .output();
+        assert!(out.status.success(), "{out:?}");
+        let mut yaml = String::from_utf8(out.stdout).unwrap();
+        let k = |f: &str| self.keys.join(f).display().to_string();
+        for (from, to) in [
+            (format!("keyPath: {}", k("uki-signing-key.pem")), key),
+            (format!("certPath: {}", k("uki-signing-cert.pem")), cert),
+            (format!("keyPath: {}", k("pcr-signing-key.pem")), pcr),
+        ] {
+            assert!(yaml.contains(&from), "{from} not in\n{yaml}");
+            if let Some(to) = to {
+                let field = from.split(':').next().unwrap();
+                yaml = yaml.replace(&from, &format!("{field}: {to:?}"));
+            }
+        }
+        let path = self
+            .dir
+            .path()
+            .join(format!("{profile}-{arch}-{}.yaml", rand_suffix()));
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+#[test]
+fn pkcs11_keys_sign_byte_identical_artifacts() {
+    let hsm = SoftHsm::new();
+    let cert_uri = format!("pkcs11:token=release;object=uki;type=cert?module-path={MODULE}");
+    // PCR key by id, module from the environment, PIN in the URI.
+    let pcr_uri = format!("pkcs11:token=release;id=%02?pin-value={PIN}");
+    for (profile, arch) in [
+        ("secureboot-iso", "amd64"),
+        ("secureboot-metal-uki", "arm64"),
+    ] {
+        let files = demo_build(hsm.profile(profile, arch, None, None, None))
+            .arch(arch)
+            .run();
+        // Key on the token, certificate in a file; then both on the token.
+        for cert in [None, Some(cert_uri.as_str())] {
+            let p = hsm.profile(profile, arch, Some(&hsm.uri("uki")), cert, Some(&pcr_uri));
+            let token = demo_build(&p)
+                .arch(arch)
+                .env("SOFTHSM2_CONF", hsm.dir.path().join("softhsm2.conf"))
+                .env("IMAGER_PKCS11_MODULE", MODULE)
+                .run();
+            assert!(
+                !token.stderr.contains(&format!("pin-value={PIN}")),
+                "{}",
+                token.stderr
+            );
+            assert!(
+                token.bytes() == files.bytes(),
+                "{profile} {arch}: {} differs from the file-key build",
+                token.artifact.display()
+            );
+            let manifest = token.manifest.to_string();
+            assert!(
+                manifest.contains("pin-value=***")
+                    && !manifest.contains(&format!("pin-value={PIN}")),
+                "the manifest must not hold the PIN:\n{manifest}"
+            );
+            let out = &token.artifact;
+            if profile == "secureboot-metal-uki" {
+                sbverify(&hsm.keys, out);
+            }
+        }
+    }
+}
+
+#[test]
+fn pkcs11_key_signs_the_enrollment_database_like_the_file() {
+    let hsm = SoftHsm::new();
+    let cert = hsm.keys.join("uki-signing-cert.pem");
+    let db = |key: &str, out: &Path| {
+        let o = hsm
+            .env(&mut imager())
+            .args(["gen", "secureboot", "database", "--signing-key", key])
+            .arg("--signing-certificate")
+            .arg(&cert)
+            .arg("--enrolled-certificate")
+            .arg(&cert)
+            .arg("--output")
+            .arg(out)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let (a, b) = (
+        hsm.dir.path().join("db-file"),
+        hsm.dir.path().join("db-token"),
+    );
+    db(hsm.keys.join("uki-signing-key.pem").to_str().unwrap(), &a);
+    db(&hsm.uri("uki"), &b);
+    for f in ["PK.auth", "KEK.auth", "db.auth"] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+}
+
+#[test]
+fn pkcs11_refusals_are_one_line_and_leave_nothing() {
+    let hsm = SoftHsm::new();
+    let bad_pin = hsm.dir.path().join("bad-pin");
+    std::fs::write(&bad_pin, "0000\n").unwrap();
+    let other = gen_keys(&hsm.dir.path().join("other"));
+    let other_cert = other.join("uki-signing-cert.pem").display().to_string();
+    let good_pcr = format!("pkcs11:token=release;object=pcr?pin-value={PIN}&module-path={MODULE}");
+    let cases: Vec<(Option<String>, Option<String>, Option<String>, &str)> = vec![
+        (
+            Some(format!(
+                "pkcs11:token=release;object=uki?pin-source=file:{}&module-path={MODULE}",
+                bad_pin.display()
+            )),
+            None,
+            None,
+            "object=uki: login refused: PinIncorrect",
+        ),
+        (
+            None,
+            None,
+            Some(format!(
+                "pkcs11:token=release;object=nope?pin-value={PIN}&module-path={MODULE}"
+            )),
+            "object=nope: no such private key",
+        ),
+        (
+            None,
+            None,
+            Some(format!(
+                "pkcs11:token=release;object=ec?pin-value={PIN}&module-path={MODULE}"
+            )),
+            "object=ec: key type is not RSA",
+        ),
+        (
+            None,
+            None,
+            Some(format!(
+                "pkcs11:token=staging;object=pcr?pin-value={PIN}&module-path={MODULE}"
+            )),
+            "token=staging;object=pcr: no such token",
+        ),
+        (
+            None,
+            None,
+            Some(format!(
+                "pkcs11:token=release;object=pcr?module-path={}/absent.so",
+                hsm.dir.path().display()
+            )),
+            "absent.so: cannot load it",
+        ),
+        (
+            None,
+            None,
+            Some(format!(
+                "pkcs11:token=release;objekt=pcr?module-path={MODULE}"
+            )),
+            "unknown path attribute \"objekt\"",
+        ),
+        (
+            Some(hsm.uri("uki")),
+            Some(other_cert.clone()),
+            Some(good_pcr.clone()),
+            "does not match the signing key pkcs11:token=release;object=uki",
+        ),
+    ];
+    for (key, cert, pcr, expected) in cases {
+        let p = hsm.profile(
+            "secureboot-iso",
+            "amd64",
+            key.as_deref(),
+            cert.as_deref(),
+            pcr.as_deref(),
+        );
+        let mut build = demo_build(&p);
+        build = build.env("SOFTHSM2_CONF", hsm.dir.path().join("softhsm2.conf"));
+        let failed = build.run_err();
+        assert_eq!(failed.error_lines().len(), 1, "{}", failed.stderr);
+        assert!(
+            failed.error_line().contains(expected),
+            "expected {expected:?}: {}",
+            failed.error_line()
+        );
+        assert!(
+            !failed.stderr.contains(&format!("pin-value={PIN}")),
+            "{}",
+            failed.stderr
+        );
+        assert_ne!(failed.code, Some(0));
+        assert!(failed.left().is_empty(), "{:?}", failed.left());
+    }
+}
