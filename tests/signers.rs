@@ -2,7 +2,9 @@
 //! in a backend must give byte-identical artifacts (RSASSA-PKCS1-v1_5 is
 //! deterministic), and sbverify must accept them. PKCS#11 is judged with SoftHSM2
 //! (Debian `softhsm2`), the keys imported (not generated) so the file build is
-//! comparable; certificates are written to the token with OpenSC's `pkcs11-tool`.
+//! comparable; certificates are written to the token with OpenSC's `pkcs11-tool`. The
+//! external signer (Talos 1.14 `signerapi.SignerService`) is judged by a grpcio
+//! server generated from the proto with grpcio-tools (`tests/signers/`).
 
 mod common;
 
@@ -243,6 +245,10 @@ fn pkcs11_key_signs_the_enrollment_database_like_the_file() {
     }
 }
 
+/// A refused build: SecureBoot key, certificate, PCR key (`None`: the PEM file) and
+/// the expected part of the error line.
+type Case = (Option<String>, Option<String>, Option<String>, &'static str);
+
 #[test]
 fn pkcs11_refusals_are_one_line_and_leave_nothing() {
     let hsm = SoftHsm::new();
@@ -251,7 +257,7 @@ fn pkcs11_refusals_are_one_line_and_leave_nothing() {
     let other = gen_keys(&hsm.dir.path().join("other"));
     let other_cert = other.join("uki-signing-cert.pem").display().to_string();
     let good_pcr = format!("pkcs11:token=release;object=pcr?pin-value={PIN}&module-path={MODULE}");
-    let cases: Vec<(Option<String>, Option<String>, Option<String>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             Some(format!(
                 "pkcs11:token=release;object=uki?pin-source=file:{}&module-path={MODULE}",
@@ -330,6 +336,244 @@ fn pkcs11_refusals_are_one_line_and_leave_nothing() {
             !failed.stderr.contains(&format!("pin-value={PIN}")),
             "{}",
             failed.stderr
+        );
+        assert_ne!(failed.code, Some(0));
+        assert!(failed.left().is_empty(), "{:?}", failed.left());
+    }
+}
+
+/// The grpcio judge (`tests/signers/signerd.py`) serving `key` (and `cert`) on a Unix
+/// socket in `dir`; stopped on drop.
+struct Signerd {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl Signerd {
+    fn start(dir: &Path, name: &str, key: &Path, cert: Option<&Path>, mode: &str) -> Signerd {
+        let python = Path::new("/opt/grpcio/bin/python");
+        assert!(
+            python.exists(),
+            "{} is missing (the CI script installs grpcio and grpcio-tools there)",
+            python.display()
+        );
+        let socket = dir.join(format!("{name}.sock"));
+        let mut cmd = Command::new(python);
+        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/signers/signerd.py"))
+            .arg(&socket)
+            .arg(key);
+        if let Some(c) = cert {
+            cmd.arg(c);
+        }
+        let child = cmd
+            .args(["--mode", mode])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut s = Signerd { child, socket };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !s.socket.exists() {
+            if let Ok(Some(status)) = s.child.try_wait() {
+                panic!("signerd.py exited: {status}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "signerd.py did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        s
+    }
+
+    fn address(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// The Sign calls it answered, one hash name each.
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(format!("{}.calls", self.socket.display()))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for Signerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The effective profile of a `profile` build with the PEM keys in `keys`, its signer
+/// blocks replaced by `signerAddress` ones where given.
+fn with_signer_addresses(
+    dir: &Path,
+    keys: &Path,
+    profile: &str,
+    arch: &str,
+    secureboot: Option<&str>,
+    pcr: Option<&str>,
+) -> PathBuf {
+    let out = demo_build(profile)
+        .keys(keys)
+        .arch(arch)
+        .arg("--dry-run")
+        .output();
+    assert!(out.status.success(), "{out:?}");
+    let mut yaml = String::from_utf8(out.stdout).unwrap();
+    let k = |f: &str| keys.join(f).display().to_string();
+    if let Some(a) = secureboot {
+        let from = format!(
+            "keyPath: {}\n      certPath: {}",
+            k("uki-signing-key.pem"),
+            k("uki-signing-cert.pem")
+        );
+        assert!(yaml.contains(&from), "{yaml}");
+        yaml = yaml.replace(&from, &format!("signerAddress: {a:?}"));
+    }
+    if let Some(a) = pcr {
+        let from = format!("keyPath: {}", k("pcr-signing-key.pem"));
+        assert!(yaml.contains(&from), "{yaml}");
+        yaml = yaml.replace(&from, &format!("signerAddress: {a:?}"));
+    }
+    let path = dir.join(format!("{profile}-{arch}-{}.yaml", rand_suffix()));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+#[test]
+fn external_signer_signs_byte_identical_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = gen_keys(dir.path());
+    let sb = Signerd::start(
+        dir.path(),
+        "sb",
+        &keys.join("uki-signing-key.pem"),
+        Some(&keys.join("uki-signing-cert.pem")),
+        "good",
+    );
+    let pcr = Signerd::start(
+        dir.path(),
+        "pcr",
+        &keys.join("pcr-signing-key.pem"),
+        None,
+        "good",
+    );
+    for (profile, arch) in [
+        ("secureboot-iso", "amd64"),
+        ("secureboot-metal-uki", "arm64"),
+    ] {
+        // The same profile file (its name is the profile's name, in .osrel) with the PEM keys.
+        let p = with_signer_addresses(dir.path(), &keys, profile, arch, None, None);
+        let files = demo_build(&p).arch(arch).run();
+        let p = with_signer_addresses(
+            dir.path(),
+            &keys,
+            profile,
+            arch,
+            Some(&sb.address()),
+            Some(&pcr.address()),
+        );
+        let remote = demo_build(&p).arch(arch).run();
+        assert!(
+            remote.bytes() == files.bytes(),
+            "{profile} {arch}: {} differs from the file-key build",
+            remote.artifact.display()
+        );
+        if profile == "secureboot-metal-uki" {
+            sbverify(&keys, &remote.artifact);
+        }
+    }
+    // The signers did the signing: Authenticode and the .auth files with SHA-256, the
+    // PCR policy in the three banks (twice: once per build).
+    assert!(
+        sb.calls().iter().all(|h| h == "sha256") && sb.calls().len() >= 5,
+        "{:?}",
+        sb.calls()
+    );
+    let mut banks = pcr.calls();
+    banks.sort();
+    assert_eq!(
+        banks,
+        ["sha256", "sha256", "sha384", "sha384", "sha512", "sha512"]
+    );
+}
+
+#[test]
+fn external_signer_refusals_are_one_line_and_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = gen_keys(dir.path());
+    let other = gen_keys(&dir.path().join("other"));
+    let key = keys.join("uki-signing-key.pem");
+    let cert = keys.join("uki-signing-cert.pem");
+    let pcr = Signerd::start(
+        dir.path(),
+        "pcr",
+        &keys.join("pcr-signing-key.pem"),
+        None,
+        "good",
+    );
+    let sock = |s: &Signerd| s.address();
+    let cases: Vec<(Signerd, &str)> = vec![
+        (
+            Signerd::start(dir.path(), "wrong", &key, Some(&cert), "wrong"),
+            "returned a sha256 signature that does not verify with its public key",
+        ),
+        (
+            Signerd::start(dir.path(), "rehash", &key, Some(&cert), "rehash"),
+            "returned a sha256 signature that does not verify with its public key",
+        ),
+        (
+            Signerd::start(dir.path(), "down", &key, Some(&cert), "unavailable"),
+            "Sign: gRPC status 14 (UNAVAILABLE): HSM offline",
+        ),
+        (
+            Signerd::start(dir.path(), "nocert", &key, None, "good"),
+            "GetCertificate: gRPC status 5 (NOT_FOUND): no certificate configured",
+        ),
+        (
+            Signerd::start(
+                dir.path(),
+                "mismatch",
+                &key,
+                Some(&other.join("uki-signing-cert.pem")),
+                "good",
+            ),
+            // The key comes from the certificate (as in Talos), so the first signature
+            // is the one that shows the mismatch.
+            "mismatch.sock: returned a sha256 signature that does not verify",
+        ),
+    ];
+    let mut addresses: Vec<(String, String)> = cases
+        .iter()
+        .map(|(s, e)| (sock(s), e.to_string()))
+        .collect();
+    let gone = dir.path().join("gone.sock");
+    addresses.push((
+        format!("unix://{}", gone.display()),
+        format!("cannot connect to {}", gone.display()),
+    ));
+    addresses.push((
+        "tcp://127.0.0.1:1".into(),
+        "must use the unix:// scheme".into(),
+    ));
+    for (address, expected) in addresses {
+        let p = with_signer_addresses(
+            dir.path(),
+            &keys,
+            "secureboot-iso",
+            "amd64",
+            Some(&address),
+            Some(&pcr.address()),
+        );
+        let failed = demo_build(&p).run_err();
+        assert_eq!(failed.error_lines().len(), 1, "{}", failed.stderr);
+        assert!(
+            failed.error_line().contains(&expected),
+            "expected {expected:?}: {}",
+            failed.error_line()
         );
         assert_ne!(failed.code, Some(0));
         assert!(failed.left().is_empty(), "{:?}", failed.left());

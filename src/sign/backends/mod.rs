@@ -3,6 +3,7 @@
 //! (`SigningKeyAndCertificate.GetSigner` / `SigningKey.GetSigner` in
 //! `pkg/imager/profile/input.go`). No other module reads the key fields.
 
+pub mod external;
 pub mod file;
 pub mod pkcs11;
 
@@ -70,8 +71,7 @@ pub fn choose_key(cfg: &SigningKey) -> Result<Choice> {
 /// validated, before any work).
 pub fn check_available(choice: Choice, role: &str) -> Result<()> {
     match choice {
-        Choice::File => Ok(()),
-        Choice::External => Err(not_built(role, "an external signer (signerAddress)")),
+        Choice::File | Choice::External => Ok(()),
         Choice::Azure => Err(not_built(role, "Azure Key Vault")),
         Choice::AwsAcm | Choice::AwsCertFile => Err(not_built(role, "AWS KMS")),
     }
@@ -87,6 +87,11 @@ pub fn open(cfg: &SigningKeyAndCertificate) -> Result<Signer> {
     let choice = choose(cfg)?;
     check_available(choice, "input.secureboot.secureBootSigner")?;
     match choice {
+        Choice::External => {
+            let (key, cert) = external::ExternalKey::open_secureboot(&cfg.signer_address)?;
+            let source = format!("from signer {}", cfg.signer_address);
+            Signer::new(Arc::new(key), cert, &source)
+        }
         Choice::File => {
             let key: Arc<dyn KeySigner> = if pkcs11::is_uri(&cfg.key_path) {
                 Arc::new(pkcs11::Pkcs11Key::open(&cfg.key_path)?)
@@ -115,6 +120,9 @@ pub fn open_key(cfg: &SigningKey) -> Result<Arc<dyn KeySigner>> {
     let choice = choose_key(cfg)?;
     check_available(choice, "input.secureboot.pcrSigner")?;
     match choice {
+        Choice::External => Ok(Arc::new(external::ExternalKey::open_pcr(
+            &cfg.signer_address,
+        )?)),
         Choice::File if pkcs11::is_uri(&cfg.key_path) => {
             Ok(Arc::new(pkcs11::Pkcs11Key::open(&cfg.key_path)?))
         }
