@@ -486,8 +486,26 @@ fn external_signer_signs_byte_identical_artifacts() {
             sbverify(&keys, &remote.artifact);
         }
     }
+    // Talos's flags, on the built-in profile.
+    let files = demo_build("secureboot-iso").keys(&keys).run();
+    let flags = demo_build("secureboot-iso")
+        .keys(&keys)
+        .args(["--secureboot-signer-address", &sb.address()])
+        .args(["--pcr-signer-address", &pcr.address()])
+        .run();
+    assert!(
+        flags.bytes() == files.bytes(),
+        "--secureboot-signer-address"
+    );
+    assert!(
+        flags
+            .stderr
+            .contains(&format!("signerAddress: {}", sb.address())),
+        "{}",
+        flags.stderr
+    );
     // The signers did the signing: Authenticode and the .auth files with SHA-256, the
-    // PCR policy in the three banks (twice: once per build).
+    // PCR policy in the three banks (once per build).
     assert!(
         sb.calls().iter().all(|h| h == "sha256") && sb.calls().len() >= 5,
         "{:?}",
@@ -497,7 +515,10 @@ fn external_signer_signs_byte_identical_artifacts() {
     banks.sort();
     assert_eq!(
         banks,
-        ["sha256", "sha256", "sha384", "sha384", "sha512", "sha512"]
+        [
+            "sha256", "sha256", "sha256", "sha384", "sha384", "sha384", "sha512", "sha512",
+            "sha512"
+        ]
     );
 }
 

@@ -242,9 +242,7 @@ impl Client {
                     }
                     None => return Err(fail("no grpc-status in the response".into())),
                 }
-                proto::unframe(&body)
-                    .map(<[u8]>::to_vec)
-                    .map_err(&fail)
+                proto::unframe(&body).map(<[u8]>::to_vec).map_err(&fail)
             };
             tokio::time::timeout(CALL_TIMEOUT, call)
                 .await
