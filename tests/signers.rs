@@ -600,3 +600,229 @@ fn external_signer_refusals_are_one_line_and_leave_nothing() {
         assert!(failed.left().is_empty(), "{:?}", failed.left());
     }
 }
+
+/// The moto judge (`tests/signers/kms.py`): KMS, ACM and STS on loopback with the
+/// keys of `keys` imported; stopped on drop.
+struct Kms {
+    child: std::process::Child,
+    info: serde_json::Value,
+}
+
+impl Kms {
+    fn start(keys: &Path) -> Kms {
+        use std::io::BufRead;
+        let python = Path::new("/opt/moto/bin/python");
+        assert!(
+            python.exists(),
+            "{} is missing (the CI script installs moto there)",
+            python.display()
+        );
+        let mut child = Command::new(python)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/signers/kms.py"))
+            .arg(keys.join("uki-signing-key.pem"))
+            .arg(keys.join("uki-signing-cert.pem"))
+            .arg(keys.join("pcr-signing-key.pem"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let line = stdout
+            .lines()
+            .map(|l| l.unwrap())
+            .find(|l| l.starts_with('{'))
+            .expect("kms.py printed no key list");
+        Kms {
+            child,
+            info: serde_json::from_str(&line).unwrap(),
+        }
+    }
+
+    fn get(&self, k: &str) -> String {
+        self.info[k].as_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Kms {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The effective profile of a secureboot ISO build with the PEM keys in `keys`, its
+/// signer blocks replaced by `secureboot` and `pcr` (YAML lines of the block).
+fn with_blocks(dir: &Path, keys: &Path, secureboot: &str, pcr: &str) -> PathBuf {
+    let out = demo_build("secureboot-iso")
+        .keys(keys)
+        .arg("--dry-run")
+        .output();
+    assert!(out.status.success(), "{out:?}");
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    let k = |f: &str| keys.join(f).display().to_string();
+    let sb_from = format!(
+        "keyPath: {}\n      certPath: {}",
+        k("uki-signing-key.pem"),
+        k("uki-signing-cert.pem")
+    );
+    let pcr_from = format!("keyPath: {}", k("pcr-signing-key.pem"));
+    assert!(
+        yaml.contains(&sb_from) && yaml.contains(&pcr_from),
+        "{yaml}"
+    );
+    let yaml = yaml.replace(&sb_from, secureboot).replace(&pcr_from, pcr);
+    let path = dir.join(format!("aws-{}.yaml", rand_suffix()));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// A build of `profile` against the judge with credentials `access_key` from the
+/// environment (`""`: none there).
+fn aws_build(profile: &Path, kms: &Kms, access_key: &str) -> common::build::DemoBuild {
+    demo_build(profile)
+        .env("AWS_ENDPOINT_URL", kms.get("endpoint"))
+        .env("AWS_ACCESS_KEY_ID", access_key)
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_SESSION_TOKEN", "")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_WEB_IDENTITY_TOKEN_FILE", "")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+}
+
+#[test]
+fn aws_kms_signs_byte_identical_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = gen_keys(dir.path());
+    let kms = Kms::start(&keys);
+    let files = demo_build(with_blocks(
+        dir.path(),
+        &keys,
+        &format!(
+            "keyPath: {}\n      certPath: {}",
+            keys.join("uki-signing-key.pem").display(),
+            keys.join("uki-signing-cert.pem").display()
+        ),
+        &format!("keyPath: {}", keys.join("pcr-signing-key.pem").display()),
+    ))
+    .run();
+    // KMS + ACM; the PCR key answers its first two signatures with ThrottlingException.
+    let acm = with_blocks(
+        dir.path(),
+        &keys,
+        &format!(
+            "awsKMSKeyID: {}\n      awsRegion: us-east-1\n      awsCertARN: {}",
+            kms.get("sb"),
+            kms.get("cert_arn")
+        ),
+        &format!("awsKMSKeyID: {}", kms.get("throttle")),
+    );
+    let built = aws_build(&acm, &kms, "test").run();
+    assert!(built.bytes() == files.bytes(), "KMS + ACM build differs");
+    // KMS + a certificate file, credentials from the shared credentials file.
+    let cert_file = with_blocks(
+        dir.path(),
+        &keys,
+        &format!(
+            "awsKMSKeyID: {}\n      awsCertPath: {}",
+            kms.get("sb"),
+            keys.join("uki-signing-cert.pem").display()
+        ),
+        &format!(
+            "awsKMSKeyID: {}\n      awsRegion: us-east-1",
+            kms.get("pcr")
+        ),
+    );
+    let credentials = dir.path().join("credentials");
+    std::fs::write(
+        &credentials,
+        "[other]\naws_access_key_id = wrong\n[ci]\naws_access_key_id = test\naws_secret_access_key = test\n",
+    )
+    .unwrap();
+    let built = aws_build(&cert_file, &kms, "")
+        .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+        .env("AWS_PROFILE", "ci")
+        .run();
+    assert!(
+        built.bytes() == files.bytes(),
+        "KMS + certificate file build differs"
+    );
+}
+
+#[test]
+fn aws_kms_refusals_are_one_line_and_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = gen_keys(dir.path());
+    let kms = Kms::start(&keys);
+    let sb = format!(
+        "awsKMSKeyID: {}\n      awsCertARN: {}",
+        kms.get("sb"),
+        kms.get("cert_arn")
+    );
+    let pcr = |id: &str| format!("awsKMSKeyID: {id}");
+    let other = gen_keys(&dir.path().join("other"));
+    let cases = [
+        (
+            sb.clone(),
+            pcr(&kms.get("ec")),
+            "test",
+            "key type is not RSA",
+        ),
+        (
+            sb.clone(),
+            pcr(&kms.get("encrypt")),
+            "test",
+            "key usage is \"ENCRYPT_DECRYPT\", not SIGN_VERIFY",
+        ),
+        (
+            sb.clone(),
+            pcr("00000000-0000-0000-0000-000000000000"),
+            "test",
+            "GetPublicKey: HTTP 400 NotFoundException",
+        ),
+        (
+            sb.clone(),
+            pcr(&kms.get("pcr")),
+            "expired",
+            "HTTP 403 ExpiredTokenException: The security token included in the request is expired",
+        ),
+        (
+            format!(
+                "awsKMSKeyID: {}\n      awsCertPath: {}",
+                kms.get("sb"),
+                other.join("uki-signing-cert.pem").display()
+            ),
+            pcr(&kms.get("pcr")),
+            "test",
+            "does not match the signing key AWS KMS key",
+        ),
+    ];
+    for (sb, pcr, access_key, expected) in cases {
+        let p = with_blocks(dir.path(), &keys, &sb, &pcr);
+        let failed = aws_build(&p, &kms, access_key).run_err();
+        assert_eq!(failed.error_lines().len(), 1, "{}", failed.stderr);
+        assert!(
+            failed.error_line().contains(expected),
+            "expected {expected:?}: {}",
+            failed.error_line()
+        );
+        assert_ne!(failed.code, Some(0));
+        assert!(failed.left().is_empty(), "{:?}", failed.left());
+    }
+    // Unreachable: a closed port on loopback.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let p = with_blocks(dir.path(), &keys, &sb, &pcr(&kms.get("pcr")));
+    let failed = aws_build(&p, &kms, "test")
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .run_err();
+    assert!(
+        failed.error_line().contains("AWS KMS GetPublicKey")
+            && failed.error_line().contains("Connection refused"),
+        "{}",
+        failed.error_line()
+    );
+    assert!(failed.left().is_empty());
+}

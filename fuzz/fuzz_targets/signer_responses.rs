@@ -1,12 +1,13 @@
-//! What signer backends read from outside: the external signer's protobuf responses
+//! What signer backends read from outside: KMS JSON answers, the external signer's protobuf responses
 //! and gRPC framing, PKCS#11 URIs, a token's modulus and exponent bytes, and the
 //! certificates signers hand back.
 #![no_main]
-use imager::sign::backends::{external::proto, pkcs11};
+use imager::sign::backends::{aws, external::proto, pkcs11};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let _ = proto::bytes_field_1(data);
+    let _ = aws::parse_answer(data);
     if let Ok(msg) = proto::unframe(data) {
         let _ = proto::bytes_field_1(msg);
     }

@@ -3,6 +3,7 @@
 //! (`SigningKeyAndCertificate.GetSigner` / `SigningKey.GetSigner` in
 //! `pkg/imager/profile/input.go`). No other module reads the key fields.
 
+pub mod aws;
 pub mod external;
 pub mod file;
 pub mod pkcs11;
@@ -22,6 +23,8 @@ pub enum Choice {
     Azure,
     AwsAcm,
     AwsCertFile,
+    /// The PCR signer's `awsKMSKeyID` (no certificate).
+    AwsKms,
 }
 
 /// The backend `cfg` selects: `signerAddress` > `keyPath`+`certPath` >
@@ -58,7 +61,7 @@ pub fn choose_key(cfg: &SigningKey) -> Result<Choice> {
     } else if set(&cfg.azure_vault_url) && set(&cfg.azure_key_id) {
         Choice::Azure
     } else if set(&cfg.aws_kms_key_id) {
-        Choice::AwsCertFile
+        Choice::AwsKms
     } else {
         return Err(Error::invalid(
             "input.secureboot.pcrSigner: unsupported PCR signer (set signerAddress, keyPath, \
@@ -71,9 +74,10 @@ pub fn choose_key(cfg: &SigningKey) -> Result<Choice> {
 /// validated, before any work).
 pub fn check_available(choice: Choice, role: &str) -> Result<()> {
     match choice {
-        Choice::File | Choice::External => Ok(()),
+        Choice::File | Choice::External | Choice::AwsAcm | Choice::AwsCertFile | Choice::AwsKms => {
+            Ok(())
+        }
         Choice::Azure => Err(not_built(role, "Azure Key Vault")),
-        Choice::AwsAcm | Choice::AwsCertFile => Err(not_built(role, "AWS KMS")),
     }
 }
 
@@ -90,6 +94,22 @@ pub fn open(cfg: &SigningKeyAndCertificate) -> Result<Signer> {
         Choice::External => {
             let (key, cert) = external::ExternalKey::open_secureboot(&cfg.signer_address)?;
             let source = format!("from signer {}", cfg.signer_address);
+            Signer::new(Arc::new(key), cert, &source)
+        }
+        Choice::AwsAcm | Choice::AwsCertFile => {
+            let key = aws::KmsKey::open(&cfg.aws_kms_key_id, &cfg.aws_region)?;
+            let (pem, source) = if choice == Choice::AwsAcm {
+                (
+                    key.acm_certificate(&cfg.aws_cert_arn)?,
+                    cfg.aws_cert_arn.clone(),
+                )
+            } else {
+                let path = require_file("awsCertPath", &cfg.aws_cert_path)?;
+                let pem = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+                (pem, path.display().to_string())
+            };
+            let (cert, _) =
+                parse_certificate(&pem).map_err(|e| Error::invalid(format!("{source}: {e}")))?;
             Signer::new(Arc::new(key), cert, &source)
         }
         Choice::File => {
@@ -122,6 +142,10 @@ pub fn open_key(cfg: &SigningKey) -> Result<Arc<dyn KeySigner>> {
     match choice {
         Choice::External => Ok(Arc::new(external::ExternalKey::open_pcr(
             &cfg.signer_address,
+        )?)),
+        Choice::AwsKms => Ok(Arc::new(aws::KmsKey::open(
+            &cfg.aws_kms_key_id,
+            &cfg.aws_region,
         )?)),
         Choice::File if pkcs11::is_uri(&cfg.key_path) => {
             Ok(Arc::new(pkcs11::Pkcs11Key::open(&cfg.key_path)?))
