@@ -191,10 +191,21 @@ pub fn enrollment_db_for(
             signer,
         )
     };
+    // Three signatures, made concurrently (a remote signer answers each in
+    // milliseconds to seconds).
+    let (pk, kek, db) = std::thread::scope(|s| {
+        let kek = s.spawn(|| build(&KEK));
+        let db = s.spawn(|| build(&DB));
+        let pk = build(&PK);
+        let join = |h: std::thread::ScopedJoinHandle<'_, Result<Vec<u8>>>| {
+            h.join().expect("a signing thread panicked")
+        };
+        (pk, join(kek), join(db))
+    });
     Ok(EnrollmentDb {
-        pk: build(&PK)?,
-        kek: build(&KEK)?,
-        db: build(&DB)?,
+        pk: pk?,
+        kek: kek?,
+        db: db?,
     })
 }
 
