@@ -61,6 +61,7 @@ fn validate_secureboot(profile: &Profile) -> Result<()> {
     )?;
     let pcr = sb.pcr_signer.clone().unwrap_or_default();
     backends::check_available(backends::choose_key(&pcr)?, "input.secureboot.pcrSigner")?;
+    backends::check_syntax(&signer, &pcr)?;
     let dbs = [
         ("platformKeyPath", &sb.platform_key_path),
         ("keyExchangeKeyPath", &sb.key_exchange_key_path),

@@ -81,6 +81,42 @@ pub fn check_available(choice: Choice, role: &str) -> Result<()> {
     }
 }
 
+/// Checks what can be checked without reaching the key: the external signer's
+/// address scheme and the syntax of PKCS#11 URIs (the profile check, before any work).
+pub fn check_syntax(sb: &SigningKeyAndCertificate, pcr: &SigningKey) -> Result<()> {
+    for (role, address) in [
+        ("secureBootSigner", &sb.signer_address),
+        ("pcrSigner", &pcr.signer_address),
+    ] {
+        if !address.is_empty() {
+            external::socket_path(address)
+                .map_err(|e| Error::invalid(format!("input.secureboot.{role}: {}", detail(e))))?;
+        }
+    }
+    for (field, value) in [
+        ("secureBootSigner.keyPath", &sb.key_path),
+        ("secureBootSigner.certPath", &sb.cert_path),
+        ("pcrSigner.keyPath", &pcr.key_path),
+    ] {
+        if pkcs11::is_uri(value) {
+            pkcs11::parse_uri(value).map_err(|e| {
+                Error::invalid(format!(
+                    "input.secureboot.{field}: PKCS#11 URI {}: {e}",
+                    pkcs11::redact(value)
+                ))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn detail(e: Error) -> String {
+    match e {
+        Error::Invalid(m) | Error::Unsupported(m) | Error::Dependency(m) => m,
+        other => other.to_string(),
+    }
+}
+
 fn not_built(role: &str, what: &str) -> Error {
     Error::unsupported(format!("{role}: {what} is not supported by this build"))
 }
