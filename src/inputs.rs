@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::keys::{PcrKey, Signer};
 use crate::profile::Profile;
+use crate::sign::backends;
 
 /// Checks that `path` (the profile's `role` input) is a readable, non-empty file.
 pub fn require_file(role: &str, path: &str) -> Result<PathBuf> {
@@ -75,15 +76,10 @@ impl SecureBootInputs {
             profile.input.secureboot.as_ref().ok_or_else(|| {
                 Error::invalid("SecureBoot is on but input.secureboot is not set")
             })?;
-        let signer_cfg = sb.secure_boot_signer.clone().unwrap_or_default();
-        let key = require_file("secureboot signing key", &signer_cfg.key_path)?;
-        let cert = require_file("secureboot signing certificate", &signer_cfg.cert_path)?;
-        let signer = Signer::load(&key, &cert)?;
-        let pcr_path = require_file(
-            "PCR signing key",
-            &sb.pcr_signer.clone().unwrap_or_default().key_path,
-        )?;
-        let pcr_key = PcrKey::load(&pcr_path)?;
+        let signer = backends::open(&sb.secure_boot_signer.clone().unwrap_or_default())?;
+        let pcr_key = PcrKey::new(backends::open_key(
+            &sb.pcr_signer.clone().unwrap_or_default(),
+        )?);
         let enrollment = if sb.platform_key_path.is_empty() {
             None
         } else {

@@ -546,7 +546,7 @@ fn library_enrollment_db_matches_the_cli_format() {
     let dir = tempfile::tempdir().unwrap();
     let (_, _, payload) = split_auth(&db.kek);
     assert_eq!(esl_certs(payload, dir.path(), "kek").len(), 3);
-    assert_eq!(esl_certs(payload, dir.path(), "kek")[0], signer.cert_der);
+    assert_eq!(esl_certs(payload, dir.path(), "kek")[0], signer.cert_der());
 }
 
 /// Waits until `log` contains `needle` or the process exits / `limit` passes.

@@ -121,6 +121,14 @@ pub struct BuildArgs {
     #[arg(long)]
     pub secureboot_include_well_known_certs: bool,
 
+    /// gRPC unix:// address of a SecureBoot signer service (Talos's signerd protocol).
+    #[arg(long, value_name = "unix:///PATH")]
+    pub secureboot_signer_address: Option<String>,
+
+    /// gRPC unix:// address of a PCR signer service (Talos's signerd protocol).
+    #[arg(long, value_name = "unix:///PATH")]
+    pub pcr_signer_address: Option<String>,
+
     /// systemd-boot secure-boot-enroll policy: if-safe, manual, force, off.
     #[arg(long)]
     pub secureboot_enroll_keys: Option<String>,
@@ -246,6 +254,8 @@ impl BuildArgs {
             embedded_config,
             version: self.talos_version.clone(),
             bootloader,
+            secureboot_signer_address: self.secureboot_signer_address.clone(),
+            pcr_signer_address: self.pcr_signer_address.clone(),
         })
     }
 }

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use imager::keys::{self, Signer, efivar, generate};
+use imager::keys::{self, efivar, generate};
+use imager::profile::SigningKeyAndCertificate;
 
 #[derive(Debug, Subcommand)]
 pub enum GenCommand {
@@ -84,8 +85,8 @@ pub fn run(cmd: GenCommand) -> anyhow::Result<()> {
                 "generating an RSA {} key (this can take a few seconds)",
                 generate::UKI_KEY_BITS
             );
-            let signer = generate::signer(&common_name, generate::UKI_KEY_BITS)?;
-            out.write(&generate::uki_signing_files(&signer)?)
+            let (key, signer) = generate::signing_pair(&common_name, generate::UKI_KEY_BITS)?;
+            out.write(&generate::uki_signing_files(&key, &signer)?)
         }
         SecurebootCommand::Pcr { out } => {
             refuse_existing(&out, &[generate::PCR_SIGNING_KEY])?;
@@ -117,7 +118,7 @@ pub fn run(cmd: GenCommand) -> anyhow::Result<()> {
             };
             let missing: Vec<String> = [&key_path, &cert_path]
                 .iter()
-                .filter(|p| !p.is_file())
+                .filter(|p| !p.to_string_lossy().starts_with("pkcs11:") && !p.is_file())
                 .map(|p| p.display().to_string())
                 .collect();
             if !missing.is_empty() {
@@ -128,7 +129,13 @@ pub fn run(cmd: GenCommand) -> anyhow::Result<()> {
                 ))
                 .into());
             }
-            let signer = Signer::load(&key_path, &cert_path)?;
+            // The signer is opened like a profile's SecureBoot signer (so the key may
+            // be any backend the profile's keyPath can name).
+            let signer = imager::sign::backends::open(&SigningKeyAndCertificate {
+                key_path: key_path.to_string_lossy().into_owned(),
+                cert_path: cert_path.to_string_lossy().into_owned(),
+                ..Default::default()
+            })?;
             let enrolled =
                 enrolled_certificate.unwrap_or_else(|| default(generate::UKI_SIGNING_CERT_PEM));
             let (_, enrolled_der) = keys::load_certificate(&enrolled).with_context(|| {

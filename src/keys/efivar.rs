@@ -167,7 +167,7 @@ pub fn enrollment_db(
     include_well_known: bool,
     timestamp: u64,
 ) -> Result<EnrollmentDb> {
-    enrollment_db_for(&signer.cert_der, signer, include_well_known, timestamp)
+    enrollment_db_for(signer.cert_der(), signer, include_well_known, timestamp)
 }
 
 /// Like [`enrollment_db`], enrolling `enrolled_cert_der` instead of the signer's certificate.
@@ -191,10 +191,21 @@ pub fn enrollment_db_for(
             signer,
         )
     };
+    // Three signatures, made concurrently (a remote signer answers each in
+    // milliseconds to seconds).
+    let (pk, kek, db) = std::thread::scope(|s| {
+        let kek = s.spawn(|| build(&KEK));
+        let db = s.spawn(|| build(&DB));
+        let pk = build(&PK);
+        let join = |h: std::thread::ScopedJoinHandle<'_, Result<Vec<u8>>>| {
+            h.join().expect("a signing thread panicked")
+        };
+        (pk, join(kek), join(db))
+    });
     Ok(EnrollmentDb {
-        pk: build(&PK)?,
-        kek: build(&KEK)?,
-        db: build(&DB)?,
+        pk: pk?,
+        kek: kek?,
+        db: db?,
     })
 }
 

@@ -103,17 +103,22 @@ pub fn self_signed_certificate(
 /// A fresh signer: an RSA key of `bits` bits and its self-signed certificate.
 /// (The README demo and tests make throw-away signers this way.)
 pub fn signer(name: &str, bits: usize) -> Result<Signer> {
-    let key = rsa_key(bits)?;
-    let cert = self_signed_certificate(&key, name, SystemTime::now())?;
-    Signer::from_parts(key, cert)
+    Ok(signing_pair(name, bits)?.1)
 }
 
-/// The files of `gen secureboot uki`, in Talos's order.
-pub fn uki_signing_files(signer: &Signer) -> Result<Vec<OutputFile>> {
+/// A fresh signer and its private key (to be written out).
+pub fn signing_pair(name: &str, bits: usize) -> Result<(RsaKey, Signer)> {
+    let key = rsa_key(bits)?;
+    let cert = self_signed_certificate(&key, name, SystemTime::now())?;
+    Ok((key.clone(), Signer::from_parts(key, cert)?))
+}
+
+/// The files of `gen secureboot uki` for `key` and its `signer`, in Talos's order.
+pub fn uki_signing_files(key: &RsaKey, signer: &Signer) -> Result<Vec<OutputFile>> {
     Ok(vec![
         OutputFile::public(UKI_SIGNING_CERT_PEM, signer.cert_pem().into_bytes()),
-        OutputFile::public(UKI_SIGNING_CERT_DER, signer.cert_der.clone()),
-        OutputFile::private(UKI_SIGNING_KEY, key_pem(&signer.key)?.into_bytes()),
+        OutputFile::public(UKI_SIGNING_CERT_DER, signer.cert_der().to_vec()),
+        OutputFile::private(UKI_SIGNING_KEY, key_pem(key)?.into_bytes()),
     ])
 }
 

@@ -7,14 +7,13 @@
 
 use base64::Engine;
 use rsa::pkcs1::EncodeRsaPublicKey;
-use rsa::pkcs1v15::Pkcs1v15Sign;
 use rsa::pkcs8::EncodePublicKey;
 use rsa::traits::PublicKeyParts;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
 use super::digest::Bank;
-use crate::error::{Error, Result};
-use crate::keys::RsaKey;
+use crate::error::Result;
+use crate::sign::{HashAlg, KeySigner, sign_checked};
 
 /// The PCR the UKI policy covers.
 pub const PCR_INDEX: u32 = 11;
@@ -44,27 +43,27 @@ pub fn policy_digest(bank: Bank, pcr_value: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// PKCS#1 v1.5 padding and the prehash of `pol` with the bank's hash.
-fn scheme(bank: Bank, pol: &[u8; 32]) -> (Pkcs1v15Sign, Vec<u8>) {
+/// The bank's hash as a signing hash, and the prehash of `pol` with it.
+fn scheme(bank: Bank, pol: &[u8; 32]) -> (HashAlg, Vec<u8>) {
     match bank {
-        Bank::Sha256 => (Pkcs1v15Sign::new::<Sha256>(), Sha256::digest(pol).to_vec()),
-        Bank::Sha384 => (Pkcs1v15Sign::new::<Sha384>(), Sha384::digest(pol).to_vec()),
-        Bank::Sha512 => (Pkcs1v15Sign::new::<Sha512>(), Sha512::digest(pol).to_vec()),
+        Bank::Sha256 => (HashAlg::Sha256, Sha256::digest(pol).to_vec()),
+        Bank::Sha384 => (HashAlg::Sha384, Sha384::digest(pol).to_vec()),
+        Bank::Sha512 => (HashAlg::Sha512, Sha512::digest(pol).to_vec()),
     }
 }
 
 /// RSASSA-PKCS#1 v1.5 signature over `pol`, hashed with the bank's hash
-/// (= `openssl dgst -<bank> -sign key` over the 32 raw bytes). Deterministic.
-pub fn sign(key: &RsaKey, bank: Bank, pol: &[u8; 32]) -> Result<Vec<u8>> {
-    let (padding, hashed) = scheme(bank, pol);
-    key.sign(padding, &hashed)
-        .map_err(|e| Error::invalid(format!("cannot sign the PCR policy: {e}")))
+/// (= `openssl dgst -<bank> -sign key` over the 32 raw bytes), made by `key` and
+/// checked against its public key. Deterministic.
+pub fn sign(key: &dyn KeySigner, bank: Bank, pol: &[u8; 32]) -> Result<Vec<u8>> {
+    let (hash, hashed) = scheme(bank, pol);
+    sign_checked(key, hash, &hashed)
 }
 
 /// Checks a signature made by [`sign`].
 pub fn verify(key: &rsa::PublicKey, bank: Bank, pol: &[u8; 32], sig: &[u8]) -> bool {
-    let (padding, hashed) = scheme(bank, pol);
-    key.verify(padding, &hashed, sig).is_ok()
+    let (hash, hashed) = scheme(bank, pol);
+    key.verify(hash.pkcs1v15(), &hashed, sig).is_ok()
 }
 
 /// `pkfp`: SHA-256 of the PKCS#1 RSAPublicKey DER (not the SPKI, not the PEM).
@@ -92,19 +91,28 @@ pub struct SignedPolicy {
     pub sig: Vec<u8>,
 }
 
-/// Computes and signs the policies for the final PCR values of each bank.
-pub fn sign_all(key: &RsaKey, values: &[(Bank, &[u8])]) -> Result<Vec<SignedPolicy>> {
-    values
-        .iter()
-        .map(|&(bank, value)| {
-            let pol = policy_digest(bank, value);
-            Ok(SignedPolicy {
-                bank,
-                pol,
-                sig: sign(key, bank, &pol)?,
-            })
+/// Computes and signs the policies for the final PCR values of each bank. The banks
+/// are signed concurrently (a remote key answers in tens of milliseconds each); the
+/// result is in `values` order whatever finishes first.
+pub fn sign_all(key: &dyn KeySigner, values: &[(Bank, &[u8])]) -> Result<Vec<SignedPolicy>> {
+    let one = |&(bank, value): &(Bank, &[u8])| {
+        let pol = policy_digest(bank, value);
+        Ok(SignedPolicy {
+            bank,
+            pol,
+            sig: sign(key, bank, &pol)?,
         })
-        .collect()
+    };
+    if values.len() < 2 {
+        return values.iter().map(one).collect();
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = values.iter().map(|v| s.spawn(move || one(v))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a signing thread panicked"))
+            .collect()
+    })
 }
 
 /// `.pcrsig` content: compact JSON, one single-entry array per bank, keys in the
@@ -128,13 +136,13 @@ pub fn pcrsig_json(pkfp: &str, policies: &[SignedPolicy]) -> String {
 
 /// Length of the `.pcrsig` JSON for `key` and `banks`: fixed, because every field has a
 /// fixed width for a given key size. Lets the UKI writer reserve the section before signing.
-pub fn pcrsig_len(key: &RsaKey, banks: &[Bank]) -> usize {
+pub fn pcrsig_len(key: &dyn KeySigner, banks: &[Bank]) -> usize {
     let placeholder: Vec<SignedPolicy> = banks
         .iter()
         .map(|&bank| SignedPolicy {
             bank,
             pol: [0; 32],
-            sig: vec![0; key.size()],
+            sig: vec![0; key.public_key().size()],
         })
         .collect();
     pcrsig_json(&"0".repeat(64), &placeholder).len()

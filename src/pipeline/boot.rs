@@ -84,10 +84,8 @@ impl Boot {
             }
             facts.secureboot = Some(SecureBootFacts {
                 signer_cert_sha256: sb.signer.cert_fingerprint(),
-                signer_subject: sb.signer.cert.tbs_certificate().subject().to_string(),
-                pcr_key_fingerprint: crate::measure::policy::fingerprint(
-                    &sb.pcr_key.key.to_public_key(),
-                ),
+                signer_subject: sb.signer.cert().tbs_certificate().subject().to_string(),
+                pcr_key_fingerprint: crate::measure::policy::fingerprint(sb.pcr_key.public_key()),
             });
         }
         let spec = UkiSpec {

@@ -66,7 +66,7 @@ pub fn entries(plan: &Plan, boot: &Boot, flavor: EspFlavor) -> Result<Vec<EspEnt
         if iso {
             entries.push(bytes(
                 "EFI/keys/uki-signing-cert.der",
-                sb.signer.cert_der.clone(),
+                sb.signer.cert_der().to_vec(),
                 false,
             ));
         }

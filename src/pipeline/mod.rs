@@ -88,20 +88,23 @@ fn work_dir_path(output_dir: &Path) -> PathBuf {
     output_dir.join(format!(".imager-work-{}", std::process::id()))
 }
 
-/// The profile as it is printed before a build into `output_dir` ("profile ready:").
+/// The profile as it is printed before a build into `output_dir` ("profile ready:"),
+/// without secrets (a PKCS#11 `pin-value`).
 /// Talos appends the embedded configuration's virtual extension (a `tarballPath` in its
 /// scratch directory) to `input.systemExtensions` before it dumps the profile
 /// (`pkg/imager/imager.go`: `handleEmbeddedConfig`, then `Dump`), whatever the output
 /// kind; the entry printed here names the tarball this build writes.
 pub fn printed_profile(profile: &Profile, output_dir: &Path) -> String {
+    // No PKCS#11 PIN in logs.
+    let mut shown = profile.clone();
+    shown.input.secureboot = shown.input.secureboot.as_ref().map(|sb| sb.redacted());
     if profile
         .customization
         .embedded_machine_configuration
         .is_empty()
     {
-        return profile.to_yaml();
+        return shown.to_yaml();
     }
-    let mut shown = profile.clone();
     let tarball = work_dir_path(output_dir).join(crate::extensions::embedded::TARBALL);
     shown
         .input

@@ -50,7 +50,12 @@ pub fn manifest(
     let manifest = Manifest {
         manifest_version: 1,
         imager_version: env!("CARGO_PKG_VERSION").to_string(),
-        profile: serde_json::to_value(&plan.profile).expect("profile serializes"),
+        profile: {
+            // The manifest lies beside the artifact: no PIN in it.
+            let mut p = plan.profile.clone();
+            p.input.secureboot = p.input.secureboot.as_ref().map(|sb| sb.redacted());
+            serde_json::to_value(&p).expect("profile serializes")
+        },
         kernel_cmdline: plan.cmdline.clone(),
         outputs: vec![OutputFile {
             name: plan.file_name.clone(),

@@ -167,6 +167,20 @@ pub struct SecureBootAssets {
 }
 
 impl SecureBootAssets {
+    /// A copy without secrets (a PKCS#11 URI's `pin-value`), for manifests and logs.
+    pub fn redacted(&self) -> Self {
+        use crate::sign::backends::pkcs11::redact;
+        let mut out = self.clone();
+        if let Some(s) = &mut out.secure_boot_signer {
+            s.key_path = redact(&s.key_path);
+            s.cert_path = redact(&s.cert_path);
+        }
+        if let Some(p) = &mut out.pcr_signer {
+            p.key_path = redact(&p.key_path);
+        }
+        out
+    }
+
     /// Moves flat-form paths into the nested signer blocks.
     pub fn normalize(&mut self) {
         if !self.signing_key_path.is_empty() || !self.signing_cert_path.is_empty() {

@@ -63,6 +63,10 @@ pub struct Overrides {
     /// Bootloader of a disk image or ISO (`output.imageOptions.bootloader`,
     /// `output.isoOptions.bootloader`).
     pub bootloader: Option<super::Bootloader>,
+    /// `--secureboot-signer-address`: the SecureBoot signer's `signerAddress`.
+    pub secureboot_signer_address: Option<String>,
+    /// `--pcr-signer-address`: the PCR signer's `signerAddress`.
+    pub pcr_signer_address: Option<String>,
 }
 
 /// Reads, merges, overrides, defaults and validates: the profile a build runs with.
@@ -221,6 +225,26 @@ fn apply(profile: &mut Profile, o: &Overrides) {
             .secureboot
             .get_or_insert_with(Default::default)
             .include_well_known_certs = true;
+    }
+    // As Talos: the address is set beside whatever else the block holds (it takes
+    // precedence over every other backend).
+    if let Some(a) = &o.secureboot_signer_address {
+        let sb = profile
+            .input
+            .secureboot
+            .get_or_insert_with(Default::default);
+        sb.secure_boot_signer
+            .get_or_insert_with(Default::default)
+            .signer_address = a.clone();
+    }
+    if let Some(a) = &o.pcr_signer_address {
+        let sb = profile
+            .input
+            .secureboot
+            .get_or_insert_with(Default::default);
+        sb.pcr_signer
+            .get_or_insert_with(Default::default)
+            .signer_address = a.clone();
     }
     if let Some(mode) = o.enroll_keys {
         profile

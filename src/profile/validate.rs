@@ -76,6 +76,8 @@ fn validate_secureboot(profile: &Profile) -> Result<()> {
     Ok(())
 }
 
+/// The signer backends the profile names (Talos's precedence decides which) are built
+/// into this imager, and their addresses and URIs parse.
 fn supported_signers(profile: &Profile) -> Result<()> {
     let Some(sb) = profile.input.secureboot.as_ref() else {
         return Ok(());
@@ -83,19 +85,14 @@ fn supported_signers(profile: &Profile) -> Result<()> {
     if !profile.secureboot() {
         return Ok(());
     }
-    if let Some(signer) = &sb.secure_boot_signer
-        && (signer.key_path.is_empty() || signer.cert_path.is_empty())
-    {
-        return Err(Error::unsupported(
-            "SecureBoot signer: only keyPath + certPath (PEM files) are supported; remote, Azure and AWS signers are not",
-        ));
-    }
-    if let Some(pcr) = &sb.pcr_signer
-        && pcr.key_path.is_empty()
-    {
-        return Err(Error::unsupported(
-            "PCR signer: only keyPath (a PEM file) is supported",
-        ));
-    }
+    use crate::sign::backends;
+    let signer = sb.secure_boot_signer.clone().unwrap_or_default();
+    backends::check_available(
+        backends::choose(&signer)?,
+        "input.secureboot.secureBootSigner",
+    )?;
+    let pcr = sb.pcr_signer.clone().unwrap_or_default();
+    backends::check_available(backends::choose_key(&pcr)?, "input.secureboot.pcrSigner")?;
+    backends::check_syntax(&signer, &pcr)?;
     Ok(())
 }

@@ -350,7 +350,7 @@ pub struct SignaturePatch {
 
 impl SignaturePatch {
     fn new(spans: &HashSpans, scan: Scan, signer: &Signer, signing_time: u64) -> Result<Self> {
-        let entry = win_certificate(&signature_blob(&scan.digest, signer, signing_time)?);
+        let entry = win_certificate(&signature_blob(&scan.digest, signer, signing_time, true)?);
         let (table_offset, table_used) = match spans.cert_table {
             Some(t) => (t.offset, t.size),
             None => (align8(spans.file_size), 0),
@@ -414,7 +414,7 @@ impl SignaturePatch {
 /// digest's value not at all and on the time only through its encoding (a UTCTime
 /// before 2050, a longer GeneralizedTime from then on).
 pub fn signature_len(signer: &Signer, signing_time: u64) -> Result<u64> {
-    let blob = signature_blob(&[0; 32], signer, signing_time)?;
+    let blob = signature_blob(&[0; 32], signer, signing_time, false)?;
     Ok(win_certificate(&blob).len() as u64)
 }
 
@@ -466,7 +466,13 @@ impl<'a> Iterator for WinCertificates<'a> {
 
 /// DER ContentInfo(SignedData) over the SpcIndirectDataContent for `digest`.
 /// Deterministic for a given signing time (RSA PKCS#1 v1.5 has no randomness).
-fn signature_blob(digest: &[u8; 32], signer: &Signer, signing_time: u64) -> Result<Vec<u8>> {
+/// With `sign` false, the signature is zeros of the same length (for [`signature_len`]).
+fn signature_blob(
+    digest: &[u8; 32],
+    signer: &Signer,
+    signing_time: u64,
+    sign: bool,
+) -> Result<Vec<u8>> {
     let spc = spc_indirect_data_content(digest);
     // messageDigest covers the value octets of the content (RFC 5652 5.4).
     let value = Reader::new(&spc).any().expect("encoded just above").content;
@@ -478,7 +484,11 @@ fn signature_blob(digest: &[u8; 32], signer: &Signer, signing_time: u64) -> Resu
         ),
         digest: Sha256::digest(value).into(),
     };
-    let signed = pkcs7::signed_data(signer, content, signing_time)?;
+    let signed = if sign {
+        pkcs7::signed_data(signer, content, signing_time)?
+    } else {
+        pkcs7::placeholder_signed_data(signer, content, signing_time)?
+    };
     pkcs7::content_info_der(&signed)
 }
 
@@ -757,7 +767,7 @@ mod tests {
             2_524_608_000,
             4_102_444_800,
         ] {
-            let blob = signature_blob(&[9; 32], &signer, time).unwrap();
+            let blob = signature_blob(&[9; 32], &signer, time, true).unwrap();
             let len = signature_len(&signer, time).unwrap();
             assert_eq!(win_certificate(&blob).len() as u64, len, "at {time}");
         }
@@ -772,9 +782,15 @@ mod tests {
     fn signatures_depend_only_on_inputs_and_signing_time() {
         let signer = test_signer();
         let digest = [7u8; 32];
-        let a = signature_blob(&digest, &signer, 1_700_000_000).unwrap();
-        assert_eq!(a, signature_blob(&digest, &signer, 1_700_000_000).unwrap());
-        assert_ne!(a, signature_blob(&digest, &signer, 1_700_000_001).unwrap());
+        let a = signature_blob(&digest, &signer, 1_700_000_000, true).unwrap();
+        assert_eq!(
+            a,
+            signature_blob(&digest, &signer, 1_700_000_000, true).unwrap()
+        );
+        assert_ne!(
+            a,
+            signature_blob(&digest, &signer, 1_700_000_001, true).unwrap()
+        );
         let info = check_signature(&a, &digest).unwrap();
         assert!(info.digest_matches && info.signature_valid);
         // SignedData version 1, like sbsign and go-uefi (the cms builder would say 3).

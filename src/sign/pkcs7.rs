@@ -51,6 +51,20 @@ pub struct Content {
 /// the certificate itself, and the signed attributes contentType, signingTime
 /// (`signing_time`, seconds since the epoch) and messageDigest.
 pub fn signed_data(signer: &Signer, content: Content, signing_time: u64) -> Result<SignedData> {
+    build(signer, content, signing_time, true)
+}
+
+/// [`signed_data`] with a zero signature of the right length: the same size, for
+/// laying a file out before signing, without asking the (perhaps remote) key.
+pub fn placeholder_signed_data(
+    signer: &Signer,
+    content: Content,
+    signing_time: u64,
+) -> Result<SignedData> {
+    build(signer, content, signing_time, false)
+}
+
+fn build(signer: &Signer, content: Content, signing_time: u64, sign: bool) -> Result<SignedData> {
     let fail =
         |what: &str, e: der::Error| Error::invalid(format!("cannot encode the PKCS#7 {what}: {e}"));
     let attributes =
@@ -60,9 +74,14 @@ pub fn signed_data(signer: &Signer, content: Content, signing_time: u64) -> Resu
     let attributes_der = attributes
         .to_der()
         .map_err(|e| fail("signed attributes", e))?;
-    let signature = signer.sign_sha256_digest(&Sha256::digest(&attributes_der).into())?;
+    let signature = if sign {
+        signer.sign_sha256_digest(&Sha256::digest(&attributes_der).into())?
+    } else {
+        use rsa::traits::PublicKeyParts;
+        vec![0; signer.key().public_key().size()]
+    };
 
-    let tbs = signer.cert.tbs_certificate();
+    let tbs = signer.cert().tbs_certificate();
     let signer_info = SignerInfo {
         version: CmsVersion::V1,
         sid: SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
@@ -84,7 +103,7 @@ pub fn signed_data(signer: &Signer, content: Content, signing_time: u64) -> Resu
             econtent: content.content,
         },
         certificates: Some(CertificateSet(
-            SetOfVec::try_from(vec![CertificateChoices::Certificate(signer.cert.clone())])
+            SetOfVec::try_from(vec![CertificateChoices::Certificate(signer.cert().clone())])
                 .map_err(one)?,
         )),
         crls: None,

@@ -1,12 +1,22 @@
-//! The SecureBoot signer (an RSA key and its X.509 certificate) and the PEM/DER
-//! files it is loaded from. Everything that signs (Authenticode, PKCS#7 for the
-//! enrollment variables) takes a [`Signer`].
+//! The signer seam: [`KeySigner`] (an RSA key that signs digests, wherever it lives)
+//! and [`Signer`] (such a key with its X.509 certificate: the SecureBoot signer).
+//! Everything that signs (Authenticode, PKCS#7 for the enrollment variables, the
+//! PCR policy) goes through [`KeySigner::sign_digest`] by way of [`sign_checked`],
+//! which checks every signature against the public key before anyone writes it.
+//!
+//! Follows Talos's split (`pkg/imager/profile/input.go`: `PCRSigner` is a
+//! `measure.RSAKey`, `SecureBootSigner` a `pesign.CertificateSigner`, both over Go's
+//! `crypto.Signer`, which signs a digest the caller computed); backends live in
+//! [`super::backends`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use der::{Decode, DecodePem, Encode};
 use rsa::pkcs1::DecodeRsaPrivateKey;
+use rsa::pkcs1v15::Pkcs1v15Sign;
 use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
+use rsa::traits::PublicKeyParts;
 use x509_cert::Certificate;
 
 use crate::error::{Error, IoContext, Result};
@@ -14,94 +24,193 @@ use crate::error::{Error, IoContext, Result};
 /// RSA private key type used throughout.
 pub type RsaKey = rsa::PrivateKey;
 
-/// The SecureBoot signer: an RSA key and the X.509 certificate of its public key.
-/// Signs the UKI and systemd-boot (Authenticode) and the enrollment variables.
+/// The hash a digest was made with (every signature is RSASSA-PKCS1-v1_5 over it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HashAlg {
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl HashAlg {
+    /// Digest length in bytes.
+    pub fn digest_len(self) -> usize {
+        match self {
+            HashAlg::Sha256 => 32,
+            HashAlg::Sha384 => 48,
+            HashAlg::Sha512 => 64,
+        }
+    }
+
+    /// Lower-case name (`sha256`), as the PCR banks and the error messages spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            HashAlg::Sha256 => "sha256",
+            HashAlg::Sha384 => "sha384",
+            HashAlg::Sha512 => "sha512",
+        }
+    }
+
+    /// The PKCS#1 v1.5 padding scheme for this hash (its DigestInfo prefix).
+    pub fn pkcs1v15(self) -> Pkcs1v15Sign {
+        match self {
+            HashAlg::Sha256 => Pkcs1v15Sign::new::<sha2::Sha256>(),
+            HashAlg::Sha384 => Pkcs1v15Sign::new::<sha2::Sha384>(),
+            HashAlg::Sha512 => Pkcs1v15Sign::new::<sha2::Sha512>(),
+        }
+    }
+
+    /// DER `DigestInfo` of `digest` (RFC 8017 9.2): what a raw RSA PKCS#1 signer
+    /// (PKCS#11 `CKM_RSA_PKCS`) is given.
+    pub fn digest_info(self, digest: &[u8]) -> Vec<u8> {
+        let mut out = self.pkcs1v15().prefix.to_vec();
+        out.extend_from_slice(digest);
+        out
+    }
+}
+
+/// An RSA key that signs digests: a PEM file, a PKCS#11 token, a cloud KMS or an
+/// external signer. Implement this (and add a case to [`super::backends::open`]) to
+/// add a backend. Remote failures are [`Error::Dependency`].
+pub trait KeySigner: Send + Sync {
+    /// The RSA public key.
+    fn public_key(&self) -> &rsa::PublicKey;
+    /// RSASSA-PKCS1-v1_5 signature of `digest`, a `hash` digest the caller made
+    /// (the signer does not hash again). Callers use [`sign_checked`].
+    fn sign_digest(&self, hash: HashAlg, digest: &[u8]) -> Result<Vec<u8>>;
+    /// Where the key is, for messages (`pcr-signing-key.pem`, `pkcs11:token=…`).
+    fn describe(&self) -> String;
+}
+
+impl std::fmt::Debug for dyn KeySigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// Signs `digest` with `key` and checks the signature against the key's public key,
+/// so that a backend returning a wrong signature (a different key behind the same
+/// name, a broken HSM, a signer that hashes again) stops the build before anything
+/// is written.
+pub fn sign_checked(key: &dyn KeySigner, hash: HashAlg, digest: &[u8]) -> Result<Vec<u8>> {
+    if digest.len() != hash.digest_len() {
+        return Err(Error::invalid(format!(
+            "a {} digest must be {} bytes, not {}",
+            hash.name(),
+            hash.digest_len(),
+            digest.len()
+        )));
+    }
+    let signature = key.sign_digest(hash, digest)?;
+    let public = key.public_key();
+    if signature.len() != public.size() {
+        return Err(Error::Dependency(format!(
+            "{}: the {} signature is {} bytes, the key's modulus {}",
+            key.describe(),
+            hash.name(),
+            signature.len(),
+            public.size()
+        )));
+    }
+    public
+        .verify(hash.pkcs1v15(), digest, &signature)
+        .map_err(|_| {
+            Error::Dependency(format!(
+                "{}: returned a {} signature that does not verify with its public key",
+                key.describe(),
+                hash.name()
+            ))
+        })?;
+    Ok(signature)
+}
+
+/// The SecureBoot signer: a [`KeySigner`] and the X.509 certificate of its public
+/// key. Signs the UKI and systemd-boot (Authenticode) and the enrollment variables.
+/// Cheap to clone (the key is shared).
 #[derive(Clone)]
 pub struct Signer {
-    pub key: RsaKey,
-    pub cert: Certificate,
-    /// DER encoding of `cert`, as read.
-    pub cert_der: Vec<u8>,
-    pub key_path: PathBuf,
-    pub cert_path: PathBuf,
+    key: Arc<dyn KeySigner>,
+    cert: Certificate,
+    /// DER encoding of `cert`.
+    cert_der: Vec<u8>,
 }
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Signer")
-            .field("cert_path", &self.cert_path)
+            .field("key", &self.key.describe())
             .finish_non_exhaustive()
     }
 }
 
 impl Signer {
-    /// Loads a PEM key (PKCS#1 or PKCS#8) and a PEM or DER certificate and checks
-    /// that the certificate is for this key.
-    pub fn load(key_path: &Path, cert_path: &Path) -> Result<Self> {
-        let key = load_rsa_key(key_path)?;
-        let (cert, cert_der) = load_certificate(cert_path)?;
+    /// A signer from a key and the certificate `cert_source` names; refuses a
+    /// certificate that is not for this key.
+    pub fn new(key: Arc<dyn KeySigner>, cert: Certificate, cert_source: &str) -> Result<Self> {
+        let cert_der = cert.to_der().map_err(|e| {
+            Error::invalid(format!("{cert_source}: cannot encode the certificate: {e}"))
+        })?;
         let cert_spki = cert
             .tbs_certificate()
             .subject_public_key_info()
             .to_der()
             .map_err(|e| {
-                Error::format(
-                    cert_path,
-                    format!("cannot encode the certificate's public key: {e}"),
-                )
+                Error::invalid(format!(
+                    "{cert_source}: cannot encode the certificate's public key: {e}"
+                ))
             })?;
-        let key_spki = key
-            .to_public_key()
-            .to_public_key_der()
-            .map_err(|e| Error::format(key_path, format!("cannot encode the public key: {e}")))?;
+        let key_spki = key.public_key().to_public_key_der().map_err(|e| {
+            Error::invalid(format!(
+                "{}: cannot encode the public key: {e}",
+                key.describe()
+            ))
+        })?;
         if cert_spki != key_spki.as_bytes() {
             return Err(Error::invalid(format!(
-                "the certificate {} does not match the signing key {}",
-                cert_path.display(),
-                key_path.display()
+                "the certificate {cert_source} does not match the signing key {}",
+                key.describe()
             )));
         }
         Ok(Signer {
             key,
             cert,
             cert_der,
-            key_path: key_path.into(),
-            cert_path: cert_path.into(),
         })
+    }
+
+    /// Loads a PEM key (PKCS#1 or PKCS#8) and a PEM or DER certificate and checks
+    /// that the certificate is for this key.
+    pub fn load(key_path: &Path, cert_path: &Path) -> Result<Self> {
+        let key = super::backends::file::FileKey::load(key_path)?;
+        let (cert, _) = load_certificate(cert_path)?;
+        Signer::new(Arc::new(key), cert, &cert_path.display().to_string())
     }
 
     /// A signer from a key and certificate already in memory (freshly generated ones).
-    /// The paths are empty.
     pub fn from_parts(key: RsaKey, cert: Certificate) -> Result<Self> {
-        let cert_der = cert
-            .to_der()
-            .map_err(|e| Error::invalid(format!("cannot encode the certificate: {e}")))?;
-        Ok(Signer {
-            key,
-            cert,
-            cert_der,
-            key_path: PathBuf::new(),
-            cert_path: PathBuf::new(),
-        })
+        let key = super::backends::file::FileKey::new(key, "a generated key".into());
+        Signer::new(Arc::new(key), cert, "the generated certificate")
     }
 
-    /// RSA PKCS#1 v1.5 signature of a SHA-256 digest: the only operation Authenticode
-    /// and authenticated variables need from the key, so a remote or KMS-backed
-    /// signer would only have to provide this.
+    /// The key.
+    pub fn key(&self) -> &dyn KeySigner {
+        &*self.key
+    }
+
+    /// The certificate.
+    pub fn cert(&self) -> &Certificate {
+        &self.cert
+    }
+
+    /// The certificate's DER bytes.
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
+    /// RSA PKCS#1 v1.5 signature of a SHA-256 digest, checked: the only operation
+    /// Authenticode and authenticated variables need from the key.
     pub fn sign_sha256_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>> {
-        use rsa::pkcs1v15::Pkcs1v15Sign;
-        self.key
-            .sign_with_rng(
-                &mut getrandom::SysRng,
-                Pkcs1v15Sign::new::<sha2::Sha256>(),
-                digest,
-            )
-            .map_err(|e| {
-                Error::invalid(format!(
-                    "RSA signing with {} failed: {e}",
-                    self.key_path.display()
-                ))
-            })
+        sign_checked(&*self.key, HashAlg::Sha256, digest)
     }
 
     /// The certificate as PEM text.
@@ -132,7 +241,7 @@ pub fn load_rsa_key(path: &Path) -> Result<RsaKey> {
     } else if text.contains("-----BEGIN EC PRIVATE KEY-----") {
         Err(Error::format(
             path,
-            "an EC key; only RSA keys are supported",
+            "key type is not RSA (an EC key; only RSA keys are supported)",
         ))
     } else {
         Err(Error::format(
@@ -145,18 +254,27 @@ pub fn load_rsa_key(path: &Path) -> Result<RsaKey> {
 /// Reads an X.509 certificate, PEM or DER; returns it with its DER bytes.
 pub fn load_certificate(path: &Path) -> Result<(Certificate, Vec<u8>)> {
     let bytes = std::fs::read(path).at(path)?;
+    parse_certificate(&bytes).map_err(|e| Error::format(path, e))
+}
+
+/// Parses an X.509 certificate, PEM (the first block) or DER; returns it with its DER.
+pub fn parse_certificate(bytes: &[u8]) -> std::result::Result<(Certificate, Vec<u8>), String> {
     let cert = if bytes.starts_with(b"-----BEGIN") || bytes.windows(11).any(|w| w == b"-----BEGIN ")
     {
-        let text = String::from_utf8_lossy(&bytes);
-        Certificate::from_pem(text.as_bytes())
-            .map_err(|e| Error::format(path, format!("not a valid PEM certificate: {e}")))?
+        let text = String::from_utf8_lossy(bytes);
+        let start = text.find("-----BEGIN CERTIFICATE-----").unwrap_or(0);
+        let text = &text[start..];
+        let end = text
+            .find("-----END CERTIFICATE-----")
+            .map_or(text.len(), |e| e + "-----END CERTIFICATE-----".len());
+        Certificate::from_pem(&text.as_bytes()[..end])
+            .map_err(|e| format!("not a valid PEM certificate: {e}"))?
     } else {
-        Certificate::from_der(&bytes)
-            .map_err(|e| Error::format(path, format!("not a valid DER certificate: {e}")))?
+        Certificate::from_der(bytes).map_err(|e| format!("not a valid DER certificate: {e}"))?
     };
     let der = cert
         .to_der()
-        .map_err(|e| Error::format(path, format!("cannot re-encode certificate: {e}")))?;
+        .map_err(|e| format!("cannot re-encode certificate: {e}"))?;
     Ok((cert, der))
 }
 

@@ -124,7 +124,7 @@ fn appended_sections(spec: &UkiSpec) -> Result<Vec<Planned>> {
         add(".dtb", Content::File(p.clone(), file_len(p)?), 0);
     }
     if let Some(key) = &spec.pcr_key {
-        let pem = policy::public_key_pem(&key.key.to_public_key());
+        let pem = policy::public_key_pem(key.public_key());
         add(".pcrpkey", Content::Bytes(pem.into_bytes()), 0);
     }
     add(
@@ -198,7 +198,7 @@ pub fn plan(spec: UkiSpec, signer: Option<Signer>) -> Result<UkiPlan> {
     let pcrsig_len = spec
         .pcr_key
         .as_ref()
-        .map_or(0, |k| policy::pcrsig_len(&k.key, &BANKS)) as u64;
+        .map_or(0, |k| policy::pcrsig_len(k.signer(), &BANKS)) as u64;
     let sizes: Vec<(&str, u64)> = sections
         .iter()
         .map(|p| (p.name, p.len(pcrsig_len)))
@@ -426,11 +426,11 @@ impl UkiPlan {
         let Some(key) = &self.spec.pcr_key else {
             return Ok(targets.iter().map(|t| vec![None; t.banks.len()]).collect());
         };
-        let pkfp = policy::fingerprint(&key.key.to_public_key());
+        let pkfp = policy::fingerprint(key.public_key());
         let mut pols = Vec::with_capacity(targets.len());
         for (t, target) in targets.iter().enumerate() {
             let values: Vec<_> = target.banks.iter().map(|b| (b.bank, b.signed())).collect();
-            let policies = policy::sign_all(&key.key, &values)?;
+            let policies = policy::sign_all(key.signer(), &values)?;
             let json = policy::pcrsig_json(&pkfp, &policies);
             if json.len() as u64 != self.pcrsig_len {
                 // Cannot happen (every field has a fixed width); refuse rather than emit broken JSON.
