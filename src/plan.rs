@@ -120,6 +120,8 @@ pub struct Plan {
     /// `<name>-<version>`: the UKI's file name on the ESP and the ISO's volume label.
     pub label: String,
     pub kind: KindPlan,
+    /// What the overlay installer's `get-options` answered, when there is an overlay.
+    pub overlay: Option<crate::overlay::Options>,
 }
 
 /// What the kind builds.
@@ -229,6 +231,16 @@ impl Plan {
     /// what this imager does not build is refused here
     /// ([`crate::profile::validate::supported`], then the output kind's rules).
     pub fn new(profile: &Profile, epoch: u64) -> Result<Plan> {
+        Plan::with_overlay(profile, epoch, None)
+    }
+
+    /// [`Plan::new`] with the overlay installer's answer to `get-options` (its kernel
+    /// arguments go onto the command line after the platform's).
+    pub fn with_overlay(
+        profile: &Profile,
+        epoch: u64,
+        overlay: Option<crate::overlay::Options>,
+    ) -> Result<Plan> {
         crate::profile::validate::supported(profile)?;
         let arch: Arch = profile.arch.parse()?;
         let output_kind = profile.output.kind.ok_or_else(|| {
@@ -239,7 +251,10 @@ impl Plan {
         let out_format = profile.output.out_format.ok_or_else(|| {
             Error::invalid("output.outFormat is not set (raw, .xz, .gz, .zst, .tar.gz)")
         })?;
-        let cmdline = kernel_cmdline::build(profile, output_kind).to_string();
+        let overlay_args = overlay.as_ref().map(|o| o.kernel_args.as_slice());
+        let cmdline =
+            kernel_cmdline::build_with_overlay(profile, output_kind, overlay_args.unwrap_or(&[]))
+                .to_string();
         let kind = kind_plan(profile, output_kind, arch, &cmdline)?;
         let artifact = artifact_name(profile, &kind);
         let file_name = match out_format {
@@ -257,6 +272,7 @@ impl Plan {
             out_format,
             label: format!("{}-{}", profile.name, profile.version),
             kind,
+            overlay,
         })
     }
 

@@ -28,6 +28,14 @@ pub fn validate(profile: &Profile) -> Result<()> {
         )));
     }
     crate::extensions::validate_profile(profile)?;
+    if let Some(o) = &profile.overlay {
+        let i = &o.image;
+        if i.image_ref.is_empty() && i.oci_path.is_empty() && i.tarball_path.is_empty() {
+            return Err(Error::invalid(
+                "overlay.image: set one of imageRef, ociPath or tarballPath",
+            ));
+        }
+    }
     validate_secureboot(profile)?;
     Ok(())
 }
@@ -41,9 +49,14 @@ pub fn supported(profile: &Profile) -> Result<()> {
             profile.version
         )));
     }
-    if profile.overlay.is_some() || profile.input.overlay_installer.is_some() {
+    if profile.overlay.is_some()
+        && matches!(
+            profile.output.kind,
+            Some(super::OutputKind::Image | super::OutputKind::Installer)
+        )
+    {
         return Err(Error::unsupported(
-            "overlays are not supported by this imager",
+            "overlays: disk images and installers with an overlay are not built yet (the other kinds take its kernel arguments)",
         ));
     }
     if profile.input.image_cache.is_some() {
