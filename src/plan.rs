@@ -120,8 +120,8 @@ pub struct Plan {
     /// `<name>-<version>`: the UKI's file name on the ESP and the ISO's volume label.
     pub label: String,
     pub kind: KindPlan,
-    /// What the overlay installer's `get-options` answered, when there is an overlay.
-    pub overlay: Option<crate::overlay::Options>,
+    /// The board overlay and what its installer's `get-options` answered.
+    pub overlay: Option<crate::overlay::Applied>,
 }
 
 /// What the kind builds.
@@ -239,7 +239,7 @@ impl Plan {
     pub fn with_overlay(
         profile: &Profile,
         epoch: u64,
-        overlay: Option<crate::overlay::Options>,
+        overlay: Option<crate::overlay::Applied>,
     ) -> Result<Plan> {
         crate::profile::validate::supported(profile)?;
         let arch: Arch = profile.arch.parse()?;
@@ -251,11 +251,22 @@ impl Plan {
         let out_format = profile.output.out_format.ok_or_else(|| {
             Error::invalid("output.outFormat is not set (raw, .xz, .gz, .zst, .tar.gz)")
         })?;
-        let overlay_args = overlay.as_ref().map(|o| o.kernel_args.as_slice());
+        let overlay_args = overlay.as_ref().map(|o| o.options.kernel_args.as_slice());
         let cmdline =
             kernel_cmdline::build_with_overlay(profile, output_kind, overlay_args.unwrap_or(&[]))
                 .to_string();
-        let kind = kind_plan(profile, output_kind, arch, &cmdline)?;
+        let mut kind = kind_plan(profile, output_kind, arch, &cmdline)?;
+        if let (KindPlan::Disk(disk), Some(o)) = (&mut kind, &overlay) {
+            disk.layout.skip_lbas = o.options.partition_options.offset;
+            if disk.layout.size < disk.layout.minimum_size() {
+                return Err(Error::invalid(format!(
+                    "output.imageOptions.diskSize {} is too small for the overlay's partition offset {}: the partitions need at least {} bytes",
+                    disk.layout.size,
+                    disk.layout.skip_lbas,
+                    disk.layout.minimum_size()
+                )));
+            }
+        }
         let artifact = artifact_name(profile, &kind);
         let file_name = match out_format {
             OutFormat::Raw => artifact.clone(),
@@ -469,6 +480,7 @@ fn disk_plan(profile: &Profile, arch: Arch, boot: BootPlan) -> Result<DiskPlan> 
         sector_size,
         efi_size,
         boot_size: bios_boot,
+        skip_lbas: 0,
     };
     if layout.size < layout.minimum_size() {
         return Err(Error::invalid(format!(

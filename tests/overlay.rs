@@ -25,6 +25,17 @@ get-options)
   sum=$(sha256sum | cut -c1-16)
   printf 'name: fake\nkernelArgs:\n  - console=ttyS2,1500000\n  - fake.argv=%s\n  - fake.stdin=%s\n  - fake.env=%s\npartitionOptions:\n  offset: 20480\n' "$1" "$sum" "$(env | sort | tr '\n' ',')"
   ;;
+install)
+  in=$(cat)
+  disk=$(printf '%s\n' "$in" | sed -n 's/^installDisk: //p')
+  mp=$(printf '%s\n' "$in" | sed -n 's/^mountPrefix: //p')
+  art=$(printf '%s\n' "$in" | sed -n 's/^artifactsPath: //p')
+  printf '%s\n' "$in" > "$mp/boot/EFI/install-stdin.yaml"
+  dd if="$art/arm64/u-boot/fake/u-boot-rockchip.bin" of="$disk" bs=512 seek=64 conv=notrunc status=none
+  mkdir -p "$mp/boot/EFI/dtb/rockchip"
+  echo dtb > "$mp/boot/EFI/dtb/rockchip/rk3588-rock-5b-with-a-long-name.dtb"
+  printf 'kernel=u-boot.bin\n' > "$mp/boot/EFI/config.txt"
+  ;;
 *)
   echo "unknown command: $1" >&2
   exit 1
@@ -87,11 +98,16 @@ fn oci_layout(dir: &Path, tar: &[u8], arch: &str) {
 
 /// A profile file building `kind` on the overlay profile `fake` from the tarball.
 fn profile_file(dir: &Path, tarball: &Path, kind: &str) -> PathBuf {
+    profile_file_for(dir, tarball, kind, "v1.9.2")
+}
+
+/// [`profile_file`] for Talos `version`.
+fn profile_file_for(dir: &Path, tarball: &Path, kind: &str, version: &str) -> PathBuf {
     let p = dir.join("board.yaml");
     std::fs::write(
         &p,
         format!(
-            "baseProfileName: fake\nversion: v1.9.2\noverlay:\n  name: fake\n  image:\n    tarballPath: {}\n  options:\n    board: rock5b\n    spi: \"no\"\noutput:\n  kind: {kind}\n  outFormat: raw\n",
+            "baseProfileName: fake\nversion: {version}\noverlay:\n  name: fake\n  image:\n    tarballPath: {}\n  options:\n    board: rock5b\n    spi: \"no\"\noutput:\n  kind: {kind}\n  outFormat: raw\n",
             tarball.display()
         ),
     )
@@ -299,4 +315,103 @@ fn an_installer_is_stopped_at_the_time_limit() {
     }
     assert!(left.is_empty(), "{left:?}");
     assert!(tmp_left.is_empty(), "{tmp_left:?}");
+}
+
+/// A disk image with the overlay (target 1.11, Rockchip-like offset 20480): sgdisk finds
+/// the table clean with the primary entry array at LBA 20482 and EFI at 22528 on
+/// Talos's disk size; the installer's u-boot at byte 32768 survives; its files are in
+/// the ESP (fsck.fat clean, mdir) and not in BOOT (xfs_db); it got Talos's fields.
+#[test]
+fn disk_image_with_the_overlay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tarball = tmp.path().join("overlay.tar");
+    std::fs::write(&tarball, overlay_tar(INSTALLER)).unwrap();
+    let profile = profile_file_for(tmp.path(), &tarball, "image", "v1.11.0");
+    let built = demo_build(&profile).no_console().no_arch().run();
+    let image = &built.artifact;
+    assert_eq!(built.name(), "metal-arm64.raw");
+    // Talos's size for an overlay profile on >= 1.11: 1306525696 + 1000 MiB of BOOT.
+    assert_eq!(std::fs::metadata(image).unwrap().len(), 2355101696);
+    let verify = common::run_ok(
+        std::process::Command::new(common::require_tool("sgdisk"))
+            .arg("-v")
+            .arg(image),
+    );
+    assert!(verify.contains("No problems found"), "{verify}");
+    let header = common::bootpart::read_range(image, 512, 92);
+    assert_eq!(&header[0..8], b"EFI PART");
+    let le = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap());
+    assert_eq!(le(72), 20482, "PartitionEntryLBA");
+    assert_eq!(le(40), 22528, "FirstUsableLBA");
+    let rows = common::bootpart::sgdisk_rows(image);
+    let names: Vec<(u64, &str)> = rows.iter().map(|r| (r.1, r.4.as_str())).collect();
+    assert_eq!(names[0], (22528, "EFI"), "{rows:?}");
+    assert_eq!(names.len(), 4, "{rows:?}");
+    // The installer's raw write.
+    assert_eq!(
+        common::bootpart::read_range(image, 32768, 4096),
+        vec![0xa5; 4096]
+    );
+    // Its files, in the ESP beside GRUB.
+    let (efi_at, efi_len, _) = common::partition(image, 1, 512);
+    let esp = tmp.path().join("esp.img");
+    common::bootpart::extract(image, efi_at, efi_len, &esp);
+    common::fat::fsck(&esp);
+    let files = common::fat::files(&esp);
+    for want in [
+        "::/EFI/boot/BOOTAA64.efi",
+        "::/config.txt",
+        "::/dtb/rockchip/rk3588-rock-5b-with-a-long-name.dtb",
+    ] {
+        assert!(
+            files.lines().any(|l| l.trim() == want),
+            "{want} not in\n{files}"
+        );
+    }
+    // What install got on stdin: Talos's fields, in its order.
+    let stdin = common::fat::read_text(&esp, "::/install-stdin.yaml");
+    let keys: Vec<&str> = stdin
+        .lines()
+        .filter(|l| !l.starts_with(' ') && !l.is_empty())
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "installDisk",
+            "mountPrefix",
+            "artifactsPath",
+            "extraOptions"
+        ],
+        "{stdin}"
+    );
+    assert!(
+        stdin.contains("extraOptions:\n    board: rock5b\n    spi: \"no\"\n"),
+        "{stdin}"
+    );
+    assert!(stdin.contains("installDisk: /"), "{stdin}");
+    // Not in BOOT.
+    let (boot_at, boot_len, _) = common::partition(image, 3, 512);
+    let boot = tmp.path().join("boot.img");
+    common::bootpart::extract(image, boot_at, boot_len, &boot);
+    let root = common::bootpart::xfs_db(&boot, "ls /");
+    assert!(root.contains("grub"), "{root}");
+    for absent in ["config.txt", "dtb", "EFI", "install-stdin.yaml"] {
+        assert!(
+            !root.split_whitespace().any(|w| w == absent),
+            "{absent} in BOOT:\n{root}"
+        );
+    }
+    // The overlay's kernel arguments are on GRUB's command line.
+    let cfg = String::from_utf8(common::bootpart::grub_read(
+        image,
+        3,
+        "/grub/grub.cfg",
+        tmp.path(),
+    ))
+    .unwrap();
+    assert!(
+        cfg.contains("talos.platform=metal console=ttyS2,1500000 fake.argv=get-options"),
+        "{cfg}"
+    );
 }

@@ -261,8 +261,12 @@ fn run_in(
     }
     // Talos runs get-options whatever the kind (its kernel arguments are on every
     // command line).
-    let options = match (&overlay, &profile.overlay) {
-        (Some(o), Some(p)) => Some(o.get_options(&p.options, &Stderr)?),
+    let options = match (overlay, &profile.overlay) {
+        (Some(o), Some(p)) => Some(imager::overlay::Applied {
+            options: o.get_options(&p.options, &Stderr)?,
+            extracted: o,
+            extra_options: p.options.clone(),
+        }),
         _ => None,
     };
     let plan = Plan::with_overlay(&profile, imager::plan::epoch_from_env(), options)?;

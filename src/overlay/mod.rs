@@ -223,6 +223,47 @@ impl Drop for TempDir {
     }
 }
 
+/// An overlay of a build: the extracted image, what `get-options` answered and the
+/// options `install` gets (`overlay.options`).
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub extracted: Extracted,
+    pub options: Options,
+    pub extra_options: Mapping,
+}
+
+impl Applied {
+    /// Runs `install` against the disk image `disk` with the staging tree `mount_prefix`
+    /// (the files it puts under `boot/EFI` belong to the ESP); it may write only those two.
+    pub fn install(&self, disk: &Path, mount_prefix: &Path, progress: &dyn Progress) -> Result<()> {
+        let exec = self.extracted.executor()?;
+        // The installer runs in its own directory: every path it gets is absolute.
+        let disk = &std::path::absolute(disk).at(disk)?;
+        let mount_prefix = &std::path::absolute(mount_prefix).at(mount_prefix)?;
+        let efi = mount_prefix.join("boot/EFI");
+        std::fs::create_dir_all(&efi).op("creating", &efi)?;
+        let input = InstallOptions {
+            install_disk: disk.to_string_lossy().into_owned(),
+            mount_prefix: mount_prefix.to_string_lossy().into_owned(),
+            artifacts_path: std::path::absolute(self.extracted.artifacts())
+                .unwrap_or_else(|_| self.extracted.artifacts())
+                .to_string_lossy()
+                .into_owned(),
+            extra_options: self.extra_options.clone(),
+        };
+        let (_, confinement) = exec.run(
+            "install",
+            input.to_yaml().as_bytes(),
+            &[disk.to_path_buf(), mount_prefix.to_path_buf()],
+        )?;
+        progress.step(&format!(
+            "overlay {:?}: install ({confinement})",
+            self.extracted.name
+        ));
+        Ok(())
+    }
+}
+
 /// The architecture of the machine running the imager, as Go names it.
 pub fn host_arch() -> &'static str {
     match std::env::consts::ARCH {

@@ -49,15 +49,27 @@ pub fn supported(profile: &Profile) -> Result<()> {
             profile.version
         )));
     }
-    if profile.overlay.is_some()
-        && matches!(
-            profile.output.kind,
-            Some(super::OutputKind::Image | super::OutputKind::Installer)
-        )
-    {
-        return Err(Error::unsupported(
-            "overlays: disk images and installers with an overlay are not built yet (the other kinds take its kernel arguments)",
-        ));
+    if profile.overlay.is_some() {
+        match profile.output.kind {
+            Some(super::OutputKind::Installer) => {
+                return Err(Error::unsupported(
+                    "overlays: installers with an overlay are not built yet (disk images and the other kinds are)",
+                ));
+            }
+            Some(super::OutputKind::Image)
+                if profile
+                    .output
+                    .image_options
+                    .as_ref()
+                    .and_then(|o| o.bootloader)
+                    .is_some_and(|b| b != super::Bootloader::Grub) =>
+            {
+                return Err(Error::unsupported(
+                    "overlays: a disk image with an overlay uses the grub bootloader (Talos runs the overlay installer only there)",
+                ));
+            }
+            _ => {}
+        }
     }
     if profile.input.image_cache.is_some() {
         return Err(Error::unsupported("image caches are not supported yet"));
