@@ -415,3 +415,117 @@ fn disk_image_with_the_overlay() {
         "{cfg}"
     );
 }
+
+/// A `FROM scratch` base installer image built with buildah, as an OCI layout `DIR:v1.9.2`.
+fn base_image(dir: &Path, arch: &str) -> PathBuf {
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::write(root.join("bin/installer"), "#!/bin/sh\n").unwrap();
+    let name = format!("imager-test-overlay-base-{}", std::process::id());
+    let ctr = common::run_ok(common::buildah().args(["from", "scratch"]))
+        .trim()
+        .to_string();
+    common::run_ok(common::buildah().arg("copy").arg(&ctr).arg(&root).arg("/"));
+    common::run_ok(
+        common::buildah()
+            .args(["config", "--arch", arch, "--os", "linux"])
+            .arg(&ctr),
+    );
+    common::run_ok(
+        common::buildah()
+            .args(["commit", "-q"])
+            .arg(&ctr)
+            .arg(&name),
+    );
+    common::run_ok(common::buildah().arg("rm").arg(&ctr));
+    let layout = dir.join("base");
+    common::run_ok(
+        common::buildah()
+            .args(["push", "-q"])
+            .arg(&name)
+            .arg(format!("oci:{}:v1.9.2", layout.display())),
+    );
+    let _ = common::buildah().args(["rmi", "-f"]).arg(&name).output();
+    layout
+}
+
+/// The installer image with the overlay: its last layer holds exactly Talos's paths
+/// (`overlay/artifacts/...`, `overlay/installers/default` executable,
+/// `overlay/extra-options` with the options YAML), listed by GNU tar; skopeo reads the image.
+#[test]
+fn installer_image_with_the_overlay_layer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tarball = tmp.path().join("overlay.tar");
+    std::fs::write(&tarball, overlay_tar(INSTALLER)).unwrap();
+    let base = base_image(tmp.path(), "arm64");
+    let profile = tmp.path().join("installer.yaml");
+    std::fs::write(
+        &profile,
+        format!(
+            "baseProfileName: fake\nversion: v1.9.2\noverlay:\n  name: fake\n  image:\n    tarballPath: {t}\n  options:\n    board: rock5b\ninput:\n  overlayInstaller:\n    tarballPath: {t}\noutput:\n  kind: installer\n  outFormat: raw\n",
+            t = tarball.display()
+        ),
+    )
+    .unwrap();
+    let built = demo_build(&profile)
+        .no_console()
+        .no_arch()
+        .arg("--base-installer-image")
+        .arg(format!("oci:{}:v1.9.2", base.display()))
+        .run();
+    // skopeo reads it.
+    let inspect = common::run_ok(
+        std::process::Command::new(common::require_tool("skopeo"))
+            .args(["inspect", "--raw"])
+            .arg(format!("oci-archive:{}", built.artifact.display())),
+    );
+    let manifest: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    let last = layers.last().unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .replace("sha256:", "");
+    let unpacked = tmp.path().join("image");
+    std::fs::create_dir(&unpacked).unwrap();
+    common::run_ok(
+        std::process::Command::new("tar")
+            .arg("-xf")
+            .arg(&built.artifact)
+            .arg("-C")
+            .arg(&unpacked),
+    );
+    let blob = unpacked.join("blobs/sha256").join(&last);
+    let listing = common::run_ok(
+        std::process::Command::new("tar")
+            .args(["--numeric-owner", "-tvzf"])
+            .arg(&blob),
+    );
+    let rows: Vec<(String, String)> = listing
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_string(), f[f.len() - 1].to_string())
+        })
+        .collect();
+    let want = [
+        ("drwxr-xr-x", "overlay/artifacts"),
+        ("drwxr-xr-x", "overlay/artifacts/arm64"),
+        ("drwxr-xr-x", "overlay/artifacts/arm64/u-boot"),
+        ("drwxr-xr-x", "overlay/artifacts/arm64/u-boot/fake"),
+        (
+            "-rw-r--r--",
+            "overlay/artifacts/arm64/u-boot/fake/u-boot-rockchip.bin",
+        ),
+        ("-rw-r--r--", "overlay/extra-options"),
+        ("-rwxr-xr-x", "overlay/installers/default"),
+    ];
+    let got: Vec<(&str, &str)> = rows.iter().map(|(m, n)| (m.as_str(), n.as_str())).collect();
+    assert_eq!(got, want, "{listing}");
+    let options = common::run_ok(
+        std::process::Command::new("tar")
+            .args(["-xOzf"])
+            .arg(&blob)
+            .arg("overlay/extra-options"),
+    );
+    assert_eq!(options, "board: rock5b\n");
+}

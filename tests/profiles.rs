@@ -267,8 +267,8 @@ fn dry_run_prints_and_plans_every_golden_profile() {
     assert_eq!(goldens.len(), 448);
 }
 
-/// A profile this imager does not build for another reason (an installer with a board
-/// overlay) is still printed by `--dry-run` before the refusal.
+/// A profile this imager does not build for another reason (a systemd-boot disk image
+/// with a board overlay) is still printed by `--dry-run` before the refusal.
 #[test]
 fn dry_run_prints_an_unsupported_profile_before_refusing_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -289,7 +289,7 @@ fn dry_run_prints_an_unsupported_profile_before_refusing_it() {
         .unwrap();
     std::io::Write::write_all(
         child.stdin.as_mut().unwrap(),
-        format!("baseProfileName: metal\narch: arm64\nversion: 1.10.0\noverlay:\n  image:\n    tarballPath: {}\n  name: rpi_generic\noutput:\n  kind: installer\n", tarball.display()).as_bytes(),
+        format!("baseProfileName: metal\narch: arm64\nversion: 1.10.0\noverlay:\n  image:\n    tarballPath: {}\n  name: rpi_generic\noutput:\n  kind: image\n  imageOptions:\n    bootloader: sd-boot\n", tarball.display()).as_bytes(),
     )
     .unwrap();
     let out = child.wait_with_output().unwrap();
@@ -314,7 +314,7 @@ fn dry_run_prints_an_unsupported_profile_before_refusing_it() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("overlays: installers with an overlay are not built yet"),
+        stderr.contains("overlays: a disk image with an overlay uses the grub bootloader"),
         "{stderr}"
     );
 }

@@ -264,6 +264,71 @@ impl Applied {
     }
 }
 
+/// The entries of the installer image's overlay layer (Talos `outInstaller`), from the
+/// overlay installer image `target` extracted for the target architecture:
+/// `overlay/artifacts/...` (directories included), `overlay/installers/default` (the
+/// target's `installers/<name>`) and `overlay/extra-options` (written to `options_file`).
+pub fn installer_layer(
+    target: &Extracted,
+    extra_options: &Mapping,
+    options_file: &Path,
+) -> Result<Vec<crate::formats::oci_image::LayerEntry>> {
+    use crate::formats::oci_image::LayerEntry;
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let artifacts = target.artifacts();
+    if artifacts.is_dir() {
+        let mode = |p: &Path| -> Result<u32> {
+            Ok(std::fs::symlink_metadata(p).at(p)?.permissions().mode() & 0o7777)
+        };
+        out.push(LayerEntry {
+            path: "overlay/artifacts".into(),
+            source: None,
+            mode: mode(&artifacts)?,
+        });
+        let mut found = Vec::new();
+        crate::io::walk(&artifacts, &artifacts, &mut found)?;
+        for rel in found {
+            let path = artifacts.join(&rel);
+            let meta = std::fs::symlink_metadata(&path).at(&path)?;
+            let name = format!("overlay/artifacts/{}", rel.to_string_lossy());
+            if meta.is_dir() {
+                out.push(LayerEntry {
+                    path: name,
+                    source: None,
+                    mode: mode(&path)?,
+                });
+            } else if meta.is_file() {
+                out.push(LayerEntry {
+                    path: name,
+                    source: Some(path.clone()),
+                    mode: mode(&path)?,
+                });
+            }
+        }
+    }
+    let binary = target.installer();
+    if !binary.is_file() {
+        return Err(Error::invalid(format!(
+            "input.overlayInstaller: the image has no installers/{}",
+            target.name
+        )));
+    }
+    let mode = std::fs::metadata(&binary).at(&binary)?.permissions().mode() & 0o7777;
+    out.push(LayerEntry {
+        path: "overlay/installers/default".into(),
+        source: Some(binary),
+        mode,
+    });
+    std::fs::write(options_file, options_yaml(extra_options)).writing(options_file)?;
+    out.push(LayerEntry {
+        path: "overlay/extra-options".into(),
+        source: Some(options_file.to_path_buf()),
+        mode: 0o644,
+    });
+    Ok(out)
+}
+
 /// The architecture of the machine running the imager, as Go names it.
 pub fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
@@ -278,6 +343,17 @@ pub fn host_arch() -> &'static str {
 pub fn extract(
     image: &ContainerAsset,
     name: &str,
+    dest: &Path,
+    progress: &dyn Progress,
+) -> Result<Extracted> {
+    extract_for(image, name, host_arch(), dest, progress)
+}
+
+/// [`extract`] for `arch` (the target's, for the installer image's overlay layer).
+pub fn extract_for(
+    image: &ContainerAsset,
+    name: &str,
+    arch: &str,
     dest: &Path,
     progress: &dyn Progress,
 ) -> Result<Extracted> {
@@ -309,15 +385,14 @@ pub fn extract(
         } else {
             crate::oci::Reference::parse(&image.image_ref)?
         };
-        let opened =
-            reference
-                .open(host_arch(), image.force_insecure)
-                .map_err(|err| match err {
-                    Error::Dependency(m) => {
-                        Error::Dependency(format!("error pulling overlay image {source}: {m}"))
-                    }
-                    other => other,
-                })?;
+        let opened = reference
+            .open(arch, image.force_insecure)
+            .map_err(|err| match err {
+                Error::Dependency(m) => {
+                    Error::Dependency(format!("error pulling overlay image {source}: {m}"))
+                }
+                other => other,
+            })?;
         unpacker.layers(&opened.layers)?;
     }
     let profiles = read_profiles(&dest.join("profiles"))?;

@@ -522,7 +522,30 @@ impl Stage<'_> {
             .base
             .open(plan.arch.as_str(), installer.insecure)?;
         let tag = installer.base.installer_tag(&plan.profile.version);
+        let overlay_layer = match (&plan.overlay, &plan.profile.input.overlay_installer) {
+            (None, _) => Vec::new(),
+            (Some(_), None) => {
+                return Err(Error::invalid(
+                    "input.overlayInstaller is not set: an installer with an overlay carries the overlay for the target architecture (--overlay-image sets it)",
+                ));
+            }
+            (Some(o), Some(asset)) => {
+                let target = crate::overlay::extract_for(
+                    asset,
+                    &o.extracted.name,
+                    arch.as_str(),
+                    &work.file("overlay-installer"),
+                    progress,
+                )?;
+                crate::overlay::installer_layer(
+                    &target,
+                    &o.extra_options,
+                    &work.file("extra-options"),
+                )?
+            }
+        };
         let spec = oci_image::InstallerSpec {
+            overlay_layer,
             base,
             arch: arch.to_string(),
             files,

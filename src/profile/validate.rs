@@ -51,11 +51,6 @@ pub fn supported(profile: &Profile) -> Result<()> {
     }
     if profile.overlay.is_some() {
         match profile.output.kind {
-            Some(super::OutputKind::Installer) => {
-                return Err(Error::unsupported(
-                    "overlays: installers with an overlay are not built yet (disk images and the other kinds are)",
-                ));
-            }
             Some(super::OutputKind::Image)
                 if profile
                     .output
