@@ -508,7 +508,6 @@ fn installer_image_with_the_overlay_layer() {
         })
         .collect();
     let want = [
-        ("drwxr-xr-x", "overlay/artifacts"),
         ("drwxr-xr-x", "overlay/artifacts/arm64"),
         ("drwxr-xr-x", "overlay/artifacts/arm64/u-boot"),
         ("drwxr-xr-x", "overlay/artifacts/arm64/u-boot/fake"),

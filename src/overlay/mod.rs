@@ -266,7 +266,8 @@ impl Applied {
 
 /// The entries of the installer image's overlay layer (Talos `outInstaller`), from the
 /// overlay installer image `target` extracted for the target architecture:
-/// `overlay/artifacts/...` (directories included), `overlay/installers/default` (the
+/// `overlay/artifacts/...` (directories included, not `overlay/artifacts` itself, as
+/// `filemap.Walk` skips its root), `overlay/installers/default` (the
 /// target's `installers/<name>`) and `overlay/extra-options` (written to `options_file`).
 pub fn installer_layer(
     target: &Extracted,
@@ -278,14 +279,10 @@ pub fn installer_layer(
     let mut out = Vec::new();
     let artifacts = target.artifacts();
     if artifacts.is_dir() {
+        // filemap.Walk: the permission bits only; no entry for the root itself.
         let mode = |p: &Path| -> Result<u32> {
-            Ok(std::fs::symlink_metadata(p).at(p)?.permissions().mode() & 0o7777)
+            Ok(std::fs::symlink_metadata(p).at(p)?.permissions().mode() & 0o777)
         };
-        out.push(LayerEntry {
-            path: "overlay/artifacts".into(),
-            source: None,
-            mode: mode(&artifacts)?,
-        });
         let mut found = Vec::new();
         crate::io::walk(&artifacts, &artifacts, &mut found)?;
         for rel in found {
@@ -314,7 +311,7 @@ pub fn installer_layer(
             target.name
         )));
     }
-    let mode = std::fs::metadata(&binary).at(&binary)?.permissions().mode() & 0o7777;
+    let mode = std::fs::metadata(&binary).at(&binary)?.permissions().mode() & 0o777;
     out.push(LayerEntry {
         path: "overlay/installers/default".into(),
         source: Some(binary),
