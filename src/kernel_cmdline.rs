@@ -143,12 +143,22 @@ impl std::fmt::Display for Cmdline {
 
 /// The kernel command line for a (defaulted, validated) profile building `kind`.
 pub fn build(profile: &Profile, kind: OutputKind) -> Cmdline {
+    build_with_overlay(profile, kind, &[])
+}
+
+/// [`build`] with an overlay installer's kernel arguments, set after the platform's
+/// (and the ISO's `talos.halt_if_installed`) by the same rule as the platform's
+/// (Talos `buildCmdline`: `SetAll(overlayOpts.KernelArgs)`).
+pub fn build_with_overlay(profile: &Profile, kind: OutputKind, overlay_args: &[String]) -> Cmdline {
     let quirks = profile.quirks();
     let mut c = Cmdline::default();
     c.set(&format!("talos.platform={}", profile.platform));
     c.set_all(&platform_args(&profile.platform, &profile.arch, profile));
     if quirks.halt_if_installed() && kind == OutputKind::Iso {
         c.set("talos.halt_if_installed=1");
+    }
+    if !overlay_args.is_empty() {
+        c.set_all(&overlay_args.join(" "));
     }
     let legacy = quirks.legacy_hardening_args();
     let defaults: [(&str, bool); 11] = [

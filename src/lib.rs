@@ -33,6 +33,7 @@ pub mod keys;
 pub mod measure;
 pub mod meta;
 pub mod oci;
+pub mod overlay;
 pub mod pe;
 pub mod pipeline;
 pub mod plan;

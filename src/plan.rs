@@ -120,6 +120,8 @@ pub struct Plan {
     /// `<name>-<version>`: the UKI's file name on the ESP and the ISO's volume label.
     pub label: String,
     pub kind: KindPlan,
+    /// The board overlay and what its installer's `get-options` answered.
+    pub overlay: Option<crate::overlay::Applied>,
 }
 
 /// What the kind builds.
@@ -262,6 +264,16 @@ impl Plan {
     /// what this imager does not build is refused here
     /// ([`crate::profile::validate::supported`], then the output kind's rules).
     pub fn new(profile: &Profile, epoch: u64) -> Result<Plan> {
+        Plan::with_overlay(profile, epoch, None)
+    }
+
+    /// [`Plan::new`] with the overlay installer's answer to `get-options` (its kernel
+    /// arguments go onto the command line after the platform's).
+    pub fn with_overlay(
+        profile: &Profile,
+        epoch: u64,
+        overlay: Option<crate::overlay::Applied>,
+    ) -> Result<Plan> {
         crate::profile::validate::supported(profile)?;
         let arch: Arch = profile.arch.parse()?;
         let output_kind = profile.output.kind.ok_or_else(|| {
@@ -272,8 +284,22 @@ impl Plan {
         let out_format = profile.output.out_format.ok_or_else(|| {
             Error::invalid("output.outFormat is not set (raw, .xz, .gz, .zst, .tar.gz)")
         })?;
-        let cmdline = kernel_cmdline::build(profile, output_kind).to_string();
-        let kind = kind_plan(profile, output_kind, arch, &cmdline)?;
+        let overlay_args = overlay.as_ref().map(|o| o.options.kernel_args.as_slice());
+        let cmdline =
+            kernel_cmdline::build_with_overlay(profile, output_kind, overlay_args.unwrap_or(&[]))
+                .to_string();
+        let mut kind = kind_plan(profile, output_kind, arch, &cmdline)?;
+        if let (KindPlan::Disk(disk), Some(o)) = (&mut kind, &overlay) {
+            disk.layout.skip_lbas = o.options.partition_options.offset;
+            if disk.layout.size < disk.layout.minimum_size() {
+                return Err(Error::invalid(format!(
+                    "output.imageOptions.diskSize {} is too small for the overlay's partition offset {}: the partitions need at least {} bytes",
+                    disk.layout.size,
+                    disk.layout.skip_lbas,
+                    disk.layout.minimum_size()
+                )));
+            }
+        }
         let artifact = artifact_name(profile, &kind);
         let file_name = match out_format {
             OutFormat::Raw => artifact.clone(),
@@ -290,6 +316,7 @@ impl Plan {
             out_format,
             label: format!("{}-{}", profile.name, profile.version),
             kind,
+            overlay,
         })
     }
 
@@ -487,6 +514,7 @@ fn disk_plan(profile: &Profile, arch: Arch, boot: BootPlan) -> Result<DiskPlan> 
         efi_size,
         boot_size: bios_boot,
         image_cache: None,
+        skip_lbas: 0,
     };
     if layout.size < layout.minimum_size() {
         return Err(Error::invalid(format!(

@@ -275,10 +275,17 @@ fn dry_run_prints_and_checks_every_golden_profile() {
     assert_eq!(goldens.len(), 448);
 }
 
-/// A profile this imager does not build for another reason (a board overlay) is still
-/// printed by `--dry-run` before the refusal.
+/// A profile this imager does not build for another reason (a systemd-boot disk image
+/// with a board overlay) is still printed by `--dry-run` before the refusal.
 #[test]
 fn dry_run_prints_an_unsupported_profile_before_refusing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tarball = dir.path().join("overlay.tar");
+    std::fs::write(
+        &tarball,
+        common::tar_of(&[("installers/rpi_generic", 0o755, b"#!/bin/sh\n".to_vec())]),
+    )
+    .unwrap();
     let mut child = common::imager()
         .args(["-", "--dry-run"])
         .env_remove("IMAGER_INSTALL_DIR")
@@ -290,7 +297,7 @@ fn dry_run_prints_an_unsupported_profile_before_refusing_it() {
         .unwrap();
     std::io::Write::write_all(
         child.stdin.as_mut().unwrap(),
-        b"baseProfileName: metal\narch: arm64\nversion: 1.10.0\noverlay:\n  image:\n    imageRef: ghcr.io/siderolabs/sbc-raspberrypi:v0.1.0\n  name: rpi_generic\n",
+        format!("baseProfileName: metal\narch: arm64\nversion: 1.10.0\noverlay:\n  image:\n    tarballPath: {}\n  name: rpi_generic\noutput:\n  kind: image\n  imageOptions:\n    bootloader: sd-boot\n", tarball.display()).as_bytes(),
     )
     .unwrap();
     let out = child.wait_with_output().unwrap();
@@ -303,8 +310,21 @@ fn dry_run_prints_an_unsupported_profile_before_refusing_it() {
         stdout.starts_with("arch: arm64\nplatform: metal\n") && stdout.contains("rpi_generic"),
         "{stdout}"
     );
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("overlays are not supported"), "{stderr}");
+    // Talos's progress line, then the refusal.
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>()[0],
+        "pulling overlay...",
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("overlays: a disk image with an overlay uses the grub bootloader"),
+        "{stderr}"
+    );
 }
 
 /// With an embedded machine configuration Talos appends the virtual extension's tarball

@@ -262,13 +262,6 @@ fn first_run_lists_every_missing_input_and_creates_nothing() {
 #[test]
 fn talos_flags_are_accepted_and_unbuilt_features_refused() {
     for (flag, value, needle) in [
-        (
-            "--overlay-image",
-            "ghcr.io/siderolabs/sbc-raspberrypi:v0.1.0",
-            "overlays",
-        ),
-        ("--overlay-name", "rpi_generic", "overlays"),
-        ("--overlay-option", "configTxtAppend=x", "overlays"),
         ("--board", "rpi_generic", "--board rpi_generic"),
     ] {
         let failed = demo_build("metal").args([flag, value]).run_err();

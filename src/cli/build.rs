@@ -158,6 +158,9 @@ pub struct BuildArgs {
     pub bootloader: Option<String>,
 
     #[command(flatten)]
+    pub overlay: OverlayArgs,
+
+    #[command(flatten)]
     pub talos: super::talos_flags::TalosFlags,
 }
 
@@ -169,6 +172,52 @@ fn parse_flag<T: std::str::FromStr>(flag: &str, value: &str, all: &[&str]) -> im
             all.join(", ")
         ))
     })
+}
+
+/// Board overlay flags (Talos `cmd/installer/cmd/imager/root.go`).
+#[derive(Debug, Args)]
+pub struct OverlayArgs {
+    /// Board overlay image (a registry reference, oci:DIR, ...); its profiles/<name>.yaml are base profiles.
+    #[arg(long)]
+    pub overlay_image: Option<String>,
+
+    /// Overlay name: the installer installers/<name> of the overlay image (default: default).
+    #[arg(long)]
+    pub overlay_name: Option<String>,
+
+    /// Overlay option (repeatable): key=value (a string), key=@file (a string from a file), @file.yaml (a YAML map).
+    #[arg(long = "overlay-option", value_name = "OPTION")]
+    pub overlay_options: Vec<String>,
+}
+
+impl OverlayArgs {
+    /// `--overlay-option`s as one map, in the order given (Talos `overlayOpts.Set`).
+    pub fn options(&self) -> anyhow::Result<serde_yaml::Mapping> {
+        use serde_yaml::Value;
+        let mut map = serde_yaml::Mapping::new();
+        for opt in &self.overlay_options {
+            if let Some(file) = opt.strip_prefix('@') {
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("--overlay-option {opt}"))?;
+                let more: serde_yaml::Mapping = serde_yaml::from_str(&text)
+                    .with_context(|| format!("--overlay-option {opt}: not a YAML map"))?;
+                for (k, v) in more {
+                    map.insert(k, v);
+                }
+                continue;
+            }
+            let Some((key, value)) = opt.split_once('=') else {
+                anyhow::bail!("--overlay-option {opt:?}: use key=value, key=@file or @file.yaml");
+            };
+            let value = match value.strip_prefix('@') {
+                Some(file) => std::fs::read_to_string(file)
+                    .with_context(|| format!("--overlay-option {key}=@{file}"))?,
+                None => value.to_string(),
+            };
+            map.insert(Value::String(key.to_string()), Value::String(value));
+        }
+        Ok(map)
+    }
 }
 
 impl BuildArgs {
@@ -256,13 +305,45 @@ impl BuildArgs {
             bootloader,
             secureboot_signer_address: self.secureboot_signer_address.clone(),
             pcr_signer_address: self.pcr_signer_address.clone(),
+            overlay_image: self.overlay.overlay_image.clone(),
+            overlay_name: self.overlay.overlay_name.clone(),
+            overlay_options: self.overlay.options()?,
         })
     }
 }
 
 pub fn run(args: BuildArgs, output_given: bool) -> anyhow::Result<()> {
-    let source = profile_source(args.profile.as_deref().unwrap_or_default())?;
-    let profile = resolve::resolve(&source, &args.overrides()?, &args.roots())?;
+    let arg = args.profile.as_deref().unwrap_or_default();
+    // With an overlay image, a name may be one of its profiles: checked when it is read.
+    let source = if args.overlay.overlay_image.is_some() {
+        Source::parse(arg)
+    } else {
+        profile_source(arg)?
+    };
+    // The overlay image is extracted here for the whole build.
+    let overlay_dir = imager::overlay::TempDir::new("imager-overlay-image")?;
+    imager::io::cleanup::register_dir(overlay_dir.path());
+    let result = run_in(args, output_given, &source, overlay_dir.path());
+    imager::io::cleanup::unregister_dir(overlay_dir.path());
+    result
+}
+
+fn run_in(
+    args: BuildArgs,
+    output_given: bool,
+    source: &Source,
+    overlay_dir: &Path,
+) -> anyhow::Result<()> {
+    if args.verify_image_signatures {
+        imager::cosign::verify_pulls(args.image_signature.options(false).load()?);
+    }
+    let (profile, overlay) = resolve::resolve_with_overlay(
+        source,
+        &args.overrides()?,
+        &args.roots(),
+        Some(overlay_dir),
+        &Stderr,
+    )?;
     // With --tar-to-stdout and no explicit --output, build into a private directory.
     let (output_dir, scratch) = if args.tar_to_stdout && !output_given {
         let dir = std::env::temp_dir().join(format!("imager-out-{}", std::process::id()));
@@ -275,21 +356,28 @@ pub fn run(args: BuildArgs, output_given: bool) -> anyhow::Result<()> {
         Plan::new(&profile, 0)?;
         return Ok(());
     }
-    if args.verify_image_signatures {
-        imager::cosign::verify_pulls(args.image_signature.options(false).load()?);
-    }
+    // Talos runs get-options whatever the kind (its kernel arguments are on every
+    // command line).
+    let options = match (overlay, &profile.overlay) {
+        (Some(o), Some(p)) => Some(imager::overlay::Applied {
+            options: o.get_options(&p.options, &Stderr)?,
+            extracted: o,
+            extra_options: p.options.clone(),
+        }),
+        _ => None,
+    };
     if args.dry_run {
         // The effective profile as Talos prints it, then whether this imager builds it:
         // every input there, keys and boot files readable.
         super::print_out(&build::printed_profile(&profile, &output_dir))?;
-        let plan = Plan::new(&profile, 0)?;
+        let plan = Plan::with_overlay(&profile, 0, options)?;
         super::preflight::check(&plan, &args)?;
         super::preflight::output_dir(&output_dir)?;
         super::preflight::contents(&plan)?;
         eprintln!("dry run: the inputs are there; nothing was built");
         return Ok(());
     }
-    let plan = Plan::new(&profile, imager::plan::epoch_from_env())?;
+    let plan = Plan::with_overlay(&profile, imager::plan::epoch_from_env(), options)?;
     super::preflight::check(&plan, &args)?;
     super::preflight::output_dir(&output_dir)?;
     if args.tar_to_stdout && std::io::IsTerminal::is_terminal(&std::io::stdout()) {

@@ -44,6 +44,8 @@ pub struct Unpacker {
     dest: PathBuf,
     /// Names the image for messages.
     source: String,
+    /// What the image is, for messages (`system extension` unless [`Unpacker::describing`]).
+    what: &'static str,
     seen: HashMap<PathBuf, Seen>,
     /// `security.selinux` labels of the entries written, by path relative to `dest`.
     labels: Vec<(String, Vec<u8>)>,
@@ -60,9 +62,16 @@ impl Unpacker {
         Ok(Unpacker {
             dest: dest.to_path_buf(),
             source: source.to_string(),
+            what: "system extension",
             seen: HashMap::new(),
             labels: Vec::new(),
         })
+    }
+
+    /// Names the image as `what` in messages (an `overlay`, ...).
+    pub fn describing(mut self, what: &'static str) -> Self {
+        self.what = what;
+        self
     }
 
     fn labels_file(&self) -> PathBuf {
@@ -80,7 +89,7 @@ impl Unpacker {
     }
 
     fn bad(&self, msg: String) -> Error {
-        Error::invalid(format!("system extension {}: {msg}", self.source))
+        Error::invalid(format!("{} {}: {msg}", self.what, self.source))
     }
 
     /// Unpacks the layers of an image, given bottom first (manifest order). A layer

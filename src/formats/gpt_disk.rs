@@ -67,9 +67,28 @@ pub struct Layout {
     /// Size of the IMAGECACHE partition (ext4, the image cache), the last one, after
     /// META; `None` without an image cache.
     pub image_cache: Option<u64>,
+    /// Sectors left free before the primary GPT entry array (a board overlay's
+    /// `partitionOptions.offset`; 0 for the usual layout): the array starts at LBA
+    /// `2 + skip_lbas` and the first partition at the next 1 MiB boundary after it
+    /// (go-blockdevice `partitioning/gpt` `WithSkipLBAs`).
+    pub skip_lbas: u64,
 }
 
+/// Bytes of a GPT entry array (128 entries of 128 bytes).
+const ENTRY_ARRAY_LEN: u64 = 128 * 128;
+
 impl Layout {
+    /// Where the first partition starts: 1 MiB, or with [`Layout::skip_lbas`] the
+    /// 1 MiB boundary at or after the end of the moved entry array.
+    pub fn first_offset(&self) -> u64 {
+        if self.skip_lbas == 0 {
+            return ALIGN;
+        }
+        let sector = u64::from(self.sector_size);
+        let end = (2 + self.skip_lbas) * sector + ENTRY_ARRAY_LEN;
+        end.div_ceil(ALIGN) * ALIGN
+    }
+
     fn partitions(&self) -> Vec<PartitionSpec> {
         let part = |label, type_guid, size, attributes| PartitionSpec {
             label,
@@ -96,13 +115,13 @@ impl Layout {
 
     /// The smallest disk the partitions fit on.
     pub fn minimum_size(&self) -> u64 {
-        ALIGN + self.partitions().iter().map(|p| p.size).sum::<u64>() + TAIL
+        self.first_offset() + self.partitions().iter().map(|p| p.size).sum::<u64>() + TAIL
     }
 
     /// Byte offset and length of the partition named `label` (`EFI`, `BIOS`, `BOOT`,
     /// `META`), if the layout has it.
     pub fn range(&self, label: &str) -> Option<(u64, u64)> {
-        let mut next = ALIGN;
+        let mut next = self.first_offset();
         for p in self.partitions() {
             if p.label == label {
                 return Some((next, p.size));
@@ -167,6 +186,19 @@ fn gpt_error(e: gpt::GptError) -> Error {
 /// A reserved ESP file (the UKI) is written in place by `fill`, into its clusters;
 /// were they not contiguous, it is built in `scratch` and the ESP written again.
 pub fn write_raw(spec: &DiskSpec, file: &File, scratch: &Path, fill: Fill) -> Result<()> {
+    write_raw_keeping(spec, file, scratch, fill, false)
+}
+
+/// [`write_raw`]; with `keep` the bytes already in `file` outside the GPT structures
+/// and the partitions written here stay (a board overlay's installer wrote its
+/// loader into the image, e.g. Rockchip's u-boot at byte 32768).
+pub fn write_raw_keeping(
+    spec: &DiskSpec,
+    file: &File,
+    scratch: &Path,
+    fill: Fill,
+    keep: bool,
+) -> Result<()> {
     let layout = &spec.layout;
     // The plan checks both; a caller of this writer gets the same guarantee.
     assert!(
@@ -175,9 +207,20 @@ pub fn write_raw(spec: &DiskSpec, file: &File, scratch: &Path, fill: Fill) -> Re
     );
     // Validate META before anything is written.
     let meta = adv::encode(&spec.meta)?;
-    let sector = u64::from(layout.sector_size);
-    file.set_len(0).during(WRITING)?;
+    if !keep {
+        file.set_len(0).during(WRITING)?;
+    }
     file.set_len(layout.size).during(WRITING)?;
+    // The gpt crate writes the primary entry array at LBA 2; with skipped LBAs it is
+    // moved afterwards and what was there before comes back.
+    let sector = u64::from(layout.sector_size);
+    let saved = if layout.skip_lbas != 0 {
+        let mut b = vec![0u8; ENTRY_ARRAY_LEN as usize];
+        std::os::unix::fs::FileExt::read_exact_at(file, &mut b, 2 * sector).during(WRITING)?;
+        Some(b)
+    } else {
+        None
+    };
 
     let mut dev = file.try_clone().during(WRITING)?;
     let lb = if sector == 4096 {
@@ -197,7 +240,7 @@ pub fn write_raw(spec: &DiskSpec, file: &File, scratch: &Path, fill: Fill) -> Re
         .logical_block_size(lb)
         .create_from_device(dev, Some(label_guid("talos-image-disk")))
         .map_err(gpt_error)?;
-    let mut next = ALIGN;
+    let mut next = layout.first_offset();
     for (i, p) in layout.partitions().iter().enumerate() {
         let guid = uuid::Uuid::parse_str(p.type_guid).expect("type GUID");
         let kind = Type {
@@ -222,6 +265,9 @@ pub fn write_raw(spec: &DiskSpec, file: &File, scratch: &Path, fill: Fill) -> Re
     }
     disk.update_partitions(parts).map_err(gpt_error)?;
     disk.write().map_err(gpt_error)?;
+    if let Some(saved) = saved {
+        move_entry_array(file, layout, &saved)?;
+    }
 
     let (efi_offset, efi_size) = layout.range("EFI").expect("EFI partition");
     esp::write_filled(
@@ -260,6 +306,37 @@ pub fn write_raw(spec: &DiskSpec, file: &File, scratch: &Path, fill: Fill) -> Re
     Ok(())
 }
 
+/// Moves the primary GPT entry array from LBA 2 to LBA `2 + skip_lbas`, puts `saved`
+/// back at LBA 2, and sets `PartitionEntryLBA` (primary) and `FirstUsableLBA` (both
+/// headers) with their CRCs, as go-blockdevice writes a table with skipped LBAs.
+fn move_entry_array(file: &File, layout: &Layout, saved: &[u8]) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let sector = u64::from(layout.sector_size);
+    let mut entries = vec![0u8; ENTRY_ARRAY_LEN as usize];
+    file.read_exact_at(&mut entries, 2 * sector)
+        .during(WRITING)?;
+    file.write_all_at(saved, 2 * sector).during(WRITING)?;
+    let entry_lba = 2 + layout.skip_lbas;
+    file.write_all_at(&entries, entry_lba * sector)
+        .during(WRITING)?;
+    let first_usable = layout.first_offset() / sector;
+    let backup_lba = layout.size / sector - 1;
+    for (lba, primary) in [(1, true), (backup_lba, false)] {
+        let mut h = vec![0u8; sector as usize];
+        file.read_exact_at(&mut h, lba * sector).during(WRITING)?;
+        let header_len = u32::from_le_bytes(h[12..16].try_into().expect("4 bytes")) as usize;
+        h[40..48].copy_from_slice(&first_usable.to_le_bytes());
+        if primary {
+            h[72..80].copy_from_slice(&entry_lba.to_le_bytes());
+        }
+        h[16..20].fill(0);
+        let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(&h[..header_len]);
+        h[16..20].copy_from_slice(&crc.to_le_bytes());
+        file.write_all_at(&h, lba * sector).during(WRITING)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,6 +365,7 @@ mod tests {
             efi_size: 100 * MIB,
             boot_size: Some(1000 * MIB),
             image_cache: None,
+            skip_lbas: 0,
         };
         assert_eq!(lbas(&grub, "EFI"), (2048, 206847));
         assert_eq!(lbas(&grub, "BIOS"), (206848, 208895));
@@ -301,6 +379,7 @@ mod tests {
             efi_size: 2101 * MIB,
             boot_size: Some(2000 * MIB),
             image_cache: None,
+            skip_lbas: 0,
         };
         assert_eq!(lbas(&dual, "EFI"), (2048, 4304895));
         assert_eq!(lbas(&dual, "BIOS"), (4304896, 4306943));
@@ -313,5 +392,21 @@ mod tests {
         };
         assert_eq!(sd.range("BIOS"), None);
         assert_eq!(lbas(&sd, "META"), (4304896, 4306943));
+    }
+
+    #[test]
+    fn skipped_lbas_move_the_first_partition_as_talos() {
+        // Rockchip overlay (offset 20480), target >= 1.11.
+        let rk = Layout {
+            size: 2355101696,
+            sector_size: 512,
+            efi_size: 100 * MIB,
+            boot_size: Some(2000 * MIB),
+            skip_lbas: 20480,
+        };
+        assert_eq!(lbas(&rk, "EFI"), (22528, 227327));
+        assert_eq!(lbas(&rk, "BIOS"), (227328, 229375));
+        assert_eq!(lbas(&rk, "BOOT"), (229376, 4325375));
+        assert_eq!(lbas(&rk, "META"), (4325376, 4327423));
     }
 }

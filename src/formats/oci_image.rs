@@ -38,6 +38,50 @@ pub struct InstallerSpec {
     pub epoch: u64,
     /// Image name with tag for `manifest.json`'s RepoTags, e.g. `ghcr.io/siderolabs/installer:v1.9.2`.
     pub tag: String,
+    /// A board overlay's layer after the boot assets' (empty: none), as Talos's
+    /// `outInstaller` adds it with `filemap.Layer`.
+    pub overlay_layer: Vec<LayerEntry>,
+}
+
+/// One entry of the overlay layer: a directory (`source` `None`) or a file.
+#[derive(Debug, Clone)]
+pub struct LayerEntry {
+    pub path: String,
+    pub source: Option<PathBuf>,
+    pub mode: u32,
+}
+
+/// A layer of exactly `entries`, sorted by path, headers with name, mode, size and
+/// type only (mtime 0, owner 0), as go's `filemap.Layer` writes them.
+fn write_entries_layer(entries: &[LayerEntry], path: &Path) -> Result<(String, String, u64)> {
+    let file = File::create(path).at(path)?;
+    let compressed = HashingWriter::new(file);
+    let gz = crate::io::pgzip::ParallelGzEncoder::new(compressed, LAYER_GZIP_LEVEL);
+    let uncompressed = HashingWriter::new(gz);
+    let mut tar = tar::Builder::new(uncompressed);
+    let mut entries = entries.to_vec();
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    for e in &entries {
+        match &e.source {
+            None => {
+                let mut h = dir_header(e.mode, 0);
+                tar.append_data(&mut h, &e.path, std::io::empty())
+                    .writing(path)?;
+            }
+            Some(source) => {
+                let src = File::open(source).at(source)?;
+                let len = src.metadata().at(source)?.len();
+                let mut h = file_header(len, e.mode, 0);
+                tar.append_data(&mut h, &e.path, src).at(source)?;
+            }
+        }
+    }
+    let uncompressed = tar.into_inner().writing(path)?;
+    let (gz, diff_id, _) = uncompressed.finish();
+    let compressed = gz.finish().writing(path)?;
+    let (mut file, digest, size) = compressed.finish();
+    file.flush().writing(path)?;
+    Ok((digest_string(digest), digest_string(diff_id), size))
 }
 
 /// Annotation containerd (and `docker load` of an OCI layout) names the image by.
@@ -122,6 +166,12 @@ fn write_layer(spec: &InstallerSpec, path: &Path) -> Result<(String, String, u64
 /// header is written).
 pub fn write(spec: &InstallerSpec, scratch: &Path, out: &mut File, out_path: &Path) -> Result<()> {
     let (layer_digest, diff_id, layer_size) = write_layer(spec, scratch)?;
+    let overlay_scratch = scratch.with_extension("overlay.tar.gz");
+    let overlay = if spec.overlay_layer.is_empty() {
+        None
+    } else {
+        Some(write_entries_layer(&spec.overlay_layer, &overlay_scratch)?)
+    };
 
     // Talos keeps only the first layer of a two-layer base (the second held old boot assets).
     let mut base_layers = spec.base.layers.clone();
@@ -152,6 +202,10 @@ pub fn write(spec: &InstallerSpec, scratch: &Path, out: &mut File, out_path: &Pa
         }
     }
     history.push(json!({"created": created, "created_by": "imager: boot assets in /usr/install", "comment": "imager"}));
+    if let Some((_, overlay_diff_id, _)) = &overlay {
+        diff_ids.push(json!(overlay_diff_id));
+        history.push(json!({"created": created, "created_by": "imager: board overlay in /overlay", "comment": "imager"}));
+    }
     config["rootfs"] = json!({"type": "layers", "diff_ids": diff_ids});
     config["history"] = json!(history);
     config["architecture"] = json!(spec.arch);
@@ -185,6 +239,14 @@ pub fn write(spec: &InstallerSpec, scratch: &Path, out: &mut File, out_path: &Pa
         &layer_digest,
     ));
     layer_digests.push(layer_digest.clone());
+    if let Some((overlay_digest, _, overlay_size)) = &overlay {
+        layer_descs.push(descriptor(
+            MediaType::ImageLayerGzip,
+            *overlay_size,
+            overlay_digest,
+        ));
+        layer_digests.push(overlay_digest.clone());
+    }
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
@@ -261,6 +323,12 @@ pub fn write(spec: &InstallerSpec, scratch: &Path, out: &mut File, out_path: &Pa
         tar.append_data(&mut h, blob_path(&layer_digest), layer)
             .at(scratch)?;
     }
+    if let Some((overlay_digest, _, overlay_size)) = &overlay {
+        let layer = File::open(&overlay_scratch).at(&overlay_scratch)?;
+        let mut h = file_header(*overlay_size, 0o644, spec.epoch);
+        tar.append_data(&mut h, blob_path(overlay_digest), layer)
+            .at(&overlay_scratch)?;
+    }
     small(&mut tar, &blob_path(&config_digest), &config_bytes)?;
     small(&mut tar, &blob_path(&manifest_digest), &manifest_bytes)?;
     small(&mut tar, "index.json", &document_bytes(&index))?;
@@ -303,6 +371,7 @@ mod tests {
             "rootfs": {"type": "layers", "diff_ids": []},
         });
         let spec = InstallerSpec {
+            overlay_layer: Vec::new(),
             base: BaseImage {
                 reference: "oci:base".into(),
                 config,

@@ -53,6 +53,40 @@ impl BuildOptions {
     }
 }
 
+/// Runs the board overlay's `install` against the sized, still empty disk image `raw`
+/// (its raw writes, such as a board loader, stay: the table and partitions are written
+/// around them) with a staging tree whose `boot/EFI` files become ESP entries (Talos
+/// 1.13: the overlay's files belong in the ESP, not in BOOT).
+fn overlay_install(
+    overlay: &crate::overlay::Applied,
+    layout: &gpt_disk::Layout,
+    file: &File,
+    raw: &Path,
+    work: &WorkDir,
+    progress: &dyn Progress,
+) -> Result<Vec<EspEntry>> {
+    file.set_len(layout.size).at(raw)?;
+    let prefix = work.file("overlay-image");
+    overlay.install(raw, &prefix, progress)?;
+    let efi = prefix.join("boot/EFI");
+    let mut found = Vec::new();
+    crate::io::walk(&efi, &efi, &mut found)?;
+    let mut entries = Vec::new();
+    for rel in found {
+        let path = efi.join(&rel);
+        let meta = std::fs::symlink_metadata(&path).at(&path)?;
+        if !meta.is_file() {
+            continue;
+        }
+        entries.push(EspEntry {
+            path: rel.to_string_lossy().into_owned(),
+            source: EspSource::File(path),
+            read_only: false,
+        });
+    }
+    Ok(entries)
+}
+
 /// What a build produced.
 #[derive(Debug, Clone)]
 pub struct BuildResult {
@@ -325,6 +359,17 @@ impl Stage<'_> {
             Some(grub) => Some(self.grub_bios(grub, layout, boot.as_ref())?),
             None => None,
         };
+        let raw = match disk.format {
+            DiskFormatPlan::Raw => dest.to_path_buf(),
+            _ => work.file("disk.raw"),
+        };
+        let file = crate::io::create_rw(&raw)?;
+        let mut esp_entries = esp_entries;
+        if let Some(overlay) = &plan.overlay {
+            esp_entries.extend(overlay_install(
+                overlay, layout, &file, &raw, work, progress,
+            )?);
+        }
         let spec = gpt_disk::DiskSpec {
             layout: layout.clone(),
             esp_entries,
@@ -336,15 +381,17 @@ impl Stage<'_> {
             meta: disk.meta.clone(),
             bios: bios.as_ref().and_then(|b| b.code.clone()),
         };
-        let raw = match disk.format {
-            DiskFormatPlan::Raw => dest.to_path_buf(),
-            _ => work.file("disk.raw"),
-        };
-        let file = crate::io::create_rw(&raw)?;
-        gpt_disk::write_raw(&spec, &file, &work.file("vmlinuz.efi"), &mut |out| {
-            let boot = boot.as_mut().expect("only a UKI is built in place");
-            boot.write_uki(out, progress)
-        })
+        let keep = plan.overlay.is_some();
+        gpt_disk::write_raw_keeping(
+            &spec,
+            &file,
+            &work.file("vmlinuz.efi"),
+            &mut |out| {
+                let boot = boot.as_mut().expect("only a UKI is built in place");
+                boot.write_uki(out, progress)
+            },
+            keep,
+        )
         .map_err(|e| e.at_output(&raw))?;
         if let Some(bios) = &bios {
             let (at, len) = layout.range("BOOT").expect("GRUB layouts have BOOT");
@@ -540,7 +587,30 @@ impl Stage<'_> {
             .base
             .open(plan.arch.as_str(), installer.insecure)?;
         let tag = installer.base.installer_tag(&plan.profile.version);
+        let overlay_layer = match (&plan.overlay, &plan.profile.input.overlay_installer) {
+            (None, _) => Vec::new(),
+            (Some(_), None) => {
+                return Err(Error::invalid(
+                    "input.overlayInstaller is not set: an installer with an overlay carries the overlay for the target architecture (--overlay-image sets it)",
+                ));
+            }
+            (Some(o), Some(asset)) => {
+                let target = crate::overlay::extract_for(
+                    asset,
+                    &o.extracted.name,
+                    arch.as_str(),
+                    &work.file("overlay-installer"),
+                    progress,
+                )?;
+                crate::overlay::installer_layer(
+                    &target,
+                    &o.extra_options,
+                    &work.file("extra-options"),
+                )?
+            }
+        };
         let spec = oci_image::InstallerSpec {
+            overlay_layer,
             base,
             arch: arch.to_string(),
             files,

@@ -67,22 +67,37 @@ pub struct Overrides {
     pub secureboot_signer_address: Option<String>,
     /// `--pcr-signer-address`: the PCR signer's `signerAddress`.
     pub pcr_signer_address: Option<String>,
+    /// `--overlay-image`: sets `overlay.image.imageRef` and `input.overlayInstaller.imageRef`
+    /// (`--insecure` does not apply, as in Talos).
+    pub overlay_image: Option<String>,
+    /// `--overlay-name`.
+    pub overlay_name: Option<String>,
+    /// `--overlay-option`s, merged over the profile's `overlay.options`.
+    pub overlay_options: serde_yaml::Mapping,
 }
 
 /// Reads, merges, overrides, defaults and validates: the profile a build runs with.
+/// An overlay's profiles are not looked up (see [`resolve_with_overlay`]).
 pub fn resolve(source: &Source, overrides: &Overrides, roots: &Roots) -> Result<Profile> {
+    resolve_with_overlay(source, overrides, roots, None, &crate::report::Silent)
+        .map(|(profile, _)| profile)
+}
+
+/// [`resolve`], and with `overlay_dir` the profile's overlay image (or
+/// `--overlay-image`) is extracted there first and its `profiles/<name>.yaml` are base
+/// profiles looked up before the built-ins (Talos's `handleOverlay`, `handleProf`).
+pub fn resolve_with_overlay(
+    source: &Source,
+    overrides: &Overrides,
+    roots: &Roots,
+    overlay_dir: Option<&Path>,
+    progress: &dyn crate::report::Progress,
+) -> Result<(Profile, Option<crate::overlay::Extracted>)> {
     let (value, origin) = match source {
-        Source::Builtin(name) => {
-            builtin::yaml(name).ok_or_else(|| {
-                Error::invalid(format!(
-                    "unknown profile {name:?}: not a built-in profile (see `imager profiles`) and not a file"
-                ))
-            })?;
-            (
-                single("baseProfileName", Value::String(name.clone())),
-                format!("built-in {name}"),
-            )
-        }
+        Source::Builtin(name) => (
+            single("baseProfileName", Value::String(name.clone())),
+            format!("built-in {name}"),
+        ),
         Source::File(path) => {
             let text = std::fs::read_to_string(path).at(path)?;
             (
@@ -100,23 +115,71 @@ pub fn resolve(source: &Source, overrides: &Overrides, roots: &Roots) -> Result<
     };
     // Typed once first, so unknown fields are reported against the user's document.
     let user = Profile::from_value(value.clone(), &origin)?;
+    let mut overlay = user.overlay.clone();
+    apply_overlay(&mut overlay, &mut None, overrides);
+    let extracted = match (&overlay, overlay_dir) {
+        (Some(o), Some(dir)) => Some(crate::overlay::extract(&o.image, &o.name, dir, progress)?),
+        _ => None,
+    };
     let merged = if user.base_profile_name.is_empty() {
         value
     } else {
-        let base = builtin::yaml(&user.base_profile_name).ok_or_else(|| {
-            Error::invalid(format!(
-                "profile {origin}: unknown baseProfileName {:?}",
-                user.base_profile_name
-            ))
-        })?;
-        merge::merge(parse_yaml(base, &user.base_profile_name)?, value)
+        let name = &user.base_profile_name;
+        let base = match extracted.as_ref().and_then(|e| e.profiles.get(name)) {
+            Some(v) => v.clone(),
+            None => {
+                let yaml = builtin::yaml(name).ok_or_else(|| match source {
+                    Source::Builtin(_) => Error::invalid(format!(
+                        "unknown profile {name:?}: not a built-in profile (see `imager profiles`), not an overlay profile and not a file"
+                    )),
+                    _ => Error::invalid(format!(
+                        "profile {origin}: unknown baseProfileName {name:?}"
+                    )),
+                })?;
+                parse_yaml(yaml, name)?
+            }
+        };
+        merge::merge(base, value)
     };
     let mut profile = Profile::from_value(merged, &origin)?;
     profile.base_profile_name.clear();
     apply(&mut profile, overrides);
     defaults::fill(&mut profile, roots);
+    if let Some(o) = profile.overlay.as_mut()
+        && o.name.is_empty()
+    {
+        o.name = crate::overlay::DEFAULT_NAME.to_string();
+    }
     validate::validate(&profile)?;
-    Ok(profile)
+    Ok((profile, extracted))
+}
+
+/// The overlay flags over the profile's `overlay` (and `input.overlayInstaller`).
+fn apply_overlay(
+    overlay: &mut Option<super::Overlay>,
+    installer: &mut Option<ContainerAsset>,
+    o: &Overrides,
+) {
+    if o.overlay_image.is_none() && o.overlay_name.is_none() && o.overlay_options.is_empty() {
+        return;
+    }
+    let overlay = overlay.get_or_insert_with(Default::default);
+    if let Some(image) = &o.overlay_image {
+        overlay.image = ContainerAsset {
+            image_ref: image.clone(),
+            ..Default::default()
+        };
+        *installer = Some(ContainerAsset {
+            image_ref: image.clone(),
+            ..Default::default()
+        });
+    }
+    if let Some(name) = &o.overlay_name {
+        overlay.name = name.clone();
+    }
+    for (k, v) in &o.overlay_options {
+        overlay.options.insert(k.clone(), v.clone());
+    }
 }
 
 fn parse_yaml(text: &str, origin: &str) -> Result<Value> {
@@ -261,6 +324,11 @@ fn apply(profile: &mut Profile, o: &Overrides) {
     if let Some(config) = &o.embedded_config {
         profile.customization.embedded_machine_configuration = config.clone();
     }
+    apply_overlay(
+        &mut profile.overlay,
+        &mut profile.input.overlay_installer,
+        o,
+    );
     // The image options created for --secureboot-enroll-keys must not make a
     // non-image profile look like an image.
     if profile.output.kind != Some(OutputKind::Image)

@@ -28,6 +28,14 @@ pub fn validate(profile: &Profile) -> Result<()> {
         )));
     }
     crate::extensions::validate_profile(profile)?;
+    if let Some(o) = &profile.overlay {
+        let i = &o.image;
+        if i.image_ref.is_empty() && i.oci_path.is_empty() && i.tarball_path.is_empty() {
+            return Err(Error::invalid(
+                "overlay.image: set one of imageRef, ociPath or tarballPath",
+            ));
+        }
+    }
     validate_secureboot(profile)?;
     Ok(())
 }
@@ -41,10 +49,22 @@ pub fn supported(profile: &Profile) -> Result<()> {
             profile.version
         )));
     }
-    if profile.overlay.is_some() || profile.input.overlay_installer.is_some() {
-        return Err(Error::unsupported(
-            "overlays are not supported by this imager",
-        ));
+    if profile.overlay.is_some() {
+        match profile.output.kind {
+            Some(super::OutputKind::Image)
+                if profile
+                    .output
+                    .image_options
+                    .as_ref()
+                    .and_then(|o| o.bootloader)
+                    .is_some_and(|b| b != super::Bootloader::Grub) =>
+            {
+                return Err(Error::unsupported(
+                    "overlays: a disk image with an overlay uses the grub bootloader (Talos runs the overlay installer only there)",
+                ));
+            }
+            _ => {}
+        }
     }
     supported_signers(profile)
 }
