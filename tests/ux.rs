@@ -261,9 +261,7 @@ fn first_run_lists_every_missing_input_and_creates_nothing() {
 
 #[test]
 fn talos_flags_are_accepted_and_unbuilt_features_refused() {
-    for (flag, value, needle) in [
-        ("--board", "rpi_generic", "--board rpi_generic"),
-    ] {
+    for (flag, value, needle) in [("--board", "rpi_generic", "--board rpi_generic")] {
         let failed = demo_build("metal").args([flag, value]).run_err();
         assert_eq!(failed.error_lines().len(), 1, "{flag}: {}", failed.stderr);
         assert!(
