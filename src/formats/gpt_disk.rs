@@ -402,6 +402,7 @@ mod tests {
             sector_size: 512,
             efi_size: 100 * MIB,
             boot_size: Some(2000 * MIB),
+            image_cache: None,
             skip_lbas: 20480,
         };
         assert_eq!(lbas(&rk, "EFI"), (22528, 227327));
