@@ -34,6 +34,7 @@ use std::sync::{Mutex, mpsc};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
+use crate::io::is_zero;
 
 const SECTOR: u64 = 512;
 /// Sectors per grain (64 KiB grains).
@@ -286,17 +287,6 @@ fn grain_record(z: &mut Compressors, grain: u64, data: &[u8]) -> std::io::Result
     out[8..12].copy_from_slice(&compressed.to_le_bytes());
     out.resize(out.len().next_multiple_of(SECTOR as usize), 0);
     Ok(Some(out))
-}
-
-/// Whether `data` is all zeros: 16-byte words folded with OR, a loop the compiler
-/// vectorizes.
-fn is_zero(data: &[u8]) -> bool {
-    let chunks = data.chunks_exact(16);
-    let tail = chunks.remainder().iter().fold(0u8, |a, &b| a | b);
-    let words = chunks.fold(0u128, |a, c| {
-        a | u128::from_ne_bytes(c.try_into().expect("16 bytes"))
-    });
-    words == 0 && tail == 0
 }
 
 /// Sequential writes at a sector position of a VMDK that starts at `base` in its file,

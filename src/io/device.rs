@@ -6,6 +6,7 @@
 //! zeros (beyond the written end, or in a range declared fresh), so padding, free
 //! space and placeholder content cost neither writes nor disk space.
 
+use super::is_zero;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -167,15 +168,6 @@ impl BlockDevice for HostDevice {
         self.written = self.written.max(end);
         Ok(())
     }
-}
-
-/// Whether `buf` holds only zeros; OR-folds 64-byte blocks so the check vectorizes.
-fn is_zero(buf: &[u8]) -> bool {
-    let (blocks, rest) = buf.as_chunks::<64>();
-    blocks
-        .iter()
-        .all(|b| b.iter().fold(0u8, |acc, &x| acc | x) == 0)
-        && rest.iter().all(|&b| b == 0)
 }
 
 #[cfg(test)]

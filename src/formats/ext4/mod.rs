@@ -33,12 +33,13 @@
 mod ondisk;
 
 use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::{FileExt, PermissionsExt};
-use std::os::unix::io::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+
+/// Where the file system goes: a range of the output file.
+type Out<'f> = crate::io::FsImage<'f>;
 pub use ondisk::HashVersion;
 use ondisk::{DirEntry, Extent, InodeInfo};
 
@@ -647,7 +648,7 @@ impl Plan {
     fn write(&self, file: &File, offset: u64, opts: &Ext4Options) -> Result<()> {
         let g = &self.g;
         let bs = g.bs;
-        let out = Out { file, offset };
+        let out = Out::new(file, offset, "writing the ext4 filesystem");
         let zeroed = out.prepare(g.blocks * bs)?;
         // Nothing of an earlier filesystem's signature shows through.
         out.at(0, &[0u8; 1024])?;
@@ -795,42 +796,10 @@ impl Plan {
     ) -> Result<()> {
         let bs = self.g.bs;
         let mut reader = File::open(path).map_err(|e| Error::io_op("reading", path, e))?;
-        let rerr = |e: std::io::Error| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::format(
-                    path,
-                    format!("shrank below {len} bytes while being written"),
-                )
-            } else {
-                Error::io_op("reading", path, e)
-            }
-        };
-        let mut buf = vec![0u8; crate::io::BUFFER_SIZE];
-        let mut left = len;
-        for e in extents {
-            let mut pos = e.start * bs;
-            let mut ext_left = u64::from(e.len) * bs;
-            while ext_left > 0 {
-                let n = ext_left.min(buf.len() as u64) as usize;
-                let data = (n as u64).min(left) as usize;
-                reader.read_exact(&mut buf[..data]).map_err(rerr)?;
-                buf[data..n].fill(0);
-                if !(zeroed && is_zero(&buf[..n])) {
-                    out.at(pos, &buf[..n])?;
-                }
-                left -= data as u64;
-                pos += n as u64;
-                ext_left -= n as u64;
-            }
-        }
-        let mut probe = [0u8; 1];
-        if reader.read(&mut probe).map_err(rerr)? != 0 {
-            return Err(Error::format(
-                path,
-                format!("grew past {len} bytes while being written"),
-            ));
-        }
-        Ok(())
+        let runs = extents
+            .iter()
+            .map(|e| (e.start * bs, u64::from(e.len) * bs));
+        out.copy_into(&mut reader, len, runs, zeroed, Some(path))
     }
 }
 
@@ -854,49 +823,6 @@ fn set_bits(b: &mut [u8], from: u64, to: u64) {
 pub fn write(out: &File, offset: u64, size: u64, opts: &Ext4Options, root: &Path) -> Result<()> {
     let plan = Plan::new(size, opts, root)?;
     plan.write(out, offset, opts)
-}
-
-/// The range of the output file the filesystem goes to.
-struct Out<'f> {
-    file: &'f File,
-    offset: u64,
-}
-
-impl Out<'_> {
-    fn err(e: std::io::Error) -> Error {
-        Error::io_during("writing the ext4 filesystem", e)
-    }
-
-    fn at(&self, pos: u64, data: &[u8]) -> Result<()> {
-        self.file
-            .write_all_at(data, self.offset + pos)
-            .map_err(Self::err)
-    }
-
-    /// Makes the file long enough for `size` bytes of filesystem and the range a hole;
-    /// false when the range could not be made a hole and still holds what it held.
-    fn prepare(&self, size: u64) -> Result<bool> {
-        let md = self.file.metadata().map_err(Self::err)?;
-        if md.is_file() && md.len() < self.offset + size {
-            self.file.set_len(self.offset + size).map_err(Self::err)?;
-        }
-        // SAFETY: fallocate on an open descriptor with plain integer arguments.
-        let r = unsafe {
-            libc::fallocate(
-                self.file.as_raw_fd(),
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                self.offset as libc::off_t,
-                size as libc::off_t,
-            )
-        };
-        Ok(r == 0)
-    }
-}
-
-fn is_zero(b: &[u8]) -> bool {
-    let mut words = b.chunks_exact(8);
-    words.all(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == 0)
-        && words.remainder().iter().all(|&x| x == 0)
 }
 
 #[cfg(test)]

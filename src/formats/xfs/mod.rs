@@ -41,9 +41,6 @@ mod ondisk;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
@@ -51,6 +48,9 @@ use geometry::{
     AGFL_FILL, BLOCK_LOG, BLOCK_SIZE, CHUNK_BLOCKS, Geometry, INODE_SIZE, INODES_PER_CHUNK,
 };
 use ondisk::{DirEntry, Fork, InodeInfo};
+
+/// Where the file system goes: a range of the output file.
+type Out<'f> = crate::io::FsImage<'f>;
 
 /// Where a file's content comes from.
 #[derive(Debug, Clone)]
@@ -526,7 +526,7 @@ impl<'a> Plan<'a> {
 
     fn write(&self, file: &File, offset: u64, opts: &XfsOptions) -> Result<()> {
         let g = &self.g;
-        let out = Out { file, offset };
+        let out = Out::new(file, offset, "writing the XFS filesystem");
         let zeroed = out.prepare(g.dblocks << BLOCK_LOG)?;
         let log_byte = g.byte(g.log_ag, g.log_agbno);
         if !zeroed {
@@ -787,106 +787,15 @@ impl<'a> Plan<'a> {
         zeroed: bool,
     ) -> Result<()> {
         let g = &self.g;
-        let mut reader: Box<dyn Read> = match source {
-            Source::Bytes(b) => Box::new(&b[..]),
-            Source::File(p) => Box::new(File::open(p).map_err(|e| Error::io_op("reading", p, e))?),
-        };
-        let rerr = |e: std::io::Error| match source {
-            Source::File(p) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                Error::format(p, format!("shrank below {len} bytes while being written"))
-            }
-            Source::File(p) => Error::io_op("reading", p, e),
-            Source::Bytes(_) => Error::io_during("reading", e),
-        };
-        let mut buf = vec![0u8; crate::io::BUFFER_SIZE];
-        let mut left = len;
-        for e in extents {
-            let mut pos = g.byte(e.agno, e.agbno);
-            let mut ext_left = u64::from(e.len) << BLOCK_LOG;
-            while ext_left > 0 {
-                let n = ext_left.min(buf.len() as u64) as usize;
-                let data = (n as u64).min(left) as usize;
-                reader.read_exact(&mut buf[..data]).map_err(rerr)?;
-                buf[data..n].fill(0);
-                if !(zeroed && is_zero(&buf[..n])) {
-                    out.at(pos, &buf[..n])?;
-                }
-                left -= data as u64;
-                pos += n as u64;
-                ext_left -= n as u64;
+        let runs = extents
+            .iter()
+            .map(|e| (g.byte(e.agno, e.agbno), u64::from(e.len) << BLOCK_LOG));
+        match source {
+            Source::Bytes(b) => out.copy_into(&mut &b[..], len, runs, zeroed, None),
+            Source::File(p) => {
+                let mut f = File::open(p).map_err(|e| Error::io_op("reading", p, e))?;
+                out.copy_into(&mut f, len, runs, zeroed, Some(p))
             }
         }
-        let mut probe = [0u8; 1];
-        if reader.read(&mut probe).map_err(rerr)? != 0 {
-            return Err(match source {
-                Source::File(p) => {
-                    Error::format(p, format!("grew past {len} bytes while being written"))
-                }
-                Source::Bytes(_) => unreachable!("bytes have a fixed length"),
-            });
-        }
-        Ok(())
     }
-}
-
-/// The range of the output file the filesystem goes to.
-struct Out<'f> {
-    file: &'f File,
-    offset: u64,
-}
-
-impl Out<'_> {
-    fn err(e: std::io::Error) -> Error {
-        Error::io_during("writing the XFS filesystem", e)
-    }
-
-    /// Writes `data` at `pos` in the filesystem.
-    fn at(&self, pos: u64, data: &[u8]) -> Result<()> {
-        self.file
-            .write_all_at(data, self.offset + pos)
-            .map_err(Self::err)
-    }
-
-    /// Makes the file long enough for `size` bytes of filesystem and the range a hole;
-    /// false when the range could not be made a hole and still holds what it held.
-    fn prepare(&self, size: u64) -> Result<bool> {
-        let md = self.file.metadata().map_err(Self::err)?;
-        if md.is_file() && md.len() < self.offset + size {
-            self.file.set_len(self.offset + size).map_err(Self::err)?;
-        }
-        Ok(punch_hole(self.file, self.offset, size))
-    }
-
-    /// Writes `len` zeros at `pos`.
-    fn zero(&self, pos: u64, len: u64) -> Result<()> {
-        let zeros = vec![0u8; crate::io::BUFFER_SIZE];
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(zeros.len() as u64) as usize;
-            self.at(pos + done, &zeros[..n])?;
-            done += n as u64;
-        }
-        Ok(())
-    }
-}
-
-fn is_zero(b: &[u8]) -> bool {
-    let mut words = b.chunks_exact(8);
-    words.all(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == 0)
-        && words.remainder().iter().all(|&x| x == 0)
-}
-
-/// Makes `len` bytes at `offset` of `out` a hole (reads as zeros); false when the
-/// file system or device cannot.
-fn punch_hole(out: &File, offset: u64, len: u64) -> bool {
-    // SAFETY: fallocate on an open descriptor with plain integer arguments.
-    let r = unsafe {
-        libc::fallocate(
-            out.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            offset as libc::off_t,
-            len as libc::off_t,
-        )
-    };
-    r == 0
 }
