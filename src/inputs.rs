@@ -154,13 +154,29 @@ pub fn missing(plan: &crate::plan::Plan) -> Vec<Missing> {
         if plan.secureboot
             && let Some(sb) = &input.secureboot
         {
+            // Files only: a remote signer, or a PKCS#11 URI, is opened (and checked) by
+            // its backend.
+            use crate::sign::backends::{Choice, choose, choose_key, pkcs11::is_uri};
+            let mut want = |role, path: String| {
+                if !is_uri(&path) {
+                    wanted.push((role, path));
+                }
+            };
             let signer = sb.secure_boot_signer.clone().unwrap_or_default();
-            wanted.push(("secureboot signing key", signer.key_path));
-            wanted.push(("secureboot signing certificate", signer.cert_path));
-            wanted.push((
-                "PCR signing key",
-                sb.pcr_signer.clone().unwrap_or_default().key_path,
-            ));
+            match choose(&signer) {
+                Ok(Choice::AwsCertFile) => {
+                    want("secureboot signing certificate", signer.aws_cert_path)
+                }
+                Ok(Choice::File) | Err(_) => {
+                    want("secureboot signing key", signer.key_path);
+                    want("secureboot signing certificate", signer.cert_path);
+                }
+                Ok(_) => {}
+            }
+            let pcr = sb.pcr_signer.clone().unwrap_or_default();
+            if matches!(choose_key(&pcr), Ok(Choice::File) | Err(_)) {
+                want("PCR signing key", pcr.key_path);
+            }
         }
     }
     missing_files(wanted)
