@@ -404,6 +404,30 @@ fn base_image_mistakes_are_named_before_any_work() {
         "{}",
         failed.stderr
     );
+    assert!(
+        !failed.stderr.contains("ready"),
+        "probed before the UKI is built: {}",
+        failed.stderr
+    );
+    assert!(failed.left().is_empty());
+    // The same registry named by a system extension and by the image cache of an ISO.
+    for flag in ["--system-extension-image", "--image-cache"] {
+        let failed = demo_build("iso")
+            .args([flag, &format!("127.0.0.1:{port}/siderolabs/gvisor:1")])
+            .run_err();
+        assert_eq!(failed.error_lines().len(), 1, "{}", failed.stderr);
+        assert!(
+            failed.error_line().contains("add --insecure")
+                && failed.error_line().contains(&format!("127.0.0.1:{port}")),
+            "{flag}: {}",
+            failed.stderr
+        );
+        assert!(
+            !failed.stderr.contains("ready"),
+            "{flag}: {}",
+            failed.stderr
+        );
+    }
 }
 
 /// `imager serve` on loopback, killed when dropped; stdout (the JSON log) in `log`.

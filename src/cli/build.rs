@@ -380,6 +380,7 @@ fn run_in(
     let plan = Plan::with_overlay(&profile, imager::plan::epoch_from_env(), options)?;
     super::preflight::check(&plan, &args)?;
     super::preflight::output_dir(&output_dir)?;
+    super::preflight::registries(&plan)?;
     if args.tar_to_stdout && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         return Err(imager::Error::invalid(
             "--tar-to-stdout: stdout is a terminal; pipe it (`| tar xz`) or redirect it to a file",
