@@ -602,3 +602,29 @@ fn gen_in_the_wrong_order_or_place_says_what_to_do() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("generating"));
     assert!(start.elapsed().as_secs() < 5);
 }
+
+#[test]
+fn tar_to_stdout_names_the_artifact_not_a_scratch_path() {
+    let out = imager()
+        .args(["iso", "--arch", "amd64", "--tar-to-stdout", "--meta", META])
+        .arg("--install-dir")
+        .arg(demo_dir())
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l == "output asset path: metal-amd64.iso (in the tar on stdout)"),
+        "{err}"
+    );
+    let scratch = std::env::temp_dir().join("imager-out-");
+    assert!(
+        !err.contains(scratch.to_str().unwrap()),
+        "no scratch path: {err}"
+    );
+    let dir = common::untar_gz(&out.stdout);
+    assert!(dir.path().join("metal-amd64.iso").is_file());
+}

@@ -401,7 +401,9 @@ fn run_in(
                 output_dir: output_dir.clone(),
                 grub_dir: args.grub_dir.clone(),
             },
-            &Stderr,
+            &Shown {
+                scratch: scratch.as_deref(),
+            },
         )
     });
     let result = result.and_then(|built| match args.tar_to_stdout {
@@ -554,4 +556,28 @@ fn summary(yaml: &str) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The build's progress on stderr, without the private directory of
+/// `--tar-to-stdout` (`scratch`): it is gone when the run ends, so the artifact is
+/// named as it is in the tar, and other paths inside it are shown as `<scratch>`.
+struct Shown<'a> {
+    scratch: Option<&'a Path>,
+}
+
+impl imager::report::Progress for Shown<'_> {
+    fn step(&self, line: &str) {
+        let Some(dir) = self.scratch.map(|d| d.to_string_lossy()) else {
+            return Stderr.step(line);
+        };
+        if let Some(path) = line.strip_prefix("output asset path: ")
+            && let Some(name) = Path::new(path).file_name()
+        {
+            return Stderr.step(&format!(
+                "output asset path: {} (in the tar on stdout)",
+                name.to_string_lossy()
+            ));
+        }
+        Stderr.step(&line.replace(dir.as_ref(), "<scratch>"));
+    }
 }
