@@ -573,6 +573,21 @@ fn serve_offers_only_what_it_builds_and_lists_tags() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"v1.9.2\""));
+    // A second service on the same port: the address is named.
+    let addr = s.url.trim_start_matches("http://");
+    let out = imager()
+        .args(["serve", "--listen", addr, "--external-url", &s.url])
+        .arg("--assets")
+        .arg(&assets)
+        .args(["--registry", &format!("127.0.0.1:{}/factory", registry.1)])
+        .arg("--insecure-registry")
+        .arg("--work-dir")
+        .arg(dir.path().join("work-second"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    one_error(&out, &[&format!("--listen {addr}: address in use")]);
+    assert!(!dir.path().join("work-second").exists(), "nothing made");
     drop(s);
     // An --assets tree without version directories: a warning naming what it holds.
     let s = serve(dir.path(), "flat", &demo_dir(), registry.1);
