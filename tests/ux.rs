@@ -643,3 +643,30 @@ fn tar_to_stdout_names_the_artifact_not_a_scratch_path() {
     let dir = common::untar_gz(&out.stdout);
     assert!(dir.path().join("metal-amd64.iso").is_file());
 }
+
+#[test]
+fn profile_help_says_what_the_profile_builds() {
+    let out = run_ok(imager().args(["secureboot-iso", "--help"]));
+    for needle in [
+        "imager secureboot-iso: UEFI-only ISO",
+        "Writes: metal-amd64-secureboot.iso",
+        "PCR signing key",
+        "/secureboot/pcr-signing-key.pem",
+        "secureboot: true",
+        "`imager --help`",
+    ] {
+        assert!(out.contains(needle), "{needle:?} in:\n{out}");
+    }
+    // The other flags apply; `-h` too.
+    let out = run_ok(imager().args(["metal", "--arch", "arm64", "-h"]));
+    assert!(out.contains("Writes: metal-arm64.raw.zst"), "{out}");
+    assert!(out.contains("/usr/install/arm64/vmlinuz"), "{out}");
+    // Not a profile: the top-level help as before.
+    let out = run_ok(imager().arg("--help"));
+    assert!(out.contains("Usage: imager"), "{out}");
+    let failed = imager()
+        .args(["secureboot-iso", "--arch", "x86", "--help"])
+        .output()
+        .unwrap();
+    one_error(&failed, &["x86"]);
+}
