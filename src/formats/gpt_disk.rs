@@ -403,6 +403,7 @@ mod tests {
             efi_size: 100 * MIB,
             boot_size: Some(2000 * MIB),
             skip_lbas: 20480,
+            image_cache: None,
         };
         assert_eq!(lbas(&rk, "EFI"), (22528, 227327));
         assert_eq!(lbas(&rk, "BIOS"), (227328, 229375));
