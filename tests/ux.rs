@@ -261,16 +261,16 @@ fn first_run_lists_every_missing_input_and_creates_nothing() {
 
 #[test]
 fn talos_flags_are_accepted_and_unbuilt_features_refused() {
-    for (flag, value, needle) in [("--board", "rpi_generic", "--board rpi_generic")] {
-        let failed = demo_build("metal").args([flag, value]).run_err();
-        assert_eq!(failed.error_lines().len(), 1, "{flag}: {}", failed.stderr);
-        assert!(
-            failed.error_lines()[0].contains(needle),
-            "{flag}: {}",
-            failed.stderr
-        );
-        assert!(!failed.stderr.contains("tip:"), "{flag}: {}", failed.stderr);
-    }
+    let failed = demo_build("metal")
+        .args(["--board", "rpi_generic"])
+        .run_err();
+    assert_eq!(failed.error_lines().len(), 1, "{}", failed.stderr);
+    assert!(
+        failed.error_lines()[0].contains("--board rpi_generic"),
+        "{}",
+        failed.stderr
+    );
+    assert!(!failed.stderr.contains("tip:"), "{}", failed.stderr);
     // arm64 disk image at the default version: `--bootloader sd-boot`, or a version
     // whose default is sd-boot, with no profile file.
     for args in [["--bootloader", "sd-boot"], ["--talos-version", "v1.10.0"]] {
