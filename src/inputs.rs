@@ -112,6 +112,11 @@ pub struct Missing {
 /// hears of all that is missing at once, not one file per run. Checks existence and
 /// type only; contents are checked by the build (and by `--dry-run`).
 pub fn missing(plan: &crate::plan::Plan) -> Vec<Missing> {
+    missing_files(wanted(plan))
+}
+
+/// Every file the build of `plan` would open: (role, path), in the order it reads them.
+pub fn wanted(plan: &crate::plan::Plan) -> Vec<(&'static str, String)> {
     use crate::plan::{InstallerContents, KindPlan};
     let input = &plan.profile.input;
     let mut wanted: Vec<(&'static str, String)> = Vec::new();
@@ -179,7 +184,7 @@ pub fn missing(plan: &crate::plan::Plan) -> Vec<Missing> {
             }
         }
     }
-    missing_files(wanted)
+    wanted
 }
 
 /// The files of `wanted` (role, path) that are not there or not regular files.

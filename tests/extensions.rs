@@ -292,7 +292,17 @@ fn initramfs_with_extensions_from_a_tarball_a_layout_and_a_registry() {
         "reproducible"
     );
 
-    // Progress lines as Talos prints them.
+    // Progress lines as Talos prints them, the heading once.
+    assert_eq!(
+        built
+            .stderr
+            .lines()
+            .filter(|l| l.contains("rebuilding initramfs"))
+            .count(),
+        1,
+        "{}",
+        built.stderr
+    );
     for line in [
         "rebuilding initramfs with system extensions...",
         "    NAME                  VERSION    AUTHOR",
@@ -859,6 +869,13 @@ fn embedded_machine_configuration_is_the_last_extension() {
         .arg(&config)
         .run();
     assert_eq!(built.bytes(), again.bytes(), "reproducible");
+    // The heading once, its steps indented under it.
+    let headings = built
+        .stderr
+        .lines()
+        .filter(|l| l.contains("rebuilding initramfs with system extensions"))
+        .count();
+    assert_eq!(headings, 1, "{}", built.stderr);
     let version = &sha256(MACHINE_CONFIG)[7..];
     assert!(
         built

@@ -473,21 +473,25 @@ fn grub_cfg_is_talos_text() {
     );
     let text = grub::config("v1.9.2", cmdline);
     // GRUB's own parser first: every character GRUB's lexer treats specially, quotes,
-    // backslashes, a trailing backslash. (Not a lone `'`: Talos's quoting, which ours
-    // follows, leaves it, and the second menu entry's copy closes it, so GRUB parses the
-    // file but not as meant.)
+    // backslashes, a trailing backslash, a lone `'`, `[[` and `]]` as whole words (GRUB
+    // reserves them), a word starting with `#` (a comment unless escaped).
     common::grub_script_check(&text, "grub.cfg");
     for odd in [
         r#"a"b "c d" e\"#,
-        // (Not `[[` or `]]` as whole words: GRUB reserves them and Talos's quoting, which
-        // ours follows, leaves them as they are, so GRUB would refuse that grub.cfg.)
+        "a'b",
+        "'",
+        "[[ x ]]",
+        "x ]] [[",
         r#"x="$(reboot)" y=`id` z=${a} {} [a] b[ # comment"#,
-        "tab\there !~*? \\\"",
+        "tab\there !~*? \\\" \t#x",
+        r"\[[ \]] \' \# \\",
     ] {
-        common::grub_script_check(
-            &grub::config("v1.9.2", odd),
-            &format!("grub.cfg for {odd:?}"),
-        );
+        let cfg = grub::config("v1.9.2", odd);
+        common::grub_script_check(&cfg, &format!("grub.cfg for {odd:?}"));
+        // Nothing read as a comment, and the words come back as written.
+        assert!(!cfg.contains(" #"), "{cfg}");
+        let parsed = grub::check_config(&cfg).unwrap();
+        assert_eq!(parsed.entries[0].cmdline, odd, "read back");
     }
     assert_eq!(text, want);
     let parsed = grub::check_config(&text).unwrap();

@@ -261,16 +261,16 @@ fn first_run_lists_every_missing_input_and_creates_nothing() {
 
 #[test]
 fn talos_flags_are_accepted_and_unbuilt_features_refused() {
-    for (flag, value, needle) in [("--board", "rpi_generic", "--board rpi_generic")] {
-        let failed = demo_build("metal").args([flag, value]).run_err();
-        assert_eq!(failed.error_lines().len(), 1, "{flag}: {}", failed.stderr);
-        assert!(
-            failed.error_lines()[0].contains(needle),
-            "{flag}: {}",
-            failed.stderr
-        );
-        assert!(!failed.stderr.contains("tip:"), "{flag}: {}", failed.stderr);
-    }
+    let failed = demo_build("metal")
+        .args(["--board", "rpi_generic"])
+        .run_err();
+    assert_eq!(failed.error_lines().len(), 1, "{}", failed.stderr);
+    assert!(
+        failed.error_lines()[0].contains("--board rpi_generic"),
+        "{}",
+        failed.stderr
+    );
+    assert!(!failed.stderr.contains("tip:"), "{}", failed.stderr);
     // arm64 disk image at the default version: `--bootloader sd-boot`, or a version
     // whose default is sd-boot, with no profile file.
     for args in [["--bootloader", "sd-boot"], ["--talos-version", "v1.10.0"]] {
@@ -404,6 +404,30 @@ fn base_image_mistakes_are_named_before_any_work() {
         "{}",
         failed.stderr
     );
+    assert!(
+        !failed.stderr.contains("ready"),
+        "probed before the UKI is built: {}",
+        failed.stderr
+    );
+    assert!(failed.left().is_empty());
+    // The same registry named by a system extension and by the image cache of an ISO.
+    for flag in ["--system-extension-image", "--image-cache"] {
+        let failed = demo_build("iso")
+            .args([flag, &format!("127.0.0.1:{port}/siderolabs/gvisor:1")])
+            .run_err();
+        assert_eq!(failed.error_lines().len(), 1, "{}", failed.stderr);
+        assert!(
+            failed.error_line().contains("add --insecure")
+                && failed.error_line().contains(&format!("127.0.0.1:{port}")),
+            "{flag}: {}",
+            failed.stderr
+        );
+        assert!(
+            !failed.stderr.contains("ready"),
+            "{flag}: {}",
+            failed.stderr
+        );
+    }
 }
 
 /// `imager serve` on loopback, killed when dropped; stdout (the JSON log) in `log`.
@@ -549,6 +573,21 @@ fn serve_offers_only_what_it_builds_and_lists_tags() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"v1.9.2\""));
+    // A second service on the same port: the address is named.
+    let addr = s.url.trim_start_matches("http://");
+    let out = imager()
+        .args(["serve", "--listen", addr, "--external-url", &s.url])
+        .arg("--assets")
+        .arg(&assets)
+        .args(["--registry", &format!("127.0.0.1:{}/factory", registry.1)])
+        .arg("--insecure-registry")
+        .arg("--work-dir")
+        .arg(dir.path().join("work-second"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    one_error(&out, &[&format!("--listen {addr}: address in use")]);
+    assert!(!dir.path().join("work-second").exists(), "nothing made");
     drop(s);
     // An --assets tree without version directories: a warning naming what it holds.
     let s = serve(dir.path(), "flat", &demo_dir(), registry.1);
@@ -577,4 +616,57 @@ fn gen_in_the_wrong_order_or_place_says_what_to_do() {
     one_error(&out, &["/proc/imager-x"]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("generating"));
     assert!(start.elapsed().as_secs() < 5);
+}
+
+#[test]
+fn tar_to_stdout_names_the_artifact_not_a_scratch_path() {
+    let out = imager()
+        .args(["iso", "--arch", "amd64", "--tar-to-stdout", "--meta", META])
+        .arg("--install-dir")
+        .arg(demo_dir())
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l == "output asset path: metal-amd64.iso (in the tar on stdout)"),
+        "{err}"
+    );
+    let scratch = std::env::temp_dir().join("imager-out-");
+    assert!(
+        !err.contains(scratch.to_str().unwrap()),
+        "no scratch path: {err}"
+    );
+    let dir = common::untar_gz(&out.stdout);
+    assert!(dir.path().join("metal-amd64.iso").is_file());
+}
+
+#[test]
+fn profile_help_says_what_the_profile_builds() {
+    let out = run_ok(imager().args(["secureboot-iso", "--help"]));
+    for needle in [
+        "imager secureboot-iso: UEFI-only ISO",
+        "Writes: metal-amd64-secureboot.iso",
+        "PCR signing key",
+        "/secureboot/pcr-signing-key.pem",
+        "secureboot: true",
+        "`imager --help`",
+    ] {
+        assert!(out.contains(needle), "{needle:?} in:\n{out}");
+    }
+    // The other flags apply; `-h` too.
+    let out = run_ok(imager().args(["metal", "--arch", "arm64", "-h"]));
+    assert!(out.contains("Writes: metal-arm64.raw.zst"), "{out}");
+    assert!(out.contains("/usr/install/arm64/vmlinuz"), "{out}");
+    // Not a profile: the top-level help as before.
+    let out = run_ok(imager().arg("--help"));
+    assert!(out.contains("Usage: imager"), "{out}");
+    let failed = imager()
+        .args(["secureboot-iso", "--arch", "x86", "--help"])
+        .output()
+        .unwrap();
+    one_error(&failed, &["x86"]);
 }

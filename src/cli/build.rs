@@ -380,6 +380,7 @@ fn run_in(
     let plan = Plan::with_overlay(&profile, imager::plan::epoch_from_env(), options)?;
     super::preflight::check(&plan, &args)?;
     super::preflight::output_dir(&output_dir)?;
+    super::preflight::registries(&plan)?;
     if args.tar_to_stdout && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         return Err(imager::Error::invalid(
             "--tar-to-stdout: stdout is a terminal; pipe it (`| tar xz`) or redirect it to a file",
@@ -400,7 +401,9 @@ fn run_in(
                 output_dir: output_dir.clone(),
                 grub_dir: args.grub_dir.clone(),
             },
-            &Stderr,
+            &Shown {
+                scratch: scratch.as_deref(),
+            },
         )
     });
     let result = result.and_then(|built| match args.tar_to_stdout {
@@ -545,6 +548,64 @@ pub fn list_profiles() -> anyhow::Result<()> {
     super::print_out(&text)
 }
 
+/// `imager PROFILE --help` (or `-h`) for a built-in profile: its summary, the file it
+/// writes, the inputs it reads (as the other flags place them) and its effective
+/// profile, then a pointer to the flags. `None` when `args` ask for something else.
+pub fn profile_help(args: Vec<std::ffi::OsString>) -> Option<anyhow::Result<()>> {
+    let is_help = |a: &std::ffi::OsString| a == "--help" || a == "-h";
+    let name = args.get(1)?.to_str()?.to_string();
+    let yaml = builtin::yaml(if name == "image" { "metal" } else { &name })?;
+    if !args.iter().skip(2).any(is_help) {
+        return None;
+    }
+    let rest: Vec<_> = args.into_iter().filter(|a| !is_help(a)).collect();
+    Some(profile_help_text(&name, yaml, rest))
+}
+
+fn profile_help_text(name: &str, yaml: &str, args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
+    use clap::Parser;
+    let cli = super::Cli::try_parse_from(args).map_err(|e| {
+        imager::Error::invalid(e.to_string().lines().next().unwrap_or("").to_string())
+    })?;
+    let args = cli.build;
+    let source = Source::parse(name);
+    let (profile, _) = resolve::resolve_with_overlay(
+        &source,
+        &args.overrides()?,
+        &args.roots(),
+        None,
+        &imager::report::Silent,
+    )?;
+    let plan = Plan::new(&profile, 0)?;
+    let mut text = format!("imager {name}: {}\n\n", summary(yaml));
+    text.push_str(&format!(
+        "Writes: {} into --output (now {})\n",
+        plan.file_name,
+        args.output.display()
+    ));
+    let mut wanted = imager::inputs::wanted(&plan);
+    if let KindPlan::Disk(disk) = &plan.kind
+        && disk.bootloader != imager::profile::Bootloader::SdBoot
+    {
+        wanted.push((
+            "GRUB files (--grub-dir)",
+            args.grub_dir.display().to_string(),
+        ));
+    }
+    if !wanted.is_empty() {
+        text.push_str("Reads (move them with --install-dir and --secureboot-dir):\n");
+        for (role, path) in wanted {
+            text.push_str(&format!("  {role:<31} {path}\n"));
+        }
+    }
+    text.push_str(&format!(
+        "\nEffective profile (`imager {name} --print-profile`; flags change it):\n"
+    ));
+    text.push_str(&build::printed_profile(&profile, &args.output));
+    text.push_str("\nEvery flag: `imager --help`. All profiles: `imager profiles`.\n");
+    super::print_out(&text)
+}
+
 /// The leading comment block of a built-in profile, joined into one line.
 fn summary(yaml: &str) -> String {
     yaml.lines()
@@ -553,4 +614,28 @@ fn summary(yaml: &str) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The build's progress on stderr, without the private directory of
+/// `--tar-to-stdout` (`scratch`): it is gone when the run ends, so the artifact is
+/// named as it is in the tar, and other paths inside it are shown as `<scratch>`.
+struct Shown<'a> {
+    scratch: Option<&'a Path>,
+}
+
+impl imager::report::Progress for Shown<'_> {
+    fn step(&self, line: &str) {
+        let Some(dir) = self.scratch.map(|d| d.to_string_lossy()) else {
+            return Stderr.step(line);
+        };
+        if let Some(path) = line.strip_prefix("output asset path: ")
+            && let Some(name) = Path::new(path).file_name()
+        {
+            return Stderr.step(&format!(
+                "output asset path: {} (in the tar on stdout)",
+                name.to_string_lossy()
+            ));
+        }
+        Stderr.step(&line.replace(dir.as_ref(), "<scratch>"));
+    }
 }

@@ -58,6 +58,19 @@ enum Command {
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
+    // `imager PROFILE --help`: what that profile builds, before clap's own help.
+    if let Some(result) = build::profile_help(std::env::args_os().collect()) {
+        return match result {
+            Ok(()) => 0,
+            Err(err) if err.is::<ClosedStdout>() => 0,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                err.downcast_ref::<imager::Error>()
+                    .map(imager::Error::exit_code)
+                    .unwrap_or(1)
+            }
+        };
+    }
     let matches = Cli::command().get_matches();
     // Ctrl-C / SIGTERM: remove unfinished outputs, then exit like a shell would. The
     // service handles both itself (it stops accepting and lets responses finish).

@@ -44,6 +44,54 @@ pub fn check(plan: &Plan, args: &BuildArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every image the build pulls (base installer, system extensions, image cache)
+/// parsed, and each registry they name asked for `/v2/` once, so a local path
+/// without `oci:`, an unreachable registry or a plain-HTTP one without
+/// `--insecure` is named before any work starts (the overlay image was read
+/// when the profile was resolved).
+pub fn registries(plan: &Plan) -> anyhow::Result<()> {
+    use imager::oci::Reference;
+    let input = &plan.profile.input;
+    let mut pulled: Vec<(&str, &imager::profile::ContainerAsset)> = Vec::new();
+    if let KindPlan::Installer(_) = &plan.kind
+        && let Some(base) = &input.base_installer
+        && base.oci_path.is_empty()
+    {
+        pulled.push(("base image", base));
+    }
+    if let Some(cache) = &input.image_cache
+        && cache.oci_path.is_empty()
+        && cache.tarball_path.is_empty()
+    {
+        pulled.push(("error pulling image cache", cache));
+    }
+    for e in &input.system_extensions {
+        if e.oci_path.is_empty() {
+            pulled.push(("error pulling image", e));
+        }
+    }
+    let mut asked: Vec<(String, bool)> = Vec::new();
+    for (role, asset) in pulled {
+        if asset.image_ref.is_empty() {
+            continue;
+        }
+        let Reference::Registry(r) = Reference::parse(&asset.image_ref)? else {
+            continue;
+        };
+        let key = (r.host.clone(), asset.force_insecure);
+        if asked.contains(&key) {
+            continue;
+        }
+        imager::oci::registry::reachable(
+            &r.host,
+            asset.force_insecure,
+            &format!("{role} {}", r.as_written()),
+        )?;
+        asked.push(key);
+    }
+    Ok(())
+}
+
 /// The kernel and initramfs of `imager pxe`, and its command-line length.
 pub fn check_pxe(
     profile: &imager::profile::Profile,

@@ -144,8 +144,8 @@ fn unpack_one(
     unpack::Unpacker::new(dest, &source)?.layers(&image.layers)
 }
 
+/// One indented line under the heading [`rebuild`] prints once.
 fn detail(progress: &dyn Progress, line: &str) {
-    progress.step("rebuilding initramfs with system extensions...");
     progress.step(&format!("    {line}"));
 }
 
@@ -212,6 +212,7 @@ pub fn rebuild(
         mtime,
     };
     std::fs::create_dir_all(&w.tree).op("creating", &w.tree)?;
+    progress.step("rebuilding initramfs with system extensions...");
     let out_path = scratch.join("initramfs.xz");
     detail(
         progress,

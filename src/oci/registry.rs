@@ -267,6 +267,27 @@ fn agent_builder(insecure: bool) -> Result<ureq::AgentBuilder> {
     })
 }
 
+/// Asks `host` for `/v2/` (the API's version check) and accepts any HTTP answer:
+/// a cheap look, before a build starts, that the registry is reachable and speaks
+/// the protocol chosen (a plain-HTTP registry fails the TLS handshake here).
+/// `what` names the image in the error.
+pub fn reachable(host: &str, insecure: bool, what: &str) -> Result<()> {
+    let scheme = if insecure { "http" } else { "https" };
+    let agent = agent_builder(insecure)?
+        .timeout_connect(std::time::Duration::from_secs(10))
+        .timeout_read(std::time::Duration::from_secs(30))
+        .redirects(0)
+        .build();
+    let url = format!("{scheme}://{host}/v2/");
+    match agent.get(&url).call() {
+        Ok(_) | Err(ureq::Error::Status(..)) => Ok(()),
+        Err(e) => Err(Error::Dependency(format!(
+            "{what}: GET {url}: {}",
+            transport_text(&e)
+        ))),
+    }
+}
+
 /// Pulls `r` for `arch`: plain HTTP when `insecure`, else HTTPS.
 pub fn pull(r: &RegistryRef, arch: &str, insecure: bool) -> Result<BaseImage> {
     let text = r.as_written();

@@ -273,22 +273,37 @@ pub fn run(config: Config) -> Result<()> {
     Ok(())
 }
 
+/// A failed bind, naming the flag and the address: `--listen 127.0.0.1:8080: address
+/// in use`.
+fn bind_error(flag: &str, addr: std::net::SocketAddr, e: &std::io::Error) -> Error {
+    let why = match e.kind() {
+        std::io::ErrorKind::AddrInUse => "address in use".to_string(),
+        std::io::ErrorKind::AddrNotAvailable => "no such address on this host".to_string(),
+        std::io::ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need privileges)".to_string()
+        }
+        _ => e.to_string(),
+    };
+    Error::invalid(format!("{flag} {addr}: {why}"))
+}
+
 /// Serves until the stop signal and the drain of the connections; the end of the drain.
 async fn serve(config: Config) -> Result<std::time::Instant> {
-    let state = State::new(config)?;
-    check_registries(&state).await?;
-    let config = &state.config;
+    // Bound first: a port in use is said before the work directory is made.
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| Error::io_during("binding --listen", e))?;
+        .map_err(|e| bind_error("--listen", config.listen, &e))?;
     let metrics_listener = match config.metrics_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
                 .await
-                .map_err(|e| Error::io_during("binding --metrics-listen", e))?,
+                .map_err(|e| bind_error("--metrics-listen", addr, &e))?,
         ),
         None => None,
     };
+    let state = State::new(config)?;
+    check_registries(&state).await?;
+    let config = &state.config;
     tracing::info!(
         listen = %config.listen,
         external_url = %config.external_url,

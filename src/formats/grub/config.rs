@@ -3,7 +3,8 @@
 //!
 //! Text as Talos's `bootloader/grub/encode.go` writes it (no fallback on a fresh
 //! image); the command line is escaped by putting a backslash before each of
-//! `\ { } & $ | ; < > "` (quote.go). [`check_config`] applies `decode.go`'s rules:
+//! `\ { } & $ | ; < > "` (quote.go), and, where Talos's list falls short of GRUB's
+//! lexer, before `'`, a word-leading `#` and a whole-word `[[` or `]]`. [`check_config`] applies `decode.go`'s rules:
 //! exactly one `set default="…"` line, at most one `set fallback`, blocks
 //! `menuentry "<name>" {…}` ending at the first `}` not preceded by a backslash,
 //! names starting with `A`, `B` or `Reset`, and in each block (unescaped) exactly one
@@ -32,27 +33,53 @@ pub fn config(version: &str, cmdline: &str) -> String {
     out
 }
 
-const SPECIAL: &str = "\\{}&$|;<>\"";
+const SPECIAL: &str = "\\{}&$|;<>\"'";
 
+/// Talos's `Quote` (a backslash before each of its special characters), plus what
+/// its list misses and GRUB's lexer (grub-core/script/yylex.l) would still read as
+/// syntax: a `'` (it opens a quoted string), a `#` starting a word (a comment: the
+/// rest of the line would be lost), and `[[` or `]]` as a whole word (reserved
+/// words, refused as arguments). GRUB drops the backslash of `\c` for any `c`, so
+/// the kernel gets the command line as written. Talos itself leaves these three, so
+/// its grub.cfg for such a command line is refused or cut by GRUB.
 fn quote(s: &str) -> String {
+    let blank = |c: char| c == ' ' || c == '\t';
     let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
+    let mut word_start = true;
+    for (i, c) in s.char_indices() {
+        if word_start && !blank(c) {
+            let word = s[i..].split(blank).next().unwrap_or_default();
+            if word == "[[" || word == "]]" || c == '#' {
+                out.push('\\');
+            }
+        }
         if SPECIAL.contains(c) {
             out.push('\\');
         }
         out.push(c);
+        word_start = blank(c);
     }
     out
 }
 
-/// Talos's Unquote: removes the backslash before each special character, one
-/// character class after the other, in its order.
+/// The inverse of [`quote`]: a backslash before one of the characters it escapes is
+/// dropped, left to right (what Talos's Unquote does for its own characters, without
+/// its pass-per-character order mixing up `\\` followed by one of them).
 fn unquote(s: &str) -> String {
-    let mut s = s.to_string();
-    for c in "{}&$|;<>\\\"".chars() {
-        s = s.replace(&format!("\\{c}"), &c.to_string());
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\'
+            && let Some(&next) = chars.peek()
+            && (SPECIAL.contains(next) || matches!(next, '#' | '[' | ']'))
+        {
+            out.push(next);
+            chars.next();
+            continue;
+        }
+        out.push(c);
     }
-    s
+    out
 }
 
 /// A boot entry as Talos reads it back.
@@ -241,6 +268,17 @@ mod tests {
                 initrd: INITRD.into(),
             }]
         );
+    }
+
+    #[test]
+    fn quotes_what_grub_would_read_as_syntax() {
+        let cmdline = "a 'b [[ ]] #c d#e x[[ \\[ \\'";
+        let text = config("v1.10.0", cmdline);
+        assert!(
+            text.contains(r"linux /A/vmlinuz a \'b \[[ \]] \#c d#e x[[ \\[ \\\'"),
+            "{text}"
+        );
+        assert_eq!(check_config(&text).unwrap().entries[0].cmdline, cmdline);
     }
 
     #[test]
