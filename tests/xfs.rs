@@ -8,6 +8,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::bootpart::xfs_db;
 use common::{require_tool, run_ok};
 use imager::formats::xfs::{self, Entry, Source, XfsOptions};
 
@@ -163,15 +164,6 @@ fn assert_repair_clean(img: &Path) {
             "xfs_repair -n complains ({bad}): {found:?}\n{text}"
         );
     }
-}
-
-fn xfs_db(img: &Path, cmds: &[&str]) -> String {
-    let mut c = Command::new(require_tool("xfs_db"));
-    c.arg("-r");
-    for cmd in cmds {
-        c.args(["-c", cmd]);
-    }
-    run_ok(c.arg(img))
 }
 
 /// What `xfs_db` prints of the superblocks, AG headers and btree roots, which for an
