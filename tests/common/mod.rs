@@ -369,6 +369,13 @@ pub fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
 
+/// The SHA-256 of `bytes` in lower-case hex, without the `sha256:` of [`sha256`] (file
+/// names of blob stores, `sha256sum`).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
 /// `len` deterministic, incompressible bytes from `seed` (xorshift64 over the seed spread
 /// by the golden ratio, never zero; the low byte of each step). The one generator of test
 /// data, so fixtures agree across files.
