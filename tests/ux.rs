@@ -240,11 +240,16 @@ fn first_run_lists_every_missing_input_and_creates_nothing() {
 
 #[test]
 fn talos_flags_are_accepted_and_unbuilt_features_refused() {
-    for (flag, value, needle) in [("--board", "rpi_generic", "--board rpi_generic")] {
-        let failed = demo_build("metal").args([flag, value]).run_err();
-        common::one_error_line(&failed.stderr, &[needle], flag);
-        assert!(!failed.stderr.contains("tip:"), "{flag}: {}", failed.stderr);
-    }
+    // Talos's `--board`, which imager does not build, is refused by name.
+    let failed = demo_build("metal")
+        .args(["--board", "rpi_generic"])
+        .run_err();
+    common::one_error_line(&failed.stderr, &["--board rpi_generic"], "--board");
+    assert!(
+        !failed.stderr.contains("tip:"),
+        "--board: {}",
+        failed.stderr
+    );
     // arm64 disk image at the default version: `--bootloader sd-boot`, or a version
     // whose default is sd-boot, with no profile file.
     for args in [["--bootloader", "sd-boot"], ["--talos-version", "v1.10.0"]] {
