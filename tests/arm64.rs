@@ -66,14 +66,6 @@ fn sd_boot_metal(dir: &Path) -> PathBuf {
     p
 }
 
-/// An ESP directory with `efi` as the arm64 fallback boot loader.
-fn esp_with(efi: &Path, dir: &Path) -> PathBuf {
-    let esp = dir.join("esp");
-    std::fs::create_dir_all(esp.join("EFI/BOOT")).unwrap();
-    std::fs::copy(efi, esp.join("EFI/BOOT/BOOTAA64.EFI")).unwrap();
-    esp
-}
-
 #[test]
 fn arm64_signed_uki_is_accepted_by_sbverify_osslsigncode_and_ukify() {
     let dir = tempfile::tempdir().unwrap();
@@ -216,7 +208,7 @@ fn arm64_pxe_assets_carry_the_arm64_kernel() {
 fn boot_enrolled(uki: &Built, keys: &Path, dir: &Path) -> common::boot::BootLog {
     boot_arch(
         Arch::Arm64,
-        Media::EspDir(esp_with(&uki.artifact, dir)),
+        Media::EspDir(common::boot::esp_with(&uki.artifact, dir, Arch::Arm64)),
         SecureBoot::Enrolled(keys.join("uki-signing-cert.pem")),
         true,
         180,

@@ -69,11 +69,6 @@ fn run(cmd: &mut Command) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn sbverify(file: &Path, cert: &Path) -> (bool, String) {
-    require_tool("sbverify");
-    run(Command::new("sbverify").arg("--cert").arg(cert).arg(file))
-}
-
 fn osslsigncode_verify(file: &Path, cert: &Path) -> (bool, String) {
     require_tool("osslsigncode");
     run(Command::new("osslsigncode")
@@ -118,7 +113,7 @@ fn signed_copies_verify_with_sbverify_osslsigncode_and_ourselves() {
         let out = dir.path().join("signed.efi");
         sign_copy(&input, &out, &signer);
 
-        let (ok, text) = sbverify(&out, &cert);
+        let (ok, text) = common::sbverify_cert(&out, &cert);
         assert!(
             ok && text.contains("Signature verification OK"),
             "sbverify on {}:\n{text}",
@@ -215,7 +210,7 @@ fn a_flipped_byte_in_a_section_is_rejected_by_everyone() {
     let bad = dir.path().join("tampered.efi");
     std::fs::write(&bad, &bytes).unwrap();
 
-    let (ok, text) = sbverify(&bad, &cert);
+    let (ok, text) = common::sbverify_cert(&bad, &cert);
     assert!(!ok, "sbverify accepted a tampered file:\n{text}");
     let (ok, text) = osslsigncode_verify(&bad, &cert);
     assert!(!ok, "osslsigncode accepted a tampered file:\n{text}");
@@ -231,7 +226,7 @@ fn a_flipped_byte_in_a_section_is_rejected_by_everyone() {
     let last = bytes.len() - 20;
     bytes[last] ^= 0x01;
     std::fs::write(&bad, &bytes).unwrap();
-    assert!(!sbverify(&bad, &cert).0);
+    assert!(!common::sbverify_cert(&bad, &cert).0);
     let sigs = authenticode::verify(&bad).unwrap();
     assert!(
         sigs[0].digest_matches && !sigs[0].signature_valid,
@@ -248,7 +243,7 @@ fn signing_in_place_and_signing_twice() {
     std::fs::copy(demo_dir().join("amd64-252/systemd-boot.efi"), &file).unwrap();
     let before = authenticode::image_digest(&file).unwrap();
     authenticode::sign_in_place(&file, &signer, SIGNING_TIME).unwrap();
-    assert!(sbverify(&file, &cert).0);
+    assert!(common::sbverify_cert(&file, &cert).0);
     assert_eq!(std::fs::metadata(&file).unwrap().len() % 8, 0);
 
     // A second signature is appended; both cover the same image digest.
@@ -268,8 +263,12 @@ fn signing_in_place_and_signing_twice() {
     // sbverify walks every entry of the table and accepts either certificate.
     // (osslsigncode only reads a table holding one entry; it nests further
     // signatures inside the first, so it is no judge here.)
-    assert!(sbverify(&file, &cert).0);
-    assert!(sbverify(&file, &cert2).0, "{}", sbverify(&file, &cert2).1);
+    assert!(common::sbverify_cert(&file, &cert).0);
+    assert!(
+        common::sbverify_cert(&file, &cert2).0,
+        "{}",
+        common::sbverify_cert(&file, &cert2).1
+    );
     let (ok, list) = run(Command::new("sbverify").arg("--list").arg(&file));
     assert!(
         ok && list.lines().filter(|l| l.starts_with("signature ")).count() == 2,
@@ -304,7 +303,7 @@ fn a_large_section_is_hashed_by_streaming() {
     );
     assert!(std::fs::metadata(&big).unwrap().len() > 64 << 20);
     authenticode::sign_in_place(&big, &signer, SIGNING_TIME).unwrap();
-    assert!(sbverify(&big, &cert).0);
+    assert!(common::sbverify_cert(&big, &cert).0);
     let (ok, text) = osslsigncode_verify(&big, &cert);
     assert!(ok, "{text}");
     let (current, calculated) = osslsigncode_digests(&text);

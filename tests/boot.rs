@@ -5,18 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::boot::{BootLog, Media, SecureBoot, boot};
+use common::boot::{Arch, BootLog, Media, SecureBoot, boot, esp_with};
 use common::{demo_build, demo_dir, imager};
-
-/// An ESP directory with `efi` as the fallback boot loader.
-fn esp_with(efi: &Path, dir: &Path) -> PathBuf {
-    let esp = dir.join("esp");
-    std::fs::create_dir_all(esp.join("EFI/BOOT")).unwrap();
-    std::fs::copy(efi, esp.join("EFI/BOOT/BOOTX64.EFI")).unwrap();
-    esp
-}
 
 fn assert_booted(log: &BootLog, predicted: &str, secureboot: u8) {
     log.assert_measured(secureboot, predicted);
@@ -33,7 +25,7 @@ fn boot_unsigned_uki_measures_the_predicted_pcr11() {
     let uki = demo_build("metal-uki").run();
     let predicted = common::predicted_pcr11(&uki.manifest);
     let log = boot(
-        Media::EspDir(esp_with(&uki.artifact, dir.path())),
+        Media::EspDir(esp_with(&uki.artifact, dir.path(), Arch::Amd64)),
         SecureBoot::Off,
         true,
         180,
@@ -61,7 +53,7 @@ fn boot_unsigned_uki_on_the_252_stub() {
         .run();
     assert_eq!(uki.name(), "metal-amd64-uki.efi");
     let log = boot(
-        Media::EspDir(esp_with(&uki.artifact, dir.path())),
+        Media::EspDir(esp_with(&uki.artifact, dir.path(), Arch::Amd64)),
         SecureBoot::Off,
         true,
         180,
@@ -94,7 +86,7 @@ fn boot_signed_uki_under_enforced_secureboot() {
     let uki = demo_build("secureboot-metal-uki").keys(&keys).run();
     assert!(uki.manifest["secureboot"]["signerCertSha256"].is_string());
     let log = boot(
-        Media::EspDir(esp_with(&uki.artifact, dir.path())),
+        Media::EspDir(esp_with(&uki.artifact, dir.path(), Arch::Amd64)),
         SecureBoot::Enrolled(keys.join("uki-signing-cert.pem")),
         true,
         180,
@@ -117,7 +109,7 @@ fn boot_tampered_signed_uki_is_refused() {
     let tampered = dir.path().join("tampered.efi");
     std::fs::write(&tampered, bytes).unwrap();
     let log = boot(
-        Media::EspDir(esp_with(&tampered, dir.path())),
+        Media::EspDir(esp_with(&tampered, dir.path(), Arch::Amd64)),
         SecureBoot::Enrolled(keys.join("uki-signing-cert.pem")),
         false,
         120,

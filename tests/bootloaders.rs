@@ -126,7 +126,7 @@ fn assert_boot_fs(
     let part = d.join("boot.xfs");
     extract(image, at, len, &part);
     xfs_repair_clean(&part);
-    let version_line = xfs_db(&part, "version");
+    let version_line = xfs_db(&part, &["version"]);
     for feature in [
         "CRC",
         "FTYPE",
@@ -140,7 +140,7 @@ fn assert_boot_fs(
     ] {
         assert!(version_line.contains(feature), "{feature}: {version_line}");
     }
-    assert!(xfs_db(&part, "label").contains("label = \"BOOT\""));
+    assert!(xfs_db(&part, &["label"]).contains("label = \"BOOT\""));
     let guid = info
         .lines()
         .find_map(|l| l.strip_prefix("Partition unique GUID: "))
@@ -148,7 +148,7 @@ fn assert_boot_fs(
         .trim()
         .to_ascii_lowercase();
     assert!(
-        xfs_db(&part, "uuid").contains(&guid),
+        xfs_db(&part, &["uuid"]).contains(&guid),
         "XFS UUID = GUIDFromLabel(BOOT) = {guid}"
     );
     let kernel = std::fs::read(demo_dir().join(arch).join("vmlinuz")).unwrap();

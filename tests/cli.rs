@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use common::imager;
@@ -15,37 +14,6 @@ fn run(cmd: &mut Command) -> Output {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Exactly one `error:` line naming `needle`, no panic, non-zero exit.
-fn assert_clear_failure(out: &Output, needle: &str) {
-    let err = stderr(out);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success; stderr:\n{err}"
-    );
-    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "one error line expected:\n{err}");
-    assert!(
-        errors[0].contains(needle),
-        "error should name {needle:?}: {}",
-        errors[0]
-    );
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "no panic:\n{err}"
-    );
-}
-
-fn assert_empty_dir(dir: &Path) {
-    let left: Vec<_> = std::fs::read_dir(dir)
-        .map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(
-        left.is_empty(),
-        "nothing may be left in {}: {left:?}",
-        dir.display()
-    );
 }
 
 fn builtin_names() -> Vec<String> {
@@ -402,8 +370,8 @@ fn validation_rules_fail_clearly() {
         std::fs::write(&file, yaml).unwrap();
         let outdir = dir.path().join(format!("out{i}"));
         let out = run(imager().arg(&file).arg("--output").arg(&outdir));
-        assert_clear_failure(&out, needle);
-        assert_empty_dir(&outdir);
+        common::refused(&out, &[needle], needle);
+        common::assert_nothing_left(&outdir, needle);
     }
 }
 
@@ -441,8 +409,8 @@ fn bad_flags_and_inputs_fail_clearly_and_leave_nothing() {
     ];
     for (args, needle) in cases {
         let out = run(imager().args(&args).arg("--output").arg(&outdir));
-        assert_clear_failure(&out, needle);
-        assert_empty_dir(&outdir);
+        common::refused(&out, &[needle], needle);
+        common::assert_nothing_left(&outdir, needle);
     }
 }
 
@@ -461,7 +429,7 @@ fn unwritable_output_dir_fails_clearly() {
             "--output",
         ])
         .arg(blocker.join("out")));
-    assert_clear_failure(&out, "file/out");
+    common::refused(&out, &["file/out"], "an output dir under a file");
 }
 
 #[test]

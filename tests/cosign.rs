@@ -101,12 +101,9 @@ fn verify(port: u16, image: &str, extra: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// A refusal ([`common::refused`]) whose stderr is that one line and nothing else.
 fn one_error_line(out: &std::process::Output) -> String {
-    assert!(
-        !out.status.success(),
-        "accepted: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    common::refused(out, &[], "a refused verification");
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
     err

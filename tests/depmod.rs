@@ -24,27 +24,6 @@ fn kmod34() -> PathBuf {
     p
 }
 
-/// The module tree of the demo inputs: (`.../modules`, kernel release).
-fn demo_modules() -> (PathBuf, String) {
-    let root = common::demo_dir().join("amd64/modules");
-    let kver = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/demo-inputs)", root.display()))
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .find(|n| !n.starts_with('.'))
-        .expect("a kernel release directory");
-    (root, kver)
-}
-
-fn copy_tree(src: &Path, dst: &Path) {
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(src)
-        .arg(dst)
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 /// Runs kmod 34.2 on `<base>/lib/modules/<kver>` with `search extras built-in`.
 fn run_kmod(base: &Path, kver: &str) {
     let conf = base.join("depmod.conf");
@@ -72,7 +51,7 @@ fn compare(tree: &Path, kver: &str) -> tempfile::TempDir {
     let (k, o) = (tmp.path().join("kmod"), tmp.path().join("ours"));
     for b in [&k, &o] {
         std::fs::create_dir_all(b.join("lib/modules")).unwrap();
-        copy_tree(tree, &b.join("lib/modules").join(kver));
+        common::copy_tree(tree, &b.join("lib/modules").join(kver));
         for f in OUTPUTS {
             let _ = std::fs::remove_file(b.join("lib/modules").join(kver).join(f));
         }
@@ -162,10 +141,10 @@ fn walk_count(dir: &Path) -> usize {
 /// A scratch `<kver>` tree: the demo tree plus, when `extras`, the test extension's
 /// modules under `extras/` (which `modules.order` does not list, as in real extensions).
 fn scratch_tree(extras: bool) -> (tempfile::TempDir, PathBuf, String) {
-    let (root, kver) = demo_modules();
+    let (root, kver) = common::demo_modules();
     let tmp = tempfile::tempdir().unwrap();
     let tree = tmp.path().join(&kver);
-    copy_tree(&root.join(&kver), &tree);
+    common::copy_tree(&root.join(&kver), &tree);
     if extras {
         std::fs::create_dir(tree.join("extras")).unwrap();
         for e in std::fs::read_dir(root.parent().unwrap().join("modules-extra")).unwrap() {

@@ -9,7 +9,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{require_tool, run_ok};
+use common::{pseudo_random, require_tool, run_ok};
 use imager::formats::ext4::{self, Ext4Options};
 
 const MIB: u64 = 1024 * 1024;
@@ -27,19 +27,6 @@ fn opts(block_size: Option<u32>) -> Ext4Options {
     }
 }
 
-/// Deterministic bytes.
-fn noise(seed: u64, n: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
 /// A cache-like tree: 600 blobs with 71-character names (an htree directory), a deep
 /// manifest path, an empty file, and a large sparse file with data here and there
 /// (more extents than the inode holds).
@@ -47,13 +34,13 @@ fn tree(dir: &Path, large: u64) -> PathBuf {
     let root = dir.join("tree");
     let deep = root.join("manifests/registry.local_5000_/org/team/a/b/c/d/e/f/reference");
     std::fs::create_dir_all(&deep).unwrap();
-    std::fs::write(deep.join("v1.2.3"), noise(7, 1234)).unwrap();
+    std::fs::write(deep.join("v1.2.3"), pseudo_random(1234, 7)).unwrap();
     std::fs::create_dir_all(root.join("blob")).unwrap();
     for i in 0..600u64 {
         let name = format!("sha256-{:064x}", i.wrapping_mul(0x1234_5678_9abc_def1));
         std::fs::write(
             root.join("blob").join(name),
-            noise(i, (i * 97 % 9000) as usize),
+            pseudo_random((i * 97 % 9000) as usize, i),
         )
         .unwrap();
     }
@@ -63,7 +50,7 @@ fn tree(dir: &Path, large: u64) -> PathBuf {
     let mut pos = 0;
     while pos < large {
         f.seek(SeekFrom::Start(pos)).unwrap();
-        f.write_all(&noise(pos, 4000)).unwrap();
+        f.write_all(&pseudo_random(4000, pos)).unwrap();
         pos += 37 * MIB;
     }
     f.seek(SeekFrom::Start(large - 10)).unwrap();
@@ -268,7 +255,7 @@ fn the_kernel_mounts_it_and_writes_to_it() {
     );
     let changed = (|| -> std::io::Result<()> {
         for i in 0..2000 {
-            std::fs::write(mnt.join(format!("blob/new-{i}")), noise(i, 100))?;
+            std::fs::write(mnt.join(format!("blob/new-{i}")), pseudo_random(100, i))?;
         }
         std::fs::remove_file(mnt.join("large"))
     })();

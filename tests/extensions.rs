@@ -11,7 +11,10 @@ use std::process::{Command, Stdio};
 
 use common::oci::Layer;
 use common::registry::registry;
-use common::{demo_build, demo_dir, entries, pseudo_random, require_tool, run_ok, sha256};
+use common::{
+    demo_build, demo_dir, demo_modules, entries, pseudo_random, require_tool, run_ok, sha256,
+    unsquashfs,
+};
 use imager::extensions::manifest::{self, Compatibility, Metadata, TalosCompat, extensions_yaml};
 
 /// One file of a fixture: path (relative to the image root), mode, content.
@@ -219,14 +222,6 @@ fn reference_squashfs(entries: &[Entry], work: &Path) -> PathBuf {
         common::TalosSquashfs::Zstd18,
     ));
     out
-}
-
-fn unsquashfs(args: &[&str], image: &Path) -> String {
-    run_ok(
-        Command::new(require_tool("unsquashfs"))
-            .args(args)
-            .arg(image),
-    )
 }
 
 const EXPECTED_YAML: &str = "layers:
@@ -639,21 +634,7 @@ fn refused(d: &Path, version: &str, fixture: Vec<u8>, want: &str) {
         "initramfs",
         &[format!("tarballPath: {}", tar.display())],
     );
-    let failed = demo_build(&p).no_console().run_err();
-    assert_ne!(failed.code, Some(0));
-    let errors: Vec<&str> = failed
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{want}: {}", failed.stderr);
-    assert!(errors[0].contains(want), "{want:?} in {:?}", errors[0]);
-    assert!(!failed.stderr.contains("panicked"), "{}", failed.stderr);
-    assert_eq!(
-        entries(&failed.out),
-        Vec::<String>::new(),
-        "{want}: output dir"
-    );
+    demo_build(&p).no_console().run_err().refused(&[want], want);
 }
 
 fn with(mut base: Vec<Entry>, extra: Entry) -> Vec<Entry> {
@@ -774,15 +755,10 @@ fn bad_extension_inputs() {
         "initramfs",
         &[format!("ociPath: {}", d.join("arm").display())],
     );
-    let failed = demo_build(&p).no_console().run_err();
-    let errors: Vec<&str> = failed
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{}", failed.stderr);
-    assert!(errors[0].contains("amd64"), "{}", errors[0]);
-    assert_eq!(entries(&failed.out), Vec::<String>::new());
+    demo_build(&p)
+        .no_console()
+        .run_err()
+        .refused(&["amd64"], "an arm64-only layout");
 }
 
 #[test]
@@ -1011,16 +987,7 @@ fn embedded_machine_configuration_is_the_last_extension() {
 
 /// A build of `p` fails with one `error:` line containing `want`, nothing left behind.
 fn refused_build(build: common::build::DemoBuild, want: &str) {
-    let failed = build.no_console().run_err();
-    assert_ne!(failed.code, Some(0));
-    assert_eq!(failed.error_lines().len(), 1, "{want}: {}", failed.stderr);
-    assert!(
-        failed.error_line().contains(want),
-        "{want:?} in {:?}",
-        failed.error_line()
-    );
-    assert!(!failed.stderr.contains("panicked"), "{}", failed.stderr);
-    assert_eq!(failed.left(), Vec::<String>::new(), "{want}: output dir");
+    build.no_console().run_err().refused(&[want], want);
 }
 
 #[test]
@@ -1674,17 +1641,6 @@ fn progress_bars_only_on_a_terminal() {
     drop(reg);
 }
 
-/// The demo module tree: (`.../modules`, kernel release).
-fn demo_modules() -> (PathBuf, String) {
-    let root = demo_dir().join("amd64/modules");
-    let kver = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/demo-inputs)", root.display()))
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .next()
-        .expect("a kernel release directory");
-    (root, kver)
-}
-
 /// A Talos-shaped base initramfs: zstd of a newc cpio holding `init` and `rootfs.sqsh`
 /// (an xz squashfs image) whose `<mdir>/<kver>/` (`usr/lib/modules`, or `lib/modules`
 /// before 1.10) is the demo module tree plus a stale `modules.dep`; and an install dir
@@ -2026,19 +1982,11 @@ fn modules_refused(d: &Path, install: &Path, fixture: &[Entry], want: &[&str]) {
         "initramfs",
         &[format!("tarballPath: {}", tar.display())],
     );
-    let failed = demo_build(&p).install_dir(install).no_console().run_err();
-    assert_ne!(failed.code, Some(0));
-    let errors: Vec<&str> = failed
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{}", failed.stderr);
-    for w in want {
-        assert!(errors[0].contains(w), "{w:?} in {:?}", errors[0]);
-    }
-    assert!(!failed.stderr.contains("panicked"), "{}", failed.stderr);
-    assert_eq!(entries(&failed.out), Vec::<String>::new());
+    demo_build(&p)
+        .install_dir(install)
+        .no_console()
+        .run_err()
+        .refused(want, "module build");
 }
 
 #[test]

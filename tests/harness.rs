@@ -110,17 +110,6 @@ impl Fixture {
         }
         esp
     }
-
-    fn sbverify(&self, file: &Path) -> bool {
-        Command::new(require_tool("sbverify"))
-            .arg("--cert")
-            .arg(&self.cert)
-            .arg(file)
-            .output()
-            .unwrap()
-            .status
-            .success()
-    }
 }
 
 /// Sections of a PE file: name and content (VirtualSize bytes, as the loader maps them).
@@ -169,7 +158,10 @@ fn predicted_pcr11_after_stub(uki: &Path) -> String {
 #[test]
 fn boot_signed_uki_under_enforced_secureboot_with_tpm() {
     let f = fixture();
-    assert!(f.sbverify(&f.uki), "sbverify rejects the signed UKI");
+    assert!(
+        common::sbverify_cert(&f.uki, &f.cert).0,
+        "sbverify rejects the signed UKI"
+    );
     let names: Vec<_> = sections(&f.uki).into_iter().map(|(n, _)| n).collect();
     for name in [".linux", ".initrd", ".cmdline", ".osrel", ".uname", ".sbat"] {
         assert!(
@@ -223,7 +215,10 @@ fn boot_tampered_uki_is_refused_by_firmware() {
     };
     bytes[linux] ^= 0xff;
     std::fs::write(&tampered, &bytes).unwrap();
-    assert!(!f.sbverify(&tampered), "sbverify accepts the tampered UKI");
+    assert!(
+        !common::sbverify_cert(&tampered, &f.cert).0,
+        "sbverify accepts the tampered UKI"
+    );
     let esp = f.esp("esp", &[("EFI/BOOT/BOOTX64.EFI", &tampered)]);
 
     let log = boot(

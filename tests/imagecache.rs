@@ -10,28 +10,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{demo_build, require_tool, run_ok};
-use sha2::Digest;
+use common::{demo_build, pseudo_random, require_tool, run_ok, sha256_hex};
 
 const MIB: u64 = 1024 * 1024;
 const GUID: &str = "3B5449BC-C21F-8009-8B51-18945967F8DF";
-
-fn sha(bytes: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(bytes))
-}
-
-/// Deterministic bytes.
-fn noise(seed: u64, n: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
 
 /// The images in the cache: (registry dir, repository, tag).
 const IMAGES: [(&str, &str, &str); 3] = [
@@ -48,7 +30,7 @@ fn cache_tree(dir: &Path) -> PathBuf {
     let blob_dir = root.join("blob");
     std::fs::create_dir_all(&blob_dir).unwrap();
     let put_blob = |bytes: &[u8]| -> String {
-        let d = sha(bytes);
+        let d = sha256_hex(bytes);
         std::fs::write(blob_dir.join(format!("sha256-{d}")), bytes).unwrap();
         d
     };
@@ -58,7 +40,7 @@ fn cache_tree(dir: &Path) -> PathBuf {
         std::fs::create_dir_all(mdir.join("digest")).unwrap();
         let mut platform_manifests = Vec::new();
         for (p, arch) in ["amd64", "arm64"].iter().enumerate() {
-            let layer = noise((k * 10 + p) as u64, 200_000 + k * 1000);
+            let layer = pseudo_random(200_000 + k * 1000, (k * 10 + p) as u64);
             let layer_d = put_blob(&layer);
             let config = format!(
                 r#"{{"architecture":"{arch}","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}}}}"#
@@ -69,7 +51,7 @@ fn cache_tree(dir: &Path) -> PathBuf {
                 config.len(),
                 layer.len()
             );
-            let md = sha(manifest.as_bytes());
+            let md = sha256_hex(manifest.as_bytes());
             std::fs::write(mdir.join("digest").join(format!("sha256-{md}")), &manifest).unwrap();
             platform_manifests.push(format!(
                 r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{md}","size":{},"platform":{{"architecture":"{arch}","os":"linux"}}}}"#,
@@ -81,11 +63,11 @@ fn cache_tree(dir: &Path) -> PathBuf {
             platform_manifests.join(",")
         );
         std::fs::write(mdir.join("reference").join(tag), &index).unwrap();
-        let id = sha(index.as_bytes());
+        let id = sha256_hex(index.as_bytes());
         std::fs::write(mdir.join("digest").join(format!("sha256-{id}")), &index).unwrap();
     }
     for i in 0..400u64 {
-        put_blob(&noise(1000 + i, (i * 131 % 5000) as usize));
+        put_blob(&pseudo_random((i * 131 % 5000) as usize, 1000 + i));
     }
     root
 }
@@ -128,7 +110,7 @@ fn oci_layout(root: &Path, dir: &Path, arch: &str) -> PathBuf {
     gz.write_all(&std::fs::read(&tar).unwrap()).unwrap();
     let layer = gz.finish().unwrap();
     let put = |bytes: &[u8]| {
-        let d = sha(bytes);
+        let d = sha256_hex(bytes);
         std::fs::write(blobs.join(&d), bytes).unwrap();
         d
     };
@@ -162,14 +144,17 @@ fn serve_every_image(root: &Path) {
         let hex = d.strip_prefix("sha256:").unwrap();
         let bytes = std::fs::read(root.join("blob").join(format!("sha256-{hex}")))
             .unwrap_or_else(|e| panic!("blob {d}: {e}"));
-        assert_eq!(sha(&bytes), hex, "blob {d} holds other bytes");
+        assert_eq!(sha256_hex(&bytes), hex, "blob {d} holds other bytes");
         bytes
     };
     for (registry, repo, tag) in IMAGES {
         let mdir = root.join("manifests").join(registry).join(repo);
         let index = std::fs::read(mdir.join("reference").join(tag)).unwrap();
-        let by_digest =
-            std::fs::read(mdir.join("digest").join(format!("sha256-{}", sha(&index)))).unwrap();
+        let by_digest = std::fs::read(
+            mdir.join("digest")
+                .join(format!("sha256-{}", sha256_hex(&index))),
+        )
+        .unwrap();
         assert_eq!(index, by_digest);
         let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
         for m in index["manifests"].as_array().unwrap() {
@@ -179,7 +164,7 @@ fn serve_every_image(root: &Path) {
                 .strip_prefix("sha256:")
                 .unwrap();
             let manifest = std::fs::read(mdir.join("digest").join(format!("sha256-{d}"))).unwrap();
-            assert_eq!(sha(&manifest), d);
+            assert_eq!(sha256_hex(&manifest), d);
             let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
             blob(manifest["config"]["digest"].as_str().unwrap());
             for l in manifest["layers"].as_array().unwrap() {
@@ -439,20 +424,24 @@ fn multi_arch_layout(dir: &Path, seed: u64) -> PathBuf {
     let blobs = layout.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let put = |bytes: &[u8]| {
-        let d = sha(bytes);
+        let d = sha256_hex(bytes);
         std::fs::write(blobs.join(&d), bytes).unwrap();
         d
     };
     let mut children = Vec::new();
     for arch in ["amd64", "arm64"] {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        let tar = common::tar_of(&[(&format!("{arch}-{seed}.bin"), 0o644, noise(seed, 30_000))]);
+        let tar = common::tar_of(&[(
+            &format!("{arch}-{seed}.bin"),
+            0o644,
+            pseudo_random(30_000, seed),
+        )]);
         gz.write_all(&tar).unwrap();
         let layer = gz.finish().unwrap();
         let layer_d = put(&layer);
         let config = format!(
             r#"{{"architecture":"{arch}","os":"linux","rootfs":{{"type":"layers","diff_ids":["sha256:{}"]}}}}"#,
-            sha(&tar)
+            sha256_hex(&tar)
         );
         let config_d = put(config.as_bytes());
         let manifest = format!(
@@ -684,9 +673,10 @@ fn metal_4k_cache_has_4k_blocks_and_the_same_bytes_on_one_core() {
     let tree = cache_tree(dir.path());
     // Talos's size rule (files + 20%) leaves room for the small files' 4 KiB blocks
     // when most of the cache is large layers, as real caches are.
-    let big = noise(77, 20 << 20);
+    let big = pseudo_random(20 << 20, 77);
     std::fs::write(
-        tree.join("blob").join(format!("sha256-{}", sha(&big))),
+        tree.join("blob")
+            .join(format!("sha256-{}", sha256_hex(&big))),
         &big,
     )
     .unwrap();

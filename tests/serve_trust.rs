@@ -797,51 +797,29 @@ impl Drop for KillOnDrop {
 
 /// An OCI layout holding an installer base per architecture (a shell script installer).
 fn installer_base_layout(dir: &Path, tag: &str) {
-    use std::io::Write;
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |b: &[u8]| -> String {
-        let d = common::cosign::sha256(b);
-        std::fs::write(blobs.join(&d[7..]), b).unwrap();
-        d
-    };
-    let mut entries = Vec::new();
-    for arch in ["amd64", "arm64"] {
-        let tar = common::tar_of(&[
-            (
-                "usr/bin/installer",
-                0o755,
-                format!("#!/bin/sh\necho installer {arch}\n").into_bytes(),
-            ),
-            ("etc/os-release", 0o644, b"ID=talos\n".to_vec()),
-        ]);
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(&tar).unwrap();
-        let layer = gz.finish().unwrap();
-        let config = serde_json::json!({
-            "architecture": arch, "os": "linux",
-            "rootfs": {"type": "layers", "diff_ids": [common::cosign::sha256(&tar)]},
-            "config": {"Entrypoint": ["/usr/bin/installer"]}
+    let tars: Vec<(&str, Vec<u8>)> = ["amd64", "arm64"]
+        .into_iter()
+        .map(|arch| {
+            let tar = common::tar_of(&[
+                (
+                    "usr/bin/installer",
+                    0o755,
+                    format!("#!/bin/sh\necho installer {arch}\n").into_bytes(),
+                ),
+                ("etc/os-release", 0o644, b"ID=talos\n".to_vec()),
+            ]);
+            (arch, tar)
         })
-        .to_string()
-        .into_bytes();
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(&config), "size": config.len()},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(&layer), "size": layer.len()}]
+        .collect();
+    let images: Vec<common::oci::Image> = tars
+        .iter()
+        .map(|(arch, tar)| common::oci::Image {
+            arch,
+            layers: vec![(tar.as_slice(), common::oci::Layer::Gzip)],
+            config: serde_json::json!({"Entrypoint": ["/usr/bin/installer"]}),
         })
-        .to_string()
-        .into_bytes();
-        entries.push(serde_json::json!({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": put(&manifest),
-            "size": manifest.len(), "platform": {"architecture": arch, "os": "linux"},
-            "annotations": {"org.opencontainers.image.ref.name": tag}
-        }));
-    }
-    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries});
-    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        .collect();
+    common::oci::layout(dir, &images, tag);
 }
 
 /// What a Talos node with an `ImageVerificationConfig` public-key rule does with the

@@ -326,19 +326,12 @@ fn pkcs11_refusals_are_one_line_and_leave_nothing() {
         let mut build = demo_build(&p);
         build = build.env("SOFTHSM2_CONF", hsm.dir.path().join("softhsm2.conf"));
         let failed = build.run_err();
-        assert_eq!(failed.error_lines().len(), 1, "{}", failed.stderr);
-        assert!(
-            failed.error_line().contains(expected),
-            "expected {expected:?}: {}",
-            failed.error_line()
-        );
+        failed.refused(&[expected], "refusal");
         assert!(
             !failed.stderr.contains(&format!("pin-value={PIN}")),
             "{}",
             failed.stderr
         );
-        assert_ne!(failed.code, Some(0));
-        assert!(failed.left().is_empty(), "{:?}", failed.left());
     }
 }
 
@@ -590,14 +583,7 @@ fn external_signer_refusals_are_one_line_and_leave_nothing() {
             Some(&pcr.address()),
         );
         let failed = demo_build(&p).run_err();
-        assert_eq!(failed.error_lines().len(), 1, "{}", failed.stderr);
-        assert!(
-            failed.error_line().contains(&expected),
-            "expected {expected:?}: {}",
-            failed.error_line()
-        );
-        assert_ne!(failed.code, Some(0));
-        assert!(failed.left().is_empty(), "{:?}", failed.left());
+        failed.refused(&[expected.as_str()], "refusal");
     }
 }
 
@@ -801,14 +787,7 @@ fn aws_kms_refusals_are_one_line_and_leave_nothing() {
     for (sb, pcr, access_key, expected) in cases {
         let p = with_blocks(dir.path(), &keys, &sb, &pcr);
         let failed = aws_build(&p, &kms, access_key).run_err();
-        assert_eq!(failed.error_lines().len(), 1, "{}", failed.stderr);
-        assert!(
-            failed.error_line().contains(expected),
-            "expected {expected:?}: {}",
-            failed.error_line()
-        );
-        assert_ne!(failed.code, Some(0));
-        assert!(failed.left().is_empty(), "{:?}", failed.left());
+        failed.refused(&[expected], "refusal");
     }
     // Unreachable: a closed port on loopback.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

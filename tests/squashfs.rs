@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{pseudo_random, require_tool, run_ok};
+use common::{pseudo_random, require_tool, run_ok, unsquashfs};
 use imager::formats::squashfs::{Compression, Options, Xattrs, write_tree_with};
 
 const EPOCH: u32 = 1_700_000_000;
@@ -138,14 +138,6 @@ fn ours(root: &Path, out: &Path, compression: Compression, threads: usize, uncom
         uncompressed,
     };
     write_tree_with(root, out, &Xattrs::new(), &o).unwrap();
-}
-
-fn unsquashfs(args: &[&str], image: &Path) -> String {
-    run_ok(
-        Command::new(require_tool("unsquashfs"))
-            .args(args)
-            .arg(image),
-    )
 }
 
 /// `unsquashfs -s` without the line naming the image file.

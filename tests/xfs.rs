@@ -8,7 +8,8 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{require_tool, run_ok};
+use common::bootpart::xfs_db;
+use common::{pseudo_random, require_tool, run_ok};
 use imager::formats::xfs::{self, Entry, Source, XfsOptions};
 
 const MIB: u64 = 1024 * 1024;
@@ -28,27 +29,21 @@ fn opts(sector_size: u32) -> XfsOptions {
 fn test_file(path: &Path, len: u64, seed: u64) {
     let mut f = File::create(path).unwrap();
     f.set_len(len).unwrap();
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut chunk = |n: usize| -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
-    };
-    let mut pos = 0;
-    while pos < len {
-        let n = (len - pos).min(5000) as usize;
-        f.seek(SeekFrom::Start(pos)).unwrap();
-        f.write_all(&chunk(n)).unwrap();
-        pos += MIB;
-    }
+    // Data at the start of every MiB and in the last 3000 bytes: one pseudo-random
+    // stream cut into those pieces in order.
+    let mut pieces: Vec<(u64, usize)> = (0..len)
+        .step_by(MIB as usize)
+        .map(|pos| (pos, (len - pos).min(5000) as usize))
+        .collect();
     if len > 3000 {
-        f.seek(SeekFrom::Start(len - 3000)).unwrap();
-        f.write_all(&chunk(3000)).unwrap();
+        pieces.push((len - 3000, 3000));
+    }
+    let data = pseudo_random(pieces.iter().map(|p| p.1).sum(), seed);
+    let mut at = 0;
+    for (pos, n) in pieces {
+        f.seek(SeekFrom::Start(pos)).unwrap();
+        f.write_all(&data[at..at + n]).unwrap();
+        at += n;
     }
 }
 
@@ -163,15 +158,6 @@ fn assert_repair_clean(img: &Path) {
             "xfs_repair -n complains ({bad}): {found:?}\n{text}"
         );
     }
-}
-
-fn xfs_db(img: &Path, cmds: &[&str]) -> String {
-    let mut c = Command::new(require_tool("xfs_db"));
-    c.arg("-r");
-    for cmd in cmds {
-        c.args(["-c", cmd]);
-    }
-    run_ok(c.arg(img))
 }
 
 /// What `xfs_db` prints of the superblocks, AG headers and btree roots, which for an

@@ -158,6 +158,19 @@ pub enum Arch {
     Arm64,
 }
 
+/// An ESP directory `dir/esp` with `efi` as the firmware's fallback boot loader of `arch`
+/// (`EFI/BOOT/BOOTX64.EFI` or `EFI/BOOT/BOOTAA64.EFI`), for `Media::EspDir`.
+pub fn esp_with(efi: &Path, dir: &Path, arch: Arch) -> PathBuf {
+    let name = match arch {
+        Arch::Amd64 => "BOOTX64.EFI",
+        Arch::Arm64 => "BOOTAA64.EFI",
+    };
+    let esp = dir.join("esp");
+    std::fs::create_dir_all(esp.join("EFI/BOOT")).unwrap();
+    std::fs::copy(efi, esp.join("EFI/BOOT").join(name)).unwrap();
+    esp
+}
+
 /// The harness script.
 pub fn harness() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/boot/qemu-boot")

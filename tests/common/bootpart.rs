@@ -55,13 +55,14 @@ pub fn xfs_repair_clean(part: &Path) -> String {
     text
 }
 
-/// `xfs_db -r -c CMD` on `part`.
-pub fn xfs_db(part: &Path, cmd: &str) -> String {
-    run_ok(
-        Command::new(require_tool("xfs_db"))
-            .args(["-r", "-c", cmd])
-            .arg(part),
-    )
+/// `xfs_db -r -c CMD1 -c CMD2 ...` on `part` (a partition or filesystem image); its stdout.
+pub fn xfs_db(part: &Path, cmds: &[&str]) -> String {
+    let mut c = Command::new(require_tool("xfs_db"));
+    c.arg("-r");
+    for cmd in cmds {
+        c.args(["-c", cmd]);
+    }
+    run_ok(c.arg(part))
 }
 
 /// The file `path` of partition `gpt` of the disk image, as GRUB reads it.

@@ -402,6 +402,16 @@ impl Failed {
             .unwrap_or_else(|| panic!("no error line:\n{}", self.stderr))
     }
 
+    /// The whole refusal rule: exit code not 0, one `error:` line containing every one of
+    /// `needles` and no panic ([`super::one_error_line`]), nothing left in the output
+    /// directory. Returns the line.
+    pub fn refused(&self, needles: &[&str], what: &str) -> &str {
+        assert_ne!(self.code, Some(0), "{what}: must fail:\n{}", self.stderr);
+        let line = super::one_error_line(&self.stderr, needles, what);
+        super::assert_nothing_left(&self.out, what);
+        line
+    }
+
     /// What the build left in its output directory (nothing, when it cleaned up).
     pub fn left(&self) -> Vec<String> {
         super::entries(&self.out)

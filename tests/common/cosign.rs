@@ -4,11 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sha2::Digest;
-
-pub fn sha256(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)))
-}
+pub use super::sha256;
 
 /// Monolithic blob upload (POST, then PUT ?digest=); returns the digest.
 pub fn push_blob(port: u16, repo: &str, bytes: &[u8]) -> String {

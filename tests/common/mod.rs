@@ -82,12 +82,57 @@ pub fn assert_listed(listing: &str, wanted: &[&str], place: &str) {
 
 /// sbverify: panics unless `file` carries a valid signature of `keys/uki-signing-cert.pem`.
 pub fn sbverify(keys: &Path, file: &Path) {
-    run_ok(
-        Command::new(require_tool("sbverify"))
-            .arg("--cert")
-            .arg(keys.join("uki-signing-cert.pem"))
-            .arg(file),
+    let cert = keys.join("uki-signing-cert.pem");
+    let (ok, text) = sbverify_cert(file, &cert);
+    assert!(
+        ok,
+        "sbverify --cert {} {}: {text}",
+        cert.display(),
+        file.display()
     );
+}
+
+/// What `sbverify --cert CERT FILE` says: whether it accepts, and its stdout and stderr.
+pub fn sbverify_cert(file: &Path, cert: &Path) -> (bool, String) {
+    let out = Command::new(require_tool("sbverify"))
+        .arg("--cert")
+        .arg(cert)
+        .arg(file)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `unsquashfs ARGS IMAGE`; panics unless it succeeds, returns stdout.
+pub fn unsquashfs(args: &[&str], image: &Path) -> String {
+    run_ok(
+        Command::new(require_tool("unsquashfs"))
+            .args(args)
+            .arg(image),
+    )
+}
+
+/// The demo inputs' kernel module tree: (`.../amd64/modules`, kernel release).
+pub fn demo_modules() -> (PathBuf, String) {
+    let root = demo_dir().join("amd64/modules");
+    let kver = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/demo-inputs)", root.display()))
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| !n.starts_with('.'))
+        .expect("a kernel release directory");
+    (root, kver)
+}
+
+/// Copies the tree `from` to `to`, which must not exist, as `cp -a` does (modes, times and
+/// symbolic links kept).
+pub fn copy_tree(from: &Path, to: &Path) {
+    assert!(!to.exists(), "{} exists", to.display());
+    run_ok(Command::new("cp").arg("-a").arg(from).arg(to));
 }
 
 /// An EC (P-256) private key at `path`, made by openssl: a key of the wrong type.
@@ -262,6 +307,47 @@ pub fn tar_of(entries: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
+/// The refusal rule's error half: stderr holds exactly one `error:` line, it contains every
+/// one of `needles`, and nothing panicked. `what` names the case in the messages. Returns the
+/// line. [`refused`] adds the exit status, [`build::Failed::refused`] the output directory.
+pub fn one_error_line<'a>(stderr: &'a str, needles: &[&str], what: &str) -> &'a str {
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{what}: one error line:\n{stderr}");
+    for n in needles {
+        assert!(
+            errors[0].contains(n),
+            "{what}: the error names {n:?}: {}",
+            errors[0]
+        );
+    }
+    assert!(
+        !stderr.contains("panicked")
+            && !stderr.contains("stack backtrace")
+            && !stderr.contains("RUST_BACKTRACE"),
+        "{what}: no panic:\n{stderr}"
+    );
+    errors[0]
+}
+
+/// A finished `imager` that refused: exit status not success, and [`one_error_line`]
+/// with `needles`. Returns the line.
+pub fn refused(out: &std::process::Output, needles: &[&str], what: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{what}: must fail:\n{err}");
+    one_error_line(&err, needles, what).to_string()
+}
+
+/// The refusal rule's other half: a refused run left nothing in `dir` (a directory that
+/// is not there holds nothing).
+pub fn assert_nothing_left(dir: &Path, what: &str) {
+    let left = entries(dir);
+    assert!(
+        left.is_empty(),
+        "{what}: nothing may be left in {}: {left:?}",
+        dir.display()
+    );
+}
+
 /// Polls `ready` every 100 ms until it holds (true) or `limit` passes (false). Callers assert
 /// the result, so a wait that times out fails where it happened, never later or silently.
 pub fn wait_until(limit: std::time::Duration, mut ready: impl FnMut() -> bool) -> bool {
@@ -281,6 +367,13 @@ pub fn wait_until(limit: std::time::Duration, mut ready: impl FnMut() -> bool) -
 pub fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// The SHA-256 of `bytes` in lower-case hex, without the `sha256:` of [`sha256`] (file
+/// names of blob stores, `sha256sum`).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// `len` deterministic, incompressible bytes from `seed` (xorshift64 over the seed spread
