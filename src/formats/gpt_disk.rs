@@ -404,7 +404,6 @@ mod tests {
             boot_size: Some(2000 * MIB),
             image_cache: None,
             skip_lbas: 20480,
-            image_cache: None,
         };
         assert_eq!(lbas(&rk, "EFI"), (22528, 227327));
         assert_eq!(lbas(&rk, "BIOS"), (227328, 229375));
