@@ -558,7 +558,11 @@ fn serve_offers_only_what_it_builds_and_lists_tags() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    one_error(&out, &[&format!("--listen {addr}: address in use")]);
+    common::refused(
+        &out,
+        &[&format!("--listen {addr}: address in use")],
+        "a second serve on the port",
+    );
     assert!(!dir.path().join("work-second").exists(), "nothing made");
     drop(s);
     // An --assets tree without version directories: a warning naming what it holds.
@@ -644,5 +648,5 @@ fn profile_help_says_what_the_profile_builds() {
         .args(["secureboot-iso", "--arch", "x86", "--help"])
         .output()
         .unwrap();
-    one_error(&failed, &["x86"]);
+    common::refused(&failed, &["x86"], "PROFILE --help with a bad --arch");
 }
