@@ -650,3 +650,56 @@ fn profile_help_says_what_the_profile_builds() {
         .unwrap();
     common::refused(&failed, &["x86"], "PROFILE --help with a bad --arch");
 }
+
+/// An EC key where an RSA key belongs gets Talos's `key type is not RSA`, naming the file and
+/// how to make an RSA key, whether it is SEC1 (`EC PRIVATE KEY`) or PKCS#8 (`PRIVATE KEY`).
+#[test]
+fn an_ec_key_is_named_as_one_in_either_pem_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = common::gen_keys(dir.path());
+    for (file, pkcs8) in [
+        ("uki-signing-key.pem", false),
+        ("pcr-signing-key.pem", true),
+    ] {
+        let spoiled = common::copy_keys(&keys, &dir.path().join(file));
+        let key = spoiled.join(file);
+        let mut openssl = Command::new(require_tool("openssl"));
+        if pkcs8 {
+            openssl.args([
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+            ]);
+        } else {
+            openssl.args([
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+            ]);
+        }
+        run_ok(openssl.arg(&key));
+        let head = std::fs::read_to_string(&key).unwrap();
+        assert_eq!(
+            head.starts_with("-----BEGIN PRIVATE KEY-----"),
+            pkcs8,
+            "{head}"
+        );
+        demo_build("secureboot-iso")
+            .keys(&spoiled)
+            .run_err()
+            .refused(
+                &[
+                    file,
+                    "key type is not RSA (an EC key",
+                    "imager gen secureboot",
+                ],
+                file,
+            );
+    }
+}

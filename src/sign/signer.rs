@@ -225,6 +225,27 @@ impl Signer {
     }
 }
 
+/// id-ecPublicKey, the algorithm of every EC private key (SEC1 or PKCS#8).
+const EC_OID: &str = "1.2.840.10045.2.1";
+/// Talos's wording (`key type is not RSA`), with how to get an RSA key.
+const NOT_RSA_EC: &str = "key type is not RSA (an EC key; only RSA keys are supported: `imager gen secureboot` makes them)";
+
+/// The algorithm OID of a PKCS#8 `PRIVATE KEY` PEM block, if it parses that far.
+fn pkcs8_algorithm(text: &str) -> Option<String> {
+    use base64::Engine;
+    let body: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN PRIVATE KEY-----"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .ok()?;
+    let info = rsa::pkcs8::PrivateKeyInfoRef::try_from(der.as_slice()).ok()?;
+    Some(info.algorithm.oid.to_string())
+}
+
 /// Reads an RSA private key from a PEM file (`RSA PRIVATE KEY` or `PRIVATE KEY`).
 pub fn load_rsa_key(path: &Path) -> Result<RsaKey> {
     let text = std::fs::read_to_string(path).at(path)?;
@@ -233,16 +254,17 @@ pub fn load_rsa_key(path: &Path) -> Result<RsaKey> {
             .map_err(|e| Error::format(path, format!("not a valid PKCS#1 RSA private key: {e}")))
     } else if text.contains("-----BEGIN PRIVATE KEY-----") {
         RsaKey::from_pkcs8_pem(&text).map_err(|e| {
-            Error::format(
-                path,
-                format!("not an RSA private key (only RSA keys are supported): {e}"),
-            )
+            let why = match pkcs8_algorithm(&text).as_deref() {
+                Some(EC_OID) => NOT_RSA_EC.to_string(),
+                Some("1.3.101.112") => {
+                    "key type is not RSA (an Ed25519 key; only RSA keys are supported: `imager gen secureboot` makes them)".to_string()
+                }
+                _ => format!("not an RSA private key (only RSA keys are supported): {e}"),
+            };
+            Error::format(path, why)
         })
     } else if text.contains("-----BEGIN EC PRIVATE KEY-----") {
-        Err(Error::format(
-            path,
-            "key type is not RSA (an EC key; only RSA keys are supported)",
-        ))
+        Err(Error::format(path, NOT_RSA_EC))
     } else {
         Err(Error::format(
             path,
