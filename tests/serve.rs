@@ -381,6 +381,8 @@ fn schematics_round_trip_and_bad_bodies_store_nothing() {
             ),
             413,
         ),
+        // Over the route's body limit (1 MiB): the same answer as over the schematic's.
+        ("#".repeat(2 << 20), 413),
     ] {
         let (status, headers, out) = request(
             "POST",
@@ -398,6 +400,12 @@ fn schematics_round_trip_and_bad_bodies_store_nothing() {
             out.ends_with(b"\n") && out.iter().filter(|b| **b == b'\n').count() == 1,
             "one line: {out:?}"
         );
+        if want == 413 {
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                "schematic is too large (limit 64 KiB)\n"
+            );
+        }
     }
     assert_eq!(tags(&f, "schematics"), before, "bad bodies store nothing");
     let (status, _, body) = get(&format!("{}/schematics/{}", s.url, "0".repeat(64)));

@@ -219,9 +219,7 @@ pub async fn store_schematic(
     content_type: Option<&str>,
 ) -> Result<(String, String), ServeError> {
     let parsed = schematic::parse(body, content_type).map_err(|e| match e {
-        SchematicError::TooLarge => {
-            ServeError::new(StatusCode::PAYLOAD_TOO_LARGE, "schematic is too large")
-        }
+        SchematicError::TooLarge => schematic_too_large(),
         SchematicError::Invalid(m) => ServeError::bad_request(m),
     })?;
     let id = parsed.id();
@@ -245,11 +243,27 @@ pub async fn store_schematic(
     Ok((id, canonical))
 }
 
+/// The one answer to a schematic body over the limit, whether the body limit of the
+/// route or the schematic reader stopped it.
+fn schematic_too_large() -> ServeError {
+    ServeError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "schematic is too large (limit {} KiB)",
+            schematic::MAX_BODY / 1024
+        ),
+    )
+}
+
 async fn create_schematic(
     Extract(state): Extract<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ServeError> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => schematic_too_large(),
+        _ => ServeError::bad_request(e.body_text()),
+    })?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
