@@ -430,6 +430,30 @@ fn schematics_round_trip_and_bad_bodies_store_nothing() {
     ] {
         assert!(!v[k].is_null(), "{k} in {line}");
     }
+    // A refused request's line says why; an answered one has no `error`.
+    let refused: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["fields"]["status"] == 404 || v["status"] == 404)
+        .collect();
+    assert!(
+        refused.iter().any(|v| {
+            let e = if v["fields"].is_object() {
+                &v["fields"]["error"]
+            } else {
+                &v["error"]
+            };
+            e == "schematic not found"
+        }),
+        "a 404 line with its error: {log}"
+    );
+    // The start line: versions as a plain list, no absent fields.
+    let serving = log
+        .lines()
+        .find(|l| l.contains("\"serving\""))
+        .expect("the serving line");
+    assert!(!serving.contains("assets_registry"), "{serving}");
+    assert!(!serving.contains("[\\\""), "versions as a list: {serving}");
 }
 
 /// (.cmdline of the UKI in the ISO's ESP, the UKI's path) — after xorriso, mtools and sbverify accept it.

@@ -274,7 +274,17 @@ async fn build_once(state: &AppState, planned: Planned, labels: &AssetLabels) ->
         .assets_built_bytes
         .get_or_create(labels)
         .inc_by(asset.size);
-    tracing::info!(cache_key = %key, size = asset.size, digest = %asset.digest, seconds = started.elapsed().as_secs_f64(), "built");
+    tracing::info!(
+        cache_key = %key,
+        version = %labels.talos_version,
+        kind = %labels.output_kind,
+        arch = %labels.arch,
+        artifact = %path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        size = asset.size,
+        digest = %asset.digest,
+        seconds = started.elapsed().as_secs_f64(),
+        "built"
+    );
     Ok(Arc::new(Ready::Local(LocalFile {
         dir,
         path,

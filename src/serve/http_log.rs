@@ -104,6 +104,10 @@ async fn around(state: AppState, req: Request, next: Next) -> Response {
         header::SERVER,
         HeaderValue::from_static(concat!("imager/", env!("CARGO_PKG_VERSION"))),
     );
+    let error = response
+        .extensions()
+        .get::<super::ErrorMessage>()
+        .map(|e| e.0.clone());
     tracing::info!(
         target: "request",
         request_id = %id,
@@ -112,6 +116,7 @@ async fn around(state: AppState, req: Request, next: Next) -> Response {
         status,
         bytes,
         duration_ms = (duration * 1000.0 * 1000.0).round() / 1000.0,
+        error = error.as_deref(),
     );
     response
 }

@@ -211,9 +211,9 @@ impl ServeError {
 
 impl IntoResponse for ServeError {
     fn into_response(self) -> Response {
-        let mut body = self.message;
+        let mut body = self.message.clone();
         body.push('\n');
-        (
+        let mut response = (
             self.status,
             [(
                 axum::http::header::CONTENT_TYPE,
@@ -221,9 +221,17 @@ impl IntoResponse for ServeError {
             )],
             body,
         )
-            .into_response()
+            .into_response();
+        // For the request log line (`error`).
+        response.extensions_mut().insert(ErrorMessage(self.message));
+        response
     }
 }
+
+/// The message of an error answer, carried to the request log in the response's
+/// extensions.
+#[derive(Clone)]
+pub struct ErrorMessage(pub String);
 
 /// The whole application: the API routes plus any routes added here, with request
 /// logging and metrics around them.
@@ -308,8 +316,8 @@ async fn serve(config: Config) -> Result<std::time::Instant> {
         listen = %config.listen,
         external_url = %config.external_url,
         registry = %format!("{}/{}", config.registry.host, config.registry.prefix),
-        versions = ?state.versions(),
-        assets_registry = ?state.inputs.registry_name(),
+        versions = %state.versions().join(","),
+        assets_registry = state.inputs.registry_name().as_deref(),
         concurrency = config.concurrency,
         header_read_timeout_s = config.header_read_timeout.as_secs_f64(),
         max_connections = config.max_connections,
